@@ -1,0 +1,306 @@
+"""JEST selection, checked against exact probabilities enumerated on small cases."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from jestflow.transforms.losses import PairEmbeddings
+from jestflow.transforms.selection import (
+    ContrastivePairScores,
+    chunk_sizes,
+    easy_reference,
+    hard_learner,
+    learnability,
+    score,
+    select_independent,
+    select_joint,
+)
+
+# --- exact probabilities ----------------------------------------------------------------------
+
+
+def sequential_probability(scores: torch.Tensor, order: tuple[int, ...], temperature: float,
+                           excluded: frozenset[int] = frozenset()) -> float:
+    """P(drawing `order` one by one without replacement, ∝ exp(score/τ)), skipping `excluded`."""
+    remaining = [i for i in range(len(scores)) if i not in excluded]
+    p = 1.0
+    for item in order:
+        weights = torch.tensor([float(scores[i]) / temperature for i in remaining], dtype=torch.float64)
+        p *= float(torch.softmax(weights, 0)[remaining.index(item)])
+        remaining.remove(item)
+    return p
+
+
+def set_probability(scores, members, temperature, excluded=frozenset()) -> float:
+    """P(the unordered set `members` is the next len(members) draws)."""
+    return sum(
+        sequential_probability(scores, order, temperature, excluded)
+        for order in itertools.permutations(members)
+    )
+
+
+def exact_joint_distribution(A: torch.Tensor, chunk: int, temperature: float, transpose: bool = True):
+    """P((first chunk set, second chunk set)) under JEST blocked sampling with two chunks."""
+    n = A.shape[0]
+    diag = A.diagonal()
+    dist = {}
+    for first in itertools.combinations(range(n), chunk):
+        p1 = set_probability(diag, first, temperature)
+        idx = list(first)
+        cond = diag + A[:, idx].sum(1) + (A[idx, :].sum(0) if transpose else 0)
+        rest = [i for i in range(n) if i not in first]
+        for second in itertools.combinations(rest, chunk):
+            dist[(first, second)] = p1 * set_probability(cond, second, temperature, frozenset(first))
+    return dist
+
+
+def chi_square(counts: Counter, probs: dict, n: int) -> float:
+    assert set(counts) <= set(probs), "drew an outcome that has probability zero"
+    return sum((counts.get(o, 0) - n * p) ** 2 / (n * p) for o, p in probs.items())
+
+
+def chi_square_critical(df: int, z: float = 3.09) -> float:
+    """Upper 0.1 % point of χ²(df), Wilson–Hilferty approximation."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+# --- select_independent -----------------------------------------------------------------------
+
+
+def test_independent_sampling_matches_exact_sequential_probabilities():
+    scores = torch.tensor([0.3, -1.2, 2.0, 0.9, -0.4, 1.5])
+    temperature, k, n = 0.7, 3, 30_000
+    gen = torch.Generator().manual_seed(0)
+    draws = Counter(
+        tuple(select_independent(scores, k, temperature=temperature, generator=gen).tolist())
+        for _ in range(n)
+    )
+    exact = {
+        order: sequential_probability(scores, order, temperature)
+        for order in itertools.permutations(range(6), k)
+    }
+    stat = chi_square(draws, exact, n)
+    assert stat < chi_square_critical(len(exact) - 1)
+    # The same draws are far from a subtly wrong algorithm (temperature ignored): the test can fail.
+    wrong = {order: sequential_probability(scores, order, 1.0) for order in exact}
+    assert chi_square(draws, wrong, n) > 5 * chi_square_critical(len(exact) - 1)
+
+
+def test_topk_is_deterministic_and_sorted_with_ties_by_position():
+    scores = torch.tensor([1.0, 3.0, 2.0, 3.0, -1.0])
+    assert select_independent(scores, 3, method="topk").tolist() == [1, 3, 2]
+    assert select_independent(scores, 0, method="topk").tolist() == []
+
+
+def test_same_seed_same_selection_and_seeds_differ():
+    scores = torch.randn(1000, generator=torch.Generator().manual_seed(1))
+
+    def draw(seed):
+        return select_independent(scores, 100, generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draw(7), draw(7))
+    assert not torch.equal(draw(7), draw(8))
+
+
+def test_low_temperature_approaches_topk_and_high_temperature_uniform():
+    scores = torch.linspace(0, 10, 200)
+    gen = torch.Generator().manual_seed(3)
+    cold = select_independent(scores, 20, temperature=1e-4, generator=gen)
+    assert cold.tolist() == select_independent(scores, 20, method="topk").tolist()
+    hot = torch.cat([select_independent(scores, 20, temperature=1e4, generator=gen) for _ in range(200)])
+    assert abs(hot.double().mean().item() - 99.5) < 3  # uniform over 0..199
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 7}, "cannot select k=7 of 6"),
+        ({"k": -1}, "cannot select"),
+        ({"k": 2, "temperature": 0.0}, "temperature must be positive"),
+        ({"k": 2, "method": "greedy"}, "unknown method"),
+    ],
+)
+def test_independent_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        select_independent(torch.zeros(6), **kwargs)
+
+
+def test_nan_scores_are_refused():
+    with pytest.raises(ValueError, match="NaN"):
+        select_independent(torch.tensor([0.0, float("nan")]), 1)
+
+
+# --- select_joint -----------------------------------------------------------------------------
+
+
+def test_joint_sampling_matches_exact_blocked_probabilities():
+    gen = torch.Generator().manual_seed(4)
+    A = torch.randn(6, 6, generator=gen, dtype=torch.float64)  # asymmetric: A_kj ≠ A_jk
+    temperature, n = 0.8, 30_000
+    draws = Counter()
+    for _ in range(n):
+        picked = select_joint(A, 4, n_chunks=2, temperature=temperature, generator=gen).tolist()
+        draws[(tuple(sorted(picked[:2])), tuple(sorted(picked[2:])))] += 1
+    exact = exact_joint_distribution(A, 2, temperature)
+    critical = chi_square_critical(len(exact) - 1)
+    assert chi_square(draws, exact, n) < critical
+    # Forgetting the A_jk half of the pair terms is detected by the same draws.
+    wrong = exact_joint_distribution(A, 2, temperature, transpose=False)
+    assert chi_square(draws, wrong, n) > 5 * critical
+
+
+def test_joint_with_one_chunk_is_independent_on_the_diagonal():
+    A = torch.randn(40, 40, generator=torch.Generator().manual_seed(5))
+    joint = select_joint(A, 10, n_chunks=1, generator=torch.Generator().manual_seed(9))
+    indep = select_independent(A.diagonal(), 10, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(joint, indep)
+
+
+def test_joint_topk_follows_conditional_scores():
+    # 0 and 1 have the best diagonal but hurt each other; 2 pairs well with 0.
+    A = torch.tensor(
+        [
+            [5.0, -10.0, 1.0, 0.0],
+            [-10.0, 4.9, 0.0, 0.0],
+            [1.0, 0.0, 3.0, 0.0],
+            [0.0, 0.0, 0.0, 3.5],
+        ]
+    )
+    assert select_joint(A, 2, n_chunks=2, method="topk").tolist() == [0, 2]
+    assert select_independent(A.diagonal(), 2, method="topk").tolist() == [0, 1]
+
+
+def test_joint_returns_distinct_indices_in_chunks():
+    A = torch.randn(100, 100, generator=torch.Generator().manual_seed(6))
+    picked = select_joint(A, 37, n_chunks=16, generator=torch.Generator().manual_seed(0))
+    assert len(picked) == 37 and len(set(picked.tolist())) == 37
+    assert chunk_sizes(37, 16) == [3, 3, 3, 3, 3] + [2] * 11
+    assert chunk_sizes(5, 16) == [1] * 5
+    assert select_joint(A, 0).tolist() == []
+
+
+def test_joint_rejects_non_square_and_bad_chunks():
+    with pytest.raises(ValueError, match="square"):
+        select_joint(torch.zeros(3, 4), 2)
+    with pytest.raises(ValueError, match="n_chunks"):
+        select_joint(torch.zeros(3, 3), 2, n_chunks=0)
+
+
+# --- lazy pair scores -------------------------------------------------------------------------
+
+
+def random_embeddings(b: int, d: int, seed: int, scale=10.0, bias=-5.0) -> PairEmbeddings:
+    gen = torch.Generator().manual_seed(seed)
+    u = F.normalize(torch.randn(b, d, generator=gen, dtype=torch.float64), dim=1)
+    v = F.normalize(u + 0.5 * torch.randn(b, d, generator=gen, dtype=torch.float64), dim=1)
+    return PairEmbeddings(u, v, scale, bias)
+
+
+def brute_force_losses(e: PairEmbeddings) -> torch.Tensor:
+    """ℓ_ij = softplus(−z_ij (t⟨u_i, v_j⟩ + β)) entry by entry."""
+    b = e.size
+    out = torch.empty(b, b, dtype=torch.float64)
+    for i in range(b):
+        for j in range(b):
+            z = 1.0 if i == j else -1.0
+            logit = e.scale * float(e.left[i] @ e.right[j]) + e.bias
+            out[i, j] = math.log1p(math.exp(-z * logit))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["learnability", "easy_reference", "hard_learner"])
+def test_lazy_pair_scores_equal_dense_formula(mode):
+    learner, reference = random_embeddings(24, 8, 0, 5.0, -2.0), random_embeddings(24, 8, 1)
+    lazy = ContrastivePairScores(mode, learner=learner, reference=reference)
+    dense = score(mode, learner=brute_force_losses(learner), reference=brute_force_losses(reference))
+    torch.testing.assert_close(lazy.to_dense().double(), dense, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lazy.diagonal().double(), dense.diagonal(), rtol=1e-5, atol=1e-5)
+    chosen = torch.tensor([3, 17, 0, 9])
+    expected = dense[:, chosen].sum(1) + dense[chosen, :].sum(0)
+    torch.testing.assert_close(lazy.cross_sums(chosen).double(), expected, rtol=1e-5, atol=1e-5)
+    gen_a, gen_b = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    assert torch.equal(
+        select_joint(lazy, 8, n_chunks=4, generator=gen_a),
+        select_joint(dense, 8, n_chunks=4, generator=gen_b),
+    )
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any torch operation produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_lazy_joint_selection_never_materialises_b_by_b():
+    b, d, k, chunks = 1024, 16, 128, 16
+    learner = random_embeddings(b, d, 3)
+    reference = random_embeddings(b, d, 4)
+    pairs = ContrastivePairScores("learnability", learner=learner, reference=reference)
+    with LargestTensor() as probe:
+        picked = select_joint(pairs, k, n_chunks=chunks, generator=torch.Generator().manual_seed(0))
+    assert len(set(picked.tolist())) == k
+    assert probe.largest <= max(b * d, b * (k // chunks))  # the inputs, or one B×chunk block
+    assert probe.largest < b * b // 50
+
+
+def test_joint_beats_diagonal_only_when_pair_terms_matter():
+    """Eight copies of one easy pair: alone each looks best, together they are hard negatives."""
+    b, d, k = 64, 16, 16
+    gen = torch.Generator().manual_seed(11)
+    u = F.normalize(torch.randn(b, d, generator=gen), dim=1)
+    v = F.normalize(u + 0.8 * torch.randn(b, d, generator=gen), dim=1)
+    u[:8], v[:8] = u[0], u[0]  # duplicates: matching pairs are easy, cross pairs look matching too
+    reference = PairEmbeddings(u, v, scale=10.0, bias=-5.0)
+    pairs = ContrastivePairScores("easy_reference", reference=reference)
+    A = pairs.to_dense()
+
+    independent = select_independent(pairs.diagonal(), k, method="topk")
+    joint = select_joint(pairs, k, n_chunks=k, method="topk")
+
+    def batch_score(chosen):
+        return A[chosen][:, chosen].sum().item()
+
+    assert sum(i < 8 for i in independent.tolist()) == 8  # diagonal-only takes every copy
+    assert sum(i < 8 for i in joint.tolist()) <= 2
+    assert batch_score(joint) > batch_score(independent) + 50
+
+    # Sampling too: joint beats independent on average over seeds.
+    gains = [
+        batch_score(select_joint(pairs, k, generator=torch.Generator().manual_seed(s)))
+        - batch_score(select_independent(pairs.diagonal(), k, generator=torch.Generator().manual_seed(s)))
+        for s in range(20)
+    ]
+    assert sum(gains) / len(gains) > 10
+
+
+# --- score modes ------------------------------------------------------------------------------
+
+
+def test_score_modes():
+    learner, reference = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 2.0])
+    assert learnability(learner, reference).tolist() == [2.0, -1.0]
+    assert easy_reference(reference).tolist() == [-1.0, -2.0]
+    assert hard_learner(learner).tolist() == [3.0, 1.0]
+    assert score("learnability", learner=learner, reference=reference).tolist() == [2.0, -1.0]
+    with pytest.raises(ValueError, match="needs the learner"):
+        score("learnability", reference=reference)
+    with pytest.raises(ValueError, match="unknown score mode"):
+        score("loss", learner=learner)
+    with pytest.raises(ValueError, match="needs the reference embeddings"):
+        ContrastivePairScores("easy_reference", learner=random_embeddings(4, 2, 0))

@@ -1,0 +1,64 @@
+"""Loss functions shared by scoring, selection and training: token NLL and sigmoid pair losses.
+
+Sigmoid (SigLIP) pair loss, with L2-normalised embeddings u_i, v_j, temperature t and bias β:
+    ℓ_ij = softplus(−z_ij · (t·⟨u_i, v_j⟩ + β)),  z_ii = +1, z_ij = −1 (i ≠ j).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood per sequence over the positions where `mask` is true.
+
+    logits [N, T, V], targets [N, T], mask [N, T] → [N] (float32).
+    """
+    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+    mask = mask.to(nll.dtype)
+    return (nll * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+@dataclass(frozen=True)
+class PairEmbeddings:
+    """One two-tower model's view of a batch: u = left[i], v = right[j], temperature, bias."""
+
+    left: torch.Tensor
+    right: torch.Tensor
+    scale: float
+    bias: float
+
+    def __post_init__(self) -> None:
+        if self.left.ndim != 2 or self.left.shape != self.right.shape:
+            raise ValueError(
+                f"left and right embeddings must both be [B, d], got "
+                f"{tuple(self.left.shape)} and {tuple(self.right.shape)}"
+            )
+
+    @property
+    def size(self) -> int:
+        return self.left.shape[0]
+
+    def diagonal_losses(self) -> torch.Tensor:
+        """ℓ_ii for every i: the loss of each matching pair, [B]."""
+        logits = self.scale * (self.left * self.right).sum(1) + self.bias
+        return F.softplus(-logits.float())
+
+    def losses(self, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> torch.Tensor:
+        """ℓ_ij for i in `rows`, j in `cols` (index tensors; None = all), as a dense block."""
+        u = self.left if rows is None else self.left[rows]
+        v = self.right if cols is None else self.right[cols]
+        logits = (self.scale * (u @ v.T) + self.bias).float()
+        out = F.softplus(logits)  # z = −1 everywhere but the matching pairs
+        row_ids = torch.arange(self.size, device=u.device) if rows is None else rows
+        col_ids = torch.arange(self.size, device=u.device) if cols is None else cols
+        r, c = torch.nonzero(row_ids[:, None] == col_ids[None, :], as_tuple=True)
+        out[r, c] = F.softplus(-logits[r, c])
+        return out
+
+    def batch_loss(self) -> torch.Tensor:
+        """SigLIP training loss: Σ_ij ℓ_ij / B over the whole batch (dense; training-size B)."""
+        return self.losses().sum() / self.size

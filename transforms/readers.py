@@ -1,0 +1,145 @@
+"""Reading raw input files through fsspec: JSONL (plain, .gz, .zst), Parquet and WebDataset tars.
+
+Every record of every file comes out as an `Example` or a `Rejected`; a file that breaks off
+(truncated gzip, corrupt tar) ends in one `Rejected` with reason `unreadable_file`.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from webdataset.tariterators import base_plus_ext, tar_file_iterator
+
+from .errors import JestflowError
+from .records import UNREADABLE_FILE, Example, FieldMap, Rejected, parse_json_line, parse_mapping
+
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".tar": "tar",
+}
+COMPRESSIONS = (".gz", ".zst", ".bz2", ".xz")
+# What a stream can raise when the file itself is broken, rather than one record.
+READ_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError, pa.ArrowException)
+
+
+def file_format(url: str) -> str:
+    """`jsonl`, `parquet` or `tar`, from the file name (compression suffixes allowed)."""
+    name = url.lower()
+    for suffix in COMPRESSIONS:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    for suffix, fmt in FORMATS.items():
+        if name.endswith(suffix):
+            return fmt
+    known = ", ".join(sorted(FORMATS))
+    raise JestflowError(f"unknown input format for {url!r}: expected one of {known} (optionally .gz/.zst)")
+
+
+def expand_urls(patterns: Sequence[str]) -> list[str]:
+    """Expand fsspec URLs and globs into a sorted list of files; every pattern must match."""
+    if not patterns:
+        raise JestflowError("no input given")
+    urls: list[str] = []
+    for pattern in patterns:
+        fs, _, paths = fsspec.get_fs_token_paths(pattern)
+        files = sorted(p for p in paths if fs.isfile(p))
+        if not files:
+            raise JestflowError(f"no input file matches {pattern!r}")
+        for path in files:
+            url = fs.unstrip_protocol(path) if "://" in pattern else path
+            file_format(url)
+            urls.append(url)
+    return sorted(dict.fromkeys(urls))
+
+
+def read_file(url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
+    """Every record of one file, parsed."""
+    reader = {"jsonl": _read_jsonl, "parquet": _read_parquet, "tar": _read_tar}[file_format(url)]
+    position = 0  # of the next record, for the rejection if the file breaks off
+    try:
+        with fsspec.open(url, "rb", compression="infer") as f:
+            for item in reader(f, url, fields):
+                yield item
+                position = item.position + 1
+    except READ_ERRORS as e:
+        yield Rejected(
+            source=url,
+            position=position,
+            reason=UNREADABLE_FILE,
+            detail=f"{type(e).__name__}: {e}",
+            raw=b"",
+        )
+
+
+def read_examples(patterns: Sequence[str], fields: FieldMap) -> Iterator[Example | Rejected]:
+    """Every record of every file matched by `patterns`, in a stable order."""
+    for url in expand_urls(patterns):
+        yield from read_file(url, fields)
+
+
+def _read_jsonl(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
+    for position, line in enumerate(_lines(f)):
+        yield parse_json_line(line, fields, url, position)
+
+
+def _lines(f) -> Iterator[bytes]:
+    """Non-blank lines without their line ending (blank lines are not records)."""
+    for line in f:
+        line = line.rstrip(b"\r\n")
+        if line.strip():
+            yield line
+
+
+def _read_parquet(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
+    parquet = pq.ParquetFile(f)
+    names = set(parquet.schema_arrow.names)
+    wanted = [c for c in (*fields.fields, *fields.keep) if c in names]
+    rows = (
+        row
+        for batch in parquet.iter_batches(batch_size=1024, columns=wanted or None)
+        for row in batch.to_pylist()
+    )
+    for position, row in enumerate(rows):
+        raw = json.dumps(row, default=repr, ensure_ascii=False).encode("utf-8", "replace")
+        yield parse_mapping(row, fields, url, position, raw)
+
+
+def _read_tar(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
+    """WebDataset samples: consecutive members sharing a key, `{extension: bytes}`."""
+    for position, sample in enumerate(_tar_samples(tar_file_iterator(f))):
+        record: dict = dict(sample)
+        if fields.keep and "json" in sample:
+            try:
+                record.update(
+                    {k: v for k, v in json.loads(sample["json"]).items() if k in fields.keep}
+                )
+            except (ValueError, AttributeError):
+                pass
+        raw = sample.get(fields.text_fields[0], b"")
+        yield parse_mapping(record, fields, url, position, raw)
+
+
+def _tar_samples(members: Iterable[dict]) -> Iterator[dict[str, bytes]]:
+    sample: dict[str, bytes] = {}
+    key = None
+    for member in members:
+        prefix, suffix = base_plus_ext(member["fname"])
+        if prefix is None:
+            continue
+        if prefix != key and sample:
+            yield sample
+            sample = {}
+        key = prefix
+        sample[suffix.lower()] = member["data"]
+    if sample:
+        yield sample

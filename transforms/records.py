@@ -1,0 +1,272 @@
+"""Example records, their stable ids, and parsing one raw record into an example or a rejection.
+
+An input record becomes either an `Example` (with a 128-bit content-hash id and its source) or a
+`Rejected` value that carries the raw bytes and the reason. Parsing never raises for bad records;
+reading whole files lives in `readers.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import JestflowError
+
+Layout = Literal["text", "image_text", "text_pair"]
+
+# Why a record was rejected. Stable strings: they are counters, manifest values and file names.
+BAD_JSON = "bad_json"
+BAD_UTF8 = "bad_utf8"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_FIELD = "missing_field"
+NOT_A_STRING = "not_a_string"
+EMPTY = "empty"
+TOO_LONG = "too_long"
+BAD_IMAGE = "bad_image"
+UNREADABLE_FILE = "unreadable_file"
+REASONS = (
+    BAD_JSON,
+    BAD_UTF8,
+    NOT_AN_OBJECT,
+    MISSING_FIELD,
+    NOT_A_STRING,
+    EMPTY,
+    TOO_LONG,
+    BAD_IMAGE,
+    UNREADABLE_FILE,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldMap:
+    """Where the payload lives in an input record, and what else to keep.
+
+    Exactly one layout: `text` (language modelling), `image` + `caption` (image-text pairs) or
+    `query` + `doc` (text-text pairs). For WebDataset tars a field is a member extension
+    (`txt`, `jpg`); for JSONL and Parquet it is a key or column name.
+    """
+
+    text: str | None = None
+    image: str | None = None
+    caption: str | None = None
+    query: str | None = None
+    doc: str | None = None
+    keep: tuple[str, ...] = ()
+    max_chars: int = 100_000
+
+    def __post_init__(self) -> None:
+        given = {name for name in ("text", "image", "caption", "query", "doc") if getattr(self, name)}
+        if given not in ({"text"}, {"image", "caption"}, {"query", "doc"}):
+            raise JestflowError(
+                "give exactly one field layout: --text-field, or --image-field with "
+                "--caption-field, or --query-field with --doc-field "
+                f"(got {', '.join(sorted(given)) or 'none'})"
+            )
+        if self.max_chars < 1:
+            raise JestflowError(f"max_chars must be positive, got {self.max_chars}")
+
+    @property
+    def layout(self) -> Layout:
+        if self.text:
+            return "text"
+        return "image_text" if self.image else "text_pair"
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        """The fields holding text, in (left tower, right tower) order."""
+        if self.text:
+            return (self.text,)
+        if self.image:
+            return (self.caption,)  # type: ignore[return-value]
+        return (self.query, self.doc)  # type: ignore[return-value]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every field the payload is read from."""
+        return self.text_fields + ((self.image,) if self.image else ())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Example:
+    """One training example.
+
+    `text` is the text to model (layout `text`), the caption (`image_text`) or the query
+    (`text_pair`); `pair` is the document of a text pair; `image` the encoded image bytes.
+    `id` hashes the payload only, so the same content gets the same id wherever it comes from.
+    `position` is the 0-based record index in `source` (JSONL line, Parquet row, tar sample).
+    """
+
+    id: str
+    layout: Layout
+    text: str
+    pair: str | None = None
+    image: bytes | None = None
+    source: str
+    position: int
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """A dot-free key unique to this occurrence (duplicates share `id`, not `key`)."""
+        return _digest(self.id.encode(), self.source.encode(), str(self.position).encode())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rejected:
+    """A record that could not become an example, with the raw input and the reason."""
+
+    source: str
+    position: int
+    reason: str
+    detail: str
+    raw: bytes
+
+    @property
+    def id(self) -> str:
+        return _digest(b"rejected", self.raw)
+
+
+def _digest(*parts: bytes) -> str:
+    """128-bit hex digest of length-prefixed parts (unambiguous concatenation)."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def content_id(layout: Layout, text: str, pair: str | None = None, image: bytes | None = None) -> str:
+    """The stable id of a payload: the same content always hashes to the same 32 hex digits."""
+    parts = [layout.encode(), text.encode("utf-8")]
+    if pair is not None:
+        parts.append(pair.encode("utf-8"))
+    if image is not None:
+        parts.append(image)
+    return _digest(*parts)
+
+
+def make_example(
+    *,
+    layout: Layout,
+    text: str,
+    pair: str | None = None,
+    image: bytes | None = None,
+    source: str = "",
+    position: int = 0,
+    meta: Mapping[str, Any] | None = None,
+) -> Example:
+    """Build an example with its content id (for data made in code: tests, demos)."""
+    return Example(
+        id=content_id(layout, text, pair, image),
+        layout=layout,
+        text=text,
+        pair=pair,
+        image=image,
+        source=source,
+        position=position,
+        meta=dict(meta or {}),
+    )
+
+
+def parse_json_line(raw: bytes, fields: FieldMap, source: str, position: int) -> Example | Rejected:
+    """Parse one JSONL line."""
+
+    def reject(reason: str, detail: str) -> Rejected:
+        return Rejected(source=source, position=position, reason=reason, detail=detail, raw=raw)
+
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return reject(BAD_UTF8, str(e))
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        return reject(BAD_JSON, str(e))
+    if not isinstance(obj, dict):
+        return reject(NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
+    return parse_mapping(obj, fields, source, position, raw)
+
+
+def parse_mapping(
+    record: Mapping[str, Any], fields: FieldMap, source: str, position: int, raw: bytes
+) -> Example | Rejected:
+    """Turn a decoded record (JSON object, Parquet row, tar sample) into an example.
+
+    Text values may be `str` or UTF-8 `bytes` (tar members); image values `bytes` or a
+    `{"bytes": ...}` struct (the Hugging Face datasets image column).
+    """
+
+    def reject(reason: str, detail: str) -> Rejected:
+        return Rejected(source=source, position=position, reason=reason, detail=detail, raw=raw)
+
+    texts: list[str] = []
+    for name in fields.text_fields:
+        value = record.get(name)
+        if value is None:
+            present = ", ".join(sorted(map(str, record))[:10]) or "none"
+            return reject(MISSING_FIELD, f"no field {name!r} (fields: {present})")
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return reject(BAD_UTF8, f"{name}: {e}")
+        if not isinstance(value, str):
+            return reject(NOT_A_STRING, f"{name} is {type(value).__name__}, not a string")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates from JSON escapes
+            return reject(BAD_UTF8, f"{name}: {e}")
+        if not value.strip():
+            return reject(EMPTY, f"{name} is empty")
+        if len(value) > fields.max_chars:
+            return reject(TOO_LONG, f"{name} has {len(value)} characters > {fields.max_chars}")
+        texts.append(value)
+
+    image = None
+    if fields.image:
+        image = record.get(fields.image)
+        if isinstance(image, Mapping):
+            image = image.get("bytes")
+        if image is None:
+            return reject(MISSING_FIELD, f"no field {fields.image!r}")
+        if not isinstance(image, bytes):
+            return reject(BAD_IMAGE, f"{fields.image} is {type(image).__name__}, not bytes")
+        problem = image_problem(image)
+        if problem:
+            return reject(BAD_IMAGE, problem)
+
+    meta = {name: _plain(record[name]) for name in fields.keep if name in record}
+    return make_example(
+        layout=fields.layout,
+        text=texts[0],
+        pair=texts[1] if len(texts) > 1 else None,
+        image=image,
+        source=source,
+        position=position,
+        meta=meta,
+    )
+
+
+def image_problem(data: bytes) -> str | None:
+    """Why `data` is not a decodable image, or None if it decodes."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        return f"image does not decode: {e}"
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """Kept metadata as a JSON-friendly value."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,262 @@
+"""JEST selection: choose the most learnable sub-batch of a super-batch.
+
+Per-example losses make the batch score a sum of per-example scores, so choosing a sub-batch is
+sampling without replacement with probability ∝ exp(s_i / τ): `select_independent` (Gumbel-top-k).
+
+Contrastive losses couple the members of a batch. With A = L(θ) − L(θ*) the B×B pair score matrix,
+adding candidate k to the chosen set S adds A_kk + Σ_{j∈S} (A_kj + A_jk). `select_joint` draws the
+first chunk from the diagonal and each further chunk from these conditional scores (JEST blocked
+sampling), keeping running sums so that a lazy `ContrastivePairScores` never builds B×B.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+
+from .losses import PairEmbeddings
+
+Method = Literal["sample", "topk"]
+METHODS = ("sample", "topk")
+SCORE_MODES = ("learnability", "easy_reference", "hard_learner")
+
+
+# --- score modes ------------------------------------------------------------------------------
+
+
+def learnability(learner: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """ℓ(θ) − ℓ(θ*): not yet learnt by the student, but learnable (easy for the teacher)."""
+    return learner - reference
+
+
+def easy_reference(reference: torch.Tensor) -> torch.Tensor:
+    """−ℓ(θ*): the only score available offline, before any student exists."""
+    return -reference
+
+
+def hard_learner(learner: torch.Tensor) -> torch.Tensor:
+    """ℓ(θ): the student's hardest examples (an ablation: it chases noise)."""
+    return learner
+
+
+def mode_weights(mode: str) -> tuple[float, float]:
+    """(weight of the learner's loss, weight of the reference loss) for a score mode."""
+    weights = {"learnability": (1.0, -1.0), "easy_reference": (0.0, -1.0), "hard_learner": (1.0, 0.0)}
+    if mode not in weights:
+        raise ValueError(f"unknown score mode {mode!r}; expected one of {', '.join(SCORE_MODES)}")
+    return weights[mode]
+
+
+def score(
+    mode: str, *, learner: torch.Tensor | None = None, reference: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Scores of one mode from per-example (or dense pair) losses."""
+    w_learner, w_reference = mode_weights(mode)
+    needed = {"learner": (w_learner, learner), "reference": (w_reference, reference)}
+    for name, (weight, value) in needed.items():
+        if weight and value is None:
+            raise ValueError(f"score mode {mode!r} needs the {name} losses")
+    if mode == "learnability":
+        return learnability(learner, reference)  # type: ignore[arg-type]
+    if mode == "easy_reference":
+        return easy_reference(reference)  # type: ignore[arg-type]
+    return hard_learner(learner)  # type: ignore[arg-type]
+
+
+# --- pair scores ------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class PairScores(Protocol):
+    """What `select_joint` needs from the B×B pair score matrix A."""
+
+    @property
+    def size(self) -> int: ...
+
+    def diagonal(self) -> torch.Tensor:
+        """A_kk for every k, [B]."""
+        ...
+
+    def cross_sums(self, chosen: torch.Tensor) -> torch.Tensor:
+        """Σ_{j∈chosen} (A_kj + A_jk) for every k, [B]."""
+        ...
+
+
+class DensePairScores:
+    """A materialised B×B pair score matrix (small B: tests, tiny batches)."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"pair scores must be a square B×B matrix, got {tuple(matrix.shape)}")
+        _check_finite(matrix, "pair scores")
+        self.matrix = matrix
+
+    @property
+    def size(self) -> int:
+        return self.matrix.shape[0]
+
+    def diagonal(self) -> torch.Tensor:
+        return self.matrix.diagonal()
+
+    def cross_sums(self, chosen: torch.Tensor) -> torch.Tensor:
+        return self.matrix[:, chosen].sum(1) + self.matrix[chosen, :].sum(0)
+
+
+class ContrastivePairScores:
+    """Lazy A = w_l·L(θ) + w_r·L(θ*) from learner and/or reference embeddings.
+
+    Each `cross_sums` call computes the sigmoid pair losses of every candidate against the newly
+    chosen chunk only, in both directions: O(B·c·d) work and O(B·c) memory for a chunk of c.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        *,
+        learner: PairEmbeddings | None = None,
+        reference: PairEmbeddings | None = None,
+    ) -> None:
+        w_learner, w_reference = mode_weights(mode)
+        self.terms = [
+            (weight, emb)
+            for weight, emb, name in ((w_learner, learner, "learner"), (w_reference, reference, "reference"))
+            if weight and _required(emb, mode, name)
+        ]
+        sizes = {emb.size for _, emb in self.terms}
+        if len(sizes) != 1:
+            raise ValueError(f"learner and reference embeddings cover different batches: {sizes}")
+        self.mode = mode
+
+    @property
+    def size(self) -> int:
+        return self.terms[0][1].size
+
+    def diagonal(self) -> torch.Tensor:
+        return sum(w * emb.diagonal_losses() for w, emb in self.terms)  # type: ignore[return-value]
+
+    def cross_sums(self, chosen: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for weight, emb in self.terms:
+            chosen_on = chosen.to(emb.left.device)
+            into = emb.losses(cols=chosen_on).sum(1)  # A_kj, j ∈ chosen
+            out_of = emb.losses(rows=chosen_on).sum(0)  # A_jk, j ∈ chosen
+            total = total + weight * (into + out_of)
+        return total  # type: ignore[return-value]
+
+    def to_dense(self) -> torch.Tensor:
+        """The full B×B matrix (tests and small B only)."""
+        return sum(w * emb.losses() for w, emb in self.terms)  # type: ignore[return-value]
+
+
+def _required(emb: PairEmbeddings | None, mode: str, name: str) -> bool:
+    if emb is None:
+        raise ValueError(f"score mode {mode!r} needs the {name} embeddings")
+    return True
+
+
+# --- selection --------------------------------------------------------------------------------
+
+
+def select_independent(
+    scores: torch.Tensor,
+    k: int,
+    *,
+    temperature: float = 1.0,
+    method: Method = "sample",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Choose k of the candidates, in selection order.
+
+    "sample" draws without replacement with probability ∝ exp(score / temperature) (Gumbel-top-k:
+    the order of the perturbed keys is exactly sequential sampling without replacement); "topk"
+    takes the k highest scores, ties broken by position.
+    """
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be 1-D, got shape {tuple(scores.shape)}")
+    _check_finite(scores, "scores")
+    _check_k(k, scores.shape[0])
+    _check_options(temperature, method)
+    return _draw(scores, k, temperature, method, generator)
+
+
+def select_joint(
+    pairs: torch.Tensor | PairScores,
+    k: int,
+    *,
+    n_chunks: int = 16,
+    temperature: float = 1.0,
+    method: Method = "sample",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """JEST blocked selection of k candidates from pair scores, in selection order.
+
+    The first k/n candidates come from the diagonal A_kk; each further chunk from the
+    conditional scores A_kk + Σ_{j∈S} (A_kj + A_jk) given the chosen set S, chosen ones masked.
+    `pairs` is a dense B×B tensor or a `PairScores` (e.g. lazy `ContrastivePairScores`).
+    """
+    if isinstance(pairs, torch.Tensor):
+        pairs = DensePairScores(pairs)
+    if n_chunks < 1:
+        raise ValueError(f"n_chunks must be at least 1, got {n_chunks}")
+    _check_k(k, pairs.size)
+    _check_options(temperature, method)
+
+    diagonal = pairs.diagonal().double()
+    _check_finite(diagonal, "pair score diagonal")
+    running = torch.zeros_like(diagonal)
+    chosen_mask = torch.zeros(pairs.size, dtype=torch.bool, device=diagonal.device)
+    chosen: list[torch.Tensor] = []
+    sizes = chunk_sizes(k, n_chunks)
+    for i, size in enumerate(sizes):
+        conditional = (diagonal + running).masked_fill(chosen_mask, float("-inf"))
+        new = _draw(conditional, size, temperature, method, generator)
+        chosen.append(new)
+        chosen_mask[new] = True
+        if i + 1 < len(sizes):
+            running += pairs.cross_sums(new).double()
+    return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)
+
+
+def chunk_sizes(k: int, n_chunks: int) -> list[int]:
+    """k split into at most n_chunks nearly equal, non-empty chunks (larger ones first)."""
+    n = min(n_chunks, k)
+    if n == 0:
+        return []
+    base, extra = divmod(k, n)
+    return [base + 1] * extra + [base] * (n - extra)
+
+
+def _draw(
+    scores: torch.Tensor, k: int, temperature: float, method: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    keys = scores.double()
+    if method == "sample":
+        keys = keys / temperature + _gumbel(keys.shape[0], generator).to(keys.device)
+    order = torch.argsort(keys, descending=True, stable=True)
+    return order[:k].cpu()
+
+
+def _gumbel(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard Gumbel noise drawn on the generator's device, in float64."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
+    tiny = torch.finfo(torch.float64).tiny
+    return -torch.log(-torch.log(u.clamp(tiny, 1.0 - 1e-16)))
+
+
+def _check_k(k: int, n: int) -> None:
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot select k={k} of {n} candidates")
+
+
+def _check_options(temperature: float, method: str) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+def _check_finite(values: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{what} contain NaN or infinite values")
