@@ -28,8 +28,8 @@ class PairEmbeddings:
 
     left: torch.Tensor
     right: torch.Tensor
-    scale: float
-    bias: float
+    scale: float | torch.Tensor  # t (a tensor while training, so gradients reach it)
+    bias: float | torch.Tensor  # β
 
     def __post_init__(self) -> None:
         if self.left.ndim != 2 or self.left.shape != self.right.shape:
@@ -52,12 +52,11 @@ class PairEmbeddings:
         u = self.left if rows is None else self.left[rows]
         v = self.right if cols is None else self.right[cols]
         logits = (self.scale * (u @ v.T) + self.bias).float()
-        out = F.softplus(logits)  # z = −1 everywhere but the matching pairs
-        row_ids = torch.arange(self.size, device=u.device) if rows is None else rows
-        col_ids = torch.arange(self.size, device=u.device) if cols is None else cols
-        r, c = torch.nonzero(row_ids[:, None] == col_ids[None, :], as_tuple=True)
-        out[r, c] = F.softplus(-logits[r, c])
-        return out
+        all_ids = torch.arange(self.size, device=u.device)
+        row_ids = all_ids if rows is None else rows
+        col_ids = all_ids if cols is None else cols
+        matching = row_ids[:, None] == col_ids[None, :]  # z = +1 on matching pairs, −1 elsewhere
+        return F.softplus(torch.where(matching, -logits, logits))
 
     def batch_loss(self) -> torch.Tensor:
         """SigLIP training loss: Σ_ij ℓ_ij / B over the whole batch (dense; training-size B)."""

@@ -92,12 +92,19 @@ def _read_jsonl(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
         yield parse_json_line(line, fields, url, position)
 
 
-def _lines(f) -> Iterator[bytes]:
-    """Non-blank lines without their line ending (blank lines are not records)."""
-    for line in f:
-        line = line.rstrip(b"\r\n")
-        if line.strip():
-            yield line
+def _lines(f, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+    """Non-blank lines without their line ending (blank lines are not records).
+
+    Reads in chunks (some decompressors cannot read line by line), with `read1` where there is
+    one, so that the lines before a truncation are still delivered.
+    """
+    read = getattr(f, "read1", f.read)
+    rest = b""
+    while chunk := read(chunk_size):
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from (line.rstrip(b"\r") for line in lines if line.strip())
+    if rest.strip():
+        yield rest.rstrip(b"\r")
 
 
 def _read_parquet(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:

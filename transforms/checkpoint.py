@@ -1,0 +1,193 @@
+"""Model checkpoints: a directory with `config.json` + `model.safetensors`, never pickles.
+
+A jestflow checkpoint's `config.json` names the architecture and its config; a Hugging Face
+directory (its `config.json` has a `model_type`) loads through the adapters in `models/hf.py`.
+The fingerprint hashes the config and the weights, so it changes whenever the model does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import posixpath
+import tempfile
+from typing import Any
+
+import fsspec
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from .errors import JestflowError
+from .models.lm import CausalLM, LMConfig
+from .models.towers import TwoTower, TwoTowerConfig
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+FORMAT = "jestflow"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
+    CausalLM.architecture: (CausalLM, LMConfig),
+    TwoTower.architecture: (TwoTower, TwoTowerConfig),
+}
+TASKS = ("lm", "contrastive")
+
+
+def build_model(architecture: str, config: dict[str, Any]) -> nn.Module:
+    """A freshly initialised built-in model from its architecture name and config dict."""
+    if architecture not in ARCHITECTURES:
+        raise JestflowError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    model_cls, config_cls = ARCHITECTURES[architecture]
+    try:
+        return model_cls(config_cls(**config))
+    except TypeError as e:
+        raise JestflowError(f"bad {architecture} config: {e}") from e
+
+
+def save_checkpoint(model: nn.Module, directory: str, *, meta: dict[str, Any] | None = None) -> str:
+    """Write a built-in model as config.json + model.safetensors; returns its fingerprint."""
+    if getattr(model, "architecture", None) not in ARCHITECTURES:
+        raise JestflowError(f"cannot save a {type(model).__name__} as a jestflow checkpoint")
+    config = {
+        "format": FORMAT,
+        "architecture": model.architecture,
+        "task": model.task,
+        "config": dataclasses.asdict(model.config),
+        "meta": meta or {},
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fs, root = fsspec.core.url_to_fs(directory)
+    fs.makedirs(root, exist_ok=True)
+    _write(fs, posixpath.join(root, WEIGHTS), save_safetensors(tensors))
+    _write(fs, posixpath.join(root, CONFIG), json.dumps(config, indent=2, sort_keys=True).encode())
+    return fingerprint(directory)
+
+
+def _write(fs, path: str, data: bytes) -> None:
+    """Write to a temporary name, then rename, so a reader never sees half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def read_config(directory: str) -> dict[str, Any]:
+    """The checkpoint's config.json, with a clear error for what is not a checkpoint."""
+    fs, root = fsspec.core.url_to_fs(directory)
+    if not fs.isdir(root):
+        raise JestflowError(f"checkpoint directory not found: {directory}")
+    path = posixpath.join(root, CONFIG)
+    if not fs.exists(path):
+        raise JestflowError(f"{directory} is not a checkpoint: it has no {CONFIG}")
+    try:
+        with fs.open(path, "rb") as f:
+            config = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise JestflowError(f"{directory}/{CONFIG} is not valid JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise JestflowError(f"{directory}/{CONFIG} must hold a JSON object")
+    return config
+
+
+def is_huggingface(config: dict[str, Any]) -> bool:
+    return config.get("format") != FORMAT and "model_type" in config
+
+
+def checkpoint_task(directory: str) -> str | None:
+    """`lm` or `contrastive` for a jestflow checkpoint; None for a Hugging Face directory."""
+    config = read_config(directory)
+    return None if is_huggingface(config) else config.get("task")
+
+
+def weight_files(directory: str) -> list[str]:
+    """The safetensors files of a checkpoint; refuses directories that only hold pickles."""
+    fs, root = fsspec.core.url_to_fs(directory)
+    names = sorted(posixpath.basename(p) for p in fs.ls(root, detail=False))
+    weights = [n for n in names if n.endswith(".safetensors")]
+    if not weights:
+        pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
+        if pickles:
+            raise JestflowError(
+                f"refusing to load {directory}/{pickles[0]}: pickle checkpoints can run code; "
+                "convert the weights to safetensors (model.safetensors)"
+            )
+        raise JestflowError(f"{directory} has no {WEIGHTS}")
+    return weights
+
+
+def fingerprint(directory: str) -> str:
+    """A 16-hex-digit hash of config.json and every safetensors file (and tokenizer.json)."""
+    fs, root = fsspec.core.url_to_fs(directory)
+    names = [CONFIG, *weight_files(directory)]
+    if fs.exists(posixpath.join(root, "tokenizer.json")):
+        names.append("tokenizer.json")
+    h = hashlib.sha256()
+    for name in names:
+        h.update(name.encode() + b"\0")
+        with fs.open(posixpath.join(root, name), "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_model(directory: str, *, task: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a jestflow or Hugging Face checkpoint for `task` (checked), in eval mode."""
+    if task is not None and task not in TASKS:
+        raise JestflowError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    config = read_config(directory)
+    weight_files(directory)
+    if is_huggingface(config):
+        model = _load_huggingface(directory, config, task)
+    else:
+        model = _load_builtin(directory, config, task)
+    return model.to(device).eval()
+
+
+def _load_builtin(directory: str, config: dict[str, Any], task: str | None) -> nn.Module:
+    if config.get("format") != FORMAT:
+        raise JestflowError(f"{directory}/{CONFIG} is neither a jestflow nor a Hugging Face config")
+    if task is not None and config.get("task") != task:
+        raise JestflowError(
+            f"{directory} holds a {config.get('task')} model ({config.get('architecture')}), "
+            f"not a {task} model"
+        )
+    model = build_model(config.get("architecture", ""), config.get("config", {}))
+    fs, root = fsspec.core.url_to_fs(directory)
+    with fs.open(posixpath.join(root, WEIGHTS), "rb") as f:
+        tensors = load_safetensors(f.read())
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise JestflowError(f"{directory}: weights do not match its config: {first}") from e
+    return model
+
+
+def _load_huggingface(directory: str, config: dict[str, Any], task: str | None) -> nn.Module:
+    from .models.hf import HFCausalLM, HFTextEncoder
+
+    architectures = config.get("architectures") or []
+    is_lm = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    task = task or ("lm" if is_lm else "contrastive")
+    local = _local_copy(directory)
+    if task == "lm":
+        return HFCausalLM(local)
+    options = {}
+    fs, root = fsspec.core.url_to_fs(directory)
+    if fs.exists(posixpath.join(root, "jestflow.json")):
+        with fs.open(posixpath.join(root, "jestflow.json"), "rb") as f:
+            options = {k: float(v) for k, v in json.load(f).items() if k in ("scale", "bias")}
+    return HFTextEncoder(local, **options)
+
+
+def _local_copy(directory: str) -> str:
+    """Hugging Face loads from local paths: copy a remote directory to a temporary one."""
+    fs, root = fsspec.core.url_to_fs(directory)
+    if "file" in fs.protocol or "local" in fs.protocol:
+        return root
+    target = tempfile.mkdtemp(prefix="jestflow-hf-")
+    fs.get(root.rstrip("/") + "/", target, recursive=True)
+    return target

@@ -1,0 +1,110 @@
+"""Adapters that give Hugging Face models the built-in models' scoring interface (extra `hf`).
+
+`HFCausalLM` wraps `AutoModelForCausalLM` for per-example LM loss; `HFTextEncoder` wraps an
+`AutoModel` text encoder with mean pooling for text-text contrastive scoring (one shared encoder
+for queries and documents, as sentence encoders are used). Weights load from safetensors only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import missing_extra
+from ..losses import PairEmbeddings, token_nll
+from .layers import pad
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as e:
+        raise missing_extra("hf", "transformers") from e
+    transformers.logging.set_verbosity_error()
+    return transformers
+
+
+class HFCausalLM(nn.Module):
+    architecture = "hf_causal_lm"
+    task = "lm"
+
+    def __init__(self, path: str, *, max_len: int = 512) -> None:
+        super().__init__()
+        tf = _transformers()
+        self.tokenizer = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = tf.AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, use_safetensors=True
+        ).eval()
+        limit = getattr(self.model.config, "max_position_embeddings", None) or max_len
+        self.max_len = min(max_len, limit)
+        self.bos = self.tokenizer.bos_token_id
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id or 0
+
+    def tokenize(self, texts: Sequence[str], max_len: int | None = None) -> list[torch.Tensor]:
+        """Token ids with a leading BOS (so the first token is scored too), truncated."""
+        limit = min(max_len or self.max_len, self.max_len)
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=True,
+                                 max_length=limit)["input_ids"]
+        head = [] if self.bos is None else [self.bos]
+        return [torch.tensor((head + ids)[: limit + 1], dtype=torch.long) for ids in encoded]
+
+    def sequence_nll(self, sequences: Sequence[torch.Tensor]) -> torch.Tensor:
+        ids, mask = pad(sequences, self.pad_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        logits = self.model(input_ids=ids, attention_mask=mask.long()).logits
+        return token_nll(logits[:, :-1], ids[:, 1:], mask[:, 1:])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+class HFTextEncoder(nn.Module):
+    """Mean-pooled, L2-normalised sentence embeddings from a Hugging Face encoder.
+
+    A pretrained encoder has no sigmoid-loss temperature and bias of its own: (t, β) default to
+    (20, −10) and can be set by a `jestflow.json` beside the model ({"scale": t, "bias": β}).
+    """
+
+    architecture = "hf_text_encoder"
+    task = "contrastive"
+    right_kind = "text"
+
+    def __init__(self, path: str, *, scale: float = 20.0, bias: float = -10.0, max_len: int = 256) -> None:
+        super().__init__()
+        tf = _transformers()
+        self.tokenizer = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = tf.AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True).eval()
+        limit = getattr(self.model.config, "max_position_embeddings", None) or max_len
+        self.max_len = min(max_len, limit)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.scale = scale
+        self.bias = bias
+
+    def prepare_left(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_len)["input_ids"]
+        return [torch.tensor(ids, dtype=torch.long) for ids in encoded]
+
+    prepare_right = prepare_left
+
+    def embed_left(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        ids, mask = pad(items, self.pad_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        hidden = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        weights = mask.to(hidden.dtype)[..., None]
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+        return F.normalize(pooled.float(), dim=-1)
+
+    embed_right = embed_left
+
+    def pair_embeddings(self, left: torch.Tensor, right: torch.Tensor) -> PairEmbeddings:
+        return PairEmbeddings(left, right, self.scale, self.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device

@@ -1,0 +1,57 @@
+"""Transformer pieces shared by the built-in models, and padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; causal (language model) or bidirectional with a padding mask."""
+
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d_model % n_head:
+            raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}")
+        self.n_head = n_head
+        self.dropout = dropout
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model)
+        )
+
+    def forward(self, x: torch.Tensor, *, causal: bool, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x [N, T, D]; keep [N, T] marks real (non-padding) positions for bidirectional attention."""
+        n, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.view(n, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
+        mask = None if causal or keep is None else keep[:, None, None, :]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = x + self.proj(y.transpose(1, 2).reshape(n, t, d))
+        return x + self.mlp(self.ln2(x))
+
+
+def pad(sequences: Sequence[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D token tensors: (ids [N, T], mask [N, T] true on real tokens)."""
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.bool)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = True
+    return ids, mask
+
+
+def byte_tokens(text: str, max_len: int, bos: int | None = None) -> torch.Tensor:
+    """UTF-8 bytes of `text` (at most max_len tokens in all), optionally after a BOS id."""
+    head = [] if bos is None else [bos]
+    data = list(text.encode("utf-8")[: max_len - len(head)])
+    return torch.tensor(head + data, dtype=torch.long)

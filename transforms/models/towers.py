@@ -1,0 +1,165 @@
+"""A small two-tower contrastive encoder (SigLIP-style): text tower, and a text or image tower.
+
+Each tower maps its input to an L2-normalised embedding; the model learns a temperature t and a
+bias β for the sigmoid pair loss (`losses.PairEmbeddings`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import PairEmbeddings
+from .layers import Block, byte_tokens, pad
+from .lm import _init_weights
+
+TOWER_KINDS = ("text", "image")
+
+
+@dataclass(kw_only=True)
+class TowerConfig:
+    kind: str = "text"
+    d_model: int = 128
+    n_layer: int = 2
+    n_head: int = 4
+    max_len: int = 128  # text: bytes read per item
+    image_size: int = 64  # image: square side in pixels after resizing
+    patch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.kind not in TOWER_KINDS:
+            raise ValueError(f"unknown tower kind {self.kind!r}; expected one of {TOWER_KINDS}")
+
+
+@dataclass(kw_only=True)
+class TwoTowerConfig:
+    left: TowerConfig = field(default_factory=TowerConfig)  # captions / queries: always text
+    right: TowerConfig = field(default_factory=TowerConfig)  # documents (text) or images
+    embed_dim: int = 128
+    init_scale: float = 10.0  # t = exp(log_scale)
+    init_bias: float = -10.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.left, dict):
+            self.left = TowerConfig(**self.left)
+        if isinstance(self.right, dict):
+            self.right = TowerConfig(**self.right)
+        if self.left.kind != "text":
+            raise ValueError("the left tower reads text (captions or queries)")
+
+
+class TextTower(nn.Module):
+    def __init__(self, config: TowerConfig, embed_dim: int) -> None:
+        super().__init__()
+        self.config = config
+        self.tokens = nn.Embedding(256, config.d_model)
+        self.positions = nn.Embedding(config.max_len, config.d_model)
+        self.blocks = nn.ModuleList(Block(config.d_model, config.n_head) for _ in range(config.n_layer))
+        self.ln = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, embed_dim)
+
+    def prepare(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        return [byte_tokens(text, self.config.max_len) for text in texts]
+
+    def forward(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        device = self.tokens.weight.device
+        ids, keep = pad(items)
+        ids, keep = ids.to(device), keep.to(device)
+        x = self.tokens(ids) + self.positions(torch.arange(ids.shape[1], device=device))
+        for block in self.blocks:
+            x = block(x, causal=False, keep=keep)
+        x = self.ln(x)
+        weights = keep.to(x.dtype)[..., None]
+        pooled = (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return self.head(pooled)
+
+
+class ImageTower(nn.Module):
+    """A small ViT: square patches, bidirectional blocks, mean pooling."""
+
+    def __init__(self, config: TowerConfig, embed_dim: int) -> None:
+        super().__init__()
+        if config.image_size % config.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+        self.config = config
+        n_patches = (config.image_size // config.patch_size) ** 2
+        self.patches = nn.Conv2d(3, config.d_model, config.patch_size, stride=config.patch_size)
+        self.positions = nn.Parameter(torch.zeros(n_patches, config.d_model))
+        self.blocks = nn.ModuleList(Block(config.d_model, config.n_head) for _ in range(config.n_layer))
+        self.ln = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, embed_dim)
+
+    def prepare(self, images: Sequence[bytes]) -> list[torch.Tensor]:
+        return [decode_image(data, self.config.image_size) for data in images]
+
+    def forward(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = torch.stack(list(items)).to(self.patches.weight.device)
+        x = self.patches(x).flatten(2).transpose(1, 2) + self.positions
+        for block in self.blocks:
+            x = block(x, causal=False)
+        return self.head(self.ln(x).mean(1))
+
+
+def decode_image(data: bytes, size: int) -> torch.Tensor:
+    """Encoded image → RGB float tensor [3, size, size] in [-1, 1]."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    return pixels.view(size, size, 3).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+class TwoTower(nn.Module):
+    architecture = "two_tower"
+    task = "contrastive"
+
+    def __init__(self, config: TwoTowerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.left = TextTower(config.left, config.embed_dim)
+        tower = TextTower if config.right.kind == "text" else ImageTower
+        self.right = tower(config.right, config.embed_dim)
+        self.apply(_init_weights)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(config.init_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(config.init_bias))
+
+    # The scoring interface shared with the Hugging Face adapter.
+
+    @property
+    def right_kind(self) -> str:
+        return self.config.right.kind
+
+    def prepare_left(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        return self.left.prepare(texts)
+
+    def prepare_right(self, items: Sequence[str] | Sequence[bytes]) -> list[torch.Tensor]:
+        return self.right.prepare(items)  # type: ignore[arg-type]
+
+    def embed_left(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        return F.normalize(self.left(items).float(), dim=-1)
+
+    def embed_right(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        return F.normalize(self.right(items).float(), dim=-1)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.logit_bias
+
+    def pair_embeddings(self, left: torch.Tensor, right: torch.Tensor) -> PairEmbeddings:
+        """Embeddings plus this model's (t, β), with gradients (training)."""
+        return PairEmbeddings(left, right, self.scale, self.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_bias.device

@@ -1,0 +1,148 @@
+"""Scoring examples with a model: per-example LM loss, and two-tower embeddings for pair losses.
+
+Both work on any model with the scoring interface (the built-in models and the Hugging Face
+adapters): batches are bucketed by length under a token budget, run without gradients, and under
+bf16 autocast on CUDA. Results come back on the CPU in the order of the inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+
+from .losses import PairEmbeddings
+from .records import Example
+
+
+class LanguageModel(Protocol):
+    device: torch.device
+
+    def tokenize(self, texts: Sequence[str], max_len: int | None = None) -> list[torch.Tensor]: ...
+
+    def sequence_nll(self, sequences: Sequence[torch.Tensor]) -> torch.Tensor: ...
+
+
+class TwoTowerModel(Protocol):
+    device: torch.device
+    right_kind: str
+
+    def prepare_left(self, texts: Sequence[str]) -> list[torch.Tensor]: ...
+
+    def prepare_right(self, items: Sequence) -> list[torch.Tensor]: ...
+
+    def embed_left(self, items: Sequence[torch.Tensor]) -> torch.Tensor: ...
+
+    def embed_right(self, items: Sequence[torch.Tensor]) -> torch.Tensor: ...
+
+    @property
+    def scale(self) -> float | torch.Tensor: ...
+
+    @property
+    def bias(self) -> float | torch.Tensor: ...
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; full precision elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def length_batches(lengths: Sequence[int], *, max_tokens: int, max_batch: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, each with at most `max_tokens` padded
+    tokens and `max_batch` items (ties in length keep input order, so batching is deterministic)."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for i in order:
+        # Sorted ascending, so lengths[i] is the longest in the batch so far.
+        if batch and ((len(batch) + 1) * lengths[i] > max_tokens or len(batch) >= max_batch):
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _batched(
+    items: list[torch.Tensor],
+    run: Callable[[list[torch.Tensor]], torch.Tensor],
+    device: torch.device,
+    *,
+    max_tokens: int,
+    max_batch: int,
+) -> torch.Tensor:
+    """`run` over length-bucketed batches of `items`, results stacked back in input order."""
+    out: torch.Tensor | None = None
+    with torch.no_grad(), autocast(device):
+        for batch in length_batches([len(x) for x in items], max_tokens=max_tokens, max_batch=max_batch):
+            result = run([items[i] for i in batch]).float().cpu()
+            if out is None:
+                out = torch.empty((len(items), *result.shape[1:]), dtype=torch.float32)
+            out[batch] = result
+    return out if out is not None else torch.empty(0)
+
+
+def lm_losses(
+    model: LanguageModel,
+    texts: Sequence[str],
+    *,
+    max_len: int | None = None,
+    max_tokens: int = 32_768,
+    max_batch: int = 256,
+) -> torch.Tensor:
+    """Mean token NLL of each text under a causal LM, [N] on the CPU.
+
+    `max_len` scores only the first tokens (a cheaper pass, as Flexi-JEST's low resolution).
+    """
+    sequences = model.tokenize(texts, max_len)
+    return _batched(sequences, model.sequence_nll, model.device, max_tokens=max_tokens, max_batch=max_batch)
+
+
+def pair_inputs(examples: Sequence[Example]) -> tuple[list[str], list]:
+    """(left tower inputs, right tower inputs): captions/queries, and images/documents."""
+    left = [ex.text for ex in examples]
+    right = [ex.image if ex.layout == "image_text" else ex.pair for ex in examples]
+    if any(item is None for item in right):
+        raise ValueError("contrastive scoring needs image-text or text-pair examples")
+    return left, right
+
+
+def embed_pairs(
+    model: TwoTowerModel,
+    left: Sequence[str],
+    right: Sequence,
+    *,
+    max_tokens: int = 32_768,
+    max_batch: int = 256,
+) -> PairEmbeddings:
+    """Both towers' L2-normalised embeddings and the model's (t, β), on the CPU."""
+    options = {"max_tokens": max_tokens, "max_batch": max_batch}
+    u = _batched(model.prepare_left(list(left)), model.embed_left, model.device, **options)
+    v = _batched(model.prepare_right(list(right)), model.embed_right, model.device, **options)
+    return PairEmbeddings(u, v, _number(model.scale), _number(model.bias))
+
+
+def _number(value: float | torch.Tensor) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def pair_loss_shares(embeddings: PairEmbeddings, *, block_size: int = 1024) -> torch.Tensor:
+    """Each example's share of the batch's sigmoid loss: ℓ_ii + ½ Σ_{j≠i} (ℓ_ij + ℓ_ji).
+
+    The shares sum to Σ_ij ℓ_ij; computed in row blocks, never as a B×B matrix.
+    """
+    b = embeddings.size
+    rows = torch.zeros(b, dtype=torch.float64)
+    cols = torch.zeros(b, dtype=torch.float64)
+    for start in range(0, b, block_size):
+        block = torch.arange(start, min(start + block_size, b))
+        losses = embeddings.losses(rows=block).double()
+        rows[block] += losses.sum(1)
+        cols += losses.sum(0)
+    diagonal = embeddings.diagonal_losses().double()
+    return (diagonal + 0.5 * (rows + cols - 2 * diagonal)).float()
