@@ -39,7 +39,9 @@ TASKS = ("lm", "contrastive")
 def build_model(architecture: str, config: dict[str, Any]) -> nn.Module:
     """A freshly initialised built-in model from its architecture name and config dict."""
     if architecture not in ARCHITECTURES:
-        raise JestflowError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+        raise JestflowError(
+            f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}"
+        )
     model_cls, config_cls = ARCHITECTURES[architecture]
     try:
         return model_cls(config_cls(**config))
@@ -119,11 +121,10 @@ def weight_files(directory: str) -> list[str]:
 
 
 def fingerprint(directory: str) -> str:
-    """A 16-hex-digit hash of config.json and every safetensors file (and tokenizer.json)."""
+    """A 16-hex-digit hash of config.json, the safetensors files, tokenizer.json and jestflow.json."""
     fs, root = fsspec.core.url_to_fs(directory)
     names = [CONFIG, *weight_files(directory)]
-    if fs.exists(posixpath.join(root, "tokenizer.json")):
-        names.append("tokenizer.json")
+    names += [n for n in ("tokenizer.json", "jestflow.json") if fs.exists(posixpath.join(root, n))]
     h = hashlib.sha256()
     for name in names:
         h.update(name.encode() + b"\0")
@@ -133,7 +134,9 @@ def fingerprint(directory: str) -> str:
     return h.hexdigest()[:16]
 
 
-def load_model(directory: str, *, task: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(
+    directory: str, *, task: str | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
     """Load a jestflow or Hugging Face checkpoint for `task` (checked), in eval mode."""
     if task is not None and task not in TASKS:
         raise JestflowError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")

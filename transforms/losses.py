@@ -47,7 +47,9 @@ class PairEmbeddings:
         logits = self.scale * (self.left * self.right).sum(1) + self.bias
         return F.softplus(-logits.float())
 
-    def losses(self, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> torch.Tensor:
+    def losses(
+        self, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """ℓ_ij for i in `rows`, j in `cols` (index tensors; None = all), as a dense block."""
         u = self.left if rows is None else self.left[rows]
         v = self.right if cols is None else self.right[cols]

@@ -6,6 +6,7 @@ Every record of every file comes out as an `Example` or a `Rejected`; a file tha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tarfile
 import zlib
@@ -42,7 +43,9 @@ def file_format(url: str) -> str:
         if name.endswith(suffix):
             return fmt
     known = ", ".join(sorted(FORMATS))
-    raise JestflowError(f"unknown input format for {url!r}: expected one of {known} (optionally .gz/.zst)")
+    raise JestflowError(
+        f"unknown input format for {url!r}: expected one of {known} (optionally .gz/.zst)"
+    )
 
 
 def expand_urls(patterns: Sequence[str]) -> list[str]:
@@ -126,12 +129,10 @@ def _read_tar(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
     for position, sample in enumerate(_tar_samples(tar_file_iterator(f))):
         record: dict = dict(sample)
         if fields.keep and "json" in sample:
-            try:
+            with contextlib.suppress(ValueError, AttributeError):
                 record.update(
                     {k: v for k, v in json.loads(sample["json"]).items() if k in fields.keep}
                 )
-            except (ValueError, AttributeError):
-                pass
         raw = sample.get(fields.text_fields[0], b"")
         yield parse_mapping(record, fields, url, position, raw)
 

@@ -59,7 +59,9 @@ class FieldMap:
     max_chars: int = 100_000
 
     def __post_init__(self) -> None:
-        given = {name for name in ("text", "image", "caption", "query", "doc") if getattr(self, name)}
+        given = {
+            name for name in ("text", "image", "caption", "query", "doc") if getattr(self, name)
+        }
         if given not in ({"text"}, {"image", "caption"}, {"query", "doc"}):
             raise JestflowError(
                 "give exactly one field layout: --text-field, or --image-field with "
@@ -139,7 +141,9 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()
 
 
-def content_id(layout: Layout, text: str, pair: str | None = None, image: bytes | None = None) -> str:
+def content_id(
+    layout: Layout, text: str, pair: str | None = None, image: bytes | None = None
+) -> str:
     """The stable id of a payload: the same content always hashes to the same 32 hex digits."""
     parts = [layout.encode(), text.encode("utf-8")]
     if pair is not None:

@@ -79,7 +79,9 @@ def _batched(
     """`run` over length-bucketed batches of `items`, results stacked back in input order."""
     out: torch.Tensor | None = None
     with torch.no_grad(), autocast(device):
-        for batch in length_batches([len(x) for x in items], max_tokens=max_tokens, max_batch=max_batch):
+        for batch in length_batches(
+            [len(x) for x in items], max_tokens=max_tokens, max_batch=max_batch
+        ):
             result = run([items[i] for i in batch]).float().cpu()
             if out is None:
                 out = torch.empty((len(items), *result.shape[1:]), dtype=torch.float32)
@@ -100,7 +102,9 @@ def lm_losses(
     `max_len` scores only the first tokens (a cheaper pass, as Flexi-JEST's low resolution).
     """
     sequences = model.tokenize(texts, max_len)
-    return _batched(sequences, model.sequence_nll, model.device, max_tokens=max_tokens, max_batch=max_batch)
+    return _batched(
+        sequences, model.sequence_nll, model.device, max_tokens=max_tokens, max_batch=max_batch
+    )
 
 
 def pair_inputs(examples: Sequence[Example]) -> tuple[list[str], list]:

@@ -42,7 +42,11 @@ def hard_learner(learner: torch.Tensor) -> torch.Tensor:
 
 def mode_weights(mode: str) -> tuple[float, float]:
     """(weight of the learner's loss, weight of the reference loss) for a score mode."""
-    weights = {"learnability": (1.0, -1.0), "easy_reference": (0.0, -1.0), "hard_learner": (1.0, 0.0)}
+    weights = {
+        "learnability": (1.0, -1.0),
+        "easy_reference": (0.0, -1.0),
+        "hard_learner": (1.0, 0.0),
+    }
     if mode not in weights:
         raise ValueError(f"unknown score mode {mode!r}; expected one of {', '.join(SCORE_MODES)}")
     return weights[mode]
@@ -120,7 +124,10 @@ class ContrastivePairScores:
         w_learner, w_reference = mode_weights(mode)
         self.terms = [
             (weight, emb)
-            for weight, emb, name in ((w_learner, learner, "learner"), (w_reference, reference, "reference"))
+            for weight, emb, name in (
+                (w_learner, learner, "learner"),
+                (w_reference, reference, "reference"),
+            )
             if weight and _required(emb, mode, name)
         ]
         sizes = {emb.size for _, emb in self.terms}

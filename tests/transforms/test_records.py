@@ -99,7 +99,9 @@ def test_jsonl_plain_gzip_and_zstd_read_the_same(tmp_path):
     (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(data))
     (tmp_path / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
     fields = FieldMap(text="text", keep=("kind",))
-    results = [list(read_file(str(tmp_path / n), fields)) for n in ("a.jsonl", "b.jsonl.gz", "c.jsonl.zst")]
+    results = [
+        list(read_file(str(tmp_path / n), fields)) for n in ("a.jsonl", "b.jsonl.gz", "c.jsonl.zst")
+    ]
     for records in results:
         assert [type(r).__name__ for r in records] == ["Example", "Example", "Rejected", "Rejected"]
         assert [r.position for r in records] == [0, 1, 2, 3]  # the blank line is not a record
@@ -151,7 +153,12 @@ def test_webdataset_tar_samples(tmp_path):
         sink.write({"__key__": "d", "txt": "no image"})
     fields = FieldMap(image="jpg", caption="txt", keep=("kind",))
     records = list(read_file(path, fields))
-    assert [getattr(r, "reason", "ok") for r in records] == ["ok", BAD_IMAGE, BAD_UTF8, MISSING_FIELD]
+    assert [getattr(r, "reason", "ok") for r in records] == [
+        "ok",
+        BAD_IMAGE,
+        BAD_UTF8,
+        MISSING_FIELD,
+    ]
     assert records[0].text == "a red square" and records[0].meta == {"kind": "clean"}
     assert [r.position for r in records] == [0, 1, 2, 3]
 

@@ -26,13 +26,19 @@ from jestflow.transforms.selection import (
 # --- exact probabilities ----------------------------------------------------------------------
 
 
-def sequential_probability(scores: torch.Tensor, order: tuple[int, ...], temperature: float,
-                           excluded: frozenset[int] = frozenset()) -> float:
+def sequential_probability(
+    scores: torch.Tensor,
+    order: tuple[int, ...],
+    temperature: float,
+    excluded: frozenset[int] = frozenset(),
+) -> float:
     """P(drawing `order` one by one without replacement, ∝ exp(score/τ)), skipping `excluded`."""
     remaining = [i for i in range(len(scores)) if i not in excluded]
     p = 1.0
     for item in order:
-        weights = torch.tensor([float(scores[i]) / temperature for i in remaining], dtype=torch.float64)
+        weights = torch.tensor(
+            [float(scores[i]) / temperature for i in remaining], dtype=torch.float64
+        )
         p *= float(torch.softmax(weights, 0)[remaining.index(item)])
         remaining.remove(item)
     return p
@@ -46,7 +52,9 @@ def set_probability(scores, members, temperature, excluded=frozenset()) -> float
     )
 
 
-def exact_joint_distribution(A: torch.Tensor, chunk: int, temperature: float, transpose: bool = True):
+def exact_joint_distribution(
+    A: torch.Tensor, chunk: int, temperature: float, transpose: bool = True
+):
     """P((first chunk set, second chunk set)) under JEST blocked sampling with two chunks."""
     n = A.shape[0]
     diag = A.diagonal()
@@ -57,7 +65,9 @@ def exact_joint_distribution(A: torch.Tensor, chunk: int, temperature: float, tr
         cond = diag + A[:, idx].sum(1) + (A[idx, :].sum(0) if transpose else 0)
         rest = [i for i in range(n) if i not in first]
         for second in itertools.combinations(rest, chunk):
-            dist[(first, second)] = p1 * set_probability(cond, second, temperature, frozenset(first))
+            dist[(first, second)] = p1 * set_probability(
+                cond, second, temperature, frozenset(first)
+            )
     return dist
 
 
@@ -114,7 +124,9 @@ def test_low_temperature_approaches_topk_and_high_temperature_uniform():
     gen = torch.Generator().manual_seed(3)
     cold = select_independent(scores, 20, temperature=1e-4, generator=gen)
     assert cold.tolist() == select_independent(scores, 20, method="topk").tolist()
-    hot = torch.cat([select_independent(scores, 20, temperature=1e4, generator=gen) for _ in range(200)])
+    hot = torch.cat(
+        [select_independent(scores, 20, temperature=1e4, generator=gen) for _ in range(200)]
+    )
     assert abs(hot.double().mean().item() - 99.5) < 3  # uniform over 0..199
 
 
@@ -219,7 +231,9 @@ def brute_force_losses(e: PairEmbeddings) -> torch.Tensor:
 def test_lazy_pair_scores_equal_dense_formula(mode):
     learner, reference = random_embeddings(24, 8, 0, 5.0, -2.0), random_embeddings(24, 8, 1)
     lazy = ContrastivePairScores(mode, learner=learner, reference=reference)
-    dense = score(mode, learner=brute_force_losses(learner), reference=brute_force_losses(reference))
+    dense = score(
+        mode, learner=brute_force_losses(learner), reference=brute_force_losses(reference)
+    )
     torch.testing.assert_close(lazy.to_dense().double(), dense, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(lazy.diagonal().double(), dense.diagonal(), rtol=1e-5, atol=1e-5)
     chosen = torch.tensor([3, 17, 0, 9])
@@ -283,7 +297,9 @@ def test_joint_beats_diagonal_only_when_pair_terms_matter():
     # Sampling too: joint beats independent on average over seeds.
     gains = [
         batch_score(select_joint(pairs, k, generator=torch.Generator().manual_seed(s)))
-        - batch_score(select_independent(pairs.diagonal(), k, generator=torch.Generator().manual_seed(s)))
+        - batch_score(
+            select_independent(pairs.diagonal(), k, generator=torch.Generator().manual_seed(s))
+        )
         for s in range(20)
     ]
     assert sum(gains) / len(gains) > 10

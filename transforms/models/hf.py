@@ -24,6 +24,7 @@ def _transformers():
     except ImportError as e:
         raise missing_extra("hf", "transformers") from e
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
@@ -38,9 +39,9 @@ class HFCausalLM(nn.Module):
         self.model = tf.AutoModelForCausalLM.from_pretrained(
             path, local_files_only=True, use_safetensors=True
         ).eval()
-        limit = getattr(self.model.config, "max_position_embeddings", None) or max_len
-        self.max_len = min(max_len, limit)
         self.bos = self.tokenizer.bos_token_id
+        limit = getattr(self.model.config, "max_position_embeddings", None) or (max_len + 1)
+        self.max_len = min(max_len, limit - (self.bos is not None))  # BOS takes a position too
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id or 0
@@ -48,8 +49,9 @@ class HFCausalLM(nn.Module):
     def tokenize(self, texts: Sequence[str], max_len: int | None = None) -> list[torch.Tensor]:
         """Token ids with a leading BOS (so the first token is scored too), truncated."""
         limit = min(max_len or self.max_len, self.max_len)
-        encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=True,
-                                 max_length=limit)["input_ids"]
+        encoded = self.tokenizer(
+            list(texts), add_special_tokens=False, truncation=True, max_length=limit
+        )["input_ids"]
         head = [] if self.bos is None else [self.bos]
         return [torch.tensor((head + ids)[: limit + 1], dtype=torch.long) for ids in encoded]
 
@@ -75,11 +77,15 @@ class HFTextEncoder(nn.Module):
     task = "contrastive"
     right_kind = "text"
 
-    def __init__(self, path: str, *, scale: float = 20.0, bias: float = -10.0, max_len: int = 256) -> None:
+    def __init__(
+        self, path: str, *, scale: float = 20.0, bias: float = -10.0, max_len: int = 256
+    ) -> None:
         super().__init__()
         tf = _transformers()
         self.tokenizer = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = tf.AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True).eval()
+        self.model = tf.AutoModel.from_pretrained(
+            path, local_files_only=True, use_safetensors=True
+        ).eval()
         limit = getattr(self.model.config, "max_position_embeddings", None) or max_len
         self.max_len = min(max_len, limit)
         self.pad_id = self.tokenizer.pad_token_id or 0

@@ -26,14 +26,21 @@ class Block(nn.Module):
             nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model)
         )
 
-    def forward(self, x: torch.Tensor, *, causal: bool, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, *, causal: bool, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x [N, T, D]; keep [N, T] marks real (non-padding) positions for bidirectional attention."""
         n, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
         q, k, v = (z.view(n, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
         mask = None if causal or keep is None else keep[:, None, None, :]
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
         )
         x = x + self.proj(y.transpose(1, 2).reshape(n, t, d))
         return x + self.mlp(self.ln2(x))

@@ -60,7 +60,9 @@ class TextTower(nn.Module):
         self.config = config
         self.tokens = nn.Embedding(256, config.d_model)
         self.positions = nn.Embedding(config.max_len, config.d_model)
-        self.blocks = nn.ModuleList(Block(config.d_model, config.n_head) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(
+            Block(config.d_model, config.n_head) for _ in range(config.n_layer)
+        )
         self.ln = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, embed_dim)
 
@@ -91,7 +93,9 @@ class ImageTower(nn.Module):
         n_patches = (config.image_size // config.patch_size) ** 2
         self.patches = nn.Conv2d(3, config.d_model, config.patch_size, stride=config.patch_size)
         self.positions = nn.Parameter(torch.zeros(n_patches, config.d_model))
-        self.blocks = nn.ModuleList(Block(config.d_model, config.n_head) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(
+            Block(config.d_model, config.n_head) for _ in range(config.n_layer)
+        )
         self.ln = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, embed_dim)
 

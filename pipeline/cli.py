@@ -1,0 +1,186 @@
+"""The `jestflow` command line. It only fills config dataclasses and hands them to the code that
+does the work; bad input ends in a one-line error and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from ..transforms.errors import JestflowError
+from ..transforms.records import FieldMap
+
+
+class Group(click.Group):
+    """A click group that turns JestflowError into `Error: <message>` and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except JestflowError as e:
+            raise click.ClickException(str(e)) from e
+
+
+def field_options(func):
+    """--text-field / --image-field + --caption-field / --query-field + --doc-field, --keep-field."""
+    options = [
+        click.option(
+            "--text-field", help="Field (tar: extension) holding the text [lm default: text]."
+        ),
+        click.option("--image-field", help="Field holding the encoded image (image-text pairs)."),
+        click.option("--caption-field", help="Field holding the caption (image-text pairs)."),
+        click.option("--query-field", help="Field holding the query (text-text pairs)."),
+        click.option("--doc-field", help="Field holding the document (text-text pairs)."),
+        click.option("--keep-field", multiple=True, help="Extra field carried along (e.g. a tag)."),
+        click.option(
+            "--max-chars",
+            type=click.IntRange(min=1),
+            default=100_000,
+            show_default=True,
+            help="Texts longer than this are rejected.",
+        ),
+    ]
+    return functools.reduce(lambda f, option: option(f), reversed(options), func)
+
+
+def make_fields(
+    task: str,
+    *,
+    text_field,
+    image_field,
+    caption_field,
+    query_field,
+    doc_field,
+    keep_field,
+    max_chars,
+) -> FieldMap:
+    given = (text_field, image_field, caption_field, query_field, doc_field)
+    if not any(given):
+        if task != "lm":
+            raise JestflowError(
+                "contrastive tasks need --query-field and --doc-field, "
+                "or --image-field and --caption-field"
+            )
+        text_field = "text"
+    return FieldMap(
+        text=text_field,
+        image=image_field,
+        caption=caption_field,
+        query=query_field,
+        doc=doc_field,
+        keep=tuple(keep_field),
+        max_chars=max_chars,
+    )
+
+
+TASK = click.Choice(["lm", "contrastive"])
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="jestflow")
+def main() -> None:
+    """Curate training data with a teacher model and JEST joint example selection."""
+
+
+@main.group(cls=Group)
+def teacher() -> None:
+    """Reference (teacher) models."""
+
+
+@teacher.command("train")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--output", "-o", required=True, help="Checkpoint directory to write (any fsspec URL)."
+)
+@click.option("--task", type=TASK, required=True)
+@field_options
+@click.option("--eval", "eval_inputs", multiple=True, help="Held-out input(s) for the final loss.")
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
+@click.option("--d-model", type=click.IntRange(min=8), help="Model width [128].")
+@click.option("--layers", "n_layer", type=click.IntRange(min=1), help="Transformer blocks [2].")
+@click.option("--heads", "n_head", type=click.IntRange(min=1), help="Attention heads [4].")
+@click.option(
+    "--max-len",
+    type=click.IntRange(min=1),
+    help="Tokens (bytes) read per text [lm 256, towers 128].",
+)
+def teacher_train(
+    inputs,
+    output,
+    task,
+    eval_inputs,
+    steps,
+    batch_size,
+    lr,
+    warmup_steps,
+    seed,
+    device,
+    d_model,
+    n_layer,
+    n_head,
+    max_len,
+    **fields,
+) -> None:
+    """Fit a built-in reference model on a curated reference set INPUT... (JSONL, Parquet, tars)."""
+    from ..trainer.fit import TeacherConfig, train_teacher
+
+    config = TeacherConfig(
+        inputs=inputs,
+        output=output,
+        task=task,
+        fields=make_fields(task, **fields),
+        eval_inputs=eval_inputs,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        device=device,
+        d_model=d_model,
+        n_layer=n_layer,
+        n_head=n_head,
+        max_len=max_len,
+        progress=sys.stderr.isatty() or None,
+    )
+    result = train_teacher(config)
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items())) or "none"
+    click.echo(
+        f"trained on {result.examples} examples (rejected: {rejected}) in {result.seconds:.1f} s"
+    )
+    click.echo(f"final training loss {result.train_loss:.4f}")
+    if result.eval_loss is not None:
+        recall = (
+            "" if result.eval_recall_at_1 is None else f", recall@1 {result.eval_recall_at_1:.3f}"
+        )
+        click.echo(
+            f"held-out loss {result.eval_loss:.4f} on {result.eval_examples} examples{recall}"
+        )
+    click.echo(f"teacher {result.fingerprint} written to {result.output}")
+
+
+@main.group(cls=Group)
+def demo() -> None:
+    """The embedded demo data and the whole loop on one machine."""
+
+
+@demo.command("data")
+@click.argument("output")
+@click.option("--pool-size", type=click.IntRange(min=10), default=10_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo_data(output, pool_size, seed) -> None:
+    """Write the demo corpora (made from Python's standard library docstrings) to OUTPUT."""
+    from .demo_data import DemoDataConfig, make_corpora
+
+    counts = make_corpora(DemoDataConfig(output=output, pool_size=pool_size, seed=seed))
+    for name, count in counts.items():
+        click.echo(f"{count:>7} records  {output.rstrip('/')}/{name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Built-in models, checkpoints and scoring."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from jestflow.transforms.checkpoint import fingerprint, load_model, save_checkpoint
+from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.losses import PairEmbeddings
+from jestflow.transforms.models.lm import CausalLM, LMConfig
+from jestflow.transforms.models.towers import TowerConfig, TwoTower, TwoTowerConfig
+from jestflow.transforms.scoring import embed_pairs, length_batches, lm_losses, pair_loss_shares
+
+TEXTS = ["def f(x): return x", "a", "Return the sum of a and b." * 5, "héllo wörld", "zz"]
+
+
+def tiny_lm(seed=0, max_len=64) -> CausalLM:
+    torch.manual_seed(seed)
+    return CausalLM(LMConfig(max_len=max_len, d_model=32, n_layer=2, n_head=2)).eval()
+
+
+def tiny_towers(right="text", seed=0) -> TwoTower:
+    torch.manual_seed(seed)
+    tower = {
+        "d_model": 32,
+        "n_layer": 1,
+        "n_head": 2,
+        "max_len": 32,
+        "image_size": 16,
+        "patch_size": 8,
+    }
+    config = TwoTowerConfig(
+        left=TowerConfig(**tower), right=TowerConfig(**tower, kind=right), embed_dim=16
+    )
+    return TwoTower(config).eval()
+
+
+def png(color) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (20, 12), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_lm_is_causal():
+    model = tiny_lm()
+    a = torch.tensor([[256, 10, 20, 30, 40]])
+    b = torch.tensor([[256, 10, 20, 99, 41]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(a)[:, :3], model(b)[:, :3])
+        assert not torch.allclose(model(a)[:, 3:], model(b)[:, 3:])
+
+
+def test_lm_losses_mask_padding_and_keep_input_order():
+    model = tiny_lm()
+    batched = lm_losses(model, TEXTS, max_tokens=10_000)
+    with torch.no_grad():
+        one_by_one = torch.cat([model.sequence_nll(model.tokenize([t])) for t in TEXTS])
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-5)
+    assert lm_losses(model, TEXTS, max_tokens=30).tolist() == pytest.approx(
+        batched.tolist(), abs=1e-5
+    )
+    fresh = batched.mean().item()
+    assert (
+        abs(fresh - torch.log(torch.tensor(257.0)).item()) < 0.5
+    )  # untrained ≈ uniform over bytes
+
+
+def test_lm_truncates_to_max_len():
+    model = tiny_lm(max_len=16)
+    long_text = "abcdefghij" * 10
+    assert len(model.tokenize([long_text])[0]) == 17  # BOS + 16 bytes
+    short = lm_losses(model, [long_text], max_len=4)
+    assert short.item() == pytest.approx(lm_losses(model, ["abcd"]).item(), abs=1e-6)
+
+
+def test_length_batches_cover_every_index_within_budget():
+    lengths = [5, 1, 9, 9, 3, 7, 2, 8, 8, 8]
+    batches = length_batches(lengths, max_tokens=20, max_batch=3)
+    assert sorted(i for b in batches for i in b) == list(range(10))
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 20
+
+
+def test_checkpoint_round_trip_and_fingerprint(tmp_path):
+    model = tiny_lm()
+    fp = save_checkpoint(model, str(tmp_path / "a"), meta={"steps": 3})
+    assert len(fp) == 16 and fp == fingerprint(str(tmp_path / "a"))
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
+    loaded = load_model(str(tmp_path / "a"), task="lm")
+    torch.testing.assert_close(lm_losses(loaded, TEXTS), lm_losses(model, TEXTS))
+    assert save_checkpoint(model, str(tmp_path / "b"), meta={"steps": 3}) == fp  # same bytes
+    assert save_checkpoint(tiny_lm(seed=1), str(tmp_path / "c"), meta={"steps": 3}) != fp
+
+
+def test_two_tower_checkpoint_round_trip_in_memory_filesystem():
+    model = tiny_towers()
+    save_checkpoint(model, "memory://ckpt/towers")
+    loaded = load_model("memory://ckpt/towers", task="contrastive")
+    a = embed_pairs(model, ["q one", "q two"], ["doc one", "doc two"])
+    b = embed_pairs(loaded, ["q one", "q two"], ["doc one", "doc two"])
+    torch.testing.assert_close(a.left, b.left)
+    assert (a.scale, a.bias) == (b.scale, b.bias) == pytest.approx((10.0, -10.0))
+
+
+def test_checkpoint_errors(tmp_path):
+    save_checkpoint(tiny_lm(), str(tmp_path / "lm"))
+    with pytest.raises(JestflowError, match=r"holds a lm model .* not a contrastive model"):
+        load_model(str(tmp_path / "lm"), task="contrastive")
+    with pytest.raises(JestflowError, match="not found"):
+        load_model(str(tmp_path / "missing"))
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "config.json").write_text(json.dumps({"format": "jestflow"}))
+    (tmp_path / "pickled" / "model.pt").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(JestflowError, match=r"refusing to load .*model.pt: pickle"):
+        load_model(str(tmp_path / "pickled"))
+    config = json.loads((tmp_path / "lm" / "config.json").read_text())
+    config["config"]["d_model"] = 64
+    (tmp_path / "lm" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(JestflowError, match="weights do not match its config"):
+        load_model(str(tmp_path / "lm"))
+    (tmp_path / "lm" / "config.json").write_text("{not json")
+    with pytest.raises(JestflowError, match="not valid JSON"):
+        load_model(str(tmp_path / "lm"))
+
+
+def test_text_tower_embeddings_do_not_depend_on_batch_padding():
+    model = tiny_towers()
+    queries = ["short", "a much longer query about sorting lists", "mid length"]
+    docs = ["sorted(x)", "def sort(items): return sorted(items)", "x"]
+    together = embed_pairs(model, queries, docs)
+    alone = [embed_pairs(model, [q], [d]) for q, d in zip(queries, docs, strict=True)]
+    torch.testing.assert_close(
+        together.left, torch.cat([e.left for e in alone]), atol=1e-5, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        together.right, torch.cat([e.right for e in alone]), atol=1e-5, rtol=1e-4
+    )
+    assert torch.allclose(together.left.norm(dim=1), torch.ones(3))
+
+
+def test_image_tower_embeds_decoded_images():
+    model = tiny_towers(right="image")
+    emb = embed_pairs(model, ["red", "blue"], [png((255, 0, 0)), png((0, 0, 255))])
+    assert emb.right.shape == (2, 16)
+    assert not torch.allclose(emb.right[0], emb.right[1])
+
+
+def test_pair_loss_shares_sum_to_the_batch_loss():
+    gen = torch.Generator().manual_seed(0)
+    u = torch.nn.functional.normalize(torch.randn(37, 8, generator=gen), dim=1)
+    v = torch.nn.functional.normalize(torch.randn(37, 8, generator=gen), dim=1)
+    emb = PairEmbeddings(u, v, 5.0, -3.0)
+    dense = emb.losses()
+    expected = dense.diagonal() + 0.5 * (dense.sum(1) + dense.sum(0) - 2 * dense.diagonal())
+    shares = pair_loss_shares(emb, block_size=8)
+    torch.testing.assert_close(shares, expected, rtol=1e-5, atol=1e-5)
+    assert shares.sum().item() == pytest.approx(dense.sum().item(), rel=1e-5)
+
+
+def test_training_steps_lower_the_lm_loss():
+    model = tiny_lm().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = model.tokenize(TEXTS)
+    before = model.sequence_nll(batch).mean().item()
+    for _ in range(30):
+        loss = model.sequence_nll(batch).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model.sequence_nll(batch).mean().item() < before - 1.0

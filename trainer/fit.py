@@ -1,0 +1,234 @@
+"""Fitting a built-in reference (teacher) model on a curated reference set: `jestflow teacher train`.
+
+Plain uniform training: the reference set is small and already clean, so it is read into memory,
+tokenized once, and sampled in shuffled epochs. The result is a checkpoint directory
+(config.json + model.safetensors) plus `metrics.json` with the loss curve and held-out loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import fsspec
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..transforms.checkpoint import TASKS, save_checkpoint
+from ..transforms.errors import JestflowError
+from ..transforms.models import new_model
+from ..transforms.readers import read_examples
+from ..transforms.records import Example, FieldMap, Rejected
+from ..transforms.scoring import autocast, embed_pairs, lm_losses, pair_inputs
+
+LAYOUTS = {"lm": ("text",), "contrastive": ("image_text", "text_pair")}
+
+
+@dataclass(kw_only=True)
+class TeacherConfig:
+    inputs: tuple[str, ...]
+    output: str
+    task: str
+    fields: FieldMap
+    eval_inputs: tuple[str, ...] = ()
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    seed: int = 0
+    device: str = "auto"
+    d_model: int | None = None
+    n_layer: int | None = None
+    n_head: int | None = None
+    max_len: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise JestflowError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
+        if self.fields.layout not in LAYOUTS[self.task]:
+            raise JestflowError(
+                f"task {self.task} needs {' or '.join(LAYOUTS[self.task])} fields, "
+                f"but the field mapping gives {self.fields.layout}"
+            )
+        if self.steps < 1 or self.batch_size < 2 or not self.lr > 0:
+            raise JestflowError("steps must be ≥ 1, batch size ≥ 2 and the learning rate > 0")
+
+
+@dataclass(kw_only=True)
+class TeacherResult:
+    output: str
+    fingerprint: str
+    examples: int
+    rejected: dict[str, int]
+    eval_examples: int
+    train_loss: float
+    eval_loss: float | None
+    eval_recall_at_1: float | None
+    seconds: float
+    curve: list[dict] = field(default_factory=list)
+
+
+def load_examples(inputs: Sequence[str], fields: FieldMap) -> tuple[list[Example], Counter]:
+    """All examples of the inputs, and the count of rejected records by reason."""
+    examples: list[Example] = []
+    rejected: Counter = Counter()
+    first: Rejected | None = None
+    for record in read_examples(inputs, fields):
+        if isinstance(record, Rejected):
+            rejected[record.reason] += 1
+            first = first or record
+        else:
+            examples.append(record)
+    if not examples:
+        why = (
+            f"; first problem: {first.source} record {first.position}: {first.detail}"
+            if first
+            else ""
+        )
+        raise JestflowError(f"no usable examples in {', '.join(inputs)}{why}")
+    return examples, rejected
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise JestflowError(f"device {name!r} asked for, but CUDA is not available")
+    return torch.device(name)
+
+
+def prepare(model: nn.Module, examples: Sequence[Example]) -> list:
+    """Model inputs for each example, computed once: token tensors, or (left, right) pairs."""
+    if model.task == "lm":
+        return model.tokenize([ex.text for ex in examples])
+    left, right = pair_inputs(examples)
+    return list(zip(model.prepare_left(left), model.prepare_right(right), strict=True))
+
+
+def batch_loss(model: nn.Module, batch: Sequence) -> torch.Tensor:
+    """The training loss of one batch: mean token NLL, or the sigmoid loss Σ_ij ℓ_ij / B."""
+    if model.task == "lm":
+        return model.sequence_nll(batch).mean()
+    left, right = zip(*batch, strict=True)
+    return model.pair_embeddings(model.embed_left(left), model.embed_right(right)).batch_loss()
+
+
+def evaluate(
+    model: nn.Module, examples: Sequence[Example], batch_size: int
+) -> tuple[float, float | None]:
+    """Held-out loss (and recall@1 within batches of `batch_size`, for contrastive models)."""
+    was_training = model.training
+    model.eval()
+    try:
+        if model.task == "lm":
+            return lm_losses(model, [ex.text for ex in examples]).mean().item(), None
+        emb = embed_pairs(model, *pair_inputs(examples))
+        losses, hits = [], 0
+        for start in range(0, len(examples), batch_size):
+            block = torch.arange(start, min(start + batch_size, len(examples)))
+            chunk = type(emb)(emb.left[block], emb.right[block], emb.scale, emb.bias)
+            losses.append(chunk.batch_loss().item())
+            similarity = chunk.left @ chunk.right.T
+            hits += (similarity.argmax(1) == torch.arange(len(block))).sum().item()
+        return sum(losses) / len(losses), hits / len(examples)
+    finally:
+        model.train(was_training)
+
+
+def train_teacher(config: TeacherConfig) -> TeacherResult:
+    start = time.perf_counter()
+    device = resolve_device(config.device)
+    examples, rejected = load_examples(config.inputs, config.fields)
+    held_out, _ = (
+        load_examples(config.eval_inputs, config.fields) if config.eval_inputs else ([], None)
+    )
+
+    torch.manual_seed(config.seed)
+    size = {k: getattr(config, k) for k in ("d_model", "n_layer", "n_head", "max_len")}
+    right_kind = "image" if config.fields.layout == "image_text" else "text"
+    model = new_model(config.task, right_kind=right_kind, **size).to(device).train()
+    items = prepare(model, examples)
+
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _warmup_cosine(config.warmup_steps, config.steps)
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    batches = _shuffled_batches(len(items), min(config.batch_size, len(items)), generator)
+
+    curve: list[dict] = []
+    smoothed = None
+    bar = tqdm(range(config.steps), desc="teacher train", unit="step", disable=not config.progress)
+    for step in bar:
+        with autocast(device):
+            loss = batch_loss(model, [items[i] for i in next(batches)])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        value = loss.item()
+        smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
+        if step % 10 == 0 or step == config.steps - 1:
+            bar.set_postfix(loss=f"{smoothed:.3f}")
+            curve.append({"step": step + 1, "loss": value})
+
+    eval_loss, recall = evaluate(model, held_out, config.batch_size) if held_out else (None, None)
+    meta = {
+        "trained_by": "jestflow teacher train",
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "seed": config.seed,
+        "examples": len(examples),
+        "fields": asdict(config.fields),
+    }
+    fingerprint = save_checkpoint(model, config.output, meta=meta)
+    result = TeacherResult(
+        output=config.output,
+        fingerprint=fingerprint,
+        examples=len(examples),
+        rejected=dict(rejected),
+        eval_examples=len(held_out),
+        train_loss=smoothed if smoothed is not None else math.nan,
+        eval_loss=eval_loss,
+        eval_recall_at_1=recall,
+        seconds=time.perf_counter() - start,
+        curve=curve,
+    )
+    _write_metrics(config.output, result)
+    return result
+
+
+def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless batches of indices: each epoch a fresh permutation (the last partial batch dropped)."""
+    while True:
+        order = torch.randperm(n, generator=generator).tolist()
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+def _warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _write_metrics(directory: str, result: TeacherResult) -> None:
+    fs, root = fsspec.core.url_to_fs(directory)
+    with fs.open(posixpath.join(root, "metrics.json"), "w") as f:
+        json.dump(asdict(result), f, indent=2)
