@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import hashlib
 import json
 import posixpath
@@ -72,6 +73,7 @@ def stdlib_files() -> list[Path]:
     )
 
 
+@functools.cache
 def harvest(min_chars: int = 60, max_code_chars: int = 600) -> Harvest:
     """Docstring paragraphs and (summary, code) pairs of the standard library."""
     paragraphs: set[str] = set()
@@ -187,5 +189,5 @@ def make_corpora(config: DemoDataConfig) -> dict[str, int]:
         path = posixpath.join(root, name)
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         with fs.open(path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            f.writelines(json.dumps(r) + "\n" for r in records)
     return {name: len(records) for name, records in files.items()}

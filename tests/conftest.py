@@ -1,0 +1,29 @@
+"""Shared fixtures: small corpora made in the test, never downloaded."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import sentences, write_jsonl
+
+
+@pytest.fixture
+def text_corpus(tmp_path) -> tuple[str, str]:
+    """(reference, eval) JSONL files of clean sentences."""
+    train = write_jsonl(tmp_path / "ref.jsonl", ({"text": t} for t in sentences(300, 0)))
+    held_out = write_jsonl(tmp_path / "eval.jsonl", ({"text": t} for t in sentences(60, 1)))
+    return train, held_out
+
+
+@pytest.fixture
+def pair_corpus(tmp_path) -> tuple[str, str]:
+    """(reference, eval) JSONL files of query/doc pairs: the doc spells out the query's words."""
+
+    def pairs(n, seed):
+        for s in sentences(n, seed):
+            words = s.rstrip(".").split()[2:]
+            yield {"query": " ".join(words), "doc": "def f():  # " + "_".join(reversed(words))}
+
+    return (
+        write_jsonl(tmp_path / "pairs_ref.jsonl", pairs(400, 2)),
+        write_jsonl(tmp_path / "pairs_eval.jsonl", pairs(64, 3)),
+    )

@@ -1,0 +1,142 @@
+"""The command line: real runs, and one clear error line with a non-zero exit for bad input."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from jestflow.pipeline.cli import main
+from jestflow.transforms.checkpoint import load_model
+
+TINY = ["--d-model", "32", "--layers", "1", "--heads", "2", "--max-len", "64", "--batch-size", "16"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_teacher_train_lm(tmp_path, text_corpus):
+    train, held_out = text_corpus
+    out = tmp_path / "teacher"
+    result = run(
+        "teacher",
+        "train",
+        train,
+        "--eval",
+        held_out,
+        "--task",
+        "lm",
+        "-o",
+        out,
+        "--steps",
+        30,
+        *TINY,
+    )
+    assert result.exit_code == 0, result.output
+    assert "trained on 300 examples (rejected: none)" in result.output
+    assert "held-out loss" in result.output and "on 60 examples" in result.output
+    assert load_model(str(out), task="lm").config.d_model == 32
+    assert json.loads((out / "config.json").read_text())["meta"]["steps"] == 30
+
+
+def test_teacher_train_contrastive_reports_recall(tmp_path, pair_corpus):
+    train, held_out = pair_corpus
+    result = run(
+        "teacher",
+        "train",
+        train,
+        "--eval",
+        held_out,
+        "--task",
+        "contrastive",
+        "--query-field",
+        "query",
+        "--doc-field",
+        "doc",
+        "-o",
+        tmp_path / "t",
+        "--steps",
+        5,
+        *TINY,
+    )
+    assert result.exit_code == 0, result.output
+    assert "recall@1" in result.output
+
+
+def test_teacher_train_errors_are_one_line_and_non_zero(tmp_path, text_corpus, pair_corpus):
+    train, _ = text_corpus
+    cases = [
+        (
+            ["teacher", "train", tmp_path / "nope.jsonl", "--task", "lm", "-o", tmp_path / "x"],
+            "Error: no input file matches",
+        ),
+        (
+            [
+                "teacher",
+                "train",
+                train,
+                "--task",
+                "lm",
+                "-o",
+                tmp_path / "x",
+                "--text-field",
+                "body",
+            ],
+            "Error: no usable examples",
+        ),
+        (
+            ["teacher", "train", pair_corpus[0], "--task", "contrastive", "-o", tmp_path / "x"],
+            "Error: contrastive tasks need --query-field and --doc-field",
+        ),
+        (
+            ["teacher", "train", train, "--task", "lm", "-o", tmp_path / "x", "--query-field", "q"],
+            "Error: give exactly one field layout",
+        ),
+        (
+            ["teacher", "train", train, "--task", "lm", "-o", tmp_path / "x", "--device", "cuda:7"],
+            None,
+        ),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        if message is None:  # CUDA may exist on a GPU machine; then this case is not an error
+            continue
+        assert result.exit_code == 1, (args, result.output)
+        assert result.output.strip().splitlines()[-1].startswith(message), result.output
+        assert len(result.output.strip().splitlines()) == 1
+    bad_task = run("teacher", "train", train, "--task", "vision", "-o", tmp_path / "x")
+    assert bad_task.exit_code == 2 and "Invalid value for '--task'" in bad_task.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_demo_data_writes_tagged_corpora_deterministically(tmp_path):
+    result = run("demo", "data", tmp_path / "a", "--pool-size", 1000)
+    assert result.exit_code == 0, result.output
+    run("demo", "data", tmp_path / "b", "--pool-size", 1000)
+    pool = [json.loads(line) for line in (tmp_path / "a/lm/pool.jsonl").read_text().splitlines()]
+    kinds = {r["kind"] for r in pool}
+    assert len(pool) == 1000 and kinds == {
+        "clean",
+        "random_bytes",
+        "word_salad",
+        "boilerplate",
+        "blob",
+        "duplicate",
+        "truncated",
+    }
+    assert sum(r["kind"] == "clean" for r in pool) == 200
+    reference = {
+        json.loads(x)["text"] for x in (tmp_path / "a/lm/reference.jsonl").read_text().splitlines()
+    }
+    held_out = {
+        json.loads(x)["text"] for x in (tmp_path / "a/lm/eval.jsonl").read_text().splitlines()
+    }
+    clean = {r["text"] for r in pool if r["kind"] == "clean"}
+    assert not (reference & held_out) and not (reference & clean) and not (held_out & clean)
+    pairs = [
+        json.loads(x) for x in (tmp_path / "a/contrastive/pool.jsonl").read_text().splitlines()
+    ]
+    assert sum(p["kind"] == "mispaired" for p in pairs) == len(pairs) // 2
+    for name in ("lm/pool.jsonl", "contrastive/pool.jsonl", "contrastive/eval.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

@@ -1,0 +1,119 @@
+"""Teacher training: a short run must beat the untrained model on held-out data."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from helpers import write_jsonl
+from PIL import Image
+
+from jestflow.trainer.fit import TeacherConfig, evaluate, load_examples, train_teacher
+from jestflow.transforms.checkpoint import fingerprint, load_model
+from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.models import new_model
+from jestflow.transforms.records import FieldMap
+
+TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
+
+
+def config(inputs, eval_inputs, output, task, fields, **overrides):
+    values = {
+        "steps": 80,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "warmup_steps": 5,
+        "progress": False,
+        **TINY,
+    }
+    values.update(overrides)
+    return TeacherConfig(
+        inputs=(inputs,),
+        eval_inputs=(eval_inputs,),
+        output=output,
+        task=task,
+        fields=fields,
+        **values,
+    )
+
+
+def untrained_eval(task, eval_inputs, fields, batch_size=16, right_kind="text"):
+    torch.manual_seed(0)
+    model = new_model(task, right_kind=right_kind, **TINY)
+    examples, _ = load_examples([eval_inputs], fields)
+    return evaluate(model, examples, batch_size)
+
+
+def test_lm_teacher_learns_and_writes_a_checkpoint(tmp_path, text_corpus):
+    fields = FieldMap(text="text")
+    out = str(tmp_path / "teacher")
+    result = train_teacher(config(*text_corpus, out, "lm", fields))
+    before, _ = untrained_eval("lm", text_corpus[1], fields)
+    assert result.eval_loss < before - 1.5  # ln 257 ≈ 5.5 → well under 4 nats per byte
+    assert result.examples == 300 and result.eval_examples == 60
+    assert result.fingerprint == fingerprint(out)
+    metrics = json.loads((tmp_path / "teacher" / "metrics.json").read_text())
+    assert metrics["eval_loss"] == pytest.approx(result.eval_loss)
+    assert metrics["curve"][0]["loss"] > metrics["curve"][-1]["loss"]
+    model = load_model(out, task="lm")
+    examples, _ = load_examples([text_corpus[1]], fields)
+    assert evaluate(model, examples, 16)[0] == pytest.approx(result.eval_loss, rel=1e-5)
+
+
+def test_same_seed_same_teacher(tmp_path, text_corpus):
+    fields = FieldMap(text="text")
+    a = train_teacher(config(*text_corpus, str(tmp_path / "a"), "lm", fields, steps=5))
+    b = train_teacher(config(*text_corpus, str(tmp_path / "b"), "lm", fields, steps=5))
+    assert a.fingerprint == b.fingerprint
+
+
+def test_contrastive_teacher_matches_pairs(tmp_path, pair_corpus):
+    fields = FieldMap(query="query", doc="doc")
+    result = train_teacher(
+        config(*pair_corpus, str(tmp_path / "t"), "contrastive", fields, steps=120)
+    )
+    before_loss, before_recall = untrained_eval("contrastive", pair_corpus[1], fields)
+    assert result.eval_loss < before_loss
+    assert result.eval_recall_at_1 > max(0.3, 2 * before_recall)  # chance is 1/16
+    assert load_model(str(tmp_path / "t")).task == "contrastive"
+
+
+def png(rgb) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), rgb).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_image_text_teacher_trains_an_image_tower(tmp_path):
+    colors = {
+        "red": (220, 20, 20),
+        "green": (20, 200, 20),
+        "blue": (20, 20, 220),
+        "white": (250,) * 3,
+    }
+    rows = [
+        {"img": {"bytes": png(rgb)}, "cap": f"a {name} square"} for name, rgb in colors.items()
+    ] * 8
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "images.parquet")
+    fields = FieldMap(image="img", caption="cap")
+    path = str(tmp_path / "images.parquet")
+    result = train_teacher(
+        config(path, path, str(tmp_path / "t"), "contrastive", fields, steps=40, batch_size=4)
+    )
+    model = load_model(str(tmp_path / "t"), task="contrastive")
+    assert model.right_kind == "image"
+    assert result.eval_recall_at_1 > 0.5  # four colours, batches of four: chance is 0.25
+
+
+def test_bad_configs_are_clear(tmp_path, text_corpus):
+    with pytest.raises(JestflowError, match="task lm needs text fields"):
+        config(*text_corpus, str(tmp_path / "x"), "lm", FieldMap(query="q", doc="d"))
+    with pytest.raises(JestflowError, match="unknown task"):
+        config(*text_corpus, str(tmp_path / "x"), "vision", FieldMap(text="text"))
+    empty = write_jsonl(tmp_path / "empty.jsonl", [{"text": ""}, {"other": "x"}])
+    with pytest.raises(JestflowError, match=r"no usable examples .* record 0: text is empty"):
+        train_teacher(config(empty, empty, str(tmp_path / "x"), "lm", FieldMap(text="text")))
