@@ -60,6 +60,24 @@ class PairEmbeddings:
         matching = row_ids[:, None] == col_ids[None, :]  # z = +1 on matching pairs, −1 elsewhere
         return F.softplus(torch.where(matching, -logits, logits))
 
+    def cross_sums(self, chosen: torch.Tensor) -> torch.Tensor:
+        """Σ_{j∈chosen} (ℓ_kj + ℓ_jk) for every k, [B], one c×B block per direction.
+
+        Every pair is first taken as a non-match (softplus(x)); the c matching pairs k = j are then
+        corrected with softplus(−x) = softplus(x) − x, so no B×c match mask is built.
+        """
+        u_c, v_c = self.left[chosen], self.right[chosen]
+        scale = float(self.scale)
+        bias = torch.tensor(float(self.bias), dtype=self.left.dtype, device=self.left.device)
+
+        def block_sums(rows: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+            # A c×B block (the faster layout for a tall B×d operand), scale and bias in the GEMM.
+            return F.softplus(torch.addmm(bias, rows, others.T, alpha=scale).float()).sum(0)
+
+        into, out_of = block_sums(v_c, self.left), block_sums(u_c, self.right)
+        matching = (scale * (u_c * v_c).sum(1) + float(self.bias)).float()
+        return (into + out_of).index_add_(0, chosen, -2 * matching)
+
     def batch_loss(self) -> torch.Tensor:
         """SigLIP training loss: Σ_ij ℓ_ij / B over the whole batch (dense; training-size B)."""
         return self.losses().sum() / self.size

@@ -143,13 +143,7 @@ class ContrastivePairScores:
         return sum(w * emb.diagonal_losses() for w, emb in self.terms)  # type: ignore[return-value]
 
     def cross_sums(self, chosen: torch.Tensor) -> torch.Tensor:
-        total = 0.0
-        for weight, emb in self.terms:
-            chosen_on = chosen.to(emb.left.device)
-            into = emb.losses(cols=chosen_on).sum(1)  # A_kj, j ∈ chosen
-            out_of = emb.losses(rows=chosen_on).sum(0)  # A_jk, j ∈ chosen
-            total = total + weight * (into + out_of)
-        return total  # type: ignore[return-value]
+        return sum(w * emb.cross_sums(chosen.to(emb.left.device)) for w, emb in self.terms)  # type: ignore[return-value]
 
     def to_dense(self) -> torch.Tensor:
         """The full B×B matrix (tests and small B only)."""

@@ -48,13 +48,9 @@ class Block(nn.Module):
 
 def pad(sequences: Sequence[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad 1-D token tensors: (ids [N, T], mask [N, T] true on real tokens)."""
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.bool)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = s
-        mask[i, : len(s)] = True
-    return ids, mask
+    ids = torch.nn.utils.rnn.pad_sequence(list(sequences), batch_first=True, padding_value=pad_id)
+    lengths = torch.tensor([len(s) for s in sequences])
+    return ids, torch.arange(ids.shape[1])[None, :] < lengths[:, None]
 
 
 def byte_tokens(text: str, max_len: int, bos: int | None = None) -> torch.Tensor:

@@ -1,0 +1,183 @@
+"""JEST joint selection vs one teacher forward pass over the same super-batch.
+
+For each super-batch size B and keep fraction, this times `select_joint` (16 chunks, learnability)
+on lazy contrastive pair scores built from random L2-normalised learner and reference embeddings
+of width 256, and compares it with one pass of the built-in two-tower teacher (`TwoTower`,
+text–text, default towers) over B realistic text pairs of the demo corpus: stdlib docstring summaries (left)
+and 120-character code snippets (right). Selection should cost ≤ 5 % of the teacher pass at
+B = 16384 and never build a B×B matrix, so it also reports the selection's peak memory (RSS
+increase in a fresh process on CPU, allocator peak on CUDA) and the largest tensor any torch
+operation produces during it, next to the size of a B×B float32 matrix.
+
+Run: python bench/selection.py [--sizes 4096,16384] [--keep 0.1,0.2] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from jestflow.pipeline.demo_data import harvest
+from jestflow.transforms.losses import PairEmbeddings
+from jestflow.transforms.models.towers import TwoTower, TwoTowerConfig
+from jestflow.transforms.scoring import embed_pairs
+from jestflow.transforms.selection import ContrastivePairScores, select_joint
+
+WIDTH, N_CHUNKS, MIB = 256, 16, 2**20
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest output (elements and bytes) of any torch operation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numel = self.nbytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.numel = max(self.numel, t.numel())
+                self.nbytes = max(self.nbytes, t.numel() * t.element_size())
+        return out
+
+
+def stdlib_text_pairs(n: int) -> tuple[list[str], list[str]]:
+    """n (docstring summary, 120-character code snippet) pairs of the demo corpus, cycled."""
+    pairs = harvest().pairs
+    cycled = [pairs[i % len(pairs)] for i in range(n)]
+    return [summary for summary, _ in cycled], [code[:120] for _, code in cycled]
+
+
+def random_embeddings(b: int, seed: int, device: torch.device) -> PairEmbeddings:
+    """Random L2-normalised [B, 256] left/right embeddings (normalised in place: no temporaries)."""
+    gen = torch.Generator().manual_seed(seed)
+    left, right = (torch.randn(b, WIDTH, generator=gen).to(device) for _ in range(2))
+    for x in (left, right):
+        x.div_(x.norm(dim=1, keepdim=True))
+    return PairEmbeddings(left, right, 10.0, -10.0)
+
+
+def lazy_pair_scores(b: int, device: torch.device) -> ContrastivePairScores:
+    learner, reference = random_embeddings(b, 1, device), random_embeddings(b, 2, device)
+    return ContrastivePairScores("learnability", learner=learner, reference=reference)
+
+
+def run_selection(pairs: ContrastivePairScores, k: int) -> torch.Tensor:
+    return select_joint(pairs, k, n_chunks=N_CHUNKS, generator=torch.Generator().manual_seed(0))
+
+
+def seconds(fn, device: torch.device) -> float:
+    """Wall time of fn(), synchronising CUDA before and after."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def selection_seconds(pairs: ContrastivePairScores, k: int, device: torch.device, n: int) -> float:
+    """Median of n timed selections, after one warm-up."""
+    run_selection(pairs, k)
+    return statistics.median(seconds(lambda: run_selection(pairs, k), device) for _ in range(n))
+
+
+def teacher_pass_seconds(b: int, device: torch.device) -> float:
+    """One `embed_pairs` pass of the built-in two-tower teacher over B text pairs."""
+    torch.manual_seed(0)
+    model = TwoTower(TwoTowerConfig(embed_dim=WIDTH)).to(device).eval()
+    left, right = stdlib_text_pairs(b)
+    embed_pairs(model, left[:64], right[:64])  # warm-up
+    return seconds(lambda: embed_pairs(model, left, right), device)
+
+
+def peak_rss_kib(reset: bool = False) -> int:
+    """This process's own peak RSS (VmHWM, KiB), optionally first lowered to the current RSS.
+
+    Not ru_maxrss: in a spawned child it also counts the parent's RSS at fork time."""
+    if reset:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def selection_peak_rss_mib(b: int, k: int) -> float:
+    """Peak RSS increase of one CPU selection (Linux), run in a fresh process so that memory
+    freed earlier and reused by the selection cannot hide part of its peak."""
+    run_selection(lazy_pair_scores(64, torch.device("cpu")), 8)  # load kernels, thread pool
+    pairs = lazy_pair_scores(b, torch.device("cpu"))
+    before = peak_rss_kib(reset=True)
+    run_selection(pairs, k)
+    return (peak_rss_kib() - before) / 1024
+
+
+def selection_peak_mib(pairs: ContrastivePairScores, k: int, device: torch.device) -> float:
+    """Peak memory increase of one selection: CUDA allocator peak, or RSS in a fresh process."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run_selection(pairs, k)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / MIB
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        return pool.submit(selection_peak_rss_mib, pairs.size, k).result()
+
+
+def largest_tensor(pairs: ContrastivePairScores, k: int) -> LargestTensor:
+    with LargestTensor() as probe:
+        run_selection(pairs, k)
+    return probe
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="4096,16384", help="super-batch sizes B")
+    parser.add_argument("--keep", default="0.1,0.2", help="fractions of B to keep")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--repeats", type=int, default=5, help="timed selections (median)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args, started = parse_args(), time.perf_counter()
+    sizes, keeps = [int(s) for s in args.sizes.split(",")], [float(f) for f in args.keep.split(",")]
+    device = torch.device(args.device)
+    memory = "CUDA peak Δ MiB" if device.type == "cuda" else "peak RSS Δ MiB"
+    header = ["B", "keep", "k", "select_joint s", "teacher pass s", "ratio", memory]
+    header += ["B×B would be MiB", "largest tensor MiB", "largest / B×B"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    print(f"{N_CHUNKS} chunks, width {WIDTH}, select_joint median of {args.repeats}, teacher once")
+    print(" | ".join(header), flush=True)
+    ratio_ok = no_b_by_b = True
+    for b in sizes:
+        teacher, full = teacher_pass_seconds(b, device), b * b * 4 / MIB
+        for keep in keeps:
+            k, pairs = round(keep * b), lazy_pair_scores(b, device)
+            select = selection_seconds(pairs, k, device, args.repeats)
+            peak, probe = selection_peak_mib(pairs, k, device), largest_tensor(pairs, k)
+            cells = [b, keep, k, f"{select:.3f}", f"{teacher:.2f}", f"{select / teacher:.2%}"]
+            cells += [f"{peak:.1f}", f"{full:.0f}", f"{probe.nbytes / MIB:.1f}"]
+            cells += [f"{probe.numel / (b * b):.2%}"]
+            row = (f"{c:>{len(h)}}" for c, h in zip(cells, header, strict=True))
+            print(" | ".join(row), flush=True)
+            # At most the inputs ([B, d]) or one B×chunk block, and a peak below one B×B matrix.
+            no_b_by_b &= probe.numel <= b * max(WIDTH, -(-k // N_CHUNKS)) and peak < full
+            ratio_ok &= b != 16384 or select / teacher <= 0.05
+    ratio = ratio_ok if 16384 in sizes else "not measured"
+    verdict = "met" if ratio is True and no_b_by_b else "NOT met"
+    print(f"target {verdict}: ratio ≤ 5 % at B=16384: {ratio}; no B×B allocation: {no_b_by_b}")
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
