@@ -146,7 +146,7 @@ def teacher_train(
         n_layer=n_layer,
         n_head=n_head,
         max_len=max_len,
-        progress=sys.stderr.isatty() or None,
+        progress=sys.stderr.isatty(),
     )
     result = train_teacher(config)
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items())) or "none"

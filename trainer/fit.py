@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..transforms.checkpoint import TASKS, save_checkpoint
 from ..transforms.errors import JestflowError
+from ..transforms.losses import PairEmbeddings
 from ..transforms.models import new_model
 from ..transforms.readers import read_examples
 from ..transforms.records import Example, FieldMap, Rejected
@@ -134,7 +135,7 @@ def evaluate(
         losses, hits = [], 0
         for start in range(0, len(examples), batch_size):
             block = torch.arange(start, min(start + batch_size, len(examples)))
-            chunk = type(emb)(emb.left[block], emb.right[block], emb.scale, emb.bias)
+            chunk = PairEmbeddings(emb.left[block], emb.right[block], emb.scale, emb.bias)
             losses.append(chunk.batch_loss().item())
             similarity = chunk.left @ chunk.right.T
             hits += (similarity.argmax(1) == torch.arange(len(block))).sum().item()

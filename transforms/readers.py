@@ -68,9 +68,11 @@ def expand_urls(patterns: Sequence[str]) -> list[str]:
 def read_file(url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
     """Every record of one file, parsed."""
     reader = {"jsonl": _read_jsonl, "parquet": _read_parquet, "tar": _read_tar}[file_format(url)]
+    # zstd streams end silently when truncated: `_zstd_chunks` decompresses them itself and checks.
+    compression = None if url.lower().endswith(".zst") else "infer"
     position = 0  # of the next record, for the rejection if the file breaks off
     try:
-        with fsspec.open(url, "rb", compression="infer") as f:
+        with fsspec.open(url, "rb", compression=compression) as f:
             for item in reader(f, url, fields):
                 yield item
                 position = item.position + 1
@@ -91,19 +93,40 @@ def read_examples(patterns: Sequence[str], fields: FieldMap) -> Iterator[Example
 
 
 def _read_jsonl(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
-    for position, line in enumerate(_lines(f)):
+    chunks = _zstd_chunks(f) if url.lower().endswith(".zst") else _chunks(f)
+    for position, line in enumerate(_lines(chunks)):
         yield parse_json_line(line, fields, url, position)
 
 
-def _lines(f, chunk_size: int = 1 << 16) -> Iterator[bytes]:
-    """Non-blank lines without their line ending (blank lines are not records).
-
-    Reads in chunks (some decompressors cannot read line by line), with `read1` where there is
-    one, so that the lines before a truncation are still delivered.
-    """
+def _chunks(f, size: int = 1 << 16) -> Iterator[bytes]:
+    """Decompressed chunks, with `read1` where there is one, so that the data before a
+    truncation is still delivered."""
     read = getattr(f, "read1", f.read)
+    while chunk := read(size):
+        yield chunk
+
+
+def _zstd_chunks(f, size: int = 1 << 16) -> Iterator[bytes]:
+    """Decompressed chunks of a (multi-frame) zstd stream; EOFError if the last frame is cut."""
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    frame, pending = decompressor.decompressobj(), False
+    while data := f.read(size):
+        while data:
+            yield frame.decompress(data)
+            pending, data = not frame.eof, b""
+            if frame.eof:  # the next frame starts in what this one did not use
+                data, frame = frame.unused_data, decompressor.decompressobj()
+    if pending:
+        raise EOFError("zstd stream ended in the middle of a frame")
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Non-blank lines without their line ending (blank lines are not records). Works on
+    chunks, as some decompressors cannot read line by line."""
     rest = b""
-    while chunk := read(chunk_size):
+    for chunk in chunks:
         *lines, rest = (rest + chunk).split(b"\n")
         yield from (line.rstrip(b"\r") for line in lines if line.strip())
     if rest.strip():

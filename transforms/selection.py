@@ -122,14 +122,15 @@ class ContrastivePairScores:
         reference: PairEmbeddings | None = None,
     ) -> None:
         w_learner, w_reference = mode_weights(mode)
-        self.terms = [
-            (weight, emb)
-            for weight, emb, name in (
-                (w_learner, learner, "learner"),
-                (w_reference, reference, "reference"),
-            )
-            if weight and _required(emb, mode, name)
-        ]
+        self.terms: list[tuple[float, PairEmbeddings]] = []
+        for weight, emb, name in (
+            (w_learner, learner, "learner"),
+            (w_reference, reference, "reference"),
+        ):
+            if weight and emb is None:
+                raise ValueError(f"score mode {mode!r} needs the {name} embeddings")
+            if weight:
+                self.terms.append((weight, emb))  # type: ignore[arg-type]
         sizes = {emb.size for _, emb in self.terms}
         if len(sizes) != 1:
             raise ValueError(f"learner and reference embeddings cover different batches: {sizes}")
@@ -148,12 +149,6 @@ class ContrastivePairScores:
     def to_dense(self) -> torch.Tensor:
         """The full B×B matrix (tests and small B only)."""
         return sum(w * emb.losses() for w, emb in self.terms)  # type: ignore[return-value]
-
-
-def _required(emb: PairEmbeddings | None, mode: str, name: str) -> bool:
-    if emb is None:
-        raise ValueError(f"score mode {mode!r} needs the {name} embeddings")
-    return True
 
 
 # --- selection --------------------------------------------------------------------------------

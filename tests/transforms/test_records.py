@@ -110,6 +110,18 @@ def test_jsonl_plain_gzip_and_zstd_read_the_same(tmp_path):
     assert [r.id for r in results[0]] == [r.id for r in results[1]] == [r.id for r in results[2]]
 
 
+def test_truncated_zstd_is_not_silently_empty(tmp_path):
+    frame = zstandard.ZstdCompressor().compress
+    data = frame(jsonl(*({"text": f"line {i} " * 20} for i in range(500))))
+    (tmp_path / "cut.jsonl.zst").write_bytes(data[: len(data) // 2])
+    (tmp_path / "two.jsonl.zst").write_bytes(data + frame(jsonl({"text": "second frame"})))
+    records = list(read_file(str(tmp_path / "cut.jsonl.zst"), TEXT))
+    assert records and records[-1].reason == UNREADABLE_FILE
+    assert "middle of a frame" in records[-1].detail
+    whole = list(read_file(str(tmp_path / "two.jsonl.zst"), TEXT))
+    assert len(whole) == 501 and whole[-1].text == "second frame"
+
+
 def test_truncated_gzip_keeps_what_was_read_and_rejects_the_rest(tmp_path):
     data = gzip.compress(jsonl(*({"text": f"line {i} " * 20} for i in range(200))))
     path = tmp_path / "cut.jsonl.gz"
