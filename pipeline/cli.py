@@ -154,6 +154,9 @@ def teacher_train(
         f"trained on {result.examples} examples (rejected: {rejected}) in {result.seconds:.1f} s"
     )
     click.echo(f"final training loss {result.train_loss:.4f}")
+    if result.eval_rejected:
+        skipped = ", ".join(f"{k} {v}" for k, v in sorted(result.eval_rejected.items()))
+        click.echo(f"held-out records rejected: {skipped}")
     if result.eval_loss is not None:
         recall = (
             "" if result.eval_recall_at_1 is None else f", recall@1 {result.eval_recall_at_1:.3f}"

@@ -29,9 +29,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-import fsspec
-
 from ..transforms.errors import JestflowError
+from ..transforms.paths import writable_directory
 
 SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__"}
 NOISE_KINDS = ("random_bytes", "word_salad", "boilerplate", "blob", "duplicate", "truncated")
@@ -184,7 +183,7 @@ def make_corpora(config: DemoDataConfig) -> dict[str, int]:
         "contrastive/reference.jsonl": clean_pairs(pair_ref),
         "contrastive/eval.jsonl": clean_pairs(pair_eval),
     }
-    fs, root = fsspec.core.url_to_fs(config.output)
+    fs, root = writable_directory(config.output)
     for name, records in files.items():
         path = posixpath.join(root, name)
         fs.makedirs(posixpath.dirname(path), exist_ok=True)

@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-import fsspec
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -24,6 +23,7 @@ from ..transforms.checkpoint import TASKS, save_checkpoint
 from ..transforms.errors import JestflowError
 from ..transforms.losses import PairEmbeddings
 from ..transforms.models import new_model
+from ..transforms.paths import filesystem, writable_directory
 from ..transforms.readers import read_examples
 from ..transforms.records import Example, FieldMap, Rejected
 from ..transforms.scoring import autocast, embed_pairs, lm_losses, pair_inputs
@@ -70,7 +70,8 @@ class TeacherResult:
     examples: int
     rejected: dict[str, int]
     eval_examples: int
-    train_loss: float
+    eval_rejected: dict[str, int]
+    train_loss: float  # mean of the last 50 steps
     eval_loss: float | None
     eval_recall_at_1: float | None
     seconds: float
@@ -103,7 +104,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise JestflowError(f"device {name!r} asked for, but CUDA is not available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except RuntimeError as e:
+        raise JestflowError(f"unusable device {name!r}: {str(e).splitlines()[0]}") from e
+    return device
 
 
 def prepare(model: nn.Module, examples: Sequence[Example]) -> list:
@@ -132,14 +138,17 @@ def evaluate(
         if model.task == "lm":
             return lm_losses(model, [ex.text for ex in examples]).mean().item(), None
         emb = embed_pairs(model, *pair_inputs(examples))
+        # The sigmoid loss and recall@1 depend on the batch size: score full batches only
+        # (all examples as one batch when there are fewer than `batch_size`).
+        size = min(batch_size, len(examples))
         losses, hits = [], 0
-        for start in range(0, len(examples), batch_size):
-            block = torch.arange(start, min(start + batch_size, len(examples)))
+        for start in range(0, len(examples) - size + 1, size):
+            block = torch.arange(start, start + size)
             chunk = PairEmbeddings(emb.left[block], emb.right[block], emb.scale, emb.bias)
             losses.append(chunk.batch_loss().item())
             similarity = chunk.left @ chunk.right.T
-            hits += (similarity.argmax(1) == torch.arange(len(block))).sum().item()
-        return sum(losses) / len(losses), hits / len(examples)
+            hits += (similarity.argmax(1) == torch.arange(size)).sum().item()
+        return sum(losses) / len(losses), hits / (len(losses) * size)
     finally:
         model.train(was_training)
 
@@ -148,9 +157,10 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
     start = time.perf_counter()
     device = resolve_device(config.device)
     examples, rejected = load_examples(config.inputs, config.fields)
-    held_out, _ = (
-        load_examples(config.eval_inputs, config.fields) if config.eval_inputs else ([], None)
+    held_out, eval_rejected = (
+        load_examples(config.eval_inputs, config.fields) if config.eval_inputs else ([], Counter())
     )
+    writable_directory(config.output)  # fail now, not after training
 
     torch.manual_seed(config.seed)
     size = {k: getattr(config, k) for k in ("d_model", "n_layer", "n_head", "max_len")}
@@ -168,6 +178,7 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
     batches = _shuffled_batches(len(items), min(config.batch_size, len(items)), generator)
 
     curve: list[dict] = []
+    recent: list[float] = []  # the last losses, whose mean is reported as the final training loss
     smoothed = None
     bar = tqdm(range(config.steps), desc="teacher train", unit="step", disable=not config.progress)
     for step in bar:
@@ -179,6 +190,7 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
         optimizer.step()
         schedule.step()
         value = loss.item()
+        recent = [*recent[-49:], value]
         smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
         if step % 10 == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{smoothed:.3f}")
@@ -201,7 +213,8 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
         examples=len(examples),
         rejected=dict(rejected),
         eval_examples=len(held_out),
-        train_loss=smoothed if smoothed is not None else math.nan,
+        eval_rejected=dict(eval_rejected),
+        train_loss=sum(recent) / len(recent),
         eval_loss=eval_loss,
         eval_recall_at_1=recall,
         seconds=time.perf_counter() - start,
@@ -230,6 +243,6 @@ def _warmup_cosine(warmup: int, total: int):
 
 
 def _write_metrics(directory: str, result: TeacherResult) -> None:
-    fs, root = fsspec.core.url_to_fs(directory)
+    fs, root = filesystem(directory)
     with fs.open(posixpath.join(root, "metrics.json"), "w") as f:
         json.dump(asdict(result), f, indent=2)

@@ -15,7 +15,6 @@ import posixpath
 import tempfile
 from typing import Any
 
-import fsspec
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -24,6 +23,7 @@ from torch import nn
 from .errors import JestflowError
 from .models.lm import CausalLM, LMConfig
 from .models.towers import TwoTower, TwoTowerConfig
+from .paths import filesystem, writable_directory
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -61,8 +61,7 @@ def save_checkpoint(model: nn.Module, directory: str, *, meta: dict[str, Any] | 
         "meta": meta or {},
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fs, root = fsspec.core.url_to_fs(directory)
-    fs.makedirs(root, exist_ok=True)
+    fs, root = writable_directory(directory)
     _write(fs, posixpath.join(root, WEIGHTS), save_safetensors(tensors))
     _write(fs, posixpath.join(root, CONFIG), json.dumps(config, indent=2, sort_keys=True).encode())
     return fingerprint(directory)
@@ -78,7 +77,7 @@ def _write(fs, path: str, data: bytes) -> None:
 
 def read_config(directory: str) -> dict[str, Any]:
     """The checkpoint's config.json, with a clear error for what is not a checkpoint."""
-    fs, root = fsspec.core.url_to_fs(directory)
+    fs, root = filesystem(directory)
     if not fs.isdir(root):
         raise JestflowError(f"checkpoint directory not found: {directory}")
     path = posixpath.join(root, CONFIG)
@@ -106,7 +105,7 @@ def checkpoint_task(directory: str) -> str | None:
 
 def weight_files(directory: str) -> list[str]:
     """The safetensors files of a checkpoint; refuses directories that only hold pickles."""
-    fs, root = fsspec.core.url_to_fs(directory)
+    fs, root = filesystem(directory)
     names = sorted(posixpath.basename(p) for p in fs.ls(root, detail=False))
     weights = [n for n in names if n.endswith(".safetensors")]
     if not weights:
@@ -122,7 +121,7 @@ def weight_files(directory: str) -> list[str]:
 
 def fingerprint(directory: str) -> str:
     """A 16-hex-digit hash of config.json, the safetensors files, tokenizer.json and jestflow.json."""
-    fs, root = fsspec.core.url_to_fs(directory)
+    fs, root = filesystem(directory)
     names = [CONFIG, *weight_files(directory)]
     names += [n for n in ("tokenizer.json", "jestflow.json") if fs.exists(posixpath.join(root, n))]
     h = hashlib.sha256()
@@ -158,7 +157,7 @@ def _load_builtin(directory: str, config: dict[str, Any], task: str | None) -> n
             f"not a {task} model"
         )
     model = build_model(config.get("architecture", ""), config.get("config", {}))
-    fs, root = fsspec.core.url_to_fs(directory)
+    fs, root = filesystem(directory)
     with fs.open(posixpath.join(root, WEIGHTS), "rb") as f:
         tensors = load_safetensors(f.read())
     try:
@@ -179,7 +178,7 @@ def _load_huggingface(directory: str, config: dict[str, Any], task: str | None) 
     if task == "lm":
         return HFCausalLM(local)
     options = {}
-    fs, root = fsspec.core.url_to_fs(directory)
+    fs, root = filesystem(directory)
     if fs.exists(posixpath.join(root, "jestflow.json")):
         with fs.open(posixpath.join(root, "jestflow.json"), "rb") as f:
             options = {k: float(v) for k, v in json.load(f).items() if k in ("scale", "bias")}
@@ -188,7 +187,7 @@ def _load_huggingface(directory: str, config: dict[str, Any], task: str | None) 
 
 def _local_copy(directory: str) -> str:
     """Hugging Face loads from local paths: copy a remote directory to a temporary one."""
-    fs, root = fsspec.core.url_to_fs(directory)
+    fs, root = filesystem(directory)
     if "file" in fs.protocol or "local" in fs.protocol:
         return root
     target = tempfile.mkdtemp(prefix="jestflow-hf-")

@@ -22,6 +22,11 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -
     return (nll * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
+def as_float(value: float | torch.Tensor) -> float:
+    """A Python float from a number or a (possibly trainable) scalar tensor."""
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
 @dataclass(frozen=True)
 class PairEmbeddings:
     """One two-tower model's view of a batch: u = left[i], v = right[j], temperature, bias."""
@@ -67,15 +72,15 @@ class PairEmbeddings:
         corrected with softplus(−x) = softplus(x) − x, so no B×c match mask is built.
         """
         u_c, v_c = self.left[chosen], self.right[chosen]
-        scale = float(self.scale)
-        bias = torch.tensor(float(self.bias), dtype=self.left.dtype, device=self.left.device)
+        scale, bias_value = as_float(self.scale), as_float(self.bias)
+        bias = torch.tensor(bias_value, dtype=self.left.dtype, device=self.left.device)
 
         def block_sums(rows: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
             # A c×B block (the faster layout for a tall B×d operand), scale and bias in the GEMM.
             return F.softplus(torch.addmm(bias, rows, others.T, alpha=scale).float()).sum(0)
 
         into, out_of = block_sums(v_c, self.left), block_sums(u_c, self.right)
-        matching = (scale * (u_c * v_c).sum(1) + float(self.bias)).float()
+        matching = (scale * (u_c * v_c).sum(1) + bias_value).float()
         return (into + out_of).index_add_(0, chosen, -2 * matching)
 
     def batch_loss(self) -> torch.Tensor:

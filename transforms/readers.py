@@ -7,7 +7,12 @@ Every record of every file comes out as an `Example` or a `Rejected`; a file tha
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import glob
+import io
 import json
+import lzma
+import posixpath
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,10 +20,20 @@ from collections.abc import Iterable, Iterator, Sequence
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+import zstandard
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
 from .errors import JestflowError
-from .records import UNREADABLE_FILE, Example, FieldMap, Rejected, parse_json_line, parse_mapping
+from .paths import filesystem
+from .records import (
+    BAD_MEMBER,
+    UNREADABLE_FILE,
+    Example,
+    FieldMap,
+    Rejected,
+    parse_json_line,
+    parse_mapping,
+)
 
 FORMATS = {
     ".jsonl": "jsonl",
@@ -29,7 +44,15 @@ FORMATS = {
 }
 COMPRESSIONS = (".gz", ".zst", ".bz2", ".xz")
 # What a stream can raise when the file itself is broken, rather than one record.
-READ_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError, pa.ArrowException)
+READ_ERRORS = (
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    zstandard.ZstdError,
+    tarfile.TarError,
+    pa.ArrowException,
+)
 
 
 def file_format(url: str) -> str:
@@ -44,7 +67,8 @@ def file_format(url: str) -> str:
             return fmt
     known = ", ".join(sorted(FORMATS))
     raise JestflowError(
-        f"unknown input format for {url!r}: expected one of {known} (optionally .gz/.zst)"
+        f"unknown input format for {url!r}: expected one of {known} "
+        "(optionally compressed: .gz, .zst, .bz2, .xz)"
     )
 
 
@@ -54,8 +78,9 @@ def expand_urls(patterns: Sequence[str]) -> list[str]:
         raise JestflowError("no input given")
     urls: list[str] = []
     for pattern in patterns:
-        fs, _, paths = fsspec.get_fs_token_paths(pattern)
-        files = sorted(p for p in paths if fs.isfile(p))
+        fs, path = filesystem(pattern)
+        matches = fs.glob(path) if glob.has_magic(path) else [path]
+        files = sorted(p for p in matches if fs.isfile(p))
         if not files:
             raise JestflowError(f"no input file matches {pattern!r}")
         for path in files:
@@ -68,8 +93,10 @@ def expand_urls(patterns: Sequence[str]) -> list[str]:
 def read_file(url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
     """Every record of one file, parsed."""
     reader = {"jsonl": _read_jsonl, "parquet": _read_parquet, "tar": _read_tar}[file_format(url)]
-    # zstd streams end silently when truncated: `_zstd_chunks` decompresses them itself and checks.
-    compression = None if url.lower().endswith(".zst") else "infer"
+    # A truncated zstd stream just ends: JSONL decompresses it itself (`_zstd_chunks`) to notice;
+    # tarfile notices a cut archive on its own.
+    strict_zstd = reader is _read_jsonl and url.lower().endswith(".zst")
+    compression = None if strict_zstd else "infer"
     position = 0  # of the next record, for the rejection if the file breaks off
     try:
         with fsspec.open(url, "rb", compression=compression) as f:
@@ -94,7 +121,7 @@ def read_examples(patterns: Sequence[str], fields: FieldMap) -> Iterator[Example
 
 def _read_jsonl(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
     chunks = _zstd_chunks(f) if url.lower().endswith(".zst") else _chunks(f)
-    for position, line in enumerate(_lines(chunks)):
+    for position, line in _lines(chunks):
         yield parse_json_line(line, fields, url, position)
 
 
@@ -108,8 +135,6 @@ def _chunks(f, size: int = 1 << 16) -> Iterator[bytes]:
 
 def _zstd_chunks(f, size: int = 1 << 16) -> Iterator[bytes]:
     """Decompressed chunks of a (multi-frame) zstd stream; EOFError if the last frame is cut."""
-    import zstandard
-
     decompressor = zstandard.ZstdDecompressor()
     frame, pending = decompressor.decompressobj(), False
     while data := f.read(size):
@@ -122,15 +147,18 @@ def _zstd_chunks(f, size: int = 1 << 16) -> Iterator[bytes]:
         raise EOFError("zstd stream ended in the middle of a frame")
 
 
-def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Non-blank lines without their line ending (blank lines are not records). Works on
-    chunks, as some decompressors cannot read line by line."""
-    rest = b""
+def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(0-based line number, line) of the non-blank lines (blank lines are not records). Works
+    on chunks, as some decompressors cannot read line by line."""
+    rest, number = b"", 0
     for chunk in chunks:
         *lines, rest = (rest + chunk).split(b"\n")
-        yield from (line.rstrip(b"\r") for line in lines if line.strip())
+        for line in lines:
+            if line.strip():
+                yield number, line.rstrip(b"\r")
+            number += 1
     if rest.strip():
-        yield rest.rstrip(b"\r")
+        yield number, rest.rstrip(b"\r")
 
 
 def _read_parquet(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
@@ -148,29 +176,60 @@ def _read_parquet(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]
 
 
 def _read_tar(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
-    """WebDataset samples: consecutive members sharing a key, `{extension: bytes}`."""
-    for position, sample in enumerate(_tar_samples(tar_file_iterator(f))):
-        record: dict = dict(sample)
-        if fields.keep and "json" in sample:
-            with contextlib.suppress(ValueError, AttributeError):
-                record.update(
-                    {k: v for k, v in json.loads(sample["json"]).items() if k in fields.keep}
-                )
-        raw = sample.get(fields.text_fields[0], b"")
-        yield parse_mapping(record, fields, url, position, raw)
+    """WebDataset samples: consecutive members sharing a key, read as `{extension: bytes}`."""
+    for position, members in enumerate(_tar_samples(tar_file_iterator(f))):
+        problem = _member_problem(members)
+        if problem:
+            raw = _tar_bytes(members)
+            yield Rejected(
+                source=url, position=position, reason=BAD_MEMBER, detail=problem, raw=raw
+            )
+            continue
+        record: dict = {base_plus_ext(name)[1].lower(): data for name, data in members}
+        if fields.keep and "json" in record:
+            with contextlib.suppress(ValueError, AttributeError, RecursionError):
+                kept = json.loads(record["json"])
+                record.update({k: v for k, v in kept.items() if k in fields.keep})
+        result = parse_mapping(record, fields, url, position, b"")
+        if isinstance(result, Rejected):  # the dead letter keeps the whole sample, as a tar
+            result = dataclasses.replace(result, raw=_tar_bytes(members))
+        yield result
 
 
-def _tar_samples(members: Iterable[dict]) -> Iterator[dict[str, bytes]]:
-    sample: dict[str, bytes] = {}
+def _tar_samples(members: Iterable[dict]) -> Iterator[list[tuple[str, bytes]]]:
+    """Members grouped by key (the name up to the first dot of its base name), in order."""
+    sample: list[tuple[str, bytes]] = []
     key = None
     for member in members:
-        prefix, suffix = base_plus_ext(member["fname"])
-        if prefix is None:
-            continue
-        if prefix != key and sample:
+        prefix = base_plus_ext(member["fname"])[0]
+        if sample and prefix != key:
             yield sample
-            sample = {}
+            sample = []
         key = prefix
-        sample[suffix.lower()] = member["data"]
+        sample.append((member["fname"], member["data"]))
     if sample:
         yield sample
+
+
+def _member_problem(members: list[tuple[str, bytes]]) -> str | None:
+    """Why a group of tar members is not one sample: names without an extension, or twice
+    the same extension."""
+    suffixes = [base_plus_ext(name)[1] for name, _ in members]
+    if None in suffixes:
+        return f"tar member {members[suffixes.index(None)][0]!r} has no extension"
+    lowered = [suffix.lower() for suffix in suffixes]
+    duplicated = sorted({s for s in lowered if lowered.count(s) > 1})
+    if duplicated:
+        return f"tar sample {members[0][0]!r} has the member .{duplicated[0]} twice"
+    return None
+
+
+def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A sample's members as a small tar (base names only), for the dead-letter record."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(posixpath.basename(name) or "member")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()

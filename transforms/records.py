@@ -28,6 +28,7 @@ EMPTY = "empty"
 TOO_LONG = "too_long"
 BAD_IMAGE = "bad_image"
 UNREADABLE_FILE = "unreadable_file"
+BAD_MEMBER = "bad_member"  # a tar sample whose member names do not form one sample
 REASONS = (
     BAD_JSON,
     BAD_UTF8,
@@ -38,6 +39,7 @@ REASONS = (
     TOO_LONG,
     BAD_IMAGE,
     UNREADABLE_FILE,
+    BAD_MEMBER,
 )
 
 
@@ -188,8 +190,8 @@ def parse_json_line(raw: bytes, fields: FieldMap, source: str, position: int) ->
         return reject(BAD_UTF8, str(e))
     try:
         obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        return reject(BAD_JSON, str(e))
+    except (ValueError, RecursionError) as e:  # also huge integers and absurd nesting
+        return reject(BAD_JSON, f"{type(e).__name__}: {str(e)[:200]}")
     if not isinstance(obj, dict):
         return reject(NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
     return parse_mapping(obj, fields, source, position, raw)
@@ -257,13 +259,13 @@ def parse_mapping(
 
 def image_problem(data: bytes) -> str | None:
     """Why `data` is not a decodable image, or None if it decodes."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        return f"image does not decode: {e}"
+    except Exception as e:  # PIL raises many kinds, decompression bombs included
+        return f"image does not decode: {type(e).__name__}: {e}"
     return None
 
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from .losses import PairEmbeddings
+from .losses import PairEmbeddings, as_float
 from .records import Example
 
 
@@ -128,11 +128,7 @@ def embed_pairs(
     options = {"max_tokens": max_tokens, "max_batch": max_batch}
     u = _batched(model.prepare_left(list(left)), model.embed_left, model.device, **options)
     v = _batched(model.prepare_right(list(right)), model.embed_right, model.device, **options)
-    return PairEmbeddings(u, v, _number(model.scale), _number(model.bias))
-
-
-def _number(value: float | torch.Tensor) -> float:
-    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+    return PairEmbeddings(u, v, as_float(model.scale), as_float(model.bias))
 
 
 def pair_loss_shares(embeddings: PairEmbeddings, *, block_size: int = 1024) -> torch.Tensor:

@@ -25,21 +25,6 @@ SCORE_MODES = ("learnability", "easy_reference", "hard_learner")
 # --- score modes ------------------------------------------------------------------------------
 
 
-def learnability(learner: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """ℓ(θ) − ℓ(θ*): not yet learnt by the student, but learnable (easy for the teacher)."""
-    return learner - reference
-
-
-def easy_reference(reference: torch.Tensor) -> torch.Tensor:
-    """−ℓ(θ*): the only score available offline, before any student exists."""
-    return -reference
-
-
-def hard_learner(learner: torch.Tensor) -> torch.Tensor:
-    """ℓ(θ): the student's hardest examples (an ablation: it chases noise)."""
-    return learner
-
-
 def mode_weights(mode: str) -> tuple[float, float]:
     """(weight of the learner's loss, weight of the reference loss) for a score mode."""
     weights = {
@@ -52,20 +37,41 @@ def mode_weights(mode: str) -> tuple[float, float]:
     return weights[mode]
 
 
+def weighted_terms(mode: str, learner, reference) -> list:
+    """[(weight, value)] of the learner and reference terms a score mode uses."""
+    w_learner, w_reference = mode_weights(mode)
+    terms = []
+    for weight, value, name in (
+        (w_learner, learner, "learner"),
+        (w_reference, reference, "reference"),
+    ):
+        if weight and value is None:
+            raise ValueError(f"score mode {mode!r} needs the {name} model's losses or embeddings")
+        if weight:
+            terms.append((weight, value))
+    return terms
+
+
 def score(
     mode: str, *, learner: torch.Tensor | None = None, reference: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Scores of one mode from per-example (or dense pair) losses."""
-    w_learner, w_reference = mode_weights(mode)
-    needed = {"learner": (w_learner, learner), "reference": (w_reference, reference)}
-    for name, (weight, value) in needed.items():
-        if weight and value is None:
-            raise ValueError(f"score mode {mode!r} needs the {name} losses")
-    if mode == "learnability":
-        return learnability(learner, reference)  # type: ignore[arg-type]
-    if mode == "easy_reference":
-        return easy_reference(reference)  # type: ignore[arg-type]
-    return hard_learner(learner)  # type: ignore[arg-type]
+    return sum(w * value for w, value in weighted_terms(mode, learner, reference))  # type: ignore[return-value]
+
+
+def learnability(learner: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """ℓ(θ) − ℓ(θ*): not yet learnt by the student, but learnable (easy for the teacher)."""
+    return score("learnability", learner=learner, reference=reference)
+
+
+def easy_reference(reference: torch.Tensor) -> torch.Tensor:
+    """−ℓ(θ*): the only score available offline, before any student exists."""
+    return score("easy_reference", reference=reference)
+
+
+def hard_learner(learner: torch.Tensor) -> torch.Tensor:
+    """ℓ(θ): the student's hardest examples (an ablation: it chases noise)."""
+    return score("hard_learner", learner=learner)
 
 
 # --- pair scores ------------------------------------------------------------------------------
@@ -121,16 +127,7 @@ class ContrastivePairScores:
         learner: PairEmbeddings | None = None,
         reference: PairEmbeddings | None = None,
     ) -> None:
-        w_learner, w_reference = mode_weights(mode)
-        self.terms: list[tuple[float, PairEmbeddings]] = []
-        for weight, emb, name in (
-            (w_learner, learner, "learner"),
-            (w_reference, reference, "reference"),
-        ):
-            if weight and emb is None:
-                raise ValueError(f"score mode {mode!r} needs the {name} embeddings")
-            if weight:
-                self.terms.append((weight, emb))  # type: ignore[arg-type]
+        self.terms: list[tuple[float, PairEmbeddings]] = weighted_terms(mode, learner, reference)
         sizes = {emb.size for _, emb in self.terms}
         if len(sizes) != 1:
             raise ValueError(f"learner and reference embeddings cover different batches: {sizes}")

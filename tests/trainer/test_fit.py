@@ -99,10 +99,15 @@ def test_image_text_teacher_trains_an_image_tower(tmp_path):
         {"img": {"bytes": png(rgb)}, "cap": f"a {name} square"} for name, rgb in colors.items()
     ] * 8
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "images.parquet")
+    shades = [  # held out: other shades of the same colours
+        {"img": {"bytes": png(tuple(max(0, c - 30) for c in rgb))}, "cap": f"a {name} square"}
+        for name, rgb in colors.items()
+    ]
+    pq.write_table(pa.Table.from_pylist(shades), tmp_path / "shades.parquet")
     fields = FieldMap(image="img", caption="cap")
-    path = str(tmp_path / "images.parquet")
+    train, held_out = str(tmp_path / "images.parquet"), str(tmp_path / "shades.parquet")
     result = train_teacher(
-        config(path, path, str(tmp_path / "t"), "contrastive", fields, steps=40, batch_size=4)
+        config(train, held_out, str(tmp_path / "t"), "contrastive", fields, steps=40, batch_size=4)
     )
     model = load_model(str(tmp_path / "t"), task="contrastive")
     assert model.right_kind == "image"

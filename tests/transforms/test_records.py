@@ -19,6 +19,7 @@ from jestflow.transforms.readers import expand_urls, file_format, read_examples,
 from jestflow.transforms.records import (
     BAD_IMAGE,
     BAD_JSON,
+    BAD_MEMBER,
     BAD_UTF8,
     EMPTY,
     MISSING_FIELD,
@@ -104,7 +105,12 @@ def test_jsonl_plain_gzip_and_zstd_read_the_same(tmp_path):
     ]
     for records in results:
         assert [type(r).__name__ for r in records] == ["Example", "Example", "Rejected", "Rejected"]
-        assert [r.position for r in records] == [0, 1, 2, 3]  # the blank line is not a record
+        assert [r.position for r in records] == [
+            0,
+            1,
+            3,
+            4,
+        ]  # line numbers; a blank line is no record
         assert records[1].meta == {"kind": "clean"} and records[0].meta == {}
         assert [r.reason for r in records[2:]] == [BAD_JSON, EMPTY]
     assert [r.id for r in results[0]] == [r.id for r in results[1]] == [r.id for r in results[2]]
@@ -202,3 +208,50 @@ def test_expand_urls_errors(tmp_path):
         expand_urls([str(tmp_path / "x.csv")])
     assert file_format("gs://b/x.jsonl.zst") == "jsonl"
     assert file_format("part-0.parquet") == "parquet"
+
+
+def test_broken_compressed_files_and_extreme_json_are_rejected_not_raised(tmp_path):
+    (tmp_path / "bad.jsonl.xz").write_bytes(b"\xfd7zXZ\x00 not really xz" * 10)
+    (tmp_path / "bad.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd garbage" * 10)
+    for name in ("bad.jsonl.xz", "bad.jsonl.zst"):
+        (record,) = read_file(str(tmp_path / name), TEXT)
+        assert record.reason == UNREADABLE_FILE
+    huge = b'{"text": ' + b"9" * 5000 + b"}"
+    deep = b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for line in (huge, deep):
+        assert parse_json_line(line, TEXT, "f", 0).reason == BAD_JSON
+
+
+def test_tar_members_that_do_not_form_a_sample_are_dead_letters(tmp_path):
+    import tarfile
+
+    path = tmp_path / "odd.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in [("a.txt", b"fine"), ("README", b"no extension"),
+                           ("b.txt", b"one"), ("b.TXT", b"two"), ("c.txt", b"also fine")]:  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    records = list(read_file(str(path), FieldMap(text="txt")))
+    assert [getattr(r, "reason", "ok") for r in records] == ["ok", BAD_MEMBER, BAD_MEMBER, "ok"]
+    assert "no extension" in records[1].detail and ".txt twice" in records[2].detail
+    with tarfile.open(fileobj=io.BytesIO(records[2].raw)) as dead:  # the whole sample is kept
+        assert sorted(m.name for m in dead.getmembers()) == ["b.TXT", "b.txt"]
+
+
+def test_compressed_webdataset_tars(tmp_path):
+    buffer = io.BytesIO()
+    with wds.TarWriter(buffer) as sink:
+        for i in range(20):
+            sink.write({"__key__": f"s{i}", "txt": f"sample number {i}"})
+    data = buffer.getvalue()
+    (tmp_path / "s.tar.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+    (tmp_path / "s.tar.gz").write_bytes(gzip.compress(data))
+    for name in ("s.tar.zst", "s.tar.gz"):
+        records = list(read_file(str(tmp_path / name), FieldMap(text="txt")))
+        assert [r.text for r in records] == [f"sample number {i}" for i in range(20)]
+    cut = gzip.compress(data)
+    (tmp_path / "cut.tar.gz").write_bytes(cut[: len(cut) // 2])
+    assert list(read_file(str(tmp_path / "cut.tar.gz"), FieldMap(text="txt")))[-1].reason == (
+        UNREADABLE_FILE
+    )

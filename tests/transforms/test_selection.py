@@ -71,6 +71,26 @@ def exact_joint_distribution(
     return dist
 
 
+def exact_chunked_orders(A: torch.Tensor, sizes: list[int], temperature: float) -> dict:
+    """P(each ordered selection) under JEST blocked sampling with chunks of `sizes`."""
+    n, diag = A.shape[0], A.diagonal()
+    dist: dict = {}
+
+    def walk(prefix: tuple, p: float, chunk: int) -> None:
+        if chunk == len(sizes):
+            dist[prefix] = p
+            return
+        idx = list(prefix)
+        cond = diag + (A[:, idx].sum(1) + A[idx, :].sum(0) if idx else 0)
+        rest = [i for i in range(n) if i not in prefix]
+        for order in itertools.permutations(rest, sizes[chunk]):
+            q = sequential_probability(cond, order, temperature, frozenset(prefix))
+            walk(prefix + order, p * q, chunk + 1)
+
+    walk((), 1.0, 0)
+    return dist
+
+
 def chi_square(counts: Counter, probs: dict, n: int) -> float:
     assert set(counts) <= set(probs), "drew an outcome that has probability zero"
     return sum((counts.get(o, 0) - n * p) ** 2 / (n * p) for o, p in probs.items())
@@ -166,6 +186,18 @@ def test_joint_sampling_matches_exact_blocked_probabilities():
     # Forgetting the A_jk half of the pair terms is detected by the same draws.
     wrong = exact_joint_distribution(A, 2, temperature, transpose=False)
     assert chi_square(draws, wrong, n) > 5 * critical
+
+
+def test_joint_sampling_accumulates_over_three_chunks_exactly():
+    gen = torch.Generator().manual_seed(12)
+    A = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    n = 20_000
+    draws = Counter(
+        tuple(select_joint(A, 3, n_chunks=3, temperature=0.9, generator=gen).tolist())
+        for _ in range(n)
+    )
+    exact = exact_chunked_orders(A, [1, 1, 1], 0.9)
+    assert chi_square(draws, exact, n) < chi_square_critical(len(exact) - 1)
 
 
 def test_joint_with_one_chunk_is_independent_on_the_diagonal():
@@ -318,5 +350,5 @@ def test_score_modes():
         score("learnability", reference=reference)
     with pytest.raises(ValueError, match="unknown score mode"):
         score("loss", learner=learner)
-    with pytest.raises(ValueError, match="needs the reference embeddings"):
+    with pytest.raises(ValueError, match="needs the reference model"):
         ContrastivePairScores("easy_reference", learner=random_embeddings(4, 2, 0))

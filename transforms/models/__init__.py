@@ -23,10 +23,13 @@ def new_model(task: str, *, right_kind: str = "text", **size: Any) -> nn.Module:
     if unknown:
         raise JestflowError(f"unknown model size options: {', '.join(sorted(unknown))}")
     size = {k: v for k, v in size.items() if v is not None}
-    if task == "lm":
-        return CausalLM(LMConfig(**size))
-    if task == "contrastive":
+    if task not in ("lm", "contrastive"):
+        raise JestflowError(f"unknown task {task!r}; expected lm or contrastive")
+    try:
+        if task == "lm":
+            return CausalLM(LMConfig(**size))
         return TwoTower(
             TwoTowerConfig(left=TowerConfig(**size), right=TowerConfig(kind=right_kind, **size))
         )
-    raise JestflowError(f"unknown task {task!r}; expected lm or contrastive")
+    except ValueError as e:
+        raise JestflowError(f"bad model size: {e}") from e

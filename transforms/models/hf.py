@@ -39,7 +39,10 @@ class HFCausalLM(nn.Module):
         self.model = tf.AutoModelForCausalLM.from_pretrained(
             path, local_files_only=True, use_safetensors=True
         ).eval()
+        # A leading BOS makes the first real token scored too; EOS stands in where there is none.
         self.bos = self.tokenizer.bos_token_id
+        if self.bos is None:
+            self.bos = self.tokenizer.eos_token_id
         limit = getattr(self.model.config, "max_position_embeddings", None) or (max_len + 1)
         self.max_len = min(max_len, limit - (self.bos is not None))  # BOS takes a position too
         self.pad_id = self.tokenizer.pad_token_id

@@ -58,3 +58,11 @@ def byte_tokens(text: str, max_len: int, bos: int | None = None) -> torch.Tensor
     head = [] if bos is None else [bos]
     data = list(text.encode("utf-8")[: max_len - len(head)])
     return torch.tensor(head + data, dtype=torch.long)
+
+
+def init_weights(module: nn.Module) -> None:
+    """GPT-2 style initialisation: N(0, 0.02) weights, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import token_nll
-from .layers import Block, byte_tokens, pad
+from .layers import Block, byte_tokens, init_weights, pad
 
 BOS = 256  # token ids 0..255 are bytes
 
@@ -41,7 +41,7 @@ class CausalLM(nn.Module):
             Block(config.d_model, config.n_head, config.dropout) for _ in range(config.n_layer)
         )
         self.ln = nn.LayerNorm(config.d_model)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [N, T] → next-token logits [N, T, vocab]."""
@@ -70,10 +70,3 @@ class CausalLM(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.tokens.weight.device
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import PairEmbeddings
-from .layers import Block, byte_tokens, pad
-from .lm import _init_weights
+from .layers import Block, byte_tokens, init_weights, pad
 
 TOWER_KINDS = ("text", "image")
 
@@ -130,7 +129,7 @@ class TwoTower(nn.Module):
         self.left = TextTower(config.left, config.embed_dim)
         tower = TextTower if config.right.kind == "text" else ImageTower
         self.right = tower(config.right, config.embed_dim)
-        self.apply(_init_weights)
+        self.apply(init_weights)
         self.log_scale = nn.Parameter(torch.tensor(math.log(config.init_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(config.init_bias))
 

@@ -1,0 +1,32 @@
+"""Every path goes through fsspec; this turns its failures into one clear line."""
+
+from __future__ import annotations
+
+import fsspec
+
+from .errors import JestflowError, missing_extra
+
+EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path) for a URL, with an error naming the extra a cloud protocol needs."""
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as e:
+        raise missing_extra(EXTRAS.get(protocol, protocol), f"the {protocol}:// filesystem") from e
+    except ValueError as e:
+        raise JestflowError(f"cannot open {url!r}: {e}") from e
+
+
+def writable_directory(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Create the output directory now, so a bad output fails before any work is done."""
+    fs, root = filesystem(url)
+    if fs.isfile(root):
+        raise JestflowError(f"output {url!r} is a file, not a directory")
+    try:
+        fs.makedirs(root, exist_ok=True)
+    except OSError as e:
+        raise JestflowError(f"cannot create output directory {url!r}: {e}") from e
+    return fs, root
