@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from pathlib import Path
@@ -74,3 +75,12 @@ def sentences(n: int, seed: int) -> list[str]:
         "Return the " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10))) + "."
         for _ in range(n)
     ]
+
+
+def png(color=(255, 0, 0), size: int = 8) -> bytes:
+    """A small solid-colour PNG."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), tuple(color)).save(out, format="PNG")
+    return out.getvalue()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import write_jsonl
-from PIL import Image
+from helpers import png, write_jsonl
 
 from jestflow.trainer.fit import TeacherConfig, evaluate, load_examples, train_teacher
 from jestflow.transforms.checkpoint import fingerprint, load_model
@@ -80,12 +78,6 @@ def test_contrastive_teacher_matches_pairs(tmp_path, pair_corpus):
     assert result.eval_loss < before_loss
     assert result.eval_recall_at_1 > max(0.3, 2 * before_recall)  # chance is 1/16
     assert load_model(str(tmp_path / "t")).task == "contrastive"
-
-
-def png(rgb) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (16, 16), rgb).save(out, format="PNG")
-    return out.getvalue()
 
 
 def test_image_text_teacher_trains_an_image_tower(tmp_path):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 import torch
-from PIL import Image
+from helpers import png
 
 from jestflow.transforms.checkpoint import fingerprint, load_model, save_checkpoint
 from jestflow.transforms.errors import JestflowError
@@ -38,12 +37,6 @@ def tiny_towers(right="text", seed=0) -> TwoTower:
         left=TowerConfig(**tower), right=TowerConfig(**tower, kind=right), embed_dim=16
     )
     return TwoTower(config).eval()
-
-
-def png(color) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (20, 12), color).save(out, format="PNG")
-    return out.getvalue()
 
 
 def test_lm_is_causal():

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 import zstandard
-from PIL import Image
+from helpers import png
 
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.readers import expand_urls, file_format, read_examples, read_file
@@ -35,12 +35,6 @@ from jestflow.transforms.records import (
 )
 
 TEXT = FieldMap(text="text")
-
-
-def png(color=(255, 0, 0), size=8) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(out, format="PNG")
-    return out.getvalue()
 
 
 def jsonl(*records) -> bytes:
