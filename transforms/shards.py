@@ -1,0 +1,160 @@
+"""Ranked WebDataset shards: the sample layout, a byte-reproducible shard writer, and reading back.
+
+A sample holds `__key__` (dot-free, unique per occurrence), the payload — `txt` (the text, caption
+or query), `doc.txt` (the document of a text pair), `jpg`/`png`/… (the image) — a `json` with the
+example's id, source, teacher loss, score, rank, super-batch and teacher fingerprint, and for
+contrastive tasks `npy` with the teacher's [2, d] (left, right) embeddings.
+
+Shards are written under a temporary name and renamed when complete, with a fixed mtime, owner
+and mode, so the same samples always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import webdataset as wds
+from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+from .errors import JestflowError
+from .paths import filesystem, writable_directory
+from .records import Example
+
+MTIME = 0  # fixed member metadata: the same samples give the same bytes
+OWNER = "jestflow"
+IMAGE_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
+
+
+def sample_of(
+    example: Example, info: Mapping[str, Any], embeddings: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The WebDataset sample of one selected example (`info` becomes its `json`)."""
+    sample: dict[str, Any] = {"__key__": example.key, "txt": example.text.encode("utf-8")}
+    if example.pair is not None:
+        sample["doc.txt"] = example.pair.encode("utf-8")
+    if example.image is not None:
+        sample[image_extension(example.image)] = example.image
+    meta = {"id": example.id, "source": example.source, "position": example.position}
+    if example.meta:
+        meta["meta"] = dict(example.meta)
+    sample["json"] = json.dumps({**meta, **info}, sort_keys=True, ensure_ascii=False).encode()
+    if embeddings is not None:
+        out = io.BytesIO()
+        np.save(out, np.ascontiguousarray(embeddings, dtype=np.float32), allow_pickle=False)
+        sample["npy"] = out.getvalue()
+    return sample
+
+
+def image_extension(data: bytes) -> str:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return IMAGE_EXTENSIONS.get(img.format or "", "img")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardInfo:
+    name: str  # file name under the shard directory
+    count: int
+    bytes: int
+
+
+class ShardWriter:
+    """Writes samples, in order, into `{prefix}-000000.tar`, `{prefix}-000001.tar`, … under a
+    directory, starting a new shard after `max_count` samples or `max_bytes` of payload."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        prefix: str = "shard",
+        max_count: int = 10_000,
+        max_bytes: int = 1 << 30,
+    ) -> None:
+        if max_count < 1 or max_bytes < 1:
+            raise JestflowError("shard limits must be positive")
+        if "/" in prefix or prefix.startswith("."):
+            raise JestflowError(f"bad shard prefix {prefix!r}")
+        self.fs, self.root = writable_directory(directory)
+        self.prefix, self.max_count, self.max_bytes = prefix, max_count, max_bytes
+        self.shards: list[ShardInfo] = []
+        self._file = self._tar = None
+        self._count = self._bytes = 0
+
+    def write(self, sample: Mapping[str, Any]) -> None:
+        size = sum(len(v) for k, v in sample.items() if not k.startswith("__"))
+        if self._tar is not None and (
+            self._count >= self.max_count or self._bytes + size > self.max_bytes
+        ):
+            self._finish()
+        if self._tar is None:
+            self._start()
+        self._tar.write(dict(sample))
+        self._count += 1
+        self._bytes += size
+
+    def close(self) -> list[ShardInfo]:
+        if self._tar is not None:
+            self._finish()
+        return self.shards
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._tar is not None:  # leave no partial shard behind, not even a temporary one
+            self._tar.close()
+            self._file.close()
+            self.fs.rm(self._tmp)
+
+    @property
+    def _name(self) -> str:
+        return f"{self.prefix}-{len(self.shards):06d}.tar"
+
+    def _start(self) -> None:
+        self._tmp = posixpath.join(self.root, f".{self._name}.tmp-{os.getpid()}")
+        self._file = self.fs.open(self._tmp, "wb")
+        self._tar = wds.TarWriter(
+            self._file, user=OWNER, group=OWNER, mode=0o444, encoder=False, mtime=MTIME
+        )
+        self._count = self._bytes = 0
+
+    def _finish(self) -> None:
+        self._tar.close()
+        self._file.close()
+        final = posixpath.join(self.root, self._name)
+        self.fs.mv(self._tmp, final)
+        self.shards.append(ShardInfo(name=self._name, count=self._count, bytes=self.fs.size(final)))
+        self._tar = self._file = None
+
+
+def write_shards(
+    samples: Iterable[Mapping[str, Any]], directory: str, **limits: Any
+) -> list[ShardInfo]:
+    """Write samples in order into shards under `directory`; returns what was written."""
+    with ShardWriter(directory, **limits) as writer:
+        for sample in samples:
+            writer.write(sample)
+    return writer.shards
+
+
+def read_shard(url: str) -> Iterator[dict[str, Any]]:
+    """The samples of one shard in order, `json` decoded and `npy` loaded (checks and tools)."""
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        members = ({**member, "__url__": url} for member in tar_file_iterator(f))
+        for sample in group_by_keys(members):
+            sample = dict(sample)
+            sample["json"] = json.loads(sample["json"])
+            if "npy" in sample:
+                sample["npy"] = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
+            yield sample
