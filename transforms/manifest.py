@@ -1,0 +1,133 @@
+"""The manifest (one row for every input example) and the dead-letter records, as Parquet.
+
+Manifest rows account for every input: a selected example has its shard and rank, an example
+that was scored but not kept has its score, and a rejected record has the reason. Hence
+inputs = selected + not selected + rejected, checkable from the manifest alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .paths import filesystem, writable_directory
+from .records import Example, Rejected
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),  # content hash; duplicates share it
+        ("key", pa.string()),  # unique per occurrence: the shard sample's __key__
+        ("source", pa.string()),
+        ("position", pa.int64()),
+        ("status", pa.string()),  # selected | not_selected | rejected
+        ("teacher_loss", pa.float64()),
+        ("score", pa.float64()),
+        ("super_batch", pa.int64()),
+        ("rank", pa.int64()),  # global selection rank among the selected (0 = best)
+        ("shard", pa.string()),
+        ("reason", pa.string()),  # why a record was rejected
+        ("meta", pa.string()),  # kept fields, as JSON
+    ]
+)
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("position", pa.int64()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.binary()),
+    ]
+)
+STATUSES = ("selected", "not_selected", "rejected")
+
+
+def example_row(
+    example: Example,
+    *,
+    selected: bool,
+    teacher_loss: float | None,
+    score: float | None,
+    super_batch: int | None,
+    rank: int | None = None,
+    shard: str | None = None,
+) -> dict[str, Any]:
+    """The manifest row of a scored example."""
+    return {
+        "id": example.id,
+        "key": example.key,
+        "source": example.source,
+        "position": example.position,
+        "status": "selected" if selected else "not_selected",
+        "teacher_loss": teacher_loss,
+        "score": score,
+        "super_batch": super_batch,
+        "rank": rank,
+        "shard": shard,
+        "reason": None,
+        "meta": json.dumps(dict(example.meta), sort_keys=True) if example.meta else None,
+    }
+
+
+def rejected_row(record: Rejected) -> dict[str, Any]:
+    """The manifest row of a rejected record."""
+    return {
+        **dict.fromkeys(MANIFEST_SCHEMA.names),
+        "id": record.id,
+        "source": record.source,
+        "position": record.position,
+        "status": "rejected",
+        "reason": record.reason,
+    }
+
+
+def dead_letter(record: Rejected) -> dict[str, Any]:
+    """The `rejected/` record: the raw input and why it was rejected."""
+    return {
+        "id": record.id,
+        "source": record.source,
+        "position": record.position,
+        "reason": record.reason,
+        "detail": record.detail,
+        "raw": record.raw,
+    }
+
+
+def write_parquet(rows: Iterable[Mapping[str, Any]], url: str, schema: pa.Schema) -> int:
+    """Write rows to one Parquet file (temporary name, then rename); returns the row count."""
+    fs, path = filesystem(url)
+    writable_directory(posixpath.dirname(url) or ".")
+    table = pa.Table.from_pylist([dict(r) for r in rows], schema=schema)
+    tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp-{os.getpid()}")
+    with fs.open(tmp, "wb") as f:
+        pq.write_table(table, f)
+    fs.mv(tmp, path)
+    return table.num_rows
+
+
+def read_manifest(url: str) -> pa.Table:
+    """A manifest file, or a folder of manifest parts, as one table."""
+    fs, path = filesystem(url)
+    files = (
+        sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet"))
+        if fs.isdir(path)
+        else [path]
+    )
+    tables = []
+    for file in files:
+        with fs.open(file, "rb") as f:
+            tables.append(pq.read_table(f, schema=MANIFEST_SCHEMA))
+    return pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
+
+
+def status_counts(manifest: pa.Table) -> dict[str, int]:
+    """{selected, not_selected, rejected, inputs} counted from a manifest."""
+    statuses = manifest.column("status").to_pylist()
+    counts = {status: statuses.count(status) for status in STATUSES}
+    return {**counts, "inputs": manifest.num_rows}
