@@ -26,7 +26,7 @@ from ..transforms.models import new_model
 from ..transforms.paths import filesystem, writable_directory
 from ..transforms.readers import read_examples
 from ..transforms.records import Example, FieldMap, Rejected
-from ..transforms.scoring import autocast, embed_pairs, lm_losses, pair_inputs
+from ..transforms.scoring import autocast, embed_pairs, lm_losses, pair_inputs, resolve_device
 
 LAYOUTS = {"lm": ("text",), "contrastive": ("image_text", "text_pair")}
 
@@ -97,19 +97,6 @@ def load_examples(inputs: Sequence[str], fields: FieldMap) -> tuple[list[Example
         )
         raise JestflowError(f"no usable examples in {', '.join(inputs)}{why}")
     return examples, rejected
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise JestflowError(f"device {name!r} asked for, but CUDA is not available")
-    try:
-        device = torch.device(name)
-        torch.empty(0, device=device)
-    except RuntimeError as e:
-        raise JestflowError(f"unusable device {name!r}: {str(e).splitlines()[0]}") from e
-    return device
 
 
 def prepare(model: nn.Module, examples: Sequence[Example]) -> list:

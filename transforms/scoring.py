@@ -13,6 +13,7 @@ from typing import Protocol
 
 import torch
 
+from .errors import JestflowError
 from .losses import PairEmbeddings, as_float
 from .records import Example
 
@@ -42,6 +43,19 @@ class TwoTowerModel(Protocol):
 
     @property
     def bias(self) -> float | torch.Tensor: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise JestflowError(f"device {name!r} asked for, but CUDA is not available")
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except RuntimeError as e:
+        raise JestflowError(f"unusable device {name!r}: {str(e).splitlines()[0]}") from e
+    return device
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

@@ -1,0 +1,104 @@
+"""Teacher scoring with RunInference on whole super-batches (FnApiRunner, tiny teachers)."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import torch
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
+from helpers import sentences
+
+from jestflow.pipeline.grouping import AssignSuperBatches
+from jestflow.pipeline.handlers import TeacherHandler
+from jestflow.transforms.checkpoint import load_model, save_checkpoint
+from jestflow.transforms.models import new_model
+from jestflow.transforms.records import make_example
+from jestflow.transforms.scoring import embed_pairs, lm_losses
+
+TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
+
+
+def teacher(tmp_path, task):
+    torch.manual_seed(0)
+    path = str(tmp_path / task)
+    save_checkpoint(new_model(task, **TINY), path)
+    return path
+
+
+def close_to(expected: dict[str, float]):
+    def check(actual):
+        got = dict(actual)
+        if got.keys() != expected.keys():
+            raise BeamAssertException(f"scored {len(got)} examples, expected {len(expected)}")
+        worst = max(abs(got[k] - expected[k]) for k in expected)
+        if worst > 1e-4:
+            raise BeamAssertException(f"scores differ by {worst}")
+
+    return check
+
+
+def test_lm_teacher_losses_match_direct_scoring(tmp_path):
+    path = teacher(tmp_path, "lm")
+    examples = [
+        make_example(layout="text", text=t, position=i) for i, t in enumerate(sentences(50, 0))
+    ]
+    expected = dict(
+        zip(
+            [ex.key for ex in examples],
+            lm_losses(load_model(path), [ex.text for ex in examples]).tolist(),
+            strict=True,
+        )
+    )
+    for workers in (1, 2):
+        options = PipelineOptions(
+            direct_num_workers=workers, direct_running_mode="multi_processing"
+        )
+        with TestPipeline(runner=FnApiRunner(), options=options) as p:
+            pairs = (
+                p
+                | beam.Create(examples, reshuffle=False)
+                | AssignSuperBatches(16)
+                | RunInference(TeacherHandler(path, task="lm", device="cpu"))
+                | beam.FlatMap(
+                    lambda s: zip(
+                        [ex.key for ex in s.examples], s.teacher_loss.tolist(), strict=True
+                    )
+                )
+            )
+            assert_that(pairs, close_to(expected))
+
+
+def test_contrastive_teacher_outputs_embeddings_and_loss_shares(tmp_path):
+    path = teacher(tmp_path, "contrastive")
+    examples = [
+        make_example(layout="text_pair", text=t, pair="def f(): # " + t, position=i)
+        for i, t in enumerate(sentences(40, 1))
+    ]
+
+    def check(scored):
+        n = len(scored.examples)
+        assert scored.embeddings.shape == (n, 2, 128)  # [n, (left, right), embed_dim]
+        assert scored.scale == 10.0 and scored.bias == -10.0
+        model = load_model(path)
+        emb = embed_pairs(
+            model, [e.text for e in scored.examples], [e.pair for e in scored.examples]
+        )
+        dense = emb.losses().sum().item()
+        assert abs(float(scored.teacher_loss.sum()) - dense) < 1e-3 * max(1.0, dense)
+        assert np.allclose(scored.embeddings[:, 0], emb.left.numpy(), atol=1e-5)
+        return [n]
+
+    options = PipelineOptions(direct_num_workers=1)
+    with TestPipeline(runner=FnApiRunner(), options=options) as p:
+        sizes = (
+            p
+            | beam.Create(examples, reshuffle=False)
+            | AssignSuperBatches(16)
+            | RunInference(TeacherHandler(path, task="contrastive", device="cpu"))
+            | beam.FlatMap(check)
+        )
+        assert_that(sizes, equal_to([16, 16, 8]))
