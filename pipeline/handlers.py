@@ -9,7 +9,6 @@ across processes with `large_model`), on CUDA when there is one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from torch import nn
 
 from ..transforms.checkpoint import load_model
+from ..transforms.curation import ScoredBatch
 from ..transforms.records import Example
 from ..transforms.scoring import (
     embed_pairs,
@@ -27,23 +27,6 @@ from ..transforms.scoring import (
 )
 
 SuperBatch = tuple[int, list[Example]]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScoredBatch:
-    """A super-batch with the teacher's outputs.
-
-    `teacher_loss[i]` is example i's mean token NLL (lm) or its share of the super-batch's
-    sigmoid loss (contrastive); `embeddings` [n, 2, d] are the teacher's (left, right) embeddings
-    with its temperature `scale` and `bias` (contrastive only).
-    """
-
-    super_batch: int
-    examples: list[Example]
-    teacher_loss: np.ndarray
-    embeddings: np.ndarray | None = None
-    scale: float | None = None
-    bias: float | None = None
 
 
 class TeacherHandler(ModelHandler[SuperBatch, ScoredBatch, nn.Module]):
@@ -73,15 +56,13 @@ class TeacherHandler(ModelHandler[SuperBatch, ScoredBatch, nn.Module]):
         for super_batch, examples in batch:
             if self.task == "lm":
                 losses = lm_losses(model, [ex.text for ex in examples], max_tokens=self.max_tokens)
-                yield ScoredBatch(
-                    super_batch=super_batch, examples=examples, teacher_loss=losses.numpy()
-                )
+                yield ScoredBatch(super_batch=super_batch, examples=examples, loss=losses.numpy())
                 continue
             emb = embed_pairs(model, *pair_inputs(examples), max_tokens=self.max_tokens)
             yield ScoredBatch(
                 super_batch=super_batch,
                 examples=examples,
-                teacher_loss=pair_loss_shares(emb).numpy(),
+                loss=pair_loss_shares(emb).numpy(),
                 embeddings=np.stack([emb.left.numpy(), emb.right.numpy()], axis=1),
                 scale=emb.scale,
                 bias=emb.bias,

@@ -64,9 +64,7 @@ def test_lm_teacher_losses_match_direct_scoring(tmp_path):
                 | AssignSuperBatches(16)
                 | RunInference(TeacherHandler(path, task="lm", device="cpu"))
                 | beam.FlatMap(
-                    lambda s: zip(
-                        [ex.key for ex in s.examples], s.teacher_loss.tolist(), strict=True
-                    )
+                    lambda s: zip([ex.key for ex in s.examples], s.loss.tolist(), strict=True)
                 )
             )
             assert_that(pairs, close_to(expected))
@@ -88,7 +86,7 @@ def test_contrastive_teacher_outputs_embeddings_and_loss_shares(tmp_path):
             model, [e.text for e in scored.examples], [e.pair for e in scored.examples]
         )
         dense = emb.losses().sum().item()
-        assert abs(float(scored.teacher_loss.sum()) - dense) < 1e-3 * max(1.0, dense)
+        assert abs(float(scored.loss.sum()) - dense) < 1e-3 * max(1.0, dense)
         assert np.allclose(scored.embeddings[:, 0], emb.left.numpy(), atol=1e-5)
         return [n]
 

@@ -1,0 +1,136 @@
+"""Offline selection inside one scored super-batch: the per-super-batch step of `jestflow curate`.
+
+Scores are quantised before selection (model numerics can differ in the last bits between
+machines and thread counts), and each super-batch draws from its own generator seeded from
+(seed, super-batch id), so the same inputs, options and seed select the same examples whatever
+the runner's parallelism.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import JestflowError
+from .losses import PairEmbeddings
+from .records import Example
+from .selection import (
+    METHODS,
+    ContrastivePairScores,
+    score,
+    select_independent,
+    select_joint,
+)
+
+OFFLINE_MODES = ("easy_reference", "learnability")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoredBatch:
+    """A super-batch with a model's outputs.
+
+    `loss[i]` is example i's mean token NLL (lm) or its share of the super-batch's sigmoid loss
+    (contrastive); `embeddings` [n, 2, d] are the (left, right) embeddings with the model's
+    temperature `scale` and `bias` (contrastive only).
+    """
+
+    super_batch: int
+    examples: list[Example]
+    loss: np.ndarray
+    embeddings: np.ndarray | None = None
+    scale: float | None = None
+    bias: float | None = None
+
+    def pair_embeddings(self, quantum: float) -> PairEmbeddings:
+        if self.embeddings is None or self.scale is None or self.bias is None:
+            raise ValueError("contrastive selection needs embeddings, scale and bias")
+        emb = torch.from_numpy(quantise(self.embeddings, quantum))
+        return PairEmbeddings(emb[:, 0], emb[:, 1], self.scale, self.bias)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectionConfig:
+    keep: float  # fraction of each super-batch to keep, in (0, 1]
+    mode: str = "easy_reference"
+    temperature: float = 1.0
+    n_chunks: int = 16
+    method: str = "sample"
+    seed: int = 0
+    quantum: float = 1e-4  # scores and embeddings are rounded to this grid before selection
+
+    def __post_init__(self) -> None:
+        if not 0 < self.keep <= 1:
+            raise JestflowError(f"keep must be in (0, 1], got {self.keep}")
+        if self.mode not in OFFLINE_MODES:
+            raise JestflowError(f"offline score mode must be one of {', '.join(OFFLINE_MODES)}")
+        if self.method not in METHODS or not self.temperature > 0 or self.n_chunks < 1:
+            raise JestflowError("bad selection options: method, temperature > 0, chunks ≥ 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    example: Example
+    super_batch: int
+    teacher_loss: float
+    score: float
+    order: int | None  # selection order inside the super-batch; None if not selected
+    embeddings: np.ndarray | None = None  # the teacher's [2, d] for the shard's npy
+
+    @property
+    def selected(self) -> bool:
+        return self.order is not None
+
+
+def quantise(values: np.ndarray, quantum: float) -> np.ndarray:
+    return (np.round(np.asarray(values, dtype=np.float64) / quantum) * quantum).astype(np.float32)
+
+
+def generator_for(seed: int, super_batch: int) -> torch.Generator:
+    digest = hashlib.blake2b(f"{seed}:{super_batch}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "big") >> 1)
+
+
+def select_super_batch(
+    teacher: ScoredBatch, config: SelectionConfig, student: ScoredBatch | None = None
+) -> list[Decision]:
+    """Decide for every example of one super-batch whether it is kept (and in which order).
+
+    Per-example tasks (no embeddings) use `select_independent`; contrastive tasks `select_joint`
+    on lazy pair scores. Learnability needs the student's outputs for the same super-batch.
+    """
+    n = len(teacher.examples)
+    if config.mode == "learnability" and student is None:
+        raise JestflowError("learnability needs a student checkpoint (--student)")
+    k = min(n, max(1, math.ceil(config.keep * n - 1e-9)))
+    learner_loss = (
+        None if student is None else torch.from_numpy(quantise(student.loss, config.quantum))
+    )
+    reference_loss = torch.from_numpy(quantise(teacher.loss, config.quantum))
+    scores = score(config.mode, learner=learner_loss, reference=reference_loss)
+    options = {"temperature": config.temperature, "method": config.method}
+    generator = generator_for(config.seed, teacher.super_batch)
+    if teacher.embeddings is None:
+        chosen = select_independent(scores, k, generator=generator, **options)
+    else:
+        pairs = ContrastivePairScores(
+            config.mode,
+            reference=teacher.pair_embeddings(config.quantum),
+            learner=None if student is None else student.pair_embeddings(config.quantum),
+        )
+        chosen = select_joint(pairs, k, n_chunks=config.n_chunks, generator=generator, **options)
+    order = {int(i): rank for rank, i in enumerate(chosen.tolist())}
+    return [
+        Decision(
+            example=example,
+            super_batch=teacher.super_batch,
+            teacher_loss=float(teacher.loss[i]),
+            score=float(scores[i]),
+            order=order.get(i),
+            embeddings=None if teacher.embeddings is None else teacher.embeddings[i],
+        )
+        for i, example in enumerate(teacher.examples)
+    ]
