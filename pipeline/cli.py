@@ -167,6 +167,82 @@ def teacher_train(
     click.echo(f"teacher {result.fingerprint} written to {result.output}")
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("inputs", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option(
+    "--output", "-o", required=True, help="Output URL (local path, gs://, s3://, memory://)."
+)
+@click.option("--teacher", required=True, help="Teacher checkpoint directory.")
+@click.option("--task", type=TASK, required=True)
+@click.option(
+    "--keep", type=float, required=True, help="Fraction of each super-batch to keep, in (0, 1]."
+)
+@click.option("--super-batch", type=click.IntRange(min=2), default=1024, show_default=True)
+@click.option("--chunks", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+)
+@click.option(
+    "--method", type=click.Choice(["sample", "topk"]), default="sample", show_default=True
+)
+@field_options
+@click.option("--shard-max-count", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--shard-max-bytes", type=click.IntRange(min=1), default=1 << 30, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Local worker processes [cores]."
+)
+@click.option("--device", default="auto", show_default=True)
+def curate(
+    inputs,
+    output,
+    teacher,
+    task,
+    keep,
+    super_batch,
+    chunks,
+    temperature,
+    method,
+    shard_max_count,
+    shard_max_bytes,
+    seed,
+    workers,
+    device,
+    **fields,
+) -> None:
+    """Score INPUT... with a teacher, select by JEST per super-batch, write ranked shards.
+
+    Options Beam knows (--runner=DataflowRunner, --project=…) pass through; give them as
+    --name=value.
+    """
+    import os
+
+    from ..transforms.curation import SelectionConfig
+    from ..transforms.manifest import read_manifest, status_counts
+    from .curate import CurateConfig, run_curation
+
+    beam_args = [a for a in inputs if a.startswith("-")]
+    config = CurateConfig(
+        inputs=tuple(a for a in inputs if not a.startswith("-")),
+        output=output,
+        teacher=teacher,
+        task=task,
+        fields=make_fields(task, **fields),
+        selection=SelectionConfig(
+            keep=keep, temperature=temperature, n_chunks=chunks, method=method, seed=seed
+        ),
+        super_batch=super_batch,
+        shard_max_count=shard_max_count,
+        shard_max_bytes=shard_max_bytes,
+        device=device,
+        workers=workers or os.cpu_count() or 1,
+        beam_args=beam_args,
+    )
+    run_curation(config)
+    counts = status_counts(read_manifest(f"{output.rstrip('/')}/manifest"))
+    click.echo(" | ".join(f"{name} {count}" for name, count in counts.items()))
+
+
 @main.group(cls=Group)
 def demo() -> None:
     """The embedded demo data and the whole loop on one machine."""

@@ -89,3 +89,21 @@ def test_same_bytes_with_one_or_two_workers(noisy, tmp_path):
         for d in (one, two)
     ]
     assert ids[0] == ids[1]
+
+
+def test_curate_command(noisy, tmp_path):
+    from click.testing import CliRunner
+
+    from jestflow.pipeline.cli import main
+
+    args = [str(noisy / "pool.jsonl"), "-o", str(tmp_path / "out"), "--teacher", str(noisy / "teacher"),
+            "--task", "lm", "--keep", "0.5", "--super-batch", "60", "--workers", "1", "--device", "cpu",
+            "--keep-field", "kind"]  # fmt: skip
+    result = CliRunner().invoke(main, ["curate", *args])
+    assert result.exit_code == 0, result.output
+    assert "selected 120 | not_selected 120 | rejected 3 | inputs 243" in result.output
+    bad = CliRunner().invoke(main, ["curate", *args[:-6], "--keep", "1.5"])
+    assert bad.exit_code == 1 and "keep must be in (0, 1]" in bad.output
+    wrong = CliRunner().invoke(main, ["curate", *args[:5], "--task", "contrastive", "--keep", "0.5",
+                                      "--query-field", "q", "--doc-field", "d"])  # fmt: skip
+    assert wrong.exit_code == 1 and "is a lm model, not contrastive" in wrong.output
