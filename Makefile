@@ -26,6 +26,8 @@ demo: setup
 	$(BIN)/jestflow teacher train $(DEMO)/data/contrastive/reference.jsonl \
 		--eval $(DEMO)/data/contrastive/eval.jsonl --task contrastive \
 		--query-field query --doc-field doc --output $(DEMO)/teacher-contrastive --steps 300
+	$(BIN)/jestflow curate $(DEMO)/data/lm/pool.jsonl --teacher $(DEMO)/teacher-lm --task lm \
+		--keep 0.2 --super-batch 1000 --keep-field kind --output $(DEMO)/curated-lm
 
 lint: setup
 	$(BIN)/ruff check .
