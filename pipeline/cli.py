@@ -4,6 +4,7 @@ does the work; bad input ends in a one-line error and a non-zero exit."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -215,8 +216,6 @@ def curate(
     Options Beam knows (--runner=DataflowRunner, --project=…) pass through; give them as
     --name=value.
     """
-    import os
-
     from ..transforms.curation import SelectionConfig
     from ..transforms.manifest import read_manifest, status_counts
     from .curate import CurateConfig, run_curation

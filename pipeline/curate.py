@@ -60,33 +60,38 @@ class CurateConfig:
 def _write_super_batch(
     decisions: list[Decision], config: CurateConfig, teacher_fp: str
 ) -> list[dict]:
-    """Write one super-batch's ranked shards; return its manifest rows."""
+    """Write one super-batch's selected examples as ranked shards; return its manifest rows."""
     super_batch = decisions[0].super_batch
     kept = sorted((d for d in decisions if d.selected), key=lambda d: (-d.score, d.example.key))
-    shard_of: dict[str, str] = {}
-    samples = []
-    for rank, d in enumerate(kept):
-        info = {"teacher_loss": d.teacher_loss, "score": d.score, "rank": rank,
-                "super_batch": super_batch, "teacher": teacher_fp}  # fmt: skip
-        samples.append(sample_of(d.example, info, d.embeddings))
-    prefix = f"shard-{super_batch:06d}"
+    samples = [
+        sample_of(d.example, {"teacher_loss": d.teacher_loss, "score": d.score, "rank": rank,
+                              "super_batch": super_batch, "teacher": teacher_fp}, d.embeddings)
+        for rank, d in enumerate(kept)
+    ]  # fmt: skip
     shards = write_shards(
         samples,
         posixpath.join(config.output, "shards"),
-        prefix=prefix,
+        prefix=f"shard-{super_batch:06d}",
         max_count=config.shard_max_count,
         max_bytes=config.shard_max_bytes,
     )
-    names = iter(info.name for info in shards for _ in range(info.count))
-    for d in kept:
-        shard_of[d.example.key] = next(names)
-    rank_of = {d.example.key: rank for rank, d in enumerate(kept)}
-    return [
-        example_row(d.example, selected=d.selected, teacher_loss=d.teacher_loss, score=d.score,
-                    super_batch=super_batch, rank=rank_of.get(d.example.key),
-                    shard=shard_of.get(d.example.key))
-        for d in decisions
-    ]  # fmt: skip
+    shard_names = [info.name for info in shards for _ in range(info.count)]  # in writing order
+    placed = {d.example.key: (rank, shard_names[rank]) for rank, d in enumerate(kept)}
+    rows = []
+    for d in decisions:
+        rank, shard = placed.get(d.example.key, (None, None))
+        rows.append(
+            example_row(
+                d.example,
+                selected=d.selected,
+                teacher_loss=d.teacher_loss,
+                score=d.score,
+                super_batch=super_batch,
+                rank=rank,
+                shard=shard,
+            )
+        )
+    return rows
 
 
 def _write_rejected(element, output: str) -> int:
