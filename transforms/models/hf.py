@@ -28,17 +28,33 @@ def _transformers():
     return transformers
 
 
-class HFCausalLM(nn.Module):
+def _load_pretrained(path: str, auto_class: str):
+    """(tokenizer, model in eval mode) from a local directory, weights from safetensors only."""
+    tf = _transformers()
+    tokenizer = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = getattr(tf, auto_class).from_pretrained(
+        path, local_files_only=True, use_safetensors=True
+    )
+    return tokenizer, model.eval()
+
+
+class _Adapter(nn.Module):
+    """What both adapters share: the wrapped model's device."""
+
+    model: nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+class HFCausalLM(_Adapter):
     architecture = "hf_causal_lm"
     task = "lm"
 
     def __init__(self, path: str, *, max_len: int = 512) -> None:
         super().__init__()
-        tf = _transformers()
-        self.tokenizer = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = tf.AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, use_safetensors=True
-        ).eval()
+        self.tokenizer, self.model = _load_pretrained(path, "AutoModelForCausalLM")
         # A leading BOS makes the first real token scored too; EOS stands in where there is none.
         self.bos = self.tokenizer.bos_token_id
         if self.bos is None:
@@ -64,12 +80,8 @@ class HFCausalLM(nn.Module):
         logits = self.model(input_ids=ids, attention_mask=mask.long()).logits
         return token_nll(logits[:, :-1], ids[:, 1:], mask[:, 1:])
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
-
-class HFTextEncoder(nn.Module):
+class HFTextEncoder(_Adapter):
     """Mean-pooled, L2-normalised sentence embeddings from a Hugging Face encoder.
 
     A pretrained encoder has no sigmoid-loss temperature and bias of its own: (t, β) default to
@@ -84,11 +96,7 @@ class HFTextEncoder(nn.Module):
         self, path: str, *, scale: float = 20.0, bias: float = -10.0, max_len: int = 256
     ) -> None:
         super().__init__()
-        tf = _transformers()
-        self.tokenizer = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = tf.AutoModel.from_pretrained(
-            path, local_files_only=True, use_safetensors=True
-        ).eval()
+        self.tokenizer, self.model = _load_pretrained(path, "AutoModel")
         limit = getattr(self.model.config, "max_position_embeddings", None) or max_len
         self.max_len = min(max_len, limit)
         self.pad_id = self.tokenizer.pad_token_id or 0
@@ -113,7 +121,3 @@ class HFTextEncoder(nn.Module):
 
     def pair_embeddings(self, left: torch.Tensor, right: torch.Tensor) -> PairEmbeddings:
         return PairEmbeddings(left, right, self.scale, self.bias)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
