@@ -173,18 +173,31 @@ def teacher_train(
 @click.option(
     "--output", "-o", required=True, help="Output URL (local path, gs://, s3://, memory://)."
 )
-@click.option("--teacher", required=True, help="Teacher checkpoint directory.")
+@click.option("--teacher", required=True, help="Teacher (reference model) checkpoint directory.")
 @click.option("--task", type=TASK, required=True)
 @click.option(
     "--keep", type=float, required=True, help="Fraction of each super-batch to keep, in (0, 1]."
 )
 @click.option("--super-batch", type=click.IntRange(min=2), default=1024, show_default=True)
+@click.option("--student", help="Student checkpoint: select by learnability offline.")
+@click.option(
+    "--score",
+    type=click.Choice(["easy_reference", "learnability"]),
+    help="Selection score [learnability with --student, else easy_reference].",
+)
 @click.option("--chunks", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option(
     "--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
 )
 @click.option(
     "--method", type=click.Choice(["sample", "topk"]), default="sample", show_default=True
+)
+@click.option(
+    "--tiers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Split the selected set into K score tiers, shards named tier-00 (best) … tier-K-1.",
 )
 @field_options
 @click.option("--shard-max-count", type=click.IntRange(min=1), default=10_000, show_default=True)
@@ -193,7 +206,11 @@ def teacher_train(
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Local worker processes [cores]."
 )
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
+@click.option(
+    "--model-copies", type=click.IntRange(min=1), help="Model copies per worker (RunInference)."
+)
+@click.option("--large-model", is_flag=True, help="Share one model across a worker's processes.")
 def curate(
     inputs,
     output,
@@ -201,14 +218,19 @@ def curate(
     task,
     keep,
     super_batch,
+    student,
+    score,
     chunks,
     temperature,
     method,
+    tiers,
     shard_max_count,
     shard_max_bytes,
     seed,
     workers,
     device,
+    model_copies,
+    large_model,
     **fields,
 ) -> None:
     """Score INPUT... with a teacher, select by JEST per super-batch, write ranked shards.
@@ -217,7 +239,6 @@ def curate(
     --name=value.
     """
     from ..transforms.curation import SelectionConfig
-    from ..transforms.manifest import read_manifest, status_counts
     from .curate import CurateConfig, run_curation
 
     beam_args = [a for a in inputs if a.startswith("-")]
@@ -226,20 +247,49 @@ def curate(
         output=output,
         teacher=teacher,
         task=task,
+        student=student,
         fields=make_fields(task, **fields),
         selection=SelectionConfig(
-            keep=keep, temperature=temperature, n_chunks=chunks, method=method, seed=seed
+            keep=keep,
+            mode=score or ("learnability" if student else "easy_reference"),
+            temperature=temperature,
+            n_chunks=chunks,
+            method=method,
+            seed=seed,
         ),
         super_batch=super_batch,
+        tiers=tiers,
         shard_max_count=shard_max_count,
         shard_max_bytes=shard_max_bytes,
         device=device,
+        model_copies=model_copies,
+        large_model=large_model,
         workers=workers or os.cpu_count() or 1,
+        progress=True,
         beam_args=beam_args,
     )
-    run_curation(config)
-    counts = status_counts(read_manifest(f"{output.rstrip('/')}/manifest"))
-    click.echo(" | ".join(f"{name} {count}" for name, count in counts.items()))
+    stats = run_curation(config)
+    click.echo(summary_table(stats, output))
+
+
+def summary_table(stats: dict, output: str) -> str:
+    """The end-of-run table: counts, rejection reasons, shards, throughput, where things are."""
+    counts, shards, timing = stats["counts"], stats["shards"], stats["timing"]
+    inputs = max(1, counts["inputs"])
+    rows = [
+        (name.replace("_", " "), f"{counts[name]:,}", f"{100 * counts[name] / inputs:5.1f} %")
+        for name in ("inputs", "selected", "not_selected", "rejected")
+    ]
+    rows += [(f"  rejected: {reason}", f"{n:,}", "") for reason, n in stats["rejected"].items()]
+    rows += [
+        ("shards", f"{shards['files']:,} files", f"{shards['bytes'] / 2**20:,.1f} MiB"),
+        ("time", f"{timing['seconds']:,.1f} s", f"{timing['inputs_per_s']:,.0f} inputs/s"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{a:<{width}}  {b:>14}  {c}" for a, b, c in rows]
+    root = output.rstrip("/")
+    lines += [f"report: {root}/report.html", f"shards: {root}/shards/"]
+    return "\n".join(lines)
 
 
 @main.group(cls=Group)

@@ -1,37 +1,55 @@
 """The curation job's Beam graph: read → parse → group → score → select → write.
 
-Outputs under the output URL: `shards/` (one or more ranked tars per super-batch, best first),
-`manifest/` (Parquet parts: a row for every input record), `rejected/` (dead letters with the
-raw input and the reason). Every name is derived from the data (super-batch ids, input file
-indices), never from workers or bundles, so re-runs give the same files and bytes.
+Outputs under the output URL: `shards/` (ranked WebDataset tars, best first inside each; with
+tiers, named by score tier), `manifest/` (Parquet parts: a row for every input record),
+`rejected/` (dead letters with the raw input and the reason), `stats.json` and `report.html`.
+Every name is derived from the data (shard groups, tiers, input file indices), never from
+workers or bundles, so re-runs give the same files and bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import posixpath
+import sys
+import time
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability.api import beam_provision_api_pb2
+from apache_beam.runners.job.utils import dict_to_struct
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
 
 from ..transforms.checkpoint import checkpoint_task, fingerprint
-from ..transforms.curation import Decision, SelectionConfig, select_super_batch
+from ..transforms.curation import Decision, SelectionConfig, kept_count, select_super_batch
 from ..transforms.errors import JestflowError
-from ..transforms.manifest import (
-    MANIFEST_SCHEMA,
-    REJECTED_SCHEMA,
-    dead_letter,
-    example_row,
-    rejected_row,
-    write_parquet,
-)
+from ..transforms.paths import writable_directory
 from ..transforms.readers import expand_urls, read_file
 from ..transforms.records import FieldMap, Rejected
-from ..transforms.shards import sample_of, write_shards
+from ..transforms.stats import SCORED, grid, summarize, tier_of, tier_thresholds
 from .grouping import AssignSuperBatches
-from .handlers import TeacherHandler
+from .handlers import Scored, ScoringHandler
+from .report import write_report
+from .sinks import (
+    ShardLimits,
+    WrittenGroup,
+    read_json,
+    unselected_rows,
+    write_json,
+    write_manifest_part,
+    write_rejected,
+    write_shard_group,
+)
+
+NAMESPACE = "jestflow"
+COUNTERS = ("read", "parsed", "rejected", "scored", "selected", "written")
 
 
 @dataclass(kw_only=True)
@@ -42,118 +60,249 @@ class CurateConfig:
     task: str
     fields: FieldMap
     selection: SelectionConfig
+    student: str | None = None  # learnability offline: ℓ(student) − ℓ(teacher)
     super_batch: int = 1024
+    tiers: int = 1
     shard_max_count: int = 10_000
     shard_max_bytes: int = 1 << 30
     device: str = "auto"
-    workers: int = 2
+    model_copies: int | None = None  # models per worker process (RunInference)
+    large_model: bool = False  # share one model across a worker's processes
+    workers: int = 2  # local runner processes
+    torch_threads: int | None = None  # per worker process; run_curation fills it for local runs
+    progress: bool = False  # a line per super-batch on stderr
     beam_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        task = checkpoint_task(self.teacher)
-        if task is not None and task != self.task:
-            raise JestflowError(f"teacher {self.teacher} is a {task} model, not {self.task}")
+        if self.task not in ("lm", "contrastive"):
+            raise JestflowError(f"unknown task {self.task!r}: lm or contrastive")
         if self.super_batch < 2:
             raise JestflowError("--super-batch must be at least 2")
+        if self.tiers < 1:
+            raise JestflowError("--tiers must be at least 1")
+        for role, path in (("teacher", self.teacher), ("student", self.student)):
+            task = None if path is None else checkpoint_task(path)
+            if task is not None and task != self.task:
+                raise JestflowError(f"{role} {path} is a {task} model, not {self.task}")
+        if self.selection.mode == "learnability" and self.student is None:
+            raise JestflowError("learnability scores need a student checkpoint (--student)")
+
+    @property
+    def shards_per_group(self) -> int:
+        """Super-batches whose selected examples share a shard (about shard_max_count per tier)."""
+        per_super_batch = kept_count(self.super_batch, self.selection.keep)
+        return max(1, self.shard_max_count * self.tiers // per_super_batch)
 
 
-def _write_super_batch(
-    decisions: list[Decision], config: CurateConfig, teacher_fp: str
-) -> list[dict]:
-    """Write one super-batch's selected examples as ranked shards; return its manifest rows."""
-    super_batch = decisions[0].super_batch
-    kept = sorted((d for d in decisions if d.selected), key=lambda d: (-d.score, d.example.key))
-    samples = [
-        sample_of(d.example, {"teacher_loss": d.teacher_loss, "score": d.score, "rank": rank,
-                              "super_batch": super_batch, "teacher": teacher_fp}, d.embeddings)
-        for rank, d in enumerate(kept)
-    ]  # fmt: skip
-    shards = write_shards(
-        samples,
-        posixpath.join(config.output, "shards"),
-        prefix=f"shard-{super_batch:06d}",
-        max_count=config.shard_max_count,
-        max_bytes=config.shard_max_bytes,
-    )
-    shard_names = [info.name for info in shards for _ in range(info.count)]  # in writing order
-    placed = {d.example.key: (rank, shard_names[rank]) for rank, d in enumerate(kept)}
-    rows = []
-    for d in decisions:
-        rank, shard = placed.get(d.example.key, (None, None))
-        rows.append(
-            example_row(
-                d.example,
-                selected=d.selected,
-                teacher_loss=d.teacher_loss,
-                score=d.score,
-                super_batch=super_batch,
-                rank=rank,
-                shard=shard,
-            )
+def _count(name: str, n: int = 1) -> None:
+    Metrics.counter(NAMESPACE, name).inc(n)
+
+
+def _read(element: tuple[int, str], fields: FieldMap):
+    index, url = element
+    for record in read_file(url, fields):
+        _count("read")
+        if isinstance(record, Rejected):
+            _count("rejected")
+            _count(f"rejected.{record.reason}")
+            yield beam.pvalue.TaggedOutput("rejected", (index, record))
+        else:
+            _count("parsed")
+            yield record
+
+
+def _select(scored: Scored, config: CurateConfig) -> list[Decision]:
+    start = time.perf_counter()
+    decisions = select_super_batch(scored.teacher, config.selection, scored.student)
+    kept = sum(d.selected for d in decisions)
+    _count("scored", len(decisions))
+    _count("selected", kept)
+    if config.progress:
+        print(
+            f"jestflow: super-batch {scored.teacher.super_batch}: {len(decisions)} scored, "
+            f"{kept} selected ({time.perf_counter() - start:.2f} s selecting)",
+            file=sys.stderr,
+            flush=True,
         )
-    return rows
+    return decisions
 
 
-def _write_rejected(element, output: str) -> int:
-    index, records = element
-    records = sorted(records, key=lambda r: (r.source, r.position))
-    name = f"part-{index:06d}.parquet"
-    write_parquet(
-        [dead_letter(r) for r in records], posixpath.join(output, "rejected", name), REJECTED_SCHEMA
-    )
-    write_parquet(
-        [rejected_row(r) for r in records],
-        posixpath.join(output, "manifest", f"rejected-{index:06d}.parquet"),
-        MANIFEST_SCHEMA,
-    )
-    return len(records)
+class _CountScores(beam.CombineFn):
+    """Exact counts of quantised scores, selected and not: for tiers and histograms."""
+
+    def __init__(self, quantum: float) -> None:
+        self.quantum = quantum
+
+    def create_accumulator(self):
+        return {status: Counter() for status in SCORED}
+
+    def add_input(self, accumulator, decisions: list[Decision]):
+        for d in decisions:
+            accumulator[SCORED[not d.selected]][grid(d.score, self.quantum)] += 1
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            for status in SCORED:
+                merged[status].update(accumulator[status])
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def _place(decisions: list[Decision], thresholds: list[int], config: CurateConfig):
+    """Selected → ((tier, shard group), decision); the rest → (group, manifest rows)."""
+    group = decisions[0].super_batch // config.shards_per_group
+    quantum = config.selection.quantum
+    for d in decisions:
+        if d.selected:
+            yield (tier_of(grid(d.score, quantum), thresholds), group), d
+    yield beam.pvalue.TaggedOutput("unselected", (group, unselected_rows(decisions)))
+
+
+def _written(group: WrittenGroup) -> tuple[int, list[dict]]:
+    _count("written", len(group.rows))
+    return group.group, group.rows
 
 
 def build(p: beam.Pipeline, config: CurateConfig) -> None:
     urls = expand_urls(config.inputs)
+    writable_directory(config.output)
     teacher_fp = fingerprint(config.teacher)
-    records = (
+    student_fp = None if config.student is None else fingerprint(config.student)
+    selection = config.selection
+
+    examples, rejected = (
         p
         | "Inputs" >> beam.Create(list(enumerate(urls)), reshuffle=True)
-        | "Read"
-        >> beam.FlatMapTuple(lambda i, url: ((i, r) for r in read_file(url, config.fields)))
+        | "Read" >> beam.FlatMap(_read, config.fields).with_outputs("rejected", main="parsed")
     )
-    examples, rejected = records | "Split" >> beam.Map(
-        lambda ir: (
-            beam.pvalue.TaggedOutput("rejected", ir) if isinstance(ir[1], Rejected) else ir[1]
-        )
-    ).with_outputs("rejected", main="examples")
-    (
+    _ = (
         rejected
         | "Group rejected by file" >> beam.GroupByKey()
-        | "Write rejected" >> beam.Map(_write_rejected, config.output)
+        | "Write rejected" >> beam.Map(write_rejected, config.output)
     )
-    selection = config.selection
-    (
+    reasons = (
+        rejected
+        | "Reason" >> beam.MapTuple(lambda _, record: record.reason)
+        | "Count reasons" >> beam.combiners.Count.PerElement()
+    )
+
+    handler = ScoringHandler(
+        config.teacher,
+        task=config.task,
+        student=config.student,
+        device=config.device,
+        large_model=config.large_model,
+        model_copies=config.model_copies,
+        torch_threads=config.torch_threads,
+    )
+    decisions = (
         examples
         | "Super-batches" >> AssignSuperBatches(config.super_batch, seed=selection.seed)
-        | "Teacher"
-        >> RunInference(TeacherHandler(config.teacher, task=config.task, device=config.device))
-        | "Select" >> beam.Map(select_super_batch, selection)
-        | "Write shards" >> beam.Map(_write_super_batch, config, teacher_fp)
-        | "Write manifest"
+        | "Score" >> RunInference(handler)
+        | "Select" >> beam.Map(_select, config)
+    )
+    scores = decisions | "Count scores" >> beam.CombineGlobally(_CountScores(selection.quantum))
+    thresholds = scores | "Tiers" >> beam.Map(
+        lambda counts: tier_thresholds(counts["selected"], config.tiers)
+    )
+    placed = decisions | "Place" >> beam.FlatMap(
+        _place, beam.pvalue.AsSingleton(thresholds), config
+    ).with_outputs("unselected", main="selected")
+
+    info = {"teacher": teacher_fp, **({"student": student_fp} if student_fp else {})}
+    limits = ShardLimits(max_count=config.shard_max_count, max_bytes=config.shard_max_bytes)
+    written = (
+        placed.selected
+        | "Group shards" >> beam.GroupByKey()
+        | "Write shards" >> beam.Map(write_shard_group, config.output, config.tiers, limits, info)
+    )
+    _ = (
+        (written | "Selected rows" >> beam.Map(_written), placed.unselected)
+        | "Rows" >> beam.Flatten()
+        | "Group rows" >> beam.GroupByKey()
+        | "Write manifest" >> beam.Map(write_manifest_part, config.output)
+    )
+    shards = written | "Shard files" >> beam.FlatMap(
+        lambda group: [dataclasses.asdict(shard) for shard in group.shards]
+    )
+
+    def write_stats(_, scores, thresholds, reasons, shards):
+        stats = summarize(scores, reasons, shards, quantum=selection.quantum, thresholds=thresholds)
+        stats["teacher"] = {"path": config.teacher, "fingerprint": teacher_fp}
+        if config.student is not None:
+            stats["student"] = {"path": config.student, "fingerprint": student_fp}
+        stats["options"] = options_of(config)
+        write_json(stats, posixpath.join(config.output, "stats.json"))
+
+    _ = (
+        p
+        | "Stats" >> beam.Create([None])
+        | "Write stats"
         >> beam.Map(
-            lambda rows, out: write_parquet(
-                rows,
-                posixpath.join(out, "manifest", f"part-{rows[0]['super_batch']:06d}.parquet"),
-                MANIFEST_SCHEMA,
-            ),
-            config.output,
+            write_stats,
+            beam.pvalue.AsSingleton(scores),
+            beam.pvalue.AsSingleton(thresholds),
+            beam.pvalue.AsDict(reasons),
+            beam.pvalue.AsList(shards),
         )
     )
 
 
-def run_curation(config: CurateConfig) -> None:
+def options_of(config: CurateConfig) -> dict[str, Any]:
+    options = dataclasses.asdict(config)
+    options["fields"] = {k: v for k, v in options["fields"].items() if v not in (None, ())}
+    return options
+
+
+def run_curation(config: CurateConfig) -> dict[str, Any]:
+    """Run the job to completion; returns `stats.json` (also written with `report.html`)."""
+    given = {a.split("=", 1)[0].lstrip("-") for a in config.beam_args}
+    local = {"direct_num_workers": config.workers, "direct_running_mode": "multi_processing"}
     options = PipelineOptions(
-        config.beam_args,
-        direct_num_workers=config.workers,
-        direct_running_mode="multi_processing",
+        config.beam_args, **{k: v for k, v in local.items() if k not in given}
     )
-    runner = None if "--runner" in " ".join(config.beam_args) else FnApiRunner()
-    with beam.Pipeline(runner=runner, options=options) as p:
-        build(p, config)
+    runner = None if "runner" in given else local_runner()
+    if runner is not None and config.torch_threads is None:
+        config = dataclasses.replace(
+            config, torch_threads=max(1, (os.cpu_count() or 1) // config.workers)
+        )
+    start = time.perf_counter()
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    build(pipeline, config)
+    result = pipeline.run()
+    result.wait_until_finish()
+    seconds = time.perf_counter() - start
+
+    stats_url = posixpath.join(config.output, "stats.json")
+    stats = read_json(stats_url)
+    stats["counters"] = counters_of(result)
+    inputs = stats["counts"]["inputs"]
+    stats["timing"] = {"seconds": round(seconds, 3), "inputs_per_s": round(inputs / seconds, 1)}
+    write_json(stats, stats_url)
+    write_report(stats, posixpath.join(config.output, "report.html"))
+    return stats
+
+
+def local_runner() -> FnApiRunner:
+    """FnApiRunner whose worker processes log warnings only: their INFO lines drown progress."""
+    info = beam_provision_api_pb2.ProvisionInfo(
+        retrieval_token="unused-retrieval-token",
+        pipeline_options=dict_to_struct({"default_sdk_harness_log_level": "WARNING"}),
+    )
+    return FnApiRunner(provision_info=ExtendedProvisionInfo(info))
+
+
+def counters_of(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+    """The job's `jestflow` counters (committed values where the runner has them)."""
+    try:
+        query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))
+    except (NotImplementedError, AttributeError):
+        return {}
+    counters: Counter[str] = Counter()
+    for counter in query["counters"]:
+        counters[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    return dict(sorted(counters.items()))

@@ -1,17 +1,20 @@
-"""Teacher scoring inside Beam: a RunInference `ModelHandler` that scores whole super-batches.
+"""Model scoring inside Beam: a RunInference `ModelHandler` that scores whole super-batches.
 
-Each element is one super-batch `(id, [Example])` in a fixed order, so the batches the model
-sees (length buckets inside the super-batch) never depend on how the runner bundled the data:
-scores are the same whatever the parallelism. The model loads once per worker (or is shared
-across processes with `large_model`), on CUDA when there is one.
+Each element is one super-batch `(id, [Example])` in a fixed order, so the batches the models
+see (length buckets inside the super-batch) never depend on how the runner bundled the data:
+scores are the same whatever the parallelism. The teacher — and the student, for learnability —
+load once per worker (or are shared across processes with `large_model`), on CUDA when there is
+one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 from apache_beam.ml.inference.base import ModelHandler
 from torch import nn
 
@@ -29,44 +32,77 @@ from ..transforms.scoring import (
 SuperBatch = tuple[int, list[Example]]
 
 
-class TeacherHandler(ModelHandler[SuperBatch, ScoredBatch, nn.Module]):
+@dataclass(frozen=True)
+class Models:  # not a tuple: Beam keeps a weak reference to the loaded model
+    teacher: nn.Module
+    student: nn.Module | None
+
+
+class Scored(NamedTuple):
+    teacher: ScoredBatch
+    student: ScoredBatch | None
+
+
+def score_super_batch(
+    model: nn.Module, super_batch: int, examples: list[Example], *, task: str, max_tokens: int
+) -> ScoredBatch:
+    """One model's outputs for a super-batch: losses, and embeddings for contrastive tasks."""
+    if task == "lm":
+        losses = lm_losses(model, [ex.text for ex in examples], max_tokens=max_tokens)
+        return ScoredBatch(super_batch=super_batch, examples=examples, loss=losses.numpy())
+    emb = embed_pairs(model, *pair_inputs(examples), max_tokens=max_tokens)
+    return ScoredBatch(
+        super_batch=super_batch,
+        examples=examples,
+        loss=pair_loss_shares(emb).numpy(),
+        embeddings=np.stack([emb.left.numpy(), emb.right.numpy()], axis=1),
+        scale=emb.scale,
+        bias=emb.bias,
+    )
+
+
+class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
     def __init__(
         self,
         teacher: str,
         *,
         task: str,
+        student: str | None = None,
         device: str = "auto",
         max_tokens: int = 32_768,
         large_model: bool = False,
         model_copies: int | None = None,
+        torch_threads: int | None = None,
     ) -> None:
         # One super-batch per call: it is already a large, deterministic batch.
         super().__init__(max_batch_size=1, large_model=large_model, model_copies=model_copies)
-        self.teacher, self.task, self.device, self.max_tokens = teacher, task, device, max_tokens
+        self.teacher, self.student, self.task = teacher, student, task
+        self.device, self.max_tokens, self.torch_threads = device, max_tokens, torch_threads
 
-    def load_model(self) -> nn.Module:
-        return load_model(self.teacher, task=self.task, device=resolve_device(self.device))
+    def load_model(self) -> Models:
+        if self.torch_threads:  # local workers share the machine's cores
+            torch.set_num_threads(self.torch_threads)
+        device = resolve_device(self.device)
+        teacher = load_model(self.teacher, task=self.task, device=device)
+        if self.student is None:
+            return Models(teacher, None)
+        return Models(teacher, load_model(self.student, task=self.task, device=device))
 
     def run_inference(
         self,
         batch: Sequence[SuperBatch],
-        model: nn.Module,
+        model: Models,
         inference_args: dict[str, Any] | None = None,
-    ) -> Iterable[ScoredBatch]:
+    ) -> Iterable[Scored]:
+        options = {"task": self.task, "max_tokens": self.max_tokens}
         for super_batch, examples in batch:
-            if self.task == "lm":
-                losses = lm_losses(model, [ex.text for ex in examples], max_tokens=self.max_tokens)
-                yield ScoredBatch(super_batch=super_batch, examples=examples, loss=losses.numpy())
-                continue
-            emb = embed_pairs(model, *pair_inputs(examples), max_tokens=self.max_tokens)
-            yield ScoredBatch(
-                super_batch=super_batch,
-                examples=examples,
-                loss=pair_loss_shares(emb).numpy(),
-                embeddings=np.stack([emb.left.numpy(), emb.right.numpy()], axis=1),
-                scale=emb.scale,
-                bias=emb.bias,
-            )
+            teacher = score_super_batch(model.teacher, super_batch, examples, **options)
+            if model.student is None:
+                yield Scored(teacher, None)
+            else:
+                yield Scored(
+                    teacher, score_super_batch(model.student, super_batch, examples, **options)
+                )
 
     def get_num_bytes(self, batch: Sequence[SuperBatch]) -> int:
         return sum(
@@ -76,4 +112,4 @@ class TeacherHandler(ModelHandler[SuperBatch, ScoredBatch, nn.Module]):
         )
 
     def get_metrics_namespace(self) -> str:
-        return "jestflow_teacher"
+        return "jestflow_scoring"

@@ -89,6 +89,11 @@ def quantise(values: np.ndarray, quantum: float) -> np.ndarray:
     return (np.round(np.asarray(values, dtype=np.float64) / quantum) * quantum).astype(np.float32)
 
 
+def kept_count(n: int, keep: float) -> int:
+    """How many of a super-batch of n are kept: ⌈keep · n⌉, at least 1."""
+    return min(n, max(1, math.ceil(keep * n - 1e-9)))
+
+
 def generator_for(seed: int, super_batch: int) -> torch.Generator:
     digest = hashlib.blake2b(f"{seed}:{super_batch}".encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "big") >> 1)
@@ -105,7 +110,7 @@ def select_super_batch(
     n = len(teacher.examples)
     if config.mode == "learnability" and student is None:
         raise JestflowError("learnability needs a student checkpoint (--student)")
-    k = min(n, max(1, math.ceil(config.keep * n - 1e-9)))
+    k = kept_count(n, config.keep)
     learner_loss = (
         None if student is None else torch.from_numpy(quantise(student.loss, config.quantum))
     )

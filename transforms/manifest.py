@@ -29,8 +29,10 @@ MANIFEST_SCHEMA = pa.schema(
         ("teacher_loss", pa.float64()),
         ("score", pa.float64()),
         ("super_batch", pa.int64()),
-        ("rank", pa.int64()),  # global selection rank among the selected (0 = best)
-        ("shard", pa.string()),
+        ("tier", pa.int64()),  # score tier of a selected example (0 = best; 0 without --tiers)
+        ("shard", pa.string()),  # the shard file (name under shards/) of a selected example
+        ("rank", pa.int64()),  # its place in its shard group (0 = highest score): the group's
+        # files -000000.tar, -000001.tar, … hold ranks 0…, in order
         ("reason", pa.string()),  # why a record was rejected
         ("meta", pa.string()),  # kept fields, as JSON
     ]
@@ -55,8 +57,9 @@ def example_row(
     teacher_loss: float | None,
     score: float | None,
     super_batch: int | None,
-    rank: int | None = None,
+    tier: int | None = None,
     shard: str | None = None,
+    rank: int | None = None,
 ) -> dict[str, Any]:
     """The manifest row of a scored example."""
     return {
@@ -68,8 +71,9 @@ def example_row(
         "teacher_loss": teacher_loss,
         "score": score,
         "super_batch": super_batch,
-        "rank": rank,
+        "tier": tier,
         "shard": shard,
+        "rank": rank,
         "reason": None,
         "meta": json.dumps(dict(example.meta), sort_keys=True) if example.meta else None,
     }

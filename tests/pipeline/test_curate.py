@@ -1,27 +1,52 @@
-"""The curation graph end to end on FnApiRunner: accounting, ranking, determinism, cleaner data."""
+"""The curation graph end to end on FnApiRunner: accounting, ranking, tiers, determinism,
+dead letters, stats, learnability with a student, the contrastive task, and cleaner data."""
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import hashlib
 import json
 import random
+import tarfile
 
+import numpy as np
 import pytest
 import webdataset as wds
 from helpers import sentences, write_jsonl
 
 from jestflow.pipeline.curate import CurateConfig, run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
+from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.curation import SelectionConfig
+from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
 from jestflow.transforms.records import FieldMap
+from jestflow.transforms.scoring import lm_losses
 
-TEXT = FieldMap(text="text", keep=("kind",))
+TEXT = FieldMap(text="text", keep=("kind",), max_chars=5000)
+TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64, "progress": False}
+BAD_LINES = [
+    b"{broken",  # bad_json
+    b'{"text": ""}',  # empty
+    b'{"other": 1}',  # missing_field
+    b'{"text": "caf\xe9 au lait"}',  # bad_utf8 (latin-1, not UTF-8)
+    json.dumps({"text": "x" * 6000}).encode(),  # too_long
+]
+REASONS = ["bad_json", "bad_utf8", "empty", "missing_field", "too_long", "unreadable_file"]
+
+
+def fit(reference, out, task, fields, steps):
+    config = TeacherConfig(inputs=(reference,), output=str(out), task=task, fields=fields,
+                           steps=steps, batch_size=16, lr=3e-3, warmup_steps=5, **TINY)  # fmt: skip
+    train_teacher(config)
+    return str(out)
 
 
 @pytest.fixture(scope="module")
 def noisy(tmp_path_factory):
-    """A pool of half clean sentences, half noise, three bad lines; a teacher fit on clean text."""
+    """Half clean sentences, half noise, five bad lines and a corrupt .gz; a teacher fit on clean
+    text; a weaker student (fewer steps) for learnability."""
     root = tmp_path_factory.mktemp("noisy")
     rng = random.Random(0)
     clean = [{"text": t, "kind": "clean"} for t in sentences(120, 5)]
@@ -31,64 +56,196 @@ def noisy(tmp_path_factory):
     ]
     pool = clean + noise
     rng.shuffle(pool)
-    lines = [json.dumps(r) for r in pool] + ["{broken", '{"text": ""}', '{"other": 1}']
-    (root / "pool.jsonl").write_text("\n".join(lines) + "\n")
+    lines = [json.dumps(r).encode() for r in pool] + BAD_LINES
+    (root / "pool.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (root / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"text": "a"}\n' * 50)[:-20])
     reference = write_jsonl(root / "ref.jsonl", ({"text": t} for t in sentences(300, 6)))
-    train_teacher(TeacherConfig(
-        inputs=(reference,), output=str(root / "teacher"), task="lm", fields=FieldMap(text="text"),
-        steps=80, batch_size=16, lr=3e-3, warmup_steps=5, d_model=32, n_layer=1, n_head=2,
-        max_len=64, progress=False,
-    ))  # fmt: skip
+    fit(reference, root / "teacher", "lm", FieldMap(text="text"), steps=80)
+    fit(reference, root / "student", "lm", FieldMap(text="text"), steps=10)
     return root
 
 
-def curate(root, out, workers):
+def config_for(root, out, **changes):
     config = CurateConfig(
-        inputs=(str(root / "pool.jsonl"),), output=str(out), teacher=str(root / "teacher"),
-        task="lm", fields=TEXT, selection=SelectionConfig(keep=0.25, seed=1), super_batch=40,
-        shard_max_count=6, device="cpu", workers=workers,
+        inputs=(str(root / "pool.jsonl"), str(root / "cut.jsonl.gz")), output=str(out),
+        teacher=str(root / "teacher"), task="lm", fields=TEXT,
+        selection=SelectionConfig(keep=0.25, seed=1), super_batch=40, shard_max_count=6,
+        device="cpu", workers=1,
     )  # fmt: skip
-    run_curation(config)
-    return out
+    return dataclasses.replace(config, **changes)
+
+
+def curate(root, out, **changes):
+    stats = run_curation(config_for(root, out, **changes))
+    return out, stats
 
 
 def digest(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+def samples(shard):
+    return list(wds.WebDataset(str(shard), shardshuffle=False).decode())
+
+
 def test_curate_accounts_ranks_and_cleans(noisy, tmp_path):
-    out = curate(noisy, tmp_path / "one", workers=1)
+    out, stats = curate(noisy, tmp_path / "one")
     manifest = read_manifest(str(out / "manifest"))
     counts = status_counts(manifest)
-    assert counts["inputs"] == 243 and counts["rejected"] == 3
-    assert counts["selected"] == 60 and counts["selected"] + counts["not_selected"] == 240
+    assert counts == {"selected": 60, "not_selected": 180, "rejected": 6, "inputs": 246}
+    assert stats["counts"] == counts
     rows = manifest.to_pylist()
     selected = [r for r in rows if r["status"] == "selected"]
     clean_kept = sum(json.loads(r["meta"])["kind"] == "clean" for r in selected) / len(selected)
     assert clean_kept > 0.9  # the input is half noise
-    for shard in sorted((out / "shards").iterdir()):
-        scores = [
-            s["json"]["score"] for s in wds.WebDataset(str(shard), shardshuffle=False).decode()
-        ]
-        assert scores == sorted(scores, reverse=True) and 0 < len(scores) <= 6
+
+    shards = sorted((out / "shards").iterdir())
+    assert sum(len(samples(s)) for s in shards) == 60 == stats["shards"]["samples"]
+    teacher_fp = fingerprint(str(noisy / "teacher"))
+    for shard in shards:
+        got = samples(shard)
+        scores = [s["json"]["score"] for s in got]
+        assert scores == sorted(scores, reverse=True) and 0 < len(got) <= 6
+        assert {s["json"]["teacher"] for s in got} == {teacher_fp}
+        with tarfile.open(shard) as tar:  # plain tarfile reads them too, with fixed metadata
+            members = tar.getmembers()
+            assert {(m.mtime, m.uname) for m in members} == {(0, "jestflow")}
+            assert len(members) == 2 * len(got)  # txt + json per sample
+    groups = {}  # the files of a shard group continue one ranking
+    for shard in shards:
+        groups.setdefault(shard.name.rsplit("-", 1)[0], []).extend(samples(shard))
+    for group in groups.values():
+        assert [s["json"]["rank"] for s in group] == list(range(len(group)))
+    assert len(groups) < len(shards)
+    by_key = {r["key"]: r for r in selected}
+    first = samples(shards[0])[0]
+    assert by_key[first["__key__"]]["shard"] == shards[0].name
+    assert by_key[first["__key__"]]["rank"] == 0
+
     rejected = sorted(r["reason"] for r in rows if r["status"] == "rejected")
-    assert rejected == ["bad_json", "empty", "missing_field"]
-    assert len(list((out / "rejected").iterdir())) == 1
+    assert rejected == REASONS and stats["rejected"] == dict.fromkeys(REASONS, 1)
+    dead = read_manifest(str(out / "manifest"))  # the dead letters keep the raw bytes
+    import pyarrow.parquet as pq
+
+    letters = pq.read_table(out / "rejected").to_pylist()
+    assert sorted(r["reason"] for r in letters) == REASONS
+    assert {r["raw"] for r in letters} >= {b"{broken", b'{"text": "caf\xe9 au lait"}'}
+    assert dead.num_rows == 246
+
+    hist = stats["scores"]["histogram"]
+    assert sum(hist["selected"]) == 60 and sum(hist["not_selected"]) == 180
+    assert stats["counters"]["read"] == 246 and stats["counters"]["written"] == 60
+    assert stats["counters"]["rejected.bad_utf8"] == 1
+    assert json.loads((out / "stats.json").read_text())["counts"] == counts
+    report = (out / "report.html").read_text()
+    assert "<svg" in report and "<td>rejected</td><td>6</td>" in report
 
 
 def test_same_bytes_with_one_or_two_workers(noisy, tmp_path):
-    one = curate(noisy, tmp_path / "one", workers=1)
-    two = curate(noisy, tmp_path / "two", workers=2)
-    assert digest(one / "shards") == digest(two / "shards")
-    ids = [
-        sorted(
-            r["key"]
-            for r in read_manifest(str(d / "manifest")).to_pylist()
-            if r["status"] == "selected"
-        )
-        for d in (one, two)
+    one, _ = curate(noisy, tmp_path / "one", workers=1)
+    two, _ = curate(noisy, tmp_path / "two", workers=2)
+    for folder in ("shards", "manifest", "rejected"):
+        assert digest(one / folder) == digest(two / folder), folder
+    assert len(digest(one / "shards")) > 5
+
+
+def test_tiers_split_the_selected_set_by_global_score(noisy, tmp_path):
+    out, stats = curate(noisy, tmp_path / "tiers", tiers=3, shard_max_count=100)
+    shards = sorted((out / "shards").iterdir())
+    tiers = {t: [s for s in shards if s.name.startswith(f"tier-{t:02d}-shard-")] for t in range(3)}
+    assert sum(map(len, tiers.values())) == len(shards) and all(tiers.values())
+    scores = {
+        t: [x["json"]["score"] for s in files for x in samples(s)] for t, files in tiers.items()
+    }
+    assert sum(map(len, scores.values())) == 60
+    assert all(abs(len(v) - 20) <= 4 for v in scores.values())  # ties may move a few
+    assert min(scores[0]) > max(scores[1]) and min(scores[1]) > max(scores[2])
+    assert stats["tiers"]["counts"] == [len(scores[t]) for t in range(3)]
+    manifest = read_manifest(str(out / "manifest")).to_pylist()
+    assert all(r["shard"].startswith(f"tier-{r['tier']:02d}-") for r in manifest if r["shard"])
+
+
+def test_learnability_scores_come_from_the_student(noisy, tmp_path):
+    selection = SelectionConfig(keep=0.25, seed=1, mode="learnability")
+    out, stats = curate(noisy, tmp_path / "learn", student=str(noisy / "student"),
+                        selection=selection)  # fmt: skip
+    assert stats["student"]["fingerprint"] == fingerprint(str(noisy / "student"))
+    texts = {
+        i: json.loads(line)["text"]
+        for i, line in enumerate((noisy / "pool.jsonl").read_bytes().splitlines()[:240])
+    }
+    rows = [r for r in read_manifest(str(out / "manifest")).to_pylist() if r["score"] is not None]
+    assert len(rows) == 240
+    positions = sorted(r["position"] for r in rows)
+    student = lm_losses(load_model(str(noisy / "student")), [texts[p] for p in positions])
+    teacher = lm_losses(load_model(str(noisy / "teacher")), [texts[p] for p in positions])
+    expected = dict(zip(positions, (student - teacher).tolist(), strict=True))
+    assert max(abs(r["score"] - expected[r["position"]]) for r in rows) < 1e-3
+    easy, _ = curate(noisy, tmp_path / "easy")
+    chosen = [
+        {r["key"] for r in read_manifest(str(d / "manifest")).to_pylist() if r["shard"]}
+        for d in (out, easy)
     ]
-    assert ids[0] == ids[1]
+    assert chosen[0] != chosen[1]
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """Query/doc pairs, half of the pool mispaired; a tiny two-tower teacher fit on clean pairs."""
+    root = tmp_path_factory.mktemp("pairs")
+
+    def pair(s):
+        words = s.rstrip(".").split()[2:]
+        return {"query": " ".join(words), "doc": "def f():  # " + "_".join(reversed(words))}
+
+    good = [{**pair(s), "kind": "clean"} for s in sentences(64, 7)]
+    docs = [pair(s)["doc"] for s in sentences(64, 8)]
+    bad = [
+        {**pair(s), "doc": d, "kind": "mispaired"}
+        for s, d in zip(sentences(64, 9), docs, strict=True)
+    ]
+    pool = good + bad
+    random.Random(1).shuffle(pool)
+    write_jsonl(root / "pool.jsonl", pool)
+    reference = write_jsonl(root / "ref.jsonl", (pair(s) for s in sentences(400, 10)))
+    fit(reference, root / "teacher", "contrastive", FieldMap(query="query", doc="doc"), steps=600)
+    return root
+
+
+def test_contrastive_end_to_end(pairs, tmp_path):
+    config = CurateConfig(
+        inputs=(str(pairs / "pool.jsonl"),), output=str(tmp_path / "out"),
+        teacher=str(pairs / "teacher"), task="contrastive",
+        fields=FieldMap(query="query", doc="doc", keep=("kind",)),
+        selection=SelectionConfig(keep=0.5, seed=0, n_chunks=4), super_batch=32, device="cpu",
+        workers=2,
+    )  # fmt: skip
+    stats = run_curation(config)
+    assert stats["counts"] == {"selected": 64, "not_selected": 64, "rejected": 0, "inputs": 128}
+    got = [x for s in sorted((tmp_path / "out" / "shards").iterdir()) for x in samples(s)]
+    assert len(got) == 64
+    for sample in got:
+        assert sample["npy"].shape == (2, 128) and sample["npy"].dtype == np.float32
+        assert np.allclose(np.linalg.norm(sample["npy"], axis=1), 1, atol=1e-3)
+        assert sample["txt"] and sample["doc.txt"].startswith("def f():")
+    clean = sum(s["json"]["meta"]["kind"] == "clean" for s in got) / len(got)
+    assert clean > 0.75  # the pool is half mispaired
+
+
+def test_bad_options_fail_before_any_work(noisy, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(JestflowError, match="is a file"):
+        run_curation(config_for(noisy, tmp_path / "file"))
+    with pytest.raises(JestflowError, match=r"no config\.json|not found|does not exist"):
+        config_for(noisy, tmp_path / "out", teacher=str(tmp_path / "missing"))
+    with pytest.raises(JestflowError, match="need a student"):
+        config_for(noisy, tmp_path / "out",
+                   selection=SelectionConfig(keep=0.5, mode="learnability"))  # fmt: skip
+    with pytest.raises(JestflowError, match="keep must be in"):
+        SelectionConfig(keep=0.0)
+    with pytest.raises(JestflowError, match="no input file matches"):
+        run_curation(config_for(noisy, tmp_path / "out", inputs=(str(tmp_path / "*.jsonl"),)))
+    assert not (tmp_path / "out").exists()
 
 
 def test_curate_command(noisy, tmp_path):
@@ -98,11 +255,20 @@ def test_curate_command(noisy, tmp_path):
 
     args = [str(noisy / "pool.jsonl"), "-o", str(tmp_path / "out"), "--teacher", str(noisy / "teacher"),
             "--task", "lm", "--keep", "0.5", "--super-batch", "60", "--workers", "1", "--device", "cpu",
-            "--keep-field", "kind"]  # fmt: skip
+            "--keep-field", "kind", "--tiers", "2"]  # fmt: skip
     result = CliRunner().invoke(main, ["curate", *args])
     assert result.exit_code == 0, result.output
-    assert "selected 120 | not_selected 120 | rejected 3 | inputs 243" in result.output
-    bad = CliRunner().invoke(main, ["curate", *args[:-6], "--keep", "1.5"])
+    lines = result.output.splitlines()
+    assert [line.split() for line in lines[:5]] == [
+        ["inputs", "245", "100.0", "%"],
+        ["selected", "121", "49.4", "%"],  # 241 examples: 4 super-batches of 60 and one of 1
+        ["not", "selected", "120", "49.0", "%"],
+        ["rejected", "4", "1.6", "%"],
+        ["rejected:", "bad_json", "1"],
+    ], lines
+    assert any(line.startswith("shards ") for line in lines)
+    assert {p.name[:8] for p in (tmp_path / "out" / "shards").iterdir()} == {"tier-00-", "tier-01-"}
+    bad = CliRunner().invoke(main, ["curate", *args[:-8], "--keep", "1.5"])
     assert bad.exit_code == 1 and "keep must be in (0, 1]" in bad.output
     wrong = CliRunner().invoke(main, ["curate", *args[:5], "--task", "contrastive", "--keep", "0.5",
                                       "--query-field", "q", "--doc-field", "d"])  # fmt: skip

@@ -13,7 +13,7 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from helpers import sentences
 
 from jestflow.pipeline.grouping import AssignSuperBatches
-from jestflow.pipeline.handlers import TeacherHandler
+from jestflow.pipeline.handlers import ScoringHandler
 from jestflow.transforms.checkpoint import load_model, save_checkpoint
 from jestflow.transforms.models import new_model
 from jestflow.transforms.records import make_example
@@ -62,9 +62,11 @@ def test_lm_teacher_losses_match_direct_scoring(tmp_path):
                 p
                 | beam.Create(examples, reshuffle=False)
                 | AssignSuperBatches(16)
-                | RunInference(TeacherHandler(path, task="lm", device="cpu"))
+                | RunInference(ScoringHandler(path, task="lm", device="cpu"))
                 | beam.FlatMap(
-                    lambda s: zip([ex.key for ex in s.examples], s.loss.tolist(), strict=True)
+                    lambda s: zip(
+                        [ex.key for ex in s.teacher.examples], s.teacher.loss.tolist(), strict=True
+                    )
                 )
             )
             assert_that(pairs, close_to(expected))
@@ -77,7 +79,9 @@ def test_contrastive_teacher_outputs_embeddings_and_loss_shares(tmp_path):
         for i, t in enumerate(sentences(40, 1))
     ]
 
-    def check(scored):
+    def check(both):
+        scored = both.teacher
+        assert both.student is None
         n = len(scored.examples)
         assert scored.embeddings.shape == (n, 2, 128)  # [n, (left, right), embed_dim]
         assert scored.scale == 10.0 and scored.bias == -10.0
@@ -96,7 +100,36 @@ def test_contrastive_teacher_outputs_embeddings_and_loss_shares(tmp_path):
             p
             | beam.Create(examples, reshuffle=False)
             | AssignSuperBatches(16)
-            | RunInference(TeacherHandler(path, task="contrastive", device="cpu"))
+            | RunInference(ScoringHandler(path, task="contrastive", device="cpu"))
             | beam.FlatMap(check)
         )
         assert_that(sizes, equal_to([16, 16, 8]))
+
+
+def test_student_is_scored_beside_the_teacher(tmp_path):
+    path = teacher(tmp_path, "lm")
+    torch.manual_seed(1)
+    other = new_model("lm", **TINY).eval()
+    save_checkpoint(other, str(tmp_path / "student"))
+    examples = [
+        make_example(layout="text", text=t, position=i) for i, t in enumerate(sentences(20, 2))
+    ]
+
+    def check(both):
+        texts = [ex.text for ex in both.teacher.examples]
+        assert both.student.examples == both.teacher.examples
+        assert np.allclose(both.teacher.loss, lm_losses(load_model(path), texts).numpy())
+        assert np.allclose(both.student.loss, lm_losses(other, texts).numpy(), atol=1e-5)
+        assert not np.allclose(both.student.loss, both.teacher.loss)
+        return [len(texts)]
+
+    handler = ScoringHandler(path, task="lm", student=str(tmp_path / "student"), device="cpu")
+    with TestPipeline(runner=FnApiRunner(), options=PipelineOptions(direct_num_workers=1)) as p:
+        sizes = (
+            p
+            | beam.Create(examples, reshuffle=False)
+            | AssignSuperBatches(8)
+            | RunInference(handler)
+            | beam.FlatMap(check)
+        )
+        assert_that(sizes, equal_to([8, 8, 4]))

@@ -1,0 +1,112 @@
+"""`report.html`: one self-contained page a person can read after a curation run.
+
+Counts, rejection reasons, the score histogram of selected vs not selected examples (inline
+SVG), tiers, shards, timing and the options used — all read from `stats.json`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..transforms.paths import filesystem
+
+COLOURS = {"selected": "#2a7ab0", "not_selected": "#c8773a"}
+WIDTH, HEIGHT, PAD = 640, 220, 36
+
+
+def histogram_svg(hist: Mapping[str, Sequence[float]]) -> str:
+    """Overlaid bars of the `selected` and `not_selected` counts over shared `edges`."""
+    edges = hist.get("edges") or []
+    if len(edges) < 2:
+        return "<p>No scored examples.</p>"
+    bins = len(edges) - 1
+    top = max(max(hist[name]) for name in COLOURS) or 1
+    bar = (WIDTH - 2 * PAD) / bins
+    parts = [f'<svg width="{WIDTH}" height="{HEIGHT + PAD}" role="img">']
+    for name, colour in COLOURS.items():
+        for i, count in enumerate(hist[name]):
+            h = (HEIGHT - PAD) * count / top
+            parts.append(
+                f'<rect x="{PAD + i * bar:.1f}" y="{HEIGHT - h:.1f}" width="{bar:.1f}" '
+                f'height="{h:.1f}" fill="{colour}" fill-opacity="0.6">'
+                f"<title>{name}: {count} in [{edges[i]:.3f}, {edges[i + 1]:.3f})</title></rect>"
+            )
+    parts.append(
+        f'<line x1="{PAD}" y1="{HEIGHT}" x2="{WIDTH - PAD}" y2="{HEIGHT}" stroke="black"/>'
+        f'<text x="{PAD}" y="{HEIGHT + 16}" font-size="12">{edges[0]:.3f}</text>'
+        f'<text x="{WIDTH - PAD}" y="{HEIGHT + 16}" font-size="12" text-anchor="end">'
+        f"{edges[-1]:.3f}</text>"
+        f'<text x="{WIDTH / 2}" y="{HEIGHT + 30}" font-size="12" text-anchor="middle">score</text>'
+        f'<text x="{PAD}" y="14" font-size="12">max {top} per bin</text></svg>'
+    )
+    legend = " ".join(
+        f'<span style="color:{c}">■ {n.replace("_", " ")}</span>' for n, c in COLOURS.items()
+    )
+    return "".join(parts) + f"<p>{legend}</p>"
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{cells}</tr>{body}</table>"
+
+
+COUNTS = ("inputs", "selected", "not_selected", "rejected")
+SHARD_HEADER = ["file", "samples", "bytes"]
+
+
+def tier_rows(tiers: Mapping[str, Sequence[float]]) -> list[list[Any]]:
+    """Tier t holds the scores above threshold t (the last tier: the rest)."""
+    lows = [f"{t:.4f}" for t in tiers["thresholds"]] + ["—"]
+    return [[t, n, lows[t]] for t, n in enumerate(tiers["counts"])]
+
+
+def render(stats: Mapping[str, Any]) -> str:
+    counts, shards, tiers = stats["counts"], stats["shards"], stats["tiers"]
+    timing = stats.get("timing", {})
+    sections = [
+        "<h1>jestflow curation report</h1>",
+        "<h2>Counts</h2>",
+        table([[k, counts[k]] for k in COUNTS], ["", "examples"]),
+        "<h2>Rejected by reason</h2>",
+        table(sorted(stats["rejected"].items()), ["reason", "records"])
+        if stats["rejected"]
+        else "<p>None.</p>",
+        "<h2>Scores: selected vs not selected</h2>",
+        histogram_svg(stats["scores"]["histogram"]),
+        "<h2>Tiers</h2>",
+        table(tier_rows(tiers), ["tier", "selected", "scores above"]),
+        "<h2>Shards</h2>",
+        f"<p>{shards['files']} files, {shards['samples']} samples, {shards['bytes']} bytes.</p>",
+        table([[s["name"], s["count"], s["bytes"]] for s in shards["list"][:50]], SHARD_HEADER),
+        "<h2>Teacher</h2>",
+        table([[k, v] for k, v in stats["teacher"].items()], ["", ""]),
+    ]
+    if "student" in stats:
+        sections += ["<h2>Student</h2>", table(list(stats["student"].items()), ["", ""])]
+    if timing:
+        sections += ["<h2>Timing</h2>", table(list(timing.items()), ["", ""])]
+    if stats.get("counters"):
+        sections += ["<h2>Beam counters</h2>", table(list(stats["counters"].items()), ["", ""])]
+    options = json.dumps(stats["options"], indent=2, sort_keys=True)
+    sections += ["<h2>Options</h2>", f"<pre>{html.escape(options)}</pre>"]
+    style = (
+        "body{font-family:sans-serif;max-width:760px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;"
+        "text-align:left}"
+    )
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>jestflow report</title>'
+        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
+    )
+
+
+def write_report(stats: Mapping[str, Any], url: str) -> None:
+    fs, path = filesystem(url)
+    with fs.open(path, "w") as f:
+        f.write(render(stats))
