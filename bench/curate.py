@@ -9,8 +9,8 @@ size, keep fraction and seed:
 - `plain loop`: one process, no Beam. `read_file` streams the records, which are cut into
   super-batches of B in arrival order (never more than one super-batch held), scored with
   `lm_losses` exactly as the RunInference teacher handler scores them, selected with
-  `select_super_batch`, and written as ranked shards (`sample_of`, `write_shards`) and manifest
-  parts (`write_parquet`), rejected records as dead letters and manifest rows.
+  `select_super_batch`, and written with the job's own sinks (one ranked shard and manifest part
+  per super-batch, dead letters per input file).
 - `beam, N workers`: `run_curation` on the local FnApiRunner with N worker processes.
 
 Each variant runs in a fresh subprocess. Its time is measured inside it (model load and Beam
@@ -128,7 +128,7 @@ def train_small_teacher(root: Path, steps: int, seed: int) -> str:
     train_teacher(TeacherConfig(
         inputs=(str(reference),), output=output, task="lm", fields=FieldMap(text="text"),
         steps=steps, batch_size=16, lr=3e-3, warmup_steps=5, seed=seed, device="cpu",
-        d_model=64, n_layer=1, n_head=2, max_len=128, progress=False,
+        progress=False,  # the built-in LM's default size, as `jestflow teacher train` makes it
     ))  # fmt: skip
     return output
 
@@ -150,56 +150,34 @@ def run_beam(args: argparse.Namespace) -> None:
 
 
 def run_plain(args: argparse.Namespace) -> None:
-    """read → super-batches of B in arrival order → teacher losses → selection → shards/manifest."""
-    import posixpath
-
+    """read → super-batches of B in arrival order → teacher losses → selection → shards/manifest,
+    with the job's own scoring, selection and writing functions but no Beam."""
+    from jestflow.pipeline.sinks import (
+        ShardLimits,
+        unselected_rows,
+        write_manifest_part,
+        write_rejected,
+        write_shard_group,
+    )
     from jestflow.transforms.checkpoint import fingerprint, load_model
     from jestflow.transforms.curation import ScoredBatch, SelectionConfig, select_super_batch
-    from jestflow.transforms.manifest import (
-        MANIFEST_SCHEMA,
-        REJECTED_SCHEMA,
-        dead_letter,
-        example_row,
-        rejected_row,
-        write_parquet,
-    )
     from jestflow.transforms.readers import expand_urls, read_file
     from jestflow.transforms.records import FieldMap, Rejected
     from jestflow.transforms.scoring import lm_losses
-    from jestflow.transforms.shards import sample_of, write_shards
 
     fields, selection = FieldMap(text="text"), SelectionConfig(keep=args.keep, seed=args.seed)
     model = load_model(args.teacher, task="lm", device=torch.device("cpu"))
-    teacher_fp = fingerprint(args.teacher)
+    info = {"teacher": fingerprint(args.teacher)}
+    limits = ShardLimits(max_count=10_000, max_bytes=1 << 30)
 
     def curate_super_batch(super_batch: int, examples: list) -> None:
-        losses = lm_losses(model, [ex.text for ex in examples], max_tokens=32_768)
+        losses = lm_losses(model, [ex.text for ex in examples])
         scored = ScoredBatch(super_batch=super_batch, examples=examples, loss=losses.numpy())
         decisions = select_super_batch(scored, selection)
-        kept = sorted((d for d in decisions if d.selected), key=lambda d: (-d.score, d.example.key))
-        samples = [
-            sample_of(d.example, {"teacher_loss": d.teacher_loss, "score": d.score, "rank": rank,
-                                  "super_batch": super_batch, "teacher": teacher_fp})
-            for rank, d in enumerate(kept)
-        ]  # fmt: skip
-        shards = write_shards(
-            samples,
-            posixpath.join(args.output, "shards"),
-            prefix=f"shard-{super_batch:06d}",
-            max_count=10_000,
-            max_bytes=1 << 30,
-        )
-        names = [info.name for info in shards for _ in range(info.count)]
-        placed = {d.example.key: (rank, names[rank]) for rank, d in enumerate(kept)}
-        rows = []
-        for d in decisions:
-            rank, shard = placed.get(d.example.key, (None, None))
-            rows.append(example_row(
-                d.example, selected=d.selected, teacher_loss=d.teacher_loss, score=d.score,
-                super_batch=super_batch, rank=rank, shard=shard,
-            ))  # fmt: skip
-        name = f"part-{super_batch:06d}.parquet"
-        write_parquet(rows, posixpath.join(args.output, "manifest", name), MANIFEST_SCHEMA)
+        kept = [d for d in decisions if d.selected]
+        written = write_shard_group(((0, super_batch), kept), args.output, 1, limits, info)
+        parts = [written.rows, unselected_rows(decisions)]
+        write_manifest_part((super_batch, parts), args.output)
 
     pending: list = []
     super_batch = 0
@@ -214,17 +192,7 @@ def run_plain(args: argparse.Namespace) -> None:
                 curate_super_batch(super_batch, pending)
                 pending, super_batch = [], super_batch + 1
         if rejected:
-            out = args.output
-            write_parquet(
-                [dead_letter(r) for r in rejected],
-                posixpath.join(out, "rejected", f"part-{index:06d}.parquet"),
-                REJECTED_SCHEMA,
-            )
-            write_parquet(
-                [rejected_row(r) for r in rejected],
-                posixpath.join(out, "manifest", f"rejected-{index:06d}.parquet"),
-                MANIFEST_SCHEMA,
-            )
+            write_rejected((index, rejected), args.output)
     if pending:
         curate_super_batch(super_batch, pending)
 
@@ -355,7 +323,7 @@ def bench(args: argparse.Namespace, root: Path) -> None:
     print(f"{cpu_model()}, {cores} cores; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; apache-beam {version('apache-beam')}")  # fmt: skip
     print(f"B={args.super_batch}, keep {args.keep:.0%}, seed {args.seed}, {args.files} JSONL files "
-          f"per size, teacher: byte LM d_model 64, 1 layer, max_len 128, "
+          f"per size, teacher: the built-in byte LM (d_model 128, 2 layers, max_len 256), "
           f"{args.teacher_steps} steps")  # fmt: skip
     teacher = train_small_teacher(root, args.teacher_steps, args.seed)
     header = ["size", "variant", "seconds", "examples/s", "vs plain loop", "peak RSS MiB"]

@@ -98,17 +98,26 @@ def _count(name: str, n: int = 1) -> None:
     Metrics.counter(NAMESPACE, name).inc(n)
 
 
-def _read(element: tuple[int, str], fields: FieldMap):
+def _progress(config: CurateConfig, message: str) -> None:
+    if config.progress:
+        print(f"jestflow: {message}", file=sys.stderr, flush=True)
+
+
+def _read(element: tuple[int, str], config: CurateConfig):
     index, url = element
-    for record in read_file(url, fields):
-        _count("read")
+    counts: Counter[str] = Counter()
+    for record in read_file(url, config.fields):
         if isinstance(record, Rejected):
-            _count("rejected")
-            _count(f"rejected.{record.reason}")
+            counts[f"rejected.{record.reason}"] += 1
             yield beam.pvalue.TaggedOutput("rejected", (index, record))
         else:
-            _count("parsed")
+            counts["parsed"] += 1
             yield record
+    counts["rejected"] = counts.total() - counts["parsed"]
+    counts["read"] = counts["parsed"] + counts["rejected"]
+    for name, n in counts.items():  # once per file: a counter update per record costs
+        _count(name, n)
+    _progress(config, f"read {url}: {counts['read']} records, {counts['rejected']} rejected")
 
 
 def _select(scored: Scored, config: CurateConfig) -> list[Decision]:
@@ -117,13 +126,11 @@ def _select(scored: Scored, config: CurateConfig) -> list[Decision]:
     kept = sum(d.selected for d in decisions)
     _count("scored", len(decisions))
     _count("selected", kept)
-    if config.progress:
-        print(
-            f"jestflow: super-batch {scored.teacher.super_batch}: {len(decisions)} scored, "
-            f"{kept} selected ({time.perf_counter() - start:.2f} s selecting)",
-            file=sys.stderr,
-            flush=True,
-        )
+    _progress(
+        config,
+        f"super-batch {scored.teacher.super_batch}: {len(decisions)} scored, {kept} selected "
+        f"({time.perf_counter() - start:.2f} s selecting)",
+    )
     return decisions
 
 
@@ -162,8 +169,10 @@ def _place(decisions: list[Decision], thresholds: list[int], config: CurateConfi
     yield beam.pvalue.TaggedOutput("unselected", (group, unselected_rows(decisions)))
 
 
-def _written(group: WrittenGroup) -> tuple[int, list[dict]]:
+def _written(group: WrittenGroup, config: CurateConfig) -> tuple[int, list[dict]]:
     _count("written", len(group.rows))
+    for shard in group.shards:
+        _progress(config, f"wrote shards/{shard.name}: {shard.count} samples")
     return group.group, group.rows
 
 
@@ -177,7 +186,7 @@ def build(p: beam.Pipeline, config: CurateConfig) -> None:
     examples, rejected = (
         p
         | "Inputs" >> beam.Create(list(enumerate(urls)), reshuffle=True)
-        | "Read" >> beam.FlatMap(_read, config.fields).with_outputs("rejected", main="parsed")
+        | "Read" >> beam.FlatMap(_read, config).with_outputs("rejected", main="parsed")
     )
     _ = (
         rejected
@@ -209,9 +218,11 @@ def build(p: beam.Pipeline, config: CurateConfig) -> None:
     thresholds = scores | "Tiers" >> beam.Map(
         lambda counts: tier_thresholds(counts["selected"], config.tiers)
     )
-    placed = decisions | "Place" >> beam.FlatMap(
-        _place, beam.pvalue.AsSingleton(thresholds), config
-    ).with_outputs("unselected", main="selected")
+    # Without tiers, placing needs no global pass: the stage fuses with selection and streams.
+    tiering = beam.pvalue.AsSingleton(thresholds) if config.tiers > 1 else []
+    placed = decisions | "Place" >> beam.FlatMap(_place, tiering, config).with_outputs(
+        "unselected", main="selected"
+    )
 
     info = {"teacher": teacher_fp, **({"student": student_fp} if student_fp else {})}
     limits = ShardLimits(max_count=config.shard_max_count, max_bytes=config.shard_max_bytes)
@@ -221,7 +232,7 @@ def build(p: beam.Pipeline, config: CurateConfig) -> None:
         | "Write shards" >> beam.Map(write_shard_group, config.output, config.tiers, limits, info)
     )
     _ = (
-        (written | "Selected rows" >> beam.Map(_written), placed.unselected)
+        (written | "Selected rows" >> beam.Map(_written, config), placed.unselected)
         | "Rows" >> beam.Flatten()
         | "Group rows" >> beam.GroupByKey()
         | "Write manifest" >> beam.Map(write_manifest_part, config.output)
@@ -261,7 +272,9 @@ def options_of(config: CurateConfig) -> dict[str, Any]:
 def run_curation(config: CurateConfig) -> dict[str, Any]:
     """Run the job to completion; returns `stats.json` (also written with `report.html`)."""
     given = {a.split("=", 1)[0].lstrip("-") for a in config.beam_args}
-    local = {"direct_num_workers": config.workers, "direct_running_mode": "multi_processing"}
+    # One worker runs inside this process: no worker start-up, no data plane.
+    mode = "multi_processing" if config.workers > 1 else "in_memory"
+    local = {"direct_num_workers": config.workers, "direct_running_mode": mode}
     options = PipelineOptions(
         config.beam_args, **{k: v for k, v in local.items() if k not in given}
     )

@@ -44,7 +44,12 @@ class Scored(NamedTuple):
 
 
 def score_super_batch(
-    model: nn.Module, super_batch: int, examples: list[Example], *, task: str, max_tokens: int
+    model: nn.Module,
+    super_batch: int,
+    examples: list[Example],
+    *,
+    task: str,
+    max_tokens: int | None = None,
 ) -> ScoredBatch:
     """One model's outputs for a super-batch: losses, and embeddings for contrastive tasks."""
     if task == "lm":
@@ -69,7 +74,7 @@ class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
         task: str,
         student: str | None = None,
         device: str = "auto",
-        max_tokens: int = 32_768,
+        max_tokens: int | None = None,  # padded tokens per batch [scoring.batch_tokens]
         large_model: bool = False,
         model_copies: int | None = None,
         torch_threads: int | None = None,

@@ -82,16 +82,23 @@ def length_batches(lengths: Sequence[int], *, max_tokens: int, max_batch: int) -
     return batches
 
 
+def batch_tokens(device: torch.device) -> int:
+    """Padded tokens per scoring batch when not given: large on a GPU; on a CPU small enough for
+    the activations to stay in cache (4096 scores 1.4× faster than 32768 on a 2-core EPYC)."""
+    return 32_768 if device.type == "cuda" else 4096
+
+
 def _batched(
     items: list[torch.Tensor],
     run: Callable[[list[torch.Tensor]], torch.Tensor],
     device: torch.device,
     *,
-    max_tokens: int,
+    max_tokens: int | None,
     max_batch: int,
 ) -> torch.Tensor:
     """`run` over length-bucketed batches of `items`, results stacked back in input order."""
     out: torch.Tensor | None = None
+    max_tokens = max_tokens or batch_tokens(device)
     with torch.no_grad(), autocast(device):
         for batch in length_batches(
             [len(x) for x in items], max_tokens=max_tokens, max_batch=max_batch
@@ -108,7 +115,7 @@ def lm_losses(
     texts: Sequence[str],
     *,
     max_len: int | None = None,
-    max_tokens: int = 32_768,
+    max_tokens: int | None = None,
     max_batch: int = 256,
 ) -> torch.Tensor:
     """Mean token NLL of each text under a causal LM, [N] on the CPU.
@@ -135,7 +142,7 @@ def embed_pairs(
     left: Sequence[str],
     right: Sequence,
     *,
-    max_tokens: int = 32_768,
+    max_tokens: int | None = None,
     max_batch: int = 256,
 ) -> PairEmbeddings:
     """Both towers' L2-normalised embeddings and the model's (t, β), on the CPU."""

@@ -258,7 +258,7 @@ def test_curate_command(noisy, tmp_path):
             "--keep-field", "kind", "--tiers", "2"]  # fmt: skip
     result = CliRunner().invoke(main, ["curate", *args])
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert [line.split() for line in lines[:5]] == [
         ["inputs", "245", "100.0", "%"],
         ["selected", "121", "49.4", "%"],  # 241 examples: 4 super-batches of 60 and one of 1
