@@ -27,7 +27,7 @@ demo: setup
 		--eval $(DEMO)/data/contrastive/eval.jsonl --task contrastive \
 		--query-field query --doc-field doc --output $(DEMO)/teacher-contrastive --steps 300
 	$(BIN)/jestflow curate $(DEMO)/data/lm/pool.jsonl --teacher $(DEMO)/teacher-lm --task lm \
-		--keep 0.2 --super-batch 1000 --keep-field kind --tiers 4 --output $(DEMO)/curated-lm
+		--keep 0.2 --super-batch 1000 --keep-field kind --tiers 4 --overwrite --output $(DEMO)/curated-lm
 
 lint: setup
 	$(BIN)/ruff check .

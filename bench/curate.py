@@ -154,8 +154,7 @@ def run_plain(args: argparse.Namespace) -> None:
     with the job's own scoring, selection and writing functions but no Beam."""
     from jestflow.pipeline.sinks import (
         ShardLimits,
-        unselected_rows,
-        write_manifest_part,
+        write_not_selected,
         write_rejected,
         write_shard_group,
     )
@@ -175,9 +174,9 @@ def run_plain(args: argparse.Namespace) -> None:
         scored = ScoredBatch(super_batch=super_batch, examples=examples, loss=losses.numpy())
         decisions = select_super_batch(scored, selection)
         kept = [d for d in decisions if d.selected]
-        written = write_shard_group(((0, super_batch), kept), args.output, 1, limits, info)
-        parts = [written.rows, unselected_rows(decisions)]
-        write_manifest_part((super_batch, parts), args.output)
+        write_shard_group((super_batch, kept), [], output=args.output, tiers=1,
+                          quantum=selection.quantum, limits=limits, info=info)  # fmt: skip
+        write_not_selected(decisions, args.output)
 
     pending: list = []
     super_batch = 0

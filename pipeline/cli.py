@@ -185,12 +185,26 @@ def teacher_train(
     type=click.Choice(["easy_reference", "learnability"]),
     help="Selection score [learnability with --student, else easy_reference].",
 )
-@click.option("--chunks", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option(
-    "--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+    "--chunks",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="JEST blocked sampling: chunks drawn one after another (contrastive).",
 )
 @click.option(
-    "--method", type=click.Choice(["sample", "topk"]), default="sample", show_default=True
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Sampling ∝ exp(score / temperature).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["sample", "topk"]),
+    default="sample",
+    show_default=True,
+    help="Sample without replacement, or take the top scores.",
 )
 @click.option(
     "--tiers",
@@ -202,7 +216,9 @@ def teacher_train(
 @field_options
 @click.option("--shard-max-count", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option("--shard-max-bytes", type=click.IntRange(min=1), default=1 << 30, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Super-batch grouping and sampling."
+)
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Local worker processes [cores]."
 )
@@ -211,6 +227,8 @@ def teacher_train(
     "--model-copies", type=click.IntRange(min=1), help="Model copies per worker (RunInference)."
 )
 @click.option("--large-model", is_flag=True, help="Share one model across a worker's processes.")
+@click.option("--overwrite", is_flag=True, help="Replace a curation run already in --output.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines, only the summary.")
 def curate(
     inputs,
     output,
@@ -231,6 +249,8 @@ def curate(
     device,
     model_copies,
     large_model,
+    overwrite,
+    quiet,
     **fields,
 ) -> None:
     """Score INPUT... with a teacher, select by JEST per super-batch, write ranked shards.
@@ -265,7 +285,8 @@ def curate(
         model_copies=model_copies,
         large_model=large_model,
         workers=workers or os.cpu_count() or 1,
-        progress=True,
+        progress=not quiet,
+        overwrite=overwrite,
         beam_args=beam_args,
     )
     stats = run_curation(config)

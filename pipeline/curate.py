@@ -10,6 +10,7 @@ workers or bundles, so re-runs give the same files and bytes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import posixpath
 import sys
@@ -30,20 +31,19 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProv
 from ..transforms.checkpoint import checkpoint_task, fingerprint
 from ..transforms.curation import Decision, SelectionConfig, kept_count, select_super_batch
 from ..transforms.errors import JestflowError
-from ..transforms.paths import writable_directory
 from ..transforms.readers import expand_urls, read_file
 from ..transforms.records import FieldMap, Rejected
-from ..transforms.stats import SCORED, grid, summarize, tier_of, tier_thresholds
+from ..transforms.stats import SCORED, grid, summarize, tier_thresholds
 from .grouping import AssignSuperBatches
 from .handlers import Scored, ScoringHandler
 from .report import write_report
 from .sinks import (
     ShardLimits,
     WrittenGroup,
+    prepare_output,
     read_json,
-    unselected_rows,
     write_json,
-    write_manifest_part,
+    write_not_selected,
     write_rejected,
     write_shard_group,
 )
@@ -70,7 +70,8 @@ class CurateConfig:
     large_model: bool = False  # share one model across a worker's processes
     workers: int = 2  # local runner processes
     torch_threads: int | None = None  # per worker process; run_curation fills it for local runs
-    progress: bool = False  # a line per super-batch on stderr
+    progress: bool = False  # a line per file read, super-batch scored and shard written
+    overwrite: bool = False  # replace a run already in the output
     beam_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -86,9 +87,13 @@ class CurateConfig:
                 raise JestflowError(f"{role} {path} is a {task} model, not {self.task}")
         if self.selection.mode == "learnability" and self.student is None:
             raise JestflowError("learnability scores need a student checkpoint (--student)")
+        if self.selection.mode != "learnability" and self.student is not None:
+            raise JestflowError(
+                f"--student is only used by learnability scores, not {self.selection.mode}"
+            )
 
     @property
-    def shards_per_group(self) -> int:
+    def super_batches_per_group(self) -> int:
         """Super-batches whose selected examples share a shard (about shard_max_count per tier)."""
         per_super_batch = kept_count(self.super_batch, self.selection.keep)
         return max(1, self.shard_max_count * self.tiers // per_super_batch)
@@ -113,7 +118,7 @@ def _read(element: tuple[int, str], config: CurateConfig):
         else:
             counts["parsed"] += 1
             yield record
-    counts["rejected"] = counts.total() - counts["parsed"]
+    counts["rejected"] = sum(n for name, n in counts.items() if name.startswith("rejected."))
     counts["read"] = counts["parsed"] + counts["rejected"]
     for name, n in counts.items():  # once per file: a counter update per record costs
         _count(name, n)
@@ -159,26 +164,25 @@ class _CountScores(beam.CombineFn):
         return accumulator
 
 
-def _place(decisions: list[Decision], thresholds: list[int], config: CurateConfig):
-    """Selected → ((tier, shard group), decision); the rest → (group, manifest rows)."""
-    group = decisions[0].super_batch // config.shards_per_group
-    quantum = config.selection.quantum
+def _place(decisions: list[Decision], config: CurateConfig):
+    """Selected → (shard group, decision); the rest → their manifest part, written right away."""
+    write_not_selected(decisions, config.output)
+    group = decisions[0].super_batch // config.super_batches_per_group
     for d in decisions:
         if d.selected:
-            yield (tier_of(grid(d.score, quantum), thresholds), group), d
-    yield beam.pvalue.TaggedOutput("unselected", (group, unselected_rows(decisions)))
+            yield group, d
 
 
-def _written(group: WrittenGroup, config: CurateConfig) -> tuple[int, list[dict]]:
-    _count("written", len(group.rows))
+def _written(group: WrittenGroup, config: CurateConfig) -> list[dict[str, Any]]:
+    _count("written", sum(shard.count for shard in group.shards))
     for shard in group.shards:
         _progress(config, f"wrote shards/{shard.name}: {shard.count} samples")
-    return group.group, group.rows
+    return [dataclasses.asdict(shard) for shard in group.shards]
 
 
 def build(p: beam.Pipeline, config: CurateConfig) -> None:
     urls = expand_urls(config.inputs)
-    writable_directory(config.output)
+    prepare_output(config.output, overwrite=config.overwrite)
     teacher_fp = fingerprint(config.teacher)
     student_fp = None if config.student is None else fingerprint(config.student)
     selection = config.selection
@@ -218,27 +222,24 @@ def build(p: beam.Pipeline, config: CurateConfig) -> None:
     thresholds = scores | "Tiers" >> beam.Map(
         lambda counts: tier_thresholds(counts["selected"], config.tiers)
     )
-    # Without tiers, placing needs no global pass: the stage fuses with selection and streams.
-    tiering = beam.pvalue.AsSingleton(thresholds) if config.tiers > 1 else []
-    placed = decisions | "Place" >> beam.FlatMap(_place, tiering, config).with_outputs(
-        "unselected", main="selected"
-    )
-
     info = {"teacher": teacher_fp, **({"student": student_fp} if student_fp else {})}
-    limits = ShardLimits(max_count=config.shard_max_count, max_bytes=config.shard_max_bytes)
-    written = (
-        placed.selected
+    write = functools.partial(
+        write_shard_group,
+        output=config.output,
+        tiers=config.tiers,
+        quantum=selection.quantum,
+        limits=ShardLimits(max_count=config.shard_max_count, max_bytes=config.shard_max_bytes),
+        info=info,
+    )
+    # Tiers need the global score counts before any shard is written; without tiers, shard
+    # groups are written as soon as they are complete.
+    tiering = beam.pvalue.AsSingleton(thresholds) if config.tiers > 1 else []
+    shards = (
+        decisions
+        | "Place" >> beam.FlatMap(_place, config)
         | "Group shards" >> beam.GroupByKey()
-        | "Write shards" >> beam.Map(write_shard_group, config.output, config.tiers, limits, info)
-    )
-    _ = (
-        (written | "Selected rows" >> beam.Map(_written, config), placed.unselected)
-        | "Rows" >> beam.Flatten()
-        | "Group rows" >> beam.GroupByKey()
-        | "Write manifest" >> beam.Map(write_manifest_part, config.output)
-    )
-    shards = written | "Shard files" >> beam.FlatMap(
-        lambda group: [dataclasses.asdict(shard) for shard in group.shards]
+        | "Write shards" >> beam.Map(write, tiering)
+        | "Shard files" >> beam.FlatMap(_written, config)
     )
 
     def write_stats(_, scores, thresholds, reasons, shards):

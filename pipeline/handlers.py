@@ -32,12 +32,6 @@ from ..transforms.scoring import (
 SuperBatch = tuple[int, list[Example]]
 
 
-@dataclass(frozen=True)
-class Models:  # not a tuple: Beam keeps a weak reference to the loaded model
-    teacher: nn.Module
-    student: nn.Module | None
-
-
 class Scored(NamedTuple):
     teacher: ScoredBatch
     student: ScoredBatch | None
@@ -66,6 +60,25 @@ def score_super_batch(
     )
 
 
+@dataclass(frozen=True)
+class Models:
+    """The loaded teacher (and student). Not a tuple: Beam keeps a weak reference to it. With
+    `large_model`/`model_copies` Beam hands out a proxy that forwards method calls only, so
+    scoring is a method."""
+
+    teacher: nn.Module
+    student: nn.Module | None
+    task: str
+    max_tokens: int | None
+
+    def score(self, super_batch: int, examples: list[Example]) -> Scored:
+        options = {"task": self.task, "max_tokens": self.max_tokens}
+        teacher = score_super_batch(self.teacher, super_batch, examples, **options)
+        if self.student is None:
+            return Scored(teacher, None)
+        return Scored(teacher, score_super_batch(self.student, super_batch, examples, **options))
+
+
 class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
     def __init__(
         self,
@@ -89,9 +102,12 @@ class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
             torch.set_num_threads(self.torch_threads)
         device = resolve_device(self.device)
         teacher = load_model(self.teacher, task=self.task, device=device)
-        if self.student is None:
-            return Models(teacher, None)
-        return Models(teacher, load_model(self.student, task=self.task, device=device))
+        student = (
+            None
+            if self.student is None
+            else load_model(self.student, task=self.task, device=device)
+        )
+        return Models(teacher, student, self.task, self.max_tokens)
 
     def run_inference(
         self,
@@ -99,15 +115,7 @@ class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
         model: Models,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[Scored]:
-        options = {"task": self.task, "max_tokens": self.max_tokens}
-        for super_batch, examples in batch:
-            teacher = score_super_batch(model.teacher, super_batch, examples, **options)
-            if model.student is None:
-                yield Scored(teacher, None)
-            else:
-                yield Scored(
-                    teacher, score_super_batch(model.student, super_batch, examples, **options)
-                )
+        return [model.score(super_batch, examples) for super_batch, examples in batch]
 
     def get_num_bytes(self, batch: Sequence[SuperBatch]) -> int:
         return sum(

@@ -62,7 +62,7 @@ SHARD_HEADER = ["file", "samples", "bytes"]
 
 def tier_rows(tiers: Mapping[str, Sequence[float]]) -> list[list[Any]]:
     """Tier t holds the scores above threshold t (the last tier: the rest)."""
-    lows = [f"{t:.4f}" for t in tiers["thresholds"]] + ["—"]
+    lows = ["—" if t is None else f"{t:.4f}" for t in tiers["thresholds"]] + ["—"]
     return [[t, n, lows[t]] for t, n in enumerate(tiers["counts"])]
 
 

@@ -1,18 +1,23 @@
 """What the curation job writes: ranked shard groups, manifest parts, dead letters, stats.
 
 Every file name comes from the data — shard group and tier, super-batch ids, input file
-indices — never from workers or bundles, so a re-run writes the same files with the same bytes.
+indices — never from workers or bundles, so a re-run writes the same files with the same bytes:
+`shards/[tier-TT-]shard-GGGGGG-NNNNNN.tar`, `manifest/selected-GGGGGG.parquet` (a shard
+group's selected examples), `manifest/not-selected-SSSSSS.parquet` (a super-batch's others),
+`manifest/rejected-FFFFFF.parquet` and `rejected/part-FFFFFF.parquet` (an input file's dead
+letters).
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..transforms.curation import Decision
+from ..transforms.errors import JestflowError
 from ..transforms.manifest import (
     MANIFEST_SCHEMA,
     REJECTED_SCHEMA,
@@ -21,9 +26,10 @@ from ..transforms.manifest import (
     rejected_row,
     write_parquet,
 )
-from ..transforms.paths import filesystem
+from ..transforms.paths import filesystem, writable_directory
 from ..transforms.records import Rejected
 from ..transforms.shards import ShardInfo, sample_of, write_shards
+from ..transforms.stats import grid, tier_of
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,8 +41,23 @@ class ShardLimits:
 @dataclass(frozen=True, kw_only=True)
 class WrittenGroup:
     group: int
-    rows: list[dict[str, Any]]  # manifest rows of the group's selected examples
     shards: list[ShardInfo]
+
+
+OUTPUTS = ("shards", "manifest", "rejected", "stats.json", "report.html")
+
+
+def prepare_output(url: str, *, overwrite: bool) -> None:
+    """Create the output directory; refuse one that holds a run, or clear it with `overwrite`."""
+    fs, root = writable_directory(url)
+    present = [name for name in OUTPUTS if fs.exists(posixpath.join(root, name))]
+    if present and not overwrite:
+        raise JestflowError(
+            f"output {url} already holds a curation run ({', '.join(present)}); "
+            "pass --overwrite to replace it"
+        )
+    for name in present:
+        fs.rm(posixpath.join(root, name), recursive=True)
 
 
 def shard_prefix(tier: int, group: int, tiers: int) -> str:
@@ -46,55 +67,69 @@ def shard_prefix(tier: int, group: int, tiers: int) -> str:
 
 
 def write_shard_group(
-    element: tuple[tuple[int, int], Iterable[Decision]],
+    element: tuple[int, Iterable[Decision]],
+    thresholds: Sequence[int | None],
+    *,
     output: str,
     tiers: int,
+    quantum: float,
     limits: ShardLimits,
     info: Mapping[str, Any],
 ) -> WrittenGroup:
-    """Write one (tier, group) of selected examples as shards, highest score first."""
-    (tier, group), decisions = element
-    ranked = sorted(decisions, key=lambda d: (-d.score, d.example.key))
-    samples = (
-        sample_of(
-            d.example,
-            {**info, "teacher_loss": d.teacher_loss, "score": d.score, "tier": tier,
-             "rank": rank, "super_batch": d.super_batch},
-            d.embeddings,
+    """Write one shard group's selected examples, tier by tier, highest score first, and their
+    manifest part."""
+    group, decisions = element
+    by_tier: dict[int, list[Decision]] = {}
+    for d in decisions:
+        by_tier.setdefault(tier_of(grid(d.score, quantum), thresholds), []).append(d)
+    shards, rows = [], []
+    for tier in sorted(by_tier):
+        ranked = sorted(by_tier[tier], key=lambda d: (-d.score, d.example.key))
+        samples = (
+            sample_of(
+                d.example,
+                {**info, "teacher_loss": d.teacher_loss, "score": d.score, "tier": tier,
+                 "rank": rank, "super_batch": d.super_batch},
+                d.embeddings,
+            )
+            for rank, d in enumerate(ranked)
+        )  # fmt: skip
+        written = write_shards(
+            samples,
+            posixpath.join(output, "shards"),
+            prefix=shard_prefix(tier, group, tiers),
+            max_count=limits.max_count,
+            max_bytes=limits.max_bytes,
         )
-        for rank, d in enumerate(ranked)
-    )  # fmt: skip
-    shards = write_shards(
-        samples,
-        posixpath.join(output, "shards"),
-        prefix=shard_prefix(tier, group, tiers),
-        max_count=limits.max_count,
-        max_bytes=limits.max_bytes,
-    )
-    names = [shard.name for shard in shards for _ in range(shard.count)]  # in writing order
+        names = [shard.name for shard in written for _ in range(shard.count)]  # writing order
+        rows += [
+            example_row(d.example, selected=True, teacher_loss=d.teacher_loss, score=d.score,
+                        super_batch=d.super_batch, tier=tier, shard=names[rank], rank=rank)
+            for rank, d in enumerate(ranked)
+        ]  # fmt: skip
+        shards += written
+    write_manifest_part(rows, output, f"selected-{group:06d}")
+    return WrittenGroup(group=group, shards=shards)
+
+
+def write_not_selected(decisions: Iterable[Decision], output: str) -> int:
+    """The manifest part of one super-batch's examples that were scored but not kept."""
     rows = [
-        example_row(d.example, selected=True, teacher_loss=d.teacher_loss, score=d.score,
-                    super_batch=d.super_batch, tier=tier, shard=names[rank], rank=rank)
-        for rank, d in enumerate(ranked)
-    ]  # fmt: skip
-    return WrittenGroup(group=group, rows=rows, shards=shards)
-
-
-def unselected_rows(decisions: Iterable[Decision]) -> list[dict[str, Any]]:
-    return [
         example_row(d.example, selected=False, teacher_loss=d.teacher_loss, score=d.score,
                     super_batch=d.super_batch)
         for d in decisions
         if not d.selected
     ]  # fmt: skip
+    if not rows:
+        return 0
+    return write_manifest_part(rows, output, f"not-selected-{rows[0]['super_batch']:06d}")
 
 
-def write_manifest_part(element: tuple[int, Iterable[list[dict]]], output: str) -> int:
-    """All manifest rows of one shard group, in (super-batch, key) order."""
-    group, parts = element
-    rows = sorted((r for part in parts for r in part), key=lambda r: (r["super_batch"], r["key"]))
-    url = posixpath.join(output, "manifest", f"part-{group:06d}.parquet")
-    return write_parquet(rows, url, MANIFEST_SCHEMA)
+def write_manifest_part(rows: list[dict[str, Any]], output: str, name: str) -> int:
+    rows = sorted(rows, key=lambda r: (r["super_batch"], r["key"]))
+    return write_parquet(
+        rows, posixpath.join(output, "manifest", f"{name}.parquet"), MANIFEST_SCHEMA
+    )
 
 
 def write_rejected(element: tuple[int, Iterable[Rejected]], output: str) -> int:
@@ -105,12 +140,7 @@ def write_rejected(element: tuple[int, Iterable[Rejected]], output: str) -> int:
     write_parquet(
         [dead_letter(r) for r in records], posixpath.join(output, "rejected", name), REJECTED_SCHEMA
     )
-    write_parquet(
-        [rejected_row(r) for r in records],
-        posixpath.join(output, "manifest", f"rejected-{index:06d}.parquet"),
-        MANIFEST_SCHEMA,
-    )
-    return len(records)
+    return write_manifest_part([rejected_row(r) for r in records], output, f"rejected-{index:06d}")
 
 
 def write_json(data: Mapping[str, Any], url: str) -> None:

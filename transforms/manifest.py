@@ -31,8 +31,8 @@ MANIFEST_SCHEMA = pa.schema(
         ("super_batch", pa.int64()),
         ("tier", pa.int64()),  # score tier of a selected example (0 = best; 0 without --tiers)
         ("shard", pa.string()),  # the shard file (name under shards/) of a selected example
-        ("rank", pa.int64()),  # its place in its shard group (0 = highest score): the group's
-        # files -000000.tar, -000001.tar, … hold ranks 0…, in order
+        ("rank", pa.int64()),  # its place among its shard group's examples of its tier (0 = best);
+        # the files -000000.tar, -000001.tar, … of a group and tier hold ranks 0…, in order
         ("reason", pa.string()),  # why a record was rejected
         ("meta", pa.string()),  # kept fields, as JSON
     ]

@@ -24,30 +24,30 @@ def count_scores(scores: Iterable[float], quantum: float) -> Counter[int]:
     return Counter(grid(s, quantum) for s in scores)
 
 
-def tier_thresholds(counts: Mapping[int, int], tiers: int) -> list[int]:
+def tier_thresholds(counts: Mapping[int, int], tiers: int) -> list[int | None]:
     """K − 1 descending grid thresholds that cut the scores into K tiers of (nearly) equal size.
 
-    Tier t (0 = best) holds the scores from descending rank ⌊n·t/K⌋ to ⌊n·(t+1)/K⌋: those above
-    threshold t and not above threshold t − 1. Equal scores always share a tier, so heavy ties make
-    tiers unequal.
+    A score with m scores strictly above it out of n is in tier ⌊K·m/n⌋ (0 = best), so the best
+    score is always in tier 0 and equal scores share a tier; heavy ties make tiers unequal.
+    Threshold t is the highest score in tier t or below (None when no score reaches tier t).
     """
     if tiers < 1:
         raise ValueError("tiers must be at least 1")
     n = sum(counts.values())
-    thresholds, seen, descending = [], 0, sorted(counts, reverse=True)
-    ranks = iter([n * t // tiers for t in range(1, tiers)])
-    target = next(ranks, None)
-    for value in descending:
-        seen += counts[value]
-        while target is not None and seen > target:
-            thresholds.append(value)
-            target = next(ranks, None)
-    return thresholds + [min(descending, default=0)] * (tiers - 1 - len(thresholds))
+    thresholds: list[int | None] = [None] * (tiers - 1)
+    above = 0
+    for value in sorted(counts, reverse=True):
+        tier = min(tiers - 1, tiers * above // n)
+        for t in range(1, tier + 1):
+            if thresholds[t - 1] is None:
+                thresholds[t - 1] = value
+        above += counts[value]
+    return thresholds
 
 
-def tier_of(score_grid: int, thresholds: Sequence[int]) -> int:
+def tier_of(score_grid: int, thresholds: Sequence[int | None]) -> int:
     """The tier of a quantised score: how many thresholds it does not exceed."""
-    return sum(score_grid <= t for t in thresholds)
+    return sum(t is not None and score_grid <= t for t in thresholds)
 
 
 def histogram(
@@ -88,7 +88,7 @@ def summarize(
         "rejected": dict(sorted(rejected.items())),
         "scores": {"quantum": quantum, "histogram": histogram(scores, quantum)},
         "tiers": {
-            "thresholds": [round(t * quantum, 9) for t in thresholds],
+            "thresholds": [None if t is None else round(t * quantum, 9) for t in thresholds],
             "counts": [
                 sum(c for v, c in selected.items() if tier_of(v, thresholds) == t)
                 for t in range(len(thresholds) + 1)

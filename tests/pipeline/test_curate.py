@@ -241,11 +241,18 @@ def test_bad_options_fail_before_any_work(noisy, tmp_path):
     with pytest.raises(JestflowError, match="need a student"):
         config_for(noisy, tmp_path / "out",
                    selection=SelectionConfig(keep=0.5, mode="learnability"))  # fmt: skip
+    with pytest.raises(JestflowError, match="only used by learnability"):
+        config_for(noisy, tmp_path / "out", student=str(noisy / "student"))
     with pytest.raises(JestflowError, match="keep must be in"):
         SelectionConfig(keep=0.0)
     with pytest.raises(JestflowError, match="no input file matches"):
         run_curation(config_for(noisy, tmp_path / "out", inputs=(str(tmp_path / "*.jsonl"),)))
     assert not (tmp_path / "out").exists()
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "stats.json").write_text("{}")
+    with pytest.raises(JestflowError, match=r"already holds a curation run.*--overwrite"):
+        run_curation(config_for(noisy, tmp_path / "done"))
+    assert [p.name for p in (tmp_path / "done").iterdir()] == ["stats.json"]
 
 
 def test_curate_command(noisy, tmp_path):
@@ -268,6 +275,9 @@ def test_curate_command(noisy, tmp_path):
     ], lines
     assert any(line.startswith("shards ") for line in lines)
     assert {p.name[:8] for p in (tmp_path / "out" / "shards").iterdir()} == {"tier-00-", "tier-01-"}
+    again = CliRunner().invoke(main, ["curate", *args, "--tiers", "1", "--overwrite", "--quiet"])
+    assert again.exit_code == 0 and "jestflow:" not in again.output
+    assert {p.name[:6] for p in (tmp_path / "out" / "shards").iterdir()} == {"shard-"}
     bad = CliRunner().invoke(main, ["curate", *args[:-8], "--keep", "1.5"])
     assert bad.exit_code == 1 and "keep must be in (0, 1]" in bad.output
     wrong = CliRunner().invoke(main, ["curate", *args[:5], "--task", "contrastive", "--keep", "0.5",

@@ -133,3 +133,32 @@ def test_student_is_scored_beside_the_teacher(tmp_path):
             | beam.FlatMap(check)
         )
         assert_that(sizes, equal_to([8, 8, 4]))
+
+
+def test_a_model_shared_across_processes_scores_the_same(tmp_path):
+    """`large_model` / `model_copies`: Beam serves the model from one process through a proxy."""
+    path = teacher(tmp_path, "lm")
+    examples = [
+        make_example(layout="text", text=t, position=i) for i, t in enumerate(sentences(20, 3))
+    ]
+    expected = dict(
+        zip(
+            [ex.key for ex in examples],
+            lm_losses(load_model(path), [ex.text for ex in examples]).tolist(),
+            strict=True,
+        )
+    )
+    handler = ScoringHandler(path, task="lm", device="cpu", model_copies=1)
+    with TestPipeline(runner=FnApiRunner(), options=PipelineOptions(direct_num_workers=1)) as p:
+        pairs = (
+            p
+            | beam.Create(examples, reshuffle=False)
+            | AssignSuperBatches(8)
+            | RunInference(handler)
+            | beam.FlatMap(
+                lambda s: zip(
+                    [ex.key for ex in s.teacher.examples], s.teacher.loss.tolist(), strict=True
+                )
+            )
+        )
+        assert_that(pairs, close_to(expected))

@@ -31,13 +31,15 @@ def test_distinct_scores_split_into_equal_tiers_best_first():
     assert max(values) in by_tier[0] and min(values) in by_tier[3]
 
 
-def test_equal_scores_share_a_tier_and_one_tier_takes_everything():
+def test_equal_scores_share_a_tier_and_the_best_is_always_tier_0():
     values = [1.0] * 30 + [0.5] * 10
     tiers, _ = tiers_of(values, 4)
-    assert {t for v, t in zip(values, tiers, strict=True) if v == 1.0} == {tiers[0]}
-    assert len(set(tiers)) == 2
+    assert tiers == [0] * 30 + [3] * 10  # 30 of 40 are above 0.5: tier ⌊4·30/40⌋
+    tiers, _ = tiers_of([5.0] * 10 + [4.0, 3.0], 2)  # a tie bigger than n/K at the top
+    assert tiers == [0] * 10 + [1, 1]
+    assert tiers_of([7.0], 3) == ([0], [None, None])  # fewer scores than tiers
     assert tiers_of(values, 1) == ([0] * 40, [])
-    assert tiers_of([], 3)[1] == [0, 0]
+    assert tiers_of([], 3)[1] == [None, None]
 
 
 def test_histogram_counts_every_score_once_on_shared_edges():
