@@ -133,8 +133,8 @@ def _select(scored: Scored, config: CurateConfig) -> list[Decision]:
     _count("selected", kept)
     _progress(
         config,
-        f"super-batch {scored.teacher.super_batch}: {len(decisions)} scored, {kept} selected "
-        f"({time.perf_counter() - start:.2f} s selecting)",
+        f"super-batch {scored.teacher.super_batch}: {len(decisions)} scored in "
+        f"{scored.seconds:.1f} s, {kept} selected in {time.perf_counter() - start:.2f} s",
     )
     return decisions
 

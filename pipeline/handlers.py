@@ -9,6 +9,7 @@ one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -35,6 +36,7 @@ SuperBatch = tuple[int, list[Example]]
 class Scored(NamedTuple):
     teacher: ScoredBatch
     student: ScoredBatch | None
+    seconds: float = 0.0  # scoring time of the super-batch
 
 
 def score_super_batch(
@@ -72,11 +74,15 @@ class Models:
     max_tokens: int | None
 
     def score(self, super_batch: int, examples: list[Example]) -> Scored:
+        start = time.perf_counter()
         options = {"task": self.task, "max_tokens": self.max_tokens}
         teacher = score_super_batch(self.teacher, super_batch, examples, **options)
-        if self.student is None:
-            return Scored(teacher, None)
-        return Scored(teacher, score_super_batch(self.student, super_batch, examples, **options))
+        student = (
+            None
+            if self.student is None
+            else score_super_batch(self.student, super_batch, examples, **options)
+        )
+        return Scored(teacher, student, time.perf_counter() - start)
 
 
 class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):

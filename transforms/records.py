@@ -7,6 +7,7 @@ reading whole files lives in `readers.py`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -113,7 +114,7 @@ class Example:
     position: int
     meta: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property  # sorting and grouping ask for it many times
     def key(self) -> str:
         """A dot-free key unique to this occurrence (duplicates share `id`, not `key`)."""
         return _digest(self.id.encode(), self.source.encode(), str(self.position).encode())
