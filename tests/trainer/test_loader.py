@@ -1,0 +1,101 @@
+"""Curated shards as a training stream: URL patterns, decoding, corrupt samples, the wrong task,
+splitting across loader workers, resampling, and fsspec URLs."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from jestflow.trainer.loader import shard_urls, train_samples
+from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.records import make_example
+from jestflow.transforms.shards import ShardWriter, sample_of
+
+
+def write(directory, n_shards=4, per_shard=5, pairs=False):
+    """Shards as `jestflow curate` writes them: `txt`, `json` with the teacher loss and tags."""
+    with ShardWriter(str(directory), prefix="shard-000000", max_count=per_shard) as writer:
+        for i in range(n_shards * per_shard):
+            example = make_example(
+                layout="text_pair" if pairs else "text", text=f"text number {i}",
+                pair=f"def f{i}(): pass" if pairs else None, source="pool.jsonl", position=i,
+                meta={"kind": "clean" if i % 2 else "noise"},
+            )  # fmt: skip
+            embeddings = np.full((2, 4), i, dtype=np.float32) if pairs else None
+            writer.write(sample_of(example, {"teacher_loss": i / 10, "score": -i / 10}, embeddings))
+    return sorted(str(p) for p in directory.iterdir())
+
+
+def test_brace_ranges_and_globs_expand_and_nothing_matching_is_an_error(tmp_path):
+    files = write(tmp_path / "shards")
+    assert shard_urls(str(tmp_path / "shards" / "shard-000000-{000000..000003}.tar")) == files
+    assert shard_urls(str(tmp_path / "shards" / "*.tar")) == files
+    assert shard_urls([files[1], files[0], files[1]]) == files[:2]
+    with pytest.raises(JestflowError, match="no shards match"):
+        shard_urls(str(tmp_path / "shards" / "shard-{000007..000008}.tar"))
+
+
+def test_samples_carry_the_payload_teacher_loss_and_tags(tmp_path):
+    got = list(train_samples(write(tmp_path / "s"), task="lm"))
+    assert [s.text for s in got] == [f"text number {i}" for i in range(20)]
+    assert [s.teacher_loss for s in got] == [i / 10 for i in range(20)]
+    assert [s.tag for s in got][:2] == ["noise", "clean"] and got[0].embeddings is None
+    pairs = list(train_samples(write(tmp_path / "p", pairs=True), task="contrastive"))
+    assert pairs[3].pair == "def f3(): pass" and pairs[3].embeddings.shape == (2, 4)
+    assert float(pairs[3].embeddings[0, 0]) == 3.0
+
+
+def test_corrupt_samples_are_skipped_and_counted(tmp_path):
+    files = write(tmp_path / "s", n_shards=1)
+    bad = tmp_path / "s" / "shard-000000-000009.tar"
+    with open(bad, "wb") as f, wds.TarWriter(f) as tar:
+        tar.write({"__key__": "nojson", "txt": b"text"})
+        tar.write({"__key__": "badjson", "txt": b"text", "json": b"{oops"})
+        tar.write({"__key__": "badutf8", "txt": b"\xff", "json": b'{"teacher_loss": 1}'})
+        tar.write({"__key__": "fine", "txt": b"ok", "json": b'{"teacher_loss": 1}'})
+    skipped = Counter()
+    got = list(train_samples([*files, str(bad)], task="lm", skipped=skipped))
+    assert len(got) == 6 and got[-1].key == "fine"
+    assert sum(skipped.values()) == 3 and set(skipped) == {"CorruptSample"}
+
+
+def test_shards_of_the_other_task_are_an_error(tmp_path):
+    with pytest.raises(JestflowError, match="holds lm samples, not contrastive"):
+        list(train_samples(write(tmp_path / "s"), task="contrastive"))
+    with pytest.raises(JestflowError, match=r"holds contrastive .* not lm"):
+        list(train_samples(write(tmp_path / "p", pairs=True), task="lm"))
+
+
+def test_loader_workers_split_the_shards_and_resampling_is_seeded(tmp_path):
+    files = write(tmp_path / "s")
+    loader = torch.utils.data.DataLoader(
+        train_samples(files, task="lm"), batch_size=None, num_workers=2
+    )
+    keys = [s.key for s in loader]
+    assert sorted(keys) == sorted(s.key for s in train_samples(files, task="lm"))  # each once
+
+    def draw(seed):
+        return [s.key for s in itertools.islice(train_samples(files, task="lm", resampled=True,
+                                                              seed=seed), 40)]  # fmt: skip
+
+    assert draw(1) == draw(1) and draw(1) != draw(2) and len(set(draw(1))) == 20
+
+
+def test_any_fsspec_url(tmp_path):
+    import fsspec
+
+    root = "memory://jestflow-loader/shards"
+    files = write(tmp_path / "s", n_shards=2)
+    fs = fsspec.filesystem("memory")
+    for path in files:
+        with open(path, "rb") as src, fs.open(f"{root}/{path.rsplit('/', 1)[1]}", "wb") as dst:
+            dst.write(src.read())
+    urls = shard_urls(f"{root}/shard-000000-{{000000..000001}}.tar")
+    assert [u.split("://")[0] for u in urls] == ["memory", "memory"]
+    assert [u.rsplit("/", 1)[1] for u in urls] == [p.rsplit("/", 1)[1] for p in files]
+    assert len(list(train_samples(urls, task="lm"))) == 10

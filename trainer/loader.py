@@ -1,0 +1,141 @@
+"""Curated shards as a training stream: any fsspec URL pattern, split across ranks and loader
+workers (or resampled, so every rank draws the same number of samples), each sample decoded into
+the payload plus the teacher's values stored by `jestflow curate`. A corrupt sample is skipped and
+counted; shards of the other task are an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import io
+import json
+import posixpath
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import braceexpand
+import numpy as np
+import webdataset as wds
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from ..transforms.errors import JestflowError
+from ..transforms.paths import filesystem
+
+
+class CorruptSample(ValueError):
+    """A sample that cannot be used; skipped and counted, never fatal."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSample:
+    key: str
+    text: str  # the text (lm), caption or query (contrastive)
+    pair: str | None = None  # a text pair's document
+    image: bytes | None = None  # an image-text pair's encoded image
+    teacher_loss: float
+    embeddings: np.ndarray | None = None  # the teacher's [2, d] (left, right), contrastive only
+    info: dict[str, Any] = field(default_factory=dict)  # the sample's json
+
+    @property
+    def tag(self) -> str | None:
+        """The `kind` kept from the input (`--keep-field kind`), for breaking results down."""
+        return self.info.get("meta", {}).get("kind")
+
+
+def shard_urls(patterns: str | Sequence[str]) -> list[str]:
+    """Expand brace ranges (`shard-{000000..000099}.tar`) and globs of any fsspec URL."""
+    urls: list[str] = []
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        found = []
+        for url in braceexpand.braceexpand(pattern):
+            fs, path = filesystem(url)
+            matches = fs.glob(path) if glob.has_magic(path) else [path]
+            found += [
+                fs.unstrip_protocol(p) if "://" in url else p for p in matches if fs.isfile(p)
+            ]
+        if not found:
+            raise JestflowError(f"no shards match {pattern!r}")
+        urls += found
+    return sorted(dict.fromkeys(urls))
+
+
+def decode(sample: dict[str, Any], task: str) -> TrainSample:
+    """A raw WebDataset sample → TrainSample; CorruptSample if unusable, JestflowError if it was
+    curated for the other task."""
+    url = sample.get("__url__", "?")
+    try:
+        info = json.loads(sample["json"])
+        text = sample["txt"].decode("utf-8")
+        loss = float(info["teacher_loss"])
+        embeddings = (
+            np.load(io.BytesIO(sample["npy"]), allow_pickle=False) if "npy" in sample else None
+        )
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise CorruptSample(f"{url} sample {sample.get('__key__')!r}: {e!r}") from e
+    contrastive = embeddings is not None
+    if contrastive != (task == "contrastive"):
+        held = "contrastive (teacher embeddings)" if contrastive else "lm"
+        raise JestflowError(f"{posixpath.basename(url)} holds {held} samples, not {task}")
+    if embeddings is not None and (embeddings.ndim != 2 or embeddings.shape[0] != 2):
+        raise CorruptSample(f"{url} sample {sample['__key__']!r}: embeddings {embeddings.shape}")
+    pair = sample["doc.txt"].decode("utf-8") if "doc.txt" in sample else None
+    image = next(
+        (sample[k] for k in ("jpg", "png", "webp", "gif", "bmp", "img") if k in sample), None
+    )
+    if contrastive and pair is None and image is None:
+        raise CorruptSample(f"{url} sample {sample['__key__']!r}: no document or image")
+    return TrainSample(key=sample["__key__"], text=text, pair=pair, image=image,
+                       teacher_loss=loss, embeddings=embeddings, info=info)  # fmt: skip
+
+
+def _open(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for source in sources:
+        fs, path = filesystem(source["url"])
+        with fs.open(path, "rb") as stream:
+            yield {**source, "stream": stream}
+
+
+def _skip(skipped: Counter, error: Exception) -> bool:
+    """Count a corrupt sample or tar member and go on; anything else stops the run."""
+    if isinstance(error, JestflowError):
+        return False
+    skipped[type(error).__name__] += 1
+    return True
+
+
+def train_samples(
+    urls: Sequence[str],
+    *,
+    task: str,
+    resampled: bool = False,
+    seed: int = 0,
+    skipped: Counter | None = None,
+) -> wds.DataPipeline:
+    """An IterableDataset of TrainSample over the shards.
+
+    `resampled`: every rank and loader worker draws shards at random forever (seeded), so all
+    ranks see the same number of batches; otherwise each shard is read once, split across
+    ranks (torch.distributed) and DataLoader workers. Corrupt samples are counted in `skipped`.
+    """
+    skipped = Counter() if skipped is None else skipped
+
+    def handler(error: Exception) -> bool:
+        if isinstance(error, JestflowError):
+            raise error
+        return _skip(skipped, error)
+
+    source = (
+        [wds.ResampledShards(list(urls), seed=seed, deterministic=True)]
+        if resampled
+        else [wds.SimpleShardList(list(urls)), wds.split_by_node, wds.split_by_worker]
+    )
+    return wds.DataPipeline(
+        *source,
+        _open,
+        functools.partial(tar_file_expander, handler=handler),
+        functools.partial(group_by_keys, handler=handler),
+        wds.map(functools.partial(decode, task=task), handler=handler),
+    )
