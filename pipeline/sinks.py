@@ -89,7 +89,7 @@ def write_shard_group(
             sample_of(
                 d.example,
                 {**info, "teacher_loss": d.teacher_loss, "score": d.score, "tier": tier,
-                 "rank": rank, "super_batch": d.super_batch},
+                 "rank": rank, "super_batch": d.super_batch, **pair_parameters(d)},
                 d.embeddings,
             )
             for rank, d in enumerate(ranked)
@@ -110,6 +110,13 @@ def write_shard_group(
         shards += written
     write_manifest_part(rows, output, f"selected-{group:06d}")
     return WrittenGroup(group=group, shards=shards)
+
+
+def pair_parameters(d: Decision) -> dict[str, float]:
+    """The teacher's temperature and bias (contrastive), stored beside its embeddings."""
+    if d.scale is None or d.bias is None:
+        return {}
+    return {"teacher_scale": d.scale, "teacher_bias": d.bias}
 
 
 def write_not_selected(decisions: Iterable[Decision], output: str) -> int:

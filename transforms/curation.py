@@ -79,6 +79,8 @@ class Decision:
     score: float
     order: int | None  # selection order inside the super-batch; None if not selected
     embeddings: np.ndarray | None = None  # the teacher's [2, d] for the shard's npy
+    scale: float | None = None  # the teacher's t and β: with the embeddings they rebuild
+    bias: float | None = None  # the reference pair losses in the online trainer
 
     @property
     def selected(self) -> bool:
@@ -136,6 +138,8 @@ def select_super_batch(
             score=float(scores[i]),
             order=order.get(i),
             embeddings=None if teacher.embeddings is None else teacher.embeddings[i],
+            scale=teacher.scale,
+            bias=teacher.bias,
         )
         for i, example in enumerate(teacher.examples)
     ]

@@ -228,6 +228,7 @@ def test_contrastive_end_to_end(pairs, tmp_path):
         assert sample["npy"].shape == (2, 128) and sample["npy"].dtype == np.float32
         assert np.allclose(np.linalg.norm(sample["npy"], axis=1), 1, atol=1e-3)
         assert sample["txt"] and sample["doc.txt"].startswith("def f():")
+        assert sample["json"]["teacher_scale"] > 0 and "teacher_bias" in sample["json"]
     clean = sum(s["json"]["meta"]["kind"] == "clean" for s in got) / len(got)
     assert clean > 0.75  # the pool is half mispaired
 

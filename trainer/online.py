@@ -1,0 +1,109 @@
+"""The part of JEST only the learner can do: re-score a super-batch drawn from the shards with
+the student's own loss, combine it with the teacher's values stored in the shards, and choose the
+sub-batch to train on.
+
+Per-example tasks (lm): learnability = ℓ(student) − ℓ(teacher) per example, `select_independent`.
+Contrastive tasks: the teacher's stored embeddings and (t, β) rebuild the reference pair losses,
+the student's embeddings give the learner's, and `select_joint` draws the sub-batch in chunks.
+`uniform` takes the first b, so comparisons against it are fair.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..transforms.errors import JestflowError
+from ..transforms.losses import PairEmbeddings
+from ..transforms.scoring import embed_pairs, lm_losses
+from ..transforms.selection import (
+    ContrastivePairScores,
+    score,
+    select_independent,
+    select_joint,
+)
+from .loader import TrainSample
+
+ONLINE_MODES = ("learnability", "uniform", "easy_reference", "hard_learner")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnlineSelection:
+    indices: list[int]  # into the super-batch, in selection order
+    learnability: float | None  # mean ℓ(student) − ℓ(teacher) of the chosen (per example)
+    seconds: float  # the student's scoring pass and the selection
+
+
+def reference_embeddings(samples: Sequence[TrainSample]) -> PairEmbeddings:
+    """The teacher's pair embeddings and (t, β), as stored in the shards."""
+    info = samples[0].info
+    if "teacher_scale" not in info or "teacher_bias" not in info:
+        raise JestflowError("contrastive shards lack teacher_scale/teacher_bias: re-run curate")
+    stacked = torch.from_numpy(np.stack([s.embeddings for s in samples]).astype(np.float32))
+    return PairEmbeddings(
+        stacked[:, 0], stacked[:, 1], float(info["teacher_scale"]), float(info["teacher_bias"])
+    )
+
+
+def student_losses(
+    model: nn.Module, samples: Sequence[TrainSample], *, score_max_len: int | None = None
+) -> torch.Tensor | PairEmbeddings:
+    """The student's per-example losses (lm; `score_max_len` scores only the first tokens, a
+    cheaper pass) or its pair embeddings (contrastive), without gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        if model.task == "lm":
+            return lm_losses(model, [s.text for s in samples], max_len=score_max_len)
+        right = [s.image if s.image is not None else s.pair for s in samples]
+        return embed_pairs(model, [s.text for s in samples], right)
+    finally:
+        model.train(was_training)
+
+
+def select_online(
+    model: nn.Module,
+    samples: Sequence[TrainSample],
+    b: int,
+    *,
+    mode: str = "learnability",
+    n_chunks: int = 16,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    score_max_len: int | None = None,
+) -> OnlineSelection:
+    """Choose b of the super-batch `samples` for one training step."""
+    if mode not in ONLINE_MODES:
+        raise JestflowError(f"unknown mode {mode!r}; expected one of {', '.join(ONLINE_MODES)}")
+    if not 0 < b <= len(samples):
+        raise JestflowError(f"cannot choose {b} of a super-batch of {len(samples)}")
+    start = time.perf_counter()
+    if mode == "uniform":
+        return OnlineSelection(indices=list(range(b)), learnability=None, seconds=0.0)
+    learner = (
+        None
+        if mode == "easy_reference"
+        else student_losses(model, samples, score_max_len=score_max_len)
+    )
+    options = {"temperature": temperature, "generator": generator}
+    if model.task == "lm":
+        reference = torch.tensor([s.teacher_loss for s in samples], dtype=torch.float32)
+        chosen = select_independent(score(mode, learner=learner, reference=reference), b, **options)
+        gap = None if learner is None else (learner - reference)[chosen].mean().item()
+    else:
+        reference = reference_embeddings(samples)
+        pairs = ContrastivePairScores(mode, learner=learner, reference=reference)
+        chosen = select_joint(pairs, b, n_chunks=n_chunks, **options)
+        gap = (
+            None
+            if learner is None
+            else (learner.diagonal_losses() - reference.diagonal_losses())[chosen].mean().item()
+        )
+    return OnlineSelection(
+        indices=chosen.tolist(), learnability=gap, seconds=time.perf_counter() - start
+    )
