@@ -313,6 +313,101 @@ def summary_table(stats: dict, output: str) -> str:
     return "\n".join(lines)
 
 
+@main.command("train")
+@click.option(
+    "--shards",
+    multiple=True,
+    required=True,
+    help="Shard URL pattern(s): brace ranges, globs, any fsspec URL.",
+)
+@click.option("--task", type=TASK, required=True)
+@click.option("--output", "-o", required=True, help="Run directory: checkpoint, log.jsonl.")
+@click.option(
+    "--mode",
+    type=click.Choice(["learnability", "uniform", "easy_reference", "hard_learner"]),
+    default="learnability",
+    show_default=True,
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=2),
+    default=32,
+    show_default=True,
+    help="b: examples trained on per step.",
+)
+@click.option(
+    "--super-batch-ratio",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="r: the student scores r·b examples per step.",
+)
+@click.option("--chunks", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+)
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option("--eval", "eval_inputs", multiple=True, help="Held-out raw data for eval loss.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--init", help="Start from this checkpoint instead of a fresh model.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --output.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--score-seq-len",
+    type=click.IntRange(min=1),
+    help="lm: the student scores only the first N tokens (a cheaper pass).",
+)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--d-model", type=click.IntRange(min=8))
+@click.option("--layers", "n_layer", type=click.IntRange(min=1))
+@click.option("--heads", "n_head", type=click.IntRange(min=1))
+@click.option("--max-len", type=click.IntRange(min=1))
+@field_options
+def train_command(
+    shards,
+    task,
+    output,
+    mode,
+    batch_size,
+    super_batch_ratio,
+    chunks,
+    temperature,
+    steps,
+    lr,
+    warmup_steps,
+    eval_inputs,
+    eval_every,
+    init,
+    resume,
+    seed,
+    score_seq_len,
+    device,
+    d_model,
+    n_layer,
+    n_head,
+    max_len,
+    **fields,
+) -> None:
+    """Train a student on curated shards with online JEST (the student re-scores each super-batch)."""
+    from ..trainer.loop import TrainConfig, train
+
+    config = TrainConfig(
+        shards=shards, task=task, output=output, mode=mode, batch_size=batch_size,
+        super_batch_ratio=super_batch_ratio, n_chunks=chunks, temperature=temperature,
+        steps=steps, lr=lr, warmup_steps=warmup_steps, eval_inputs=eval_inputs,
+        eval_fields=make_fields(task, **fields) if eval_inputs else None, eval_every=eval_every,
+        init=init, resume=resume, seed=seed, score_seq_len=score_seq_len, device=device,
+        d_model=d_model, n_layer=n_layer, n_head=n_head, max_len=max_len,
+        progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    last = train(config)
+    click.echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in last.items() if v is not None and k != "tags"))  # fmt: skip
+    click.echo(f"student written to {output} (log: {output.rstrip('/')}/log.jsonl)")
+
+
 @main.group(cls=Group)
 def demo() -> None:
     """The embedded demo data and the whole loop on one machine."""

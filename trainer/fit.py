@@ -159,7 +159,7 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(config.warmup_steps, config.steps)
+        optimizer, warmup_cosine(config.warmup_steps, config.steps)
     )
     generator = torch.Generator().manual_seed(config.seed)
     batches = _shuffled_batches(len(items), min(config.batch_size, len(items)), generator)
@@ -219,7 +219,7 @@ def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator):
             yield order[start : start + batch_size]
 
 
-def _warmup_cosine(warmup: int, total: int):
+def warmup_cosine(warmup: int, total: int):
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup

@@ -1,0 +1,129 @@
+"""The online trainer on shards of a noisy set: it learns, learnability trains on cleaner data
+than uniform, resume continues at the same step, and the student can be the next teacher."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from helpers import sentences, write_jsonl
+
+from jestflow.trainer.fit import TeacherConfig, evaluate, load_examples, train_teacher
+from jestflow.trainer.loop import TrainConfig, train
+from jestflow.transforms.checkpoint import checkpoint_task, load_model
+from jestflow.transforms.models import new_model
+from jestflow.transforms.records import FieldMap, make_example
+from jestflow.transforms.scoring import lm_losses
+from jestflow.transforms.shards import ShardWriter, sample_of
+
+TEXT = FieldMap(text="text")
+TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
+
+
+@pytest.fixture(scope="module")
+def noisy_shards(tmp_path_factory):
+    """Shards as curate writes them: half clean sentences, half noise, with a teacher's losses."""
+    root = tmp_path_factory.mktemp("loop")
+    reference = write_jsonl(root / "ref.jsonl", ({"text": t} for t in sentences(300, 6)))
+    write_jsonl(root / "eval.jsonl", ({"text": t} for t in sentences(64, 7)))
+    train_teacher(TeacherConfig(inputs=(reference,), output=str(root / "teacher"), task="lm",
+                                fields=TEXT, steps=80, batch_size=16, lr=3e-3, warmup_steps=5,
+                                progress=False, **TINY))  # fmt: skip
+    rng = random.Random(0)
+    texts = [(t, "clean") for t in sentences(200, 8)]
+    texts += [("".join(rng.choice("qzxj#@!0") for _ in range(50)), "noise") for _ in range(200)]
+    rng.shuffle(texts)
+    losses = lm_losses(load_model(str(root / "teacher")), [t for t, _ in texts]).tolist()
+    with ShardWriter(str(root / "shards"), prefix="shard-000000", max_count=100) as writer:
+        for i, ((text, kind), loss) in enumerate(zip(texts, losses, strict=True)):
+            example = make_example(layout="text", text=text, source="pool", position=i,
+                                   meta={"kind": kind})  # fmt: skip
+            writer.write(sample_of(example, {"teacher_loss": loss, "score": -loss}))
+    return root
+
+
+def config(root, out, **changes):
+    options = {
+        "shards": (str(root / "shards" / "shard-000000-{000000..000003}.tar"),),
+        "task": "lm", "output": str(out), "batch_size": 16, "super_batch_ratio": 4, "steps": 20,
+        "lr": 3e-3, "warmup_steps": 2, "eval_inputs": (str(root / "eval.jsonl"),),
+        "eval_fields": TEXT, "eval_every": 10, "device": "cpu", "progress": False, **TINY,
+    }  # fmt: skip
+    return TrainConfig(**{**options, **changes})
+
+
+def lines(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_short_run_lowers_the_held_out_loss(noisy_shards, tmp_path):
+    torch.manual_seed(0)
+    untrained, _ = evaluate(new_model("lm", **TINY), load_examples(
+        (str(noisy_shards / "eval.jsonl"),), TEXT)[0], 16)  # fmt: skip
+    last = train(config(noisy_shards, tmp_path / "run", mode="uniform", steps=30))
+    assert last["step"] == 30 and last["eval_loss"] < untrained - 0.5
+    steps = [r for r in lines(tmp_path / "run") if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 31))
+    assert {"learnability", "tags", "score_seconds", "train_seconds", "examples_seen",
+            "score_flops", "train_flops"} <= set(steps[0])  # fmt: skip
+    assert steps[-1]["examples_seen"] == 30 * 64 and steps[0]["score_flops"] == 0
+
+
+def test_learnability_trains_on_a_cleaner_mix_than_uniform(noisy_shards, tmp_path):
+    def clean_fraction(mode):
+        train(config(noisy_shards, tmp_path / mode, mode=mode, steps=10, eval_inputs=()))
+        tags = [r["tags"] for r in lines(tmp_path / mode)]
+        clean = sum(t.get("clean", 0) for t in tags)
+        return clean / sum(sum(t.values()) for t in tags)
+
+    uniform, learnability = clean_fraction("uniform"), clean_fraction("learnability")
+    assert 0.3 < uniform < 0.7 and learnability > uniform + 0.25, (uniform, learnability)
+    logged = lines(tmp_path / "learnability")
+    assert logged[0]["score_flops"] > 0 and logged[0]["learnability"] is not None
+
+
+def test_resume_continues_at_the_step_it_stopped(noisy_shards, tmp_path):
+    out = tmp_path / "run"
+    train(config(noisy_shards, out, steps=10, eval_every=5, eval_inputs=()))
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 10
+    last = train(config(noisy_shards, out, steps=15, eval_every=5, eval_inputs=(), resume=True))
+    assert last["step"] == 15
+    assert [r["step"] for r in lines(out)] == list(range(1, 16))
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 15
+
+
+def test_a_trained_student_is_a_checkpoint_the_curation_job_can_use(noisy_shards, tmp_path):
+    from jestflow.pipeline.curate import CurateConfig, run_curation
+    from jestflow.transforms.curation import SelectionConfig
+
+    train(config(noisy_shards, tmp_path / "student", steps=5, eval_inputs=()))
+    assert checkpoint_task(str(tmp_path / "student")) == "lm"
+    pool = write_jsonl(tmp_path / "pool.jsonl", ({"text": t} for t in sentences(40, 9)))
+    stats = run_curation(CurateConfig(
+        inputs=(pool,), output=str(tmp_path / "curated"), teacher=str(tmp_path / "student"),
+        task="lm", fields=TEXT, selection=SelectionConfig(keep=0.5), super_batch=20,
+        device="cpu", workers=1,
+    ))  # fmt: skip
+    assert stats["counts"]["selected"] == 20
+
+
+def test_train_command(noisy_shards, tmp_path):
+    from click.testing import CliRunner
+
+    from jestflow.pipeline.cli import main
+
+    shards = str(noisy_shards / "shards" / "*.tar")
+    args = ["train", "--shards", shards, "--task", "lm", "-o", str(tmp_path / "run"),
+            "--batch-size", "8", "--super-batch-ratio", "2", "--steps", "4", "--eval-every", "2",
+            "--eval", str(noisy_shards / "eval.jsonl"), "--device", "cpu", "--d-model", "32",
+            "--layers", "1", "--heads", "2", "--max-len", "64"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "step 4 eval_loss" in result.stdout and "student written to" in result.stdout
+    missing = CliRunner().invoke(main, [*args[:2], str(tmp_path / "none-*.tar"), *args[3:]])
+    assert missing.exit_code == 1 and "no shards match" in missing.output
+    wrong = CliRunner().invoke(main, [*args[:3], "--task", "contrastive", "-o",
+                                      str(tmp_path / "c"), "--steps", "1"])  # fmt: skip
+    assert wrong.exit_code == 1 and "holds lm samples, not contrastive" in wrong.output

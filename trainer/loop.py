@@ -1,0 +1,197 @@
+"""The online trainer: `jestflow train`. Each step draws r·b samples from the curated shards,
+lets the student re-score them, chooses b (online JEST, or the first b for `uniform`), and takes
+one optimizer step on those b.
+
+The output directory is a checkpoint like a teacher's (config.json + model.safetensors, so a
+trained student can be the next teacher), plus `optimizer.pt` (tensors only, loaded with
+`weights_only=True`), `trainer_state.json` (the step) and `log.jsonl` (a JSON line per step and
+per evaluation).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import posixpath
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..transforms.checkpoint import checkpoint_task, load_model, save_checkpoint
+from ..transforms.errors import JestflowError
+from ..transforms.models import new_model
+from ..transforms.paths import filesystem, writable_directory
+from ..transforms.records import FieldMap
+from ..transforms.scoring import autocast, resolve_device
+from .fit import batch_loss, evaluate, load_examples, warmup_cosine
+from .loader import TrainSample, shard_urls, train_samples
+from .online import ONLINE_MODES, select_online
+
+STATE, OPTIMIZER, LOG = "trainer_state.json", "optimizer.pt", "log.jsonl"
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    shards: tuple[str, ...]  # URL patterns: brace ranges, globs, any fsspec URL
+    task: str
+    output: str
+    mode: str = "learnability"
+    batch_size: int = 32  # b: examples trained on per step
+    super_batch_ratio: int = 5  # r: the student scores r·b per step
+    n_chunks: int = 16
+    temperature: float = 1.0
+    steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    eval_inputs: tuple[str, ...] = ()  # held-out raw data (JSONL, Parquet, tars)
+    eval_fields: FieldMap | None = None
+    eval_every: int = 100
+    init: str | None = None  # start from this checkpoint instead of a fresh model
+    resume: bool = False  # continue from the checkpoint in `output`
+    seed: int = 0
+    score_seq_len: int | None = None  # lm: the student scores only the first tokens
+    device: str = "auto"
+    d_model: int | None = None
+    n_layer: int | None = None
+    n_head: int | None = None
+    max_len: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ONLINE_MODES:
+            raise JestflowError(
+                f"unknown mode {self.mode!r}; expected one of {', '.join(ONLINE_MODES)}"
+            )
+        if self.batch_size < 2 or self.super_batch_ratio < 1 or self.steps < 1:
+            raise JestflowError("batch size ≥ 2, super-batch ratio ≥ 1 and steps ≥ 1, please")
+        if self.eval_inputs and self.eval_fields is None:
+            raise JestflowError("held-out inputs need a field mapping")
+
+
+def train_inputs(model: nn.Module, samples: Sequence[TrainSample]) -> list:
+    if model.task == "lm":
+        return model.tokenize([s.text for s in samples])
+    right = [s.image if s.image is not None else s.pair for s in samples]
+    left = model.prepare_left([s.text for s in samples])
+    return list(zip(left, model.prepare_right(right), strict=True))
+
+
+def forward_flops(model: nn.Module, samples: Sequence[TrainSample], max_len: int | None) -> float:
+    """≈ 2 · parameters · tokens for one forward pass (training is ≈ 3× that)."""
+    params = sum(p.numel() for p in model.parameters())
+    limit = max_len or getattr(getattr(model, "config", None), "max_len", 256)
+    tokens = sum(min(len(s.text.encode()) + 1, limit + 1) for s in samples)
+    if model.task != "lm":
+        tokens += sum(min(len((s.pair or "").encode()) + 1, limit) for s in samples)
+    return 2.0 * params * tokens
+
+
+def _start(config: TrainConfig, device: torch.device) -> tuple[nn.Module, int]:
+    """The model to train and the step to start at (fresh, `--init`, or `--resume`)."""
+    fs, root = filesystem(config.output)
+    state_path = posixpath.join(root, STATE)
+    if config.resume:
+        if not fs.exists(state_path):
+            raise JestflowError(f"nothing to resume: {config.output} has no {STATE}")
+        with fs.open(state_path) as f:
+            step = json.load(f)["step"]
+        return load_model(config.output, task=config.task, device=device).train(), step
+    if config.init is not None:
+        task = checkpoint_task(config.init)
+        if task is not None and task != config.task:
+            raise JestflowError(f"--init {config.init} is a {task} model, not {config.task}")
+        return load_model(config.init, task=config.task, device=device).train(), 0
+    torch.manual_seed(config.seed)
+    size = {k: getattr(config, k) for k in ("d_model", "n_layer", "n_head", "max_len")}
+    return new_model(config.task, **size).to(device).train(), 0
+
+
+def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:
+    batch = list(itertools.islice(stream, n))
+    if len(batch) < n:
+        raise JestflowError("the shards ran out of samples")  # resampled streams never do
+    return batch
+
+
+def train(config: TrainConfig) -> dict:
+    """Run the online trainer; returns the last evaluation (or the last step's log line)."""
+    device = resolve_device(config.device)
+    urls = shard_urls(config.shards)
+    fs, root = writable_directory(config.output)
+    held_out = (
+        load_examples(config.eval_inputs, config.eval_fields)[0] if config.eval_inputs else []
+    )
+    model, start = _start(config, device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    if config.resume:
+        with fs.open(posixpath.join(root, OPTIMIZER), "rb") as f:
+            optimizer.load_state_dict(torch.load(f, weights_only=True))
+    for group in optimizer.param_groups:  # a resumed schedule continues from `start`
+        group.setdefault("initial_lr", config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(config.warmup_steps, config.steps), last_epoch=start - 1
+    )
+    skipped: Counter = Counter()
+    stream = iter(train_samples(urls, task=config.task, resampled=True,
+                                seed=config.seed * 1_000_003 + start, skipped=skipped))  # fmt: skip
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + start)
+    b, drawn = config.batch_size, config.batch_size * config.super_batch_ratio
+    log = fs.open(posixpath.join(root, LOG), "a")
+    last: dict = {}
+    bar = tqdm(range(start, config.steps), desc=f"train {config.mode}", unit="step",
+               disable=not config.progress, initial=start, total=config.steps)  # fmt: skip
+    for step in bar:
+        batch = _draw(stream, drawn)
+        chosen = select_online(model, batch, b, mode=config.mode, n_chunks=config.n_chunks,
+                               temperature=config.temperature, generator=generator,
+                               score_max_len=config.score_seq_len)  # fmt: skip
+        picked = [batch[i] for i in chosen.indices]
+        began = time.perf_counter()
+        with autocast(device):
+            loss = batch_loss(model, train_inputs(model, picked))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        scoring = 0 if config.mode in ("uniform", "easy_reference") else drawn
+        last = {
+            "step": step + 1,
+            "loss": loss.item(),
+            "learnability": chosen.learnability,
+            "tags": dict(Counter(s.tag for s in picked if s.tag is not None)),
+            "score_seconds": round(chosen.seconds, 4),
+            "train_seconds": round(time.perf_counter() - began, 4),
+            "examples_seen": (step + 1) * drawn,
+            "score_flops": forward_flops(model, batch[:scoring], config.score_seq_len),
+            "train_flops": 3 * forward_flops(model, picked, None),
+            "skipped": sum(skipped.values()),
+        }
+        log.write(json.dumps(last) + "\n")
+        bar.set_postfix(loss=f"{last['loss']:.3f}")
+        if held_out and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
+            eval_loss, recall = evaluate(model, held_out, b)
+            last = {"step": step + 1, "eval_loss": eval_loss, "eval_recall_at_1": recall}
+            log.write(json.dumps(last) + "\n")
+        log.flush()
+        if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
+            _save(model, optimizer, step + 1, config, fs, root)
+    log.close()
+    return last
+
+
+def _save(model, optimizer, step: int, config: TrainConfig, fs, root: str) -> None:
+    meta = {"trained_by": "jestflow train", "step": step, "mode": config.mode}
+    save_checkpoint(model, config.output, meta=meta)
+    with fs.open(posixpath.join(root, OPTIMIZER), "wb") as f:
+        torch.save(optimizer.state_dict(), f)
+    with fs.open(posixpath.join(root, STATE), "w") as f:
+        json.dump({"step": step, "config": asdict(config)}, f, default=str)
