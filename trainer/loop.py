@@ -27,7 +27,8 @@ from ..transforms.errors import JestflowError
 from ..transforms.models import new_model
 from ..transforms.paths import filesystem, writable_directory
 from ..transforms.records import FieldMap
-from ..transforms.scoring import autocast, resolve_device
+from ..transforms.scoring import autocast
+from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
 from .fit import batch_loss, evaluate, load_examples, warmup_cosine
 from .loader import TrainSample, shard_urls, train_samples
 from .online import ONLINE_MODES, select_online
@@ -121,7 +122,15 @@ def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:
 
 def train(config: TrainConfig) -> dict:
     """Run the online trainer; returns the last evaluation (or the last step's log line)."""
-    device = resolve_device(config.device)
+    ranks = setup(config.device)
+    try:
+        return _train(config, ranks)
+    finally:
+        teardown(ranks)
+
+
+def _train(config: TrainConfig, ranks: Ranks) -> dict:
+    device = ranks.device
     urls = shard_urls(config.shards)
     fs, root = writable_directory(config.output)
     held_out = (
@@ -140,14 +149,18 @@ def train(config: TrainConfig) -> dict:
         optimizer, warmup_cosine(config.warmup_steps, config.steps), last_epoch=start - 1
     )
     skipped: Counter = Counter()
-    stream = iter(train_samples(urls, task=config.task, resampled=True,
-                                seed=config.seed * 1_000_003 + start, skipped=skipped))  # fmt: skip
-    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + start)
+    # Each rank draws its own super-batches: its stream and sampler depend on (seed, step, rank).
+    stream_seed = (config.seed * 1_000_003 + start) * 1_009 + ranks.rank
+    stream = iter(train_samples(urls, task=config.task, resampled=True, seed=stream_seed,
+                                skipped=skipped))  # fmt: skip
+    generator = torch.Generator().manual_seed(stream_seed)
+    step_loss = wrap(LossOf(model, batch_loss), ranks)
     b, drawn = config.batch_size, config.batch_size * config.super_batch_ratio
-    log = fs.open(posixpath.join(root, LOG), "a")
+    log = fs.open(posixpath.join(root, LOG), "a") if ranks.main else None
     last: dict = {}
     bar = tqdm(range(start, config.steps), desc=f"train {config.mode}", unit="step",
-               disable=not config.progress, initial=start, total=config.steps)  # fmt: skip
+               disable=not (config.progress and ranks.main), initial=start,
+               total=config.steps)  # fmt: skip
     for step in bar:
         batch = _draw(stream, drawn)
         chosen = select_online(model, batch, b, mode=config.mode, n_chunks=config.n_chunks,
@@ -156,7 +169,7 @@ def train(config: TrainConfig) -> dict:
         picked = [batch[i] for i in chosen.indices]
         began = time.perf_counter()
         with autocast(device):
-            loss = batch_loss(model, train_inputs(model, picked))
+            loss = step_loss(train_inputs(model, picked))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -170,28 +183,34 @@ def train(config: TrainConfig) -> dict:
             "tags": dict(Counter(s.tag for s in picked if s.tag is not None)),
             "score_seconds": round(chosen.seconds, 4),
             "train_seconds": round(time.perf_counter() - began, 4),
-            "examples_seen": (step + 1) * drawn,
+            "examples_seen": (step + 1) * drawn * ranks.world,
             "score_flops": forward_flops(model, batch[:scoring], config.score_seq_len),
             "train_flops": 3 * forward_flops(model, picked, None),
             "skipped": sum(skipped.values()),
         }
-        log.write(json.dumps(last) + "\n")
         bar.set_postfix(loss=f"{last['loss']:.3f}")
-        if held_out and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
-            eval_loss, recall = evaluate(model, held_out, b)
-            last = {"step": step + 1, "eval_loss": eval_loss, "eval_recall_at_1": recall}
+        if ranks.main:
             log.write(json.dumps(last) + "\n")
-        log.flush()
+            if held_out and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
+                eval_loss, recall = evaluate(model, held_out, b)
+                last = {"step": step + 1, "eval_loss": eval_loss, "eval_recall_at_1": recall}
+                log.write(json.dumps(last) + "\n")
+            log.flush()
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-            _save(model, optimizer, step + 1, config, fs, root)
-    log.close()
+            digests = gather(parameter_digest(model), ranks)  # every rank takes part
+            if ranks.main:
+                _save(model, optimizer, step + 1, config, fs, root, digests)
+    if log is not None:
+        log.close()
     return last
 
 
-def _save(model, optimizer, step: int, config: TrainConfig, fs, root: str) -> None:
+def _save(model, optimizer, step: int, config: TrainConfig, fs, root: str, digests) -> None:
     meta = {"trained_by": "jestflow train", "step": step, "mode": config.mode}
     save_checkpoint(model, config.output, meta=meta)
     with fs.open(posixpath.join(root, OPTIMIZER), "wb") as f:
         torch.save(optimizer.state_dict(), f)
     with fs.open(posixpath.join(root, STATE), "w") as f:
-        json.dump({"step": step, "config": asdict(config)}, f, default=str)
+        # The ranks' parameter digests: equal, or the all-reduce is broken.
+        state = {"step": step, "parameter_digests": digests, "config": asdict(config)}
+        json.dump(state, f, default=str)

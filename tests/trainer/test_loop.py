@@ -4,7 +4,10 @@ than uniform, resume continues at the same step, and the student can be the next
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -127,3 +130,27 @@ def test_train_command(noisy_shards, tmp_path):
     wrong = CliRunner().invoke(main, [*args[:3], "--task", "contrastive", "-o",
                                       str(tmp_path / "c"), "--steps", "1"])  # fmt: skip
     assert wrong.exit_code == 1 and "holds lm samples, not contrastive" in wrong.output
+
+
+def test_two_processes_under_torchrun_end_with_equal_parameters(noisy_shards, tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", "-m", "jestflow.pipeline.cli", "train",
+               "--shards", str(noisy_shards / "shards" / "*.tar"), "--task", "lm", "-o", str(out),
+               "--batch-size", "8", "--super-batch-ratio", "2", "--steps", "6", "--eval-every",
+               "3", "--device", "cpu", "--d-model", "32", "--layers", "1", "--heads", "2",
+               "--max-len", "64"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["step"] == 6 and len(state["parameter_digests"]) == 2
+    assert len(set(state["parameter_digests"])) == 1  # the all-reduce kept the ranks equal
+    logged = lines(out)
+    assert [r["step"] for r in logged] == list(range(1, 7))  # rank 0 logs, once per step
+    assert logged[-1]["examples_seen"] == 6 * 16 * 2
+    single = train(config(noisy_shards, tmp_path / "one", steps=6, batch_size=8,
+                          super_batch_ratio=2, eval_inputs=(), eval_every=3))  # fmt: skip
+    assert single["step"] == 6
+    one = json.loads((tmp_path / "one" / "trainer_state.json").read_text())
+    assert one["parameter_digests"] != state["parameter_digests"][:1]  # two ranks saw more data
