@@ -408,6 +408,25 @@ def train_command(
     click.echo(f"student written to {output} (log: {output.rstrip('/')}/log.jsonl)")
 
 
+@main.command("plot")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--output", "-o", default="eval.png", show_default=True, help="PNG to write.")
+@click.option(
+    "--x",
+    "x_axis",
+    type=click.Choice(["step", "flops"]),
+    default="step",
+    show_default=True,
+    help="Steps, or the estimated FLOPs of scoring and training.",
+)
+def plot(runs, output, x_axis) -> None:
+    """Draw the eval curves of several `jestflow train` RUN directories on one PNG."""
+    from ..trainer.plot import plot_runs
+
+    plot_runs(runs, output, x=x_axis)
+    click.echo(f"wrote {output}")
+
+
 @main.group(cls=Group)
 def demo() -> None:
     """The embedded demo data and the whole loop on one machine."""

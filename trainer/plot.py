@@ -1,0 +1,55 @@
+"""`jestflow plot`: the eval curves of several `jestflow train` runs on one PNG."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Sequence
+
+from ..transforms.errors import JestflowError
+from ..transforms.paths import filesystem
+
+AXES = {"step": "step", "flops": "training + scoring FLOPs (estimated)"}
+
+
+def eval_curve(run: str, x: str = "step") -> tuple[list[float], list[float]]:
+    """(x, eval loss) of one run, from its log.jsonl."""
+    fs, root = filesystem(run)
+    path = posixpath.join(root, "log.jsonl")
+    if not fs.exists(path):
+        raise JestflowError(f"{run} has no log.jsonl: not a jestflow train run")
+    flops, xs, ys = 0.0, [], []
+    with fs.open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if "loss" in record:
+                flops += record.get("score_flops", 0) + record.get("train_flops", 0)
+            if record.get("eval_loss") is not None:
+                xs.append(record["step"] if x == "step" else flops)
+                ys.append(record["eval_loss"])
+    if not xs:
+        raise JestflowError(f"{run} logged no evaluations (train with --eval)")
+    return xs, ys
+
+
+def plot_runs(runs: Sequence[str], output: str, *, x: str = "step") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x not in AXES:
+        raise JestflowError(f"x axis must be one of {', '.join(AXES)}")
+    curves = {run: eval_curve(run, x) for run in runs}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker="o", markersize=3, label=posixpath.basename(run.rstrip("/")))
+    ax.set_xlabel(AXES[x])
+    ax.set_ylabel("held-out loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fs, path = filesystem(output)
+    with fs.open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
