@@ -44,6 +44,7 @@ test-slow: setup
 bench: setup
 	$(BIN)/python bench/selection.py
 	$(BIN)/python bench/curate.py
+	$(BIN)/python bench/trainer.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -15,7 +15,8 @@ from helpers import sentences, write_jsonl
 
 from jestflow.trainer.fit import TeacherConfig, evaluate, load_examples, train_teacher
 from jestflow.trainer.loop import TrainConfig, train
-from jestflow.transforms.checkpoint import checkpoint_task, load_model
+from jestflow.transforms.checkpoint import checkpoint_task, load_model, save_checkpoint
+from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.models import new_model
 from jestflow.transforms.records import FieldMap, make_example
 from jestflow.transforms.scoring import lm_losses
@@ -154,3 +155,18 @@ def test_two_processes_under_torchrun_end_with_equal_parameters(noisy_shards, tm
     assert single["step"] == 6
     one = json.loads((tmp_path / "one" / "trainer_state.json").read_text())
     assert one["parameter_digests"] != state["parameter_digests"][:1]  # two ranks saw more data
+
+
+def test_init_starts_from_a_checkpoint_and_refuses_another_task(noisy_shards, tmp_path):
+    teacher = str(noisy_shards / "teacher")
+    train(config(noisy_shards, tmp_path / "init", steps=1, lr=1e-9, warmup_steps=0,
+                 eval_inputs=(), init=teacher))  # fmt: skip
+    start = load_model(teacher).state_dict()
+    after = load_model(str(tmp_path / "init")).state_dict()
+    assert all(torch.allclose(start[k], after[k], atol=1e-5) for k in start)  # lr ≈ 0: unchanged
+    torch.manual_seed(0)
+    save_checkpoint(new_model("contrastive", **TINY), str(tmp_path / "towers"))
+    with pytest.raises(JestflowError, match="is a contrastive model, not lm"):
+        train(config(noisy_shards, tmp_path / "bad", init=str(tmp_path / "towers")))
+    with pytest.raises(JestflowError, match="nothing to resume"):
+        train(config(noisy_shards, tmp_path / "fresh", resume=True))
