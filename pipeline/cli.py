@@ -403,6 +403,8 @@ def train_command(
         progress=sys.stderr.isatty(),
     )  # fmt: skip
     last = train(config)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports
     click.echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in last.items() if v is not None and k != "tags"))  # fmt: skip
     click.echo(f"student written to {output} (log: {output.rstrip('/')}/log.jsonl)")

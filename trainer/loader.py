@@ -11,6 +11,7 @@ import glob
 import io
 import json
 import posixpath
+import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 import braceexpand
 import numpy as np
 import webdataset as wds
+from PIL import Image
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from ..transforms.errors import JestflowError
@@ -52,10 +54,13 @@ def shard_urls(patterns: str | Sequence[str]) -> list[str]:
         found = []
         for url in braceexpand.braceexpand(pattern):
             fs, path = filesystem(url)
-            matches = fs.glob(path) if glob.has_magic(path) else [path]
-            found += [
-                fs.unstrip_protocol(p) if "://" in url else p for p in matches if fs.isfile(p)
-            ]
+            if glob.has_magic(path):
+                matches = [p for p in fs.glob(path) if fs.isfile(p)]
+            elif fs.isfile(path):
+                matches = [path]
+            else:
+                raise JestflowError(f"shard not found: {url}")
+            found += [fs.unstrip_protocol(p) if "://" in url else p for p in matches]
         if not found:
             raise JestflowError(f"no shards match {pattern!r}")
         urls += found
@@ -76,6 +81,8 @@ def decode(sample: dict[str, Any], task: str) -> TrainSample:
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
         raise CorruptSample(f"{url} sample {sample.get('__key__')!r}: {e!r}") from e
     contrastive = embeddings is not None
+    if not contrastive and "teacher_scale" in info:
+        raise CorruptSample(f"{url} sample {sample.get('__key__')!r}: no teacher embeddings")
     if contrastive != (task == "contrastive"):
         held = "contrastive (teacher embeddings)" if contrastive else "lm"
         raise JestflowError(f"{posixpath.basename(url)} holds {held} samples, not {task}")
@@ -87,6 +94,12 @@ def decode(sample: dict[str, Any], task: str) -> TrainSample:
     )
     if contrastive and pair is None and image is None:
         raise CorruptSample(f"{url} sample {sample['__key__']!r}: no document or image")
+    if image is not None:
+        try:
+            with Image.open(io.BytesIO(image)) as img:
+                img.verify()
+        except Exception as e:  # PIL raises many kinds for a broken image
+            raise CorruptSample(f"{url} sample {sample['__key__']!r}: bad image: {e}") from e
     return TrainSample(key=sample["__key__"], text=text, pair=pair, image=image,
                        teacher_loss=loss, embeddings=embeddings, info=info)  # fmt: skip
 
@@ -112,13 +125,17 @@ def train_samples(
     task: str,
     resampled: bool = False,
     seed: int = 0,
+    shuffle: int = 0,
     skipped: Counter | None = None,
 ) -> wds.DataPipeline:
     """An IterableDataset of TrainSample over the shards.
 
     `resampled`: every rank and loader worker draws shards at random forever (seeded), so all
     ranks see the same number of batches; otherwise each shard is read once, split across
-    ranks (torch.distributed) and DataLoader workers. Corrupt samples are counted in `skipped`.
+    ranks (torch.distributed) and DataLoader workers. `shuffle` > 0 mixes samples in a seeded
+    buffer of that size: shards are in rank order, so a super-batch of neighbours would leave a
+    uniform draw biased and selection little to choose from. Corrupt samples are counted in
+    `skipped`.
     """
     skipped = Counter() if skipped is None else skipped
 
@@ -138,4 +155,5 @@ def train_samples(
         functools.partial(tar_file_expander, handler=handler),
         functools.partial(group_by_keys, handler=handler),
         wds.map(functools.partial(decode, task=task), handler=handler),
+        *([wds.shuffle(shuffle, initial=shuffle, rng=random.Random(seed))] if shuffle else []),
     )

@@ -73,6 +73,10 @@ class TrainConfig:
             raise JestflowError("batch size ≥ 2, super-batch ratio ≥ 1 and steps ≥ 1, please")
         if self.eval_inputs and self.eval_fields is None:
             raise JestflowError("held-out inputs need a field mapping")
+        if self.score_seq_len is not None and self.task != "lm":
+            raise JestflowError("--score-seq-len shortens lm scoring only")
+        if self.resume and self.init is not None:
+            raise JestflowError("--resume continues the run in --output; drop --init")
 
 
 def train_inputs(model: nn.Module, samples: Sequence[TrainSample]) -> list:
@@ -102,7 +106,13 @@ def _start(config: TrainConfig, device: torch.device) -> tuple[nn.Module, int]:
             raise JestflowError(f"nothing to resume: {config.output} has no {STATE}")
         with fs.open(state_path) as f:
             step = json.load(f)["step"]
+        if step >= config.steps:
+            raise JestflowError(f"{config.output} is already at step {step}; raise --steps")
         return load_model(config.output, task=config.task, device=device).train(), step
+    if fs.exists(state_path) or fs.exists(posixpath.join(root, LOG)):
+        raise JestflowError(
+            f"{config.output} already holds a training run; --resume it or pick a new --output"
+        )
     if config.init is not None:
         task = checkpoint_task(config.init)
         if task is not None and task != config.task:
@@ -151,12 +161,12 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     skipped: Counter = Counter()
     # Each rank draws its own super-batches: its stream and sampler depend on (seed, step, rank).
     stream_seed = (config.seed * 1_000_003 + start) * 1_009 + ranks.rank
+    b, drawn = config.batch_size, config.batch_size * config.super_batch_ratio
     stream = iter(train_samples(urls, task=config.task, resampled=True, seed=stream_seed,
-                                skipped=skipped))  # fmt: skip
+                                shuffle=max(1000, 4 * drawn), skipped=skipped))  # fmt: skip
     generator = torch.Generator().manual_seed(stream_seed)
     step_loss = wrap(LossOf(model, batch_loss), ranks)
-    b, drawn = config.batch_size, config.batch_size * config.super_batch_ratio
-    log = fs.open(posixpath.join(root, LOG), "a") if ranks.main else None
+    log = _open_log(fs, root, start) if ranks.main else None
     last: dict = {}
     bar = tqdm(range(start, config.steps), desc=f"train {config.mode}", unit="step",
                disable=not (config.progress and ranks.main), initial=start,
@@ -184,8 +194,9 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
             "score_seconds": round(chosen.seconds, 4),
             "train_seconds": round(time.perf_counter() - began, 4),
             "examples_seen": (step + 1) * drawn * ranks.world,
-            "score_flops": forward_flops(model, batch[:scoring], config.score_seq_len),
-            "train_flops": 3 * forward_flops(model, picked, None),
+            "score_flops": ranks.world
+            * forward_flops(model, batch[:scoring], config.score_seq_len),
+            "train_flops": ranks.world * 3 * forward_flops(model, picked, None),
             "skipped": sum(skipped.values()),
         }
         bar.set_postfix(loss=f"{last['loss']:.3f}")
@@ -203,6 +214,18 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     if log is not None:
         log.close()
     return last
+
+
+def _open_log(fs, root: str, start: int):
+    """The log for appending; on resume, lines past the checkpoint's step are dropped first (they
+    are about to be run again)."""
+    path = posixpath.join(root, LOG)
+    if start and fs.exists(path):
+        with fs.open(path, "r") as f:
+            kept = [line for line in f if json.loads(line)["step"] <= start]
+        with fs.open(path, "w") as f:
+            f.writelines(kept)
+    return fs.open(path, "a")
 
 
 def _save(model, optimizer, step: int, config: TrainConfig, fs, root: str, digests) -> None:

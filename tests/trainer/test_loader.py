@@ -36,8 +36,10 @@ def test_brace_ranges_and_globs_expand_and_nothing_matching_is_an_error(tmp_path
     assert shard_urls(str(tmp_path / "shards" / "shard-000000-{000000..000003}.tar")) == files
     assert shard_urls(str(tmp_path / "shards" / "*.tar")) == files
     assert shard_urls([files[1], files[0], files[1]]) == files[:2]
+    with pytest.raises(JestflowError, match=r"shard not found: .*shard-000007\.tar"):
+        shard_urls(str(tmp_path / "shards" / "shard-{000007..000008}.tar"))  # never silently
     with pytest.raises(JestflowError, match="no shards match"):
-        shard_urls(str(tmp_path / "shards" / "shard-{000007..000008}.tar"))
+        shard_urls(str(tmp_path / "shards" / "other-*.tar"))
 
 
 def test_samples_carry_the_payload_teacher_loss_and_tags(tmp_path):
@@ -84,6 +86,9 @@ def test_loader_workers_split_the_shards_and_resampling_is_seeded(tmp_path):
                                                               seed=seed), 40)]  # fmt: skip
 
     assert draw(1) == draw(1) and draw(1) != draw(2) and len(set(draw(1))) == 20
+    in_order = [s.key for s in train_samples(files, task="lm")]
+    mixed = [s.key for s in train_samples(files, task="lm", shuffle=10, seed=1)]
+    assert sorted(mixed) == sorted(in_order) and mixed != in_order  # the same samples, mixed
 
 
 def test_any_fsspec_url(tmp_path):

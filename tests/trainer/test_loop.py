@@ -92,6 +92,12 @@ def test_resume_continues_at_the_step_it_stopped(noisy_shards, tmp_path):
     out = tmp_path / "run"
     train(config(noisy_shards, out, steps=10, eval_every=5, eval_inputs=()))
     assert json.loads((out / "trainer_state.json").read_text())["step"] == 10
+    with open(out / "log.jsonl", "a") as log:  # a crash after step 12, checkpoint at 10
+        log.write('{"step": 11, "loss": 1.0}\n{"step": 12, "loss": 1.0}\n')
+    with pytest.raises(JestflowError, match="already holds a training run"):
+        train(config(noisy_shards, out, steps=15, eval_inputs=()))
+    with pytest.raises(JestflowError, match="already at step 10"):
+        train(config(noisy_shards, out, steps=10, eval_inputs=(), resume=True))
     last = train(config(noisy_shards, out, steps=15, eval_every=5, eval_inputs=(), resume=True))
     assert last["step"] == 15
     assert [r["step"] for r in lines(out)] == list(range(1, 16))
