@@ -23,26 +23,59 @@ class Group(click.Group):
             raise click.ClickException(str(e)) from e
 
 
-def field_options(func):
-    """--text-field / --image-field + --caption-field / --query-field + --doc-field, --keep-field."""
-    options = [
-        click.option(
-            "--text-field", help="Field (tar: extension) holding the text [lm default: text]."
-        ),
-        click.option("--image-field", help="Field holding the encoded image (image-text pairs)."),
-        click.option("--caption-field", help="Field holding the caption (image-text pairs)."),
-        click.option("--query-field", help="Field holding the query (text-text pairs)."),
-        click.option("--doc-field", help="Field holding the document (text-text pairs)."),
-        click.option("--keep-field", multiple=True, help="Extra field carried along (e.g. a tag)."),
-        click.option(
-            "--max-chars",
-            type=click.IntRange(min=1),
-            default=100_000,
-            show_default=True,
-            help="Texts longer than this are rejected.",
-        ),
-    ]
-    return functools.reduce(lambda f, option: option(f), reversed(options), func)
+def options(*decorators):
+    """Several click options as one decorator, in the order given."""
+    return lambda func: functools.reduce(lambda f, option: option(f), reversed(decorators), func)
+
+
+# The built-in model's size (teacher train, train).
+model_size_options = options(
+    click.option("--d-model", type=click.IntRange(min=8), help="Model width [128]."),
+    click.option("--layers", "n_layer", type=click.IntRange(min=1), help="Transformer blocks [2]."),
+    click.option("--heads", "n_head", type=click.IntRange(min=1), help="Attention heads [4]."),
+    click.option(
+        "--max-len",
+        type=click.IntRange(min=1),
+        help="Tokens (bytes) read per text [lm 256, towers 128].",
+    ),
+)
+# JEST sampling (curate, train).
+sampling_options = options(
+    click.option(
+        "--chunks",
+        type=click.IntRange(min=1),
+        default=16,
+        show_default=True,
+        help="JEST blocked sampling: chunks drawn one after another (contrastive).",
+    ),
+    click.option(
+        "--temperature",
+        type=click.FloatRange(min=0, min_open=True),
+        default=1.0,
+        show_default=True,
+        help="Sampling ∝ exp(score / temperature).",
+    ),
+)
+
+
+# --text-field / --image-field + --caption-field / --query-field + --doc-field, --keep-field.
+field_options = options(
+    click.option(
+        "--text-field", help="Field (tar: extension) holding the text [lm default: text]."
+    ),
+    click.option("--image-field", help="Field holding the encoded image (image-text pairs)."),
+    click.option("--caption-field", help="Field holding the caption (image-text pairs)."),
+    click.option("--query-field", help="Field holding the query (text-text pairs)."),
+    click.option("--doc-field", help="Field holding the document (text-text pairs)."),
+    click.option("--keep-field", multiple=True, help="Extra field carried along (e.g. a tag)."),
+    click.option(
+        "--max-chars",
+        type=click.IntRange(min=1),
+        default=100_000,
+        show_default=True,
+        help="Texts longer than this are rejected.",
+    ),
+)
 
 
 def make_fields(
@@ -103,14 +136,7 @@ def teacher() -> None:
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
-@click.option("--d-model", type=click.IntRange(min=8), help="Model width [128].")
-@click.option("--layers", "n_layer", type=click.IntRange(min=1), help="Transformer blocks [2].")
-@click.option("--heads", "n_head", type=click.IntRange(min=1), help="Attention heads [4].")
-@click.option(
-    "--max-len",
-    type=click.IntRange(min=1),
-    help="Tokens (bytes) read per text [lm 256, towers 128].",
-)
+@model_size_options
 def teacher_train(
     inputs,
     output,
@@ -185,20 +211,7 @@ def teacher_train(
     type=click.Choice(["easy_reference", "learnability"]),
     help="Selection score [learnability with --student, else easy_reference].",
 )
-@click.option(
-    "--chunks",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="JEST blocked sampling: chunks drawn one after another (contrastive).",
-)
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Sampling ∝ exp(score / temperature).",
-)
+@sampling_options
 @click.option(
     "--method",
     type=click.Choice(["sample", "topk"]),
@@ -342,10 +355,7 @@ def summary_table(stats: dict, output: str) -> str:
     show_default=True,
     help="r: the student scores r·b examples per step.",
 )
-@click.option("--chunks", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option(
-    "--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
-)
+@sampling_options
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
@@ -359,11 +369,8 @@ def summary_table(stats: dict, output: str) -> str:
     type=click.IntRange(min=1),
     help="lm: the student scores only the first N tokens (a cheaper pass).",
 )
-@click.option("--device", default="auto", show_default=True)
-@click.option("--d-model", type=click.IntRange(min=8))
-@click.option("--layers", "n_layer", type=click.IntRange(min=1))
-@click.option("--heads", "n_head", type=click.IntRange(min=1))
-@click.option("--max-len", type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
+@model_size_options
 @field_options
 def train_command(
     shards,
