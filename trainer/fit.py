@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..transforms.checkpoint import TASKS, save_checkpoint
 from ..transforms.errors import JestflowError
 from ..transforms.losses import PairEmbeddings
-from ..transforms.models import new_model
+from ..transforms.models import SIZE_KEYS, new_model
 from ..transforms.paths import filesystem, writable_directory
 from ..transforms.readers import read_examples
 from ..transforms.records import Example, FieldMap, Rejected
@@ -99,12 +99,19 @@ def load_examples(inputs: Sequence[str], fields: FieldMap) -> tuple[list[Example
     return examples, rejected
 
 
-def prepare(model: nn.Module, examples: Sequence[Example]) -> list:
-    """Model inputs for each example, computed once: token tensors, or (left, right) pairs."""
+def model_inputs(model: nn.Module, texts: Sequence[str], right: Sequence | None = None) -> list:
+    """Training inputs: token tensors (lm), or (left, right) pairs of a two-tower model's inputs
+    (`right`: the documents or images)."""
     if model.task == "lm":
-        return model.tokenize([ex.text for ex in examples])
-    left, right = pair_inputs(examples)
-    return list(zip(model.prepare_left(left), model.prepare_right(right), strict=True))
+        return model.tokenize(list(texts))
+    return list(zip(model.prepare_left(list(texts)), model.prepare_right(list(right)), strict=True))
+
+
+def prepare(model: nn.Module, examples: Sequence[Example]) -> list:
+    """Model inputs for each example, computed once."""
+    if model.task == "lm":
+        return model_inputs(model, [ex.text for ex in examples])
+    return model_inputs(model, *pair_inputs(examples))
 
 
 def batch_loss(model: nn.Module, batch: Sequence) -> torch.Tensor:
@@ -150,7 +157,7 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
     writable_directory(config.output)  # fail now, not after training
 
     torch.manual_seed(config.seed)
-    size = {k: getattr(config, k) for k in ("d_model", "n_layer", "n_head", "max_len")}
+    size = {k: getattr(config, k) for k in SIZE_KEYS}
     right_kind = "image" if config.fields.layout == "image_text" else "text"
     model = new_model(config.task, right_kind=right_kind, **size).to(device).train()
     items = prepare(model, examples)

@@ -42,6 +42,11 @@ class TrainSample:
     info: dict[str, Any] = field(default_factory=dict)  # the sample's json
 
     @property
+    def right(self) -> str | bytes | None:
+        """A two-tower model's right input: the image, or the document."""
+        return self.image if self.image is not None else self.pair
+
+    @property
     def tag(self) -> str | None:
         """The `kind` kept from the input (`--keep-field kind`), for breaking results down."""
         return self.info.get("meta", {}).get("kind")

@@ -24,12 +24,12 @@ from tqdm.auto import tqdm
 
 from ..transforms.checkpoint import checkpoint_task, load_model, save_checkpoint
 from ..transforms.errors import JestflowError
-from ..transforms.models import new_model
+from ..transforms.models import SIZE_KEYS, new_model
 from ..transforms.paths import filesystem, writable_directory
 from ..transforms.records import FieldMap
 from ..transforms.scoring import autocast
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
-from .fit import batch_loss, evaluate, load_examples, warmup_cosine
+from .fit import batch_loss, evaluate, load_examples, model_inputs, warmup_cosine
 from .loader import TrainSample, shard_urls, train_samples
 from .online import ONLINE_MODES, select_online
 
@@ -79,17 +79,10 @@ class TrainConfig:
             raise JestflowError("--resume continues the run in --output; drop --init")
 
 
-def train_inputs(model: nn.Module, samples: Sequence[TrainSample]) -> list:
-    if model.task == "lm":
-        return model.tokenize([s.text for s in samples])
-    right = [s.image if s.image is not None else s.pair for s in samples]
-    left = model.prepare_left([s.text for s in samples])
-    return list(zip(left, model.prepare_right(right), strict=True))
-
-
-def forward_flops(model: nn.Module, samples: Sequence[TrainSample], max_len: int | None) -> float:
+def forward_flops(
+    model: nn.Module, params: int, samples: Sequence[TrainSample], max_len: int | None
+) -> float:
     """≈ 2 · parameters · tokens for one forward pass (training is ≈ 3× that)."""
-    params = sum(p.numel() for p in model.parameters())
     limit = max_len or getattr(getattr(model, "config", None), "max_len", 256)
     tokens = sum(min(len(s.text.encode()) + 1, limit + 1) for s in samples)
     if model.task != "lm":
@@ -119,7 +112,7 @@ def _start(config: TrainConfig, device: torch.device) -> tuple[nn.Module, int]:
             raise JestflowError(f"--init {config.init} is a {task} model, not {config.task}")
         return load_model(config.init, task=config.task, device=device).train(), 0
     torch.manual_seed(config.seed)
-    size = {k: getattr(config, k) for k in ("d_model", "n_layer", "n_head", "max_len")}
+    size = {k: getattr(config, k) for k in SIZE_KEYS}
     return new_model(config.task, **size).to(device).train(), 0
 
 
@@ -166,6 +159,7 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
                                 shuffle=max(1000, 4 * drawn), skipped=skipped))  # fmt: skip
     generator = torch.Generator().manual_seed(stream_seed)
     step_loss = wrap(LossOf(model, batch_loss), ranks)
+    params = sum(p.numel() for p in model.parameters())
     log = _open_log(fs, root, start) if ranks.main else None
     last: dict = {}
     bar = tqdm(range(start, config.steps), desc=f"train {config.mode}", unit="step",
@@ -179,7 +173,9 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
         picked = [batch[i] for i in chosen.indices]
         began = time.perf_counter()
         with autocast(device):
-            loss = step_loss(train_inputs(model, picked))
+            loss = step_loss(
+                model_inputs(model, [s.text for s in picked], [s.right for s in picked])
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -195,8 +191,8 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
             "train_seconds": round(time.perf_counter() - began, 4),
             "examples_seen": (step + 1) * drawn * ranks.world,
             "score_flops": ranks.world
-            * forward_flops(model, batch[:scoring], config.score_seq_len),
-            "train_flops": ranks.world * 3 * forward_flops(model, picked, None),
+            * forward_flops(model, params, batch[:scoring], config.score_seq_len),
+            "train_flops": ranks.world * 3 * forward_flops(model, params, picked, None),
             "skipped": sum(skipped.values()),
         }
         bar.set_postfix(loss=f"{last['loss']:.3f}")

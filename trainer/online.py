@@ -60,8 +60,7 @@ def student_losses(
     try:
         if model.task == "lm":
             return lm_losses(model, [s.text for s in samples], max_len=score_max_len)
-        right = [s.image if s.image is not None else s.pair for s in samples]
-        return embed_pairs(model, [s.text for s in samples], right)
+        return embed_pairs(model, [s.text for s in samples], [s.right for s in samples])
     finally:
         model.train(was_training)
 
