@@ -41,35 +41,37 @@ def close_to(expected: dict[str, float]):
     return check
 
 
+def check_lm_losses(path, handler, examples, size, options):
+    """Scoring through RunInference gives each example the loss direct scoring gives it."""
+    texts = [ex.text for ex in examples]
+    expected = dict(
+        zip([ex.key for ex in examples], lm_losses(load_model(path), texts).tolist(), strict=True)
+    )
+    with TestPipeline(runner=FnApiRunner(), options=options) as p:
+        pairs = (
+            p
+            | beam.Create(examples, reshuffle=False)
+            | AssignSuperBatches(size)
+            | RunInference(handler)
+            | beam.FlatMap(
+                lambda s: zip(
+                    [ex.key for ex in s.teacher.examples], s.teacher.loss.tolist(), strict=True
+                )
+            )
+        )
+        assert_that(pairs, close_to(expected))
+
+
 def test_lm_teacher_losses_match_direct_scoring(tmp_path):
     path = teacher(tmp_path, "lm")
     examples = [
         make_example(layout="text", text=t, position=i) for i, t in enumerate(sentences(50, 0))
     ]
-    expected = dict(
-        zip(
-            [ex.key for ex in examples],
-            lm_losses(load_model(path), [ex.text for ex in examples]).tolist(),
-            strict=True,
-        )
-    )
     for workers in (1, 2):
         options = PipelineOptions(
             direct_num_workers=workers, direct_running_mode="multi_processing"
         )
-        with TestPipeline(runner=FnApiRunner(), options=options) as p:
-            pairs = (
-                p
-                | beam.Create(examples, reshuffle=False)
-                | AssignSuperBatches(16)
-                | RunInference(ScoringHandler(path, task="lm", device="cpu"))
-                | beam.FlatMap(
-                    lambda s: zip(
-                        [ex.key for ex in s.teacher.examples], s.teacher.loss.tolist(), strict=True
-                    )
-                )
-            )
-            assert_that(pairs, close_to(expected))
+        check_lm_losses(path, ScoringHandler(path, task="lm", device="cpu"), examples, 16, options)
 
 
 def test_contrastive_teacher_outputs_embeddings_and_loss_shares(tmp_path):
@@ -141,24 +143,5 @@ def test_a_model_shared_across_processes_scores_the_same(tmp_path):
     examples = [
         make_example(layout="text", text=t, position=i) for i, t in enumerate(sentences(20, 3))
     ]
-    expected = dict(
-        zip(
-            [ex.key for ex in examples],
-            lm_losses(load_model(path), [ex.text for ex in examples]).tolist(),
-            strict=True,
-        )
-    )
     handler = ScoringHandler(path, task="lm", device="cpu", model_copies=1)
-    with TestPipeline(runner=FnApiRunner(), options=PipelineOptions(direct_num_workers=1)) as p:
-        pairs = (
-            p
-            | beam.Create(examples, reshuffle=False)
-            | AssignSuperBatches(8)
-            | RunInference(handler)
-            | beam.FlatMap(
-                lambda s: zip(
-                    [ex.key for ex in s.teacher.examples], s.teacher.loss.tolist(), strict=True
-                )
-            )
-        )
-        assert_that(pairs, close_to(expected))
+    check_lm_losses(path, handler, examples, 8, PipelineOptions(direct_num_workers=1))
