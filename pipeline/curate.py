@@ -31,6 +31,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProv
 from ..transforms.checkpoint import checkpoint_task, fingerprint
 from ..transforms.curation import Decision, SelectionConfig, kept_count, select_super_batch
 from ..transforms.errors import JestflowError
+from ..transforms.paths import read_json, write_json
 from ..transforms.readers import expand_urls, read_file
 from ..transforms.records import FieldMap, Rejected
 from ..transforms.stats import SCORED, grid, summarize, tier_thresholds
@@ -41,15 +42,12 @@ from .sinks import (
     ShardLimits,
     WrittenGroup,
     prepare_output,
-    read_json,
-    write_json,
     write_not_selected,
     write_rejected,
     write_shard_group,
 )
 
 NAMESPACE = "jestflow"
-COUNTERS = ("read", "parsed", "rejected", "scored", "selected", "written")
 
 
 @dataclass(kw_only=True)

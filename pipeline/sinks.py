@@ -10,7 +10,6 @@ letters).
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from ..transforms.manifest import (
     rejected_row,
     write_parquet,
 )
-from ..transforms.paths import filesystem, writable_directory
+from ..transforms.paths import writable_directory
 from ..transforms.records import Rejected
 from ..transforms.shards import ShardInfo, sample_of, write_shards
 from ..transforms.stats import grid, tier_of
@@ -148,16 +147,3 @@ def write_rejected(element: tuple[int, Iterable[Rejected]], output: str) -> int:
         [dead_letter(r) for r in records], posixpath.join(output, "rejected", name), REJECTED_SCHEMA
     )
     return write_manifest_part([rejected_row(r) for r in records], output, f"rejected-{index:06d}")
-
-
-def write_json(data: Mapping[str, Any], url: str) -> None:
-    fs, path = filesystem(url)
-    with fs.open(path, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
-def read_json(url: str) -> dict[str, Any]:
-    fs, path = filesystem(url)
-    with fs.open(path) as f:
-        return json.load(f)

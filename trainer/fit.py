@@ -7,7 +7,6 @@ tokenized once, and sampled in shuffled epochs. The result is a checkpoint direc
 
 from __future__ import annotations
 
-import json
 import math
 import posixpath
 import time
@@ -23,7 +22,7 @@ from ..transforms.checkpoint import TASKS, save_checkpoint
 from ..transforms.errors import JestflowError
 from ..transforms.losses import PairEmbeddings
 from ..transforms.models import SIZE_KEYS, new_model
-from ..transforms.paths import filesystem, writable_directory
+from ..transforms.paths import writable_directory, write_json
 from ..transforms.readers import read_examples
 from ..transforms.records import Example, FieldMap, Rejected
 from ..transforms.scoring import autocast, embed_pairs, lm_losses, pair_inputs, resolve_device
@@ -237,6 +236,4 @@ def warmup_cosine(warmup: int, total: int):
 
 
 def _write_metrics(directory: str, result: TeacherResult) -> None:
-    fs, root = filesystem(directory)
-    with fs.open(posixpath.join(root, "metrics.json"), "w") as f:
-        json.dump(asdict(result), f, indent=2)
+    write_json(asdict(result), posixpath.join(directory, "metrics.json"))

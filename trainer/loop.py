@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..transforms.checkpoint import checkpoint_task, load_model, save_checkpoint
 from ..transforms.errors import JestflowError
 from ..transforms.models import SIZE_KEYS, new_model
-from ..transforms.paths import filesystem, writable_directory
+from ..transforms.paths import filesystem, read_json, writable_directory, write_json
 from ..transforms.records import FieldMap
 from ..transforms.scoring import autocast
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
@@ -97,8 +97,7 @@ def _start(config: TrainConfig, device: torch.device) -> tuple[nn.Module, int]:
     if config.resume:
         if not fs.exists(state_path):
             raise JestflowError(f"nothing to resume: {config.output} has no {STATE}")
-        with fs.open(state_path) as f:
-            step = json.load(f)["step"]
+        step = read_json(posixpath.join(config.output, STATE))["step"]
         if step >= config.steps:
             raise JestflowError(f"{config.output} is already at step {step}; raise --steps")
         return load_model(config.output, task=config.task, device=device).train(), step
@@ -229,7 +228,6 @@ def _save(model, optimizer, step: int, config: TrainConfig, fs, root: str, diges
     save_checkpoint(model, config.output, meta=meta)
     with fs.open(posixpath.join(root, OPTIMIZER), "wb") as f:
         torch.save(optimizer.state_dict(), f)
-    with fs.open(posixpath.join(root, STATE), "w") as f:
-        # The ranks' parameter digests: equal, or the all-reduce is broken.
-        state = {"step": step, "parameter_digests": digests, "config": asdict(config)}
-        json.dump(state, f, default=str)
+    # The ranks' parameter digests: equal, or the all-reduce is broken.
+    state = {"step": step, "parameter_digests": digests, "config": asdict(config)}
+    write_json(state, posixpath.join(config.output, STATE))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 import fsspec
 
 from .errors import JestflowError, missing_extra
@@ -30,3 +34,16 @@ def writable_directory(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     except OSError as e:
         raise JestflowError(f"cannot create output directory {url!r}: {e}") from e
     return fs, root
+
+
+def write_json(data: Mapping[str, Any], url: str) -> None:
+    fs, path = filesystem(url)
+    with fs.open(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+
+
+def read_json(url: str) -> dict[str, Any]:
+    fs, path = filesystem(url)
+    with fs.open(path) as f:
+        return json.load(f)
