@@ -20,14 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/jestflow demo data $(DEMO)/data
-	$(BIN)/jestflow teacher train $(DEMO)/data/lm/reference.jsonl --eval $(DEMO)/data/lm/eval.jsonl \
-		--task lm --output $(DEMO)/teacher-lm --steps 300
-	$(BIN)/jestflow teacher train $(DEMO)/data/contrastive/reference.jsonl \
-		--eval $(DEMO)/data/contrastive/eval.jsonl --task contrastive \
-		--query-field query --doc-field doc --output $(DEMO)/teacher-contrastive --steps 300
-	$(BIN)/jestflow curate $(DEMO)/data/lm/pool.jsonl --teacher $(DEMO)/teacher-lm --task lm \
-		--keep 0.2 --super-batch 1000 --keep-field kind --tiers 4 --overwrite --output $(DEMO)/curated-lm
+	$(BIN)/jestflow demo --output $(DEMO) --overwrite
 
 lint: setup
 	$(BIN)/ruff check .
@@ -45,6 +38,7 @@ bench: setup
 	$(BIN)/python bench/selection.py
 	$(BIN)/python bench/curate.py
 	$(BIN)/python bench/trainer.py
+	$(BIN)/python bench/data_efficiency.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

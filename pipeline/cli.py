@@ -330,8 +330,12 @@ def summary_table(stats: dict, output: str) -> str:
 @click.option(
     "--shards",
     multiple=True,
-    required=True,
     help="Shard URL pattern(s): brace ranges, globs, any fsspec URL.",
+)
+@click.option(
+    "--data",
+    multiple=True,
+    help="Raw input(s) instead of shards: the uniform or hard_learner baseline.",
 )
 @click.option("--task", type=TASK, required=True)
 @click.option("--output", "-o", required=True, help="Run directory: checkpoint, log.jsonl.")
@@ -374,6 +378,7 @@ def summary_table(stats: dict, output: str) -> str:
 @field_options
 def train_command(
     shards,
+    data,
     task,
     output,
     mode,
@@ -397,14 +402,16 @@ def train_command(
     max_len,
     **fields,
 ) -> None:
-    """Train a student on curated shards with online JEST (the student re-scores each super-batch)."""
+    """Train a student on curated shards with online JEST (the student re-scores each super-batch),
+    or on raw data (--data) for a baseline."""
     from ..trainer.loop import TrainConfig, train
 
     config = TrainConfig(
-        shards=shards, task=task, output=output, mode=mode, batch_size=batch_size,
+        shards=shards, data=data, task=task, output=output, mode=mode, batch_size=batch_size,
         super_batch_ratio=super_batch_ratio, n_chunks=chunks, temperature=temperature,
         steps=steps, lr=lr, warmup_steps=warmup_steps, eval_inputs=eval_inputs,
-        eval_fields=make_fields(task, **fields) if eval_inputs else None, eval_every=eval_every,
+        fields=make_fields(task, **fields) if eval_inputs or data else None,
+        eval_every=eval_every,
         init=init, resume=resume, seed=seed, score_seq_len=score_seq_len, device=device,
         d_model=d_model, n_layer=n_layer, n_head=n_head, max_len=max_len,
         progress=sys.stderr.isatty(),
@@ -436,9 +443,33 @@ def plot(runs, output, x_axis) -> None:
     click.echo(f"wrote {output}")
 
 
-@main.group(cls=Group)
-def demo() -> None:
-    """The embedded demo data and the whole loop on one machine."""
+@main.group(cls=Group, invoke_without_command=True)
+@click.option("--output", "-o", default="build/demo", show_default=True, help="Demo directory.")
+@click.option("--pool-size", type=click.IntRange(min=1000), default=10_000, show_default=True)
+@click.option("--teacher-steps", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--student-steps", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--keep", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Fraction of the pool the offline pass keeps.")  # fmt: skip
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.1,
+              show_default=True, help="Online selection temperature.")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Beam worker processes for the curation step.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace a demo already in --output.")
+@click.pass_context
+def demo(ctx, output, pool_size, teacher_steps, student_steps, keep, temperature, workers, seed,
+         overwrite) -> None:  # fmt: skip
+    """The whole loop on the embedded demo data: make the data, train the teacher, curate the pool,
+    train a student uniformly on the raw pool and with online JEST on the curated shards, and
+    compare them (a table, results.json, eval.png). `jestflow demo data` makes only the data."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(output=output, pool_size=pool_size, teacher_steps=teacher_steps,
+                        student_steps=student_steps, keep=keep, temperature=temperature,
+                        workers=workers, seed=seed, overwrite=overwrite,
+                        progress=sys.stderr.isatty()), echo=click.echo)  # fmt: skip
 
 
 @demo.command("data")

@@ -2,6 +2,9 @@
 workers (or resampled, so every rank draws the same number of samples), each sample decoded into
 the payload plus the teacher's values stored by `jestflow curate`. A corrupt sample is skipped and
 counted; shards of the other task are an error.
+
+Raw inputs (the data before curation, through the same readers as `curate`) stream the same way
+without teacher values: the baseline a curated run is measured against.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import functools
 import glob
 import io
 import json
+import math
 import posixpath
 import random
 from collections import Counter
@@ -25,6 +29,8 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from ..transforms.errors import JestflowError
 from ..transforms.paths import filesystem
+from ..transforms.readers import expand_urls, read_file
+from ..transforms.records import FieldMap, Rejected
 
 
 class CorruptSample(ValueError):
@@ -37,7 +43,7 @@ class TrainSample:
     text: str  # the text (lm), caption or query (contrastive)
     pair: str | None = None  # a text pair's document
     image: bytes | None = None  # an image-text pair's encoded image
-    teacher_loss: float
+    teacher_loss: float = math.nan  # nan for raw inputs, which have no teacher values
     embeddings: np.ndarray | None = None  # the teacher's [2, d] (left, right), contrastive only
     info: dict[str, Any] = field(default_factory=dict)  # the sample's json
 
@@ -162,3 +168,40 @@ def train_samples(
         wds.map(functools.partial(decode, task=task), handler=handler),
         *([wds.shuffle(shuffle, initial=shuffle, rng=random.Random(seed))] if shuffle else []),
     )
+
+
+def raw_samples(
+    patterns: Sequence[str],
+    fields: FieldMap,
+    *,
+    seed: int = 0,
+    shuffle: int = 0,
+    skipped: Counter | None = None,
+) -> Iterator[TrainSample]:
+    """An endless stream of TrainSample over raw inputs (no teacher values): every pass visits
+    the files in a new seeded order, and `shuffle` > 0 mixes samples in a seeded buffer of that
+    size. Records the readers reject are counted in `skipped` by reason (once, on the first pass);
+    inputs without a usable example are an error."""
+    urls = expand_urls(patterns)
+    skipped = Counter() if skipped is None else skipped
+    rng = random.Random(seed)
+
+    def forever() -> Iterator[TrainSample]:
+        first_pass = True
+        while True:
+            usable = False
+            for url in rng.sample(urls, len(urls)):
+                for record in read_file(url, fields):
+                    if isinstance(record, Rejected):
+                        if first_pass:
+                            skipped[record.reason] += 1
+                        continue
+                    usable = True
+                    yield TrainSample(key=record.key, text=record.text, pair=record.pair,
+                                      image=record.image, info={"meta": dict(record.meta)})  # fmt: skip
+            if not usable:
+                raise JestflowError(f"no usable examples in {', '.join(patterns)}")
+            first_pass = False
+
+    stream = forever()
+    return iter(wds.shuffle(shuffle, initial=shuffle, rng=rng)(stream)) if shuffle else stream

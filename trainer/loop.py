@@ -1,6 +1,7 @@
 """The online trainer: `jestflow train`. Each step draws r·b samples from the curated shards,
 lets the student re-score them, chooses b (online JEST, or the first b for `uniform`), and takes
-one optimizer step on those b.
+one optimizer step on those b. Raw inputs (`data`) instead of shards train the baselines that
+need no teacher values: `uniform` and `hard_learner`.
 
 The output directory is a checkpoint like a teacher's (config.json + model.safetensors, so a
 trained student can be the next teacher), plus `optimizer.pt` (tensors only, loaded with
@@ -30,17 +31,19 @@ from ..transforms.records import FieldMap
 from ..transforms.scoring import autocast
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
 from .fit import batch_loss, evaluate, load_examples, model_inputs, warmup_cosine
-from .loader import TrainSample, shard_urls, train_samples
+from .loader import TrainSample, raw_samples, shard_urls, train_samples
 from .online import ONLINE_MODES, select_online
 
 STATE, OPTIMIZER, LOG = "trainer_state.json", "optimizer.pt", "log.jsonl"
+RAW_MODES = ("uniform", "hard_learner")  # the modes that need no teacher values
 
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    shards: tuple[str, ...]  # URL patterns: brace ranges, globs, any fsspec URL
+    shards: tuple[str, ...] = ()  # URL patterns: brace ranges, globs, any fsspec URL
     task: str
     output: str
+    data: tuple[str, ...] = ()  # raw inputs instead of shards (uniform and hard_learner only)
     mode: str = "learnability"
     batch_size: int = 32  # b: examples trained on per step
     super_batch_ratio: int = 5  # r: the student scores r·b per step
@@ -51,7 +54,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 50
     eval_inputs: tuple[str, ...] = ()  # held-out raw data (JSONL, Parquet, tars)
-    eval_fields: FieldMap | None = None
+    fields: FieldMap | None = None  # of `data` and `eval_inputs`
     eval_every: int = 100
     init: str | None = None  # start from this checkpoint instead of a fresh model
     resume: bool = False  # continue from the checkpoint in `output`
@@ -71,8 +74,16 @@ class TrainConfig:
             )
         if self.batch_size < 2 or self.super_batch_ratio < 1 or self.steps < 1:
             raise JestflowError("batch size ≥ 2, super-batch ratio ≥ 1 and steps ≥ 1, please")
-        if self.eval_inputs and self.eval_fields is None:
-            raise JestflowError("held-out inputs need a field mapping")
+        if bool(self.shards) == bool(self.data):
+            raise JestflowError("train on curated shards or on raw data: one of the two, please")
+        if self.data and self.mode not in RAW_MODES:
+            raise JestflowError(
+                f"{self.mode} needs the teacher's values: train on shards written by "
+                f"jestflow curate (--keep 1 scores everything); raw data serves "
+                f"{' and '.join(RAW_MODES)}"
+            )
+        if (self.eval_inputs or self.data) and self.fields is None:
+            raise JestflowError("raw and held-out inputs need a field mapping")
         if self.score_seq_len is not None and self.task != "lm":
             raise JestflowError("--score-seq-len shortens lm scoring only")
         if self.resume and self.init is not None:
@@ -133,11 +144,9 @@ def train(config: TrainConfig) -> dict:
 
 def _train(config: TrainConfig, ranks: Ranks) -> dict:
     device = ranks.device
-    urls = shard_urls(config.shards)
+    urls = shard_urls(config.shards) if config.shards else []
     fs, root = writable_directory(config.output)
-    held_out = (
-        load_examples(config.eval_inputs, config.eval_fields)[0] if config.eval_inputs else []
-    )
+    held_out = load_examples(config.eval_inputs, config.fields)[0] if config.eval_inputs else []
     model, start = _start(config, device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -154,8 +163,14 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     # Each rank draws its own super-batches: its stream and sampler depend on (seed, step, rank).
     stream_seed = (config.seed * 1_000_003 + start) * 1_009 + ranks.rank
     b, drawn = config.batch_size, config.batch_size * config.super_batch_ratio
-    stream = iter(train_samples(urls, task=config.task, resampled=True, seed=stream_seed,
-                                shuffle=max(1000, 4 * drawn), skipped=skipped))  # fmt: skip
+    shuffle = max(1000, 4 * drawn)
+    stream = (
+        iter(train_samples(urls, task=config.task, resampled=True, seed=stream_seed,
+                           shuffle=shuffle, skipped=skipped))
+        if urls
+        else raw_samples(config.data, config.fields, seed=stream_seed, shuffle=shuffle,
+                         skipped=skipped)
+    )  # fmt: skip
     generator = torch.Generator().manual_seed(stream_seed)
     step_loss = wrap(LossOf(model, batch_loss), ranks)
     params = sum(p.numel() for p in model.parameters())

@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Sequence
 
 from ..transforms.errors import JestflowError
 from ..transforms.paths import filesystem
+from .results import read_log
 
 AXES = {"step": "step", "flops": "training + scoring FLOPs (estimated)"}
 
 
 def eval_curve(run: str, x: str = "step") -> tuple[list[float], list[float]]:
     """(x, eval loss) of one run, from its log.jsonl."""
-    fs, root = filesystem(run)
-    path = posixpath.join(root, "log.jsonl")
-    if not fs.exists(path):
-        raise JestflowError(f"{run} has no log.jsonl: not a jestflow train run")
-    flops, xs, ys = 0.0, [], []
-    with fs.open(path) as f:
-        for line in f:
-            record = json.loads(line)
-            if "loss" in record:
-                flops += record.get("score_flops", 0) + record.get("train_flops", 0)
-            if record.get("eval_loss") is not None:
-                xs.append(record["step"] if x == "step" else flops)
-                ys.append(record["eval_loss"])
-    if not xs:
+    evaluations = read_log(run).evaluations
+    if not evaluations:
         raise JestflowError(f"{run} logged no evaluations (train with --eval)")
-    return xs, ys
+    return [e.step if x == "step" else e.flops for e in evaluations], [e.loss for e in evaluations]
 
 
 def plot_runs(runs: Sequence[str], output: str, *, x: str = "step") -> None:

@@ -104,3 +104,30 @@ def test_any_fsspec_url(tmp_path):
     assert [u.split("://")[0] for u in urls] == ["memory", "memory"]
     assert [u.rsplit("/", 1)[1] for u in urls] == [p.rsplit("/", 1)[1] for p in files]
     assert len(list(train_samples(urls, task="lm"))) == 10
+
+
+def test_raw_inputs_stream_every_example_each_pass_and_count_rejections_once(tmp_path):
+    from jestflow.trainer.loader import raw_samples
+    from jestflow.transforms.records import FieldMap
+
+    for name, start in (("a", 0), ("b", 5)):
+        lines = [f'{{"text": "raw {i}", "kind": "k{i % 2}"}}' for i in range(start, start + 5)]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join([*lines, "{broken"]) + "\n")
+    fields = FieldMap(text="text", keep=("kind",))
+    skipped = Counter()
+    stream = raw_samples([str(tmp_path / "*.jsonl")], fields, seed=3, skipped=skipped)
+    passes = [list(itertools.islice(stream, 10)) for _ in range(3)]
+    for drawn in passes:  # each pass is every example once, the files in a seeded order
+        assert sorted(s.text for s in drawn) == sorted(f"raw {i}" for i in range(10))
+    assert skipped == {"bad_json": 2}  # counted on the first pass only
+    assert {s.tag for s in passes[0]} == {"k0", "k1"} and np.isnan(passes[0][0].teacher_loss)
+    again = raw_samples([str(tmp_path / "*.jsonl")], fields, seed=3, shuffle=4)
+    other = raw_samples([str(tmp_path / "*.jsonl")], fields, seed=4, shuffle=4)
+    first = [s.text for s in itertools.islice(again, 30)]
+    assert first == [s.text for s in itertools.islice(
+        raw_samples([str(tmp_path / "*.jsonl")], fields, seed=3, shuffle=4), 30)]  # fmt: skip
+    assert first != [s.text for s in itertools.islice(other, 30)]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "bad.jsonl").write_text("{broken\n")
+    with pytest.raises(JestflowError, match="no usable examples"):
+        next(raw_samples([str(tmp_path / "empty" / "bad.jsonl")], fields))

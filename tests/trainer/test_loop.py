@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import torch
@@ -53,7 +54,7 @@ def config(root, out, **changes):
         "shards": (str(root / "shards" / "shard-000000-{000000..000003}.tar"),),
         "task": "lm", "output": str(out), "batch_size": 16, "super_batch_ratio": 4, "steps": 20,
         "lr": 3e-3, "warmup_steps": 2, "eval_inputs": (str(root / "eval.jsonl"),),
-        "eval_fields": TEXT, "eval_every": 10, "device": "cpu", "progress": False, **TINY,
+        "fields": TEXT, "eval_every": 10, "device": "cpu", "progress": False, **TINY,
     }  # fmt: skip
     return TrainConfig(**{**options, **changes})
 
@@ -86,6 +87,31 @@ def test_learnability_trains_on_a_cleaner_mix_than_uniform(noisy_shards, tmp_pat
     assert 0.3 < uniform < 0.7 and learnability > uniform + 0.25, (uniform, learnability)
     logged = lines(tmp_path / "learnability")
     assert logged[0]["score_flops"] > 0 and logged[0]["learnability"] is not None
+
+
+def test_raw_data_trains_the_baselines_and_refuses_modes_that_need_a_teacher(
+    noisy_shards, tmp_path
+):
+    rng = random.Random(1)
+    raw = [{"text": t, "kind": "clean"} for t in sentences(100, 8)]
+    raw += [{"text": "".join(rng.choice("qzxj#@!0") for _ in range(50)), "kind": "noise"}
+            for _ in range(100)]  # fmt: skip
+    pool = write_jsonl(tmp_path / "pool.jsonl", raw)
+    raw_config = {"shards": (), "data": (pool,), "fields": FieldMap(text="text", keep=("kind",))}
+    last = train(config(noisy_shards, tmp_path / "uniform", mode="uniform", **raw_config))
+    assert last["step"] == 20 and last["eval_loss"] < 4
+    tags = Counter()
+    for r in lines(tmp_path / "uniform"):
+        tags.update(r.get("tags", {}))
+    assert sum(tags.values()) == 20 * 16 and 0.3 < tags["clean"] / (20 * 16) < 0.7
+    train(config(noisy_shards, tmp_path / "hard", mode="hard_learner", steps=3, eval_inputs=(),
+                 **raw_config))  # fmt: skip
+    assert lines(tmp_path / "hard")[-1]["score_flops"] > 0
+    for mode in ("learnability", "easy_reference"):
+        with pytest.raises(JestflowError, match=f"{mode} needs the teacher's values"):
+            config(noisy_shards, tmp_path / mode, mode=mode, **raw_config)
+    with pytest.raises(JestflowError, match="one of the two"):
+        config(noisy_shards, tmp_path / "both", data=(pool,))
 
 
 def test_resume_continues_at_the_step_it_stopped(noisy_shards, tmp_path):

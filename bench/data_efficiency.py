@@ -1,0 +1,223 @@
+"""Data efficiency: the same student, steps and batch size, trained on the demo corpora by each
+selection method, over several seeds. Prints a table per task.
+
+LM (pool: 20 % clean docstrings, 80 % noise):
+  uniform             raw pool, the first b of each draw (the baseline)
+  hard learner        raw pool, online: highest student loss ℓ(θ) (no teacher)
+  easy reference      offline only: `jestflow curate` keeps the half the teacher finds easiest,
+                      the student trains uniformly on those shards
+  learnability        online, per example: ℓ(θ) − ℓ(θ*) over the whole teacher-scored pool
+  offline + online    the `jestflow demo` recipe: learnability online on the easy-reference shards
+Contrastive (pool: (docstring summary, code) pairs, half mispaired):
+  uniform             raw pool
+  independent         learnability online, diagonal only (one chunk: each pair on its own)
+  joint               learnability online, JEST blocked sampling (16 chunks, pair terms)
+
+Steps-to-target: the first evaluation at or below the uniform run's final held-out loss (same
+seed). Compute-to-target: the student's training and online scoring FLOPs (the trainer's own
+estimate) spent by then, against the uniform run's total. Online scoring reads the first 64 bytes
+(`--score-seq-len`); the teacher's one offline pass over the pool is reported apart.
+
+Run: python bench/data_efficiency.py [--seeds 0,1,2] [--steps 300] [--tasks lm,contrastive]
+     [--out build/bench-data-efficiency] [--ablations]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+from jestflow.pipeline.curate import CurateConfig, run_curation
+from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
+from jestflow.trainer.fit import TeacherConfig, train_teacher
+from jestflow.trainer.loop import TrainConfig, train
+from jestflow.trainer.results import RunLog, compare, read_log
+from jestflow.transforms.curation import SelectionConfig
+from jestflow.transforms.records import FieldMap
+
+LM_TEXT = FieldMap(text="text", keep=("kind",))
+PAIRS = FieldMap(query="query", doc="doc", keep=("kind",))
+ONLINE = {"mode": "learnability", "super_batch_ratio": 5}
+
+# name → (training data: "raw" pool or a curated shard set, TrainConfig options)
+ARMS = {
+    "lm": {
+        "uniform": ("raw", {"mode": "uniform"}),
+        "hard learner": ("raw", {**ONLINE, "mode": "hard_learner", "score_seq_len": 64}),
+        "easy reference": ("offline", {"mode": "uniform"}),
+        "learnability": ("scored", {**ONLINE, "score_seq_len": 64}),
+        "offline + online": ("offline", {**ONLINE, "score_seq_len": 64}),
+    },
+    "contrastive": {
+        "uniform": ("raw", {"mode": "uniform"}),
+        "independent": ("scored", {**ONLINE, "n_chunks": 1}),
+        "joint": ("scored", {**ONLINE, "n_chunks": 16}),
+    },
+}
+# Run on the first seed only with --ablations: what the temperature and scoring length do.
+ABLATIONS = {
+    "lm": {
+        "learnability τ=1": ("scored", {**ONLINE, "score_seq_len": 64, "temperature": 1.0}),
+        "learnability full length": ("scored", ONLINE),
+        "learnability r=10": ("scored", {**ONLINE, "super_batch_ratio": 10, "score_seq_len": 64}),
+    },
+    "contrastive": {
+        "independent τ=1": ("scored", {**ONLINE, "n_chunks": 1, "temperature": 1.0}),
+        "joint τ=1": ("scored", {**ONLINE, "n_chunks": 16, "temperature": 1.0}),
+    },
+}
+
+
+def prepare(out: Path, args) -> dict:
+    """Demo corpora, the teachers, and the curated shard sets every seed shares."""
+    data = out / "data"
+    if not (data / "lm" / "pool.jsonl").exists():
+        make_corpora(DemoDataConfig(output=str(data)))
+    sets: dict = {}
+    for task, fields in (("lm", LM_TEXT), ("contrastive", PAIRS)):
+        if task not in args.tasks:
+            continue
+        teacher = out / f"teacher-{task}"
+        if not (teacher / "model.safetensors").exists():
+            result = train_teacher(TeacherConfig(
+                inputs=(str(data / task / "reference.jsonl"),),
+                eval_inputs=(str(data / task / "eval.jsonl"),), output=str(teacher), task=task,
+                fields=fields, steps=args.teacher_steps, progress=False,
+            ))  # fmt: skip
+            print(f"teacher {task}: eval loss {result.eval_loss:.3f}"
+                  + ("" if result.eval_recall_at_1 is None
+                     else f", recall@1 {result.eval_recall_at_1:.3f}"), flush=True)  # fmt: skip
+        kinds = {"scored": SelectionConfig(keep=1.0)}
+        if task == "lm":
+            kinds["offline"] = SelectionConfig(keep=0.5, method="topk")
+        for kind, selection in kinds.items():
+            target = out / f"{task}-{kind}"
+            if not (target / "stats.json").exists():
+                stats = run_curation(CurateConfig(
+                    inputs=(str(data / task / "pool.jsonl"),), output=str(target),
+                    teacher=str(teacher), task=task, fields=fields, selection=selection,
+                    super_batch=1000, shard_max_count=500, workers=1, overwrite=True,
+                ))  # fmt: skip
+                print(f"curated {task} {kind}: {stats['counts']}", flush=True)
+            sets[(task, kind)] = str(target / "shards" / "*.tar")
+    return sets
+
+
+def run_arm(task: str, name: str, source: str, options: dict, seed: int, sets, out: Path, args):
+    run_dir = out / "runs" / task / f"{name.replace(' ', '_')}-seed{seed}"
+    if not (run_dir / "trainer_state.json").exists() or read_log(str(run_dir)).steps < args.steps:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        fields = LM_TEXT if task == "lm" else PAIRS
+        where = (
+            {"data": (str(out / "data" / task / "pool.jsonl"),)}
+            if source == "raw"
+            else {"shards": (sets[(task, source)],)}
+        )
+        began = time.perf_counter()
+        options = {"temperature": 0.1, **options}
+        train(TrainConfig(
+            **where, task=task, output=str(run_dir), fields=fields, steps=args.steps,
+            batch_size=32, eval_inputs=(str(out / "data" / task / "eval.jsonl"),),
+            eval_every=args.eval_every, seed=seed, progress=False, **options,
+        ))  # fmt: skip
+        print(f"{task} {name} seed {seed}: {time.perf_counter() - began:.0f} s", flush=True)
+    return read_log(str(run_dir))
+
+
+def summarize(task: str, logs: dict[str, list[RunLog]]) -> list[dict]:
+    """Mean (and spread) over seeds of each arm against the uniform run of the same seed."""
+    baselines = logs["uniform"]
+    rows = []
+    for name, runs in logs.items():
+        row = {"arm": name, "seeds": len(runs)}
+        finals = [r.final.loss for r in runs]
+        row["final_loss"] = (statistics.mean(finals), _sd(finals))
+        recalls = [r.final.recall_at_1 for r in runs if r.final.recall_at_1 is not None]
+        row["recall"] = (statistics.mean(recalls), _sd(recalls)) if recalls else None
+        speed, compute, reached = [], [], 0
+        for run, base in zip(runs, baselines, strict=False):
+            found = compare(run, base)
+            if found.reached is not None:
+                reached += 1
+                speed.append(found.speed_up)
+                compute.append(found.compute_saving)
+        row["reached"] = reached
+        row["speed_up"] = (statistics.mean(speed), _sd(speed)) if speed else None
+        row["compute_saving"] = (statistics.mean(compute), _sd(compute)) if compute else None
+        clean = [r.fraction("clean") for r in runs if r.fraction("clean") is not None]
+        row["clean"] = statistics.mean(clean) if clean else None
+        row["seconds"] = statistics.mean(r.score_seconds + r.train_seconds for r in runs)
+        rows.append(row)
+    return rows
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table(task: str, rows: list[dict], steps: int) -> str:
+    def pm(pair, fmt):
+        return "—" if pair is None else f"{pair[0]:{fmt}} ± {pair[1]:{fmt}}"
+
+    head = ["arm", "seeds", "final held-out loss", "recall@1", "steps-to-target ×",
+            "compute-to-target ×", "reached", "clean", "train+score s"]  # fmt: skip
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        lines.append(" | ".join([
+            r["arm"], str(r["seeds"]), pm(r["final_loss"], ".3f"),
+            pm(r["recall"], ".3f") if task == "contrastive" else "—",
+            pm(r["speed_up"], ".1f"), pm(r["compute_saving"], ".1f"),
+            f"{r['reached']}/{r['seeds']}",
+            "—" if r["clean"] is None else f"{r['clean']:.0%}", f"{r['seconds']:.0f}",
+        ]))  # fmt: skip
+    return f"{task}, {steps} steps, b = 32:\n" + "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--teacher-steps", type=int, default=300)
+    parser.add_argument("--tasks", default="lm,contrastive")
+    parser.add_argument("--out", default="build/bench-data-efficiency")
+    parser.add_argument("--ablations", action="store_true", help="Extra arms on the first seed.")
+    args = parser.parse_args()
+    args.tasks = args.tasks.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"jestflow {version('jestflow')}, {os.cpu_count()} CPUs", flush=True)  # fmt: skip
+    began = time.perf_counter()
+    sets = prepare(out, args)
+    results = {}
+    for task in args.tasks:
+        logs = {
+            name: [run_arm(task, name, source, options, seed, sets, out, args) for seed in seeds]
+            for name, (source, options) in ARMS[task].items()
+        }
+        if args.ablations:
+            for name, (source, options) in ABLATIONS[task].items():
+                logs[name] = [run_arm(task, name, source, options, seeds[0], sets, out, args)]
+        rows = summarize(task, logs)
+        results[task] = rows
+        print("\n" + table(task, rows, args.steps) + "\n", flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=_plain))
+    print(f"total {time.perf_counter() - began:.0f} s; results in {out / 'results.json'}")
+
+
+def _plain(value):
+    return None if isinstance(value, float) and math.isnan(value) else str(value)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""What a `jestflow train` run measured, read back from its log.jsonl: the eval curve against
+steps and against estimated FLOPs, what it trained on (the `kind` tags), and when it first
+reached a target held-out loss."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..transforms.errors import JestflowError
+from ..transforms.paths import filesystem
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    step: int
+    flops: float  # training + scoring FLOPs spent up to this step (estimated)
+    loss: float
+    recall_at_1: float | None
+
+
+@dataclass(kw_only=True)
+class RunLog:
+    run: str
+    steps: int = 0
+    evaluations: list[Evaluation] = field(default_factory=list)
+    tags: Counter = field(default_factory=Counter)  # `kind` of every example trained on
+    score_flops: float = 0.0
+    train_flops: float = 0.0
+    score_seconds: float = 0.0
+    train_seconds: float = 0.0
+
+    @property
+    def final(self) -> Evaluation:
+        if not self.evaluations:
+            raise JestflowError(f"{self.run} logged no evaluations (train with --eval)")
+        return self.evaluations[-1]
+
+    def fraction(self, tag: str) -> float | None:
+        """The share of trained-on examples with this tag (None when nothing was tagged)."""
+        total = sum(self.tags.values())
+        return self.tags[tag] / total if total else None
+
+    def first_at_or_below(self, loss: float) -> Evaluation | None:
+        """The first evaluation whose held-out loss is at most `loss` (None: never reached)."""
+        return next((e for e in self.evaluations if e.loss <= loss), None)
+
+    def first_at_or_above(self, recall: float) -> Evaluation | None:
+        """The first evaluation whose recall@1 is at least `recall` (None: never reached)."""
+        return next(
+            (e for e in self.evaluations if e.recall_at_1 is not None and e.recall_at_1 >= recall),
+            None,
+        )
+
+
+def read_log(run: str) -> RunLog:
+    """Read a run directory's log.jsonl."""
+    fs, root = filesystem(run)
+    path = posixpath.join(root, "log.jsonl")
+    if not fs.exists(path):
+        raise JestflowError(f"{run} has no log.jsonl: not a jestflow train run")
+    log = RunLog(run=run)
+    with fs.open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if "loss" in record:  # a training step
+                log.steps = record["step"]
+                log.tags.update(record.get("tags") or {})
+                log.score_flops += record.get("score_flops", 0.0)
+                log.train_flops += record.get("train_flops", 0.0)
+                log.score_seconds += record.get("score_seconds", 0.0)
+                log.train_seconds += record.get("train_seconds", 0.0)
+            if record.get("eval_loss") is not None:
+                log.evaluations.append(Evaluation(
+                    step=record["step"], flops=log.score_flops + log.train_flops,
+                    loss=record["eval_loss"], recall_at_1=record.get("eval_recall_at_1"),
+                ))  # fmt: skip
+    return log
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A run against a baseline run: when it first reached the baseline's final held-out loss."""
+
+    target: float  # the baseline's final held-out loss
+    reached: Evaluation | None  # None: never reached
+    speed_up: float | None  # baseline steps / steps to the target
+    compute_saving: float | None  # baseline FLOPs / FLOPs to the target (training + scoring)
+
+
+def compare(run: RunLog, baseline: RunLog) -> Comparison:
+    """Steps and compute to reach the baseline's final held-out loss. The baseline itself takes
+    all its steps by definition (its loss may dip below the final value earlier)."""
+    target = baseline.final
+    reached = target if run is baseline else run.first_at_or_below(target.loss)
+    if reached is None:
+        return Comparison(target=target.loss, reached=None, speed_up=None, compute_saving=None)
+    return Comparison(
+        target=target.loss,
+        reached=reached,
+        speed_up=target.step / reached.step,
+        compute_saving=target.flops / reached.flops if reached.flops else None,
+    )
