@@ -29,7 +29,8 @@ from .demo_data import DemoDataConfig, make_corpora
 
 STAGES = ("data", "teacher", "curate", "student-uniform", "student-jest")
 RESULTS = "results.json"
-OUTPUTS = (*STAGES, RESULTS, "eval.png", "eval-flops.png")
+OUTPUTS = ("data", "teacher-lm", "curated-lm", "student-uniform", "student-jest", RESULTS,
+           "eval.png", "eval-flops.png")  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -45,6 +46,7 @@ class DemoConfig:
     temperature: float = 0.1
     keep: float = 0.5  # the offline pass keeps the half the teacher finds easiest
     super_batch: int = 1000  # of the offline pass
+    tiers: int = 4  # the offline pass's shards in four score bands
     score_seq_len: int | None = 64  # the student scores the first 64 bytes only
     eval_every: int = 10
     workers: int = 1
@@ -84,15 +86,16 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
     with stages.stage("teacher", f"LM teacher, {config.teacher_steps} steps on the clean set"):
         teacher = train_teacher(TeacherConfig(
             inputs=(f"{lm}/reference.jsonl",), eval_inputs=(f"{lm}/eval.jsonl",),
-            output=config.path("teacher"), task="lm", fields=text, steps=config.teacher_steps,
+            output=config.path("teacher-lm"), task="lm", fields=text, steps=config.teacher_steps,
             seed=config.seed, progress=config.progress,
         ))  # fmt: skip
     with stages.stage("curate", f"curate the pool (keep {config.keep:.0%}, Beam local runner)"):
         curated = run_curation(CurateConfig(
-            inputs=(f"{lm}/pool.jsonl",), output=config.path("curate"),
-            teacher=config.path("teacher"), task="lm", fields=tagged,
+            inputs=(f"{lm}/pool.jsonl",), output=config.path("curated-lm"),
+            teacher=config.path("teacher-lm"), task="lm", fields=tagged,
             selection=SelectionConfig(keep=config.keep, method="topk", seed=config.seed),
-            super_batch=config.super_batch, workers=config.workers, progress=True, overwrite=True,
+            super_batch=config.super_batch, tiers=config.tiers, workers=config.workers,
+            progress=True, overwrite=True,
         ))  # fmt: skip
     student = {
         "task": "lm", "steps": config.student_steps, "batch_size": config.batch_size,
@@ -104,7 +107,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
                           output=config.path("student-uniform"), **student))  # fmt: skip
     with stages.stage("student-jest", "student, online JEST (learnability) on the curated shards"):
         train(TrainConfig(
-            shards=(config.path("curate/shards/*.tar"),), fields=text, mode="learnability",
+            shards=(config.path("curated-lm/shards/*.tar"),), fields=text, mode="learnability",
             super_batch_ratio=config.super_batch_ratio, temperature=config.temperature,
             score_seq_len=config.score_seq_len, output=config.path("student-jest"), **student,
         ))  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import glob
 import io
+import itertools
 import json
 import math
 import posixpath
@@ -23,6 +24,7 @@ from typing import Any
 
 import braceexpand
 import numpy as np
+import torch
 import webdataset as wds
 from PIL import Image
 from webdataset.tariterators import group_by_keys, tar_file_expander
@@ -31,6 +33,8 @@ from ..transforms.errors import JestflowError
 from ..transforms.paths import filesystem
 from ..transforms.readers import expand_urls, read_file
 from ..transforms.records import FieldMap, Rejected
+
+INTERLEAVE = 4  # shards a resampled stream reads at once (round-robin)
 
 
 class CorruptSample(ValueError):
@@ -141,9 +145,9 @@ def train_samples(
 ) -> wds.DataPipeline:
     """An IterableDataset of TrainSample over the shards.
 
-    `resampled`: every rank and loader worker draws shards at random forever (seeded), so all
-    ranks see the same number of batches; otherwise each shard is read once, split across
-    ranks (torch.distributed) and DataLoader workers. `shuffle` > 0 mixes samples in a seeded
+    `resampled`: every rank and loader worker draws shards at random forever (seeded), reading
+    INTERLEAVE of them at a time, so all ranks see the same number of batches; otherwise each
+    shard is read once, split across ranks (torch.distributed) and DataLoader workers. `shuffle` > 0 mixes samples in a seeded
     buffer of that size: shards are in rank order, so a super-batch of neighbours would leave a
     uniform draw biased and selection little to choose from. Corrupt samples are counted in
     `skipped`.
@@ -155,19 +159,41 @@ def train_samples(
             raise error
         return _skip(skipped, error)
 
-    source = (
-        [wds.ResampledShards(list(urls), seed=seed, deterministic=True)]
-        if resampled
-        else [wds.SimpleShardList(list(urls)), wds.split_by_node, wds.split_by_worker]
-    )
-    return wds.DataPipeline(
-        *source,
-        _open,
-        functools.partial(tar_file_expander, handler=handler),
-        functools.partial(group_by_keys, handler=handler),
-        wds.map(functools.partial(decode, task=task), handler=handler),
-        *([wds.shuffle(shuffle, initial=shuffle, rng=random.Random(seed))] if shuffle else []),
-    )
+    def samples(source: list) -> wds.DataPipeline:
+        return wds.DataPipeline(
+            *source,
+            _open,
+            functools.partial(tar_file_expander, handler=handler),
+            functools.partial(group_by_keys, handler=handler),
+            wds.map(functools.partial(decode, task=task), handler=handler),
+        )
+
+    if resampled:  # shards are in rank order: draw from several at once
+        streams = min(INTERLEAVE, len(urls))
+        source = Interleave([
+            samples([wds.ResampledShards(list(urls), seed=seed * INTERLEAVE + i,
+                                         deterministic=True)])
+            for i in range(streams)
+        ])  # fmt: skip
+    else:
+        source = samples([wds.SimpleShardList(list(urls)), wds.split_by_node, wds.split_by_worker])
+    mix = [wds.shuffle(shuffle, initial=shuffle, rng=random.Random(seed))] if shuffle else []
+    return wds.DataPipeline(source, *mix)
+
+
+class Interleave(torch.utils.data.IterableDataset):
+    """Round-robin over several sample streams; ends when one of them does."""
+
+    def __init__(self, streams: Sequence[Iterable]) -> None:
+        self.streams = streams
+
+    def __iter__(self) -> Iterator:
+        iterators = [iter(stream) for stream in self.streams]
+        for iterator in itertools.cycle(iterators):
+            try:
+                yield next(iterator)
+            except StopIteration:
+                return
 
 
 def raw_samples(

@@ -30,7 +30,8 @@ def test_the_demo_runs_every_stage_and_compares_the_students(tmp_path):
     table = result.output[result.output.index("run ") :]
     assert "student-uniform" in table and "student-jest" in table and "wall time:" in table
     assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((out / "curate" / "shards").glob("*.tar"))) >= 1
+    tiers = sorted(p.name[:7] for p in (out / "curated-lm" / "shards").glob("*.tar"))
+    assert tiers == ["tier-00", "tier-01", "tier-02", "tier-03"]
 
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and "already holds a demo" in again.output
@@ -40,8 +41,8 @@ def test_the_demo_runs_every_stage_and_compares_the_students(tmp_path):
 def test_overwrite_clears_the_demos_own_folders_only(tmp_path):
     from jestflow.pipeline.demo import DemoConfig, _prepare
 
-    (tmp_path / "teacher").mkdir()
-    (tmp_path / "teacher" / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "teacher-lm").mkdir()
+    (tmp_path / "teacher-lm" / "model.safetensors").write_bytes(b"x")
     (tmp_path / "results.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("mine")
     _prepare(DemoConfig(output=str(tmp_path), overwrite=True))

@@ -86,6 +86,9 @@ def test_loader_workers_split_the_shards_and_resampling_is_seeded(tmp_path):
                                                               seed=seed), 40)]  # fmt: skip
 
     assert draw(1) == draw(1) and draw(1) != draw(2) and len(set(draw(1))) == 20
+    # Shards are in rank order: a resampled stream reads several at once, round-robin.
+    first = itertools.islice(train_samples(files, task="lm", resampled=True, seed=1), 4)
+    assert len({int(s.text.split()[-1]) // 5 for s in first}) > 1
     in_order = [s.key for s in train_samples(files, task="lm")]
     mixed = [s.key for s in train_samples(files, task="lm", shuffle=10, seed=1)]
     assert sorted(mixed) == sorted(in_order) and mixed != in_order  # the same samples, mixed
