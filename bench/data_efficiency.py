@@ -38,14 +38,16 @@ import torch
 
 from jestflow.pipeline.curate import CurateConfig, run_curation
 from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
-from jestflow.trainer.fit import TeacherConfig, train_teacher
-from jestflow.trainer.loop import TrainConfig, train
+from jestflow.trainer.fit import TeacherConfig, load_examples, train_teacher
+from jestflow.trainer.loop import TrainConfig, forward_flops, train
 from jestflow.trainer.results import RunLog, compare, read_log
+from jestflow.transforms.checkpoint import load_model
 from jestflow.transforms.curation import SelectionConfig
 from jestflow.transforms.records import FieldMap
 
 LM_TEXT = FieldMap(text="text", keep=("kind",))
 PAIRS = FieldMap(query="query", doc="doc", keep=("kind",))
+FIELDS = {"lm": LM_TEXT, "contrastive": PAIRS}
 ONLINE = {"mode": "learnability", "super_batch_ratio": 5}
 
 # name → (training data: "raw" pool or a curated shard set, TrainConfig options)
@@ -83,7 +85,7 @@ def prepare(out: Path, args) -> dict:
     if not (data / "lm" / "pool.jsonl").exists():
         make_corpora(DemoDataConfig(output=str(data)))
     sets: dict = {}
-    for task, fields in (("lm", LM_TEXT), ("contrastive", PAIRS)):
+    for task, fields in FIELDS.items():
         if task not in args.tasks:
             continue
         teacher = out / f"teacher-{task}"
@@ -116,7 +118,7 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, sets, o
     run_dir = out / "runs" / task / f"{name.replace(' ', '_')}-seed{seed}"
     if not (run_dir / "trainer_state.json").exists() or read_log(str(run_dir)).steps < args.steps:
         shutil.rmtree(run_dir, ignore_errors=True)
-        fields = LM_TEXT if task == "lm" else PAIRS
+        fields = FIELDS[task]
         where = (
             {"data": (str(out / "data" / task / "pool.jsonl"),)}
             if source == "raw"
@@ -131,6 +133,15 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, sets, o
         ))  # fmt: skip
         print(f"{task} {name} seed {seed}: {time.perf_counter() - began:.0f} s", flush=True)
     return read_log(str(run_dir))
+
+
+def offline_pass_flops(task: str, out: Path) -> float:
+    """The teacher's forward pass over the whole pool (paid once by `curate`, reused by every
+    student), with the trainer's estimate."""
+    teacher = load_model(str(out / f"teacher-{task}"))
+    params = sum(p.numel() for p in teacher.parameters())
+    pool, _ = load_examples([str(out / "data" / task / "pool.jsonl")], FIELDS[task])
+    return forward_flops(teacher, params, pool, None)
 
 
 def summarize(task: str, logs: dict[str, list[RunLog]]) -> list[dict]:
@@ -209,8 +220,12 @@ def main() -> None:
             for name, (source, options) in ABLATIONS[task].items():
                 logs[name] = [run_arm(task, name, source, options, seeds[0], sets, out, args)]
         rows = summarize(task, logs)
-        results[task] = rows
-        print("\n" + table(task, rows, args.steps) + "\n", flush=True)
+        teacher_pass = offline_pass_flops(task, out)
+        results[task] = {"arms": rows, "teacher_pass_flops": teacher_pass}
+        print("\n" + table(task, rows, args.steps), flush=True)
+        uniform = statistics.mean(r.final.flops for r in logs["uniform"])
+        print(f"the teacher's one pass over the pool: {teacher_pass:.3g} FLOPs "
+              f"({teacher_pass / uniform:.2f}× a uniform run's training)\n", flush=True)  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_plain))
     print(f"total {time.perf_counter() - began:.0f} s; results in {out / 'results.json'}")
 

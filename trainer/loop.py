@@ -75,7 +75,9 @@ class TrainConfig:
         if self.batch_size < 2 or self.super_batch_ratio < 1 or self.steps < 1:
             raise JestflowError("batch size ≥ 2, super-batch ratio ≥ 1 and steps ≥ 1, please")
         if bool(self.shards) == bool(self.data):
-            raise JestflowError("train on curated shards or on raw data: one of the two, please")
+            raise JestflowError(
+                "give --shards (curated shards) or --data (raw inputs): exactly one"
+            )
         if self.data and self.mode not in RAW_MODES:
             raise JestflowError(
                 f"{self.mode} needs the teacher's values: train on shards written by "

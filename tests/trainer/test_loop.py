@@ -110,7 +110,7 @@ def test_raw_data_trains_the_baselines_and_refuses_modes_that_need_a_teacher(
     for mode in ("learnability", "easy_reference"):
         with pytest.raises(JestflowError, match=f"{mode} needs the teacher's values"):
             config(noisy_shards, tmp_path / mode, mode=mode, **raw_config)
-    with pytest.raises(JestflowError, match="one of the two"):
+    with pytest.raises(JestflowError, match="exactly one"):
         config(noisy_shards, tmp_path / "both", data=(pool,))
 
 
