@@ -20,6 +20,8 @@ estimate) spent by then, against the uniform run's total. Online scoring reads t
 
 Run: python bench/data_efficiency.py [--seeds 0,1,2] [--steps 300] [--tasks lm,contrastive]
      [--out build/bench-data-efficiency] [--ablations]
+Data, teachers, curated sets and finished runs under --out are reused: pick a new --out after
+changing the teacher steps or the evaluation interval.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def prepare(out: Path, args) -> dict:
 
 def run_arm(task: str, name: str, source: str, options: dict, seed: int, sets, out: Path, args):
     run_dir = out / "runs" / task / f"{name.replace(' ', '_')}-seed{seed}"
-    if not (run_dir / "trainer_state.json").exists() or read_log(str(run_dir)).steps < args.steps:
+    if not (run_dir / "trainer_state.json").exists() or read_log(str(run_dir)).steps != args.steps:
         shutil.rmtree(run_dir, ignore_errors=True)
         fields = FIELDS[task]
         where = (
@@ -224,8 +226,9 @@ def main() -> None:
         results[task] = {"arms": rows, "teacher_pass_flops": teacher_pass}
         print("\n" + table(task, rows, args.steps), flush=True)
         uniform = statistics.mean(r.final.flops for r in logs["uniform"])
+        share = teacher_pass / uniform
         print(f"the teacher's one pass over the pool: {teacher_pass:.3g} FLOPs "
-              f"({teacher_pass / uniform:.2f}× a uniform run's training)\n", flush=True)  # fmt: skip
+              f"({share:.2f}× a uniform run's training)\n", flush=True)  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_plain))
     print(f"total {time.perf_counter() - began:.0f} s; results in {out / 'results.json'}")
 

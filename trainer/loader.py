@@ -147,10 +147,10 @@ def train_samples(
 
     `resampled`: every rank and loader worker draws shards at random forever (seeded), reading
     INTERLEAVE of them at a time, so all ranks see the same number of batches; otherwise each
-    shard is read once, split across ranks (torch.distributed) and DataLoader workers. `shuffle` > 0 mixes samples in a seeded
-    buffer of that size: shards are in rank order, so a super-batch of neighbours would leave a
-    uniform draw biased and selection little to choose from. Corrupt samples are counted in
-    `skipped`.
+    shard is read once, split across ranks (torch.distributed) and DataLoader workers.
+    `shuffle` > 0 mixes samples in a seeded buffer of that size: shards are in rank order, so a
+    super-batch of neighbours would leave a uniform draw biased and selection little to choose
+    from. Corrupt samples are counted in `skipped`.
     """
     skipped = Counter() if skipped is None else skipped
 
@@ -223,8 +223,9 @@ def raw_samples(
                             skipped[record.reason] += 1
                         continue
                     usable = True
+                    meta = {"meta": dict(record.meta)}  # where shards keep the kept fields
                     yield TrainSample(key=record.key, text=record.text, pair=record.pair,
-                                      image=record.image, info={"meta": dict(record.meta)})  # fmt: skip
+                                      image=record.image, info=meta)  # fmt: skip
             if not usable:
                 raise JestflowError(f"no usable examples in {', '.join(patterns)}")
             first_pass = False
