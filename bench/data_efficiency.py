@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import statistics
@@ -229,12 +228,8 @@ def main() -> None:
         share = teacher_pass / uniform
         print(f"the teacher's one pass over the pool: {teacher_pass:.3g} FLOPs "
               f"({share:.2f}× a uniform run's training)\n", flush=True)  # fmt: skip
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_plain))
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"total {time.perf_counter() - began:.0f} s; results in {out / 'results.json'}")
-
-
-def _plain(value):
-    return None if isinstance(value, float) and math.isnan(value) else str(value)
 
 
 if __name__ == "__main__":

@@ -463,6 +463,16 @@ def demo(ctx, output, pool_size, teacher_steps, student_steps, keep, temperature
     train a student uniformly on the raw pool and with online JEST on the curated shards, and
     compare them (a table, results.json, eval.png). `jestflow demo data` makes only the data."""
     if ctx.invoked_subcommand is not None:
+        given = [
+            p.opts[0]
+            for p in ctx.command.params
+            if ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)}: an option of `jestflow demo` itself; "
+                f"`jestflow demo {ctx.invoked_subcommand}` takes its own"
+            )
         return
     from .demo import DemoConfig, run_demo
 

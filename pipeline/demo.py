@@ -95,7 +95,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
             teacher=config.path("teacher-lm"), task="lm", fields=tagged,
             selection=SelectionConfig(keep=config.keep, method="topk", seed=config.seed),
             super_batch=config.super_batch, tiers=config.tiers, workers=config.workers,
-            progress=True, overwrite=True,
+            progress=True, overwrite=True,  # progress lines (not bars): shown even off a TTY
         ))  # fmt: skip
     student = {
         "task": "lm", "steps": config.student_steps, "batch_size": config.batch_size,

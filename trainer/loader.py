@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import glob
 import io
-import itertools
 import json
 import math
 import posixpath
@@ -34,7 +33,7 @@ from ..transforms.paths import filesystem
 from ..transforms.readers import expand_urls, read_file
 from ..transforms.records import FieldMap, Rejected
 
-INTERLEAVE = 4  # shards a resampled stream reads at once (round-robin)
+INTERLEAVE = 4  # distinct shards a resampled stream reads at once (round-robin)
 
 
 class CorruptSample(ValueError):
@@ -146,7 +145,7 @@ def train_samples(
     """An IterableDataset of TrainSample over the shards.
 
     `resampled`: every rank and loader worker draws shards at random forever (seeded), reading
-    INTERLEAVE of them at a time, so all ranks see the same number of batches; otherwise each
+    INTERLEAVE distinct ones at a time, so all ranks see the same number of batches; otherwise each
     shard is read once, split across ranks (torch.distributed) and DataLoader workers.
     `shuffle` > 0 mixes samples in a seeded buffer of that size: shards are in rank order, so a
     super-batch of neighbours would leave a uniform draw biased and selection little to choose
@@ -168,32 +167,34 @@ def train_samples(
             wds.map(functools.partial(decode, task=task), handler=handler),
         )
 
-    if resampled:  # shards are in rank order: draw from several at once
-        streams = min(INTERLEAVE, len(urls))
-        source = Interleave([
-            samples([wds.ResampledShards(list(urls), seed=seed * INTERLEAVE + i,
-                                         deterministic=True)])
-            for i in range(streams)
-        ])  # fmt: skip
+    if resampled:  # shards are in rank order: read several at once
+        source = ShardRounds(urls, INTERLEAVE, seed,
+                             lambda url: samples([wds.SimpleShardList([url])]))  # fmt: skip
     else:
         source = samples([wds.SimpleShardList(list(urls)), wds.split_by_node, wds.split_by_worker])
     mix = [wds.shuffle(shuffle, initial=shuffle, rng=random.Random(seed))] if shuffle else []
     return wds.DataPipeline(source, *mix)
 
 
-class Interleave(torch.utils.data.IterableDataset):
-    """Round-robin over several sample streams; ends when one of them does."""
+class ShardRounds(torch.utils.data.IterableDataset):
+    """Endless rounds over the shards: each round draws `k` distinct shards at random (seeded,
+    and per DataLoader worker) and yields their samples round-robin until all k are read."""
 
-    def __init__(self, streams: Sequence[Iterable]) -> None:
-        self.streams = streams
+    def __init__(self, urls: Sequence[str], k: int, seed: int, samples) -> None:
+        self.urls, self.k, self.seed, self.samples = list(urls), k, seed, samples
 
     def __iter__(self) -> Iterator:
-        iterators = [iter(stream) for stream in self.streams]
-        for iterator in itertools.cycle(iterators):
-            try:
-                yield next(iterator)
-            except StopIteration:
-                return
+        worker = torch.utils.data.get_worker_info()
+        rng = random.Random(f"{self.seed}/{0 if worker is None else worker.id}")
+        while True:
+            picked = rng.sample(self.urls, min(self.k, len(self.urls)))
+            streams = [iter(self.samples(url)) for url in picked]
+            while streams:
+                for stream in list(streams):
+                    try:
+                        yield next(stream)
+                    except StopIteration:
+                        streams.remove(stream)
 
 
 def raw_samples(
@@ -203,11 +204,15 @@ def raw_samples(
     seed: int = 0,
     shuffle: int = 0,
     skipped: Counter | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> Iterator[TrainSample]:
     """An endless stream of TrainSample over raw inputs (no teacher values): every pass visits
     the files in a new seeded order, and `shuffle` > 0 mixes samples in a seeded buffer of that
-    size. Records the readers reject are counted in `skipped` by reason (once, on the first pass);
-    inputs without a usable example are an error."""
+    size (a draw is uniform only within the buffer: records in a file stay in their order). Rank
+    `rank` of `world` reads the records whose position in their file is `rank` modulo `world`.
+    Records the readers reject are counted in `skipped` by reason (all of them, once, on the
+    first pass); inputs without a usable example are an error."""
     urls = expand_urls(patterns)
     skipped = Counter() if skipped is None else skipped
     rng = random.Random(seed)
@@ -223,6 +228,8 @@ def raw_samples(
                             skipped[record.reason] += 1
                         continue
                     usable = True
+                    if record.position % world != rank:
+                        continue
                     meta = {"meta": dict(record.meta)}  # where shards keep the kept fields
                     yield TrainSample(key=record.key, text=record.text, pair=record.pair,
                                       image=record.image, info=meta)  # fmt: skip

@@ -80,9 +80,9 @@ class TrainConfig:
             )
         if self.data and self.mode not in RAW_MODES:
             raise JestflowError(
-                f"{self.mode} needs the teacher's values: train on shards written by "
-                f"jestflow curate (--keep 1 scores everything); raw data serves "
-                f"{' and '.join(RAW_MODES)}"
+                f"--mode {self.mode} needs the teacher's values: train on shards written by "
+                f"jestflow curate (--keep 1 scores everything), or pass --mode uniform or "
+                f"--mode hard_learner for raw data"
             )
         if (self.eval_inputs or self.data) and self.fields is None:
             raise JestflowError("raw and held-out inputs need a field mapping")
@@ -166,13 +166,20 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     stream_seed = (config.seed * 1_000_003 + start) * 1_009 + ranks.rank
     b, drawn = config.batch_size, config.batch_size * config.super_batch_ratio
     shuffle = max(1000, 4 * drawn)
-    stream = (
-        iter(train_samples(urls, task=config.task, resampled=True, seed=stream_seed,
-                           shuffle=shuffle, skipped=skipped))
-        if urls
-        else raw_samples(config.data, config.fields, seed=stream_seed, shuffle=shuffle,
-                         skipped=skipped)
-    )  # fmt: skip
+    if urls:
+        stream = iter(train_samples(urls, task=config.task, resampled=True, seed=stream_seed,
+                                    shuffle=shuffle, skipped=skipped))  # fmt: skip
+    else:  # raw data: the stream an uninterrupted run reads, past what it already drew
+        raw = raw_samples(
+            config.data,
+            config.fields,
+            seed=config.seed * 1_009 + ranks.rank,
+            shuffle=shuffle,
+            skipped=skipped,
+            rank=ranks.rank,
+            world=ranks.world,
+        )
+        stream = itertools.islice(raw, start * drawn, None)  # fmt: skip
     generator = torch.Generator().manual_seed(stream_seed)
     step_loss = wrap(LossOf(model, batch_loss), ranks)
     params = sum(p.numel() for p in model.parameters())

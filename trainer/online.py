@@ -90,19 +90,24 @@ def select_online(
         else student_losses(model, samples, score_max_len=score_max_len)
     )
     options = {"temperature": temperature, "generator": generator}
+    # hard_learner needs no teacher values (raw data has none); the learnability of the chosen
+    # is logged only where both models' values exist.
+    teacher = mode != "hard_learner" or not np.isnan(samples[0].teacher_loss)
     if model.task == "lm":
         reference = torch.tensor([s.teacher_loss for s in samples], dtype=torch.float32)
         chosen = select_independent(score(mode, learner=learner, reference=reference), b, **options)
-        gap = None if learner is None else (learner - reference)[chosen].mean().item()
+        gap = None if learner is None or not teacher else (learner - reference)[chosen].mean()
     else:
-        reference = reference_embeddings(samples)
+        reference = reference_embeddings(samples) if teacher else None
         pairs = ContrastivePairScores(mode, learner=learner, reference=reference)
         chosen = select_joint(pairs, b, n_chunks=n_chunks, **options)
         gap = (
             None
-            if learner is None
-            else (learner.diagonal_losses() - reference.diagonal_losses())[chosen].mean().item()
+            if learner is None or reference is None
+            else (learner.diagonal_losses() - reference.diagonal_losses())[chosen].mean()
         )
     return OnlineSelection(
-        indices=chosen.tolist(), learnability=gap, seconds=time.perf_counter() - start
+        indices=chosen.tolist(),
+        learnability=None if gap is None else gap.item(),
+        seconds=time.perf_counter() - start,
     )

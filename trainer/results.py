@@ -47,13 +47,6 @@ class RunLog:
         """The first evaluation whose held-out loss is at most `loss` (None: never reached)."""
         return next((e for e in self.evaluations if e.loss <= loss), None)
 
-    def first_at_or_above(self, recall: float) -> Evaluation | None:
-        """The first evaluation whose recall@1 is at least `recall` (None: never reached)."""
-        return next(
-            (e for e in self.evaluations if e.recall_at_1 is not None and e.recall_at_1 >= recall),
-            None,
-        )
-
 
 def read_log(run: str) -> RunLog:
     """Read a run directory's log.jsonl."""

@@ -113,6 +113,9 @@ def test_teacher_train_errors_are_one_line_and_non_zero(tmp_path, text_corpus, p
 def test_demo_data_writes_tagged_corpora_deterministically(tmp_path):
     result = run("demo", "data", tmp_path / "a", "--pool-size", 1000)
     assert result.exit_code == 0, result.output
+    misplaced = run("demo", "--pool-size", 1000, "data", tmp_path / "c")
+    assert misplaced.exit_code == 2 and "--pool-size: an option of" in misplaced.output
+    assert not (tmp_path / "c").exists()
     run("demo", "data", tmp_path / "b", "--pool-size", 1000)
     pool = [json.loads(line) for line in (tmp_path / "a/lm/pool.jsonl").read_text().splitlines()]
     kinds = {r["kind"] for r in pool}

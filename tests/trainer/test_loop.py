@@ -106,12 +106,37 @@ def test_raw_data_trains_the_baselines_and_refuses_modes_that_need_a_teacher(
     assert sum(tags.values()) == 20 * 16 and 0.3 < tags["clean"] / (20 * 16) < 0.7
     train(config(noisy_shards, tmp_path / "hard", mode="hard_learner", steps=3, eval_inputs=(),
                  **raw_config))  # fmt: skip
-    assert lines(tmp_path / "hard")[-1]["score_flops"] > 0
+    hard = lines(tmp_path / "hard")[-1]
+    assert hard["score_flops"] > 0 and hard["learnability"] is None  # no teacher, no gap
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", ({"query": t, "doc": t[::-1]}
+                                                   for t in sentences(40, 3)))  # fmt: skip
+    train(TrainConfig(data=(pairs,), task="contrastive", output=str(tmp_path / "pairs"),
+                      fields=FieldMap(query="query", doc="doc"), mode="hard_learner", steps=2,
+                      batch_size=4, super_batch_ratio=2, device="cpu", progress=False,
+                      **TINY))  # fmt: skip
+    assert [r["learnability"] for r in lines(tmp_path / "pairs")] == [None, None]
     for mode in ("learnability", "easy_reference"):
-        with pytest.raises(JestflowError, match=f"{mode} needs the teacher's values"):
+        with pytest.raises(JestflowError, match=f"--mode {mode} needs the teacher"):
             config(noisy_shards, tmp_path / mode, mode=mode, **raw_config)
     with pytest.raises(JestflowError, match="exactly one"):
         config(noisy_shards, tmp_path / "both", data=(pool,))
+    with pytest.raises(JestflowError, match="exactly one"):
+        config(noisy_shards, tmp_path / "neither", shards=())
+
+
+def test_resume_on_raw_data_draws_what_an_uninterrupted_run_would(noisy_shards, tmp_path):
+    rng = random.Random(2)
+    raw = [{"text": f"{' '.join(rng.sample(sentences(30, 4), 2))}", "kind": f"k{i}"}
+           for i in range(300)]  # fmt: skip
+    options = {"shards": (), "data": (write_jsonl(tmp_path / "pool.jsonl", raw),),
+               "fields": FieldMap(text="text", keep=("kind",)), "mode": "uniform",
+               "eval_inputs": (), "eval_every": 5}  # fmt: skip
+    train(config(noisy_shards, tmp_path / "whole", steps=10, **options))
+    train(config(noisy_shards, tmp_path / "parts", steps=5, **options))
+    train(config(noisy_shards, tmp_path / "parts", steps=10, resume=True, **options))
+    whole, parts = lines(tmp_path / "whole"), lines(tmp_path / "parts")
+    assert [r["step"] for r in parts] == list(range(1, 11))
+    assert [r["tags"] for r in parts] == [r["tags"] for r in whole]  # the same examples
 
 
 def test_resume_continues_at_the_step_it_stopped(noisy_shards, tmp_path):
