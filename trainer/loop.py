@@ -179,7 +179,7 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
             rank=ranks.rank,
             world=ranks.world,
         )
-        stream = itertools.islice(raw, start * drawn, None)  # fmt: skip
+        stream = itertools.islice(raw, start * drawn, None)
     generator = torch.Generator().manual_seed(stream_seed)
     step_loss = wrap(LossOf(model, batch_loss), ranks)
     params = sum(p.numel() for p in model.parameters())
