@@ -122,6 +122,19 @@ def teacher() -> None:
     """Reference (teacher) models."""
 
 
+# The optimizer's schedule (teacher train, train).
+schedule_options = options(
+    click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True),
+    click.option(
+        "--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True
+    ),
+    click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True),
+)
+device_option = click.option(
+    "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …"
+)
+
+
 @teacher.command("train")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
@@ -130,12 +143,10 @@ def teacher() -> None:
 @click.option("--task", type=TASK, required=True)
 @field_options
 @click.option("--eval", "eval_inputs", multiple=True, help="Held-out input(s) for the final loss.")
-@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
+@schedule_options
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
+@device_option
 @model_size_options
 def teacher_train(
     inputs,
@@ -235,7 +246,7 @@ def teacher_train(
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Local worker processes [cores]."
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
+@device_option
 @click.option(
     "--model-copies", type=click.IntRange(min=1), help="Model copies per worker (RunInference)."
 )
@@ -360,9 +371,7 @@ def summary_table(stats: dict, output: str) -> str:
     help="r: the student scores r·b examples per step.",
 )
 @sampling_options
-@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
+@schedule_options
 @click.option("--eval", "eval_inputs", multiple=True, help="Held-out raw data for eval loss.")
 @click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--init", help="Start from this checkpoint instead of a fresh model.")
@@ -373,7 +382,7 @@ def summary_table(stats: dict, output: str) -> str:
     type=click.IntRange(min=1),
     help="lm: the student scores only the first N tokens (a cheaper pass).",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
+@device_option
 @model_size_options
 @field_options
 def train_command(

@@ -31,7 +31,21 @@ LAYOUTS = {"lm": ("text",), "contrastive": ("image_text", "text_pair")}
 
 
 @dataclass(kw_only=True)
-class TeacherConfig:
+class ModelSize:
+    """The built-in model's size for a fresh model (None: the architecture's default)."""
+
+    d_model: int | None = None
+    n_layer: int | None = None
+    n_head: int | None = None
+    max_len: int | None = None
+
+    @property
+    def model_size(self) -> dict[str, int | None]:
+        return {k: getattr(self, k) for k in SIZE_KEYS}
+
+
+@dataclass(kw_only=True)
+class TeacherConfig(ModelSize):
     inputs: tuple[str, ...]
     output: str
     task: str
@@ -44,10 +58,6 @@ class TeacherConfig:
     warmup_steps: int = 50
     seed: int = 0
     device: str = "auto"
-    d_model: int | None = None
-    n_layer: int | None = None
-    n_head: int | None = None
-    max_len: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -156,9 +166,8 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
     writable_directory(config.output)  # fail now, not after training
 
     torch.manual_seed(config.seed)
-    size = {k: getattr(config, k) for k in SIZE_KEYS}
     right_kind = "image" if config.fields.layout == "image_text" else "text"
-    model = new_model(config.task, right_kind=right_kind, **size).to(device).train()
+    model = new_model(config.task, right_kind=right_kind, **config.model_size).to(device).train()
     items = prepare(model, examples)
 
     optimizer = torch.optim.AdamW(

@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 
 from ..transforms.checkpoint import checkpoint_task, load_model, save_checkpoint
 from ..transforms.errors import JestflowError
-from ..transforms.models import SIZE_KEYS, new_model
+from ..transforms.models import new_model
 from ..transforms.paths import filesystem, read_json, writable_directory, write_json
 from ..transforms.records import FieldMap
 from ..transforms.scoring import autocast
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
-from .fit import batch_loss, evaluate, load_examples, model_inputs, warmup_cosine
+from .fit import ModelSize, batch_loss, evaluate, load_examples, model_inputs, warmup_cosine
 from .loader import TrainSample, raw_samples, shard_urls, train_samples
 from .online import ONLINE_MODES, select_online
 
@@ -39,7 +39,7 @@ RAW_MODES = ("uniform", "hard_learner")  # the modes that need no teacher values
 
 
 @dataclass(kw_only=True)
-class TrainConfig:
+class TrainConfig(ModelSize):
     shards: tuple[str, ...] = ()  # URL patterns: brace ranges, globs, any fsspec URL
     task: str
     output: str
@@ -61,10 +61,6 @@ class TrainConfig:
     seed: int = 0
     score_seq_len: int | None = None  # lm: the student scores only the first tokens
     device: str = "auto"
-    d_model: int | None = None
-    n_layer: int | None = None
-    n_head: int | None = None
-    max_len: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -124,8 +120,7 @@ def _start(config: TrainConfig, device: torch.device) -> tuple[nn.Module, int]:
             raise JestflowError(f"--init {config.init} is a {task} model, not {config.task}")
         return load_model(config.init, task=config.task, device=device).train(), 0
     torch.manual_seed(config.seed)
-    size = {k: getattr(config, k) for k in SIZE_KEYS}
-    return new_model(config.task, **size).to(device).train(), 0
+    return new_model(config.task, **config.model_size).to(device).train(), 0
 
 
 def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:
