@@ -251,7 +251,16 @@ def teacher_train(
     "--model-copies", type=click.IntRange(min=1), help="Model copies per worker (RunInference)."
 )
 @click.option("--large-model", is_flag=True, help="Share one model across a worker's processes.")
-@click.option("--overwrite", is_flag=True, help="Replace a curation run already in --output.")
+@click.option(
+    "--accelerator",
+    help="Resource hint for the scoring step, e.g. 'type:nvidia-l4;count:1;install-nvidia-driver'.",
+)
+@click.option(
+    "--cache",
+    help="Score cache URL: models' outputs by (example id, model fingerprint); a re-run scores "
+    "only what it does not hold.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a completed curation run in --output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines, only the summary.")
 def curate(
     inputs,
@@ -273,6 +282,8 @@ def curate(
     device,
     model_copies,
     large_model,
+    accelerator,
+    cache,
     overwrite,
     quiet,
     **fields,
@@ -308,6 +319,8 @@ def curate(
         device=device,
         model_copies=model_copies,
         large_model=large_model,
+        accelerator=accelerator,
+        cache=cache,
         workers=workers or os.cpu_count() or 1,
         progress=not quiet,
         overwrite=overwrite,
@@ -326,6 +339,11 @@ def summary_table(stats: dict, output: str) -> str:
         for name in ("inputs", "selected", "not_selected", "rejected")
     ]
     rows += [(f"  rejected: {reason}", f"{n:,}", "") for reason, n in stats["rejected"].items()]
+    rows += [
+        (f"{role} scored", f"{n['scored']:,}", f"{n['cached']:,} from the cache")
+        for role, n in stats["scoring"].items()
+        if role != "cache"
+    ]
     rows += [
         ("shards", f"{shards['files']:,} files", f"{shards['bytes'] / 2**20:,.1f} MiB"),
         ("time", f"{timing['seconds']:,.1f} s", f"{timing['inputs_per_s']:,.0f} inputs/s"),

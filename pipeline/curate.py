@@ -1,10 +1,11 @@
-"""The curation job's Beam graph: read → parse → group → score → select → write.
+"""The curation job's Beam graph: read → parse → (cache) → group → score → select → write.
 
 Outputs under the output URL: `shards/` (ranked WebDataset tars, best first inside each; with
 tiers, named by score tier), `manifest/` (Parquet parts: a row for every input record),
-`rejected/` (dead letters with the raw input and the reason), `stats.json` and `report.html`.
-Every name is derived from the data (shard groups, tiers, input file indices), never from
-workers or bundles, so re-runs give the same files and bytes.
+`rejected/` (dead letters with the raw input and the reason), then `stats.json`, `report.html`,
+`run.json` and `_SUCCESS`, written last (`outputs.py`). Every name is derived from the data
+(shard groups, tiers, input file indices), never from workers or bundles, so re-runs give the
+same files and bytes. With a score cache, models only score examples it does not hold.
 """
 
 from __future__ import annotations
@@ -31,17 +32,17 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProv
 from ..transforms.checkpoint import checkpoint_task, fingerprint
 from ..transforms.curation import Decision, SelectionConfig, kept_count, select_super_batch
 from ..transforms.errors import JestflowError
-from ..transforms.paths import read_json, write_json
+from ..transforms.paths import read_json
 from ..transforms.readers import expand_urls, read_file
 from ..transforms.records import FieldMap, Rejected
 from ..transforms.stats import SCORED, grid, summarize, tier_thresholds
 from .grouping import AssignSuperBatches
 from .handlers import Scored, ScoringHandler
-from .report import write_report
+from .outputs import complete, input_files, is_complete, now, prepare_output, versions
+from .score_cache import AttachCached, write_fresh
 from .sinks import (
     ShardLimits,
     WrittenGroup,
-    prepare_output,
     write_not_selected,
     write_rejected,
     write_shard_group,
@@ -69,7 +70,9 @@ class CurateConfig:
     workers: int = 2  # local runner processes
     torch_threads: int | None = None  # per worker process; run_curation fills it for local runs
     progress: bool = False  # a line per file read, super-batch scored and shard written
-    overwrite: bool = False  # replace a run already in the output
+    overwrite: bool = False  # replace a completed run in the output
+    cache: str | None = None  # score cache URL: models' outputs by (example id, fingerprint)
+    accelerator: str | None = None  # Beam resource hint for the scoring step, e.g. a GPU
     beam_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -178,11 +181,35 @@ def _written(group: WrittenGroup, config: CurateConfig) -> list[dict[str, Any]]:
     return [dataclasses.asdict(shard) for shard in group.shards]
 
 
+def _scoring_counts(scored: Scored) -> Counter[str]:
+    counts = scored.counts()
+    for name, n in counts.items():
+        _count(name, n)
+    return counts
+
+
 def build(p: beam.Pipeline, config: CurateConfig) -> None:
+    """The job's graph. Inputs are listed, models fingerprinted and the output folder prepared
+    now, so bad options fail before any work is done."""
+    started = time.time()
     urls = expand_urls(config.inputs)
-    prepare_output(config.output, overwrite=config.overwrite)
-    teacher_fp = fingerprint(config.teacher)
-    student_fp = None if config.student is None else fingerprint(config.student)
+    fingerprints = {"teacher": fingerprint(config.teacher)}
+    if config.student is not None:
+        fingerprints["student"] = fingerprint(config.student)
+    found = prepare_output(config.output, overwrite=config.overwrite)
+    if found == "interrupted":
+        _progress(config, f"{config.output} holds an interrupted run (no _SUCCESS): redoing it")
+    run = {
+        "created": now(),
+        "versions": versions(),
+        "runner": type(p.runner).__name__,
+        "options": options_of(config),
+        "inputs": input_files(urls),
+        "models": {
+            role: {"path": getattr(config, role), "fingerprint": fp}
+            for role, fp in fingerprints.items()
+        },
+    }
     selection = config.selection
 
     examples, rejected = (
@@ -190,7 +217,7 @@ def build(p: beam.Pipeline, config: CurateConfig) -> None:
         | "Inputs" >> beam.Create(list(enumerate(urls)), reshuffle=True)
         | "Read" >> beam.FlatMap(_read, config).with_outputs("rejected", main="parsed")
     )
-    _ = (
+    rejected_written = (
         rejected
         | "Group rejected by file" >> beam.GroupByKey()
         | "Write rejected" >> beam.Map(write_rejected, config.output)
@@ -210,24 +237,37 @@ def build(p: beam.Pipeline, config: CurateConfig) -> None:
         model_copies=config.model_copies,
         torch_threads=config.torch_threads,
     )
-    decisions = (
+    score = RunInference(handler)
+    if config.accelerator:  # only the scoring step asks for GPU workers (Dataflow right fitting)
+        score = score.with_resource_hints(accelerator=config.accelerator)
+    scored = (
         examples
+        | "Look up cache" >> AttachCached(config.cache, fingerprints)
         | "Super-batches" >> AssignSuperBatches(config.super_batch, seed=selection.seed)
-        | "Score" >> RunInference(handler)
-        | "Select" >> beam.Map(_select, config)
+        | "Score" >> score
     )
+    scoring = (
+        scored
+        | "Scoring counts" >> beam.Map(_scoring_counts)
+        | "Sum scoring counts" >> beam.CombineGlobally(sum_counters)
+    )
+    files_written = [rejected_written]
+    if config.cache is not None:
+        files_written.append(
+            scored | "Write cache" >> beam.Map(write_fresh, config.cache, fingerprints)
+        )
+    decisions = scored | "Select" >> beam.Map(_select, config)
     scores = decisions | "Count scores" >> beam.CombineGlobally(_CountScores(selection.quantum))
     thresholds = scores | "Tiers" >> beam.Map(
         lambda counts: tier_thresholds(counts["selected"], config.tiers)
     )
-    info = {"teacher": teacher_fp, **({"student": student_fp} if student_fp else {})}
     write = functools.partial(
         write_shard_group,
         output=config.output,
         tiers=config.tiers,
         quantum=selection.quantum,
         limits=ShardLimits(max_count=config.shard_max_count, max_bytes=config.shard_max_bytes),
-        info=info,
+        info=fingerprints,
     )
     # Tiers need the global score counts before any shard is written; without tiers, shard
     # groups are written as soon as they are complete.
@@ -239,27 +279,51 @@ def build(p: beam.Pipeline, config: CurateConfig) -> None:
         | "Write shards" >> beam.Map(write, tiering)
         | "Shard files" >> beam.FlatMap(_written, config)
     )
+    files_written = (
+        files_written
+        | "All other files" >> beam.Flatten()
+        | "Count other files" >> beam.combiners.Count.Globally()
+    )
 
-    def write_stats(_, scores, thresholds, reasons, shards):
+    def finish(_, scores, thresholds, reasons, shards, scoring, _files_written):
+        """After every other write: stats.json, report.html, run.json, then _SUCCESS."""
         stats = summarize(scores, reasons, shards, quantum=selection.quantum, thresholds=thresholds)
-        stats["teacher"] = {"path": config.teacher, "fingerprint": teacher_fp}
-        if config.student is not None:
-            stats["student"] = {"path": config.student, "fingerprint": student_fp}
-        stats["options"] = options_of(config)
-        write_json(stats, posixpath.join(config.output, "stats.json"))
+        for role, model in run["models"].items():
+            stats[role] = model
+        stats["scoring"] = {"cache": config.cache} | {
+            role: {"scored": scoring.get(f"{role}.scored", 0),
+                   "cached": scoring.get(f"{role}.cached", 0)}
+            for role in fingerprints
+        }  # fmt: skip
+        stats["options"] = run["options"]
+        seconds = time.time() - started
+        inputs = stats["counts"]["inputs"]
+        stats["timing"] = {"seconds": round(seconds, 3), "inputs_per_s": round(inputs / seconds, 1)}
+        record = {**run, "finished": now(), "counts": stats["counts"],
+                  "scoring": stats["scoring"], "timing": stats["timing"]}  # fmt: skip
+        complete(config.output, stats, record)
 
     _ = (
         p
-        | "Stats" >> beam.Create([None])
-        | "Write stats"
+        | "Finish" >> beam.Create([None])
+        | "Write stats, run.json, _SUCCESS"
         >> beam.Map(
-            write_stats,
+            finish,
             beam.pvalue.AsSingleton(scores),
             beam.pvalue.AsSingleton(thresholds),
             beam.pvalue.AsDict(reasons),
             beam.pvalue.AsList(shards),
+            beam.pvalue.AsSingleton(scoring),
+            beam.pvalue.AsSingleton(files_written),
         )
     )
+
+
+def sum_counters(counters) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for counter in counters:
+        total.update(counter)
+    return total
 
 
 def options_of(config: CurateConfig) -> dict[str, Any]:
@@ -269,7 +333,7 @@ def options_of(config: CurateConfig) -> dict[str, Any]:
 
 
 def run_curation(config: CurateConfig) -> dict[str, Any]:
-    """Run the job to completion; returns `stats.json` (also written with `report.html`)."""
+    """Run the job to completion; returns `stats.json` with Beam's counters added."""
     given = {a.split("=", 1)[0].lstrip("-") for a in config.beam_args}
     # One worker runs inside this process: no worker start-up, no data plane.
     mode = "multi_processing" if config.workers > 1 else "in_memory"
@@ -282,20 +346,14 @@ def run_curation(config: CurateConfig) -> dict[str, Any]:
         config = dataclasses.replace(
             config, torch_threads=max(1, (os.cpu_count() or 1) // config.workers)
         )
-    start = time.perf_counter()
     pipeline = beam.Pipeline(runner=runner, options=options)
     build(pipeline, config)
     result = pipeline.run()
     result.wait_until_finish()
-    seconds = time.perf_counter() - start
-
-    stats_url = posixpath.join(config.output, "stats.json")
-    stats = read_json(stats_url)
-    stats["counters"] = counters_of(result)
-    inputs = stats["counts"]["inputs"]
-    stats["timing"] = {"seconds": round(seconds, 3), "inputs_per_s": round(inputs / seconds, 1)}
-    write_json(stats, stats_url)
-    write_report(stats, posixpath.join(config.output, "report.html"))
+    if not is_complete(config.output):
+        raise JestflowError(f"the job finished without completing {config.output} (no _SUCCESS)")
+    stats = read_json(posixpath.join(config.output, "stats.json"))
+    stats["counters"] = counters_of(result)  # Beam's view, for the caller; not written
     return stats
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import apache_beam as beam
 
+from ..transforms.cache import Candidate
 from ..transforms.records import Example
 
 
@@ -43,13 +44,14 @@ class _RankInBucket(beam.DoFn):
             yield rank // self.size, (rank, example)
 
 
-def _sorted_batch(element) -> tuple[int, list[Example]]:
+def _sorted_batch(element) -> tuple[int, list[Example | Candidate]]:
     super_batch, ranked = element
     return super_batch, [example for _, example in sorted(ranked, key=lambda item: item[0])]
 
 
 class AssignSuperBatches(beam.PTransform):
-    """PCollection[Example] → PCollection[(super-batch id, [Example] in a fixed order)]."""
+    """PCollection[Example] → PCollection[(super-batch id, [Example] in a fixed order)]; any
+    element with the example's `key` (a `Candidate`) groups the same way."""
 
     def __init__(self, size: int, *, seed: int = 0, n_buckets: int = 1024) -> None:
         super().__init__()

@@ -1,6 +1,6 @@
 """Model scoring inside Beam: a RunInference `ModelHandler` that scores whole super-batches.
 
-Each element is one super-batch `(id, [Example])` in a fixed order, so the batches the models
+Each element is one super-batch `(id, [Candidate])` in a fixed order, so the batches the models
 see (length buckets inside the super-batch) never depend on how the runner bundled the data:
 scores are the same whatever the parallelism. The teacher — and the student, for learnability —
 load once per worker (or are shared across processes with `large_model`), on CUDA when there is
@@ -10,6 +10,7 @@ one.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -19,8 +20,10 @@ import torch
 from apache_beam.ml.inference.base import ModelHandler
 from torch import nn
 
+from ..transforms.cache import Candidate, ModelOutput
 from ..transforms.checkpoint import load_model
 from ..transforms.curation import ScoredBatch
+from ..transforms.losses import PairEmbeddings
 from ..transforms.records import Example
 from ..transforms.scoring import (
     embed_pairs,
@@ -30,35 +33,58 @@ from ..transforms.scoring import (
     resolve_device,
 )
 
-SuperBatch = tuple[int, list[Example]]
+SuperBatch = tuple[int, list[Candidate]]
 
 
 class Scored(NamedTuple):
     teacher: ScoredBatch
     student: ScoredBatch | None
+    fresh: dict[str, dict[str, ModelOutput]]  # role → outputs not from the cache, by example id
     seconds: float = 0.0  # scoring time of the super-batch
 
+    def counts(self) -> Counter[str]:
+        """`teacher.scored`, `teacher.cached` (and the student's): examples, not distinct ids."""
+        n = len(self.teacher.examples)
+        counts: Counter[str] = Counter()
+        for role, fresh in self.fresh.items():
+            scored = sum(ex.id in fresh for ex in self.teacher.examples)
+            counts[f"{role}.scored"] += scored
+            counts[f"{role}.cached"] += n - scored
+        return counts
 
-def score_super_batch(
-    model: nn.Module,
-    super_batch: int,
-    examples: list[Example],
-    *,
-    task: str,
-    max_tokens: int | None = None,
-) -> ScoredBatch:
-    """One model's outputs for a super-batch: losses, and embeddings for contrastive tasks."""
+
+def model_outputs(
+    model: nn.Module, examples: list[Example], *, task: str, max_tokens: int | None = None
+) -> list[ModelOutput]:
+    """One model's output for each example: its LM loss, or its pair embeddings with t and β."""
+    if not examples:
+        return []
     if task == "lm":
         losses = lm_losses(model, [ex.text for ex in examples], max_tokens=max_tokens)
-        return ScoredBatch(super_batch=super_batch, examples=examples, loss=losses.numpy())
+        return [ModelOutput(loss=loss) for loss in losses.tolist()]
     emb = embed_pairs(model, *pair_inputs(examples), max_tokens=max_tokens)
+    pairs = torch.stack([emb.left, emb.right], dim=1).numpy()
+    return [ModelOutput(embeddings=pair, scale=emb.scale, bias=emb.bias) for pair in pairs]
+
+
+def scored_batch(
+    super_batch: int, examples: list[Example], outputs: list[ModelOutput], *, task: str
+) -> ScoredBatch:
+    """A super-batch's losses from its examples' outputs; for contrastive tasks each example's
+    share of the super-batch's pair loss, rebuilt from the embeddings."""
+    if task == "lm":
+        loss = np.asarray([out.loss for out in outputs], dtype=np.float32)
+        return ScoredBatch(super_batch=super_batch, examples=examples, loss=loss)
+    pairs = np.stack([out.embeddings for out in outputs])
+    scale, bias = outputs[0].scale, outputs[0].bias
+    emb = PairEmbeddings(torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1]), scale, bias)
     return ScoredBatch(
         super_batch=super_batch,
         examples=examples,
         loss=pair_loss_shares(emb).numpy(),
-        embeddings=np.stack([emb.left.numpy(), emb.right.numpy()], axis=1),
-        scale=emb.scale,
-        bias=emb.bias,
+        embeddings=pairs,
+        scale=scale,
+        bias=bias,
     )
 
 
@@ -73,16 +99,28 @@ class Models:
     task: str
     max_tokens: int | None
 
-    def score(self, super_batch: int, examples: list[Example]) -> Scored:
+    def score(self, super_batch: int, candidates: list[Candidate]) -> Scored:
+        """Both models' outputs for a super-batch, running each model only on the examples it
+        has no cached output for."""
         start = time.perf_counter()
-        options = {"task": self.task, "max_tokens": self.max_tokens}
-        teacher = score_super_batch(self.teacher, super_batch, examples, **options)
-        student = (
-            None
-            if self.student is None
-            else score_super_batch(self.student, super_batch, examples, **options)
+        examples = [c.example for c in candidates]
+        roles = {"teacher": self.teacher, "student": self.student}
+        batches, fresh = {}, {}
+        for role, model in roles.items():
+            if model is None:
+                continue
+            outputs = [c.cached.get(role) for c in candidates]
+            missing = [i for i, out in enumerate(outputs) if out is None]
+            new = model_outputs(
+                model, [examples[i] for i in missing], task=self.task, max_tokens=self.max_tokens
+            )
+            for i, out in zip(missing, new, strict=True):
+                outputs[i] = out
+            fresh[role] = {examples[i].id: out for i, out in zip(missing, new, strict=True)}
+            batches[role] = scored_batch(super_batch, examples, outputs, task=self.task)
+        return Scored(
+            batches["teacher"], batches.get("student"), fresh, time.perf_counter() - start
         )
-        return Scored(teacher, student, time.perf_counter() - start)
 
 
 class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
@@ -121,13 +159,13 @@ class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
         model: Models,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[Scored]:
-        return [model.score(super_batch, examples) for super_batch, examples in batch]
+        return [model.score(super_batch, candidates) for super_batch, candidates in batch]
 
     def get_num_bytes(self, batch: Sequence[SuperBatch]) -> int:
         return sum(
-            len(ex.text) + len(ex.pair or "") + len(ex.image or b"")
-            for _, exs in batch
-            for ex in exs
+            len(c.example.text) + len(c.example.pair or "") + len(c.example.image or b"")
+            for _, candidates in batch
+            for c in candidates
         )
 
     def get_metrics_namespace(self) -> str:

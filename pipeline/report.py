@@ -91,8 +91,14 @@ def render(stats: Mapping[str, Any]) -> str:
         sections += ["<h2>Student</h2>", table(list(stats["student"].items()), ["", ""])]
     if timing:
         sections += ["<h2>Timing</h2>", table(list(timing.items()), ["", ""])]
-    if stats.get("counters"):
-        sections += ["<h2>Beam counters</h2>", table(list(stats["counters"].items()), ["", ""])]
+    if stats.get("scoring"):
+        scoring = stats["scoring"]
+        rows = [[role, n["scored"], n["cached"]] for role, n in scoring.items() if role != "cache"]
+        sections += [
+            "<h2>Scoring</h2>",
+            f"<p>Score cache: {html.escape(str(scoring.get('cache') or 'none'))}</p>",
+            table(rows, ["model", "scored", "from the cache"]),
+        ]
     options = json.dumps(stats["options"], indent=2, sort_keys=True)
     sections += ["<h2>Options</h2>", f"<pre>{html.escape(options)}</pre>"]
     style = (

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..transforms.curation import Decision
-from ..transforms.errors import JestflowError
 from ..transforms.manifest import (
     MANIFEST_SCHEMA,
     REJECTED_SCHEMA,
@@ -25,7 +24,6 @@ from ..transforms.manifest import (
     rejected_row,
     write_parquet,
 )
-from ..transforms.paths import writable_directory
 from ..transforms.records import Rejected
 from ..transforms.shards import ShardInfo, sample_of, write_shards
 from ..transforms.stats import grid, tier_of
@@ -41,22 +39,6 @@ class ShardLimits:
 class WrittenGroup:
     group: int
     shards: list[ShardInfo]
-
-
-OUTPUTS = ("shards", "manifest", "rejected", "stats.json", "report.html")
-
-
-def prepare_output(url: str, *, overwrite: bool) -> None:
-    """Create the output directory; refuse one that holds a run, or clear it with `overwrite`."""
-    fs, root = writable_directory(url)
-    present = [name for name in OUTPUTS if fs.exists(posixpath.join(root, name))]
-    if present and not overwrite:
-        raise JestflowError(
-            f"output {url} already holds a curation run ({', '.join(present)}); "
-            "pass --overwrite to replace it"
-        )
-    for name in present:
-        fs.rm(posixpath.join(root, name), recursive=True)
 
 
 def shard_prefix(tier: int, group: int, tiers: int) -> str:

@@ -3,89 +3,20 @@ dead letters, stats, learnability with a student, the contrastive task, and clea
 
 from __future__ import annotations
 
-import dataclasses
-import gzip
-import hashlib
 import json
-import random
 import tarfile
 
 import numpy as np
 import pytest
-import webdataset as wds
-from helpers import sentences, write_jsonl
+from curation import REASONS, config_for, curate, digest, samples
 
 from jestflow.pipeline.curate import CurateConfig, run_curation
-from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.curation import SelectionConfig
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
 from jestflow.transforms.records import FieldMap
 from jestflow.transforms.scoring import lm_losses
-
-TEXT = FieldMap(text="text", keep=("kind",), max_chars=5000)
-TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64, "progress": False}
-BAD_LINES = [
-    b"{broken",  # bad_json
-    b'{"text": ""}',  # empty
-    b'{"other": 1}',  # missing_field
-    b'{"text": "caf\xe9 au lait"}',  # bad_utf8 (latin-1, not UTF-8)
-    json.dumps({"text": "x" * 6000}).encode(),  # too_long
-]
-REASONS = ["bad_json", "bad_utf8", "empty", "missing_field", "too_long", "unreadable_file"]
-
-
-def fit(reference, out, task, fields, steps):
-    config = TeacherConfig(inputs=(reference,), output=str(out), task=task, fields=fields,
-                           steps=steps, batch_size=16, lr=3e-3, warmup_steps=5, **TINY)  # fmt: skip
-    train_teacher(config)
-    return str(out)
-
-
-@pytest.fixture(scope="module")
-def noisy(tmp_path_factory):
-    """Half clean sentences, half noise, five bad lines and a corrupt .gz; a teacher fit on clean
-    text; a weaker student (fewer steps) for learnability."""
-    root = tmp_path_factory.mktemp("noisy")
-    rng = random.Random(0)
-    clean = [{"text": t, "kind": "clean"} for t in sentences(120, 5)]
-    noise = [
-        {"text": "".join(rng.choice("qzxj#@!0") for _ in range(60)), "kind": "noise"}
-        for _ in range(120)
-    ]
-    pool = clean + noise
-    rng.shuffle(pool)
-    lines = [json.dumps(r).encode() for r in pool] + BAD_LINES
-    (root / "pool.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    (root / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"text": "a"}\n' * 50)[:-20])
-    reference = write_jsonl(root / "ref.jsonl", ({"text": t} for t in sentences(300, 6)))
-    fit(reference, root / "teacher", "lm", FieldMap(text="text"), steps=80)
-    fit(reference, root / "student", "lm", FieldMap(text="text"), steps=10)
-    return root
-
-
-def config_for(root, out, **changes):
-    config = CurateConfig(
-        inputs=(str(root / "pool.jsonl"), str(root / "cut.jsonl.gz")), output=str(out),
-        teacher=str(root / "teacher"), task="lm", fields=TEXT,
-        selection=SelectionConfig(keep=0.25, seed=1), super_batch=40, shard_max_count=6,
-        device="cpu", workers=1,
-    )  # fmt: skip
-    return dataclasses.replace(config, **changes)
-
-
-def curate(root, out, **changes):
-    stats = run_curation(config_for(root, out, **changes))
-    return out, stats
-
-
-def digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-
-def samples(shard):
-    return list(wds.WebDataset(str(shard), shardshuffle=False).decode())
 
 
 def test_curate_accounts_ranks_and_cleans(noisy, tmp_path):
@@ -189,29 +120,6 @@ def test_learnability_scores_come_from_the_student(noisy, tmp_path):
     assert chosen[0] != chosen[1]
 
 
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory):
-    """Query/doc pairs, half of the pool mispaired; a tiny two-tower teacher fit on clean pairs."""
-    root = tmp_path_factory.mktemp("pairs")
-
-    def pair(s):
-        words = s.rstrip(".").split()[2:]
-        return {"query": " ".join(words), "doc": "def f():  # " + "_".join(reversed(words))}
-
-    good = [{**pair(s), "kind": "clean"} for s in sentences(64, 7)]
-    docs = [pair(s)["doc"] for s in sentences(64, 8)]
-    bad = [
-        {**pair(s), "doc": d, "kind": "mispaired"}
-        for s, d in zip(sentences(64, 9), docs, strict=True)
-    ]
-    pool = good + bad
-    random.Random(1).shuffle(pool)
-    write_jsonl(root / "pool.jsonl", pool)
-    reference = write_jsonl(root / "ref.jsonl", (pair(s) for s in sentences(400, 10)))
-    fit(reference, root / "teacher", "contrastive", FieldMap(query="query", doc="doc"), steps=600)
-    return root
-
-
 def test_contrastive_end_to_end(pairs, tmp_path):
     config = CurateConfig(
         inputs=(str(pairs / "pool.jsonl"),), output=str(tmp_path / "out"),
@@ -250,10 +158,13 @@ def test_bad_options_fail_before_any_work(noisy, tmp_path):
         run_curation(config_for(noisy, tmp_path / "out", inputs=(str(tmp_path / "*.jsonl"),)))
     assert not (tmp_path / "out").exists()
     (tmp_path / "done").mkdir()
-    (tmp_path / "done" / "stats.json").write_text("{}")
-    with pytest.raises(JestflowError, match=r"already holds a curation run.*--overwrite"):
+    (tmp_path / "done" / "run.json").write_text('{"created": "2026-11-01T00:00:00+00:00"}')
+    (tmp_path / "done" / "_SUCCESS").write_text("")
+    with pytest.raises(
+        JestflowError, match=r"completed curation run \(created 2026-11-01.*--overwrite"
+    ):
         run_curation(config_for(noisy, tmp_path / "done"))
-    assert [p.name for p in (tmp_path / "done").iterdir()] == ["stats.json"]
+    assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["_SUCCESS", "run.json"]
 
 
 def test_curate_command(noisy, tmp_path):

@@ -14,6 +14,7 @@ from helpers import sentences
 
 from jestflow.pipeline.grouping import AssignSuperBatches
 from jestflow.pipeline.handlers import ScoringHandler
+from jestflow.transforms.cache import Candidate
 from jestflow.transforms.checkpoint import load_model, save_checkpoint
 from jestflow.transforms.models import new_model
 from jestflow.transforms.records import make_example
@@ -50,7 +51,7 @@ def check_lm_losses(path, handler, examples, size, options):
     with TestPipeline(runner=FnApiRunner(), options=options) as p:
         pairs = (
             p
-            | beam.Create(examples, reshuffle=False)
+            | beam.Create([Candidate(example=ex) for ex in examples], reshuffle=False)
             | AssignSuperBatches(size)
             | RunInference(handler)
             | beam.FlatMap(
@@ -100,7 +101,7 @@ def test_contrastive_teacher_outputs_embeddings_and_loss_shares(tmp_path):
     with TestPipeline(runner=FnApiRunner(), options=options) as p:
         sizes = (
             p
-            | beam.Create(examples, reshuffle=False)
+            | beam.Create([Candidate(example=ex) for ex in examples], reshuffle=False)
             | AssignSuperBatches(16)
             | RunInference(ScoringHandler(path, task="contrastive", device="cpu"))
             | beam.FlatMap(check)
@@ -129,7 +130,7 @@ def test_student_is_scored_beside_the_teacher(tmp_path):
     with TestPipeline(runner=FnApiRunner(), options=PipelineOptions(direct_num_workers=1)) as p:
         sizes = (
             p
-            | beam.Create(examples, reshuffle=False)
+            | beam.Create([Candidate(example=ex) for ex in examples], reshuffle=False)
             | AssignSuperBatches(8)
             | RunInference(handler)
             | beam.FlatMap(check)

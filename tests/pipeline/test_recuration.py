@@ -1,0 +1,178 @@
+"""Re-curation: the score cache (reuse, appended data, a new teacher, a student), run.json and
+_SUCCESS written last, completed outputs refused, interrupted ones redone, and a whole run on
+fsspec's memory:// filesystem."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib.metadata import version
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from curation import config_for, curate, digest
+from helpers import sentences, write_jsonl
+
+from jestflow.pipeline.curate import run_curation
+from jestflow.transforms.checkpoint import fingerprint
+from jestflow.transforms.curation import SelectionConfig
+from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.manifest import read_manifest, status_counts
+from jestflow.transforms.shards import read_shard
+
+FOLDERS = ("shards", "manifest", "rejected")
+
+
+def selected_kinds(out) -> list[str]:
+    rows = read_manifest(str(out / "manifest")).to_pylist()
+    return [json.loads(r["meta"])["kind"] for r in rows if r["status"] == "selected"]
+
+
+def test_a_warm_rerun_scores_nothing_and_writes_the_same_bytes(noisy, tmp_path):
+    cache = tmp_path / "cache"
+    cold, cold_stats = curate(noisy, tmp_path / "cold", cache=str(cache))
+    assert cold_stats["scoring"] == {"cache": str(cache), "teacher": {"scored": 240, "cached": 0}}
+    folder = cache / fingerprint(str(noisy / "teacher"))
+    parts = sorted(p.name for p in folder.iterdir())
+    assert len(parts) == 6  # a part per super-batch of 40
+    ids = {r["id"] for r in read_manifest(str(cold / "manifest")).to_pylist() if r["score"]}
+    assert set(pq.read_table(folder).column("id").to_pylist()) == ids
+
+    warm, warm_stats = curate(noisy, tmp_path / "warm", cache=str(cache))
+    assert warm_stats["scoring"]["teacher"] == {"scored": 0, "cached": 240}
+    for name in FOLDERS:
+        assert digest(warm / name) == digest(cold / name), name
+    assert sorted(p.name for p in folder.iterdir()) == parts  # nothing new to write
+    assert "from the cache" in (warm / "report.html").read_text()
+
+
+def test_appended_data_a_new_teacher_and_a_student(noisy, tmp_path):
+    cache = str(tmp_path / "cache")
+    curate(noisy, tmp_path / "first", cache=cache)
+    lines = (noisy / "pool.jsonl").read_bytes().splitlines()[:240]
+    pool = {json.loads(line)["text"] for line in lines}
+    extra = [t for t in sentences(30, 11) if t not in pool]
+    more = write_jsonl(tmp_path / "more.jsonl", ({"text": t, "kind": "clean"} for t in extra))
+    inputs = (*config_for(noisy, "unused").inputs, more)
+    _, grown = curate(noisy, tmp_path / "grown", cache=cache, inputs=inputs)
+    assert grown["scoring"]["teacher"] == {"scored": len(extra), "cached": 240}
+
+    # A new teacher (here the weaker student checkpoint) has its own fingerprint: all afresh.
+    _, other = curate(noisy, tmp_path / "other", cache=cache, teacher=str(noisy / "student"))
+    assert other["scoring"]["teacher"] == {"scored": 240, "cached": 0}
+    assert len(os.listdir(cache)) == 2
+
+    # Learnability: the teacher's outputs come from the cache, the student's are new.
+    learn = SelectionConfig(keep=0.25, seed=1, mode="learnability")
+    _, both = curate(noisy, tmp_path / "learn", cache=cache, selection=learn,
+                     student=str(noisy / "student"))  # fmt: skip
+    assert both["scoring"]["teacher"] == {"scored": 0, "cached": 240}
+    assert both["scoring"]["student"] == {"scored": 0, "cached": 240}  # cached as a teacher above
+    _, fresh = curate(noisy, tmp_path / "learn-fresh", selection=learn,
+                      student=str(noisy / "student"))  # fmt: skip
+    assert fresh["scoring"]["student"] == {"scored": 240, "cached": 0}
+    assert digest(tmp_path / "learn" / "shards") == digest(tmp_path / "learn-fresh" / "shards")
+
+
+def test_selection_follows_what_the_cache_holds(noisy, tmp_path):
+    """Cached losses are used as they are: make noise look easy in the cache and the warm run
+    keeps noise, which rescoring would never do."""
+    cache = tmp_path / "cache"
+    cold, _ = curate(noisy, tmp_path / "cold", cache=str(cache))
+    assert selected_kinds(cold).count("clean") > 50
+    rows = read_manifest(str(cold / "manifest")).to_pylist()
+    noise = {r["id"] for r in rows if r["meta"] and json.loads(r["meta"])["kind"] == "noise"}
+    for part in (cache / fingerprint(str(noisy / "teacher"))).iterdir():
+        table = pq.read_table(part)
+        losses = [0.0 if i in noise else loss for i, loss in
+                  zip(table["id"].to_pylist(), table["loss"].to_pylist(), strict=True)]  # fmt: skip
+        table = table.set_column(1, "loss", pa.array(losses, pa.float64()))
+        pq.write_table(table, part)
+    warm, stats = curate(noisy, tmp_path / "warm", cache=str(cache))
+    assert stats["scoring"]["teacher"]["scored"] == 0
+    assert selected_kinds(warm).count("noise") > 50
+
+
+def test_contrastive_outputs_are_cached_as_embeddings(pairs, tmp_path):
+    from dataclasses import replace
+
+    from jestflow.pipeline.curate import CurateConfig
+    from jestflow.transforms.records import FieldMap
+
+    config = CurateConfig(
+        inputs=(str(pairs / "pool.jsonl"),), output=str(tmp_path / "cold"),
+        teacher=str(pairs / "teacher"), task="contrastive",
+        fields=FieldMap(query="query", doc="doc", keep=("kind",)),
+        selection=SelectionConfig(keep=0.5, seed=0, n_chunks=4), super_batch=32, device="cpu",
+        workers=1, cache=str(tmp_path / "cache"),
+    )  # fmt: skip
+    cold = run_curation(config)
+    warm = run_curation(replace(config, output=str(tmp_path / "warm")))
+    assert cold["scoring"]["teacher"] == {"scored": 128, "cached": 0}
+    assert warm["scoring"]["teacher"] == {"scored": 0, "cached": 128}
+    table = pq.read_table(tmp_path / "cache" / fingerprint(str(pairs / "teacher")))
+    assert len(table["left"][0].as_py()) == 128 and table["scale"][0].as_py() > 0
+    for name in ("shards", "manifest"):  # nothing rejected
+        assert digest(tmp_path / "warm" / name) == digest(tmp_path / "cold" / name), name
+
+
+def test_run_json_and_success_are_written_last(noisy, tmp_path):
+    out, stats = curate(noisy, tmp_path / "out")
+    run = json.loads((out / "run.json").read_text())
+    assert run["inputs"] == [
+        {"url": str(noisy / name), "bytes": (noisy / name).stat().st_size}
+        for name in ("cut.jsonl.gz", "pool.jsonl")
+    ]
+    assert run["models"]["teacher"]["fingerprint"] == fingerprint(str(noisy / "teacher"))
+    assert run["counts"] == stats["counts"] and run["counts"]["inputs"] == 246
+    assert run["scoring"] == {"cache": None, "teacher": {"scored": 240, "cached": 0}}
+    assert run["versions"]["jestflow"] == version("jestflow")
+    assert run["options"]["super_batch"] == 40 and run["runner"] == "FnApiRunner"
+    assert run["timing"]["seconds"] > 0 and run["created"] <= run["finished"]
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    success, record = mtimes.pop(out / "_SUCCESS"), mtimes.pop(out / "run.json")
+    assert success >= record >= max(mtimes.values())  # every shard and manifest part first
+
+
+def test_completed_output_refused_interrupted_output_redone(noisy, tmp_path):
+    out, _ = curate(noisy, tmp_path / "out")
+    before = {name: digest(out / name) for name in FOLDERS}
+    with pytest.raises(JestflowError, match="already holds a completed curation run"):
+        curate(noisy, tmp_path / "out")
+    # An interruption: no _SUCCESS, a stray shard and a half-written temporary file.
+    (out / "_SUCCESS").unlink()
+    (out / "shards" / "shard-000099-000000.tar").write_bytes(b"half a tar")
+    (out / "manifest" / ".selected-000000.parquet.tmp-1").write_bytes(b"half a parquet")
+    (out / "notes.txt").write_text("the user's own file")
+    _, stats = curate(noisy, tmp_path / "out")  # no --overwrite needed
+    assert {name: digest(out / name) for name in FOLDERS} == before
+    assert (out / "_SUCCESS").exists() and stats["counts"]["inputs"] == 246
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    curate(noisy, tmp_path / "out", overwrite=True)
+    assert {name: digest(out / name) for name in FOLDERS} == before
+
+
+def test_memory_filesystem_end_to_end(noisy):
+    """Inputs, teacher, cache and output all on fsspec's memory:// filesystem."""
+    fs = fsspec.filesystem("memory")
+    fs.put(str(noisy / "pool.jsonl"), "/e2e/in/pool.jsonl")
+    fs.put(str(noisy / "teacher"), "/e2e/teacher", recursive=True)
+    config = config_for(noisy, "memory://e2e/out", inputs=("memory://e2e/in/*.jsonl",),
+                        teacher="memory://e2e/teacher", cache="memory://e2e/cache")  # fmt: skip
+    try:
+        stats = run_curation(config)
+        again = run_curation(config_for(noisy, "memory://e2e/again", inputs=config.inputs,
+                                        teacher=config.teacher, cache=config.cache))  # fmt: skip
+        assert stats["counts"] == {"selected": 60, "not_selected": 180, "rejected": 5,
+                                   "inputs": 245}  # fmt: skip
+        assert again["scoring"]["teacher"] == {"scored": 0, "cached": 240}
+        assert fs.exists("/e2e/out/_SUCCESS") and fs.exists("/e2e/out/run.json")
+        shards = sorted(fs.ls("/e2e/out/shards", detail=False))
+        samples = [s for shard in shards for s in read_shard(f"memory://{shard}")]
+        assert len(samples) == 60
+        assert status_counts(read_manifest("memory://e2e/out/manifest"))["inputs"] == 245
+        assert fs.ls(f"/e2e/cache/{fingerprint('memory://e2e/teacher')}", detail=False)
+    finally:
+        fs.rm("/e2e", recursive=True)

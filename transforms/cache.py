@@ -1,0 +1,115 @@
+"""The score cache: a model's per-example outputs as Parquet, keyed by (example id, model
+fingerprint), so re-running curation with the same teacher scores only what is new.
+
+Layout under the cache URL: `<fingerprint>/part-<digest>.parquet`, one part per scored batch of
+new examples; the part name is a digest of the ids it holds, so writing the same batch again (a
+retried bundle, a redone run) replaces the file instead of adding one. A new model has a new
+fingerprint, hence an empty folder: everything is scored afresh.
+
+What is cached is what does not depend on which other examples share a super-batch: an LM's
+per-example loss, or a two-tower model's (left, right) embeddings with its temperature t and
+bias β (the pair losses are rebuilt from them for each super-batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .manifest import write_parquet
+from .paths import filesystem
+from .records import Example
+
+CACHE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),  # the example's content id
+        ("loss", pa.float64()),  # lm: mean token NLL
+        ("left", pa.list_(pa.float32())),  # contrastive: the towers' embeddings …
+        ("right", pa.list_(pa.float32())),
+        ("scale", pa.float64()),  # … and the model's t and β
+        ("bias", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOutput:
+    """One model's output for one example: an LM loss, or pair embeddings [2, d] with t and β."""
+
+    loss: float | None = None
+    embeddings: np.ndarray | None = None
+    scale: float | None = None
+    bias: float | None = None
+
+    def row(self, example_id: str) -> dict:
+        pair = self.embeddings
+        return {
+            "id": example_id,
+            "loss": self.loss,
+            "left": None if pair is None else pair[0].tolist(),
+            "right": None if pair is None else pair[1].tolist(),
+            "scale": self.scale,
+            "bias": self.bias,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """An example on its way to scoring, with the outputs the cache already holds for it, by
+    model role (`teacher`, `student`)."""
+
+    example: Example
+    cached: Mapping[str, ModelOutput] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.example.key
+
+
+def model_folder(cache: str, fingerprint: str) -> str:
+    return posixpath.join(cache.rstrip("/"), fingerprint)
+
+
+def cache_parts(cache: str, fingerprint: str) -> list[str]:
+    """The part files cached for a model, sorted (none when the model was never cached)."""
+    fs, root = filesystem(model_folder(cache, fingerprint))
+    if not fs.isdir(root):
+        return []
+    names = fs.ls(root, detail=False)
+    parts = sorted(p for p in names if posixpath.basename(p).startswith("part-"))
+    return [fs.unstrip_protocol(p) if "://" in cache else p for p in parts]
+
+
+def part_name(ids: list[str]) -> str:
+    digest = hashlib.blake2b("\n".join(sorted(ids)).encode(), digest_size=16).hexdigest()
+    return f"part-{digest}.parquet"
+
+
+def write_cache_part(cache: str, fingerprint: str, outputs: Mapping[str, ModelOutput]) -> int:
+    """Write a batch of new outputs (by example id) as one part; returns the row count."""
+    if not outputs:
+        return 0
+    rows = [outputs[example_id].row(example_id) for example_id in sorted(outputs)]
+    url = posixpath.join(model_folder(cache, fingerprint), part_name(list(outputs)))
+    return write_parquet(rows, url, CACHE_SCHEMA)
+
+
+def read_cache_part(url: str) -> Iterator[tuple[str, ModelOutput]]:
+    """(example id, output) for every row of one part."""
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        table = pq.read_table(f, schema=CACHE_SCHEMA)
+    for row in table.to_pylist():
+        pair = None
+        if row["left"] is not None and row["right"] is not None:
+            pair = np.asarray([row["left"], row["right"]], dtype=np.float32)
+        yield (
+            row["id"],
+            ModelOutput(loss=row["loss"], embeddings=pair, scale=row["scale"], bias=row["bias"]),
+        )
