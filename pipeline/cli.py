@@ -205,6 +205,42 @@ def teacher_train(
     click.echo(f"teacher {result.fingerprint} written to {result.output}")
 
 
+@teacher.command("promote")
+@click.argument("student")
+@click.option("--output", "-o", required=True, help="The new teacher's directory.")
+@click.option("--eval", "eval_inputs", multiple=True, help="Held-out input(s) for its loss.")
+@click.option("--against", help="The current teacher: its held-out loss on the same --eval data.")
+@field_options
+@device_option
+@click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --output.")
+def teacher_promote(student, output, eval_inputs, against, device, overwrite, **fields) -> None:
+    """Turn a trained student (a `jestflow train` output STUDENT) into a teacher for the next
+    curation run. The model files are copied unchanged, so it keeps the student's fingerprint."""
+    from ..trainer.promote import PromoteConfig, promote
+    from ..transforms.checkpoint import checkpoint_task
+
+    task = checkpoint_task(student) or "lm"
+    result = promote(
+        PromoteConfig(
+            student=student,
+            output=output,
+            eval_inputs=eval_inputs,
+            fields=make_fields(task, **fields) if eval_inputs else None,
+            against=against,
+            device=device,
+            overwrite=overwrite,
+        )
+    )
+    step = "" if result.step is None else f" (trained {result.step} steps)"
+    click.echo(f"student {result.student}{step} promoted")
+    if result.eval_loss is not None:
+        click.echo(f"held-out loss {result.eval_loss:.4f} on {result.eval_examples} examples")
+    if result.against_loss is not None:
+        change = result.eval_loss - result.against_loss
+        click.echo(f"current teacher {result.against_loss:.4f} ({change:+.4f} with the new one)")
+    click.echo(f"teacher {result.fingerprint} written to {result.output}")
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("inputs", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option(
@@ -449,6 +485,25 @@ def train_command(
     click.echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in last.items() if v is not None and k != "tags"))  # fmt: skip
     click.echo(f"student written to {output} (log: {output.rstrip('/')}/log.jsonl)")
+
+
+@main.command("inspect")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def inspect_runs(runs, as_json) -> None:
+    """Summarise the curation run in RUN, or compare two: OLD NEW (counts, the overlap of the
+    selected examples, how teacher losses and scores moved)."""
+    import json
+
+    from ..transforms.runs import compare_runs, comparison_text, summarize_run, summary_text
+
+    if len(runs) > 2:
+        raise click.UsageError("give one run to summarise, or two (OLD NEW) to compare")
+    if len(runs) == 1:
+        result, text = summarize_run(runs[0]), summary_text
+    else:
+        result, text = compare_runs(*runs), comparison_text
+    click.echo(json.dumps(result, indent=2) if as_json else text(result))
 
 
 @main.command("plot")

@@ -34,6 +34,7 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     TwoTower.architecture: (TwoTower, TwoTowerConfig),
 }
 TASKS = ("lm", "contrastive")
+EXTRA_FILES = ("tokenizer.json", "jestflow.json")  # Hugging Face directories
 
 
 def build_model(architecture: str, config: dict[str, Any]) -> nn.Module:
@@ -119,11 +120,28 @@ def weight_files(directory: str) -> list[str]:
     return weights
 
 
-def fingerprint(directory: str) -> str:
-    """A 16-hex-digit hash of config.json, the safetensors files, tokenizer.json and jestflow.json."""
+def model_files(directory: str) -> list[str]:
+    """The files that make the model (and its fingerprint): config.json, the safetensors files,
+    and tokenizer.json and jestflow.json where present."""
     fs, root = filesystem(directory)
     names = [CONFIG, *weight_files(directory)]
-    names += [n for n in ("tokenizer.json", "jestflow.json") if fs.exists(posixpath.join(root, n))]
+    return names + [n for n in EXTRA_FILES if fs.exists(posixpath.join(root, n))]
+
+
+def copy_model(source: str, target: str) -> str:
+    """Copy a checkpoint's model files byte for byte (the fingerprint stays); returns it."""
+    fs, root = filesystem(source)
+    target_fs, target_root = writable_directory(target)
+    for name in model_files(source):
+        with fs.open(posixpath.join(root, name), "rb") as f:
+            _write(target_fs, posixpath.join(target_root, name), f.read())
+    return fingerprint(target)
+
+
+def fingerprint(directory: str) -> str:
+    """A 16-hex-digit hash of the model files (`model_files`)."""
+    fs, root = filesystem(directory)
+    names = model_files(directory)
     h = hashlib.sha256()
     for name in names:
         h.update(name.encode() + b"\0")

@@ -176,3 +176,57 @@ def test_memory_filesystem_end_to_end(noisy):
         assert fs.ls(f"/e2e/cache/{fingerprint('memory://e2e/teacher')}", detail=False)
     finally:
         fs.rm("/e2e", recursive=True)
+
+
+def test_the_bootstrapping_loop_reuses_the_students_scores(noisy, tmp_path):
+    """Curate with --student (learnability), promote the student, curate with it as the
+    teacher: its outputs are already in the cache."""
+    from jestflow.trainer.promote import PromoteConfig, promote
+
+    cache = str(tmp_path / "cache")
+    learn = SelectionConfig(keep=0.25, seed=1, mode="learnability")
+    curate(
+        noisy, tmp_path / "round-1", cache=cache, selection=learn, student=str(noisy / "student")
+    )
+    result = promote(PromoteConfig(student=str(noisy / "student"), output=str(tmp_path / "t2")))
+    assert result.fingerprint == fingerprint(str(noisy / "student"))
+    _, stats = curate(noisy, tmp_path / "round-2", cache=cache, teacher=str(tmp_path / "t2"))
+    assert stats["scoring"]["teacher"] == {"scored": 0, "cached": 240}
+
+
+def test_inspect_compares_two_runs(noisy, tmp_path):
+    from click.testing import CliRunner
+
+    from jestflow.pipeline.cli import main
+    from jestflow.transforms.runs import compare_runs
+
+    old, _ = curate(noisy, tmp_path / "old")
+    new, _ = curate(noisy, tmp_path / "new", teacher=str(noisy / "student"))
+    result = compare_runs(str(old), str(new))
+
+    def chosen(out):
+        rows = read_manifest(str(out / "manifest")).to_pylist()
+        return {r["id"] for r in rows if r["status"] == "selected"}
+
+    a, b = chosen(old), chosen(new)
+    assert result["selected"] == {"both": len(a & b), "only_old": len(a - b),
+                                  "only_new": len(b - a), "jaccard": round(len(a & b) / len(a | b), 6)}  # fmt: skip
+    assert 0 < len(a & b) < len(a)  # a weaker teacher keeps some and drops others
+    assert result["scored_in_both"] == 240 and not result["same_teacher"]
+    assert result["old"]["counts"] == {"selected": 60, "not_selected": 180, "rejected": 6,
+                                       "inputs": 246}  # fmt: skip
+    assert result["teacher_loss_shift"]["mean"] > 0  # the student is the weaker model
+    assert 0 < result["teacher_loss_shift"]["rank_correlation"] < 1
+
+    itself = compare_runs(str(old), str(old))
+    assert itself["selected"]["jaccard"] == 1 and itself["same_teacher"]
+    assert itself["score_shift"]["mean"] == 0 and itself["score_shift"]["rank_correlation"] == 1
+
+    text = CliRunner().invoke(main, ["inspect", str(old), str(new)])
+    assert text.exit_code == 0, text.output
+    assert f"selected: {len(a & b)} in both" in text.output
+    assert "(different teachers)" in text.output
+    one = CliRunner().invoke(main, ["inspect", str(old), "--json"])
+    assert json.loads(one.output)["counts"]["selected"] == 60
+    bad = CliRunner().invoke(main, ["inspect", str(tmp_path)])
+    assert bad.exit_code == 1 and "holds no curation run" in bad.output

@@ -227,3 +227,40 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_task(noisy_shards, tm
         train(config(noisy_shards, tmp_path / "bad", init=str(tmp_path / "towers")))
     with pytest.raises(JestflowError, match="nothing to resume"):
         train(config(noisy_shards, tmp_path / "fresh", resume=True))
+
+
+def test_promote_makes_a_teacher_with_the_students_fingerprint(noisy_shards, tmp_path):
+    from click.testing import CliRunner
+
+    from jestflow.pipeline.cli import main
+    from jestflow.transforms.checkpoint import fingerprint
+
+    student = str(tmp_path / "student")
+    train(config(noisy_shards, student, steps=20, eval_inputs=()))
+    teacher = str(noisy_shards / "teacher")
+    held_out = str(noisy_shards / "eval.jsonl")
+    args = ["teacher", "promote", student, "-o", str(tmp_path / "next"), "--eval", held_out,
+            "--against", teacher, "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"teacher {fingerprint(student)} written to" in result.output
+    assert "(trained 20 steps) promoted" in result.output
+    files = sorted(p.name for p in (tmp_path / "next").iterdir())
+    assert files == ["config.json", "metrics.json", "model.safetensors", "promoted.json"]
+    promoted = json.loads((tmp_path / "next" / "promoted.json").read_text())
+    examples, _ = load_examples((held_out,), TEXT)
+    new_loss = evaluate(load_model(str(tmp_path / "next")), examples, 32)[0]
+    old_loss = evaluate(load_model(teacher), examples, 32)[0]
+    assert promoted["eval_loss"] == pytest.approx(new_loss, abs=1e-5)
+    assert promoted["against_loss"] == pytest.approx(old_loss, abs=1e-5)
+    assert promoted["step"] == 20 and promoted["student"] == student
+
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "already holds a checkpoint; pass --overwrite" in again.output
+    assert CliRunner().invoke(main, [*args, "--overwrite"]).exit_code == 0
+    same = CliRunner().invoke(main, ["teacher", "promote", student, "-o", student])
+    assert same.exit_code == 1 and "its own --output" in same.output
+    alone = CliRunner().invoke(main, [*args[:5], "--against", teacher, "--overwrite"])
+    assert alone.exit_code == 1 and "give --eval data too" in alone.output
+    missing = CliRunner().invoke(main, ["teacher", "promote", str(tmp_path / "nothing"), "-o", "x"])
+    assert missing.exit_code == 1 and "checkpoint directory not found" in missing.output

@@ -1,0 +1,97 @@
+"""`jestflow teacher promote`: a trained student becomes the next teacher.
+
+The model files (config.json, model.safetensors) are copied byte for byte, so the teacher keeps
+the student's fingerprint, and every output the score cache holds for the student (from a
+curation run with `--student`) serves the teacher too. The trainer's own files (optimizer
+state, trainer state, log) stay behind. `promoted.json` records where the teacher came from;
+with held-out data, `metrics.json` has its held-out loss, beside the current teacher's when
+one is given, so the promotion can be judged before curating with it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import asdict, dataclass
+
+from ..transforms.checkpoint import (
+    CONFIG,
+    copy_model,
+    fingerprint,
+    is_huggingface,
+    load_model,
+    read_config,
+)
+from ..transforms.errors import JestflowError
+from ..transforms.paths import filesystem, read_json, write_json
+from ..transforms.records import FieldMap
+from ..transforms.scoring import resolve_device
+from .fit import evaluate, load_examples
+
+STATE = "trainer_state.json"
+
+
+@dataclass(kw_only=True)
+class PromoteConfig:
+    student: str  # a `jestflow train` output directory
+    output: str  # the new teacher's directory
+    eval_inputs: tuple[str, ...] = ()  # held-out data for the new teacher's loss
+    fields: FieldMap | None = None  # how to read eval_inputs
+    against: str | None = None  # the current teacher, evaluated on the same data
+    batch_size: int = 32
+    device: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.eval_inputs and self.fields is None:
+            raise JestflowError("held-out inputs need a field mapping")
+        if self.against and not self.eval_inputs:
+            raise JestflowError("--against compares held-out losses: give --eval data too")
+
+
+@dataclass(kw_only=True)
+class PromoteResult:
+    output: str
+    fingerprint: str
+    student: str
+    step: int | None  # the student's training step
+    eval_examples: int = 0
+    eval_loss: float | None = None
+    against_loss: float | None = None  # the current teacher's, on the same data
+
+
+def promote(config: PromoteConfig) -> PromoteResult:
+    student = config.student.rstrip("/")
+    if student == config.output.rstrip("/"):
+        raise JestflowError("the new teacher needs its own --output, not the student's directory")
+    if is_huggingface(read_config(student)):
+        raise JestflowError(f"{student} is a Hugging Face model: use it as --teacher directly")
+    model = load_model(student)  # a checkpoint that loads, or a clear error
+    fs, root = filesystem(config.output)
+    if fs.exists(posixpath.join(root, CONFIG)) and not config.overwrite:
+        raise JestflowError(f"{config.output} already holds a checkpoint; pass --overwrite")
+    state_url = posixpath.join(student, STATE)
+    state_fs, state_path = filesystem(state_url)
+    step = read_json(state_url).get("step") if state_fs.exists(state_path) else None
+
+    result = PromoteResult(
+        output=config.output, fingerprint=fingerprint(student), student=student, step=step
+    )
+    if config.eval_inputs:
+        held_out, _ = load_examples(config.eval_inputs, config.fields)
+        device = resolve_device(config.device)
+        result.eval_examples = len(held_out)
+        result.eval_loss = evaluate(model.to(device), held_out, config.batch_size)[0]
+        if config.against:
+            current = load_model(config.against, task=model.task, device=device)
+            result.against_loss = evaluate(current, held_out, config.batch_size)[0]
+    copied = copy_model(student, config.output)
+    if copied != result.fingerprint:
+        raise JestflowError(f"copying {student} changed its fingerprint; the copy is incomplete")
+    write_json(asdict(result), posixpath.join(config.output, "promoted.json"))
+    metrics = posixpath.join(root, "metrics.json")
+    if config.eval_inputs:
+        scores = {"eval_loss": result.eval_loss, "eval_examples": result.eval_examples}
+        write_json(scores, posixpath.join(config.output, "metrics.json"))
+    elif fs.exists(metrics):  # an overwritten teacher's
+        fs.rm(metrics)
+    return result
