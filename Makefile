@@ -42,3 +42,41 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache
+
+# ---- Dataflow (deploy/): the worker image, curate on Dataflow, the Flex Template ----------------
+# deploy/README.md explains these. Settings (or the script's JESTFLOW_* environment variables):
+#   PROJECT, REGION, TEMP_LOCATION (gs://…), IMAGE (REGION-docker.pkg.dev/PROJECT/REPO/jestflow:TAG),
+#   TEMPLATE (gs://…/jestflow-curate.json), GPU (a worker_accelerator spec, or none),
+#   MACHINE_TYPE, ARGS: curate's arguments (dataflow-run) or NAME=VALUE parameters (dataflow-run-template).
+# e.g. make dataflow-run PROJECT=p REGION=us-central1 TEMP_LOCATION=gs://b/tmp IMAGE=… \
+#        ARGS="'gs://b/pool/*.jsonl' -o gs://b/curated --teacher gs://b/teacher --task lm --keep 0.2"
+DATAFLOW_FLAGS = $(if $(PROJECT),--project '$(PROJECT)') $(if $(REGION),--region '$(REGION)') \
+	$(if $(TEMP_LOCATION),--temp-location '$(TEMP_LOCATION)') $(if $(IMAGE),--image '$(IMAGE)') \
+	$(if $(TEMPLATE),--template '$(TEMPLATE)') $(if $(GPU),--gpu '$(GPU)') \
+	$(if $(MACHINE_TYPE),--machine-type '$(MACHINE_TYPE)')
+DATAFLOW = deploy/dataflow.sh $(DATAFLOW_FLAGS)
+
+.PHONY: dataflow-setup dataflow-image dataflow-push dataflow-run dataflow-template dataflow-run-template
+
+# What launching on Dataflow needs in .venv: gcsfs, and apache-beam[gcp] at the installed version.
+dataflow-setup: $(VENV)/.dataflow-installed
+
+$(VENV)/.dataflow-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[gcs]" \
+		"apache-beam[gcp]==$$($(BIN)/python -c 'import apache_beam; print(apache_beam.__version__)')"
+	touch $@
+
+dataflow-image:
+	$(DATAFLOW) build
+
+dataflow-push:
+	$(DATAFLOW) push
+
+dataflow-run: dataflow-setup
+	JESTFLOW=$(BIN)/jestflow $(DATAFLOW) run $(ARGS)
+
+dataflow-template:
+	$(DATAFLOW) template
+
+dataflow-run-template:
+	$(DATAFLOW) run-template $(ARGS)

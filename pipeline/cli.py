@@ -363,6 +363,9 @@ def curate(
         beam_args=beam_args,
     )
     stats = run_curation(config)
+    if stats is None:
+        click.echo(f"job staged as a template; it writes {output} and _SUCCESS there when done")
+        return
     click.echo(summary_table(stats, output))
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.job.utils import dict_to_struct
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -332,8 +332,9 @@ def options_of(config: CurateConfig) -> dict[str, Any]:
     return options
 
 
-def run_curation(config: CurateConfig) -> dict[str, Any]:
-    """Run the job to completion; returns `stats.json` with Beam's counters added."""
+def run_curation(config: CurateConfig) -> dict[str, Any] | None:
+    """Run the job to completion; returns `stats.json` with Beam's counters added (None when the
+    job was only staged as a template, `--template_location`)."""
     given = {a.split("=", 1)[0].lstrip("-") for a in config.beam_args}
     # One worker runs inside this process: no worker start-up, no data plane.
     mode = "multi_processing" if config.workers > 1 else "in_memory"
@@ -349,6 +350,8 @@ def run_curation(config: CurateConfig) -> dict[str, Any]:
     pipeline = beam.Pipeline(runner=runner, options=options)
     build(pipeline, config)
     result = pipeline.run()
+    if options.view_as(GoogleCloudOptions).template_location:
+        return None  # a Flex Template launch: the job runs later and completes the output itself
     result.wait_until_finish()
     if not is_complete(config.output):
         raise JestflowError(f"the job finished without completing {config.output} (no _SUCCESS)")
