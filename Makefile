@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python bench/curate.py
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/data_efficiency.py
+	$(BIN)/python bench/cache.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache
