@@ -49,6 +49,7 @@ from .sinks import (
 )
 
 NAMESPACE = "jestflow"
+FLEX_TEMPLATE = "JESTFLOW_FLEX_TEMPLATE"  # set by deploy/flex_template/main.py: a launch-time build
 
 
 @dataclass(kw_only=True)
@@ -342,6 +343,11 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     options = PipelineOptions(
         config.beam_args, **{k: v for k, v in local.items() if k not in given}
     )
+    if options.view_as(GoogleCloudOptions).template_location and not os.environ.get(FLEX_TEMPLATE):
+        raise JestflowError(
+            "--template_location would stage a classic template, whose checks, input listing and "
+            "output preparation run now and not at launch; use the Flex Template (deploy/)"
+        )
     runner = None if "runner" in given else local_runner()
     if runner is not None and config.torch_threads is None:
         config = dataclasses.replace(

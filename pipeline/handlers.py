@@ -30,6 +30,7 @@ from ..transforms.scoring import (
     lm_losses,
     pair_inputs,
     pair_loss_shares,
+    precision,
     resolve_device,
 )
 
@@ -59,12 +60,16 @@ def model_outputs(
     """One model's output for each example: its LM loss, or its pair embeddings with t and β."""
     if not examples:
         return []
+    computed_in = precision(model.device)
     if task == "lm":
         losses = lm_losses(model, [ex.text for ex in examples], max_tokens=max_tokens)
-        return [ModelOutput(loss=loss) for loss in losses.tolist()]
+        return [ModelOutput(loss=loss, precision=computed_in) for loss in losses.tolist()]
     emb = embed_pairs(model, *pair_inputs(examples), max_tokens=max_tokens)
     pairs = torch.stack([emb.left, emb.right], dim=1).numpy()
-    return [ModelOutput(embeddings=pair, scale=emb.scale, bias=emb.bias) for pair in pairs]
+    return [
+        ModelOutput(embeddings=pair, scale=emb.scale, bias=emb.bias, precision=computed_in)
+        for pair in pairs
+    ]
 
 
 def scored_batch(
@@ -109,7 +114,7 @@ class Models:
         for role, model in roles.items():
             if model is None:
                 continue
-            outputs = [c.cached.get(role) for c in candidates]
+            outputs = [c.output(role, precision(model.device)) for c in candidates]
             missing = [i for i, out in enumerate(outputs) if out is None]
             new = model_outputs(
                 model, [examples[i] for i in missing], task=self.task, max_tokens=self.max_tokens

@@ -1,11 +1,13 @@
 """A curation output folder over its life: refuse a completed run, redo an interrupted one, and
 mark completion last.
 
-The job's final step writes `stats.json`, `report.html`, then `run.json` (what was run: options,
-inputs with their sizes, model fingerprints, counts, timings, versions) and `_SUCCESS` last.
-So a folder with `_SUCCESS` holds a complete run; one with outputs but no `_SUCCESS` was
-interrupted, and is cleared and redone (every file name is derived from the data, so the redo
-writes exactly what an uninterrupted run would).
+A run first writes `_STARTED` (its start time); the job's final step writes `stats.json`,
+`report.html`, then `run.json` (what was run: options, inputs with their sizes, model
+fingerprints, counts, timings, versions) and `_SUCCESS` last. So a folder with `_SUCCESS` holds a
+complete run, and one with `_STARTED` but no `_SUCCESS` an interrupted one, which is cleared and
+redone (every file name is derived from the data, so the redo writes exactly what an
+uninterrupted run would). Outputs with neither marker are not known to be a run: they are
+replaced only with `overwrite`.
 """
 
 from __future__ import annotations
@@ -21,28 +23,39 @@ from ..transforms.errors import JestflowError
 from ..transforms.paths import filesystem, read_json, writable_directory, write_json
 from .report import write_report
 
-RUN, SUCCESS, STATS, REPORT = "run.json", "_SUCCESS", "stats.json", "report.html"
-OUTPUTS = ("shards", "manifest", "rejected", STATS, REPORT, RUN, SUCCESS)
+RUN, SUCCESS, STARTED = "run.json", "_SUCCESS", "_STARTED"
+STATS, REPORT = "stats.json", "report.html"
+OUTPUTS = ("shards", "manifest", "rejected", STATS, REPORT, RUN)  # the job's own; nothing else
 
 
 def prepare_output(url: str, *, overwrite: bool) -> str:
-    """Create the output folder and clear any run in it; returns what was there: `empty`,
-    `interrupted` (outputs but no `_SUCCESS`) or `completed` (replaced: needs `overwrite`)."""
+    """Create the output folder, clear the run in it and mark a new one started. Returns what was
+    there: `empty`, `interrupted` (`_STARTED`, no `_SUCCESS`: cleared), or with `overwrite`
+    `replaced`; a completed run, or outputs jestflow did not mark, are refused without it."""
     fs, root = writable_directory(url)
-    complete = fs.exists(posixpath.join(root, SUCCESS))
-    if complete and not overwrite:
-        created = _created(url)
+    marked = {name for name in (SUCCESS, STARTED) if fs.exists(posixpath.join(root, name))}
+    present = [name for name in OUTPUTS if fs.exists(posixpath.join(root, name))]
+    if SUCCESS in marked and not overwrite:
         raise JestflowError(
-            f"output {url} already holds a completed curation run{created}; "
+            f"output {url} already holds a completed curation run{_created(url)}; "
             "pass --overwrite to replace it, or write to a new folder"
         )
-    present = [name for name in OUTPUTS if fs.exists(posixpath.join(root, name))]
-    # _SUCCESS goes first: a clear that is itself interrupted still reads as interrupted.
-    for name in sorted(present, key=lambda name: name != SUCCESS):
+    if present and not marked and not overwrite:
+        raise JestflowError(
+            f"output {url} already holds {', '.join(present)} but no run jestflow started "
+            "(no _STARTED); pass --overwrite to replace them"
+        )
+    # _SUCCESS goes first and _STARTED stays: a clear that is itself cut short still reads as
+    # an interrupted run.
+    if SUCCESS in marked:
+        fs.rm(posixpath.join(root, SUCCESS))
+    for name in present:
         fs.rm(posixpath.join(root, name), recursive=True)
-    if complete:
-        return "completed"
-    return "interrupted" if present else "empty"
+    with fs.open(posixpath.join(root, STARTED), "w") as f:
+        f.write(now() + "\n")
+    if overwrite and (SUCCESS in marked or present):
+        return "replaced"
+    return "interrupted" if present or STARTED in marked else "empty"
 
 
 def _created(url: str) -> str:
@@ -58,12 +71,15 @@ def is_complete(url: str) -> bool:
 
 
 def input_files(urls: Sequence[str]) -> list[dict[str, Any]]:
-    """Each input file with its size in bytes."""
-    files = []
+    """Each input file with its size in bytes (asked for together, per filesystem)."""
+    by_fs: dict[int, tuple[Any, list[tuple[str, str]]]] = {}
     for url in urls:
         fs, path = filesystem(url)
-        files.append({"url": url, "bytes": fs.size(path)})
-    return files
+        by_fs.setdefault(id(fs), (fs, []))[1].append((url, path))
+    sizes = {}
+    for fs, files in by_fs.values():
+        sizes.update(zip([u for u, _ in files], fs.sizes([p for _, p in files]), strict=True))
+    return [{"url": url, "bytes": sizes[url]} for url in urls]
 
 
 def versions() -> dict[str, str]:

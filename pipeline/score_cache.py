@@ -13,8 +13,20 @@ from collections.abc import Mapping
 
 import apache_beam as beam
 
-from ..transforms.cache import Candidate, cache_parts, read_cache_part, write_cache_part
+from ..transforms.cache import (
+    Candidate,
+    ModelOutput,
+    cache_parts,
+    read_cache_part,
+    write_cache_part,
+)
 from .handlers import Scored
+
+
+def _list_parts(element: tuple[str, str], cache: str):
+    role, fingerprint = element
+    for url in cache_parts(cache, fingerprint):
+        yield role, url
 
 
 def _read_part(element: tuple[str, str]):
@@ -23,33 +35,34 @@ def _read_part(element: tuple[str, str]):
         yield example_id, (role, url, output)
 
 
-def _attach(element) -> list[Candidate]:
+def _attach(element):
     _, joined = element
-    cached = {}
+    cached: dict[str, dict[str, ModelOutput]] = {}
     for role, _url, output in sorted(joined["cached"], key=lambda c: (c[0], c[1])):
-        cached.setdefault(role, output)
-    return [Candidate(example=example, cached=cached) for example in joined["examples"]]
+        cached.setdefault(role, {}).setdefault(output.precision, output)
+    for example in joined["examples"]:
+        yield Candidate(example=example, cached=cached)
 
 
 class AttachCached(beam.PTransform):
     """PCollection[Example] → PCollection[Candidate]: each example with the outputs the cache
-    holds for it, by model role. Without a cache every candidate starts with none."""
+    holds for it, by model role and precision. Without a cache, or when it holds nothing for
+    these models, every candidate starts with none (and there is no join)."""
 
     def __init__(self, cache: str | None, fingerprints: Mapping[str, str]) -> None:
         super().__init__()
         self.cache, self.fingerprints = cache, dict(fingerprints)
 
     def expand(self, examples):
-        if self.cache is None:
+        models = sorted(self.fingerprints.items())
+        if self.cache is None or not any(cache_parts(self.cache, fp) for _, fp in models):
             return examples | "No cache" >> beam.Map(lambda ex: Candidate(example=ex))
-        parts = [
-            (role, url)
-            for role, fingerprint in sorted(self.fingerprints.items())
-            for url in cache_parts(self.cache, fingerprint)
-        ]
+        # Parts are listed by the job, not here: the graph stays small however many there are.
         cached = (
             examples.pipeline
-            | "Cache parts" >> beam.Create(parts, reshuffle=True)
+            | "Models" >> beam.Create(models)
+            | "List cache parts" >> beam.FlatMap(_list_parts, self.cache)
+            | "Spread parts" >> beam.Reshuffle()
             | "Read cache" >> beam.FlatMap(_read_part)
         )
         by_id = examples | "By id" >> beam.Map(lambda ex: (ex.id, ex))

@@ -10,6 +10,7 @@ one is given, so the promotion can be judged before curating with it.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import asdict, dataclass
 
@@ -19,6 +20,7 @@ from ..transforms.checkpoint import (
     fingerprint,
     is_huggingface,
     load_model,
+    model_files,
     read_config,
 )
 from ..transforms.errors import JestflowError
@@ -59,16 +61,24 @@ class PromoteResult:
     against_loss: float | None = None  # the current teacher's, on the same data
 
 
+def _same_path(a: str, b: str) -> bool:
+    return posixpath.normpath(os.path.abspath(a)) == posixpath.normpath(os.path.abspath(b))
+
+
 def promote(config: PromoteConfig) -> PromoteResult:
     student = config.student.rstrip("/")
-    if student == config.output.rstrip("/"):
+    student_fs, student_root = filesystem(student)
+    fs, root = filesystem(config.output)
+    if student_fs.protocol == fs.protocol and _same_path(student_root, root):
         raise JestflowError("the new teacher needs its own --output, not the student's directory")
     if is_huggingface(read_config(student)):
         raise JestflowError(f"{student} is a Hugging Face model: use it as --teacher directly")
     model = load_model(student)  # a checkpoint that loads, or a clear error
-    fs, root = filesystem(config.output)
-    if fs.exists(posixpath.join(root, CONFIG)) and not config.overwrite:
-        raise JestflowError(f"{config.output} already holds a checkpoint; pass --overwrite")
+    if fs.exists(posixpath.join(root, CONFIG)):
+        if not config.overwrite:
+            raise JestflowError(f"{config.output} already holds a checkpoint; pass --overwrite")
+        for name in model_files(config.output):  # an old model's other weight files go too
+            fs.rm(posixpath.join(root, name))
     state_url = posixpath.join(student, STATE)
     state_fs, state_path = filesystem(state_url)
     step = read_json(state_url).get("step") if state_fs.exists(state_path) else None

@@ -1,10 +1,12 @@
 """The score cache: a model's per-example outputs as Parquet, keyed by (example id, model
 fingerprint), so re-running curation with the same teacher scores only what is new.
 
-Layout under the cache URL: `<fingerprint>/part-<digest>.parquet`, one part per scored batch of
-new examples; the part name is a digest of the ids it holds, so writing the same batch again (a
-retried bundle, a redone run) replaces the file instead of adding one. A new model has a new
-fingerprint, hence an empty folder: everything is scored afresh.
+Layout under the cache URL: `<fingerprint>/part-<precision>-<digest>.parquet`, one part per
+scored batch of new examples; the part name is a digest of the ids it holds, so writing the same
+batch again (a retried bundle, a redone run) replaces the file instead of adding one. A new model
+has a new fingerprint, hence an empty folder: everything is scored afresh. Outputs computed in
+another precision (bf16 on a GPU, fp32 on a CPU) are not mixed with each other: a run uses only
+those of the precision it scores in.
 
 What is cached is what does not depend on which other examples share a super-batch: an LM's
 per-example loss, or a two-tower model's (left, right) embeddings with its temperature t and
@@ -22,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import JestflowError
 from .manifest import write_parquet
 from .paths import filesystem
 from .records import Example
@@ -34,6 +37,7 @@ CACHE_SCHEMA = pa.schema(
         ("right", pa.list_(pa.float32())),
         ("scale", pa.float64()),  # … and the model's t and β
         ("bias", pa.float64()),
+        ("precision", pa.string()),  # bf16 (CUDA autocast) or fp32
     ]
 )
 
@@ -46,6 +50,7 @@ class ModelOutput:
     embeddings: np.ndarray | None = None
     scale: float | None = None
     bias: float | None = None
+    precision: str = "fp32"
 
     def row(self, example_id: str) -> dict:
         pair = self.embeddings
@@ -56,20 +61,24 @@ class ModelOutput:
             "right": None if pair is None else pair[1].tolist(),
             "scale": self.scale,
             "bias": self.bias,
+            "precision": self.precision,
         }
 
 
 @dataclass(frozen=True, kw_only=True)
 class Candidate:
     """An example on its way to scoring, with the outputs the cache already holds for it, by
-    model role (`teacher`, `student`)."""
+    model role (`teacher`, `student`) and precision."""
 
     example: Example
-    cached: Mapping[str, ModelOutput] = field(default_factory=dict)
+    cached: Mapping[str, Mapping[str, ModelOutput]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         return self.example.key
+
+    def output(self, role: str, precision: str) -> ModelOutput | None:
+        return self.cached.get(role, {}).get(precision)
 
 
 def model_folder(cache: str, fingerprint: str) -> str:
@@ -77,39 +86,54 @@ def model_folder(cache: str, fingerprint: str) -> str:
 
 
 def cache_parts(cache: str, fingerprint: str) -> list[str]:
-    """The part files cached for a model, sorted (none when the model was never cached)."""
+    """The part files cached for a model, sorted (none when the model was never cached). The
+    listing is fresh: cloud filesystems otherwise reuse one made before this run wrote parts."""
     fs, root = filesystem(model_folder(cache, fingerprint))
+    fs.invalidate_cache(root)
     if not fs.isdir(root):
         return []
     names = fs.ls(root, detail=False)
-    parts = sorted(p for p in names if posixpath.basename(p).startswith("part-"))
+    parts = sorted(
+        p for p in names if posixpath.basename(p).startswith("part-") and p.endswith(".parquet")
+    )
     return [fs.unstrip_protocol(p) if "://" in cache else p for p in parts]
 
 
-def part_name(ids: list[str]) -> str:
+def part_name(ids: list[str], precision: str) -> str:
     digest = hashlib.blake2b("\n".join(sorted(ids)).encode(), digest_size=16).hexdigest()
-    return f"part-{digest}.parquet"
+    return f"part-{precision}-{digest}.parquet"
 
 
 def write_cache_part(cache: str, fingerprint: str, outputs: Mapping[str, ModelOutput]) -> int:
-    """Write a batch of new outputs (by example id) as one part; returns the row count."""
+    """Write a batch of new outputs (by example id, one precision) as one part; returns the row
+    count."""
     if not outputs:
         return 0
+    (precision,) = {out.precision for out in outputs.values()}
     rows = [outputs[example_id].row(example_id) for example_id in sorted(outputs)]
-    url = posixpath.join(model_folder(cache, fingerprint), part_name(list(outputs)))
+    url = posixpath.join(model_folder(cache, fingerprint), part_name(list(outputs), precision))
     return write_parquet(rows, url, CACHE_SCHEMA)
 
 
 def read_cache_part(url: str) -> Iterator[tuple[str, ModelOutput]]:
     """(example id, output) for every row of one part."""
     fs, path = filesystem(url)
-    with fs.open(path, "rb") as f:
-        table = pq.read_table(f, schema=CACHE_SCHEMA)
+    try:
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f, schema=CACHE_SCHEMA)
+    except (OSError, pa.ArrowException) as e:
+        raise JestflowError(
+            f"unreadable score cache part {url}: {e}; delete it (its examples are scored again)"
+        ) from e
     for row in table.to_pylist():
         pair = None
         if row["left"] is not None and row["right"] is not None:
             pair = np.asarray([row["left"], row["right"]], dtype=np.float32)
-        yield (
-            row["id"],
-            ModelOutput(loss=row["loss"], embeddings=pair, scale=row["scale"], bias=row["bias"]),
+        output = ModelOutput(
+            loss=row["loss"],
+            embeddings=pair,
+            scale=row["scale"],
+            bias=row["bias"],
+            precision=row["precision"],
         )
+        yield row["id"], output

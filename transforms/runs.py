@@ -44,13 +44,14 @@ def _describe(values: np.ndarray) -> dict[str, float | None]:
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
-    ranks = np.empty(len(values))
-    ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
-    return ranks
+    """Average ranks: tied values share the mean of their positions (independent of row order)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts) - 1
+    return (last - (counts - 1) / 2)[inverse]
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman's ρ (ties broken by position): 1 when the two orders agree."""
+    """Spearman's ρ with average ranks for ties: 1 when the two orders agree."""
     if len(a) < 2:
         return None
     ra, rb = _ranks(a), _ranks(b)

@@ -58,9 +58,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def precision(device: torch.device) -> str:
+    """What scoring computes in on a device: `bf16` (autocast) on CUDA, `fp32` elsewhere."""
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA; full precision elsewhere."""
-    if device.type == "cuda":
+    if precision(device) == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

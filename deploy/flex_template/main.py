@@ -14,6 +14,7 @@ into one `jestflow curate` command line and runs it:
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -21,6 +22,7 @@ import click
 
 from jestflow.pipeline.cli import curate
 from jestflow.pipeline.cli import main as jestflow
+from jestflow.pipeline.curate import FLEX_TEMPLATE
 
 TRUE = {"true", "yes", "1"}
 FALSE = {"false", "no", "0"}
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         sys.exit(f"jestflow flex template: {e}")
     print(f"jestflow flex template: jestflow {shlex.join(args)}", file=sys.stderr, flush=True)
+    # The launcher builds the graph at launch time: `curate` may stage it (--template_location).
+    os.environ[FLEX_TEMPLATE] = "1"
     jestflow(args, prog_name="jestflow")  # exits: 0, or 1 with an `Error: …` line
 
 

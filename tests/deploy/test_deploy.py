@@ -468,7 +468,9 @@ def test_the_flex_main_runs_jestflow_with_the_translated_arguments(monkeypatch, 
     main = flex_main()
     calls = []
     monkeypatch.setattr(main, "jestflow", lambda args, **kw: calls.append((args, kw)))
+    monkeypatch.delenv(main.FLEX_TEMPLATE, raising=False)
     main.main(["--inputs=gs://b/a", "--task=lm", "--project=proj"])
+    assert os.environ.pop(main.FLEX_TEMPLATE) == "1"  # curate may stage the job at launch
     assert calls == [
         (["curate", "gs://b/a", "--task=lm", "--project=proj"], {"prog_name": "jestflow"})
     ]

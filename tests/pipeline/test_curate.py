@@ -97,7 +97,7 @@ def test_tiers_split_the_selected_set_by_global_score(noisy, tmp_path):
 
 
 def test_learnability_scores_come_from_the_student(noisy, tmp_path):
-    selection = SelectionConfig(keep=0.25, seed=1, mode="learnability")
+    selection = SelectionConfig(keep=0.25, seed=1, mode="learnability", method="topk")
     out, stats = curate(noisy, tmp_path / "learn", student=str(noisy / "student"),
                         selection=selection)  # fmt: skip
     assert stats["student"]["fingerprint"] == fingerprint(str(noisy / "student"))
@@ -112,12 +112,14 @@ def test_learnability_scores_come_from_the_student(noisy, tmp_path):
     teacher = lm_losses(load_model(str(noisy / "teacher")), [texts[p] for p in positions])
     expected = dict(zip(positions, (student - teacher).tolist(), strict=True))
     assert max(abs(r["score"] - expected[r["position"]]) for r in rows) < 1e-3
-    easy, _ = curate(noisy, tmp_path / "easy")
-    chosen = [
-        {r["key"] for r in read_manifest(str(d / "manifest")).to_pylist() if r["shard"]}
-        for d in (out, easy)
-    ]
-    assert chosen[0] != chosen[1]
+    # Top-k on learnability: in every super-batch the kept ones have the highest student −
+    # teacher losses. (An earlier check, that the kept set differs from easy reference's, was
+    # flaky: a weak student's losses barely vary, so both scores can rank alike.)
+    for batch in {r["super_batch"] for r in rows}:
+        members = [r for r in rows if r["super_batch"] == batch]
+        kept = [expected[r["position"]] for r in members if r["status"] == "selected"]
+        dropped = [expected[r["position"]] for r in members if r["status"] != "selected"]
+        assert len(kept) == 10 and min(kept) >= max(dropped) - 2e-3
 
 
 def test_contrastive_end_to_end(pairs, tmp_path):
@@ -165,6 +167,15 @@ def test_bad_options_fail_before_any_work(noisy, tmp_path):
     ):
         run_curation(config_for(noisy, tmp_path / "done"))
     assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["_SUCCESS", "run.json"]
+    # Outputs no jestflow run marked (an older version's run, or the user's own files): refused.
+    (tmp_path / "theirs" / "shards").mkdir(parents=True)
+    (tmp_path / "theirs" / "shards" / "mine.tar").write_bytes(b"not ours")
+    (tmp_path / "theirs" / "stats.json").write_text("{}")
+    with pytest.raises(
+        JestflowError, match=r"holds shards, stats.json but no run jestflow started"
+    ):
+        run_curation(config_for(noisy, tmp_path / "theirs"))
+    assert (tmp_path / "theirs" / "shards" / "mine.tar").read_bytes() == b"not ours"
 
 
 def test_curate_command(noisy, tmp_path):

@@ -230,3 +230,30 @@ def test_inspect_compares_two_runs(noisy, tmp_path):
     assert json.loads(one.output)["counts"]["selected"] == 60
     bad = CliRunner().invoke(main, ["inspect", str(tmp_path)])
     assert bad.exit_code == 1 and "holds no curation run" in bad.output
+
+
+def test_outputs_of_another_precision_are_not_mixed_in(noisy, tmp_path):
+    """A cache filled in bf16 (on a GPU) is not used by a run scoring in fp32 (here, CPU): it
+    scores afresh and adds fp32 parts beside the bf16 ones, which the next run uses."""
+    cache = tmp_path / "cache"
+    curate(noisy, tmp_path / "cold", cache=str(cache))
+    folder = cache / fingerprint(str(noisy / "teacher"))
+    for part in list(folder.iterdir()):
+        table = pq.read_table(part)
+        table = table.set_column(6, "precision", pa.array(["bf16"] * table.num_rows))
+        pq.write_table(table, folder / part.name.replace("-fp32-", "-bf16-"))
+        part.unlink()
+    _, other = curate(noisy, tmp_path / "cpu", cache=str(cache))
+    assert other["scoring"]["teacher"] == {"scored": 240, "cached": 0}
+    assert sorted({p.name.split("-")[1] for p in folder.iterdir()}) == ["bf16", "fp32"]
+    _, again = curate(noisy, tmp_path / "again", cache=str(cache))
+    assert again["scoring"]["teacher"] == {"scored": 0, "cached": 240}
+
+
+def test_an_unreadable_cache_part_is_named(noisy, tmp_path):
+    cache = tmp_path / "cache"
+    curate(noisy, tmp_path / "cold", cache=str(cache))
+    part = sorted((cache / fingerprint(str(noisy / "teacher"))).iterdir())[0]
+    part.write_bytes(b"not parquet")
+    with pytest.raises(Exception, match=f"unreadable score cache part .*{part.name}.*delete it"):
+        curate(noisy, tmp_path / "warm", cache=str(cache))

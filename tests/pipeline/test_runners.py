@@ -59,7 +59,7 @@ def test_dataflow_graph_puts_the_accelerator_on_the_scoring_step_only(noisy, tmp
         if ACCELERATOR in env.resource_hints
     )
     assert hint == GPU.encode()
-    assert list((tmp_path / "out").iterdir()) == []  # nothing ran
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["_STARTED"]  # nothing ran
 
 
 def test_no_accelerator_hint_unless_asked(noisy, tmp_path):
@@ -80,3 +80,14 @@ def test_the_same_graph_builds_for_portable_runners(noisy, tmp_path, runner):
     assert "Score/BeamML_RunInference" in {
         t.unique_name for t in proto.components.transforms.values()
     }
+
+
+def test_a_classic_template_is_refused_before_anything_happens(noisy, tmp_path, monkeypatch):
+    from jestflow.pipeline.curate import FLEX_TEMPLATE, run_curation
+    from jestflow.transforms.errors import JestflowError
+
+    monkeypatch.delenv(FLEX_TEMPLATE, raising=False)
+    args = [*DATAFLOW, "--template_location=gs://my-bucket/templates/curate"]
+    with pytest.raises(JestflowError, match="use the Flex Template"):
+        run_curation(config_for(noisy, tmp_path / "out", beam_args=args))
+    assert not (tmp_path / "out").exists()
