@@ -10,7 +10,6 @@ letters).
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from ..transforms.manifest import (
     rejected_row,
     write_parquet,
 )
+from ..transforms.paths import child
 from ..transforms.records import Rejected
 from ..transforms.shards import ShardInfo, sample_of, write_shards
 from ..transforms.stats import grid, tier_of
@@ -77,7 +77,7 @@ def write_shard_group(
         )  # fmt: skip
         written = write_shards(
             samples,
-            posixpath.join(output, "shards"),
+            child(output, "shards"),
             prefix=shard_prefix(tier, group, tiers),
             max_count=limits.max_count,
             max_bytes=limits.max_bytes,
@@ -115,9 +115,7 @@ def write_not_selected(decisions: Iterable[Decision], output: str) -> int:
 
 def write_manifest_part(rows: list[dict[str, Any]], output: str, name: str) -> int:
     rows = sorted(rows, key=lambda r: (r["super_batch"], r["key"]))
-    return write_parquet(
-        rows, posixpath.join(output, "manifest", f"{name}.parquet"), MANIFEST_SCHEMA
-    )
+    return write_parquet(rows, child(output, "manifest", f"{name}.parquet"), MANIFEST_SCHEMA)
 
 
 def write_rejected(element: tuple[int, Iterable[Rejected]], output: str) -> int:
@@ -126,6 +124,6 @@ def write_rejected(element: tuple[int, Iterable[Rejected]], output: str) -> int:
     records = sorted(records, key=lambda r: (r.source, r.position))
     name = f"part-{index:06d}.parquet"
     write_parquet(
-        [dead_letter(r) for r in records], posixpath.join(output, "rejected", name), REJECTED_SCHEMA
+        [dead_letter(r) for r in records], child(output, "rejected", name), REJECTED_SCHEMA
     )
     return write_manifest_part([rejected_row(r) for r in records], output, f"rejected-{index:06d}")

@@ -4,9 +4,14 @@ one optimizer step on those b. Raw inputs (`data`) instead of shards train the b
 need no teacher values: `uniform` and `hard_learner`.
 
 The output directory is a checkpoint like a teacher's (config.json + model.safetensors, so a
-trained student can be the next teacher), plus `optimizer.pt` (tensors only, loaded with
-`weights_only=True`), `trainer_state.json` (the step) and `log.jsonl` (a JSON line per step and
-per evaluation).
+trained student can be the next teacher), plus `checkpoints/step-NNNNNNNN/` (the model and
+`optimizer.pt`, tensors only, loaded with `weights_only=True`), `trainer_state.json` (the step
+and which checkpoint folder holds it) and `log.jsonl` (a JSON line per step and per evaluation).
+
+Saving is crash-safe: a checkpoint folder is written whole, then `trainer_state.json` is
+replaced (written aside and renamed) to point at it — the commit — and only then are the model
+files copied to the top and older folders removed. A run killed at any moment resumes from the
+last committed step.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..transforms.checkpoint import checkpoint_task, load_model, save_checkpoint
+from ..transforms.checkpoint import checkpoint_task, copy_model, load_model, save_checkpoint
 from ..transforms.errors import JestflowError
 from ..transforms.models import new_model
 from ..transforms.paths import filesystem, read_json, writable_directory, write_json
@@ -35,6 +40,7 @@ from .loader import TrainSample, raw_samples, shard_urls, train_samples
 from .online import ONLINE_MODES, select_online
 
 STATE, OPTIMIZER, LOG = "trainer_state.json", "optimizer.pt", "log.jsonl"
+CHECKPOINTS = "checkpoints"
 RAW_MODES = ("uniform", "hard_learner")  # the modes that need no teacher values
 
 
@@ -109,7 +115,8 @@ def _start(config: TrainConfig, device: torch.device) -> tuple[nn.Module, int]:
         step = read_json(posixpath.join(config.output, STATE))["step"]
         if step >= config.steps:
             raise JestflowError(f"{config.output} is already at step {step}; raise --steps")
-        return load_model(config.output, task=config.task, device=device).train(), step
+        folder = checkpoint_folder(config.output)
+        return load_model(folder, task=config.task, device=device).train(), step
     if fs.exists(state_path) or fs.exists(posixpath.join(root, LOG)):
         raise JestflowError(
             f"{config.output} already holds a training run; --resume it or pick a new --output"
@@ -149,7 +156,8 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     if config.resume:
-        with fs.open(posixpath.join(root, OPTIMIZER), "rb") as f:
+        saved_fs, saved = filesystem(posixpath.join(checkpoint_folder(config.output), OPTIMIZER))
+        with saved_fs.open(saved, "rb") as f:
             optimizer.load_state_dict(torch.load(f, weights_only=True))
     for group in optimizer.param_groups:  # a resumed schedule continues from `start`
         group.setdefault("initial_lr", config.lr)
@@ -231,22 +239,38 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
 
 
 def _open_log(fs, root: str, start: int):
-    """The log for appending; on resume, lines past the checkpoint's step are dropped first (they
-    are about to be run again)."""
+    """The log for appending; on resume, lines past the checkpoint's step (about to be run again)
+    and a torn last line are dropped first."""
     path = posixpath.join(root, LOG)
     if start and fs.exists(path):
-        with fs.open(path, "r") as f:
-            kept = [line for line in f if json.loads(line)["step"] <= start]
+        with fs.open(path, "r") as f:  # a run killed mid-write may have left half a last line
+            kept = [line for line in f if line.endswith("\n") and json.loads(line)["step"] <= start]
         with fs.open(path, "w") as f:
             f.writelines(kept)
     return fs.open(path, "a")
 
 
+def checkpoint_folder(output: str) -> str:
+    """The committed checkpoint of a run: the folder `trainer_state.json` points at (the run
+    folder itself for runs saved before checkpoint folders existed)."""
+    state = read_json(posixpath.join(output, STATE))
+    return posixpath.join(output, state["checkpoint"]) if "checkpoint" in state else output
+
+
 def _save(model, optimizer, step: int, config: TrainConfig, fs, root: str, digests) -> None:
     meta = {"trained_by": "jestflow train", "step": step, "mode": config.mode}
-    save_checkpoint(model, config.output, meta=meta)
-    with fs.open(posixpath.join(root, OPTIMIZER), "wb") as f:
+    name = f"step-{step:08d}"
+    folder = posixpath.join(config.output, CHECKPOINTS, name)
+    save_checkpoint(model, folder, meta=meta)
+    optimizer_path = posixpath.join(root, CHECKPOINTS, name, OPTIMIZER)
+    with fs.open(f"{optimizer_path}.tmp", "wb") as f:
         torch.save(optimizer.state_dict(), f)
+    fs.mv(f"{optimizer_path}.tmp", optimizer_path)
     # The ranks' parameter digests: equal, or the all-reduce is broken.
-    state = {"step": step, "parameter_digests": digests, "config": asdict(config)}
-    write_json(state, posixpath.join(config.output, STATE))
+    state = {"step": step, "checkpoint": f"{CHECKPOINTS}/{name}", "parameter_digests": digests,
+             "config": asdict(config)}  # fmt: skip
+    write_json(state, posixpath.join(config.output, STATE))  # the commit
+    copy_model(folder, config.output)  # the run folder is itself the latest model
+    for old in fs.ls(posixpath.join(root, CHECKPOINTS), detail=False):
+        if posixpath.basename(old.rstrip("/")) != name:
+            fs.rm(old, recursive=True)

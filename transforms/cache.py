@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .errors import JestflowError
 from .manifest import write_parquet
-from .paths import filesystem
+from .paths import child, filesystem
 from .records import Example
 
 CACHE_SCHEMA = pa.schema(
@@ -82,7 +82,7 @@ class Candidate:
 
 
 def model_folder(cache: str, fingerprint: str) -> str:
-    return posixpath.join(cache.rstrip("/"), fingerprint)
+    return child(cache.rstrip("/"), fingerprint)
 
 
 def cache_parts(cache: str, fingerprint: str) -> list[str]:
@@ -111,7 +111,7 @@ def write_cache_part(cache: str, fingerprint: str, outputs: Mapping[str, ModelOu
         return 0
     (precision,) = {out.precision for out in outputs.values()}
     rows = [outputs[example_id].row(example_id) for example_id in sorted(outputs)]
-    url = posixpath.join(model_folder(cache, fingerprint), part_name(list(outputs), precision))
+    url = child(model_folder(cache, fingerprint), part_name(list(outputs), precision))
     return write_parquet(rows, url, CACHE_SCHEMA)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,11 +38,23 @@ def writable_directory(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, root
 
 
+def child(url: str, *names: str) -> str:
+    """`url/name/…`, refusing a name that could leave `url` (empty, `.`, `..`, a separator, a
+    NUL): every path the code writes under an output is built from such names."""
+    for name in names:
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+            raise JestflowError(f"unsafe path component {name!r} under {url}")
+    return posixpath.join(url, *names)
+
+
 def write_json(data: Mapping[str, Any], url: str) -> None:
+    """Write JSON to a temporary name, then rename: a reader never sees half a file."""
     fs, path = filesystem(url)
-    with fs.open(path, "w") as f:
+    tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp-{os.getpid()}")
+    with fs.open(tmp, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True, default=str)
         f.write("\n")
+    fs.mv(tmp, path)
 
 
 def read_json(url: str) -> dict[str, Any]:

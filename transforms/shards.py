@@ -15,6 +15,7 @@ import io
 import json
 import os
 import posixpath
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,10 @@ from .paths import filesystem, writable_directory
 from .records import Example
 
 MTIME = 0  # fixed member metadata: the same samples give the same bytes
+# Member names are KEY.EXTENSION: a key of these characters, dot-separated lower-case extensions.
+# Nothing else is written, so no member name can be absolute or climb out with `..`.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+SAFE_EXTENSION = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
 OWNER = "jestflow"
 IMAGE_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
 
@@ -59,6 +64,16 @@ def image_extension(data: bytes) -> str:
         return IMAGE_EXTENSIONS.get(img.format or "", "img")
 
 
+def check_member_names(sample: Mapping[str, Any]) -> None:
+    """Refuse a sample whose key or extensions would make an unsafe tar member name."""
+    key = str(sample.get("__key__", ""))
+    if not SAFE_NAME.fullmatch(key):
+        raise JestflowError(f"unsafe sample key {key!r}: letters, digits, - and _ only")
+    for extension in sample:
+        if not extension.startswith("__") and not SAFE_EXTENSION.fullmatch(extension):
+            raise JestflowError(f"unsafe tar member name {key}.{extension!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ShardInfo:
     name: str  # file name under the shard directory
@@ -80,8 +95,8 @@ class ShardWriter:
     ) -> None:
         if max_count < 1 or max_bytes < 1:
             raise JestflowError("shard limits must be positive")
-        if "/" in prefix or prefix.startswith("."):
-            raise JestflowError(f"bad shard prefix {prefix!r}")
+        if not SAFE_NAME.fullmatch(prefix):
+            raise JestflowError(f"bad shard prefix {prefix!r}: letters, digits, - and _ only")
         self.fs, self.root = writable_directory(directory)
         self.prefix, self.max_count, self.max_bytes = prefix, max_count, max_bytes
         self.shards: list[ShardInfo] = []
@@ -89,6 +104,7 @@ class ShardWriter:
         self._count = self._bytes = 0
 
     def write(self, sample: Mapping[str, Any]) -> None:
+        check_member_names(sample)
         size = sum(len(v) for k, v in sample.items() if not k.startswith("__"))
         if self._tar is not None and (
             self._count >= self.max_count or self._bytes + size > self.max_bytes

@@ -264,3 +264,37 @@ def test_promote_makes_a_teacher_with_the_students_fingerprint(noisy_shards, tmp
     assert alone.exit_code == 1 and "give --eval data too" in alone.output
     missing = CliRunner().invoke(main, ["teacher", "promote", str(tmp_path / "nothing"), "-o", "x"])
     assert missing.exit_code == 1 and "checkpoint directory not found" in missing.output
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_checkpoint(noisy_shards, tmp_path):
+    """SIGKILL the trainer at an arbitrary moment (possibly while saving); --resume continues
+    from the last committed checkpoint and the log ends with every step exactly once."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "jestflow.pipeline.cli", "train",
+            "--shards", str(noisy_shards / "shards" / "shard-000000-{000000..000003}.tar"),
+            "--task", "lm", "-o", str(out), "--steps", "80", "--eval-every", "3",
+            "--batch-size", "16", "--super-batch-ratio", "4", "--lr", "3e-3",
+            "--warmup-steps", "2", "--device", "cpu", "--d-model", "32", "--layers", "1",
+            "--heads", "2", "--max-len", "64"]  # fmt: skip
+    job = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           start_new_session=True)  # fmt: skip
+    state = out / "trainer_state.json"
+    while job.poll() is None and not (state.exists() and '"step": 1' in state.read_text()):
+        time.sleep(0.01)  # until step 12 or later is saved ("step": 12, 15, …)
+    time.sleep(0.37)  # then somewhere in the middle of steps and saves
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    killed_at = json.loads(state.read_text())["step"]
+    assert 12 <= killed_at < 80
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]  # fmt: skip
+    assert steps == list(range(1, 81))
+    assert json.loads(state.read_text())["step"] == 80
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000080"]
+    assert checkpoint_task(str(out)) == "lm" and load_model(str(out)) is not None

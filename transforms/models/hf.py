@@ -31,9 +31,12 @@ def _transformers():
 def _load_pretrained(path: str, auto_class: str):
     """(tokenizer, model in eval mode) from a local directory, weights from safetensors only."""
     tf = _transformers()
-    tokenizer = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    # Never code from the model folder (`auto_map`), never pickled weights.
+    tokenizer = tf.AutoTokenizer.from_pretrained(
+        path, local_files_only=True, trust_remote_code=False
+    )
     model = getattr(tf, auto_class).from_pretrained(
-        path, local_files_only=True, use_safetensors=True
+        path, local_files_only=True, use_safetensors=True, trust_remote_code=False
     )
     return tokenizer, model.eval()
 

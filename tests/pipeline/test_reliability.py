@@ -1,0 +1,200 @@
+"""Reliability of the curation job: a SIGKILL in the middle of writing shards, bundles that fail
+once and are retried, the same bytes with 1, 2 and 4 workers and run to run, and outputs that
+cannot leave their folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from curation import curate, digest
+from helpers import sentences, write_jsonl
+
+import jestflow.pipeline.curate as curate_module
+from jestflow.transforms.cache import model_folder
+from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.manifest import read_manifest, status_counts
+from jestflow.transforms.paths import child
+from jestflow.transforms.shards import ShardWriter
+
+FOLDERS = ("shards", "manifest", "rejected")
+
+
+def jestflow_curate(pool: str, teacher: str, out: Path, *extra: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "jestflow.pipeline.cli", "curate", pool, "-o", str(out),
+            "--teacher", teacher, "--task", "lm", "--keep", "0.25", "--super-batch", "40",
+            "--shard-max-count", "6", "--workers", "2", "--device", "cpu", "--seed", "3", *extra]  # fmt: skip
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+
+
+def visible_shards(out: Path) -> list[Path]:
+    folder = out / "shards"
+    return (
+        sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
+    )
+
+
+@pytest.fixture(scope="module")
+def big_pool(tmp_path_factory):
+    root = tmp_path_factory.mktemp("big")
+    rng = random.Random(5)
+    texts = sentences(1500, 21) + [
+        "".join(rng.choice("qzxj#@!0") for _ in range(60)) for _ in range(1500)
+    ]
+    rng.shuffle(texts)
+    pool = write_jsonl(root / "pool.jsonl", ({"text": t} for t in texts))
+    with open(pool, "ab") as f:
+        f.write(b'{"broken\n{"text": ""}\n')  # two dead letters
+    return pool
+
+
+@pytest.mark.slow
+def test_a_killed_run_shows_no_partial_shard_and_its_rerun_matches_an_uninterrupted_one(
+    noisy, big_pool, tmp_path
+):
+    teacher = str(noisy / "teacher")
+    reference = jestflow_curate(big_pool, teacher, tmp_path / "reference", "--quiet")
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+    expected = len(visible_shards(tmp_path / "reference"))
+    out = tmp_path / "killed"
+    for _attempt in range(3):  # kill as soon as the first shard is visible
+        job = jestflow_curate(big_pool, teacher, out, "--quiet", "--overwrite")
+        while job.poll() is None and not visible_shards(out):
+            time.sleep(0.002)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        if not (out / "_SUCCESS").exists():
+            break
+    assert not (out / "_SUCCESS").exists() and (out / "_STARTED").exists()
+    seen = visible_shards(out)
+    assert 0 < len(seen) < expected
+    for shard in seen:  # every visible shard is whole: a tar with a json for every sample
+        with tarfile.open(shard) as tar:
+            members = tar.getmembers()
+            assert members and all(tar.extractfile(m).read() is not None for m in members)
+            jsons = [
+                json.loads(tar.extractfile(m).read()) for m in members if m.name.endswith(".json")
+            ]
+            assert len(jsons) == len(members) // 2 and all("score" in j for j in jsons)
+
+    rerun = jestflow_curate(big_pool, teacher, out)  # no --overwrite: it was interrupted
+    output, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output
+    assert "holds an interrupted run (no _SUCCESS): redoing it" in output
+    for name in FOLDERS:
+        assert digest(out / name) == digest(tmp_path / "reference" / name), name
+    counts = status_counts(read_manifest(str(out / "manifest")))
+    written = 0
+    for shard in visible_shards(out):
+        with tarfile.open(shard) as tar:
+            written += sum(m.name.endswith(".json") for m in tar.getmembers())
+    assert counts["inputs"] == 3002 and counts["rejected"] == 2 and counts["selected"] == written
+
+
+def fails_once(function, markers: Path):
+    """`function`, but its first call raises after doing its work (a worker lost mid-bundle)."""
+    marker = markers / function.__name__
+
+    def wrapper(*args, **kwargs):
+        result = function(*args, **kwargs)
+        if not marker.exists():
+            marker.write_text("failed once")
+            raise RuntimeError(f"injected failure after {function.__name__}")
+        return result
+
+    return wrapper
+
+
+def test_bundles_that_fail_once_are_retried_without_duplicates(noisy, tmp_path, monkeypatch):
+    """Beam re-runs a failed bundle; every write the job makes names its files from the data,
+    so the second attempt replaces the first one's files instead of adding to them."""
+    runner = {"beam_args": ["--runner=BundleBasedDirectRunner"]}  # retries bundles, in-process
+    clean, _ = curate(noisy, tmp_path / "clean", cache=str(tmp_path / "cache-clean"), **runner)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    for name in ("write_shard_group", "write_not_selected", "write_rejected", "write_fresh"):
+        monkeypatch.setattr(curate_module, name, fails_once(getattr(curate_module, name), markers))
+    retried, stats = curate(noisy, tmp_path / "retried", cache=str(tmp_path / "cache"), **runner)
+    assert sorted(p.name for p in markers.iterdir()) == [
+        "write_fresh", "write_not_selected", "write_rejected", "write_shard_group"
+    ]  # each failed once, then succeeded  # fmt: skip
+    for name in FOLDERS:
+        assert digest(retried / name) == digest(clean / name), name
+    (model,) = (tmp_path / "cache").iterdir()
+    assert digest(model) == digest(tmp_path / "cache-clean" / model.name)
+    places = [
+        (r["source"], r["position"]) for r in read_manifest(str(retried / "manifest")).to_pylist()
+    ]
+    assert len(places) == len(set(places)) == stats["counts"]["inputs"] == 246  # each input once
+
+
+def test_the_same_bytes_with_1_2_and_4_workers_and_run_to_run(noisy, tmp_path):
+    runs = {}
+    for name, workers in (("one", 1), ("two", 2), ("four", 4), ("two-again", 2)):
+        out, stats = curate(noisy, tmp_path / name, workers=workers, tiers=2)
+        runs[name] = {folder: digest(out / folder) for folder in FOLDERS}
+        runs[name]["stats"] = {
+            k: stats[k] for k in ("counts", "rejected", "scores", "tiers", "shards")
+        }
+    assert len(runs["one"]["shards"]) > 5
+    for name in ("two", "four", "two-again"):
+        assert runs[name] == runs["one"], name
+
+
+def test_output_paths_cannot_leave_their_folder(tmp_path):
+    from jestflow.pipeline.sinks import write_manifest_part
+
+    for name in ("..", "../x", "/etc/passwd", "a/../../b", "", "x\0"):
+        with pytest.raises(JestflowError, match="unsafe path component"):
+            child(str(tmp_path), "manifest", name)
+    with pytest.raises(JestflowError, match="unsafe path component"):
+        write_manifest_part([], str(tmp_path / "out"), "../../escaped")
+    with pytest.raises(JestflowError, match="unsafe path component"):
+        model_folder(str(tmp_path / "cache"), "../elsewhere")
+    with pytest.raises(JestflowError, match="bad shard prefix"):
+        ShardWriter(str(tmp_path / "shards"), prefix="../up")
+    with ShardWriter(str(tmp_path / "shards")) as writer:
+        for sample in ({"__key__": "../../etc/x", "txt": b"a"}, {"__key__": "/abs", "txt": b"a"},
+                       {"__key__": "k", "../txt": b"a"}, {"__key__": "k", "TXT/x": b"a"}):  # fmt: skip
+            with pytest.raises(JestflowError, match="unsafe"):
+                writer.write(sample)
+        writer.write({"__key__": "k", "txt": b"fine", "doc.txt": b"also fine"})
+    with tarfile.open(tmp_path / "shards" / "shard-000000.tar") as tar:
+        assert sorted(tar.getnames()) == ["k.doc.txt", "k.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
+
+
+def test_no_configuration_is_evaluated_as_code(tmp_path):
+    """Checkpoints and options are data: no eval/exec/pickle anywhere in the package, torch.load
+    only with weights_only, Hugging Face never runs a model folder's code, and an architecture
+    name in a config is looked up, not imported."""
+    root = Path(curate_module.__file__).parents[1]
+    sources = [p for folder in ("transforms", "pipeline", "trainer", "deploy")
+               for p in (root / folder).rglob("*.py")]  # fmt: skip
+    assert len(sources) > 30
+    for path in sources:
+        text = path.read_text()
+        for banned in ("eval(", "exec(", "pickle.load", "yaml.load(", "trust_remote_code=True",
+                       "allow_pickle=True", "__import__(", "importlib.import_module("):  # fmt: skip
+            assert banned not in text.replace(".eval()", ""), f"{banned} in {path}"
+        for line in text.splitlines():
+            if "torch.load(" in line:
+                assert "weights_only=True" in line, f"{path}: {line.strip()}"
+    from jestflow.transforms.checkpoint import load_model
+
+    (tmp_path / "evil").mkdir()
+    config = {"format": "jestflow", "task": "lm", "architecture": "__import__('os').system",
+              "config": {}}  # fmt: skip
+    (tmp_path / "evil" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "evil" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(JestflowError, match="unknown architecture"):
+        load_model(str(tmp_path / "evil"))
