@@ -1,7 +1,9 @@
 """Reading raw input files through fsspec: JSONL (plain, .gz, .zst), Parquet and WebDataset tars.
 
 Every record of every file comes out as an `Example` or a `Rejected`; a file that breaks off
-(truncated gzip, corrupt tar) ends in one `Rejected` with reason `unreadable_file`.
+(truncated gzip, corrupt tar) ends in one `Rejected` with reason `unreadable_file`. Tar members
+are read into memory, never extracted; a sample with an unsafe member name (absolute, `..`,
+backslash, NUL, no base name) or a member that is not a regular file is a `bad_member`.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import io
 import json
 import lzma
 import posixpath
+import re
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
-from webdataset.tariterators import base_plus_ext, tar_file_iterator
+from webdataset.tariterators import base_plus_ext
 
 from .errors import JestflowError
 from .paths import filesystem
@@ -177,7 +181,7 @@ def _read_parquet(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]
 
 def _read_tar(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
     """WebDataset samples: consecutive members sharing a key, read as `{extension: bytes}`."""
-    for position, members in enumerate(_tar_samples(tar_file_iterator(f))):
+    for position, members in enumerate(_tar_samples(_tar_members(f))):
         problem = _member_problem(members)
         if problem:
             raw = _tar_bytes(members)
@@ -185,7 +189,7 @@ def _read_tar(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
                 source=url, position=position, reason=BAD_MEMBER, detail=problem, raw=raw
             )
             continue
-        record: dict = {base_plus_ext(name)[1].lower(): data for name, data in members}
+        record: dict = {base_plus_ext(m.name)[1].lower(): m.data for m in members}
         if fields.keep and "json" in record:
             with contextlib.suppress(ValueError, AttributeError, RecursionError):
                 kept = json.loads(record["json"])
@@ -196,40 +200,118 @@ def _read_tar(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
         yield result
 
 
-def _tar_samples(members: Iterable[dict]) -> Iterator[list[tuple[str, bytes]]]:
+class _Member(NamedTuple):
+    name: str
+    data: bytes
+    problem: str | None = None  # why it cannot be part of a sample (a link, a device …)
+
+
+# WebDataset's archive metadata (`__index__`, `__meta__/…`): not samples, skipped as webdataset does.
+_WDS_META = re.compile(r"__[^/]*__($|/)")
+
+
+class _TarInfo(tarfile.TarInfo):
+    """Notes on the archive why its member list ended. tarfile stops quietly, as if the archive
+    ended there, at a header that is cut, missing or corrupt after the first member; only a
+    zero block is the archive's real end."""
+
+    @classmethod
+    def fromtarfile(cls, tar):
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.HeaderError as e:
+            tar.jestflow_end = e  # the outermost call (a PAX header reads the next) sets it last
+            raise
+
+
+def _tar_members(f) -> Iterator[_Member]:
+    """The members of a tar stream, in order, read into memory (never extracted); directories
+    and WebDataset metadata are skipped. Raises `tarfile.ReadError` if the archive breaks off."""
+    with tarfile.open(fileobj=f, mode="r|*", tarinfo=_TarInfo) as tar:
+        for info in tar:
+            tar.members = []  # a stream: keep no list of every header
+            if info.isdir() or _WDS_META.match(info.name):
+                continue
+            if info.isreg():
+                yield _Member(info.name, tar.extractfile(info).read())
+            else:
+                kind = (
+                    f"a symbolic link to {info.linkname!r}" if info.issym()
+                    else f"a hard link to {info.linkname!r}" if info.islnk()
+                    else f"of tar type {info.type!r}"
+                )  # fmt: skip
+                yield _Member(info.name, b"", f"tar member {info.name!r} is {kind}, not a file")
+        end = getattr(tar, "jestflow_end", None)
+        if not isinstance(end, tarfile.EOFHeaderError):
+            raise tarfile.ReadError(
+                f"tar archive breaks off at byte {tar.offset}: {end or 'no end-of-archive block'}"
+            )
+
+
+def _tar_samples(members: Iterable[_Member]) -> Iterator[list[_Member]]:
     """Members grouped by key (the name up to the first dot of its base name), in order."""
-    sample: list[tuple[str, bytes]] = []
+    sample: list[_Member] = []
     key = None
     for member in members:
-        prefix = base_plus_ext(member["fname"])[0]
+        prefix = base_plus_ext(member.name)[0]
         if sample and prefix != key:
             yield sample
             sample = []
         key = prefix
-        sample.append((member["fname"], member["data"]))
+        sample.append(member)
     if sample:
         yield sample
 
 
-def _member_problem(members: list[tuple[str, bytes]]) -> str | None:
-    """Why a group of tar members is not one sample: names without an extension, or twice
-    the same extension."""
-    suffixes = [base_plus_ext(name)[1] for name, _ in members]
-    if None in suffixes:
-        return f"tar member {members[suffixes.index(None)][0]!r} has no extension"
-    lowered = [suffix.lower() for suffix in suffixes]
-    duplicated = sorted({s for s in lowered if lowered.count(s) > 1})
-    if duplicated:
-        return f"tar sample {members[0][0]!r} has the member .{duplicated[0]} twice"
+def unsafe_member_name(name: str) -> str | None:
+    """Why a tar member name is unsafe, or None: an absolute path, a `..` component, a backslash
+    or NUL (another system's separator, a C string's end), or an empty base name (`.txt`)."""
+    if name.startswith("/"):
+        return "an absolute path"
+    if ".." in name.split("/"):
+        return "a '..' component"
+    if "\\" in name:
+        return "a backslash"
+    if "\x00" in name:
+        return "a NUL character"
+    if not posixpath.basename(name).split(".", 1)[0]:
+        return "an empty base name"
     return None
 
 
-def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    """A sample's members as a small tar (base names only), for the dead-letter record."""
+def _member_problem(members: list[_Member]) -> str | None:
+    """Why a group of tar members is not one sample: an unsafe name, a member that is not a
+    file, names without an extension, or twice the same extension."""
+    for member in members:
+        unsafe = unsafe_member_name(member.name)
+        if unsafe:
+            return f"unsafe tar member name {member.name!r}: {unsafe}"
+    for member in members:
+        if member.problem:
+            return member.problem
+    suffixes = [base_plus_ext(m.name)[1] for m in members]
+    if None in suffixes:
+        return f"tar member {members[suffixes.index(None)].name!r} has no extension"
+    lowered = [suffix.lower() for suffix in suffixes]
+    duplicated = sorted({s for s in lowered if lowered.count(s) > 1})
+    if duplicated:
+        return f"tar sample {members[0].name!r} has the member .{duplicated[0]} twice"
+    return None
+
+
+def dead_letter_name(name: str) -> str:
+    """A member's name in a dead-letter tar: its base name, made safe (never a path)."""
+    base = posixpath.basename(name.replace("\\", "/").replace("\x00", "/"))
+    return f"member{base}" if unsafe_member_name(base) else base
+
+
+def _tar_bytes(members: list[_Member]) -> bytes:
+    """A sample's members as a small tar of regular files with safe base names, for the
+    dead-letter record."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(posixpath.basename(name) or "member")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+        for member in members:
+            info = tarfile.TarInfo(dead_letter_name(member.name))
+            info.size = len(member.data)
+            tar.addfile(info, io.BytesIO(member.data))
     return out.getvalue()

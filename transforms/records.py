@@ -11,6 +11,7 @@ import functools
 import hashlib
 import io
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,7 +30,7 @@ EMPTY = "empty"
 TOO_LONG = "too_long"
 BAD_IMAGE = "bad_image"
 UNREADABLE_FILE = "unreadable_file"
-BAD_MEMBER = "bad_member"  # a tar sample whose member names do not form one sample
+BAD_MEMBER = "bad_member"  # a tar sample whose members do not form one safe sample
 REASONS = (
     BAD_JSON,
     BAD_UTF8,
@@ -130,6 +131,10 @@ class Rejected:
     detail: str
     raw: bytes
 
+    def __post_init__(self) -> None:
+        # The detail may quote the input (field or member names): keep it writable as UTF-8.
+        object.__setattr__(self, "detail", _utf8(self.detail))
+
     @property
     def id(self) -> str:
         return _digest(b"rejected", self.raw)
@@ -186,7 +191,7 @@ def parse_json_line(raw: bytes, fields: FieldMap, source: str, position: int) ->
         return Rejected(source=source, position=position, reason=reason, detail=detail, raw=raw)
 
     try:
-        line = raw.decode("utf-8")
+        line = raw.decode("utf-8-sig")  # a byte order mark (Windows tools write one) is no error
     except UnicodeDecodeError as e:
         return reject(BAD_UTF8, str(e))
     try:
@@ -246,7 +251,14 @@ def parse_mapping(
         if problem:
             return reject(BAD_IMAGE, problem)
 
-    meta = {name: _plain(record[name]) for name in fields.keep if name in record}
+    meta = {}
+    for name in fields.keep:
+        if name in record:
+            if _deeper_than(record[name], MAX_META_DEPTH):
+                return reject(
+                    BAD_JSON, f"kept field {name!r} nests deeper than {MAX_META_DEPTH} levels"
+                )
+            meta[name] = _plain(record[name])
     return make_example(
         layout=fields.layout,
         text=texts[0],
@@ -266,14 +278,44 @@ def image_problem(data: bytes) -> str | None:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
     except Exception as e:  # PIL raises many kinds, decompression bombs included
-        return f"image does not decode: {type(e).__name__}: {e}"
+        message = _ADDRESS.sub("", str(e))  # "<_io.BytesIO object at 0x…>" differs run to run
+        return f"image does not decode: {type(e).__name__}: {message}"
     return None
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Kept values nested deeper are refused: pickling them between pipeline stages would overflow
+# the stack, at a depth that depends on the runner.
+MAX_META_DEPTH = 64
+
+
+def _utf8(text: str) -> str:
+    """`text` with lone surrogates (JSON "\\ud800" escapes, undecodable file names) replaced,
+    so that it encodes as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _deeper_than(value: Any, depth: int) -> bool:
+    """Whether lists and mappings nest more than `depth` levels in `value` (no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, Mapping):
+            value = list(value.values())
+        if isinstance(value, (list, tuple)):
+            if level >= depth:
+                return True
+            stack.extend((item, level + 1) for item in value)
+    return False
+
+
 def _plain(value: Any) -> Any:
-    """Kept metadata as a JSON-friendly value."""
+    """Kept metadata as a JSON-friendly value that encodes as UTF-8."""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        return _utf8(value)
+    if value is None or isinstance(value, (int, float, bool)):
         return value
-    return json.loads(json.dumps(value, default=str))
+    return json.loads(_utf8(json.dumps(value, default=str, ensure_ascii=False)))
