@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/data_efficiency.py
 	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

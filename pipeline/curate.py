@@ -107,7 +107,8 @@ def _count(name: str, n: int = 1) -> None:
 
 def _progress(config: CurateConfig, message: str) -> None:
     if config.progress:
-        print(f"jestflow: {message}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"jestflow: {message}\n")  # one write: workers' lines never interleave
+        sys.stderr.flush()
 
 
 def _read(element: tuple[int, str], config: CurateConfig):
