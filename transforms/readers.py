@@ -166,17 +166,56 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
 
 
 def _read_parquet(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
-    parquet = pq.ParquetFile(f)
-    names = set(parquet.schema_arrow.names)
+    try:
+        parquet = pq.ParquetFile(f)
+        names = set(parquet.schema_arrow.names)
+    except UnicodeDecodeError as e:  # a damaged footer
+        raise pa.ArrowInvalid(f"the file's metadata is not UTF-8: {e}") from e
     wanted = [c for c in (*fields.fields, *fields.keep) if c in names]
-    rows = (
-        row
-        for batch in parquet.iter_batches(batch_size=1024, columns=wanted or None)
-        for row in batch.to_pylist()
-    )
-    for position, row in enumerate(rows):
-        raw = json.dumps(row, default=repr, ensure_ascii=False).encode("utf-8", "replace")
-        yield parse_mapping(row, fields, url, position, raw)
+    position = 0
+    for batch in parquet.iter_batches(batch_size=1024, columns=wanted or None):
+        for row in _rows(batch):
+            raw = json.dumps(row, default=repr, ensure_ascii=False).encode("utf-8", "replace")
+            yield parse_mapping(row, fields, url, position, raw)
+            position += 1
+    promised = parquet.metadata.num_rows
+    if position != promised:  # iter_batches does not check a damaged column's length
+        raise pa.ArrowInvalid(f"read {position} of the {promised} rows the file's metadata counts")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrowValue:
+    """A Parquet value Python has no value for (a time in nanoseconds or out of range), as
+    Arrow's text for it: a kept field keeps the text, a text field rejects it (not a string)."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _rows(batch: pa.RecordBatch) -> list[dict]:
+    try:
+        return batch.to_pylist()
+    except (ValueError, OverflowError):  # some value has no Python form: cell by cell
+        columns = dict(zip(batch.schema.names, batch.columns, strict=True))
+        return [
+            {name: _cell(column.slice(i, 1)) for name, column in columns.items()}
+            for i in range(batch.num_rows)
+        ]
+
+
+def _cell(array: pa.Array):
+    """The one value of `array`, whatever the file holds. Parquet does not check that strings
+    are UTF-8: such a string comes out as its bytes (a text field rejects them as bad_utf8)."""
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    try:
+        return array[0].as_py()
+    except (ValueError, OverflowError):
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            return array.cast(pa.large_binary())[0].as_py()
+        return ArrowValue(array.to_string(skip_new_lines=True)[1:-1])
 
 
 def _read_tar(f, url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
