@@ -42,8 +42,13 @@ def setup(device: str) -> Ranks:
     return Ranks(rank=dist.get_rank(), world=dist.get_world_size(), device=chosen)
 
 
-def teardown(ranks: Ranks) -> None:
+def teardown(ranks: Ranks, *, finished: bool) -> None:
     if ranks.world > 1 and dist.is_initialized():
+        if finished:
+            # Every rank waits for rank 0's last save: a gloo group torn down while a peer is
+            # still busy can abort that peer ("terminate called without an active exception").
+            # Not after an error: the others may never get here.
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -28,10 +28,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..transforms.checkpoint import checkpoint_task, copy_model, load_model, save_checkpoint
+from ..transforms.checkpoint import (
+    checkpoint_task,
+    copy_model,
+    fingerprint,
+    load_model,
+    save_checkpoint,
+)
 from ..transforms.errors import JestflowError
 from ..transforms.models import new_model
-from ..transforms.paths import filesystem, read_json, writable_directory, write_json
+from ..transforms.paths import child, filesystem, read_json, writable_directory, write_json
 from ..transforms.records import FieldMap
 from ..transforms.scoring import autocast
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
@@ -109,8 +115,12 @@ def _start(config: TrainConfig, device: torch.device) -> tuple[nn.Module, int]:
     """The model to train and the step to start at (fresh, `--init`, or `--resume`)."""
     fs, root = filesystem(config.output)
     state_path = posixpath.join(root, STATE)
+    if fs.exists(state_path):
+        repair_top(config.output)
     if config.resume:
         if not fs.exists(state_path):
+            if fs.exists(posixpath.join(root, LOG)):  # killed before its first checkpoint
+                return _fresh(config, device), 0
             raise JestflowError(f"nothing to resume: {config.output} has no {STATE}")
         step = read_json(posixpath.join(config.output, STATE))["step"]
         if step >= config.steps:
@@ -126,8 +136,12 @@ def _start(config: TrainConfig, device: torch.device) -> tuple[nn.Module, int]:
         if task is not None and task != config.task:
             raise JestflowError(f"--init {config.init} is a {task} model, not {config.task}")
         return load_model(config.init, task=config.task, device=device).train(), 0
+    return _fresh(config, device), 0
+
+
+def _fresh(config: TrainConfig, device: torch.device) -> nn.Module:
     torch.manual_seed(config.seed)
-    return new_model(config.task, **config.model_size).to(device).train(), 0
+    return new_model(config.task, **config.model_size).to(device).train()
 
 
 def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:
@@ -140,10 +154,13 @@ def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:
 def train(config: TrainConfig) -> dict:
     """Run the online trainer; returns the last evaluation (or the last step's log line)."""
     ranks = setup(config.device)
+    finished = False
     try:
-        return _train(config, ranks)
+        last = _train(config, ranks)
+        finished = True
+        return last
     finally:
-        teardown(ranks)
+        teardown(ranks, finished=finished)
 
 
 def _train(config: TrainConfig, ranks: Ranks) -> dict:
@@ -155,7 +172,7 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    if config.resume:
+    if config.resume and start > 0:  # (a run killed before its first checkpoint starts over)
         saved_fs, saved = filesystem(posixpath.join(checkpoint_folder(config.output), OPTIMIZER))
         with saved_fs.open(saved, "rb") as f:
             optimizer.load_state_dict(torch.load(f, weights_only=True))
@@ -242,11 +259,12 @@ def _open_log(fs, root: str, start: int):
     """The log for appending; on resume, lines past the checkpoint's step (about to be run again)
     and a torn last line are dropped first."""
     path = posixpath.join(root, LOG)
-    if start and fs.exists(path):
+    if fs.exists(path):
         with fs.open(path, "r") as f:  # a run killed mid-write may have left half a last line
             kept = [line for line in f if line.endswith("\n") and json.loads(line)["step"] <= start]
-        with fs.open(path, "w") as f:
+        with fs.open(f"{path}.tmp", "w") as f:  # aside, then renamed: a kill here loses nothing
             f.writelines(kept)
+        fs.mv(f"{path}.tmp", path)
     return fs.open(path, "a")
 
 
@@ -254,7 +272,24 @@ def checkpoint_folder(output: str) -> str:
     """The committed checkpoint of a run: the folder `trainer_state.json` points at (the run
     folder itself for runs saved before checkpoint folders existed)."""
     state = read_json(posixpath.join(output, STATE))
-    return posixpath.join(output, state["checkpoint"]) if "checkpoint" in state else output
+    if "checkpoint" not in state:
+        return output
+    return child(output, *state["checkpoint"].split("/"))
+
+
+def repair_top(output: str) -> None:
+    """Copy the committed checkpoint's model to the top of the run folder if it is not there (a
+    run killed after its commit but before that copy)."""
+    folder = checkpoint_folder(output)
+    if folder != output and fingerprint(folder) != _top_fingerprint(output):
+        copy_model(folder, output)
+
+
+def _top_fingerprint(output: str) -> str | None:
+    try:
+        return fingerprint(output)
+    except JestflowError:  # no model at the top yet
+        return None
 
 
 def _save(model, optimizer, step: int, config: TrainConfig, fs, root: str, digests) -> None:

@@ -28,8 +28,7 @@ from ..transforms.paths import filesystem, read_json, write_json
 from ..transforms.records import FieldMap
 from ..transforms.scoring import resolve_device
 from .fit import evaluate, load_examples
-
-STATE = "trainer_state.json"
+from .loop import STATE, checkpoint_folder
 
 
 @dataclass(kw_only=True)
@@ -73,18 +72,20 @@ def promote(config: PromoteConfig) -> PromoteResult:
         raise JestflowError("the new teacher needs its own --output, not the student's directory")
     if is_huggingface(read_config(student)):
         raise JestflowError(f"{student} is a Hugging Face model: use it as --teacher directly")
-    model = load_model(student)  # a checkpoint that loads, or a clear error
+    state_url = posixpath.join(student, STATE)
+    state_fs, state_path = filesystem(state_url)
+    trained = state_fs.exists(state_path)
+    step = read_json(state_url).get("step") if trained else None
+    # A training run's committed checkpoint (its top copy may lag after a kill).
+    source = checkpoint_folder(student) if trained else student
+    model = load_model(source)  # a checkpoint that loads, or a clear error
     if fs.exists(posixpath.join(root, CONFIG)):
         if not config.overwrite:
             raise JestflowError(f"{config.output} already holds a checkpoint; pass --overwrite")
         for name in model_files(config.output):  # an old model's other weight files go too
             fs.rm(posixpath.join(root, name))
-    state_url = posixpath.join(student, STATE)
-    state_fs, state_path = filesystem(state_url)
-    step = read_json(state_url).get("step") if state_fs.exists(state_path) else None
-
     result = PromoteResult(
-        output=config.output, fingerprint=fingerprint(student), student=student, step=step
+        output=config.output, fingerprint=fingerprint(source), student=student, step=step
     )
     if config.eval_inputs:
         held_out, _ = load_examples(config.eval_inputs, config.fields)
@@ -94,7 +95,7 @@ def promote(config: PromoteConfig) -> PromoteResult:
         if config.against:
             current = load_model(config.against, task=model.task, device=device)
             result.against_loss = evaluate(current, held_out, config.batch_size)[0]
-    copied = copy_model(student, config.output)
+    copied = copy_model(source, config.output)
     if copied != result.fingerprint:
         raise JestflowError(f"copying {student} changed its fingerprint; the copy is incomplete")
     write_json(asdict(result), posixpath.join(config.output, "promoted.json"))

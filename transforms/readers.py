@@ -89,6 +89,13 @@ def expand_urls(patterns: Sequence[str]) -> list[str]:
             raise JestflowError(f"no input file matches {pattern!r}")
         for path in files:
             url = fs.unstrip_protocol(path) if "://" in pattern else path
+            try:
+                url.encode("utf-8")
+            except UnicodeEncodeError:
+                raise JestflowError(
+                    f"input file name {url!r} is not valid UTF-8 (it would be every record's "
+                    "source in the manifest); rename it"
+                ) from None
             file_format(url)
             urls.append(url)
     return sorted(dict.fromkeys(urls))
@@ -197,7 +204,7 @@ class ArrowValue:
 def _rows(batch: pa.RecordBatch) -> list[dict]:
     try:
         return batch.to_pylist()
-    except (ValueError, OverflowError):  # some value has no Python form: cell by cell
+    except Exception:  # some value has no Python form (bad time zone, range…): cell by cell
         columns = dict(zip(batch.schema.names, batch.columns, strict=True))
         return [
             {name: _cell(column.slice(i, 1)) for name, column in columns.items()}
@@ -212,7 +219,7 @@ def _cell(array: pa.Array):
         array = array.dictionary_decode()
     try:
         return array[0].as_py()
-    except (ValueError, OverflowError):
+    except Exception:  # ValueError, OverflowError, an unknown time zone (KeyError) …
         if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
             return array.cast(pa.large_binary())[0].as_py()
         return ArrowValue(array.to_string(skip_new_lines=True)[1:-1])
@@ -285,6 +292,14 @@ def _tar_members(f) -> Iterator[_Member]:
             raise tarfile.ReadError(
                 f"tar archive breaks off at byte {tar.offset}: {end or 'no end-of-archive block'}"
             )
+        # tarfile stops at the first zero block; only zeros may follow it (two tars run together,
+        # or a preallocated download cut short, would otherwise end the file without a word).
+        while chunk := tar.fileobj.read(1 << 20):
+            if chunk.strip(b"\0"):
+                raise tarfile.ReadError(
+                    f"tar archive has data after its end at byte {tar.offset} "
+                    "(archives run together, or a damaged block of zeros)"
+                )
 
 
 def _tar_samples(members: Iterable[_Member]) -> Iterator[list[_Member]]:

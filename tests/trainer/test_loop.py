@@ -298,3 +298,36 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(noisy_shards, tmp_path):
     assert json.loads(state.read_text())["step"] == 80
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000080"]
     assert checkpoint_task(str(out)) == "lm" and load_model(str(out)) is not None
+
+
+def test_a_run_killed_after_its_last_commit_is_repaired_and_promoted_from_the_commit(
+    noisy_shards, tmp_path
+):
+    """The state after a kill between the commit and the copy to the top: trainer_state.json
+    says step 6, the top still holds other weights. Resume and promote use the commit."""
+    from jestflow.trainer.loop import checkpoint_folder
+    from jestflow.trainer.promote import PromoteConfig, promote
+    from jestflow.transforms.checkpoint import fingerprint
+
+    out = tmp_path / "run"
+    train(config(noisy_shards, out, steps=6, eval_every=3, eval_inputs=()))
+    committed = fingerprint(checkpoint_folder(str(out)))
+    assert fingerprint(str(out)) == committed
+    torch.manual_seed(7)
+    save_checkpoint(new_model("lm", **TINY), str(out))  # the top, as a kill left it
+    assert fingerprint(str(out)) != committed
+    result = promote(PromoteConfig(student=str(out), output=str(tmp_path / "teacher")))
+    assert result.fingerprint == committed == fingerprint(str(tmp_path / "teacher"))
+    with pytest.raises(JestflowError, match="already at step 6"):
+        train(config(noisy_shards, out, steps=6, eval_every=3, eval_inputs=(), resume=True))
+    assert fingerprint(str(out)) == committed  # repaired on the way
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(noisy_shards, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"step": 1, "loss": 5.0}\n{"step": 2, "lo')  # torn
+    last = train(config(noisy_shards, out, steps=4, eval_every=2, eval_inputs=(), resume=True))
+    assert last["step"] == 4
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]

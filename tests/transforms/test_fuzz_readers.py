@@ -927,3 +927,61 @@ def test_a_parquet_footer_with_names_that_are_not_utf8_is_unreadable(tmp_path):
     (tmp_path / "t.parquet").write_bytes(data.replace(name, name[:-2] + b"\xff\xfe"))
     (record,) = read_file(str(tmp_path / "t.parquet"), FieldMap(text="text"))
     assert record.reason == UNREADABLE_FILE and "not UTF-8" in record.detail
+
+
+# --- regressions found in review ------------------------------------------------------------
+
+
+def plain_tar(texts: list[str]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i, text in enumerate(texts):
+            info = tarfile.TarInfo(f"s{i}.txt")
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return out.getvalue()
+
+
+TAR_TEXT = FieldMap(text="txt")
+
+
+def test_tars_run_together_or_zero_filled_break_off_instead_of_ending_early(tmp_path):
+    first, second = plain_tar(["one", "two"]), plain_tar(["three"])
+    (tmp_path / "joined.tar").write_bytes(first + second)  # `cat a.tar b.tar`
+    records = list(read_file(str(tmp_path / "joined.tar"), TAR_TEXT))
+    # The sample still being gathered when the reader notices ("two") goes with the break.
+    assert [r.text for r in records if isinstance(r, Example)] == ["one"]
+    assert [r.reason for r in records if isinstance(r, Rejected)] == [UNREADABLE_FILE]
+    assert "data after its end" in records[-1].detail
+    # A download preallocated with zeros and cut short: one block of zeros, then data again.
+    whole = plain_tar(["alpha", "beta", "gamma"])
+    holed = whole[:1024] + b"\0" * 512 + whole[1536:]
+    (tmp_path / "holed.tar").write_bytes(holed)
+    records = list(read_file(str(tmp_path / "holed.tar"), TAR_TEXT))
+    assert records[-1].reason == UNREADABLE_FILE
+    # Only zeros after the end (tar's own padding, record blocks) is a clean end.
+    (tmp_path / "padded.tar").write_bytes(whole + b"\0" * 20480)
+    assert [r.text for r in read_file(str(tmp_path / "padded.tar"), TAR_TEXT)] == [
+        "alpha", "beta", "gamma"
+    ]  # fmt: skip
+
+
+def test_a_time_zone_python_cannot_hold_is_kept_as_text(tmp_path):
+    times = pa.array([0, 1], pa.timestamp("s", tz="+99:00"))
+    table = pa.table({"text": ["first", "second"], "kind": times})
+    pq.write_table(table, tmp_path / "tz.parquet")
+    records = list(read_file(str(tmp_path / "tz.parquet"), FIELDS))
+    assert [r.text for r in records] == ["first", "second"]
+    assert all(isinstance(r, Example) and isinstance(r.meta["kind"], str) for r in records)
+
+
+def test_an_input_file_name_that_is_not_utf8_is_refused(tmp_path):
+    import os
+
+    from jestflow.transforms.errors import JestflowError
+    from jestflow.transforms.readers import expand_urls
+
+    name = os.fsdecode(b"x\xff.jsonl")
+    (tmp_path / name).write_text('{"text": "a"}\n')
+    with pytest.raises(JestflowError, match="is not valid UTF-8"):
+        expand_urls([str(tmp_path / "*.jsonl")])
