@@ -43,6 +43,7 @@ from .score_cache import AttachCached, write_fresh
 from .sinks import (
     ShardLimits,
     WrittenGroup,
+    write_manifest_part,
     write_not_selected,
     write_rejected,
     write_shard_group,
@@ -303,6 +304,8 @@ def build(p: beam.Pipeline, config: CurateConfig) -> None:
         stats["timing"] = {"seconds": round(seconds, 3), "inputs_per_s": round(inputs / seconds, 1)}
         record = {**run, "finished": now(), "counts": stats["counts"],
                   "scoring": stats["scoring"], "timing": stats["timing"]}  # fmt: skip
+        if not inputs:  # no record at all: the manifest is still there to read, empty
+            write_manifest_part([], config.output, "empty")
         complete(config.output, stats, record)
 
     _ = (

@@ -257,3 +257,14 @@ def test_an_unreadable_cache_part_is_named(noisy, tmp_path):
     part.write_bytes(b"not parquet")
     with pytest.raises(Exception, match=f"unreadable score cache part .*{part.name}.*delete it"):
         curate(noisy, tmp_path / "warm", cache=str(cache))
+
+
+def test_a_run_over_no_records_is_complete_and_can_be_inspected(noisy, tmp_path):
+    from jestflow.transforms.runs import summarize_run
+
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    out, stats = curate(noisy, tmp_path / "out", inputs=(str(tmp_path / "empty.jsonl"),))
+    assert stats["counts"] == {"selected": 0, "not_selected": 0, "rejected": 0, "inputs": 0}
+    assert (out / "_SUCCESS").exists()
+    assert status_counts(read_manifest(str(out / "manifest")))["inputs"] == 0
+    assert summarize_run(str(out))["counts"]["inputs"] == 0
