@@ -37,7 +37,14 @@ from ..transforms.checkpoint import (
 )
 from ..transforms.errors import JestflowError
 from ..transforms.models import new_model
-from ..transforms.paths import child, filesystem, read_json, writable_directory, write_json
+from ..transforms.paths import (
+    child,
+    filesystem,
+    read_json,
+    replacing,
+    writable_directory,
+    write_json,
+)
 from ..transforms.records import FieldMap
 from ..transforms.scoring import autocast
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
@@ -262,9 +269,8 @@ def _open_log(fs, root: str, start: int):
     if fs.exists(path):
         with fs.open(path, "r") as f:  # a run killed mid-write may have left half a last line
             kept = [line for line in f if line.endswith("\n") and json.loads(line)["step"] <= start]
-        with fs.open(f"{path}.tmp", "w") as f:  # aside, then renamed: a kill here loses nothing
+        with replacing(fs, path, "w") as f:  # a kill here loses nothing
             f.writelines(kept)
-        fs.mv(f"{path}.tmp", path)
     return fs.open(path, "a")
 
 
@@ -298,9 +304,8 @@ def _save(model, optimizer, step: int, config: TrainConfig, fs, root: str, diges
     folder = posixpath.join(config.output, CHECKPOINTS, name)
     save_checkpoint(model, folder, meta=meta)
     optimizer_path = posixpath.join(root, CHECKPOINTS, name, OPTIMIZER)
-    with fs.open(f"{optimizer_path}.tmp", "wb") as f:
+    with replacing(fs, optimizer_path) as f:
         torch.save(optimizer.state_dict(), f)
-    fs.mv(f"{optimizer_path}.tmp", optimizer_path)
     # The ranks' parameter digests: equal, or the all-reduce is broken.
     state = {"step": step, "checkpoint": f"{CHECKPOINTS}/{name}", "parameter_digests": digests,
              "config": asdict(config)}  # fmt: skip

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import posixpath
 import tempfile
 from typing import Any
@@ -23,7 +22,7 @@ from torch import nn
 from .errors import JestflowError
 from .models.lm import CausalLM, LMConfig
 from .models.towers import TwoTower, TwoTowerConfig
-from .paths import filesystem, writable_directory
+from .paths import filesystem, replacing, writable_directory
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -69,11 +68,8 @@ def save_checkpoint(model: nn.Module, directory: str, *, meta: dict[str, Any] | 
 
 
 def _write(fs, path: str, data: bytes) -> None:
-    """Write to a temporary name, then rename, so a reader never sees half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with fs.open(tmp, "wb") as f:
+    with replacing(fs, path) as f:
         f.write(data)
-    fs.mv(tmp, path)
 
 
 def read_config(directory: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ inputs = selected + not selected + rejected, checkable from the manifest alone.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .paths import filesystem, writable_directory
+from .paths import filesystem, replacing, writable_directory
 from .records import Example, Rejected
 
 MANIFEST_SCHEMA = pa.schema(
@@ -108,10 +107,8 @@ def write_parquet(rows: Iterable[Mapping[str, Any]], url: str, schema: pa.Schema
     fs, path = filesystem(url)
     writable_directory(posixpath.dirname(url) or ".")
     table = pa.Table.from_pylist([dict(r) for r in rows], schema=schema)
-    tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp-{os.getpid()}")
-    with fs.open(tmp, "wb") as f:
+    with replacing(fs, path) as f:
         pq.write_table(table, f)
-    fs.mv(tmp, path)
     return table.num_rows
 
 

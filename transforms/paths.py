@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
 
 import fsspec
 
@@ -47,14 +48,21 @@ def child(url: str, *names: str) -> str:
     return posixpath.join(url, *names)
 
 
-def write_json(data: Mapping[str, Any], url: str) -> None:
-    """Write JSON to a temporary name, then rename: a reader never sees half a file."""
-    fs, path = filesystem(url)
+@contextlib.contextmanager
+def replacing(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb") -> Iterator[IO]:
+    """A file written under a hidden temporary name beside `path` and renamed over it once
+    written whole: a reader (or a run killed half-way) never sees half a file."""
     tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp-{os.getpid()}")
-    with fs.open(tmp, "w") as f:
+    with fs.open(tmp, mode) as f:
+        yield f
+    fs.mv(tmp, path)
+
+
+def write_json(data: Mapping[str, Any], url: str) -> None:
+    fs, path = filesystem(url)
+    with replacing(fs, path, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True, default=str)
         f.write("\n")
-    fs.mv(tmp, path)
 
 
 def read_json(url: str) -> dict[str, Any]:
