@@ -43,6 +43,17 @@ def config_for(root, out, **changes):
     return dataclasses.replace(config, **changes)
 
 
+def pairs_config(root, out, **changes):
+    """Curation of the `pairs` corpus (query/doc pairs, half mispaired) with its two-tower teacher."""
+    config = CurateConfig(
+        inputs=(str(root / "pool.jsonl"),), output=str(out), teacher=str(root / "teacher"),
+        task="contrastive", fields=FieldMap(query="query", doc="doc", keep=("kind",)),
+        selection=SelectionConfig(keep=0.5, seed=0, n_chunks=4), super_batch=32, device="cpu",
+        workers=1,
+    )  # fmt: skip
+    return dataclasses.replace(config, **changes)
+
+
 def curate(root, out, **changes):
     stats = run_curation(config_for(root, out, **changes))
     return out, stats

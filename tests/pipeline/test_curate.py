@@ -8,14 +8,13 @@ import tarfile
 
 import numpy as np
 import pytest
-from curation import REASONS, config_for, curate, digest, samples
+from curation import REASONS, config_for, curate, digest, pairs_config, samples
 
-from jestflow.pipeline.curate import CurateConfig, run_curation
+from jestflow.pipeline.curate import run_curation
 from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.curation import SelectionConfig
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
-from jestflow.transforms.records import FieldMap
 from jestflow.transforms.scoring import lm_losses
 
 
@@ -123,14 +122,7 @@ def test_learnability_scores_come_from_the_student(noisy, tmp_path):
 
 
 def test_contrastive_end_to_end(pairs, tmp_path):
-    config = CurateConfig(
-        inputs=(str(pairs / "pool.jsonl"),), output=str(tmp_path / "out"),
-        teacher=str(pairs / "teacher"), task="contrastive",
-        fields=FieldMap(query="query", doc="doc", keep=("kind",)),
-        selection=SelectionConfig(keep=0.5, seed=0, n_chunks=4), super_batch=32, device="cpu",
-        workers=2,
-    )  # fmt: skip
-    stats = run_curation(config)
+    stats = run_curation(pairs_config(pairs, tmp_path / "out", workers=2))
     assert stats["counts"] == {"selected": 64, "not_selected": 64, "rejected": 0, "inputs": 128}
     got = [x for s in sorted((tmp_path / "out" / "shards").iterdir()) for x in samples(s)]
     assert len(got) == 64

@@ -12,7 +12,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from curation import config_for, curate, digest
+from curation import config_for, curate, digest, pairs_config
 from helpers import sentences, write_jsonl
 
 from jestflow.pipeline.curate import run_curation
@@ -96,20 +96,9 @@ def test_selection_follows_what_the_cache_holds(noisy, tmp_path):
 
 
 def test_contrastive_outputs_are_cached_as_embeddings(pairs, tmp_path):
-    from dataclasses import replace
-
-    from jestflow.pipeline.curate import CurateConfig
-    from jestflow.transforms.records import FieldMap
-
-    config = CurateConfig(
-        inputs=(str(pairs / "pool.jsonl"),), output=str(tmp_path / "cold"),
-        teacher=str(pairs / "teacher"), task="contrastive",
-        fields=FieldMap(query="query", doc="doc", keep=("kind",)),
-        selection=SelectionConfig(keep=0.5, seed=0, n_chunks=4), super_batch=32, device="cpu",
-        workers=1, cache=str(tmp_path / "cache"),
-    )  # fmt: skip
-    cold = run_curation(config)
-    warm = run_curation(replace(config, output=str(tmp_path / "warm")))
+    cache = str(tmp_path / "cache")
+    cold = run_curation(pairs_config(pairs, tmp_path / "cold", cache=cache))
+    warm = run_curation(pairs_config(pairs, tmp_path / "warm", cache=cache))
     assert cold["scoring"]["teacher"] == {"scored": 128, "cached": 0}
     assert warm["scoring"]["teacher"] == {"scored": 0, "cached": 128}
     table = pq.read_table(tmp_path / "cache" / fingerprint(str(pairs / "teacher")))
