@@ -35,10 +35,11 @@ from ..transforms.errors import JestflowError
 from ..transforms.paths import read_json
 from ..transforms.readers import expand_urls, read_file
 from ..transforms.records import FieldMap, Rejected
+from ..transforms.runs import is_complete
 from ..transforms.stats import SCORED, grid, summarize, tier_thresholds
 from .grouping import AssignSuperBatches
 from .handlers import Scored, ScoringHandler
-from .outputs import complete, input_files, is_complete, now, prepare_output, versions
+from .outputs import complete, input_files, now, prepare_output, versions
 from .score_cache import AttachCached, write_fresh
 from .sinks import (
     ShardLimits,

@@ -21,9 +21,10 @@ from typing import Any
 
 from ..transforms.errors import JestflowError
 from ..transforms.paths import filesystem, read_json, writable_directory, write_json
+from ..transforms.runs import RUN, SUCCESS
 from .report import write_report
 
-RUN, SUCCESS, STARTED = "run.json", "_SUCCESS", "_STARTED"
+STARTED = "_STARTED"
 STATS, REPORT = "stats.json", "report.html"
 OUTPUTS = ("shards", "manifest", "rejected", STATS, REPORT, RUN)  # the job's own; nothing else
 
@@ -63,11 +64,6 @@ def _created(url: str) -> str:
         return f" (created {read_json(posixpath.join(url, RUN))['created']})"
     except (OSError, ValueError, KeyError, TypeError):
         return ""
-
-
-def is_complete(url: str) -> bool:
-    fs, root = filesystem(url)
-    return fs.exists(posixpath.join(root, SUCCESS))
 
 
 def input_files(urls: Sequence[str]) -> list[dict[str, Any]]:

@@ -19,6 +19,14 @@ from .errors import JestflowError
 from .manifest import read_manifest, status_counts
 from .paths import filesystem, read_json
 
+RUN, SUCCESS = "run.json", "_SUCCESS"  # what a curation run writes last (pipeline/outputs.py)
+
+
+def is_complete(url: str) -> bool:
+    """Whether the folder holds a completed curation run."""
+    fs, root = filesystem(url)
+    return fs.exists(posixpath.join(root, SUCCESS))
+
 
 def _by_id(manifest: pa.Table) -> pa.Table:
     """One row per scored content id: mean teacher loss and score, and whether it was selected."""
@@ -67,13 +75,12 @@ def load_run(url: str) -> tuple[dict[str, Any], pa.Table]:
     if not fs.exists(posixpath.join(root, "manifest")):
         raise JestflowError(f"{url} holds no curation run (no manifest/)")
     manifest = read_manifest(manifest_url)
-    run_file = posixpath.join(root, "run.json")
-    run = read_json(posixpath.join(url, "run.json")) if fs.exists(run_file) else {}
+    run = read_json(posixpath.join(url, RUN)) if fs.exists(posixpath.join(root, RUN)) else {}
     by_id = _by_id(manifest)
     selected = by_id.filter(pc.equal(by_id["selected"], 1))
     summary = {
         "url": url,
-        "complete": fs.exists(posixpath.join(root, "_SUCCESS")),
+        "complete": is_complete(url),
         "teacher": run.get("models", {}).get("teacher", {}).get("fingerprint"),
         "student": run.get("models", {}).get("student", {}).get("fingerprint"),
         "created": run.get("created"),
