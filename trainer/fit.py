@@ -87,6 +87,11 @@ class TeacherResult:
     curve: list[dict] = field(default_factory=list)
 
 
+def right_kind_of(layout: str) -> str:
+    """A two-tower model's right tower for a field layout: `image` for image-text pairs."""
+    return "image" if layout == "image_text" else "text"
+
+
 def load_examples(inputs: Sequence[str], fields: FieldMap) -> tuple[list[Example], Counter]:
     """All examples of the inputs, and the count of rejected records by reason."""
     examples: list[Example] = []
@@ -166,7 +171,7 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
     writable_directory(config.output)  # fail now, not after training
 
     torch.manual_seed(config.seed)
-    right_kind = "image" if config.fields.layout == "image_text" else "text"
+    right_kind = right_kind_of(config.fields.layout)
     model = new_model(config.task, right_kind=right_kind, **config.model_size).to(device).train()
     items = prepare(model, examples)
 

@@ -47,8 +47,17 @@ from ..transforms.paths import (
 )
 from ..transforms.records import FieldMap
 from ..transforms.scoring import autocast
+from ..transforms.selection import generator_for
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
-from .fit import ModelSize, batch_loss, evaluate, load_examples, model_inputs, warmup_cosine
+from .fit import (
+    ModelSize,
+    batch_loss,
+    evaluate,
+    load_examples,
+    model_inputs,
+    right_kind_of,
+    warmup_cosine,
+)
 from .loader import TrainSample, raw_samples, shard_urls, train_samples
 from .online import ONLINE_MODES, select_online
 
@@ -118,7 +127,18 @@ def forward_flops(
     return 2.0 * params * tokens
 
 
-def _start(config: TrainConfig, device: torch.device) -> tuple[nn.Module, int]:
+def _right_kind(config: TrainConfig, urls: Sequence[str]) -> str:
+    """What a two-tower model's right tower reads: `image` or `text` (documents), as the data
+    holds; the first sample of the first shard tells for shards."""
+    if config.task != "contrastive":
+        return "text"
+    if config.data:
+        return right_kind_of(config.fields.layout)
+    first = next(iter(train_samples(urls[:1], task=config.task)), None)
+    return "image" if first is not None and first.image is not None else "text"
+
+
+def _start(config: TrainConfig, device: torch.device, right_kind: str) -> tuple[nn.Module, int]:
     """The model to train and the step to start at (fresh, `--init`, or `--resume`)."""
     fs, root = filesystem(config.output)
     state_path = posixpath.join(root, STATE)
@@ -127,7 +147,7 @@ def _start(config: TrainConfig, device: torch.device) -> tuple[nn.Module, int]:
     if config.resume:
         if not fs.exists(state_path):
             if fs.exists(posixpath.join(root, LOG)):  # killed before its first checkpoint
-                return _fresh(config, device), 0
+                return _fresh(config, device, right_kind), 0
             raise JestflowError(f"nothing to resume: {config.output} has no {STATE}")
         step = read_json(posixpath.join(config.output, STATE))["step"]
         if step >= config.steps:
@@ -142,13 +162,20 @@ def _start(config: TrainConfig, device: torch.device) -> tuple[nn.Module, int]:
         task = checkpoint_task(config.init)
         if task is not None and task != config.task:
             raise JestflowError(f"--init {config.init} is a {task} model, not {config.task}")
-        return load_model(config.init, task=config.task, device=device).train(), 0
-    return _fresh(config, device), 0
+        model = load_model(config.init, task=config.task, device=device).train()
+        reads = getattr(model, "right_kind", right_kind)
+        if reads != right_kind:
+            raise JestflowError(
+                f"--init {config.init} pairs text with {reads}, but the data pairs it with "
+                f"{right_kind}"
+            )
+        return model, 0
+    return _fresh(config, device, right_kind), 0
 
 
-def _fresh(config: TrainConfig, device: torch.device) -> nn.Module:
+def _fresh(config: TrainConfig, device: torch.device, right_kind: str) -> nn.Module:
     torch.manual_seed(config.seed)
-    return new_model(config.task, **config.model_size).to(device).train()
+    return new_model(config.task, right_kind=right_kind, **config.model_size).to(device).train()
 
 
 def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:
@@ -175,7 +202,7 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     urls = shard_urls(config.shards) if config.shards else []
     fs, root = writable_directory(config.output)
     held_out = load_examples(config.eval_inputs, config.fields)[0] if config.eval_inputs else []
-    model, start = _start(config, device)
+    model, start = _start(config, device, _right_kind(config, urls))
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -189,25 +216,19 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
         optimizer, warmup_cosine(config.warmup_steps, config.steps), last_epoch=start - 1
     )
     skipped: Counter = Counter()
-    # Each rank draws its own super-batches: its stream and sampler depend on (seed, step, rank).
-    stream_seed = (config.seed * 1_000_003 + start) * 1_009 + ranks.rank
+    # Each rank reads its own stream, seeded by (seed, rank), and draws each step's sub-batch
+    # from a generator seeded by (that seed, step). A resumed run reads past what the steps
+    # before `start` drew, so it continues exactly as an uninterrupted run would.
+    stream_seed = config.seed * 1_009 + ranks.rank
     b, drawn = config.batch_size, config.batch_size * config.super_batch_ratio
     shuffle = max(1000, 4 * drawn)
     if urls:
-        stream = iter(train_samples(urls, task=config.task, resampled=True, seed=stream_seed,
-                                    shuffle=shuffle, skipped=skipped))  # fmt: skip
-    else:  # raw data: the stream an uninterrupted run reads, past what it already drew
-        raw = raw_samples(
-            config.data,
-            config.fields,
-            seed=config.seed * 1_009 + ranks.rank,
-            shuffle=shuffle,
-            skipped=skipped,
-            rank=ranks.rank,
-            world=ranks.world,
-        )
-        stream = itertools.islice(raw, start * drawn, None)
-    generator = torch.Generator().manual_seed(stream_seed)
+        stream = train_samples(urls, task=config.task, resampled=True, seed=stream_seed,
+                               shuffle=shuffle, skipped=skipped)  # fmt: skip
+    else:
+        stream = raw_samples(config.data, config.fields, seed=stream_seed, shuffle=shuffle,
+                             skipped=skipped, rank=ranks.rank, world=ranks.world)  # fmt: skip
+    stream = itertools.islice(stream, start * drawn, None)
     step_loss = wrap(LossOf(model, batch_loss), ranks)
     params = sum(p.numel() for p in model.parameters())
     log = _open_log(fs, root, start) if ranks.main else None
@@ -218,7 +239,8 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     for step in bar:
         batch = _draw(stream, drawn)
         chosen = select_online(model, batch, b, mode=config.mode, n_chunks=config.n_chunks,
-                               temperature=config.temperature, generator=generator,
+                               temperature=config.temperature,
+                               generator=generator_for(stream_seed, step),
                                score_max_len=config.score_seq_len)  # fmt: skip
         picked = [batch[i] for i in chosen.indices]
         began = time.perf_counter()

@@ -1,14 +1,15 @@
 """Offline selection inside one scored super-batch: the per-super-batch step of `jestflow curate`.
 
-Scores are quantised before selection (model numerics can differ in the last bits between
-machines and thread counts), and each super-batch draws from its own generator seeded from
-(seed, super-batch id), so the same inputs, options and seed select the same examples whatever
-the runner's parallelism.
+A model's outputs are quantised before selection (numerics differ in the last bits between CPU
+kernels and devices), and each super-batch draws from its own generator seeded from (seed,
+super-batch id), so the same inputs, options and seed select the same examples whatever the
+runner's parallelism. The decisions carry the quantised values, so everything written (shards,
+manifest) follows from them alone.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from .records import Example
 from .selection import (
     METHODS,
     ContrastivePairScores,
+    generator_for,
     score,
     select_independent,
     select_joint,
@@ -45,10 +47,15 @@ class ScoredBatch:
     scale: float | None = None
     bias: float | None = None
 
-    def pair_embeddings(self, quantum: float) -> PairEmbeddings:
+    def quantised(self, quantum: float) -> ScoredBatch:
+        """The batch with its losses and embeddings rounded to the selection grid."""
+        embeddings = None if self.embeddings is None else quantise(self.embeddings, quantum)
+        return dataclasses.replace(self, loss=quantise(self.loss, quantum), embeddings=embeddings)
+
+    def pair_embeddings(self) -> PairEmbeddings:
         if self.embeddings is None or self.scale is None or self.bias is None:
             raise ValueError("contrastive selection needs embeddings, scale and bias")
-        emb = torch.from_numpy(quantise(self.embeddings, quantum))
+        emb = torch.from_numpy(self.embeddings)
         return PairEmbeddings(emb[:, 0], emb[:, 1], self.scale, self.bias)
 
 
@@ -60,7 +67,7 @@ class SelectionConfig:
     n_chunks: int = 16
     method: str = "sample"
     seed: int = 0
-    quantum: float = 1e-4  # scores and embeddings are rounded to this grid before selection
+    quantum: float = 1e-4  # losses and embeddings are rounded to this grid before selection
 
     def __post_init__(self) -> None:
         if not 0 < self.keep <= 1:
@@ -75,7 +82,7 @@ class SelectionConfig:
 class Decision:
     example: Example
     super_batch: int
-    teacher_loss: float
+    teacher_loss: float  # on the selection grid, as are the score and embeddings
     score: float
     order: int | None  # selection order inside the super-batch; None if not selected
     embeddings: np.ndarray | None = None  # the teacher's [2, d] for the shard's npy
@@ -96,11 +103,6 @@ def kept_count(n: int, keep: float) -> int:
     return min(n, max(1, math.ceil(keep * n - 1e-9)))
 
 
-def generator_for(seed: int, super_batch: int) -> torch.Generator:
-    digest = hashlib.blake2b(f"{seed}:{super_batch}".encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "big") >> 1)
-
-
 def select_super_batch(
     teacher: ScoredBatch, config: SelectionConfig, student: ScoredBatch | None = None
 ) -> list[Decision]:
@@ -113,11 +115,10 @@ def select_super_batch(
     if config.mode == "learnability" and student is None:
         raise JestflowError("learnability needs a student checkpoint (--student)")
     k = kept_count(n, config.keep)
-    learner_loss = (
-        None if student is None else torch.from_numpy(quantise(student.loss, config.quantum))
-    )
-    reference_loss = torch.from_numpy(quantise(teacher.loss, config.quantum))
-    scores = score(config.mode, learner=learner_loss, reference=reference_loss)
+    teacher = teacher.quantised(config.quantum)
+    student = None if student is None else student.quantised(config.quantum)
+    learner_loss = None if student is None else torch.from_numpy(student.loss)
+    scores = score(config.mode, learner=learner_loss, reference=torch.from_numpy(teacher.loss))
     options = {"temperature": config.temperature, "method": config.method}
     generator = generator_for(config.seed, teacher.super_batch)
     if teacher.embeddings is None:
@@ -125,8 +126,8 @@ def select_super_batch(
     else:
         pairs = ContrastivePairScores(
             config.mode,
-            reference=teacher.pair_embeddings(config.quantum),
-            learner=None if student is None else student.pair_embeddings(config.quantum),
+            reference=teacher.pair_embeddings(),
+            learner=None if student is None else student.pair_embeddings(),
         )
         chosen = select_joint(pairs, k, n_chunks=config.n_chunks, generator=generator, **options)
     order = {int(i): rank for rank, i in enumerate(chosen.tolist())}

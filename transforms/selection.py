@@ -11,6 +11,7 @@ sampling), keeping running sums so that a lazy `ContrastivePairScores` never bui
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
@@ -209,6 +210,13 @@ def select_joint(
         if i + 1 < len(sizes):
             running += pairs.cross_sums(new).double()
     return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)
+
+
+def generator_for(seed: int, super_batch: int) -> torch.Generator:
+    """The random stream of one super-batch: a function of (seed, super-batch id) alone, never of
+    which worker, bundle or resumed process draws it."""
+    digest = hashlib.blake2b(f"{seed}:{super_batch}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "big") >> 1)
 
 
 def chunk_sizes(k: int, n_chunks: int) -> list[int]:
