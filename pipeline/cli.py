@@ -540,10 +540,11 @@ def plot(runs, output, x_axis) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Beam worker processes for the curation step.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
+@device_option
 @click.option("--overwrite", is_flag=True, help="Replace a demo already in --output.")
 @click.pass_context
 def demo(ctx, output, pool_size, teacher_steps, student_steps, keep, temperature, workers, seed,
-         overwrite) -> None:  # fmt: skip
+         device, overwrite) -> None:  # fmt: skip
     """The whole loop on the embedded demo data: make the data, train the teacher, curate the pool,
     train a student uniformly on the raw pool and with online JEST on the curated shards, and
     compare them (a table, results.json, eval.png). `jestflow demo data` makes only the data."""
@@ -563,7 +564,7 @@ def demo(ctx, output, pool_size, teacher_steps, student_steps, keep, temperature
 
     run_demo(DemoConfig(output=output, pool_size=pool_size, teacher_steps=teacher_steps,
                         student_steps=student_steps, keep=keep, temperature=temperature,
-                        workers=workers, seed=seed, overwrite=overwrite,
+                        workers=workers, seed=seed, device=device, overwrite=overwrite,
                         progress=sys.stderr.isatty()), echo=click.echo)  # fmt: skip
 
 

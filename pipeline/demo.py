@@ -51,6 +51,7 @@ class DemoConfig:
     eval_every: int = 10
     workers: int = 1
     seed: int = 0
+    device: str = "auto"  # every stage: teacher, curation, students
     overwrite: bool = False
     progress: bool = True
 
@@ -87,7 +88,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
         teacher = train_teacher(TeacherConfig(
             inputs=(f"{lm}/reference.jsonl",), eval_inputs=(f"{lm}/eval.jsonl",),
             output=config.path("teacher-lm"), task="lm", fields=text, steps=config.teacher_steps,
-            seed=config.seed, progress=config.progress,
+            seed=config.seed, device=config.device, progress=config.progress,
         ))  # fmt: skip
     with stages.stage("curate", f"curate the pool (keep {config.keep:.0%}, Beam local runner)"):
         curated = run_curation(CurateConfig(
@@ -95,12 +96,12 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
             teacher=config.path("teacher-lm"), task="lm", fields=tagged,
             selection=SelectionConfig(keep=config.keep, method="topk", seed=config.seed),
             super_batch=config.super_batch, tiers=config.tiers, workers=config.workers,
-            progress=True, overwrite=True,  # progress lines (not bars): shown even off a TTY
+            device=config.device, progress=True, overwrite=True,  # lines, shown off a TTY too
         ))  # fmt: skip
     student = {
         "task": "lm", "steps": config.student_steps, "batch_size": config.batch_size,
         "eval_inputs": (f"{lm}/eval.jsonl",), "eval_every": config.eval_every,
-        "seed": config.seed, "progress": config.progress,
+        "seed": config.seed, "device": config.device, "progress": config.progress,
     }  # fmt: skip
     with stages.stage("student-uniform", "student, uniform on the raw pool (the baseline)"):
         train(TrainConfig(data=(f"{lm}/pool.jsonl",), fields=tagged, mode="uniform",

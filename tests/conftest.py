@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from helpers import sentences, write_jsonl
+from helpers import Learned, sentences, write_jsonl
+
+
+def pytest_collection_modifyitems(items):
+    """Tests asserting what a trained model reaches (they use `learned`) are marked `learned`."""
+    for item in items:
+        if "learned" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.learned)
+
+
+@pytest.fixture
+def learned(request) -> Learned:
+    return Learned(request.node.nodeid)
 
 
 @pytest.fixture

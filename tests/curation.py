@@ -8,6 +8,7 @@ import hashlib
 import json
 
 import webdataset as wds
+from helpers import SEED, lr
 
 from jestflow.pipeline.curate import CurateConfig, run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
@@ -26,9 +27,10 @@ BAD_LINES = [
 REASONS = ["bad_json", "bad_utf8", "empty", "missing_field", "too_long", "unreadable_file"]
 
 
-def fit(reference, out, task, fields, steps):
+def fit(reference, out, task, fields, steps, learning_rate=3e-3, warmup_steps=5, batch_size=16):
     config = TeacherConfig(inputs=(reference,), output=str(out), task=task, fields=fields,
-                           steps=steps, batch_size=16, lr=3e-3, warmup_steps=5, **TINY)  # fmt: skip
+                           steps=steps, batch_size=batch_size, lr=lr(learning_rate),
+                           warmup_steps=warmup_steps, seed=SEED, device="cpu", **TINY)  # fmt: skip
     train_teacher(config)
     return str(out)
 
@@ -48,6 +50,17 @@ def pairs_config(root, out, **changes):
     config = CurateConfig(
         inputs=(str(root / "pool.jsonl"),), output=str(out), teacher=str(root / "teacher"),
         task="contrastive", fields=FieldMap(query="query", doc="doc", keep=("kind",)),
+        selection=SelectionConfig(keep=0.5, seed=0, n_chunks=4), super_batch=32, device="cpu",
+        workers=1,
+    )  # fmt: skip
+    return dataclasses.replace(config, **changes)
+
+
+def images_config(root, out, **changes):
+    """Curation of the `images` corpus (colour squares and captions, half mispaired)."""
+    config = CurateConfig(
+        inputs=(str(root / "pool.parquet"),), output=str(out), teacher=str(root / "teacher"),
+        task="contrastive", fields=FieldMap(image="img", caption="cap", keep=("kind",)),
         selection=SelectionConfig(keep=0.5, seed=0, n_chunks=4), super_batch=32, device="cpu",
         workers=1,
     )  # fmt: skip

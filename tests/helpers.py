@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import operator
+import os
 import random
+import signal
+import subprocess
 from pathlib import Path
+
+# bench/margins.py reruns the tests marked `learned` (those asserting what a trained model
+# reaches) with other training seeds and CPU kernels, and once with models that cannot learn.
+SEED = int(os.environ.get("JESTFLOW_TEST_SEED", "0"))  # the training seed of those tests
+BROKEN = os.environ.get("JESTFLOW_TEST_BROKEN") == "1"  # learning rates ~0: bounds must fail
+BOUNDS = {">": operator.gt, "<": operator.lt}
 
 WORDS = [
     "return",
@@ -77,6 +87,13 @@ def sentences(n: int, seed: int) -> list[str]:
     ]
 
 
+COLORS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "white": (250,) * 3}
+
+
+def shade(rgb, delta: int) -> tuple[int, ...]:
+    return tuple(min(255, max(0, c + delta)) for c in rgb)
+
+
 def png(color=(255, 0, 0), size: int = 8) -> bytes:
     """A small solid-colour PNG."""
     from PIL import Image
@@ -84,3 +101,49 @@ def png(color=(255, 0, 0), size: int = 8) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (size, size), tuple(color)).save(out, format="PNG")
     return out.getvalue()
+
+
+def lr(value: float) -> float:
+    """A test's learning rate: `value`, or next to nothing when the models are broken on purpose."""
+    return 1e-12 if BROKEN else value
+
+
+class Learned:
+    """Asserts what a trained model reaches, and records it for bench/margins.py (the
+    `learned` fixture). A bound is a margin: state it as the gain over an untrained model where
+    one can be measured, so it does not hinge on the last bits of a kernel."""
+
+    def __init__(self, test: str) -> None:
+        self.test = test
+
+    def expect(self, name: str, value: float, op: str, bound: float) -> None:
+        log = os.environ.get("JESTFLOW_LEARNED_LOG")
+        if log:
+            record = {"test": self.test, "name": name, "value": float(value), "op": op,
+                      "bound": bound, "seed": SEED, "broken": BROKEN}  # fmt: skip
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        if not BROKEN:  # a broken run records every bound, to show that each one fails
+            assert BOUNDS[op](value, bound), f"{name}: {value:.4g} is not {op} {bound}"
+
+
+KILL_HOOK = Path(__file__).parent / "kill"  # sitecustomize.py: SIGKILL at a chosen call
+
+
+def run_until_killed(args: list[str], point: str, *, timeout: float = 300) -> int:
+    """Run a command in a session of its own with the kill hook armed at `point`
+    (MODULE:NAME:N: the N-th return of NAME in a process kills its group); its exit status,
+    -9 when the hook fired. A run that outlives `timeout` is killed and fails the test."""
+    path = os.pathsep.join(filter(None, (str(KILL_HOOK), os.environ.get("PYTHONPATH"))))
+    env = {**os.environ, "JESTFLOW_KILL_AFTER": point, "PYTHONPATH": path}
+    job = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)  # fmt: skip
+    try:
+        _, err = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.communicate()
+        raise AssertionError(f"{point}: still running after {timeout} s") from None
+    if job.returncode != -signal.SIGKILL:
+        raise AssertionError(f"{point}: exited {job.returncode} instead of being killed\n{err}")
+    return job.returncode

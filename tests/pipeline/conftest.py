@@ -6,9 +6,11 @@ import gzip
 import json
 import random
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from curation import BAD_LINES, fit
-from helpers import sentences, write_jsonl
+from helpers import COLORS, png, sentences, shade, write_jsonl
 
 from jestflow.transforms.records import FieldMap
 
@@ -54,5 +56,31 @@ def pairs(tmp_path_factory):
     random.Random(1).shuffle(pool)
     write_jsonl(root / "pool.jsonl", pool)
     reference = write_jsonl(root / "ref.jsonl", (pair(s) for s in sentences(400, 10)))
-    fit(reference, root / "teacher", "contrastive", FieldMap(query="query", doc="doc"), steps=600)
+    fields = FieldMap(query="query", doc="doc")
+    fit(reference, root / "teacher", "contrastive", fields, 600, 5e-3, 20)  # test_fit's recipe
+    return root
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    """Colour squares of many shades with captions naming a colour, half of the pool mispaired;
+    a tiny two-tower teacher with an image tower fit on clean pairs of other shades."""
+    root = tmp_path_factory.mktemp("images")
+    rng = random.Random(3)
+
+    def row(color, delta, caption=None, kind=None):
+        record = {"img": {"bytes": png(shade(COLORS[color], delta))},
+                  "cap": f"a {caption or color} square"}  # fmt: skip
+        return record | ({"kind": kind} if kind else {})
+
+    pool = [row(c, d, kind="clean") for c in COLORS for d in range(-38, 2, 5)]
+    pool += [row(c, d, rng.choice([o for o in COLORS if o != c]), "mispaired")
+             for c in COLORS for d in range(-40, 0, 5)]  # fmt: skip
+    rng.shuffle(pool)
+    pq.write_table(pa.Table.from_pylist(pool), root / "pool.parquet")
+    reference = [row(c, d) for c in COLORS for d in range(-45, 10, 4)]
+    rng.shuffle(reference)
+    pq.write_table(pa.Table.from_pylist(reference), root / "ref.parquet")
+    fields = FieldMap(image="img", caption="cap")
+    fit(str(root / "ref.parquet"), root / "teacher", "contrastive", fields, 60, batch_size=8)
     return root

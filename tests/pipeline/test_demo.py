@@ -13,7 +13,7 @@ from jestflow.pipeline.cli import main
 def test_the_demo_runs_every_stage_and_compares_the_students(tmp_path):
     out = tmp_path / "demo"
     args = ["demo", "-o", str(out), "--pool-size", "1000", "--teacher-steps", "3",
-            "--student-steps", "4"]  # fmt: skip
+            "--student-steps", "4", "--device", "cpu"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     for i, stage in enumerate(("demo corpora", "LM teacher", "curate the pool", "uniform on the raw",

@@ -76,12 +76,12 @@ def test_appended_data_a_new_teacher_and_a_student(noisy, tmp_path):
     assert digest(tmp_path / "learn" / "shards") == digest(tmp_path / "learn-fresh" / "shards")
 
 
-def test_selection_follows_what_the_cache_holds(noisy, tmp_path):
+def test_selection_follows_what_the_cache_holds(noisy, tmp_path, learned):
     """Cached losses are used as they are: make noise look easy in the cache and the warm run
     keeps noise, which rescoring would never do."""
     cache = tmp_path / "cache"
     cold, _ = curate(noisy, tmp_path / "cold", cache=str(cache))
-    assert selected_kinds(cold).count("clean") > 50
+    learned.expect("clean kept of 60 (pool: half)", selected_kinds(cold).count("clean"), ">", 45)
     rows = read_manifest(str(cold / "manifest")).to_pylist()
     noise = {r["id"] for r in rows if r["meta"] and json.loads(r["meta"])["kind"] == "noise"}
     for part in (cache / fingerprint(str(noisy / "teacher"))).iterdir():
@@ -90,9 +90,11 @@ def test_selection_follows_what_the_cache_holds(noisy, tmp_path):
                   zip(table["id"].to_pylist(), table["loss"].to_pylist(), strict=True)]  # fmt: skip
         table = table.set_column(1, "loss", pa.array(losses, pa.float64()))
         pq.write_table(table, part)
-    warm, stats = curate(noisy, tmp_path / "warm", cache=str(cache))
+    # Top-k: every super-batch (about half noise) keeps only the examples the cache calls easy.
+    topk = SelectionConfig(keep=0.25, seed=1, method="topk")
+    warm, stats = curate(noisy, tmp_path / "warm", cache=str(cache), selection=topk)
     assert stats["scoring"]["teacher"]["scored"] == 0
-    assert selected_kinds(warm).count("noise") > 50
+    assert selected_kinds(warm) == ["noise"] * 60
 
 
 def test_contrastive_outputs_are_cached_as_embeddings(pairs, tmp_path):
@@ -119,10 +121,41 @@ def test_run_json_and_success_are_written_last(noisy, tmp_path):
     assert run["scoring"] == {"cache": None, "teacher": {"scored": 240, "cached": 0}}
     assert run["versions"]["jestflow"] == version("jestflow")
     assert run["options"]["super_batch"] == 40 and run["runner"] == "FnApiRunner"
-    assert run["timing"]["seconds"] > 0 and run["created"] <= run["finished"]
-    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    success, record = mtimes.pop(out / "_SUCCESS"), mtimes.pop(out / "run.json")
-    assert success >= record >= max(mtimes.values())  # every shard and manifest part first
+    assert {"created", "finished"} <= set(run) and set(run["timing"]) == {"seconds", "inputs_per_s"}
+
+
+def test_the_finish_step_runs_after_every_write(noisy, tmp_path):
+    """Beam runs a step only once its side inputs are complete, so stats.json, run.json and
+    _SUCCESS come last if every step that writes files is upstream of the finish step."""
+    import apache_beam as beam
+    from apache_beam.pipeline import PipelineVisitor
+
+    from jestflow.pipeline.curate import build, local_runner
+
+    class Leaves(PipelineVisitor):
+        def __init__(self) -> None:
+            self.found = {}
+
+        def visit_transform(self, node) -> None:
+            self.found[node.full_label] = node
+
+    pipeline = beam.Pipeline(runner=local_runner())  # built, never run
+    build(pipeline, config_for(noisy, tmp_path / "out", cache=str(tmp_path / "cache")))
+    leaves = Leaves()
+    pipeline.visit(leaves)
+    upstream, todo = set(), [leaves.found["Write stats, run.json, _SUCCESS"]]
+    while todo:
+        node = todo.pop()
+        for pcollection in [*node.inputs, *(side.pvalue for side in node.side_inputs)]:
+            producer = pcollection.producer
+            if producer is not None and producer.full_label not in upstream:
+                upstream.add(producer.full_label)
+                todo.append(producer)
+    writers = {label for label in leaves.found if label.startswith("Write ")}
+    writers -= {"Write stats, run.json, _SUCCESS"}
+    assert writers == {"Write rejected", "Write cache", "Write shards"}
+    # "Place" writes the manifest parts of the examples not selected.
+    assert writers | {"Place"} <= upstream
 
 
 def test_completed_output_refused_interrupted_output_redone(noisy, tmp_path):
@@ -183,7 +216,7 @@ def test_the_bootstrapping_loop_reuses_the_students_scores(noisy, tmp_path):
     assert stats["scoring"]["teacher"] == {"scored": 0, "cached": 240}
 
 
-def test_inspect_compares_two_runs(noisy, tmp_path):
+def test_inspect_compares_two_runs(noisy, tmp_path, learned):
     from click.testing import CliRunner
 
     from jestflow.pipeline.cli import main
@@ -200,12 +233,16 @@ def test_inspect_compares_two_runs(noisy, tmp_path):
     a, b = chosen(old), chosen(new)
     assert result["selected"] == {"both": len(a & b), "only_old": len(a - b),
                                   "only_new": len(b - a), "jaccard": round(len(a & b) / len(a | b), 6)}  # fmt: skip
-    assert 0 < len(a & b) < len(a)  # a weaker teacher keeps some and drops others
+    assert a & b  # a weaker teacher keeps some and drops others
+    learned.expect("kept by both teachers, of 60", len(a & b), "<", len(a))
     assert result["scored_in_both"] == 240 and not result["same_teacher"]
     assert result["old"]["counts"] == {"selected": 60, "not_selected": 180, "rejected": 6,
                                        "inputs": 246}  # fmt: skip
-    assert result["teacher_loss_shift"]["mean"] > 0  # the student is the weaker model
-    assert 0 < result["teacher_loss_shift"]["rank_correlation"] < 1
+    shift = result["teacher_loss_shift"]
+    learned.expect("mean loss shift to the weaker teacher", shift["mean"], ">", 0)
+    assert shift["rank_correlation"] > 0
+    learned.expect("rank correlation of the two teachers' losses", shift["rank_correlation"],
+                   "<", 1)  # fmt: skip
 
     itself = compare_runs(str(old), str(old))
     assert itself["selected"]["jaccard"] == 1 and itself["same_teacher"]

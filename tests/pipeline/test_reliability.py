@@ -5,20 +5,18 @@ cannot leave their folder."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
-from curation import curate, digest
-from helpers import sentences, write_jsonl
+from curation import config_for, curate, digest, pairs_config
+from helpers import run_until_killed, sentences, write_jsonl
 
 import jestflow.pipeline.curate as curate_module
+from jestflow.pipeline.curate import run_curation
 from jestflow.transforms.cache import model_folder
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
@@ -28,12 +26,15 @@ from jestflow.transforms.shards import ShardWriter
 FOLDERS = ("shards", "manifest", "rejected")
 
 
-def jestflow_curate(pool: str, teacher: str, out: Path, *extra: str) -> subprocess.Popen:
-    args = [sys.executable, "-m", "jestflow.pipeline.cli", "curate", pool, "-o", str(out),
+def curate_command(pool: str, teacher: str, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jestflow.pipeline.cli", "curate", pool, "-o", str(out),
             "--teacher", teacher, "--task", "lm", "--keep", "0.25", "--super-batch", "40",
             "--shard-max-count", "6", "--workers", "2", "--device", "cpu", "--seed", "3", *extra]  # fmt: skip
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+
+
+def jestflow_curate(pool: str, teacher: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(curate_command(pool, teacher, out, *extra), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300)  # fmt: skip
 
 
 def visible_shards(out: Path) -> list[Path]:
@@ -63,17 +64,12 @@ def test_a_killed_run_shows_no_partial_shard_and_its_rerun_matches_an_uninterrup
 ):
     teacher = str(noisy / "teacher")
     reference = jestflow_curate(big_pool, teacher, tmp_path / "reference", "--quiet")
-    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+    assert reference.returncode == 0, reference.stdout
     expected = len(visible_shards(tmp_path / "reference"))
     out = tmp_path / "killed"
-    for _attempt in range(3):  # kill as soon as the first shard is visible
-        job = jestflow_curate(big_pool, teacher, out, "--quiet", "--overwrite")
-        while job.poll() is None and not visible_shards(out):
-            time.sleep(0.002)
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-        if not (out / "_SUCCESS").exists():
-            break
+    # The job and its two workers die as soon as a worker has renamed its first shard into place.
+    run_until_killed(curate_command(big_pool, teacher, out, "--quiet"),
+                     "jestflow.transforms.shards:ShardWriter._finish:1")  # fmt: skip
     assert not (out / "_SUCCESS").exists() and (out / "_STARTED").exists()
     seen = visible_shards(out)
     assert 0 < len(seen) < expected
@@ -87,9 +83,8 @@ def test_a_killed_run_shows_no_partial_shard_and_its_rerun_matches_an_uninterrup
             assert len(jsons) == len(members) // 2 and all("score" in j for j in jsons)
 
     rerun = jestflow_curate(big_pool, teacher, out)  # no --overwrite: it was interrupted
-    output, _ = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, output
-    assert "holds an interrupted run (no _SUCCESS): redoing it" in output
+    assert rerun.returncode == 0, rerun.stdout
+    assert "holds an interrupted run (no _SUCCESS): redoing it" in rerun.stdout
     for name in FOLDERS:
         assert digest(out / name) == digest(tmp_path / "reference" / name), name
     counts = status_counts(read_manifest(str(out / "manifest")))
@@ -137,11 +132,20 @@ def test_bundles_that_fail_once_are_retried_without_duplicates(noisy, tmp_path, 
     assert len(places) == len(set(places)) == stats["counts"]["inputs"] == 246  # each input once
 
 
-def test_the_same_bytes_with_1_2_and_4_workers_and_run_to_run(noisy, tmp_path):
+@pytest.mark.parametrize(
+    ("corpus", "make_config"), [("noisy", config_for), ("pairs", pairs_config)]
+)
+def test_the_same_bytes_with_1_2_and_4_workers_and_run_to_run(
+    corpus, make_config, request, tmp_path
+):
+    """Whatever the worker count (so the threads each worker scores with): shards (with the
+    teacher's embeddings as npy, for pairs), manifest, dead letters and stats are the same."""
+    root = request.getfixturevalue(corpus)
     runs = {}
     for name, workers in (("one", 1), ("two", 2), ("four", 4), ("two-again", 2)):
-        out, stats = curate(noisy, tmp_path / name, workers=workers, tiers=2)
-        runs[name] = {folder: digest(out / folder) for folder in FOLDERS}
+        out = tmp_path / name
+        stats = run_curation(make_config(root, out, workers=workers, tiers=2, shard_max_count=6))
+        runs[name] = {f: digest(out / f) for f in FOLDERS if (out / f).exists()}
         runs[name]["stats"] = {
             k: stats[k] for k in ("counts", "rejected", "scores", "tiers", "shards")
         }

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import png, write_jsonl
+from helpers import COLORS, SEED, lr, png, shade, write_jsonl
 
 from jestflow.trainer.fit import TeacherConfig, evaluate, load_examples, train_teacher
 from jestflow.transforms.checkpoint import fingerprint, load_model
@@ -23,8 +23,10 @@ def config(inputs, eval_inputs, output, task, fields, **overrides):
     values = {
         "steps": 80,
         "batch_size": 16,
-        "lr": 3e-3,
+        "lr": lr(3e-3),
         "warmup_steps": 5,
+        "seed": SEED,
+        "device": "cpu",
         "progress": False,
         **TINY,
     }
@@ -46,12 +48,13 @@ def untrained_eval(task, eval_inputs, fields, batch_size=16, right_kind="text"):
     return evaluate(model, examples, batch_size)
 
 
-def test_lm_teacher_learns_and_writes_a_checkpoint(tmp_path, text_corpus):
+def test_lm_teacher_learns_and_writes_a_checkpoint(tmp_path, text_corpus, learned):
     fields = FieldMap(text="text")
     out = str(tmp_path / "teacher")
     result = train_teacher(config(*text_corpus, out, "lm", fields))
     before, _ = untrained_eval("lm", text_corpus[1], fields)
-    assert result.eval_loss < before - 1.5  # ln 257 ≈ 5.5 → well under 4 nats per byte
+    # ln 257 ≈ 5.5 → well under 4 nats per byte
+    learned.expect("held-out loss below the untrained model's", before - result.eval_loss, ">", 1.5)
     assert result.examples == 300 and result.eval_examples == 60
     assert result.fingerprint == fingerprint(out)
     metrics = json.loads((tmp_path / "teacher" / "metrics.json").read_text())
@@ -69,31 +72,28 @@ def test_same_seed_same_teacher(tmp_path, text_corpus):
     assert a.fingerprint == b.fingerprint
 
 
-def test_contrastive_teacher_matches_pairs(tmp_path, pair_corpus):
+def test_contrastive_teacher_matches_pairs(tmp_path, pair_corpus, learned):
     fields = FieldMap(query="query", doc="doc")
-    result = train_teacher(
-        config(*pair_corpus, str(tmp_path / "t"), "contrastive", fields, steps=120)
-    )
+    # 120 steps at lr 3e-3 reached recall@1 0.08–0.42 by seed; this recipe 0.77–0.86.
+    result = train_teacher(config(*pair_corpus, str(tmp_path / "t"), "contrastive", fields,
+                                  steps=600, lr=lr(5e-3), warmup_steps=20))  # fmt: skip
     before_loss, before_recall = untrained_eval("contrastive", pair_corpus[1], fields)
-    assert result.eval_loss < before_loss
-    assert result.eval_recall_at_1 > max(0.3, 2 * before_recall)  # chance is 1/16
+    assert before_recall < 0.2  # chance is 1/16
+    learned.expect("held-out loss below the untrained model's", before_loss - result.eval_loss,
+                   ">", 1.0)  # fmt: skip
+    learned.expect("held-out recall@1 (chance 1/16)", result.eval_recall_at_1, ">", 0.4)
     assert load_model(str(tmp_path / "t")).task == "contrastive"
 
 
-def test_image_text_teacher_trains_an_image_tower(tmp_path):
-    colors = {
-        "red": (220, 20, 20),
-        "green": (20, 200, 20),
-        "blue": (20, 20, 220),
-        "white": (250,) * 3,
-    }
+def test_image_text_teacher_trains_an_image_tower(tmp_path, learned):
     rows = [
-        {"img": {"bytes": png(rgb)}, "cap": f"a {name} square"} for name, rgb in colors.items()
+        {"img": {"bytes": png(rgb)}, "cap": f"a {name} square"} for name, rgb in COLORS.items()
     ] * 8
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "images.parquet")
-    shades = [  # held out: other shades of the same colours
-        {"img": {"bytes": png(tuple(max(0, c - 30) for c in rgb))}, "cap": f"a {name} square"}
-        for name, rgb in colors.items()
+    shades = [  # held out: other shades of the same colours, each batch of four one of each
+        {"img": {"bytes": png(shade(rgb, delta))}, "cap": f"a {name} square"}
+        for delta in (-45, -30, -15, 5)
+        for name, rgb in COLORS.items()
     ]
     pq.write_table(pa.Table.from_pylist(shades), tmp_path / "shades.parquet")
     fields = FieldMap(image="img", caption="cap")
@@ -103,7 +103,8 @@ def test_image_text_teacher_trains_an_image_tower(tmp_path):
     )
     model = load_model(str(tmp_path / "t"), task="contrastive")
     assert model.right_kind == "image"
-    assert result.eval_recall_at_1 > 0.5  # four colours, batches of four: chance is 0.25
+    assert result.eval_examples == 16
+    learned.expect("held-out recall@1 (chance 0.25)", result.eval_recall_at_1, ">", 0.5)
 
 
 def test_bad_configs_are_clear(tmp_path, text_corpus):

@@ -3,13 +3,17 @@ splitting across loader workers, resampling, and fsspec URLs."""
 
 from __future__ import annotations
 
+import io
 import itertools
+import random
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 import webdataset as wds
+from helpers import png
+from PIL import Image
 
 from jestflow.trainer.loader import shard_urls, train_samples
 from jestflow.transforms.errors import JestflowError
@@ -64,6 +68,28 @@ def test_corrupt_samples_are_skipped_and_counted(tmp_path):
     got = list(train_samples([*files, str(bad)], task="lm", skipped=skipped))
     assert len(got) == 6 and got[-1].key == "fine"
     assert sum(skipped.values()) == 3 and set(skipped) == {"CorruptSample"}
+
+
+def test_a_sample_with_a_broken_image_is_skipped_and_counted(tmp_path):
+    def sample(key, image):
+        example = make_example(layout="image_text", text=f"a {key} square", image=png(),
+                               source="pool.parquet", position=0)  # fmt: skip
+        info = {"teacher_loss": 0.5, "score": -0.5, "teacher_scale": 10.0, "teacher_bias": -10.0}
+        written = sample_of(example, info, np.zeros((2, 4), dtype=np.float32))
+        return {**written, "__key__": key, "png": image}
+
+    noise = io.BytesIO()  # a 32×32 PNG of noise: cut after its header, it still opens
+    Image.frombytes("RGB", (32, 32), random.Random(0).randbytes(32 * 32 * 3)).save(noise, "PNG")
+    good = png((0, 0, 255))
+    with open(tmp_path / "shard-000000.tar", "wb") as f, wds.TarWriter(f) as tar:
+        tar.write(sample("cut", noise.getvalue()[:2000]))  # its pixel data broken off
+        tar.write(sample("garbage", b"\x89PNG\r\n\x1a\n" + b"\0" * 40))
+        tar.write(sample("blue", good))
+    skipped = Counter()
+    got = list(train_samples([str(tmp_path / "shard-000000.tar")], task="contrastive",
+                             skipped=skipped))  # fmt: skip
+    assert [s.key for s in got] == ["blue"] and got[0].image == good
+    assert skipped == {"CorruptSample": 2}
 
 
 def test_shards_of_the_other_task_are_an_error(tmp_path):

@@ -1,0 +1,136 @@
+"""Margins of the tests that assert what a trained model reaches, across CPU kernels and seeds.
+
+torch's CPU results differ in the last bits between kernel paths, and three libraries choose
+theirs by instruction set: ATen (`ATEN_CPU_CAPABILITY`), oneDNN (`ONEDNN_MAX_CPU_ISA`) and MKL
+(`MKL_CBWR`). Setting only the first does not make this machine compute like another CPU, so
+the settings below move all three. Training amplifies the differences: a threshold close to what
+one machine happened to reach fails on another.
+
+This runs the tests marked `learned` (they assert through the `learned` fixture, which records
+each value) under every setting and training seed, then once with models that cannot learn
+(learning rates ~0), and prints, per bound: the worst value over all runs and where it came from,
+the best, the margin (worst − bound, in the bound's direction), and the broken models' value,
+which must fail the bound. Exits non-zero if any margin is not positive or a broken model passes.
+
+Run: python bench/margins.py [--seeds 0,1,2] [--settings native,aten-default,...]
+(about 6 minutes on 2 cores for the defaults: 5 settings × 3 seeds, 20 s each, and the broken run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {
+    "native": {},  # what torch picks on this machine
+    "aten-avx512": {"ATEN_CPU_CAPABILITY": "avx512"},
+    "aten-avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
+    # This machine computing as far as it can like an AVX2-only CPU, and like an old one.
+    "avx2-cpu": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"},
+    "sse-cpu": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "MKL_CBWR": "COMPATIBLE",
+    },
+}
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
+
+
+def available() -> list[str]:
+    """The settings this CPU can run (AVX-512 only where the processor has it)."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return [name for name in SETTINGS if "avx512" not in name or "avx512f" in flags]
+
+
+def run_tests(setting: str, seed: int, log: Path, *, broken: bool = False) -> tuple[int, float]:
+    """The `learned` tests under one setting and seed; their values are appended to `log`."""
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES}
+    env |= SETTINGS[setting] | {"JESTFLOW_TEST_SEED": str(seed), "JESTFLOW_LEARNED_LOG": str(log)}
+    if broken:
+        env["JESTFLOW_TEST_BROKEN"] = "1"
+    command = [sys.executable, "-m", "pytest", "-m", "learned", "-q", "-p", "no:cacheprovider",
+               str(ROOT / "tests")]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode not in (0, 1):  # 1: a test failed, which the table shows
+        sys.exit(f"pytest failed to run under {setting}, seed {seed}:\n{done.stdout[-3000:]}")
+    return done.returncode, time.perf_counter() - start
+
+
+def margin(value: float, op: str, bound: float) -> float:
+    return value - bound if op == ">" else bound - value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--settings", default=",".join(available()))
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    settings = args.settings.split(",")
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        sys.exit(f"unknown settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
+
+    print(f"torch {torch.__version__}, native CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores")  # fmt: skip
+    values = defaultdict(list)  # (test, name, op, bound) → [(value, setting, seed)]
+    broken = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for setting in settings:
+            for seed in seeds:
+                log = Path(tmp) / f"{setting}-{seed}.jsonl"
+                rc, seconds = run_tests(setting, seed, log)
+                print(f"  {setting:13s} seed {seed}: {'passed' if rc == 0 else 'FAILED'} "
+                      f"in {seconds:.0f} s", flush=True)  # fmt: skip
+                for line in log.read_text().splitlines() if log.exists() else []:
+                    r = json.loads(line)
+                    key = (r["test"], r["name"], r["op"], r["bound"])
+                    values[key].append((r["value"], setting, seed))
+        log = Path(tmp) / "broken.jsonl"
+        run_tests(settings[0], seeds[0], log, broken=True)
+        for line in log.read_text().splitlines():
+            r = json.loads(line)
+            broken[(r["test"], r["name"], r["op"], r["bound"])] = r["value"]
+
+    rows, bad = [], 0
+    for key in sorted(set(values) | set(broken)):
+        test, name, op, bound = key
+        runs = values.get(key, [])
+        if runs:
+            worst = min(runs, key=lambda v: margin(v[0], op, bound))
+            best = max(runs, key=lambda v: margin(v[0], op, bound))
+            m = margin(worst[0], op, bound)
+            worst_text = f"{worst[0]:.4g} ({worst[1]}, seed {worst[2]})"
+            best_text, m_text = f"{best[0]:.4g}", f"{m:+.3g}"
+        else:
+            m, worst_text, best_text, m_text = float("-inf"), "not reached", "", ""
+        b = broken.get(key)
+        fails = b is not None and margin(b, op, bound) <= 0
+        bad += m <= 0 or not fails
+        short = test.split("::")[-1][:48]
+        rows.append((f"{short}: {name}", f"{op} {bound:.4g}", worst_text, best_text, m_text,
+                     "—" if b is None else f"{b:.4g}", "yes" if fails else "NO"))  # fmt: skip
+
+    header = ("test: bound", "bound", "worst (where)", "best", "margin", "broken", "fails broken")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{len(settings)} settings × seeds {seeds}; broken = learning rates ~0\n")
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))
+    if bad:
+        sys.exit(f"\n{bad} bound(s) without a positive margin or passing with broken models")
+
+
+if __name__ == "__main__":
+    main()
