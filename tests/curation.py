@@ -57,14 +57,9 @@ def pairs_config(root, out, **changes):
 
 
 def images_config(root, out, **changes):
-    """Curation of the `images` corpus (colour squares and captions, half mispaired)."""
-    config = CurateConfig(
-        inputs=(str(root / "pool.parquet"),), output=str(out), teacher=str(root / "teacher"),
-        task="contrastive", fields=FieldMap(image="img", caption="cap", keep=("kind",)),
-        selection=SelectionConfig(keep=0.5, seed=0, n_chunks=4), super_batch=32, device="cpu",
-        workers=1,
-    )  # fmt: skip
-    return dataclasses.replace(config, **changes)
+    """Curation of the `images` corpus (colour squares and captions, half mispaired), as pairs."""
+    fields = FieldMap(image="img", caption="cap", keep=("kind",))
+    return pairs_config(root, out, inputs=(str(root / "pool.parquet"),), fields=fields, **changes)
 
 
 def curate(root, out, **changes):

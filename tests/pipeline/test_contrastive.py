@@ -161,10 +161,10 @@ def test_the_online_trainer_learns_from_contrastive_shards(curated, corpus, tmp_
               else ["--query-field", "query", "--doc-field", "doc"])  # fmt: skip
     out = tmp_path / "student"
     args = ["train", "--shards", f"{config.output}/shards/*.tar", "--task", "contrastive",
-            "-o", str(out), "--batch-size", "4", "--super-batch-ratio", "2", "--chunks", "2",
+            "--batch-size", "4", "--super-batch-ratio", "2", "--chunks", "2",
             "--steps", "4", "--eval-every", "2", "--eval", config.inputs[0], *fields,
             "--device", "cpu", *TINY]  # fmt: skip
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, [*args, "-o", str(out)])
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
@@ -172,5 +172,9 @@ def test_the_online_trainer_learns_from_contrastive_shards(curated, corpus, tmp_
     assert all(isinstance(r["learnability"], float) and r["score_flops"] > 0 for r in steps)
     evals = [r for r in log if "eval_loss" in r]
     assert [r["step"] for r in evals] == [2, 4] and 0 <= evals[-1]["eval_recall_at_1"] <= 1
-    right = "image" if corpus == "images" else "text"
+    right, other = ("image", "pairs") if corpus == "images" else ("text", "images")
     assert load_model(str(out)).right_kind == right  # a fresh student reads what the shards hold
+    init = curated[other][1].teacher  # a two-tower model of the other kind
+    wrong = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "x"), "--init", init])
+    assert wrong.exit_code == 1, wrong.output
+    assert f"but the data pairs it with {right}" in wrong.output
