@@ -74,7 +74,7 @@ def test_same_seed_same_teacher(tmp_path, text_corpus):
 
 def test_contrastive_teacher_matches_pairs(tmp_path, pair_corpus, learned):
     fields = FieldMap(query="query", doc="doc")
-    # 120 steps at lr 3e-3 reached recall@1 0.08–0.42 by seed; this recipe 0.77–0.86.
+    # 120 steps at lr 3e-3 reached recall@1 0.08–0.42 by seed; this recipe 0.72–0.86 (margins.py).
     result = train_teacher(config(*pair_corpus, str(tmp_path / "t"), "contrastive", fields,
                                   steps=600, lr=lr(5e-3), warmup_steps=20))  # fmt: skip
     before_loss, before_recall = untrained_eval("contrastive", pair_corpus[1], fields)
