@@ -67,9 +67,9 @@ def on_grid(emb: PairEmbeddings, quantum: float) -> PairEmbeddings:
 @pytest.mark.parametrize("corpus", CORPORA)
 def test_the_kept_pairs_are_mostly_matching(curated, corpus, learned):
     _, config, stats = curated[corpus]
-    assert stats["counts"] == {"selected": 32 if corpus == "images" else 64,
-                               "not_selected": 32 if corpus == "images" else 64,
-                               "rejected": 0, "inputs": 64 if corpus == "images" else 128}  # fmt: skip
+    n = {"images": 64, "pairs": 128}[corpus]  # keep 0.5
+    assert stats["counts"] == {"selected": n // 2, "not_selected": n // 2, "rejected": 0,
+                               "inputs": n}  # fmt: skip
     got = shard_samples(config)
     payload = {"images": {"png"}, "pairs": {"doc.txt"}}[corpus]
     for sample in got:
