@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from margins import KERNEL_VARIABLES, SETTINGS, available
+from margins import KERNEL_VARIABLES, SETTINGS, available, print_table
 
 from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
 from jestflow.trainer.fit import TeacherConfig, train_teacher
@@ -127,10 +127,8 @@ def main() -> None:
                          f"{c['status']} of {c['examples']}", f"{c['jaccard']:.4f}",
                          "yes" if c["bytes"] else "no"))  # fmt: skip
             print(f"  {task} {setting}: done", flush=True)
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print()
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

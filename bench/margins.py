@@ -72,6 +72,12 @@ def run_tests(setting: str, seed: int, log: Path, *, broken: bool = False) -> tu
     return done.returncode, time.perf_counter() - start
 
 
+def print_table(header: tuple, rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
 def margin(value: float, op: str, bound: float) -> float:
     return value - bound if op == ">" else bound - value
 
@@ -128,10 +134,8 @@ def main() -> None:
                      "—" if b is None else f"{b:.4g}", "yes" if fails else "NO"))  # fmt: skip
 
     header = ("test: bound", "bound", "worst (where)", "best", "margin", "broken", "fails broken")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n{len(settings)} settings × seeds {seeds}; broken = learning rates ~0\n")
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print_table(header, rows)
     if bad:
         sys.exit(f"\n{bad} bound(s) without a positive margin or passing with broken models")
 

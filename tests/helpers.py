@@ -103,6 +103,19 @@ def png(color=(255, 0, 0), size: int = 8) -> bytes:
     return out.getvalue()
 
 
+def untrained_eval(task, eval_inputs, fields, size, *, batch_size=16, right_kind="text"):
+    """(held-out loss, recall@1 or None) of a fresh built-in model of `size`, seed 0: the
+    baseline a learned bound is a gain over."""
+    import torch
+
+    from jestflow.trainer.fit import evaluate, load_examples
+    from jestflow.transforms.models import new_model
+
+    torch.manual_seed(0)
+    model = new_model(task, right_kind=right_kind, **size)
+    return evaluate(model, load_examples([eval_inputs], fields)[0], batch_size)
+
+
 def lr(value: float) -> float:
     """A test's learning rate: `value`, or next to nothing when the models are broken on purpose."""
     return 1e-12 if BROKEN else value

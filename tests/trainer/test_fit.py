@@ -7,13 +7,11 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
-from helpers import COLORS, SEED, lr, png, shade, write_jsonl
+from helpers import COLORS, SEED, lr, png, shade, untrained_eval, write_jsonl
 
 from jestflow.trainer.fit import TeacherConfig, evaluate, load_examples, train_teacher
 from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.models import new_model
 from jestflow.transforms.records import FieldMap
 
 TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
@@ -41,18 +39,11 @@ def config(inputs, eval_inputs, output, task, fields, **overrides):
     )
 
 
-def untrained_eval(task, eval_inputs, fields, batch_size=16, right_kind="text"):
-    torch.manual_seed(0)
-    model = new_model(task, right_kind=right_kind, **TINY)
-    examples, _ = load_examples([eval_inputs], fields)
-    return evaluate(model, examples, batch_size)
-
-
 def test_lm_teacher_learns_and_writes_a_checkpoint(tmp_path, text_corpus, learned):
     fields = FieldMap(text="text")
     out = str(tmp_path / "teacher")
     result = train_teacher(config(*text_corpus, out, "lm", fields))
-    before, _ = untrained_eval("lm", text_corpus[1], fields)
+    before, _ = untrained_eval("lm", text_corpus[1], fields, TINY)
     # ln 257 ≈ 5.5 → well under 4 nats per byte
     learned.expect("held-out loss below the untrained model's", before - result.eval_loss, ">", 1.5)
     assert result.examples == 300 and result.eval_examples == 60
@@ -77,7 +68,7 @@ def test_contrastive_teacher_matches_pairs(tmp_path, pair_corpus, learned):
     # 120 steps at lr 3e-3 reached recall@1 0.08–0.42 by seed; this recipe 0.72–0.86 (margins.py).
     result = train_teacher(config(*pair_corpus, str(tmp_path / "t"), "contrastive", fields,
                                   steps=600, lr=lr(5e-3), warmup_steps=20))  # fmt: skip
-    before_loss, before_recall = untrained_eval("contrastive", pair_corpus[1], fields)
+    before_loss, before_recall = untrained_eval("contrastive", pair_corpus[1], fields, TINY)
     assert before_recall < 0.2  # chance is 1/16
     learned.expect("held-out loss below the untrained model's", before_loss - result.eval_loss,
                    ">", 1.0)  # fmt: skip

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 import torch
-from helpers import SEED, lr, run_until_killed, sentences, write_jsonl
+from helpers import SEED, lr, run_until_killed, sentences, untrained_eval, write_jsonl
 
 from jestflow.trainer.fit import TeacherConfig, evaluate, load_examples, train_teacher
 from jestflow.trainer.loop import TrainConfig, train
@@ -65,9 +65,7 @@ def lines(out):
 
 
 def untrained_loss(root) -> float:
-    torch.manual_seed(0)
-    held_out = load_examples((str(root / "eval.jsonl"),), TEXT)[0]
-    return evaluate(new_model("lm", **TINY), held_out, 16)[0]
+    return untrained_eval("lm", str(root / "eval.jsonl"), TEXT, TINY)[0]
 
 
 def test_a_short_run_lowers_the_held_out_loss(noisy_shards, tmp_path, learned):
