@@ -31,8 +31,8 @@ from jestflow.pipeline.curate import CurateConfig, run_curation
 from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.checkpoint import load_model, save_checkpoint
-from jestflow.transforms.curation import SelectionConfig
 from jestflow.transforms.manifest import read_manifest
+from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.records import FieldMap
 
 TEXT = FieldMap(text="text", keep=("kind",))

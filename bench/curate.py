@@ -138,7 +138,7 @@ def train_small_teacher(root: Path, steps: int, seed: int) -> str:
 
 def run_beam(args: argparse.Namespace) -> None:
     from jestflow.pipeline.curate import CurateConfig, run_curation
-    from jestflow.transforms.curation import SelectionConfig
+    from jestflow.transforms.offline_selection import SelectionConfig
     from jestflow.transforms.records import FieldMap
 
     config = CurateConfig(
@@ -159,8 +159,12 @@ def run_plain(args: argparse.Namespace) -> None:
         write_shard_group,
     )
     from jestflow.transforms.checkpoint import fingerprint, load_model
-    from jestflow.transforms.curation import ScoredBatch, SelectionConfig, select_super_batch
-    from jestflow.transforms.readers import expand_urls, read_file
+    from jestflow.transforms.offline_selection import (
+        ScoredBatch,
+        SelectionConfig,
+        select_super_batch,
+    )
+    from jestflow.transforms.readers import input_urls, read_file
     from jestflow.transforms.records import FieldMap, Rejected
     from jestflow.transforms.scoring import lm_losses
 
@@ -180,7 +184,7 @@ def run_plain(args: argparse.Namespace) -> None:
 
     pending: list = []
     super_batch = 0
-    for index, url in enumerate(expand_urls(args.inputs)):
+    for index, url in enumerate(input_urls(args.inputs)):
         rejected: list[Rejected] = []
         for record in read_file(url, fields):
             if isinstance(record, Rejected):

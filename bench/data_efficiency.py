@@ -43,7 +43,7 @@ from jestflow.trainer.fit import TeacherConfig, load_examples, train_teacher
 from jestflow.trainer.loop import TrainConfig, forward_flops, train
 from jestflow.trainer.results import RunLog, compare, read_log
 from jestflow.transforms.checkpoint import load_model
-from jestflow.transforms.curation import SelectionConfig
+from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.records import FieldMap
 
 LM_TEXT = FieldMap(text="text", keep=("kind",))

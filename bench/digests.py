@@ -1,7 +1,7 @@
 """Digests of what curation writes, to show that a change leaves the outputs byte-identical.
 
 Builds the pipeline tests' corpora (noisy LM text with bad lines and a cut .gz, text pairs,
-image–caption pairs; `tests/curation.py`) and the demo's (`jestflow demo data`), trains their
+image–caption pairs; `tests/corpora.py`) and the demo's (`jestflow demo data`), trains their
 teachers, curates each pool, and prints one SHA-256 per output folder (`shards/`, `manifest/`,
 `rejected/`) and per teacher (its fingerprint). The demo's run also trains the two students the
 demo compares, and digests their weights (training must not change either). `--save FILE` keeps
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from curation import config_for, images_config, make_images, make_noisy, make_pairs, pairs_config
+from corpora import config_for, images_config, make_images, make_noisy, make_pairs, pairs_config
 
 from jestflow.pipeline.curate import run_curation
 from jestflow.transforms.checkpoint import fingerprint

@@ -1,7 +1,7 @@
 """JEST joint selection vs one teacher forward pass over the same super-batch.
 
 For each super-batch size B and keep fraction, this times `select_joint` (16 chunks, learnability)
-on lazy contrastive pair scores built from random L2-normalised learner and reference embeddings
+on lazy contrastive pair scores built from random L2-normalised student and teacher embeddings
 of width 256, and compares it with one pass of the built-in two-tower teacher (`TwoTower`,
 text–text, default towers) over B realistic text pairs of the demo corpus: stdlib docstring summaries (left)
 and 120-character code snippets (right). Selection should cost ≤ 5 % of the teacher pass at
@@ -65,8 +65,8 @@ def random_embeddings(b: int, seed: int, device: torch.device) -> PairEmbeddings
 
 
 def lazy_pair_scores(b: int, device: torch.device) -> ContrastivePairScores:
-    learner, reference = random_embeddings(b, 1, device), random_embeddings(b, 2, device)
-    return ContrastivePairScores("learnability", learner=learner, reference=reference)
+    student, teacher = random_embeddings(b, 1, device), random_embeddings(b, 2, device)
+    return ContrastivePairScores("learnability", student=student, teacher=teacher)
 
 
 def run_selection(pairs: ContrastivePairScores, k: int) -> torch.Tensor:

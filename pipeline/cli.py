@@ -11,6 +11,7 @@ import click
 
 from ..transforms.errors import JestflowError
 from ..transforms.records import FieldMap
+from ..transforms.vocabulary import METHODS, OFFLINE_MODES, ONLINE_MODES, TASKS
 
 
 class Group(click.Group):
@@ -108,7 +109,7 @@ def make_fields(
     )
 
 
-TASK = click.Choice(["lm", "contrastive"])
+TASK = click.Choice(TASKS)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -255,13 +256,13 @@ def teacher_promote(student, output, eval_inputs, against, device, overwrite, **
 @click.option("--student", help="Student checkpoint: select by learnability offline.")
 @click.option(
     "--score",
-    type=click.Choice(["easy_reference", "learnability"]),
+    type=click.Choice(OFFLINE_MODES),
     help="Selection score [learnability with --student, else easy_reference].",
 )
 @sampling_options
 @click.option(
     "--method",
-    type=click.Choice(["sample", "topk"]),
+    type=click.Choice(METHODS),
     default="sample",
     show_default=True,
     help="Sample without replacement, or take the top scores.",
@@ -329,7 +330,7 @@ def curate(
     Options Beam knows (--runner=DataflowRunner, --project=…) pass through; give them as
     --name=value.
     """
-    from ..transforms.curation import SelectionConfig
+    from ..transforms.offline_selection import SelectionConfig
     from .curate import CurateConfig, run_curation
 
     beam_args = [a for a in inputs if a.startswith("-")]
@@ -409,7 +410,7 @@ def summary_table(stats: dict, output: str) -> str:
 @click.option("--output", "-o", required=True, help="Run directory: checkpoint, log.jsonl.")
 @click.option(
     "--mode",
-    type=click.Choice(["learnability", "uniform", "easy_reference", "hard_learner"]),
+    type=click.Choice(ONLINE_MODES),
     default="learnability",
     show_default=True,
 )

@@ -30,13 +30,14 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
 
 from ..transforms.checkpoint import checkpoint_task, fingerprint
-from ..transforms.curation import Decision, SelectionConfig, kept_count, select_super_batch
 from ..transforms.errors import JestflowError
+from ..transforms.offline_selection import Decision, SelectionConfig, kept_count, select_super_batch
 from ..transforms.paths import read_json
-from ..transforms.readers import expand_urls, read_file
+from ..transforms.readers import input_urls, read_file
 from ..transforms.records import FieldMap, Rejected
 from ..transforms.runs import is_complete
 from ..transforms.stats import SCORED, grid, summarize, tier_thresholds
+from ..transforms.vocabulary import TASKS, check_choice
 from .grouping import AssignSuperBatches
 from .handlers import Scored, ScoringHandler
 from .outputs import complete, input_files, now, prepare_output, versions
@@ -79,8 +80,7 @@ class CurateConfig:
     beam_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.task not in ("lm", "contrastive"):
-            raise JestflowError(f"unknown task {self.task!r}: lm or contrastive")
+        check_choice("task", self.task, TASKS)
         if self.super_batch < 2:
             raise JestflowError("--super-batch must be at least 2")
         if self.tiers < 1:
@@ -196,7 +196,7 @@ def build(p: beam.Pipeline, config: CurateConfig) -> None:
     """The job's graph. Inputs are listed, models fingerprinted and the output folder prepared
     now, so bad options fail before any work is done."""
     started = time.time()
-    urls = expand_urls(config.inputs)
+    urls = input_urls(config.inputs)
     fingerprints = {"teacher": fingerprint(config.teacher)}
     if config.student is not None:
         fingerprints["student"] = fingerprint(config.student)

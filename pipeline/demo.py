@@ -20,8 +20,8 @@ from ..trainer.fit import TeacherConfig, train_teacher
 from ..trainer.loop import TrainConfig, train
 from ..trainer.plot import plot_runs
 from ..trainer.results import RunLog, compare, read_log
-from ..transforms.curation import SelectionConfig
 from ..transforms.errors import JestflowError
+from ..transforms.offline_selection import SelectionConfig
 from ..transforms.paths import writable_directory, write_json
 from ..transforms.records import FieldMap
 from .curate import CurateConfig, run_curation

@@ -22,8 +22,8 @@ from torch import nn
 
 from ..transforms.cache import Candidate, ModelOutput
 from ..transforms.checkpoint import load_model
-from ..transforms.curation import ScoredBatch
 from ..transforms.losses import PairEmbeddings
+from ..transforms.offline_selection import ScoredBatch
 from ..transforms.records import Example
 from ..transforms.scoring import (
     embed_pairs,

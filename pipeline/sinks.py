@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..transforms.curation import Decision
 from ..transforms.manifest import (
     MANIFEST_SCHEMA,
     REJECTED_SCHEMA,
@@ -23,6 +22,7 @@ from ..transforms.manifest import (
     rejected_row,
     write_parquet,
 )
+from ..transforms.offline_selection import Decision
 from ..transforms.paths import child
 from ..transforms.records import Rejected
 from ..transforms.shards import ShardInfo, sample_of, write_shards

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-from curation import fit
+from corpora import fit
 from helpers import sentences, write_jsonl
 
 from jestflow.pipeline.cli import main

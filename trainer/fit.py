@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..transforms.checkpoint import TASKS, save_checkpoint
+from ..transforms.checkpoint import save_checkpoint
 from ..transforms.errors import JestflowError
 from ..transforms.losses import PairEmbeddings
 from ..transforms.models import SIZE_KEYS, new_model
@@ -26,8 +26,7 @@ from ..transforms.paths import writable_directory, write_json
 from ..transforms.readers import read_examples
 from ..transforms.records import Example, FieldMap, Rejected
 from ..transforms.scoring import autocast, embed_pairs, lm_losses, pair_inputs, resolve_device
-
-LAYOUTS = {"lm": ("text",), "contrastive": ("image_text", "text_pair")}
+from ..transforms.vocabulary import LAYOUTS, TASKS, check_choice
 
 
 @dataclass(kw_only=True)
@@ -61,8 +60,7 @@ class TeacherConfig(ModelSize):
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise JestflowError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
+        check_choice("task", self.task, TASKS)
         if self.fields.layout not in LAYOUTS[self.task]:
             raise JestflowError(
                 f"task {self.task} needs {' or '.join(LAYOUTS[self.task])} fields, "

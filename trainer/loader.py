@@ -10,7 +10,6 @@ without teacher values: the baseline a curated run is measured against.
 from __future__ import annotations
 
 import functools
-import glob
 import io
 import json
 import math
@@ -21,7 +20,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import braceexpand
 import numpy as np
 import torch
 import webdataset as wds
@@ -30,7 +28,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from ..transforms.errors import JestflowError
 from ..transforms.paths import filesystem
-from ..transforms.readers import expand_urls, read_file
+from ..transforms.readers import input_urls, read_file
 from ..transforms.records import FieldMap, Rejected
 
 INTERLEAVE = 4  # distinct shards a resampled stream reads at once (round-robin)
@@ -59,26 +57,6 @@ class TrainSample:
     def tag(self) -> str | None:
         """The `kind` kept from the input (`--keep-field kind`), for breaking results down."""
         return self.info.get("meta", {}).get("kind")
-
-
-def shard_urls(patterns: str | Sequence[str]) -> list[str]:
-    """Expand brace ranges (`shard-{000000..000099}.tar`) and globs of any fsspec URL."""
-    urls: list[str] = []
-    for pattern in [patterns] if isinstance(patterns, str) else patterns:
-        found = []
-        for url in braceexpand.braceexpand(pattern):
-            fs, path = filesystem(url)
-            if glob.has_magic(path):
-                matches = [p for p in fs.glob(path) if fs.isfile(p)]
-            elif fs.isfile(path):
-                matches = [path]
-            else:
-                raise JestflowError(f"shard not found: {url}")
-            found += [fs.unstrip_protocol(p) if "://" in url else p for p in matches]
-        if not found:
-            raise JestflowError(f"no shards match {pattern!r}")
-        urls += found
-    return sorted(dict.fromkeys(urls))
 
 
 def decode(sample: dict[str, Any], task: str) -> TrainSample:
@@ -213,7 +191,7 @@ def raw_samples(
     `rank` of `world` reads the records whose position in their file is `rank` modulo `world`.
     Records the readers reject are counted in `skipped` by reason (all of them, once, on the
     first pass); inputs without a usable example are an error."""
-    urls = expand_urls(patterns)
+    urls = input_urls(patterns)
     skipped = Counter() if skipped is None else skipped
     rng = random.Random(seed)
 

@@ -39,6 +39,7 @@ from ..transforms.errors import JestflowError
 from ..transforms.models import new_model
 from ..transforms.paths import (
     child,
+    expand_urls,
     filesystem,
     read_json,
     replacing,
@@ -48,6 +49,7 @@ from ..transforms.paths import (
 from ..transforms.records import FieldMap
 from ..transforms.scoring import autocast
 from ..transforms.selection import generator_for
+from ..transforms.vocabulary import ONLINE_MODES, RAW_MODES, check_choice
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
 from .fit import (
     ModelSize,
@@ -58,12 +60,11 @@ from .fit import (
     right_kind_of,
     warmup_cosine,
 )
-from .loader import TrainSample, raw_samples, shard_urls, train_samples
-from .online import ONLINE_MODES, select_online
+from .loader import TrainSample, raw_samples, train_samples
+from .online_selection import select_online
 
 STATE, OPTIMIZER, LOG = "trainer_state.json", "optimizer.pt", "log.jsonl"
 CHECKPOINTS = "checkpoints"
-RAW_MODES = ("uniform", "hard_learner")  # the modes that need no teacher values
 
 
 @dataclass(kw_only=True)
@@ -92,10 +93,7 @@ class TrainConfig(ModelSize):
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.mode not in ONLINE_MODES:
-            raise JestflowError(
-                f"unknown mode {self.mode!r}; expected one of {', '.join(ONLINE_MODES)}"
-            )
+        check_choice("mode", self.mode, ONLINE_MODES)
         if self.batch_size < 2 or self.super_batch_ratio < 1 or self.steps < 1:
             raise JestflowError("batch size ≥ 2, super-batch ratio ≥ 1 and steps ≥ 1, please")
         if bool(self.shards) == bool(self.data):
@@ -199,7 +197,7 @@ def train(config: TrainConfig) -> dict:
 
 def _train(config: TrainConfig, ranks: Ranks) -> dict:
     device = ranks.device
-    urls = shard_urls(config.shards) if config.shards else []
+    urls = expand_urls(config.shards, what="shard") if config.shards else []
     fs, root = writable_directory(config.output)
     held_out = load_examples(config.eval_inputs, config.fields)[0] if config.eval_inputs else []
     model, start = _start(config, device, _right_kind(config, urls))

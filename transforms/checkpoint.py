@@ -23,6 +23,7 @@ from .errors import JestflowError
 from .models.lm import CausalLM, LMConfig
 from .models.towers import TwoTower, TwoTowerConfig
 from .paths import filesystem, replacing, writable_directory
+from .vocabulary import TASKS, check_choice
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -32,7 +33,6 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     CausalLM.architecture: (CausalLM, LMConfig),
     TwoTower.architecture: (TwoTower, TwoTowerConfig),
 }
-TASKS = ("lm", "contrastive")
 EXTRA_FILES = ("tokenizer.json", "jestflow.json")  # Hugging Face directories
 
 
@@ -151,8 +151,8 @@ def load_model(
     directory: str, *, task: str | None = None, device: str | torch.device = "cpu"
 ) -> nn.Module:
     """Load a jestflow or Hugging Face checkpoint for `task` (checked), in eval mode."""
-    if task is not None and task not in TASKS:
-        raise JestflowError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if task is not None:
+        check_choice("task", task, TASKS)
     config = read_config(directory)
     weight_files(directory)
     if is_huggingface(config):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import posixpath
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Any
 
+import braceexpand
 import fsspec
 
 from .errors import JestflowError, missing_extra
@@ -25,6 +27,31 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
         raise missing_extra(EXTRAS.get(protocol, protocol), f"the {protocol}:// filesystem") from e
     except ValueError as e:
         raise JestflowError(f"cannot open {url!r}: {e}") from e
+
+
+def expand_urls(patterns: str | Sequence[str], *, what: str = "input file") -> list[str]:
+    """Expand brace ranges (`shard-{000000..000099}.tar`) and globs of any fsspec URL into a
+    sorted list of files, each once. Every pattern must match, and every file a brace range
+    names must exist (a missing member of a range is an error, never skipped)."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    if not patterns:
+        raise JestflowError(f"no {what} given")
+    urls: list[str] = []
+    for pattern in patterns:
+        found: list[str] = []
+        for url in braceexpand.braceexpand(pattern):
+            fs, path = filesystem(url)
+            if glob.has_magic(path):
+                matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
+            elif fs.isfile(path):
+                matches = [path]
+            else:
+                raise JestflowError(f"{what} not found: {url}")
+            found += [fs.unstrip_protocol(p) if "://" in url else p for p in matches]
+        if not found:
+            raise JestflowError(f"no {what} matches {pattern!r}")
+        urls += found
+    return sorted(dict.fromkeys(urls))
 
 
 def writable_directory(url: str) -> tuple[fsspec.AbstractFileSystem, str]:

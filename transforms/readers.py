@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import io
 import json
 import lzma
@@ -28,7 +27,7 @@ import zstandard
 from webdataset.tariterators import base_plus_ext
 
 from .errors import JestflowError
-from .paths import filesystem
+from .paths import expand_urls
 from .records import (
     BAD_MEMBER,
     UNREADABLE_FILE,
@@ -76,29 +75,20 @@ def file_format(url: str) -> str:
     )
 
 
-def expand_urls(patterns: Sequence[str]) -> list[str]:
-    """Expand fsspec URLs and globs into a sorted list of files; every pattern must match."""
-    if not patterns:
-        raise JestflowError("no input given")
-    urls: list[str] = []
-    for pattern in patterns:
-        fs, path = filesystem(pattern)
-        matches = fs.glob(path) if glob.has_magic(path) else [path]
-        files = sorted(p for p in matches if fs.isfile(p))
-        if not files:
-            raise JestflowError(f"no input file matches {pattern!r}")
-        for path in files:
-            url = fs.unstrip_protocol(path) if "://" in pattern else path
-            try:
-                url.encode("utf-8")
-            except UnicodeEncodeError:
-                raise JestflowError(
-                    f"input file name {url!r} is not valid UTF-8 (it would be every record's "
-                    "source in the manifest); rename it"
-                ) from None
-            file_format(url)
-            urls.append(url)
-    return sorted(dict.fromkeys(urls))
+def input_urls(patterns: Sequence[str]) -> list[str]:
+    """The input files the patterns name (`paths.expand_urls`), each of a known format and with
+    a UTF-8 name (it is every record's source in the manifest)."""
+    urls = expand_urls(patterns, what="input file")
+    for url in urls:
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JestflowError(
+                f"input file name {url!r} is not valid UTF-8 (it would be every record's "
+                "source in the manifest); rename it"
+            ) from None
+        file_format(url)
+    return urls
 
 
 def read_file(url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
@@ -126,7 +116,7 @@ def read_file(url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
 
 def read_examples(patterns: Sequence[str], fields: FieldMap) -> Iterator[Example | Rejected]:
     """Every record of every file matched by `patterns`, in a stable order."""
-    for url in expand_urls(patterns):
+    for url in input_urls(patterns):
         yield from read_file(url, fields)
 
 

@@ -1,5 +1,8 @@
 """JEST selection: choose the most learnable sub-batch of a super-batch.
 
+The two models are the student (the paper's learner, θ) and the teacher (its reference model,
+θ*); the score modes keep the paper's names (`easy_reference`, `hard_learner`).
+
 Per-example losses make the batch score a sum of per-example scores, so choosing a sub-batch is
 sampling without replacement with probability ∝ exp(s_i / τ): `select_independent` (Gumbel-top-k).
 
@@ -17,17 +20,16 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 
 from .losses import PairEmbeddings
+from .vocabulary import METHODS, SCORE_MODES
 
 Method = Literal["sample", "topk"]
-METHODS = ("sample", "topk")
-SCORE_MODES = ("learnability", "easy_reference", "hard_learner")
 
 
 # --- score modes ------------------------------------------------------------------------------
 
 
 def mode_weights(mode: str) -> tuple[float, float]:
-    """(weight of the learner's loss, weight of the reference loss) for a score mode."""
+    """(weight of the student's loss, weight of the teacher's loss) for a score mode."""
     weights = {
         "learnability": (1.0, -1.0),
         "easy_reference": (0.0, -1.0),
@@ -38,13 +40,13 @@ def mode_weights(mode: str) -> tuple[float, float]:
     return weights[mode]
 
 
-def weighted_terms(mode: str, learner, reference) -> list:
-    """[(weight, value)] of the learner and reference terms a score mode uses."""
-    w_learner, w_reference = mode_weights(mode)
+def weighted_terms(mode: str, student, teacher) -> list:
+    """[(weight, value)] of the student and teacher terms a score mode uses."""
+    w_student, w_teacher = mode_weights(mode)
     terms = []
     for weight, value, name in (
-        (w_learner, learner, "learner"),
-        (w_reference, reference, "reference"),
+        (w_student, student, "student"),
+        (w_teacher, teacher, "teacher"),
     ):
         if weight and value is None:
             raise ValueError(f"score mode {mode!r} needs the {name} model's losses or embeddings")
@@ -54,25 +56,25 @@ def weighted_terms(mode: str, learner, reference) -> list:
 
 
 def score(
-    mode: str, *, learner: torch.Tensor | None = None, reference: torch.Tensor | None = None
+    mode: str, *, student: torch.Tensor | None = None, teacher: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Scores of one mode from per-example (or dense pair) losses."""
-    return sum(w * value for w, value in weighted_terms(mode, learner, reference))  # type: ignore[return-value]
+    return sum(w * value for w, value in weighted_terms(mode, student, teacher))  # type: ignore[return-value]
 
 
-def learnability(learner: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def learnability(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """ℓ(θ) − ℓ(θ*): not yet learnt by the student, but learnable (easy for the teacher)."""
-    return score("learnability", learner=learner, reference=reference)
+    return score("learnability", student=student, teacher=teacher)
 
 
-def easy_reference(reference: torch.Tensor) -> torch.Tensor:
+def easy_reference(teacher: torch.Tensor) -> torch.Tensor:
     """−ℓ(θ*): the only score available offline, before any student exists."""
-    return score("easy_reference", reference=reference)
+    return score("easy_reference", teacher=teacher)
 
 
-def hard_learner(learner: torch.Tensor) -> torch.Tensor:
+def hard_learner(student: torch.Tensor) -> torch.Tensor:
     """ℓ(θ): the student's hardest examples (an ablation: it chases noise)."""
-    return score("hard_learner", learner=learner)
+    return score("hard_learner", student=student)
 
 
 # --- pair scores ------------------------------------------------------------------------------
@@ -115,7 +117,7 @@ class DensePairScores:
 
 
 class ContrastivePairScores:
-    """Lazy A = w_l·L(θ) + w_r·L(θ*) from learner and/or reference embeddings.
+    """Lazy A = w_l·L(θ) + w_r·L(θ*) from student and/or teacher embeddings.
 
     Each `cross_sums` call computes the sigmoid pair losses of every candidate against the newly
     chosen chunk only, in both directions: O(B·c·d) work and O(B·c) memory for a chunk of c.
@@ -125,13 +127,13 @@ class ContrastivePairScores:
         self,
         mode: str,
         *,
-        learner: PairEmbeddings | None = None,
-        reference: PairEmbeddings | None = None,
+        student: PairEmbeddings | None = None,
+        teacher: PairEmbeddings | None = None,
     ) -> None:
-        self.terms: list[tuple[float, PairEmbeddings]] = weighted_terms(mode, learner, reference)
+        self.terms: list[tuple[float, PairEmbeddings]] = weighted_terms(mode, student, teacher)
         sizes = {emb.size for _, emb in self.terms}
         if len(sizes) != 1:
-            raise ValueError(f"learner and reference embeddings cover different batches: {sizes}")
+            raise ValueError(f"student and teacher embeddings cover different batches: {sizes}")
         self.mode = mode
 
     @property

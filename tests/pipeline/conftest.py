@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from curation import make_images, make_noisy, make_pairs
+from corpora import make_images, make_noisy, make_pairs
 
 
 @pytest.fixture(scope="session")

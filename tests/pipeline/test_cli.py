@@ -71,7 +71,7 @@ def test_teacher_train_errors_are_one_line_and_non_zero(tmp_path, text_corpus, p
     cases = [
         (
             ["teacher", "train", tmp_path / "nope.jsonl", "--task", "lm", "-o", tmp_path / "x"],
-            "Error: no input file matches",
+            "Error: input file not found",
         ),
         (
             [

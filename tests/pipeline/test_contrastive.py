@@ -14,15 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-from curation import digest, fit, images_config, pairs_config
+from corpora import digest, fit, images_config, pairs_config
 
 from jestflow.pipeline.cli import main
 from jestflow.pipeline.curate import run_curation
 from jestflow.pipeline.grouping import key_hash
 from jestflow.transforms.checkpoint import fingerprint, load_model
-from jestflow.transforms.curation import SelectionConfig, kept_count, quantise
 from jestflow.transforms.losses import PairEmbeddings
 from jestflow.transforms.manifest import read_manifest
+from jestflow.transforms.offline_selection import SelectionConfig, kept_count, quantise
 from jestflow.transforms.readers import read_examples
 from jestflow.transforms.records import Example, FieldMap
 from jestflow.transforms.scoring import embed_pairs, pair_inputs

@@ -8,13 +8,13 @@ import json
 import tarfile
 
 import pytest
-from curation import REASONS, config_for, curate, samples
+from corpora import REASONS, config_for, curate, samples
 
 from jestflow.pipeline.curate import run_curation
 from jestflow.transforms.checkpoint import fingerprint, load_model
-from jestflow.transforms.curation import SelectionConfig
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
+from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.scoring import lm_losses
 
 

@@ -17,14 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from curation import fit, samples
+from corpora import fit, samples
 from helpers import sentences, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jestflow.pipeline.curate import CurateConfig, run_curation
-from jestflow.transforms.curation import SelectionConfig
 from jestflow.transforms.manifest import read_manifest, status_counts
+from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.readers import read_file, unsafe_member_name
 from jestflow.transforms.records import REASONS, Example, FieldMap, Rejected
 

@@ -12,14 +12,14 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from curation import config_for, curate, digest, pairs_config
+from corpora import config_for, curate, digest, pairs_config
 from helpers import sentences, write_jsonl
 
 from jestflow.pipeline.curate import run_curation
 from jestflow.transforms.checkpoint import fingerprint
-from jestflow.transforms.curation import SelectionConfig
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
+from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.shards import read_shard
 
 FOLDERS = ("shards", "manifest", "rejected")

@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from curation import config_for, curate, digest, pairs_config
+from corpora import config_for, curate, digest, pairs_config
 from helpers import run_until_killed, sentences, write_jsonl
 
 import jestflow.pipeline.curate as curate_module

@@ -6,7 +6,7 @@ from __future__ import annotations
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from curation import config_for
+from corpora import config_for
 
 from jestflow.pipeline.curate import build
 

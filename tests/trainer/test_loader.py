@@ -15,8 +15,9 @@ import webdataset as wds
 from helpers import png
 from PIL import Image
 
-from jestflow.trainer.loader import shard_urls, train_samples
+from jestflow.trainer.loader import train_samples
 from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.paths import expand_urls
 from jestflow.transforms.records import make_example
 from jestflow.transforms.shards import ShardWriter, sample_of
 
@@ -37,13 +38,18 @@ def write(directory, n_shards=4, per_shard=5, pairs=False):
 
 def test_brace_ranges_and_globs_expand_and_nothing_matching_is_an_error(tmp_path):
     files = write(tmp_path / "shards")
-    assert shard_urls(str(tmp_path / "shards" / "shard-000000-{000000..000003}.tar")) == files
-    assert shard_urls(str(tmp_path / "shards" / "*.tar")) == files
-    assert shard_urls([files[1], files[0], files[1]]) == files[:2]
+    assert (
+        expand_urls(str(tmp_path / "shards" / "shard-000000-{000000..000003}.tar"), what="shard")
+        == files
+    )
+    assert expand_urls(str(tmp_path / "shards" / "*.tar"), what="shard") == files
+    assert expand_urls([files[1], files[0], files[1]], what="shard") == files[:2]
     with pytest.raises(JestflowError, match=r"shard not found: .*shard-000007\.tar"):
-        shard_urls(str(tmp_path / "shards" / "shard-{000007..000008}.tar"))  # never silently
-    with pytest.raises(JestflowError, match="no shards match"):
-        shard_urls(str(tmp_path / "shards" / "other-*.tar"))
+        expand_urls(
+            str(tmp_path / "shards" / "shard-{000007..000008}.tar"), what="shard"
+        )  # never silently
+    with pytest.raises(JestflowError, match="no shard matches"):
+        expand_urls(str(tmp_path / "shards" / "other-*.tar"), what="shard")
 
 
 def test_samples_carry_the_payload_teacher_loss_and_tags(tmp_path):
@@ -133,7 +139,7 @@ def test_any_fsspec_url(tmp_path):
     for path in files:
         with open(path, "rb") as src, fs.open(f"{root}/{path.rsplit('/', 1)[1]}", "wb") as dst:
             dst.write(src.read())
-    urls = shard_urls(f"{root}/shard-000000-{{000000..000001}}.tar")
+    urls = expand_urls(f"{root}/shard-000000-{{000000..000001}}.tar", what="shard")
     assert [u.split("://")[0] for u in urls] == ["memory", "memory"]
     assert [u.rsplit("/", 1)[1] for u in urls] == [p.rsplit("/", 1)[1] for p in files]
     assert len(list(train_samples(urls, task="lm"))) == 10

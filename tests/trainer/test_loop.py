@@ -210,7 +210,7 @@ def test_resume_continues_at_the_step_it_stopped(noisy_shards, tmp_path):
 
 def test_a_trained_student_is_a_checkpoint_the_curation_job_can_use(noisy_shards, tmp_path):
     from jestflow.pipeline.curate import CurateConfig, run_curation
-    from jestflow.transforms.curation import SelectionConfig
+    from jestflow.transforms.offline_selection import SelectionConfig
 
     train(config(noisy_shards, tmp_path / "student", steps=5, eval_inputs=()))
     assert checkpoint_task(str(tmp_path / "student")) == "lm"
@@ -237,7 +237,7 @@ def test_train_command(noisy_shards, tmp_path):
     assert result.exit_code == 0, result.output
     assert "step 4 eval_loss" in result.stdout and "student written to" in result.stdout
     missing = CliRunner().invoke(main, [*args[:2], str(tmp_path / "none-*.tar"), *args[3:]])
-    assert missing.exit_code == 1 and "no shards match" in missing.output
+    assert missing.exit_code == 1 and "no shard matches" in missing.output
     wrong = CliRunner().invoke(main, [*args[:3], "--task", "contrastive", "-o",
                                       str(tmp_path / "c"), "--steps", "1", "--device", "cpu"])  # fmt: skip
     assert wrong.exit_code == 1 and "holds lm samples, not contrastive" in wrong.output

@@ -979,9 +979,9 @@ def test_an_input_file_name_that_is_not_utf8_is_refused(tmp_path):
     import os
 
     from jestflow.transforms.errors import JestflowError
-    from jestflow.transforms.readers import expand_urls
+    from jestflow.transforms.readers import input_urls
 
     name = os.fsdecode(b"x\xff.jsonl")
     (tmp_path / name).write_text('{"text": "a"}\n')
     with pytest.raises(JestflowError, match="is not valid UTF-8"):
-        expand_urls([str(tmp_path / "*.jsonl")])
+        input_urls([str(tmp_path / "*.jsonl")])

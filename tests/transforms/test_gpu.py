@@ -47,9 +47,9 @@ def test_lazy_joint_selection_on_gpu_embeddings_matches_cpu():
     ref = F.normalize(u + 0.3 * torch.randn(4096, 64, generator=gen), dim=1)
 
     def pairs(device):
-        learner = PairEmbeddings(u.to(device), v.to(device), 10.0, -10.0)
-        reference = PairEmbeddings(ref.to(device), v.to(device), 10.0, -10.0)
-        return ContrastivePairScores("learnability", learner=learner, reference=reference)
+        student = PairEmbeddings(u.to(device), v.to(device), 10.0, -10.0)
+        teacher = PairEmbeddings(ref.to(device), v.to(device), 10.0, -10.0)
+        return ContrastivePairScores("learnability", student=student, teacher=teacher)
 
     cpu = select_joint(pairs("cpu"), 410, generator=torch.Generator().manual_seed(1))
     gpu = select_joint(pairs("cuda"), 410, generator=torch.Generator().manual_seed(1))

@@ -15,7 +15,7 @@ import zstandard
 from helpers import png
 
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.readers import expand_urls, file_format, read_examples, read_file
+from jestflow.transforms.readers import file_format, input_urls, read_examples, read_file
 from jestflow.transforms.records import (
     BAD_IMAGE,
     BAD_JSON,
@@ -186,7 +186,7 @@ def test_text_pairs_and_memory_filesystem():
     fs = fsspec.filesystem("memory")
     fs.pipe("/pairs/p1.jsonl", jsonl({"q": "add two numbers", "d": "def add(a, b): return a + b"}))
     fs.pipe("/pairs/p2.jsonl", jsonl({"q": "only a query"}))
-    urls = expand_urls(["memory://pairs/*.jsonl"])
+    urls = input_urls(["memory://pairs/*.jsonl"])
     assert urls == ["memory:///pairs/p1.jsonl", "memory:///pairs/p2.jsonl"]  # fsspec's form
     records = list(read_examples(urls, FieldMap(query="q", doc="d")))
     assert records[0].layout == "text_pair" and records[0].pair.startswith("def add")
@@ -197,9 +197,9 @@ def test_text_pairs_and_memory_filesystem():
 def test_expand_urls_errors(tmp_path):
     (tmp_path / "x.csv").write_text("a,b")
     with pytest.raises(JestflowError, match="no input file matches"):
-        expand_urls([str(tmp_path / "missing*.jsonl")])
+        input_urls([str(tmp_path / "missing*.jsonl")])
     with pytest.raises(JestflowError, match="unknown input format"):
-        expand_urls([str(tmp_path / "x.csv")])
+        input_urls([str(tmp_path / "x.csv")])
     assert file_format("gs://b/x.jsonl.zst") == "jsonl"
     assert file_format("part-0.parquet") == "parquet"
 

@@ -261,11 +261,9 @@ def brute_force_losses(e: PairEmbeddings) -> torch.Tensor:
 
 @pytest.mark.parametrize("mode", ["learnability", "easy_reference", "hard_learner"])
 def test_lazy_pair_scores_equal_dense_formula(mode):
-    learner, reference = random_embeddings(24, 8, 0, 5.0, -2.0), random_embeddings(24, 8, 1)
-    lazy = ContrastivePairScores(mode, learner=learner, reference=reference)
-    dense = score(
-        mode, learner=brute_force_losses(learner), reference=brute_force_losses(reference)
-    )
+    student, teacher = random_embeddings(24, 8, 0, 5.0, -2.0), random_embeddings(24, 8, 1)
+    lazy = ContrastivePairScores(mode, student=student, teacher=teacher)
+    dense = score(mode, student=brute_force_losses(student), teacher=brute_force_losses(teacher))
     torch.testing.assert_close(lazy.to_dense().double(), dense, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(lazy.diagonal().double(), dense.diagonal(), rtol=1e-5, atol=1e-5)
     chosen = torch.tensor([3, 17, 0, 9])
@@ -295,9 +293,9 @@ class LargestTensor(TorchDispatchMode):
 
 def test_lazy_joint_selection_never_materialises_b_by_b():
     b, d, k, chunks = 1024, 16, 128, 16
-    learner = random_embeddings(b, d, 3)
-    reference = random_embeddings(b, d, 4)
-    pairs = ContrastivePairScores("learnability", learner=learner, reference=reference)
+    student = random_embeddings(b, d, 3)
+    teacher = random_embeddings(b, d, 4)
+    pairs = ContrastivePairScores("learnability", student=student, teacher=teacher)
     with LargestTensor() as probe:
         picked = select_joint(pairs, k, n_chunks=chunks, generator=torch.Generator().manual_seed(0))
     assert len(set(picked.tolist())) == k
@@ -312,8 +310,8 @@ def test_joint_beats_diagonal_only_when_pair_terms_matter():
     u = F.normalize(torch.randn(b, d, generator=gen), dim=1)
     v = F.normalize(u + 0.8 * torch.randn(b, d, generator=gen), dim=1)
     u[:8], v[:8] = u[0], u[0]  # duplicates: matching pairs are easy, cross pairs look matching too
-    reference = PairEmbeddings(u, v, scale=10.0, bias=-5.0)
-    pairs = ContrastivePairScores("easy_reference", reference=reference)
+    teacher = PairEmbeddings(u, v, scale=10.0, bias=-5.0)
+    pairs = ContrastivePairScores("easy_reference", teacher=teacher)
     A = pairs.to_dense()
 
     independent = select_independent(pairs.diagonal(), k, method="topk")
@@ -341,14 +339,14 @@ def test_joint_beats_diagonal_only_when_pair_terms_matter():
 
 
 def test_score_modes():
-    learner, reference = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 2.0])
-    assert learnability(learner, reference).tolist() == [2.0, -1.0]
-    assert easy_reference(reference).tolist() == [-1.0, -2.0]
-    assert hard_learner(learner).tolist() == [3.0, 1.0]
-    assert score("learnability", learner=learner, reference=reference).tolist() == [2.0, -1.0]
-    with pytest.raises(ValueError, match="needs the learner"):
-        score("learnability", reference=reference)
+    student, teacher = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 2.0])
+    assert learnability(student, teacher).tolist() == [2.0, -1.0]
+    assert easy_reference(teacher).tolist() == [-1.0, -2.0]
+    assert hard_learner(student).tolist() == [3.0, 1.0]
+    assert score("learnability", student=student, teacher=teacher).tolist() == [2.0, -1.0]
+    with pytest.raises(ValueError, match="needs the student"):
+        score("learnability", teacher=teacher)
     with pytest.raises(ValueError, match="unknown score mode"):
-        score("loss", learner=learner)
-    with pytest.raises(ValueError, match="needs the reference model"):
-        ContrastivePairScores("easy_reference", learner=random_embeddings(4, 2, 0))
+        score("loss", student=student)
+    with pytest.raises(ValueError, match="needs the teacher model"):
+        ContrastivePairScores("easy_reference", student=random_embeddings(4, 2, 0))

@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import JestflowError
+from ..vocabulary import TASKS, check_choice
 from .lm import CausalLM, LMConfig
 from .towers import TowerConfig, TwoTower, TwoTowerConfig
 
@@ -23,8 +24,7 @@ def new_model(task: str, *, right_kind: str = "text", **size: Any) -> nn.Module:
     if unknown:
         raise JestflowError(f"unknown model size options: {', '.join(sorted(unknown))}")
     size = {k: v for k, v in size.items() if v is not None}
-    if task not in ("lm", "contrastive"):
-        raise JestflowError(f"unknown task {task!r}; expected lm or contrastive")
+    check_choice("task", task, TASKS)
     try:
         if task == "lm":
             return CausalLM(LMConfig(**size))

@@ -20,15 +20,13 @@ from .errors import JestflowError
 from .losses import PairEmbeddings
 from .records import Example
 from .selection import (
-    METHODS,
     ContrastivePairScores,
     generator_for,
     score,
     select_independent,
     select_joint,
 )
-
-OFFLINE_MODES = ("easy_reference", "learnability")
+from .vocabulary import METHODS, OFFLINE_MODES, check_choice
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,10 +70,10 @@ class SelectionConfig:
     def __post_init__(self) -> None:
         if not 0 < self.keep <= 1:
             raise JestflowError(f"keep must be in (0, 1], got {self.keep}")
-        if self.mode not in OFFLINE_MODES:
-            raise JestflowError(f"offline score mode must be one of {', '.join(OFFLINE_MODES)}")
-        if self.method not in METHODS or not self.temperature > 0 or self.n_chunks < 1:
-            raise JestflowError("bad selection options: method, temperature > 0, chunks ≥ 1")
+        check_choice("offline score mode", self.mode, OFFLINE_MODES)
+        check_choice("selection method", self.method, METHODS)
+        if not self.temperature > 0 or self.n_chunks < 1:
+            raise JestflowError("bad selection options: temperature > 0 and chunks ≥ 1, please")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +85,7 @@ class Decision:
     order: int | None  # selection order inside the super-batch; None if not selected
     embeddings: np.ndarray | None = None  # the teacher's [2, d] for the shard's npy
     scale: float | None = None  # the teacher's t and β: with the embeddings they rebuild
-    bias: float | None = None  # the reference pair losses in the online trainer
+    bias: float | None = None  # the teacher pair losses in the online trainer
 
     @property
     def selected(self) -> bool:
@@ -117,8 +115,8 @@ def select_super_batch(
     k = kept_count(n, config.keep)
     teacher = teacher.quantised(config.quantum)
     student = None if student is None else student.quantised(config.quantum)
-    learner_loss = None if student is None else torch.from_numpy(student.loss)
-    scores = score(config.mode, learner=learner_loss, reference=torch.from_numpy(teacher.loss))
+    student_loss = None if student is None else torch.from_numpy(student.loss)
+    scores = score(config.mode, student=student_loss, teacher=torch.from_numpy(teacher.loss))
     options = {"temperature": config.temperature, "method": config.method}
     generator = generator_for(config.seed, teacher.super_batch)
     if teacher.embeddings is None:
@@ -126,8 +124,8 @@ def select_super_batch(
     else:
         pairs = ContrastivePairScores(
             config.mode,
-            reference=teacher.pair_embeddings(),
-            learner=None if student is None else student.pair_embeddings(),
+            teacher=teacher.pair_embeddings(),
+            student=None if student is None else student.pair_embeddings(),
         )
         chosen = select_joint(pairs, k, n_chunks=config.n_chunks, generator=generator, **options)
     order = {int(i): rank for rank, i in enumerate(chosen.tolist())}

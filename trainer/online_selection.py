@@ -1,10 +1,10 @@
-"""The part of JEST only the learner can do: re-score a super-batch drawn from the shards with
+"""The part of JEST only the student can do: re-score a super-batch drawn from the shards with
 the student's own loss, combine it with the teacher's values stored in the shards, and choose the
 sub-batch to train on.
 
 Per-example tasks (lm): learnability = ℓ(student) − ℓ(teacher) per example, `select_independent`.
-Contrastive tasks: the teacher's stored embeddings and (t, β) rebuild the reference pair losses,
-the student's embeddings give the learner's, and `select_joint` draws the sub-batch in chunks.
+Contrastive tasks: the teacher's stored embeddings and (t, β) rebuild the teacher pair losses,
+the student's embeddings give its own, and `select_joint` draws the sub-batch in chunks.
 `uniform` takes the first b, so comparisons against it are fair.
 """
 
@@ -27,9 +27,8 @@ from ..transforms.selection import (
     select_independent,
     select_joint,
 )
+from ..transforms.vocabulary import ONLINE_MODES, check_choice
 from .loader import TrainSample
-
-ONLINE_MODES = ("learnability", "uniform", "easy_reference", "hard_learner")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +38,7 @@ class OnlineSelection:
     seconds: float  # the student's scoring pass and the selection
 
 
-def reference_embeddings(samples: Sequence[TrainSample]) -> PairEmbeddings:
+def teacher_embeddings(samples: Sequence[TrainSample]) -> PairEmbeddings:
     """The teacher's pair embeddings and (t, β), as stored in the shards."""
     info = samples[0].info
     if "teacher_scale" not in info or "teacher_bias" not in info:
@@ -77,14 +76,13 @@ def select_online(
     score_max_len: int | None = None,
 ) -> OnlineSelection:
     """Choose b of the super-batch `samples` for one training step."""
-    if mode not in ONLINE_MODES:
-        raise JestflowError(f"unknown mode {mode!r}; expected one of {', '.join(ONLINE_MODES)}")
+    check_choice("mode", mode, ONLINE_MODES)
     if not 0 < b <= len(samples):
         raise JestflowError(f"cannot choose {b} of a super-batch of {len(samples)}")
     start = time.perf_counter()
     if mode == "uniform":
         return OnlineSelection(indices=list(range(b)), learnability=None, seconds=0.0)
-    learner = (
+    student = (
         None
         if mode == "easy_reference"
         else student_losses(model, samples, score_max_len=score_max_len)
@@ -92,19 +90,19 @@ def select_online(
     options = {"temperature": temperature, "generator": generator}
     # hard_learner needs no teacher values (raw data has none); the learnability of the chosen
     # is logged only where both models' values exist.
-    teacher = mode != "hard_learner" or not np.isnan(samples[0].teacher_loss)
+    has_teacher = mode != "hard_learner" or not np.isnan(samples[0].teacher_loss)
     if model.task == "lm":
-        reference = torch.tensor([s.teacher_loss for s in samples], dtype=torch.float32)
-        chosen = select_independent(score(mode, learner=learner, reference=reference), b, **options)
-        gap = None if learner is None or not teacher else (learner - reference)[chosen].mean()
+        teacher = torch.tensor([s.teacher_loss for s in samples], dtype=torch.float32)
+        chosen = select_independent(score(mode, student=student, teacher=teacher), b, **options)
+        gap = None if student is None or not has_teacher else (student - teacher)[chosen].mean()
     else:
-        reference = reference_embeddings(samples) if teacher else None
-        pairs = ContrastivePairScores(mode, learner=learner, reference=reference)
+        teacher = teacher_embeddings(samples) if has_teacher else None
+        pairs = ContrastivePairScores(mode, student=student, teacher=teacher)
         chosen = select_joint(pairs, b, n_chunks=n_chunks, **options)
         gap = (
             None
-            if learner is None or reference is None
-            else (learner.diagonal_losses() - reference.diagonal_losses())[chosen].mean()
+            if student is None or teacher is None
+            else (student.diagonal_losses() - teacher.diagonal_losses())[chosen].mean()
         )
     return OnlineSelection(
         indices=chosen.tolist(),

@@ -1,5 +1,5 @@
 """Online selection: the student re-scores a super-batch, the shards' teacher values are the
-reference, and the sub-batch is chosen as `select_independent` / `select_joint` would."""
+teacher, and the sub-batch is chosen as `select_independent` / `select_joint` would."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from helpers import sentences
 
 from jestflow.trainer.loader import TrainSample
-from jestflow.trainer.online import select_online, student_losses
+from jestflow.trainer.online_selection import select_online, student_losses
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.models import new_model
 from jestflow.transforms.scoring import embed_pairs, lm_losses
@@ -39,14 +39,14 @@ def test_lm_learnability_is_student_minus_teacher_selected_independently():
     samples = lm_samples([float(i % 5) for i in range(20)])
     model = student()
     got = select_online(model, samples, 6, generator=torch.Generator().manual_seed(3))
-    learner = lm_losses(model, [s.text for s in samples])
-    reference = torch.tensor([s.teacher_loss for s in samples])
+    student_loss = lm_losses(model, [s.text for s in samples])
+    teacher_loss = torch.tensor([s.teacher_loss for s in samples])
     expected = select_independent(
-        learner - reference, 6, generator=torch.Generator().manual_seed(3)
+        student_loss - teacher_loss, 6, generator=torch.Generator().manual_seed(3)
     )
     assert got.indices == expected.tolist()
     assert got.learnability == pytest.approx(
-        (learner - reference)[expected].mean().item(), rel=1e-5
+        (student_loss - teacher_loss)[expected].mean().item(), rel=1e-5
     )
     assert model.training  # scoring put the model back in training mode
 
@@ -84,7 +84,7 @@ def test_contrastive_learnability_uses_the_stored_teacher_embeddings():
     model = student("contrastive")
     got = select_online(model, samples, 8, n_chunks=4, generator=torch.Generator().manual_seed(2))
     pairs = ContrastivePairScores(
-        "learnability", learner=embed_pairs(model.eval(), texts, docs), reference=emb
+        "learnability", student=embed_pairs(model.eval(), texts, docs), teacher=emb
     )
     expected = select_joint(pairs, 8, n_chunks=4, generator=torch.Generator().manual_seed(2))
     assert got.indices == expected.tolist() and len(set(got.indices)) == 8

@@ -17,7 +17,7 @@ from helpers import COLORS, SEED, lr, png, sentences, shade, write_jsonl
 
 from jestflow.pipeline.curate import CurateConfig, run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
-from jestflow.transforms.curation import SelectionConfig
+from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.records import FieldMap
 
 TEXT = FieldMap(text="text", keep=("kind",), max_chars=5000)

@@ -7,8 +7,8 @@ import pytest
 import torch.nn.functional as F
 from torch import randn
 
-from jestflow.transforms.curation import ScoredBatch, SelectionConfig, select_super_batch
 from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.offline_selection import ScoredBatch, SelectionConfig, select_super_batch
 from jestflow.transforms.records import make_example
 
 EXAMPLES = [make_example(layout="text", text=f"t{i}", position=i) for i in range(50)]

@@ -1,0 +1,46 @@
+"""Diagnostics and progress: jestflow logs through the `logging` module (as Beam's workers do),
+under the `jestflow` logger, and draws progress bars with one helper.
+
+`configure` is for programs (the CLI, Beam's local worker processes): it shows jestflow's
+records at the level asked for as `jestflow: message` on stderr, and other libraries' records
+only from ERROR up (Beam's start-up notices about optional Google Cloud clients and its worker
+set-up are not about the run). A library caller keeps Python's defaults: warnings only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+
+from tqdm.auto import tqdm
+
+NAME = "jestflow"
+LEVEL_VARIABLE = "JESTFLOW_LOG_LEVEL"  # passes the level on to Beam's local worker processes
+
+
+class _OursAndErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        ours = record.name == NAME or record.name.startswith(NAME + ".")
+        return ours or record.levelno >= logging.ERROR
+
+
+def configure(level: str | int = "INFO") -> None:
+    """Send jestflow's records at `level` (and everyone's errors) to stderr, once per process."""
+    level = logging.getLevelName(level) if isinstance(level, int) else level.upper()
+    os.environ[LEVEL_VARIABLE] = level
+    logging.getLogger(NAME).setLevel(level)
+    root = logging.getLogger()
+    if not any(isinstance(f, _OursAndErrors) for h in root.handlers for f in h.filters):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(_OursAndErrors())
+        handler.setFormatter(logging.Formatter("jestflow: %(message)s"))
+        root.addHandler(handler)
+
+
+def progress(iterable: Iterable, *, desc: str, **options) -> tqdm:
+    """A tqdm bar over `iterable` on a terminal when jestflow's INFO records are shown;
+    otherwise a silent one (its `set_postfix` does nothing)."""
+    shown = sys.stderr.isatty() and logging.getLogger(NAME).isEnabledFor(logging.INFO)
+    return tqdm(iterable, desc=desc, disable=not shown, **options)

@@ -1,0 +1,32 @@
+"""The words of jestflow's options, declared once: tasks, score modes, selection methods, field
+layouts. The configs check values against them and the CLI's choices read them.
+
+The two models are the teacher (the paper's reference model) and the student (its learner);
+the score modes keep the paper's names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from .errors import JestflowError
+
+TASKS = ("lm", "contrastive")  # per-example LM loss, or a two-tower model's sigmoid pair loss
+# What a task's inputs look like (records.FieldMap.layout).
+LAYOUTS = {"lm": ("text",), "contrastive": ("image_text", "text_pair")}
+
+# Selection scores: learnability = ℓ(student) − ℓ(teacher), easy_reference = −ℓ(teacher),
+# hard_learner = ℓ(student).
+SCORE_MODES = ("learnability", "easy_reference", "hard_learner")
+OFFLINE_MODES = ("easy_reference", "learnability")  # `jestflow curate --score`
+# `jestflow train --mode`: the scores, and `uniform` (the first b of each draw: the baseline).
+ONLINE_MODES = ("learnability", "uniform", "easy_reference", "hard_learner")
+RAW_MODES = ("uniform", "hard_learner")  # the online modes that need no teacher values
+
+METHODS = ("sample", "topk")  # sample ∝ exp(score / τ) without replacement, or the top scores
+
+
+def check_choice(what: str, value: str, allowed: Collection[str]) -> None:
+    """A JestflowError naming the allowed values when `value` is not one of them."""
+    if value not in allowed:
+        raise JestflowError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
