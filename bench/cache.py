@@ -27,8 +27,8 @@ import shutil
 import time
 from pathlib import Path
 
-from jestflow.pipeline.curate import CurateConfig, run_curation
 from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
+from jestflow.pipeline.job import CurateConfig, run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.checkpoint import load_model, save_checkpoint
 from jestflow.transforms.manifest import read_manifest
@@ -65,7 +65,7 @@ def prepare(out: Path, extra: int) -> dict[str, str]:
     if not (teacher / "model.safetensors").exists():
         train_teacher(TeacherConfig(inputs=(str(data / "lm" / "reference.jsonl"),),
                                     output=str(teacher), task="lm", fields=FieldMap(text="text"),
-                                    steps=300, progress=False))  # fmt: skip
+                                    steps=300, overwrite=True))  # fmt: skip
     if not (out / "teacher-2" / "model.safetensors").exists():
         save_checkpoint(load_model(str(teacher)), str(out / "teacher-2"), meta={"copy": 2})
     return {

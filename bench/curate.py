@@ -128,7 +128,7 @@ def train_small_teacher(root: Path, steps: int, seed: int) -> str:
     train_teacher(TeacherConfig(
         inputs=(str(reference),), output=output, task="lm", fields=FieldMap(text="text"),
         steps=steps, batch_size=16, lr=3e-3, warmup_steps=5, seed=seed, device="cpu",
-        progress=False,  # the built-in LM's default size, as `jestflow teacher train` makes it
+        overwrite=True,  # the built-in LM's default size, as `jestflow teacher train` makes it
     ))  # fmt: skip
     return output
 
@@ -137,7 +137,7 @@ def train_small_teacher(root: Path, steps: int, seed: int) -> str:
 
 
 def run_beam(args: argparse.Namespace) -> None:
-    from jestflow.pipeline.curate import CurateConfig, run_curation
+    from jestflow.pipeline.job import CurateConfig, run_curation
     from jestflow.transforms.offline_selection import SelectionConfig
     from jestflow.transforms.records import FieldMap
 

@@ -37,9 +37,10 @@ from pathlib import Path
 
 import torch
 
-from jestflow.pipeline.curate import CurateConfig, run_curation
 from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
-from jestflow.trainer.fit import TeacherConfig, load_examples, train_teacher
+from jestflow.pipeline.job import CurateConfig, run_curation
+from jestflow.trainer.core import load_examples
+from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.trainer.loop import TrainConfig, forward_flops, train
 from jestflow.trainer.results import RunLog, compare, read_log
 from jestflow.transforms.checkpoint import load_model
@@ -94,7 +95,7 @@ def prepare(out: Path, args) -> dict:
             result = train_teacher(TeacherConfig(
                 inputs=(str(data / task / "reference.jsonl"),),
                 eval_inputs=(str(data / task / "eval.jsonl"),), output=str(teacher), task=task,
-                fields=fields, steps=args.teacher_steps, progress=False,
+                fields=fields, steps=args.teacher_steps, overwrite=True,
             ))  # fmt: skip
             print(f"teacher {task}: eval loss {result.eval_loss:.3f}"
                   + ("" if result.eval_recall_at_1 is None
@@ -130,7 +131,7 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, sets, o
         train(TrainConfig(
             **where, task=task, output=str(run_dir), fields=fields, steps=args.steps,
             batch_size=32, eval_inputs=(str(out / "data" / task / "eval.jsonl"),),
-            eval_every=args.eval_every, seed=seed, progress=False, **options,
+            eval_every=args.eval_every, seed=seed, **options,
         ))  # fmt: skip
         print(f"{task} {name} seed {seed}: {time.perf_counter() - began:.0f} s", flush=True)
     return read_log(str(run_dir))

@@ -5,7 +5,8 @@ image–caption pairs; `tests/corpora.py`) and the demo's (`jestflow demo data`)
 teachers, curates each pool, and prints one SHA-256 per output folder (`shards/`, `manifest/`,
 `rejected/`) and per teacher (its fingerprint). The demo's run also trains the two students the
 demo compares, and digests their weights (training must not change either). `--save FILE` keeps
-the digests, `--against FILE` compares with kept ones and exits 1 if anything differs.
+the digests, `--against FILE` compares with kept ones and exits 1 if anything differs. The outputs record
+their inputs' paths (`source`), so compare runs made with the same `--out`.
 
 Run: python bench/digests.py [--out build/bench-digests] [--save FILE | --against FILE]
 (about 6 minutes on 2 cores)
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from corpora import config_for, images_config, make_images, make_noisy, make_pairs, pairs_config
 
-from jestflow.pipeline.curate import run_curation
+from jestflow.pipeline.job import run_curation
 from jestflow.transforms.checkpoint import fingerprint
 
 OUTPUTS = ("shards", "manifest", "rejected")

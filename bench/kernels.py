@@ -52,7 +52,7 @@ def prepare(out: Path) -> None:
         fields = FieldMap(text="text") if task == "lm" else FieldMap(query="query", doc="doc")
         train_teacher(TeacherConfig(inputs=(str(out / "data" / task / "reference.jsonl"),),
                                     output=str(teacher), task=task, fields=fields,
-                                    steps=spec["steps"], device="cpu", progress=False))  # fmt: skip
+                                    steps=spec["steps"], device="cpu", overwrite=True))  # fmt: skip
 
 
 def curate(out: Path, task: str, setting: str) -> Path:

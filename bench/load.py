@@ -83,7 +83,7 @@ def train_tiny_teacher(root: Path, args: argparse.Namespace) -> str:
     train_teacher(TeacherConfig(
         inputs=(str(reference),), output=str(output), task="lm", fields=FieldMap(text="text"),
         steps=args.teacher_steps, batch_size=16, lr=3e-3, warmup_steps=5, seed=args.seed,
-        device="cpu", progress=False, d_model=32, n_layer=1, n_head=2, max_len=args.max_len,
+        device="cpu", d_model=32, n_layer=1, n_head=2, max_len=args.max_len,
     ))  # fmt: skip
     return str(output)
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from jestflow.transforms.tables import text_table
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "native": {},  # what torch picks on this machine
@@ -73,9 +75,7 @@ def run_tests(setting: str, seed: int, log: Path, *, broken: bool = False) -> tu
 
 
 def print_table(header: tuple, rows: list[tuple]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print(text_table(rows, header=header, align="l" * len(header)))
 
 
 def margin(value: float, op: str, bound: float) -> float:

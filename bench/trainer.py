@@ -23,7 +23,8 @@ import torch
 from jestflow.pipeline.demo_data import harvest
 from jestflow.trainer.loop import TrainConfig, train
 from jestflow.transforms.records import make_example
-from jestflow.transforms.shards import ShardWriter, sample_of
+from jestflow.transforms.shard_samples import encode
+from jestflow.transforms.shards import ShardWriter
 
 
 def write_shards(folder: Path, n: int, seed: int) -> str:
@@ -34,14 +35,14 @@ def write_shards(folder: Path, n: int, seed: int) -> str:
         for i in range(n):
             text = rng.choice(paragraphs)[:400]
             example = make_example(layout="text", text=text, source="bench", position=i)
-            writer.write(sample_of(example, {"teacher_loss": 2.0, "score": -2.0}))
+            writer.write(encode(example, {"teacher_loss": 2.0, "score": -2.0}))
     return str(folder / "shard-000000-*.tar")
 
 
 def run(shards: str, out: Path, args, **changes) -> dict:
     config = TrainConfig(
         shards=(shards,), task="lm", output=str(out), batch_size=args.batch_size,
-        steps=args.warmup + args.steps, eval_every=10**9, device="cpu", progress=False,
+        steps=args.warmup + args.steps, eval_every=10**9, device="cpu",
         seed=args.seed, **changes,
     )  # fmt: skip
     start = time.perf_counter()

@@ -1,139 +1,43 @@
-"""The `jestflow` command line. It only fills config dataclasses and hands them to the code that
-does the work; bad input ends in a one-line error and a non-zero exit."""
+"""The `jestflow` command line. It only fills config dataclasses (options: `cli_options.py`) and
+hands them to the code that does the work; bad input ends in a one-line `Error:` and exit
+status 1 (2 for a bad option value), diagnostics go through `logging` (`transforms/logs.py`)."""
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
 
 import click
 
-from ..transforms.errors import JestflowError
-from ..transforms.records import FieldMap
-from ..transforms.vocabulary import METHODS, OFFLINE_MODES, ONLINE_MODES, TASKS
-
-
-class Group(click.Group):
-    """A click group that turns JestflowError into `Error: <message>` and exit status 1."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except JestflowError as e:
-            raise click.ClickException(str(e)) from e
-
-
-def options(*decorators):
-    """Several click options as one decorator, in the order given."""
-    return lambda func: functools.reduce(lambda f, option: option(f), reversed(decorators), func)
-
-
-# The built-in model's size (teacher train, train).
-model_size_options = options(
-    click.option("--d-model", type=click.IntRange(min=8), help="Model width [128]."),
-    click.option("--layers", "n_layer", type=click.IntRange(min=1), help="Transformer blocks [2]."),
-    click.option("--heads", "n_head", type=click.IntRange(min=1), help="Attention heads [4]."),
-    click.option(
-        "--max-len",
-        type=click.IntRange(min=1),
-        help="Tokens (bytes) read per text [lm 256, towers 128].",
-    ),
+from ..transforms import logs
+from .cli_options import (
+    POSITIVE,
+    Group,
+    config_from,
+    device_option,
+    eval_option,
+    field_map,
+    field_options,
+    mode_option,
+    model_size_options,
+    overwrite_option,
+    sampling_options,
+    schedule_options,
+    seed_option,
+    selection_options,
+    task_option,
 )
-# JEST sampling (curate, train).
-sampling_options = options(
-    click.option(
-        "--chunks",
-        type=click.IntRange(min=1),
-        default=16,
-        show_default=True,
-        help="JEST blocked sampling: chunks drawn one after another (contrastive).",
-    ),
-    click.option(
-        "--temperature",
-        type=click.FloatRange(min=0, min_open=True),
-        default=1.0,
-        show_default=True,
-        help="Sampling ∝ exp(score / temperature).",
-    ),
-)
-
-
-# --text-field / --image-field + --caption-field / --query-field + --doc-field, --keep-field.
-field_options = options(
-    click.option(
-        "--text-field", help="Field (tar: extension) holding the text [lm default: text]."
-    ),
-    click.option("--image-field", help="Field holding the encoded image (image-text pairs)."),
-    click.option("--caption-field", help="Field holding the caption (image-text pairs)."),
-    click.option("--query-field", help="Field holding the query (text-text pairs)."),
-    click.option("--doc-field", help="Field holding the document (text-text pairs)."),
-    click.option("--keep-field", multiple=True, help="Extra field carried along (e.g. a tag)."),
-    click.option(
-        "--max-chars",
-        type=click.IntRange(min=1),
-        default=100_000,
-        show_default=True,
-        help="Texts longer than this are rejected.",
-    ),
-)
-
-
-def make_fields(
-    task: str,
-    *,
-    text_field,
-    image_field,
-    caption_field,
-    query_field,
-    doc_field,
-    keep_field,
-    max_chars,
-) -> FieldMap:
-    given = (text_field, image_field, caption_field, query_field, doc_field)
-    if not any(given):
-        if task != "lm":
-            raise JestflowError(
-                "contrastive tasks need --query-field and --doc-field, "
-                "or --image-field and --caption-field"
-            )
-        text_field = "text"
-    return FieldMap(
-        text=text_field,
-        image=image_field,
-        caption=caption_field,
-        query=query_field,
-        doc=doc_field,
-        keep=tuple(keep_field),
-        max_chars=max_chars,
-    )
-
-
-TASK = click.Choice(TASKS)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="jestflow")
 def main() -> None:
     """Curate training data with a teacher model and JEST joint example selection."""
+    logs.configure("INFO")
 
 
 @main.group(cls=Group)
 def teacher() -> None:
-    """Reference (teacher) models."""
-
-
-# The optimizer's schedule (teacher train, train).
-schedule_options = options(
-    click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True),
-    click.option(
-        "--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True
-    ),
-    click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True),
-)
-device_option = click.option(
-    "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …"
-)
+    """Teacher (reference) models."""
 
 
 @teacher.command("train")
@@ -141,65 +45,41 @@ device_option = click.option(
 @click.option(
     "--output", "-o", required=True, help="Checkpoint directory to write (any fsspec URL)."
 )
-@click.option("--task", type=TASK, required=True)
+@task_option
 @field_options
-@click.option("--eval", "eval_inputs", multiple=True, help="Held-out input(s) for the final loss.")
+@eval_option
 @schedule_options
-@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=2),
+    default=32,
+    show_default=True,
+    help="Examples per step.",
+)
+@seed_option
 @device_option
 @model_size_options
-def teacher_train(
-    inputs,
-    output,
-    task,
-    eval_inputs,
-    steps,
-    batch_size,
-    lr,
-    warmup_steps,
-    seed,
-    device,
-    d_model,
-    n_layer,
-    n_head,
-    max_len,
-    **fields,
-) -> None:
-    """Fit a built-in reference model on a curated reference set INPUT... (JSONL, Parquet, tars)."""
+@overwrite_option
+def teacher_train(**params) -> None:
+    """Fit a built-in teacher on a clean reference set INPUT... (JSONL, Parquet, tars)."""
     from ..trainer.fit import TeacherConfig, train_teacher
 
-    config = TeacherConfig(
-        inputs=inputs,
-        output=output,
-        task=task,
-        fields=make_fields(task, **fields),
-        eval_inputs=eval_inputs,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup_steps=warmup_steps,
-        seed=seed,
-        device=device,
-        d_model=d_model,
-        n_layer=n_layer,
-        n_head=n_head,
-        max_len=max_len,
-        progress=sys.stderr.isatty(),
-    )
-    result = train_teacher(config)
+    fields = field_map(params["task"], params)
+    result = train_teacher(config_from(TeacherConfig, params, fields=fields))
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items())) or "none"
     click.echo(
         f"trained on {result.examples} examples (rejected: {rejected}) in {result.seconds:.1f} s"
     )
-    click.echo(f"final training loss {result.train_loss:.4f}")
+    click.echo(
+        f"mean training loss over the last {result.mean_train_loss_steps} steps "
+        f"{result.mean_train_loss:.4f}"
+    )
     if result.eval_rejected:
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(result.eval_rejected.items()))
         click.echo(f"held-out records rejected: {skipped}")
     if result.eval_loss is not None:
-        recall = (
-            "" if result.eval_recall_at_1 is None else f", recall@1 {result.eval_recall_at_1:.3f}"
-        )
+        recall = result.eval_recall_at_1
+        recall = "" if recall is None else f", recall@1 {recall:.3f}"
         click.echo(
             f"held-out loss {result.eval_loss:.4f} on {result.eval_examples} examples{recall}"
         )
@@ -209,29 +89,20 @@ def teacher_train(
 @teacher.command("promote")
 @click.argument("student")
 @click.option("--output", "-o", required=True, help="The new teacher's directory.")
-@click.option("--eval", "eval_inputs", multiple=True, help="Held-out input(s) for its loss.")
+@eval_option
 @click.option("--against", help="The current teacher: its held-out loss on the same --eval data.")
 @field_options
 @device_option
-@click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --output.")
-def teacher_promote(student, output, eval_inputs, against, device, overwrite, **fields) -> None:
+@overwrite_option
+def teacher_promote(**params) -> None:
     """Turn a trained student (a `jestflow train` output STUDENT) into a teacher for the next
     curation run. The model files are copied unchanged, so it keeps the student's fingerprint."""
     from ..trainer.promote import PromoteConfig, promote
     from ..transforms.checkpoint import checkpoint_task
 
-    task = checkpoint_task(student) or "lm"
-    result = promote(
-        PromoteConfig(
-            student=student,
-            output=output,
-            eval_inputs=eval_inputs,
-            fields=make_fields(task, **fields) if eval_inputs else None,
-            against=against,
-            device=device,
-            overwrite=overwrite,
-        )
-    )
+    task = checkpoint_task(params["student"]) or "lm"
+    fields = field_map(task, params) if params["eval_inputs"] else None
+    result = promote(config_from(PromoteConfig, params, fields=fields))
     step = "" if result.step is None else f" (trained {result.step} steps)"
     click.echo(f"student {result.student}{step} promoted")
     if result.eval_loss is not None:
@@ -247,46 +118,42 @@ def teacher_promote(student, output, eval_inputs, against, device, overwrite, **
 @click.option(
     "--output", "-o", required=True, help="Output URL (local path, gs://, s3://, memory://)."
 )
-@click.option("--teacher", required=True, help="Teacher (reference model) checkpoint directory.")
-@click.option("--task", type=TASK, required=True)
+@click.option("--teacher", required=True, help="Teacher checkpoint directory.")
+@task_option
+@selection_options
 @click.option(
-    "--keep", type=float, required=True, help="Fraction of each super-batch to keep, in (0, 1]."
+    "--super-batch",
+    type=click.IntRange(min=2),
+    default=1024,
+    show_default=True,
+    help="Examples grouped for one joint selection.",
 )
-@click.option("--super-batch", type=click.IntRange(min=2), default=1024, show_default=True)
 @click.option("--student", help="Student checkpoint: select by learnability offline.")
 @click.option(
-    "--score",
-    type=click.Choice(OFFLINE_MODES),
-    help="Selection score [learnability with --student, else easy_reference].",
-)
-@sampling_options
-@click.option(
-    "--method",
-    type=click.Choice(METHODS),
-    default="sample",
-    show_default=True,
-    help="Sample without replacement, or take the top scores.",
-)
-@click.option(
     "--tiers",
-    type=click.IntRange(min=1),
+    type=POSITIVE,
     default=1,
     show_default=True,
-    help="Split the selected set into K score tiers, shards named tier-00 (best) … tier-K-1.",
+    help="Split the selected set into K score tiers, shards named tier-00 (best) … .",
 )
 @field_options
-@click.option("--shard-max-count", type=click.IntRange(min=1), default=10_000, show_default=True)
-@click.option("--shard-max-bytes", type=click.IntRange(min=1), default=1 << 30, show_default=True)
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Super-batch grouping and sampling."
+    "--shard-max-count",
+    type=POSITIVE,
+    default=10_000,
+    show_default=True,
+    help="Samples per shard at most.",
 )
 @click.option(
-    "--workers", type=click.IntRange(min=1), default=None, help="Local worker processes [cores]."
+    "--shard-max-bytes",
+    type=POSITIVE,
+    default=1 << 30,
+    show_default=True,
+    help="Payload bytes per shard at most.",
 )
+@click.option("--workers", type=POSITIVE, show_default="the cores", help="Local worker processes.")
 @device_option
-@click.option(
-    "--model-copies", type=click.IntRange(min=1), help="Model copies per worker (RunInference)."
-)
+@click.option("--model-copies", type=POSITIVE, help="Model copies per worker (RunInference).")
 @click.option("--large-model", is_flag=True, help="Share one model across a worker's processes.")
 @click.option(
     "--accelerator",
@@ -294,126 +161,57 @@ def teacher_promote(student, output, eval_inputs, against, device, overwrite, **
 )
 @click.option(
     "--cache",
-    help="Score cache URL: models' outputs by (example id, model fingerprint); a re-run scores "
-    "only what it does not hold.",
+    help="Score cache URL: models' outputs by (example id, model "
+    "fingerprint); a re-run scores only what it does not hold.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a completed curation run in --output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines, only the summary.")
-def curate(
-    inputs,
-    output,
-    teacher,
-    task,
-    keep,
-    super_batch,
-    student,
-    score,
-    chunks,
-    temperature,
-    method,
-    tiers,
-    shard_max_count,
-    shard_max_bytes,
-    seed,
-    workers,
-    device,
-    model_copies,
-    large_model,
-    accelerator,
-    cache,
-    overwrite,
-    quiet,
-    **fields,
-) -> None:
+def curate(**params) -> None:
     """Score INPUT... with a teacher, select by JEST per super-batch, write ranked shards.
 
     Options Beam knows (--runner=DataflowRunner, --project=…) pass through; give them as
     --name=value.
     """
+    if params.pop("quiet"):
+        logs.configure("WARNING")
     from ..transforms.offline_selection import SelectionConfig
-    from .curate import CurateConfig, run_curation
+    from ..transforms.runs import stats_text
+    from .job import CurateConfig, run_curation
 
-    beam_args = [a for a in inputs if a.startswith("-")]
-    config = CurateConfig(
+    inputs = params.pop("inputs")
+    params["mode"] = params["mode"] or ("learnability" if params["student"] else "easy_reference")
+    params["workers"] = params["workers"] or os.cpu_count() or 1
+    config = config_from(
+        CurateConfig, params,
         inputs=tuple(a for a in inputs if not a.startswith("-")),
-        output=output,
-        teacher=teacher,
-        task=task,
-        student=student,
-        fields=make_fields(task, **fields),
-        selection=SelectionConfig(
-            keep=keep,
-            mode=score or ("learnability" if student else "easy_reference"),
-            temperature=temperature,
-            n_chunks=chunks,
-            method=method,
-            seed=seed,
-        ),
-        super_batch=super_batch,
-        tiers=tiers,
-        shard_max_count=shard_max_count,
-        shard_max_bytes=shard_max_bytes,
-        device=device,
-        model_copies=model_copies,
-        large_model=large_model,
-        accelerator=accelerator,
-        cache=cache,
-        workers=workers or os.cpu_count() or 1,
-        progress=not quiet,
-        overwrite=overwrite,
-        beam_args=beam_args,
-    )
+        beam_args=[a for a in inputs if a.startswith("-")],
+        fields=field_map(params["task"], params),
+        selection=config_from(SelectionConfig, params),
+    )  # fmt: skip
     stats = run_curation(config)
     if stats is None:
-        click.echo(f"job staged as a template; it writes {output} and _SUCCESS there when done")
+        click.echo(
+            f"job staged as a template; it writes {config.output} and _SUCCESS there when done"
+        )
         return
-    click.echo(summary_table(stats, output))
-
-
-def summary_table(stats: dict, output: str) -> str:
-    """The end-of-run table: counts, rejection reasons, shards, throughput, where things are."""
-    counts, shards, timing = stats["counts"], stats["shards"], stats["timing"]
-    inputs = max(1, counts["inputs"])
-    rows = [
-        (name.replace("_", " "), f"{counts[name]:,}", f"{100 * counts[name] / inputs:5.1f} %")
-        for name in ("inputs", "selected", "not_selected", "rejected")
-    ]
-    rows += [(f"  rejected: {reason}", f"{n:,}", "") for reason, n in stats["rejected"].items()]
-    rows += [
-        (f"{role} scored", f"{n['scored']:,}", f"{n['cached']:,} from the cache")
-        for role, n in stats["scoring"].items()
-        if role != "cache"
-    ]
-    rows += [
-        ("shards", f"{shards['files']:,} files", f"{shards['bytes'] / 2**20:,.1f} MiB"),
-        ("time", f"{timing['seconds']:,.1f} s", f"{timing['inputs_per_s']:,.0f} inputs/s"),
-    ]
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{a:<{width}}  {b:>14}  {c}" for a, b, c in rows]
-    root = output.rstrip("/")
-    lines += [f"report: {root}/report.html", f"shards: {root}/shards/"]
-    return "\n".join(lines)
+    click.echo(stats_text(stats, config.output))
 
 
 @main.command("train")
+@click.argument("shard_files", nargs=-1)
 @click.option(
     "--shards",
     multiple=True,
-    help="Shard URL pattern(s): brace ranges, globs, any fsspec URL.",
+    help="Shard URL pattern(s): brace ranges, globs, any fsspec URL (quote them).",
 )
 @click.option(
     "--data",
     multiple=True,
     help="Raw input(s) instead of shards: the uniform or hard_learner baseline.",
 )
-@click.option("--task", type=TASK, required=True)
+@task_option
 @click.option("--output", "-o", required=True, help="Run directory: checkpoint, log.jsonl.")
-@click.option(
-    "--mode",
-    type=click.Choice(ONLINE_MODES),
-    default="learnability",
-    show_default=True,
-)
+@mode_option
 @click.option(
     "--batch-size",
     type=click.IntRange(min=2),
@@ -423,72 +221,48 @@ def summary_table(stats: dict, output: str) -> str:
 )
 @click.option(
     "--super-batch-ratio",
-    type=click.IntRange(min=1),
+    type=POSITIVE,
     default=5,
     show_default=True,
     help="r: the student scores r·b examples per step.",
 )
 @sampling_options
 @schedule_options
-@click.option("--eval", "eval_inputs", multiple=True, help="Held-out raw data for eval loss.")
-@click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True)
+@eval_option
+@click.option(
+    "--eval-every",
+    type=POSITIVE,
+    default=100,
+    show_default=True,
+    help="Steps between held-out evaluations (and checkpoints).",
+)
 @click.option("--init", help="Start from this checkpoint instead of a fresh model.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --output.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option(
     "--score-seq-len",
-    type=click.IntRange(min=1),
+    type=POSITIVE,
     help="lm: the student scores only the first N tokens (a cheaper pass).",
 )
 @device_option
 @model_size_options
 @field_options
-def train_command(
-    shards,
-    data,
-    task,
-    output,
-    mode,
-    batch_size,
-    super_batch_ratio,
-    chunks,
-    temperature,
-    steps,
-    lr,
-    warmup_steps,
-    eval_inputs,
-    eval_every,
-    init,
-    resume,
-    seed,
-    score_seq_len,
-    device,
-    d_model,
-    n_layer,
-    n_head,
-    max_len,
-    **fields,
-) -> None:
+def train_command(**params) -> None:
     """Train a student on curated shards with online JEST (the student re-scores each super-batch),
-    or on raw data (--data) for a baseline."""
+    or on raw data (--data) for a baseline. Shard files may also come as SHARD_FILES... (a pattern
+    the shell expanded)."""
     from ..trainer.loop import TrainConfig, train
 
-    config = TrainConfig(
-        shards=shards, data=data, task=task, output=output, mode=mode, batch_size=batch_size,
-        super_batch_ratio=super_batch_ratio, n_chunks=chunks, temperature=temperature,
-        steps=steps, lr=lr, warmup_steps=warmup_steps, eval_inputs=eval_inputs,
-        fields=make_fields(task, **fields) if eval_inputs or data else None,
-        eval_every=eval_every,
-        init=init, resume=resume, seed=seed, score_seq_len=score_seq_len, device=device,
-        d_model=d_model, n_layer=n_layer, n_head=n_head, max_len=max_len,
-        progress=sys.stderr.isatty(),
-    )  # fmt: skip
+    params["shards"] = (*params["shards"], *params.pop("shard_files"))
+    needed = params["eval_inputs"] or params["data"]  # fields of raw and held-out inputs
+    fields = field_map(params["task"], params) if needed else None
+    config = config_from(TrainConfig, params, fields=fields)
     last = train(config)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
     click.echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in last.items() if v is not None and k != "tags"))  # fmt: skip
-    click.echo(f"student written to {output} (log: {output.rstrip('/')}/log.jsonl)")
+    click.echo(f"student written to {config.output} (log: {config.output.rstrip('/')}/log.jsonl)")
 
 
 @main.command("inspect")
@@ -531,21 +305,53 @@ def plot(runs, output, x_axis) -> None:
 
 @main.group(cls=Group, invoke_without_command=True)
 @click.option("--output", "-o", default="build/demo", show_default=True, help="Demo directory.")
-@click.option("--pool-size", type=click.IntRange(min=1000), default=10_000, show_default=True)
-@click.option("--teacher-steps", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--student-steps", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--keep", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-              help="Fraction of the pool the offline pass keeps.")  # fmt: skip
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.1,
-              show_default=True, help="Online selection temperature.")  # fmt: skip
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Beam worker processes for the curation step.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--pool-size",
+    type=click.IntRange(min=1000),
+    default=10_000,
+    show_default=True,
+    help="Records in each demo pool.",
+)
+@click.option(
+    "--teacher-steps",
+    type=POSITIVE,
+    default=300,
+    show_default=True,
+    help="The teacher's training steps.",
+)
+@click.option(
+    "--student-steps",
+    type=POSITIVE,
+    default=300,
+    show_default=True,
+    help="Each student's training steps.",
+)
+@click.option(
+    "--keep",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Fraction of the pool the offline pass keeps.",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.1,
+    show_default=True,
+    help="Online selection temperature.",
+)
+@click.option(
+    "--workers",
+    type=POSITIVE,
+    default=1,
+    show_default=True,
+    help="Beam worker processes for the curation step.",
+)
+@seed_option
 @device_option
 @click.option("--overwrite", is_flag=True, help="Replace a demo already in --output.")
 @click.pass_context
-def demo(ctx, output, pool_size, teacher_steps, student_steps, keep, temperature, workers, seed,
-         device, overwrite) -> None:  # fmt: skip
+def demo(ctx, **params) -> None:
     """The whole loop on the embedded demo data: make the data, train the teacher, curate the pool,
     train a student uniformly on the raw pool and with online JEST on the curated shards, and
     compare them (a table, results.json, eval.png). `jestflow demo data` makes only the data."""
@@ -563,16 +369,19 @@ def demo(ctx, output, pool_size, teacher_steps, student_steps, keep, temperature
         return
     from .demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(output=output, pool_size=pool_size, teacher_steps=teacher_steps,
-                        student_steps=student_steps, keep=keep, temperature=temperature,
-                        workers=workers, seed=seed, device=device, overwrite=overwrite,
-                        progress=sys.stderr.isatty()), echo=click.echo)  # fmt: skip
+    run_demo(config_from(DemoConfig, params), echo=click.echo)
 
 
 @demo.command("data")
 @click.argument("output")
-@click.option("--pool-size", type=click.IntRange(min=10), default=10_000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--pool-size",
+    type=click.IntRange(min=10),
+    default=10_000,
+    show_default=True,
+    help="Records in each demo pool.",
+)
+@seed_option
 def demo_data(output, pool_size, seed) -> None:
     """Write the demo corpora (made from Python's standard library docstrings) to OUTPUT."""
     from .demo_data import DemoDataConfig, make_corpora

@@ -24,8 +24,9 @@ from ..transforms.errors import JestflowError
 from ..transforms.offline_selection import SelectionConfig
 from ..transforms.paths import writable_directory, write_json
 from ..transforms.records import FieldMap
-from .curate import CurateConfig, run_curation
+from ..transforms.tables import text_table
 from .demo_data import DemoDataConfig, make_corpora
+from .job import CurateConfig, run_curation
 
 STAGES = ("data", "teacher", "curate", "student-uniform", "student-jest")
 RESULTS = "results.json"
@@ -53,7 +54,6 @@ class DemoConfig:
     seed: int = 0
     device: str = "auto"  # every stage: teacher, curation, students
     overwrite: bool = False
-    progress: bool = True
 
     def path(self, name: str) -> str:
         return posixpath.join(self.output, name)
@@ -88,7 +88,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
         teacher = train_teacher(TeacherConfig(
             inputs=(f"{lm}/reference.jsonl",), eval_inputs=(f"{lm}/eval.jsonl",),
             output=config.path("teacher-lm"), task="lm", fields=text, steps=config.teacher_steps,
-            seed=config.seed, device=config.device, progress=config.progress,
+            seed=config.seed, device=config.device,
         ))  # fmt: skip
     with stages.stage("curate", f"curate the pool (keep {config.keep:.0%}, Beam local runner)"):
         curated = run_curation(CurateConfig(
@@ -96,12 +96,12 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
             teacher=config.path("teacher-lm"), task="lm", fields=tagged,
             selection=SelectionConfig(keep=config.keep, method="topk", seed=config.seed),
             super_batch=config.super_batch, tiers=config.tiers, workers=config.workers,
-            device=config.device, progress=True, overwrite=True,  # lines, shown off a TTY too
+            device=config.device, overwrite=True,
         ))  # fmt: skip
     student = {
         "task": "lm", "steps": config.student_steps, "batch_size": config.batch_size,
         "eval_inputs": (f"{lm}/eval.jsonl",), "eval_every": config.eval_every,
-        "seed": config.seed, "device": config.device, "progress": config.progress,
+        "seed": config.seed, "device": config.device,
     }  # fmt: skip
     with stages.stage("student-uniform", "student, uniform on the raw pool (the baseline)"):
         train(TrainConfig(data=(f"{lm}/pool.jsonl",), fields=tagged, mode="uniform",
@@ -177,8 +177,5 @@ def results_table(results: dict) -> str:
             "—" if r["clean_fraction"] is None else f"{r['clean_fraction']:.0%}",
             f"{r['seconds']:.0f}",
         ))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(row, widths, strict=True))) for row in rows]  # fmt: skip
     stages = "  ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
-    return "\n".join([*lines, f"wall time: {stages}"])
+    return text_table(rows[1:], header=rows[0]) + f"\nwall time: {stages}"

@@ -129,6 +129,38 @@ def _noise(
     return text[start : start + rng.randint(8, 30)]
 
 
+def _pair_files(pairs: list, config: DemoDataConfig, rng: random.Random) -> dict[str, list]:
+    """The contrastive corpora: clean reference and held-out pairs, and a pool of which half is
+    mispaired (their documents shuffled among themselves)."""
+    sizes = (config.pair_reference_size, config.pair_eval_size, config.pair_pool_size)
+    if len(pairs) < sum(sizes):
+        raise JestflowError(
+            f"the standard library gives {len(pairs)} function pairs, {sum(sizes)} needed"
+        )
+    pair_ref = pairs[: sizes[0]]
+    pair_eval = pairs[sizes[0] : sizes[0] + sizes[1]]
+    pair_pool = pairs[sizes[0] + sizes[1] : sum(sizes)]
+    mispaired = set(rng.sample(range(len(pair_pool)), len(pair_pool) // 2))
+    shuffled_docs = [pair_pool[i][1] for i in sorted(mispaired)]
+    rng.shuffle(shuffled_docs)
+    docs = iter(shuffled_docs)
+    pool = [
+        {"query": q, "doc": next(docs), "kind": "mispaired"}
+        if i in mispaired
+        else {"query": q, "doc": d, "kind": "clean"}
+        for i, (q, d) in enumerate(pair_pool)
+    ]
+
+    def clean_pairs(items):
+        return [{"query": q, "doc": d, "kind": "clean"} for q, d in items]
+
+    return {
+        "contrastive/pool.jsonl": pool,
+        "contrastive/reference.jsonl": clean_pairs(pair_ref),
+        "contrastive/eval.jsonl": clean_pairs(pair_eval),
+    }
+
+
 def make_corpora(config: DemoDataConfig) -> dict[str, int]:
     """Write the demo corpora under `config.output`; returns the number of records per file."""
     rng = random.Random(config.seed)
@@ -152,36 +184,11 @@ def make_corpora(config: DemoDataConfig) -> dict[str, int]:
         pool.append({"text": _noise(kind, rng, clean, vocabulary, dupes), "kind": kind})
     rng.shuffle(pool)
 
-    pairs = list(data.pairs)
-    sizes = (config.pair_reference_size, config.pair_eval_size, config.pair_pool_size)
-    if len(pairs) < sum(sizes):
-        raise JestflowError(
-            f"the standard library gives {len(pairs)} function pairs, {sum(sizes)} needed"
-        )
-    pair_ref = pairs[: sizes[0]]
-    pair_eval = pairs[sizes[0] : sizes[0] + sizes[1]]
-    pair_pool = pairs[sizes[0] + sizes[1] : sum(sizes)]
-    mispaired = set(rng.sample(range(len(pair_pool)), len(pair_pool) // 2))
-    shuffled_docs = [pair_pool[i][1] for i in sorted(mispaired)]
-    rng.shuffle(shuffled_docs)
-    docs = iter(shuffled_docs)
-    pair_pool_records = [
-        {"query": q, "doc": next(docs), "kind": "mispaired"}
-        if i in mispaired
-        else {"query": q, "doc": d, "kind": "clean"}
-        for i, (q, d) in enumerate(pair_pool)
-    ]
-
-    def clean_pairs(items):
-        return [{"query": q, "doc": d, "kind": "clean"} for q, d in items]
-
     files = {
         "lm/pool.jsonl": pool,
         "lm/reference.jsonl": [{"text": t, "kind": "clean"} for t in reference],
         "lm/eval.jsonl": [{"text": t, "kind": "clean"} for t in held_out],
-        "contrastive/pool.jsonl": pair_pool_records,
-        "contrastive/reference.jsonl": clean_pairs(pair_ref),
-        "contrastive/eval.jsonl": clean_pairs(pair_eval),
+        **_pair_files(list(data.pairs), config, rng),
     }
     fs, root = writable_directory(config.output)
     for name, records in files.items():

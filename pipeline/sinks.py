@@ -25,7 +25,8 @@ from ..transforms.manifest import (
 from ..transforms.offline_selection import Decision
 from ..transforms.paths import child
 from ..transforms.records import Rejected
-from ..transforms.shards import ShardInfo, sample_of, write_shards
+from ..transforms.shard_samples import encode_selected
+from ..transforms.shards import ShardInfo, write_shards
 from ..transforms.stats import grid, tier_of
 
 
@@ -67,14 +68,8 @@ def write_shard_group(
     for tier in sorted(by_tier):
         ranked = sorted(by_tier[tier], key=lambda d: (-d.score, d.example.key))
         samples = (
-            sample_of(
-                d.example,
-                {**info, "teacher_loss": d.teacher_loss, "score": d.score, "tier": tier,
-                 "rank": rank, "super_batch": d.super_batch, **pair_parameters(d)},
-                d.embeddings,
-            )
-            for rank, d in enumerate(ranked)
-        )  # fmt: skip
+            encode_selected(d, tier=tier, rank=rank, models=info) for rank, d in enumerate(ranked)
+        )
         written = write_shards(
             samples,
             child(output, "shards"),
@@ -91,13 +86,6 @@ def write_shard_group(
         shards += written
     write_manifest_part(rows, output, f"selected-{group:06d}")
     return WrittenGroup(group=group, shards=shards)
-
-
-def pair_parameters(d: Decision) -> dict[str, float]:
-    """The teacher's temperature and bias (contrastive), stored beside its embeddings."""
-    if d.scale is None or d.bias is None:
-        return {}
-    return {"teacher_scale": d.scale, "teacher_bias": d.bias}
 
 
 def write_not_selected(decisions: Iterable[Decision], output: str) -> int:

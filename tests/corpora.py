@@ -15,13 +15,13 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from helpers import COLORS, SEED, lr, png, sentences, shade, write_jsonl
 
-from jestflow.pipeline.curate import CurateConfig, run_curation
+from jestflow.pipeline.job import CurateConfig, RunPlan, run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.records import FieldMap
 
 TEXT = FieldMap(text="text", keep=("kind",), max_chars=5000)
-TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64, "progress": False}
+TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
 BAD_LINES = [
     b"{broken",  # bad_json
     b'{"text": ""}',  # empty
@@ -65,6 +65,13 @@ def images_config(root, out, **changes):
     """Curation of the `images` corpus (colour squares and captions, half mispaired), as pairs."""
     fields = FieldMap(image="img", caption="cap", keep=("kind",))
     return pairs_config(root, out, inputs=(str(root / "pool.parquet"),), fields=fields, **changes)
+
+
+def plan_for(config):
+    """A run plan made up without touching anything: for tests that only build the graph."""
+    fingerprints = {"teacher": "0" * 16} | ({"student": "1" * 16} if config.student else {})
+    record = {"models": {role: {"fingerprint": fp} for role, fp in fingerprints.items()}}
+    return RunPlan(urls=list(config.inputs), fingerprints=fingerprints, record=record, started=0.0)
 
 
 def curate(root, out, **changes):

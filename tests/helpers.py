@@ -108,7 +108,7 @@ def untrained_eval(task, eval_inputs, fields, size, *, batch_size=16, right_kind
     baseline a learned bound is a gain over."""
     import torch
 
-    from jestflow.trainer.fit import evaluate, load_examples
+    from jestflow.trainer.core import evaluate, load_examples
     from jestflow.transforms.models import new_model
 
     torch.manual_seed(0)

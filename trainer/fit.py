@@ -1,63 +1,56 @@
-"""Fitting a built-in reference (teacher) model on a curated reference set: `jestflow teacher train`.
+"""Fitting a built-in teacher model on a curated reference set: `jestflow teacher train`.
 
 Plain uniform training: the reference set is small and already clean, so it is read into memory,
 tokenized once, and sampled in shuffled epochs. The result is a checkpoint directory
-(config.json + model.safetensors) plus `metrics.json` with the loss curve and held-out loss.
+(config.json + model.safetensors) plus `metrics.json` with the loss curve and held-out loss. An
+output directory that holds anything is refused unless `overwrite`.
 """
 
 from __future__ import annotations
 
-import math
 import posixpath
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..transforms.checkpoint import save_checkpoint
+from ..transforms.checkpoint import CONFIG, save_checkpoint
 from ..transforms.errors import JestflowError
-from ..transforms.losses import PairEmbeddings
-from ..transforms.models import SIZE_KEYS, new_model
-from ..transforms.paths import writable_directory, write_json
-from ..transforms.readers import read_examples
-from ..transforms.records import Example, FieldMap, Rejected
-from ..transforms.scoring import autocast, embed_pairs, lm_losses, pair_inputs, resolve_device
+from ..transforms.logs import progress
+from ..transforms.models import new_model
+from ..transforms.paths import filesystem, writable_directory, write_json
+from ..transforms.records import Example, FieldMap
+from ..transforms.run_folder import STARTED, SUCCESS
+from ..transforms.scoring import resolve_device
 from ..transforms.vocabulary import LAYOUTS, TASKS, check_choice
+from .checkpoints import LOG, STATE
+from .core import (
+    ModelSize,
+    Optimization,
+    evaluate,
+    load_examples,
+    prepare,
+    right_kind_of,
+    start_training,
+)
+
+RECENT = 50  # the training loss reported is the mean over this many last steps
 
 
 @dataclass(kw_only=True)
-class ModelSize:
-    """The built-in model's size for a fresh model (None: the architecture's default)."""
-
-    d_model: int | None = None
-    n_layer: int | None = None
-    n_head: int | None = None
-    max_len: int | None = None
-
-    @property
-    def model_size(self) -> dict[str, int | None]:
-        return {k: getattr(self, k) for k in SIZE_KEYS}
-
-
-@dataclass(kw_only=True)
-class TeacherConfig(ModelSize):
+class TeacherConfig(ModelSize, Optimization):
     inputs: tuple[str, ...]
     output: str
     task: str
     fields: FieldMap
     eval_inputs: tuple[str, ...] = ()
-    steps: int = 1000
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
     seed: int = 0
     device: str = "auto"
-    progress: bool = True
+    overwrite: bool = False  # replace what `output` holds
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
@@ -78,85 +71,12 @@ class TeacherResult:
     rejected: dict[str, int]
     eval_examples: int
     eval_rejected: dict[str, int]
-    train_loss: float  # mean of the last 50 steps
+    mean_train_loss: float  # the mean training loss of the last `mean_train_loss_steps` steps
+    mean_train_loss_steps: int  # RECENT, or every step of a shorter run
     eval_loss: float | None
     eval_recall_at_1: float | None
     seconds: float
     curve: list[dict] = field(default_factory=list)
-
-
-def right_kind_of(layout: str) -> str:
-    """A two-tower model's right tower for a field layout: `image` for image-text pairs."""
-    return "image" if layout == "image_text" else "text"
-
-
-def load_examples(inputs: Sequence[str], fields: FieldMap) -> tuple[list[Example], Counter]:
-    """All examples of the inputs, and the count of rejected records by reason."""
-    examples: list[Example] = []
-    rejected: Counter = Counter()
-    first: Rejected | None = None
-    for record in read_examples(inputs, fields):
-        if isinstance(record, Rejected):
-            rejected[record.reason] += 1
-            first = first or record
-        else:
-            examples.append(record)
-    if not examples:
-        why = (
-            f"; first problem: {first.source} record {first.position}: {first.detail}"
-            if first
-            else ""
-        )
-        raise JestflowError(f"no usable examples in {', '.join(inputs)}{why}")
-    return examples, rejected
-
-
-def model_inputs(model: nn.Module, texts: Sequence[str], right: Sequence | None = None) -> list:
-    """Training inputs: token tensors (lm), or (left, right) pairs of a two-tower model's inputs
-    (`right`: the documents or images)."""
-    if model.task == "lm":
-        return model.tokenize(list(texts))
-    return list(zip(model.prepare_left(list(texts)), model.prepare_right(list(right)), strict=True))
-
-
-def prepare(model: nn.Module, examples: Sequence[Example]) -> list:
-    """Model inputs for each example, computed once."""
-    if model.task == "lm":
-        return model_inputs(model, [ex.text for ex in examples])
-    return model_inputs(model, *pair_inputs(examples))
-
-
-def batch_loss(model: nn.Module, batch: Sequence) -> torch.Tensor:
-    """The training loss of one batch: mean token NLL, or the sigmoid loss Σ_ij ℓ_ij / B."""
-    if model.task == "lm":
-        return model.sequence_nll(batch).mean()
-    left, right = zip(*batch, strict=True)
-    return model.pair_embeddings(model.embed_left(left), model.embed_right(right)).batch_loss()
-
-
-def evaluate(
-    model: nn.Module, examples: Sequence[Example], batch_size: int
-) -> tuple[float, float | None]:
-    """Held-out loss (and recall@1 within batches of `batch_size`, for contrastive models)."""
-    was_training = model.training
-    model.eval()
-    try:
-        if model.task == "lm":
-            return lm_losses(model, [ex.text for ex in examples]).mean().item(), None
-        emb = embed_pairs(model, *pair_inputs(examples))
-        # The sigmoid loss and recall@1 depend on the batch size: score full batches only
-        # (all examples as one batch when there are fewer than `batch_size`).
-        size = min(batch_size, len(examples))
-        losses, hits = [], 0
-        for start in range(0, len(examples) - size + 1, size):
-            block = torch.arange(start, start + size)
-            chunk = PairEmbeddings(emb.left[block], emb.right[block], emb.scale, emb.bias)
-            losses.append(chunk.batch_loss().item())
-            similarity = chunk.left @ chunk.right.T
-            hits += (similarity.argmax(1) == torch.arange(size)).sum().item()
-        return sum(losses) / len(losses), hits / (len(losses) * size)
-    finally:
-        model.train(was_training)
 
 
 def train_teacher(config: TeacherConfig) -> TeacherResult:
@@ -166,42 +86,10 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
     held_out, eval_rejected = (
         load_examples(config.eval_inputs, config.fields) if config.eval_inputs else ([], Counter())
     )
-    writable_directory(config.output)  # fail now, not after training
-
-    torch.manual_seed(config.seed)
-    right_kind = right_kind_of(config.fields.layout)
-    model = new_model(config.task, right_kind=right_kind, **config.model_size).to(device).train()
-    items = prepare(model, examples)
-
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(config.warmup_steps, config.steps)
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    batches = _shuffled_batches(len(items), min(config.batch_size, len(items)), generator)
-
-    curve: list[dict] = []
-    recent: list[float] = []  # the last losses, whose mean is reported as the final training loss
-    smoothed = None
-    bar = tqdm(range(config.steps), desc="teacher train", unit="step", disable=not config.progress)
-    for step in bar:
-        with autocast(device):
-            loss = batch_loss(model, [items[i] for i in next(batches)])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        value = loss.item()
-        recent = [*recent[-49:], value]
-        smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
-        if step % 10 == 0 or step == config.steps - 1:
-            bar.set_postfix(loss=f"{smoothed:.3f}")
-            curve.append({"step": step + 1, "loss": value})
-
+    held = _check_output(config)  # fail now, not after training
+    model, curve, recent = _fit(config, device, examples)
     eval_loss, recall = evaluate(model, held_out, config.batch_size) if held_out else (None, None)
+    _clear(config.output, held)  # only with `overwrite`
     meta = {
         "trained_by": "jestflow teacher train",
         "steps": config.steps,
@@ -211,25 +99,51 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
         "examples": len(examples),
         "fields": asdict(config.fields),
     }
-    fingerprint = save_checkpoint(model, config.output, meta=meta)
     result = TeacherResult(
         output=config.output,
-        fingerprint=fingerprint,
+        fingerprint=save_checkpoint(model, config.output, meta=meta),
         examples=len(examples),
         rejected=dict(rejected),
         eval_examples=len(held_out),
         eval_rejected=dict(eval_rejected),
-        train_loss=sum(recent) / len(recent),
+        mean_train_loss=sum(recent) / len(recent),
+        mean_train_loss_steps=len(recent),
         eval_loss=eval_loss,
         eval_recall_at_1=recall,
         seconds=time.perf_counter() - start,
         curve=curve,
     )
-    _write_metrics(config.output, result)
+    write_json(asdict(result), posixpath.join(config.output, "metrics.json"))
     return result
 
 
-def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator):
+def _fit(
+    config: TeacherConfig, device: torch.device, examples: Sequence[Example]
+) -> tuple[nn.Module, list[dict], list[float]]:
+    """A fresh model trained `config.steps` steps; the loss curve (every tenth step and the last)
+    and the losses of the last RECENT steps."""
+    torch.manual_seed(config.seed)
+    right_kind = right_kind_of(config.fields.layout)
+    model = new_model(config.task, right_kind=right_kind, **config.model_size).to(device).train()
+    items = prepare(model, examples)
+    training = start_training(model, config, device)
+    generator = torch.Generator().manual_seed(config.seed)
+    batches = _shuffled_batches(len(items), min(config.batch_size, len(items)), generator)
+    curve: list[dict] = []
+    recent: list[float] = []
+    smoothed = None
+    bar = progress(range(config.steps), desc="teacher train", unit="step")
+    for step in bar:
+        value = training.step([items[i] for i in next(batches)]).item()
+        recent = [*recent[-(RECENT - 1) :], value]
+        smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
+        if step % 10 == 0 or step == config.steps - 1:
+            bar.set_postfix(loss=f"{smoothed:.3f}")
+            curve.append({"step": step + 1, "loss": value})
+    return model, curve, recent
+
+
+def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
     """Endless batches of indices: each epoch a fresh permutation (the last partial batch dropped)."""
     while True:
         order = torch.randperm(n, generator=generator).tolist()
@@ -237,15 +151,30 @@ def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator):
             yield order[start : start + batch_size]
 
 
-def warmup_cosine(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
+# What an output folder's entries say it holds, checked in this order.
+_HOLDINGS = (
+    ("a training run", {STATE, LOG}),
+    ("a curation run", {SUCCESS, STARTED}),
+    ("a model checkpoint", {CONFIG}),
+)
 
 
-def _write_metrics(directory: str, result: TeacherResult) -> None:
-    write_json(asdict(result), posixpath.join(directory, "metrics.json"))
+def _check_output(config: TeacherConfig) -> list[str]:
+    """Create the output folder, refusing one that holds anything unless `overwrite`; the paths
+    of what it holds (to be replaced once the teacher is trained)."""
+    fs, root = writable_directory(config.output)
+    held = sorted(fs.ls(root, detail=False))
+    if held and not config.overwrite:
+        names = [posixpath.basename(path.rstrip("/")) for path in held]
+        kind = next((kind for kind, marks in _HOLDINGS if marks & set(names)), "files")
+        shown = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
+        raise JestflowError(
+            f"{config.output} already holds {kind} ({shown}); pass --overwrite to replace it"
+        )
+    return held
+
+
+def _clear(output: str, held: list[str]) -> None:
+    fs, _ = filesystem(output)
+    for path in held:
+        fs.rm(path, recursive=True)

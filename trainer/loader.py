@@ -10,97 +10,20 @@ without teacher values: the baseline a curated run is measured against.
 from __future__ import annotations
 
 import functools
-import io
-import json
-import math
-import posixpath
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator, Sequence
 
-import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from ..transforms.errors import JestflowError
-from ..transforms.paths import filesystem
 from ..transforms.readers import input_urls, read_file
 from ..transforms.records import FieldMap, Rejected
+from ..transforms.shard_samples import TrainSample, decode
+from ..transforms.shards import tar_samples
 
 INTERLEAVE = 4  # distinct shards a resampled stream reads at once (round-robin)
-
-
-class CorruptSample(ValueError):
-    """A sample that cannot be used; skipped and counted, never fatal."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainSample:
-    key: str
-    text: str  # the text (lm), caption or query (contrastive)
-    pair: str | None = None  # a text pair's document
-    image: bytes | None = None  # an image-text pair's encoded image
-    teacher_loss: float = math.nan  # nan for raw inputs, which have no teacher values
-    embeddings: np.ndarray | None = None  # the teacher's [2, d] (left, right), contrastive only
-    info: dict[str, Any] = field(default_factory=dict)  # the sample's json
-
-    @property
-    def right(self) -> str | bytes | None:
-        """A two-tower model's right input: the image, or the document."""
-        return self.image if self.image is not None else self.pair
-
-    @property
-    def tag(self) -> str | None:
-        """The `kind` kept from the input (`--keep-field kind`), for breaking results down."""
-        return self.info.get("meta", {}).get("kind")
-
-
-def decode(sample: dict[str, Any], task: str) -> TrainSample:
-    """A raw WebDataset sample → TrainSample; CorruptSample if unusable, JestflowError if it was
-    curated for the other task."""
-    url = sample.get("__url__", "?")
-    try:
-        info = json.loads(sample["json"])
-        text = sample["txt"].decode("utf-8")
-        loss = float(info["teacher_loss"])
-        embeddings = (
-            np.load(io.BytesIO(sample["npy"]), allow_pickle=False) if "npy" in sample else None
-        )
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
-        raise CorruptSample(f"{url} sample {sample.get('__key__')!r}: {e!r}") from e
-    contrastive = embeddings is not None
-    if not contrastive and "teacher_scale" in info:
-        raise CorruptSample(f"{url} sample {sample.get('__key__')!r}: no teacher embeddings")
-    if contrastive != (task == "contrastive"):
-        held = "contrastive (teacher embeddings)" if contrastive else "lm"
-        raise JestflowError(f"{posixpath.basename(url)} holds {held} samples, not {task}")
-    if embeddings is not None and (embeddings.ndim != 2 or embeddings.shape[0] != 2):
-        raise CorruptSample(f"{url} sample {sample['__key__']!r}: embeddings {embeddings.shape}")
-    pair = sample["doc.txt"].decode("utf-8") if "doc.txt" in sample else None
-    image = next(
-        (sample[k] for k in ("jpg", "png", "webp", "gif", "bmp", "img") if k in sample), None
-    )
-    if contrastive and pair is None and image is None:
-        raise CorruptSample(f"{url} sample {sample['__key__']!r}: no document or image")
-    if image is not None:
-        try:
-            with Image.open(io.BytesIO(image)) as img:
-                img.verify()
-        except Exception as e:  # PIL raises many kinds for a broken image
-            raise CorruptSample(f"{url} sample {sample['__key__']!r}: bad image: {e}") from e
-    return TrainSample(key=sample["__key__"], text=text, pair=pair, image=image,
-                       teacher_loss=loss, embeddings=embeddings, info=info)  # fmt: skip
-
-
-def _open(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for source in sources:
-        fs, path = filesystem(source["url"])
-        with fs.open(path, "rb") as stream:
-            yield {**source, "stream": stream}
 
 
 def _skip(skipped: Counter, error: Exception) -> bool:
@@ -139,9 +62,7 @@ def train_samples(
     def samples(source: list) -> wds.DataPipeline:
         return wds.DataPipeline(
             *source,
-            _open,
-            functools.partial(tar_file_expander, handler=handler),
-            functools.partial(group_by_keys, handler=handler),
+            functools.partial(tar_samples, handler=handler),
             wds.map(functools.partial(decode, task=task), handler=handler),
         )
 

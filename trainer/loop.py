@@ -4,71 +4,51 @@ one optimizer step on those b. Raw inputs (`data`) instead of shards train the b
 need no teacher values: `uniform` and `hard_learner`.
 
 The output directory is a checkpoint like a teacher's (config.json + model.safetensors, so a
-trained student can be the next teacher), plus `checkpoints/step-NNNNNNNN/` (the model and
-`optimizer.pt`, tensors only, loaded with `weights_only=True`), `trainer_state.json` (the step
-and which checkpoint folder holds it) and `log.jsonl` (a JSON line per step and per evaluation).
-
-Saving is crash-safe: a checkpoint folder is written whole, then `trainer_state.json` is
-replaced (written aside and renamed) to point at it — the commit — and only then are the model
-files copied to the top and older folders removed. A run killed at any moment resumes from the
-last committed step.
+trained student can be the next teacher), plus the committed checkpoint folder, the trainer
+state and the log: `checkpoints.py` has the layout and the crash-safe order it is saved in. A
+run killed at any moment resumes (`resume`) from its last committed step and continues exactly
+as an uninterrupted run would: the same samples, the same sub-batches, the same parameters.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import posixpath
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..transforms.checkpoint import (
-    checkpoint_task,
-    copy_model,
-    fingerprint,
-    load_model,
-    save_checkpoint,
-)
+from ..transforms.checkpoint import checkpoint_task, load_model
 from ..transforms.errors import JestflowError
+from ..transforms.logs import progress
 from ..transforms.models import new_model
-from ..transforms.paths import (
-    child,
-    expand_urls,
-    filesystem,
-    read_json,
-    replacing,
-    writable_directory,
-    write_json,
-)
-from ..transforms.records import FieldMap
-from ..transforms.scoring import autocast
+from ..transforms.paths import expand_urls, writable_directory
+from ..transforms.records import Example, FieldMap
 from ..transforms.selection import generator_for
+from ..transforms.shard_samples import TrainSample
 from ..transforms.vocabulary import ONLINE_MODES, RAW_MODES, check_choice
-from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
-from .fit import (
+from . import checkpoints
+from .core import (
     ModelSize,
+    Optimization,
+    Training,
     batch_loss,
     evaluate,
     load_examples,
     model_inputs,
     right_kind_of,
-    warmup_cosine,
+    start_training,
 )
-from .loader import TrainSample, raw_samples, train_samples
-from .online_selection import select_online
-
-STATE, OPTIMIZER, LOG = "trainer_state.json", "optimizer.pt", "log.jsonl"
-CHECKPOINTS = "checkpoints"
+from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
+from .loader import raw_samples, train_samples
+from .online_selection import OnlineSelection, select_online
 
 
 @dataclass(kw_only=True)
-class TrainConfig(ModelSize):
+class TrainConfig(ModelSize, Optimization):
     shards: tuple[str, ...] = ()  # URL patterns: brace ranges, globs, any fsspec URL
     task: str
     output: str
@@ -78,10 +58,6 @@ class TrainConfig(ModelSize):
     super_batch_ratio: int = 5  # r: the student scores r·b per step
     n_chunks: int = 16
     temperature: float = 1.0
-    steps: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
     eval_inputs: tuple[str, ...] = ()  # held-out raw data (JSONL, Parquet, tars)
     fields: FieldMap | None = None  # of `data` and `eval_inputs`
     eval_every: int = 100
@@ -90,7 +66,6 @@ class TrainConfig(ModelSize):
     seed: int = 0
     score_seq_len: int | None = None  # lm: the student scores only the first tokens
     device: str = "auto"
-    progress: bool = True
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, ONLINE_MODES)
@@ -113,74 +88,31 @@ class TrainConfig(ModelSize):
         if self.resume and self.init is not None:
             raise JestflowError("--resume continues the run in --output; drop --init")
 
+    @property
+    def super_batch(self) -> int:
+        """r·b: the samples each step draws (per rank)."""
+        return self.batch_size * self.super_batch_ratio
 
-def forward_flops(
-    model: nn.Module, params: int, samples: Sequence[TrainSample], max_len: int | None
-) -> float:
-    """≈ 2 · parameters · tokens for one forward pass (training is ≈ 3× that)."""
-    limit = max_len or getattr(getattr(model, "config", None), "max_len", 256)
-    tokens = sum(min(len(s.text.encode()) + 1, limit + 1) for s in samples)
-    if model.task != "lm":
-        tokens += sum(min(len((s.pair or "").encode()) + 1, limit) for s in samples)
-    return 2.0 * params * tokens
+    def checkpoint_due(self, step: int) -> bool:
+        """Whether the step (0-based) ends with an evaluation and a checkpoint."""
+        return (step + 1) % self.eval_every == 0 or step + 1 == self.steps
 
 
-def _right_kind(config: TrainConfig, urls: Sequence[str]) -> str:
-    """What a two-tower model's right tower reads: `image` or `text` (documents), as the data
-    holds; the first sample of the first shard tells for shards."""
-    if config.task != "contrastive":
-        return "text"
-    if config.data:
-        return right_kind_of(config.fields.layout)
-    first = next(iter(train_samples(urls[:1], task=config.task)), None)
-    return "image" if first is not None and first.image is not None else "text"
+@dataclass(kw_only=True)
+class _Run:
+    """A run, set up to take its steps."""
 
-
-def _start(config: TrainConfig, device: torch.device, right_kind: str) -> tuple[nn.Module, int]:
-    """The model to train and the step to start at (fresh, `--init`, or `--resume`)."""
-    fs, root = filesystem(config.output)
-    state_path = posixpath.join(root, STATE)
-    if fs.exists(state_path):
-        repair_top(config.output)
-    if config.resume:
-        if not fs.exists(state_path):
-            if fs.exists(posixpath.join(root, LOG)):  # killed before its first checkpoint
-                return _fresh(config, device, right_kind), 0
-            raise JestflowError(f"nothing to resume: {config.output} has no {STATE}")
-        step = read_json(posixpath.join(config.output, STATE))["step"]
-        if step >= config.steps:
-            raise JestflowError(f"{config.output} is already at step {step}; raise --steps")
-        folder = checkpoint_folder(config.output)
-        return load_model(folder, task=config.task, device=device).train(), step
-    if fs.exists(state_path) or fs.exists(posixpath.join(root, LOG)):
-        raise JestflowError(
-            f"{config.output} already holds a training run; --resume it or pick a new --output"
-        )
-    if config.init is not None:
-        task = checkpoint_task(config.init)
-        if task is not None and task != config.task:
-            raise JestflowError(f"--init {config.init} is a {task} model, not {config.task}")
-        model = load_model(config.init, task=config.task, device=device).train()
-        reads = getattr(model, "right_kind", right_kind)
-        if reads != right_kind:
-            raise JestflowError(
-                f"--init {config.init} pairs text with {reads}, but the data pairs it with "
-                f"{right_kind}"
-            )
-        return model, 0
-    return _fresh(config, device, right_kind), 0
-
-
-def _fresh(config: TrainConfig, device: torch.device, right_kind: str) -> nn.Module:
-    torch.manual_seed(config.seed)
-    return new_model(config.task, right_kind=right_kind, **config.model_size).to(device).train()
-
-
-def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:
-    batch = list(itertools.islice(stream, n))
-    if len(batch) < n:
-        raise JestflowError("the shards ran out of samples")  # resampled streams never do
-    return batch
+    config: TrainConfig
+    ranks: Ranks
+    model: nn.Module
+    training: Training
+    start: int  # the first step to take: 0, or the resumed checkpoint's
+    stream_seed: int  # this rank's (`stream_seed`)
+    stream: Iterator[TrainSample]
+    skipped: Counter  # corrupt samples the stream skipped, by reason
+    held_out: list[Example]
+    log: checkpoints.Log | None  # the main rank's
+    params: int  # the model's parameter count, for the FLOPs estimates
 
 
 def train(config: TrainConfig) -> dict:
@@ -196,141 +128,199 @@ def train(config: TrainConfig) -> dict:
 
 
 def _train(config: TrainConfig, ranks: Ranks) -> dict:
-    device = ranks.device
-    urls = expand_urls(config.shards, what="shard") if config.shards else []
-    fs, root = writable_directory(config.output)
-    held_out = load_examples(config.eval_inputs, config.fields)[0] if config.eval_inputs else []
-    model, start = _start(config, device, _right_kind(config, urls))
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    if config.resume and start > 0:  # (a run killed before its first checkpoint starts over)
-        saved_fs, saved = filesystem(posixpath.join(checkpoint_folder(config.output), OPTIMIZER))
-        with saved_fs.open(saved, "rb") as f:
-            optimizer.load_state_dict(torch.load(f, weights_only=True))
-    for group in optimizer.param_groups:  # a resumed schedule continues from `start`
-        group.setdefault("initial_lr", config.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(config.warmup_steps, config.steps), last_epoch=start - 1
-    )
-    skipped: Counter = Counter()
-    # Each rank reads its own stream, seeded by (seed, rank), and draws each step's sub-batch
-    # from a generator seeded by (that seed, step). A resumed run reads past what the steps
-    # before `start` drew, so it continues exactly as an uninterrupted run would.
-    stream_seed = config.seed * 1_009 + ranks.rank
-    b, drawn = config.batch_size, config.batch_size * config.super_batch_ratio
-    shuffle = max(1000, 4 * drawn)
-    if urls:
-        stream = train_samples(urls, task=config.task, resampled=True, seed=stream_seed,
-                               shuffle=shuffle, skipped=skipped)  # fmt: skip
-    else:
-        stream = raw_samples(config.data, config.fields, seed=stream_seed, shuffle=shuffle,
-                             skipped=skipped, rank=ranks.rank, world=ranks.world)  # fmt: skip
-    stream = itertools.islice(stream, start * drawn, None)
-    step_loss = wrap(LossOf(model, batch_loss), ranks)
-    params = sum(p.numel() for p in model.parameters())
-    log = _open_log(fs, root, start) if ranks.main else None
+    """Each step: draw r·b samples, let the student choose b of them, take one optimizer step on
+    those; the main rank logs the step, and every `eval_every` steps evaluates and checkpoints."""
+    run = _set_up(config, ranks)
+    steps = _steps(config, run.start, main=ranks.main)
     last: dict = {}
-    bar = tqdm(range(start, config.steps), desc=f"train {config.mode}", unit="step",
-               disable=not (config.progress and ranks.main), initial=start,
-               total=config.steps)  # fmt: skip
-    for step in bar:
-        batch = _draw(stream, drawn)
-        chosen = select_online(model, batch, b, mode=config.mode, n_chunks=config.n_chunks,
-                               temperature=config.temperature,
-                               generator=generator_for(stream_seed, step),
+    for step in steps:
+        batch = _draw(run.stream, config.super_batch)
+        chosen = select_online(run.model, batch, config.batch_size, mode=config.mode,
+                               n_chunks=config.n_chunks, temperature=config.temperature,
+                               generator=generator_for(run.stream_seed, step),
                                score_max_len=config.score_seq_len)  # fmt: skip
         picked = [batch[i] for i in chosen.indices]
         began = time.perf_counter()
-        with autocast(device):
-            loss = step_loss(
-                model_inputs(model, [s.text for s in picked], [s.right for s in picked])
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        scoring = 0 if config.mode in ("uniform", "easy_reference") else drawn
-        last = {
-            "step": step + 1,
-            "loss": loss.item(),
-            "learnability": chosen.learnability,
-            "tags": dict(Counter(s.tag for s in picked if s.tag is not None)),
-            "score_seconds": round(chosen.seconds, 4),
-            "train_seconds": round(time.perf_counter() - began, 4),
-            "examples_seen": (step + 1) * drawn * ranks.world,
-            "score_flops": ranks.world
-            * forward_flops(model, params, batch[:scoring], config.score_seq_len),
-            "train_flops": ranks.world * 3 * forward_flops(model, params, picked, None),
-            "skipped": sum(skipped.values()),
-        }
-        bar.set_postfix(loss=f"{last['loss']:.3f}")
+        loss = run.training.step(
+            model_inputs(run.model, [s.text for s in picked], [s.right for s in picked])
+        )
+        last = _step_record(run, step, loss.item(), chosen, batch, picked, began)
         if ranks.main:
-            log.write(json.dumps(last) + "\n")
-            if held_out and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
-                eval_loss, recall = evaluate(model, held_out, b)
-                last = {"step": step + 1, "eval_loss": eval_loss, "eval_recall_at_1": recall}
-                log.write(json.dumps(last) + "\n")
-            log.flush()
-        if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-            digests = gather(parameter_digest(model), ranks)  # every rank takes part
-            if ranks.main:
-                _save(model, optimizer, step + 1, config, fs, root, digests)
-    if log is not None:
-        log.close()
+            steps.set_postfix(loss=f"{last['loss']:.3f}")
+            last = _log(run, step, last)
+        if config.checkpoint_due(step):
+            _checkpoint(run, step + 1)
+    if run.log is not None:
+        run.log.close()
     return last
 
 
-def _open_log(fs, root: str, start: int):
-    """The log for appending; on resume, lines past the checkpoint's step (about to be run again)
-    and a torn last line are dropped first."""
-    path = posixpath.join(root, LOG)
-    if fs.exists(path):
-        with fs.open(path, "r") as f:  # a run killed mid-write may have left half a last line
-            kept = [line for line in f if line.endswith("\n") and json.loads(line)["step"] <= start]
-        with replacing(fs, path, "w") as f:  # a kill here loses nothing
-            f.writelines(kept)
-    return fs.open(path, "a")
+def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
+    """Everything the steps need: the model (fresh, `--init` or resumed), its optimizer and
+    schedule, this rank's sample stream, the held-out examples and the log."""
+    urls = expand_urls(config.shards, what="shard") if config.shards else []
+    writable_directory(config.output)
+    held_out = load_examples(config.eval_inputs, config.fields)[0] if config.eval_inputs else []
+    model, start = _start(config, ranks.device, _right_kind(config, urls))
+    # A run killed before its first checkpoint starts over at 0, with a fresh optimizer.
+    saved = checkpoints.load_optimizer_state(config.output) if start > 0 else None
+    training = start_training(model, config, ranks.device, start=start, optimizer_state=saved,
+                              loss=wrap(LossOf(model, batch_loss), ranks))  # fmt: skip
+    seed = stream_seed(config.seed, ranks.rank)
+    stream, skipped = _open_stream(config, urls, ranks, seed, start)
+    return _Run(
+        config=config, ranks=ranks, model=model, training=training, start=start, stream_seed=seed,
+        stream=stream, skipped=skipped, held_out=held_out,
+        log=checkpoints.Log(config.output, start) if ranks.main else None,
+        params=sum(p.numel() for p in model.parameters()),
+    )  # fmt: skip
 
 
-def checkpoint_folder(output: str) -> str:
-    """The committed checkpoint of a run: the folder `trainer_state.json` points at (the run
-    folder itself for runs saved before checkpoint folders existed)."""
-    state = read_json(posixpath.join(output, STATE))
-    if "checkpoint" not in state:
-        return output
-    return child(output, *state["checkpoint"].split("/"))
+def _start(config: TrainConfig, device: torch.device, right_kind: str) -> tuple[nn.Module, int]:
+    """The model to train and the step to start at (fresh, `--init`, or `--resume`)."""
+    step = checkpoints.committed_step(config.output)
+    if config.resume:
+        if step is None:
+            if checkpoints.has_log(config.output):  # killed before its first checkpoint
+                return _fresh(config, device, right_kind), 0
+            raise JestflowError(f"nothing to resume: {config.output} has no {checkpoints.STATE}")
+        if step >= config.steps:
+            raise JestflowError(f"{config.output} is already at step {step}; raise --steps")
+        folder = checkpoints.checkpoint_folder(config.output)
+        return load_model(folder, task=config.task, device=device).train(), step
+    if checkpoints.holds_run(config.output):
+        raise JestflowError(
+            f"{config.output} already holds a training run; --resume it or pick a new --output"
+        )
+    if config.init is not None:
+        return _initial(config, device, right_kind), 0
+    return _fresh(config, device, right_kind), 0
 
 
-def repair_top(output: str) -> None:
-    """Copy the committed checkpoint's model to the top of the run folder if it is not there (a
-    run killed after its commit but before that copy)."""
-    folder = checkpoint_folder(output)
-    if folder != output and fingerprint(folder) != _top_fingerprint(output):
-        copy_model(folder, output)
+def _fresh(config: TrainConfig, device: torch.device, right_kind: str) -> nn.Module:
+    torch.manual_seed(config.seed)
+    return new_model(config.task, right_kind=right_kind, **config.model_size).to(device).train()
 
 
-def _top_fingerprint(output: str) -> str | None:
-    try:
-        return fingerprint(output)
-    except JestflowError:  # no model at the top yet
-        return None
+def _initial(config: TrainConfig, device: torch.device, right_kind: str) -> nn.Module:
+    """The `--init` checkpoint, refused if it is another task's or reads another right input."""
+    task = checkpoint_task(config.init)
+    if task is not None and task != config.task:
+        raise JestflowError(f"--init {config.init} is a {task} model, not {config.task}")
+    model = load_model(config.init, task=config.task, device=device).train()
+    reads = getattr(model, "right_kind", right_kind)
+    if reads != right_kind:
+        raise JestflowError(
+            f"--init {config.init} pairs text with {reads}, but the data pairs it with {right_kind}"
+        )
+    return model
 
 
-def _save(model, optimizer, step: int, config: TrainConfig, fs, root: str, digests) -> None:
-    meta = {"trained_by": "jestflow train", "step": step, "mode": config.mode}
-    name = f"step-{step:08d}"
-    folder = posixpath.join(config.output, CHECKPOINTS, name)
-    save_checkpoint(model, folder, meta=meta)
-    optimizer_path = posixpath.join(root, CHECKPOINTS, name, OPTIMIZER)
-    with replacing(fs, optimizer_path) as f:
-        torch.save(optimizer.state_dict(), f)
-    # The ranks' parameter digests: equal, or the all-reduce is broken.
-    state = {"step": step, "checkpoint": f"{CHECKPOINTS}/{name}", "parameter_digests": digests,
-             "config": asdict(config)}  # fmt: skip
-    write_json(state, posixpath.join(config.output, STATE))  # the commit
-    copy_model(folder, config.output)  # the run folder is itself the latest model
-    for old in fs.ls(posixpath.join(root, CHECKPOINTS), detail=False):
-        if posixpath.basename(old.rstrip("/")) != name:
-            fs.rm(old, recursive=True)
+def _right_kind(config: TrainConfig, urls: Sequence[str]) -> str:
+    """What a two-tower model's right tower reads: `image` or `text` (documents), as the data
+    holds; the first sample of the first shard tells for shards."""
+    if config.task != "contrastive":
+        return "text"
+    if config.data:
+        return right_kind_of(config.fields.layout)
+    first = next(iter(train_samples(urls[:1], task=config.task)), None)
+    return "image" if first is not None and first.image is not None else "text"
+
+
+def stream_seed(seed: int, rank: int) -> int:
+    """The seed of one rank's sample stream, which also seeds each step's sub-batch draw
+    (`generator_for(stream seed, step)`). Each rank reads its own stream, seeded by (seed, rank):
+    1009 is a prime above any rank in use, so seed · 1009 + rank spreads the seeds and no two
+    (seed, rank) pairs with rank < 1009 share one."""
+    return seed * 1_009 + rank
+
+
+def _open_stream(
+    config: TrainConfig, urls: Sequence[str], ranks: Ranks, seed: int, start: int
+) -> tuple[Iterator[TrainSample], Counter]:
+    """This rank's endless sample stream, and the count of corrupt samples it skips. A resumed
+    run reads past the `start · r·b` samples the steps before `start` drew, so it continues
+    exactly as an uninterrupted run would."""
+    skipped: Counter = Counter()
+    shuffle = max(1000, 4 * config.super_batch)
+    if urls:
+        stream = train_samples(urls, task=config.task, resampled=True, seed=seed,
+                               shuffle=shuffle, skipped=skipped)  # fmt: skip
+    else:
+        stream = raw_samples(config.data, config.fields, seed=seed, shuffle=shuffle,
+                             skipped=skipped, rank=ranks.rank, world=ranks.world)  # fmt: skip
+    return itertools.islice(stream, start * config.super_batch, None), skipped
+
+
+def _steps(config: TrainConfig, start: int, *, main: bool) -> Iterable[int]:
+    """The steps to take, under a progress bar on the main rank."""
+    steps = range(start, config.steps)
+    if not main:
+        return steps
+    return progress(steps, desc=f"train {config.mode}", unit="step", initial=start,
+                    total=config.steps)  # fmt: skip
+
+
+def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:
+    batch = list(itertools.islice(stream, n))
+    if len(batch) < n:
+        raise JestflowError("the shards ran out of samples")  # resampled streams never do
+    return batch
+
+
+def forward_flops(
+    model: nn.Module, params: int, samples: Sequence[TrainSample], max_len: int | None
+) -> float:
+    """≈ 2 · parameters · tokens for one forward pass (training is ≈ 3× that)."""
+    limit = max_len or getattr(getattr(model, "config", None), "max_len", 256)
+    tokens = sum(min(len(s.text.encode()) + 1, limit + 1) for s in samples)
+    if model.task != "lm":
+        tokens += sum(min(len((s.pair or "").encode()) + 1, limit) for s in samples)
+    return 2.0 * params * tokens
+
+
+def _step_record(
+    run: _Run,
+    step: int,
+    loss: float,
+    chosen: OnlineSelection,
+    batch: list[TrainSample],
+    picked: list[TrainSample],
+    began: float,
+) -> dict:
+    """The step's log line (`began`: when its training pass began)."""
+    config, world = run.config, run.ranks.world
+    scoring = 0 if config.mode in ("uniform", "easy_reference") else config.super_batch
+    return {
+        "step": step + 1,
+        "loss": loss,
+        "learnability": chosen.learnability,
+        "tags": dict(Counter(s.tag for s in picked if s.tag is not None)),
+        "score_seconds": round(chosen.seconds, 4),
+        "train_seconds": round(time.perf_counter() - began, 4),
+        "examples_seen": (step + 1) * config.super_batch * world,
+        "score_flops": world
+        * forward_flops(run.model, run.params, batch[:scoring], config.score_seq_len),
+        "train_flops": world * 3 * forward_flops(run.model, run.params, picked, None),
+        "skipped": sum(run.skipped.values()),
+    }
+
+
+def _log(run: _Run, step: int, record: dict) -> dict:
+    """Log the step's line and, when one is due, evaluate on the held-out examples and log that
+    too; returns the last line logged."""
+    run.log.write(record)
+    if run.held_out and run.config.checkpoint_due(step):
+        eval_loss, recall = evaluate(run.model, run.held_out, run.config.batch_size)
+        record = {"step": step + 1, "eval_loss": eval_loss, "eval_recall_at_1": recall}
+        run.log.write(record)
+    run.log.flush()
+    return record
+
+
+def _checkpoint(run: _Run, step: int) -> None:
+    """Save and commit the run after `step` steps; every rank hands in its parameter digest."""
+    digests = gather(parameter_digest(run.model), run.ranks)
+    if run.ranks.main:
+        checkpoints.save(run.config.output, run.model, run.training.optimizer, step,
+                         asdict(run.config), digests)  # fmt: skip

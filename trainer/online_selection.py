@@ -27,8 +27,9 @@ from ..transforms.selection import (
     select_independent,
     select_joint,
 )
+from ..transforms.shard_samples import TrainSample
 from ..transforms.vocabulary import ONLINE_MODES, check_choice
-from .loader import TrainSample
+from .core import eval_mode
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,13 +41,11 @@ class OnlineSelection:
 
 def teacher_embeddings(samples: Sequence[TrainSample]) -> PairEmbeddings:
     """The teacher's pair embeddings and (t, β), as stored in the shards."""
-    info = samples[0].info
-    if "teacher_scale" not in info or "teacher_bias" not in info:
+    first = samples[0]
+    if first.teacher_scale is None or first.teacher_bias is None:
         raise JestflowError("contrastive shards lack teacher_scale/teacher_bias: re-run curate")
     stacked = torch.from_numpy(np.stack([s.embeddings for s in samples]).astype(np.float32))
-    return PairEmbeddings(
-        stacked[:, 0], stacked[:, 1], float(info["teacher_scale"]), float(info["teacher_bias"])
-    )
+    return PairEmbeddings(stacked[:, 0], stacked[:, 1], first.teacher_scale, first.teacher_bias)
 
 
 def student_losses(
@@ -54,14 +53,10 @@ def student_losses(
 ) -> torch.Tensor | PairEmbeddings:
     """The student's per-example losses (lm; `score_max_len` scores only the first tokens, a
     cheaper pass) or its pair embeddings (contrastive), without gradients."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         if model.task == "lm":
             return lm_losses(model, [s.text for s in samples], max_len=score_max_len)
         return embed_pairs(model, [s.text for s in samples], [s.right for s in samples])
-    finally:
-        model.train(was_training)
 
 
 def select_online(

@@ -27,8 +27,8 @@ from ..transforms.errors import JestflowError
 from ..transforms.paths import filesystem, read_json, write_json
 from ..transforms.records import FieldMap
 from ..transforms.scoring import resolve_device
-from .fit import evaluate, load_examples
-from .loop import STATE, checkpoint_folder
+from .checkpoints import STATE, checkpoint_folder
+from .core import evaluate, load_examples
 
 
 @dataclass(kw_only=True)

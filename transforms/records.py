@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .errors import JestflowError
 
@@ -212,53 +212,17 @@ def parse_mapping(
     `{"bytes": ...}` struct (the Hugging Face datasets image column).
     """
 
-    def reject(reason: str, detail: str) -> Rejected:
-        return Rejected(source=source, position=position, reason=reason, detail=detail, raw=raw)
-
     texts: list[str] = []
     for name in fields.text_fields:
-        value = record.get(name)
-        if value is None:
-            present = ", ".join(sorted(map(str, record))[:10]) or "none"
-            return reject(MISSING_FIELD, f"no field {name!r} (fields: {present})")
-        if isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return reject(BAD_UTF8, f"{name}: {e}")
-        if not isinstance(value, str):
-            return reject(NOT_A_STRING, f"{name} is {type(value).__name__}, not a string")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:  # lone surrogates from JSON escapes
-            return reject(BAD_UTF8, f"{name}: {e}")
-        if not value.strip():
-            return reject(EMPTY, f"{name} is empty")
-        if len(value) > fields.max_chars:
-            return reject(TOO_LONG, f"{name} has {len(value)} characters > {fields.max_chars}")
+        value = _text(record, name, fields.max_chars)
+        if isinstance(value, Problem):
+            return Rejected(source=source, position=position, raw=raw, **value._asdict())
         texts.append(value)
-
-    image = None
-    if fields.image:
-        image = record.get(fields.image)
-        if isinstance(image, Mapping):
-            image = image.get("bytes")
-        if image is None:
-            return reject(MISSING_FIELD, f"no field {fields.image!r}")
-        if not isinstance(image, bytes):
-            return reject(BAD_IMAGE, f"{fields.image} is {type(image).__name__}, not bytes")
-        problem = image_problem(image)
-        if problem:
-            return reject(BAD_IMAGE, problem)
-
-    meta = {}
-    for name in fields.keep:
-        if name in record:
-            if _deeper_than(record[name], MAX_META_DEPTH):
-                return reject(
-                    BAD_JSON, f"kept field {name!r} nests deeper than {MAX_META_DEPTH} levels"
-                )
-            meta[name] = _plain(record[name])
+    image = _image(record, fields.image) if fields.image else None
+    meta = _kept(record, fields.keep)
+    for problem in (image, meta):
+        if isinstance(problem, Problem):
+            return Rejected(source=source, position=position, raw=raw, **problem._asdict())
     return make_example(
         layout=fields.layout,
         text=texts[0],
@@ -268,6 +232,63 @@ def parse_mapping(
         position=position,
         meta=meta,
     )
+
+
+class Problem(NamedTuple):
+    """Why a record is rejected: its reason and a detail for the dead letter."""
+
+    reason: str
+    detail: str
+
+
+def _text(record: Mapping[str, Any], name: str, max_chars: int) -> str | Problem:
+    """A text field's value, or the problem with it."""
+    value = record.get(name)
+    if value is None:
+        present = ", ".join(sorted(map(str, record))[:10]) or "none"
+        return Problem(MISSING_FIELD, f"no field {name!r} (fields: {present})")
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return Problem(BAD_UTF8, f"{name}: {e}")
+    if not isinstance(value, str):
+        return Problem(NOT_A_STRING, f"{name} is {type(value).__name__}, not a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # lone surrogates from JSON escapes
+        return Problem(BAD_UTF8, f"{name}: {e}")
+    if not value.strip():
+        return Problem(EMPTY, f"{name} is empty")
+    if len(value) > max_chars:
+        return Problem(TOO_LONG, f"{name} has {len(value)} characters > {max_chars}")
+    return value
+
+
+def _image(record: Mapping[str, Any], name: str) -> bytes | Problem:
+    """An image field's bytes (also from a `{"bytes": ...}` struct), or the problem with it."""
+    image = record.get(name)
+    if isinstance(image, Mapping):
+        image = image.get("bytes")
+    if image is None:
+        return Problem(MISSING_FIELD, f"no field {name!r}")
+    if not isinstance(image, bytes):
+        return Problem(BAD_IMAGE, f"{name} is {type(image).__name__}, not bytes")
+    problem = image_problem(image)
+    return Problem(BAD_IMAGE, problem) if problem else image
+
+
+def _kept(record: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any] | Problem:
+    """The kept fields the record has, as plain JSON values, or the problem with one."""
+    meta = {}
+    for name in names:
+        if name in record:
+            if _deeper_than(record[name], MAX_META_DEPTH):
+                return Problem(
+                    BAD_JSON, f"kept field {name!r} nests deeper than {MAX_META_DEPTH} levels"
+                )
+            meta[name] = _plain(record[name])
+    return meta
 
 
 def image_problem(data: bytes) -> str | None:

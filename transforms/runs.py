@@ -18,14 +18,8 @@ import pyarrow.compute as pc
 from .errors import JestflowError
 from .manifest import read_manifest, status_counts
 from .paths import filesystem, read_json
-
-RUN, SUCCESS = "run.json", "_SUCCESS"  # what a curation run writes last (pipeline/outputs.py)
-
-
-def is_complete(url: str) -> bool:
-    """Whether the folder holds a completed curation run."""
-    fs, root = filesystem(url)
-    return fs.exists(posixpath.join(root, SUCCESS))
+from .run_folder import MANIFEST, RUN, is_complete
+from .tables import text_table
 
 
 def _by_id(manifest: pa.Table) -> pa.Table:
@@ -71,8 +65,8 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float | None:
 def load_run(url: str) -> tuple[dict[str, Any], pa.Table]:
     """(summary, per-id table) of the curation run in the folder `url`."""
     fs, root = filesystem(url)
-    manifest_url = posixpath.join(url, "manifest")
-    if not fs.exists(posixpath.join(root, "manifest")):
+    manifest_url = posixpath.join(url, MANIFEST)
+    if not fs.exists(posixpath.join(root, MANIFEST)):
         raise JestflowError(f"{url} holds no curation run (no manifest/)")
     manifest = read_manifest(manifest_url)
     run = read_json(posixpath.join(url, RUN)) if fs.exists(posixpath.join(root, RUN)) else {}
@@ -147,12 +141,8 @@ def _side_by_side(runs: dict[str, dict[str, Any]]) -> list[str]:
     ]  # fmt: skip
     if any(r["student"] for r in runs.values()):
         rows.insert(3, ("student", [r["student"] or "—" for r in runs.values()]))
-    width = max(len(name) for name, _ in rows)
-    cell = max(len(v) for _, values in rows for v in values)
     urls = [f"{label}: {r['url']}" for label, r in runs.items()]
-    return urls + [
-        f"{name:<{width}}  " + "  ".join(f"{v:>{cell}}" for v in values) for name, values in rows
-    ]
+    return [*urls, text_table([(name, *values) for name, values in rows])]
 
 
 def summary_text(summary: dict[str, Any]) -> str:
@@ -174,3 +164,26 @@ def comparison_text(result: dict[str, Any]) -> str:
         f"rank correlation {_number(score['rank_correlation'], 3)}",
     ]
     return "\n".join(lines)
+
+
+def stats_text(stats: dict[str, Any], output: str) -> str:
+    """A finished run's stats.json for people (the end of `jestflow curate`): counts, rejection reasons, shards, throughput, where things are."""
+    counts, shards, timing = stats["counts"], stats["shards"], stats["timing"]
+    inputs = max(1, counts["inputs"])
+    rows = [
+        (name.replace("_", " "), f"{counts[name]:,}", f"{100 * counts[name] / inputs:5.1f} %")
+        for name in ("inputs", "selected", "not_selected", "rejected")
+    ]
+    rows += [(f"  rejected: {reason}", f"{n:,}", "") for reason, n in stats["rejected"].items()]
+    rows += [
+        (f"{role} scored", f"{n['scored']:,}", f"{n['cached']:,} from the cache")
+        for role, n in stats["scoring"].items()
+        if role != "cache"
+    ]
+    rows += [
+        ("shards", f"{shards['files']:,} files", f"{shards['bytes'] / 2**20:,.1f} MiB"),
+        ("time", f"{timing['seconds']:,.1f} s", f"{timing['inputs_per_s']:,.0f} inputs/s"),
+    ]
+    root = output.rstrip("/")
+    lines = [f"report: {root}/report.html", f"shards: {root}/shards/"]
+    return "\n".join([text_table(rows, align="lrl"), *lines])

@@ -1,18 +1,15 @@
-"""Ranked WebDataset shards: the sample layout, a byte-reproducible shard writer, and reading back.
-
-A sample holds `__key__` (dot-free, unique per occurrence), the payload — `txt` (the text, caption
-or query), `doc.txt` (the document of a text pair), `jpg`/`png`/… (the image) — a `json` with the
-example's id, source, teacher loss, score, rank, super-batch and teacher fingerprint, and for
-contrastive tasks `npy` with the teacher's [2, d] (left, right) embeddings.
+"""WebDataset shards as files: a byte-reproducible shard writer, and the one way shards are read
+back (webdataset's tar expander, for the trainer's loader and for tools). What a sample holds is
+`shard_samples.py`.
 
 Shards are written under a temporary name and renamed when complete, with a fixed mtime, owner
-and mode, so the same samples always give the same bytes.
+and mode, so the same samples always give the same bytes. (Raw *input* tars are read by
+`readers.py` instead: they are untrusted, so every member is checked and a bad sample becomes a
+dead letter rather than an error.)
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import posixpath
 import re
@@ -20,13 +17,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import webdataset as wds
-from webdataset.tariterators import group_by_keys, tar_file_iterator
+from webdataset.handlers import reraise_exception
+from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from .errors import JestflowError
 from .paths import filesystem, writable_directory
-from .records import Example
+from .shard_samples import decode_payloads
 
 MTIME = 0  # fixed member metadata: the same samples give the same bytes
 # Member names are KEY.EXTENSION: a key of these characters, dot-separated lower-case extensions.
@@ -34,34 +31,6 @@ MTIME = 0  # fixed member metadata: the same samples give the same bytes
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 SAFE_EXTENSION = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
 OWNER = "jestflow"
-IMAGE_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
-
-
-def sample_of(
-    example: Example, info: Mapping[str, Any], embeddings: np.ndarray | None = None
-) -> dict[str, Any]:
-    """The WebDataset sample of one selected example (`info` becomes its `json`)."""
-    sample: dict[str, Any] = {"__key__": example.key, "txt": example.text.encode("utf-8")}
-    if example.pair is not None:
-        sample["doc.txt"] = example.pair.encode("utf-8")
-    if example.image is not None:
-        sample[image_extension(example.image)] = example.image
-    meta = {"id": example.id, "source": example.source, "position": example.position}
-    if example.meta:
-        meta["meta"] = dict(example.meta)
-    sample["json"] = json.dumps({**meta, **info}, sort_keys=True, ensure_ascii=False).encode()
-    if embeddings is not None:
-        out = io.BytesIO()
-        np.save(out, np.ascontiguousarray(embeddings, dtype=np.float32), allow_pickle=False)
-        sample["npy"] = out.getvalue()
-    return sample
-
-
-def image_extension(data: bytes) -> str:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        return IMAGE_EXTENSIONS.get(img.format or "", "img")
 
 
 def check_member_names(sample: Mapping[str, Any]) -> None:
@@ -163,14 +132,24 @@ def write_shards(
     return writer.shards
 
 
+def open_shards(sources: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """webdataset's source stage over fsspec: each `{"url": …}` with its open `stream`."""
+    for source in sources:
+        fs, path = filesystem(source["url"])
+        with fs.open(path, "rb") as stream:
+            yield {**source, "stream": stream}
+
+
+def tar_samples(
+    sources: Iterable[Mapping[str, Any]], handler=reraise_exception
+) -> Iterator[dict[str, Any]]:
+    """The raw samples (`{"__key__", "__url__", extension: bytes}`) of the shards `sources`
+    names, in order; `handler` decides about a broken member (webdataset's convention)."""
+    members = tar_file_expander(open_shards(sources), handler=handler)
+    return group_by_keys(members, handler=handler)
+
+
 def read_shard(url: str) -> Iterator[dict[str, Any]]:
-    """The samples of one shard in order, `json` decoded and `npy` loaded (checks and tools)."""
-    fs, path = filesystem(url)
-    with fs.open(path, "rb") as f:
-        members = ({**member, "__url__": url} for member in tar_file_iterator(f))
-        for sample in group_by_keys(members):
-            sample = dict(sample)
-            sample["json"] = json.loads(sample["json"])
-            if "npy" in sample:
-                sample["npy"] = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
-            yield sample
+    """The samples of one shard in order, `json` parsed and `npy` loaded (checks and tools)."""
+    for sample in tar_samples([{"url": url}]):
+        yield decode_payloads(sample)

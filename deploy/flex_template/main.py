@@ -22,7 +22,7 @@ import click
 
 from jestflow.pipeline.cli import curate
 from jestflow.pipeline.cli import main as jestflow
-from jestflow.pipeline.curate import FLEX_TEMPLATE
+from jestflow.pipeline.job import FLEX_TEMPLATE
 
 TRUE = {"true", "yes", "1"}
 FALSE = {"false", "no", "0"}

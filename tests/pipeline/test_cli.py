@@ -145,3 +145,28 @@ def test_demo_data_writes_tagged_corpora_deterministically(tmp_path):
     assert sum(p["kind"] == "mispaired" for p in pairs) == len(pairs) // 2
     for name in ("lm/pool.jsonl", "contrastive/pool.jsonl", "contrastive/eval.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_curate_where_no_record_parses_fails_with_the_reason_and_the_fields(noisy, tmp_path):
+    out = tmp_path / "out"
+    args = ["curate", str(noisy / "pool.jsonl"), "-o", str(out), "--teacher", str(noisy / "teacher"),
+            "--task", "lm", "--keep", "0.5", "--text-field", "body", "--workers", "1",
+            "--device", "cpu", "-q"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "none of the 245 records could be used" in line and "missing_field" in line
+    assert "no field 'body' (fields: kind, text)" in line
+    assert (out / "rejected").exists() and not (out / "_SUCCESS").exists()
+    fixed = CliRunner().invoke(main, ["text" if a == "body" else a for a in args])
+    assert fixed.exit_code == 0, fixed.output  # the failed run is redone, no --overwrite needed
+
+
+def test_curate_on_a_missing_gpu_stops_before_any_work(noisy, tmp_path):
+    if torch.cuda.is_available():
+        return
+    args = ["curate", str(noisy / "pool.jsonl"), "-o", str(tmp_path / "out"), "--teacher",
+            str(noisy / "teacher"), "--task", "lm", "--keep", "0.5", "--device", "cuda"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "CUDA is not available" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

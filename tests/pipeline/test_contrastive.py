@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from corpora import digest, fit, images_config, pairs_config
 
 from jestflow.pipeline.cli import main
-from jestflow.pipeline.curate import run_curation
 from jestflow.pipeline.grouping import key_hash
+from jestflow.pipeline.job import run_curation
 from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.losses import PairEmbeddings
 from jestflow.transforms.manifest import read_manifest
@@ -145,7 +145,7 @@ def test_learnability_with_a_student_is_joint_selection_on_both_models(pairs, tm
         emb = {role: on_grid(embed_pairs(model, *inputs), selection.quantum)
                for role, model in models.items()}  # fmt: skip
         pairs_scores = ContrastivePairScores(
-            "learnability", learner=emb["student"], reference=emb["teacher"]
+            "learnability", student=emb["student"], teacher=emb["teacher"]
         )
         chosen = select_joint(pairs_scores, kept_count(len(members), selection.keep),
                               n_chunks=selection.n_chunks,

@@ -10,7 +10,7 @@ import tarfile
 import pytest
 from corpora import REASONS, config_for, curate, samples
 
-from jestflow.pipeline.curate import run_curation
+from jestflow.pipeline.job import run_curation
 from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
@@ -172,7 +172,7 @@ def test_curate_command(noisy, tmp_path):
     assert again.exit_code == 0 and "jestflow:" not in again.output
     assert {p.name[:6] for p in (tmp_path / "out" / "shards").iterdir()} == {"shard-"}
     bad = CliRunner().invoke(main, ["curate", *args[:-8], "--keep", "1.5"])
-    assert bad.exit_code == 1 and "keep must be in (0, 1]" in bad.output
+    assert bad.exit_code == 2 and "'--keep': 1.5 is not in the range 0<x<=1" in bad.output
     wrong = CliRunner().invoke(main, ["curate", *args[:5], "--task", "contrastive", "--keep", "0.5",
                                       "--query-field", "q", "--doc-field", "d"])  # fmt: skip
     assert wrong.exit_code == 1 and "is a lm model, not contrastive" in wrong.output

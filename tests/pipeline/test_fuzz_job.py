@@ -22,7 +22,8 @@ from helpers import sentences, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jestflow.pipeline.curate import CurateConfig, run_curation
+from jestflow.pipeline.job import CurateConfig, run_curation
+from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
 from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.readers import read_file, unsafe_member_name
@@ -170,9 +171,14 @@ def run_job(root, files: dict[str, bytes], teacher: str, keep: float = 0.5):
         fields=FIELDS, selection=SelectionConfig(keep=keep, seed=1), super_batch=4,
         shard_max_count=4, device="cpu", workers=1,
     )  # fmt: skip
-    stats = run_curation(config)
     records = [r for url in urls for r in read_file(url, FIELDS)]
-    return folder / "out", stats, records
+    if records and all(isinstance(r, Rejected) for r in records):
+        # A run in which no record parses fails with the reason, its dead letters kept.
+        with pytest.raises(JestflowError, match=r"none of the .* records could be used"):
+            run_curation(config)
+        assert not (folder / "out" / "_SUCCESS").exists()
+        return folder / "out", json.loads((folder / "out" / "stats.json").read_text()), records
+    return folder / "out", run_curation(config), records
 
 
 def check_accounts(out, stats, records: list[Example | Rejected]) -> dict[str, int]:
@@ -214,7 +220,8 @@ def check_accounts(out, stats, records: list[Example | Rejected]) -> dict[str, i
     texts = {r.key: r.text for r in examples}
     for sample in written:
         assert sample["txt"] == texts[sample["__key__"]]
-    assert (out / "_SUCCESS").exists()
+    # Complete, unless records were read and none parsed (then the run failed: run_job).
+    assert (out / "_SUCCESS").exists() == (not rejected or bool(examples))
     return counts
 
 

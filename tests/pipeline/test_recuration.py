@@ -12,10 +12,10 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from corpora import config_for, curate, digest, pairs_config
+from corpora import config_for, curate, digest, pairs_config, plan_for
 from helpers import sentences, write_jsonl
 
-from jestflow.pipeline.curate import run_curation
+from jestflow.pipeline.job import run_curation
 from jestflow.transforms.checkpoint import fingerprint
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
@@ -130,7 +130,8 @@ def test_the_finish_step_runs_after_every_write(noisy, tmp_path):
     import apache_beam as beam
     from apache_beam.pipeline import PipelineVisitor
 
-    from jestflow.pipeline.curate import build, local_runner
+    from jestflow.pipeline.graph import build
+    from jestflow.pipeline.job import local_runner
 
     class Leaves(PipelineVisitor):
         def __init__(self) -> None:
@@ -139,11 +140,13 @@ def test_the_finish_step_runs_after_every_write(noisy, tmp_path):
         def visit_transform(self, node) -> None:
             self.found[node.full_label] = node
 
-    pipeline = beam.Pipeline(runner=local_runner())  # built, never run
-    build(pipeline, config_for(noisy, tmp_path / "out", cache=str(tmp_path / "cache")))
+    pipeline = beam.Pipeline(runner=local_runner(2))  # built, never run
+    config = config_for(noisy, tmp_path / "out", cache=str(tmp_path / "cache"))
+    build(pipeline, config, plan_for(config))
+    assert not (tmp_path / "out").exists()  # building the graph wrote nothing
     leaves = Leaves()
     pipeline.visit(leaves)
-    upstream, todo = set(), [leaves.found["Write stats, run.json, _SUCCESS"]]
+    upstream, todo = set(), [leaves.found["Write stats, run.json, _SUCCESS/Close"]]
     while todo:
         node = todo.pop()
         for pcollection in [*node.inputs, *(side.pvalue for side in node.side_inputs)]:
@@ -151,11 +154,10 @@ def test_the_finish_step_runs_after_every_write(noisy, tmp_path):
             if producer is not None and producer.full_label not in upstream:
                 upstream.add(producer.full_label)
                 todo.append(producer)
-    writers = {label for label in leaves.found if label.startswith("Write ")}
-    writers -= {"Write stats, run.json, _SUCCESS"}
-    assert writers == {"Write rejected", "Write cache", "Write shards"}
-    # "Place" writes the manifest parts of the examples not selected.
-    assert writers | {"Place"} <= upstream
+    writers = {label for label in leaves.found if label.split("/")[-1].startswith("Write ")}
+    assert writers == {"Rejected/Write rejected", "Write cache", "Write not selected",
+                       "Write shards/Write shards"}  # fmt: skip
+    assert writers <= upstream
 
 
 def test_completed_output_refused_interrupted_output_redone(noisy, tmp_path):

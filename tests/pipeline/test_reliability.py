@@ -15,8 +15,8 @@ import pytest
 from corpora import config_for, curate, digest, pairs_config
 from helpers import run_until_killed, sentences, write_jsonl
 
-import jestflow.pipeline.curate as curate_module
-from jestflow.pipeline.curate import run_curation
+import jestflow.pipeline.graph as graph_module
+from jestflow.pipeline.job import run_curation
 from jestflow.transforms.cache import model_folder
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
@@ -117,7 +117,7 @@ def test_bundles_that_fail_once_are_retried_without_duplicates(noisy, tmp_path, 
     markers = tmp_path / "markers"
     markers.mkdir()
     for name in ("write_shard_group", "write_not_selected", "write_rejected", "write_fresh"):
-        monkeypatch.setattr(curate_module, name, fails_once(getattr(curate_module, name), markers))
+        monkeypatch.setattr(graph_module, name, fails_once(getattr(graph_module, name), markers))
     retried, stats = curate(noisy, tmp_path / "retried", cache=str(tmp_path / "cache"), **runner)
     assert sorted(p.name for p in markers.iterdir()) == [
         "write_fresh", "write_not_selected", "write_rejected", "write_shard_group"
@@ -181,7 +181,7 @@ def test_no_configuration_is_evaluated_as_code(tmp_path):
     """Checkpoints and options are data: no eval/exec/pickle anywhere in the package, torch.load
     only with weights_only, Hugging Face never runs a model folder's code, and an architecture
     name in a config is looked up, not imported."""
-    root = Path(curate_module.__file__).parents[1]
+    root = Path(graph_module.__file__).parents[1]
     sources = [p for folder in ("transforms", "pipeline", "trainer", "deploy")
                for p in (root / folder).rglob("*.py")]  # fmt: skip
     assert len(sources) > 30

@@ -1,15 +1,18 @@
-"""Teacher training: a short run must beat the untrained model on held-out data."""
+"""Teacher training: a short run must beat the untrained model on held-out data; an output that
+holds something is replaced only with `overwrite`."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import COLORS, SEED, lr, png, shade, untrained_eval, write_jsonl
 
-from jestflow.trainer.fit import TeacherConfig, evaluate, load_examples, train_teacher
+from jestflow.trainer.core import evaluate, load_examples
+from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.records import FieldMap
@@ -25,7 +28,6 @@ def config(inputs, eval_inputs, output, task, fields, **overrides):
         "warmup_steps": 5,
         "seed": SEED,
         "device": "cpu",
-        "progress": False,
         **TINY,
     }
     values.update(overrides)
@@ -51,6 +53,9 @@ def test_lm_teacher_learns_and_writes_a_checkpoint(tmp_path, text_corpus, learne
     metrics = json.loads((tmp_path / "teacher" / "metrics.json").read_text())
     assert metrics["eval_loss"] == pytest.approx(result.eval_loss)
     assert metrics["curve"][0]["loss"] > metrics["curve"][-1]["loss"]
+    assert (
+        result.mean_train_loss_steps == 50 and metrics["mean_train_loss"] == result.mean_train_loss
+    )
     model = load_model(out, task="lm")
     examples, _ = load_examples([text_corpus[1]], fields)
     assert evaluate(model, examples, 16)[0] == pytest.approx(result.eval_loss, rel=1e-5)
@@ -106,3 +111,38 @@ def test_bad_configs_are_clear(tmp_path, text_corpus):
     empty = write_jsonl(tmp_path / "empty.jsonl", [{"text": ""}, {"other": "x"}])
     with pytest.raises(JestflowError, match=r"no usable examples .* record 0: text is empty"):
         train_teacher(config(empty, empty, str(tmp_path / "x"), "lm", FieldMap(text="text")))
+
+
+def test_an_output_that_holds_something_is_replaced_only_with_overwrite(tmp_path, text_corpus):
+    fields = FieldMap(text="text")
+    out = tmp_path / "t"
+    first = train_teacher(config(*text_corpus, str(out), "lm", fields, steps=2))
+    assert first.mean_train_loss_steps == 2  # a run shorter than 50 steps: all of them
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(JestflowError, match=r"already holds a model checkpoint \(config.json, .*"
+                       r"pass --overwrite"):  # fmt: skip
+        train_teacher(config(*text_corpus, str(out), "lm", fields, steps=2, seed=SEED + 1))
+    assert fingerprint(str(out)) == first.fingerprint  # refused before training: untouched
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
+    with pytest.raises(JestflowError, match="already holds a training run"):
+        train_teacher(config(*text_corpus, str(run), "lm", fields, steps=2))
+    second = train_teacher(
+        config(*text_corpus, str(out), "lm", fields, steps=2, seed=SEED + 1, overwrite=True)
+    )
+    assert second.fingerprint != first.fingerprint and fingerprint(str(out)) == second.fingerprint
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json",
+                                                     "model.safetensors"]  # fmt: skip
+
+
+def test_a_warm_up_longer_than_the_run_is_flagged(tmp_path, text_corpus, caplog):
+    fields = FieldMap(text="text")
+    with caplog.at_level(logging.WARNING, logger="jestflow"):
+        train_teacher(config(*text_corpus, str(tmp_path / "a"), "lm", fields, steps=6))
+    assert not caplog.records  # the test recipe's 5 warm-up steps
+    with caplog.at_level(logging.WARNING, logger="jestflow"):
+        train_teacher(config(*text_corpus, str(tmp_path / "b"), "lm", fields, steps=5))
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith("--warmup-steps 5 ≥ --steps 5: the whole run is warm-up")

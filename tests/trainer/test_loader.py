@@ -19,7 +19,8 @@ from jestflow.trainer.loader import train_samples
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.paths import expand_urls
 from jestflow.transforms.records import make_example
-from jestflow.transforms.shards import ShardWriter, sample_of
+from jestflow.transforms.shard_samples import encode
+from jestflow.transforms.shards import ShardWriter
 
 
 def write(directory, n_shards=4, per_shard=5, pairs=False):
@@ -32,7 +33,7 @@ def write(directory, n_shards=4, per_shard=5, pairs=False):
                 meta={"kind": "clean" if i % 2 else "noise"},
             )  # fmt: skip
             embeddings = np.full((2, 4), i, dtype=np.float32) if pairs else None
-            writer.write(sample_of(example, {"teacher_loss": i / 10, "score": -i / 10}, embeddings))
+            writer.write(encode(example, {"teacher_loss": i / 10, "score": -i / 10}, embeddings))
     return sorted(str(p) for p in directory.iterdir())
 
 
@@ -81,7 +82,7 @@ def test_a_sample_with_a_broken_image_is_skipped_and_counted(tmp_path):
         example = make_example(layout="image_text", text=f"a {key} square", image=png(),
                                source="pool.parquet", position=0)  # fmt: skip
         info = {"teacher_loss": 0.5, "score": -0.5, "teacher_scale": 10.0, "teacher_bias": -10.0}
-        written = sample_of(example, info, np.zeros((2, 4), dtype=np.float32))
+        written = encode(example, info, np.zeros((2, 4), dtype=np.float32))
         return {**written, "__key__": key, "png": image}
 
     noise = io.BytesIO()  # a 32×32 PNG of noise: cut after its header, it still opens

@@ -4,6 +4,7 @@ than uniform, resume continues at the same step, and the student can be the next
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import subprocess
@@ -14,14 +15,16 @@ import pytest
 import torch
 from helpers import SEED, lr, run_until_killed, sentences, untrained_eval, write_jsonl
 
-from jestflow.trainer.fit import TeacherConfig, evaluate, load_examples, train_teacher
+from jestflow.trainer.core import evaluate, load_examples
+from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.trainer.loop import TrainConfig, train
 from jestflow.transforms.checkpoint import checkpoint_task, load_model, save_checkpoint
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.models import new_model
 from jestflow.transforms.records import FieldMap, make_example
 from jestflow.transforms.scoring import lm_losses
-from jestflow.transforms.shards import ShardWriter, sample_of
+from jestflow.transforms.shard_samples import encode
+from jestflow.transforms.shards import ShardWriter
 
 TEXT = FieldMap(text="text")
 TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
@@ -35,7 +38,7 @@ def noisy_shards(tmp_path_factory):
     write_jsonl(root / "eval.jsonl", ({"text": t} for t in sentences(64, 7)))
     train_teacher(TeacherConfig(inputs=(reference,), output=str(root / "teacher"), task="lm",
                                 fields=TEXT, steps=80, batch_size=16, lr=lr(3e-3), warmup_steps=5,
-                                seed=SEED, device="cpu", progress=False, **TINY))  # fmt: skip
+                                seed=SEED, device="cpu", **TINY))  # fmt: skip
     rng = random.Random(0)
     texts = [(t, "clean") for t in sentences(200, 8)]
     texts += [("".join(rng.choice("qzxj#@!0") for _ in range(50)), "noise") for _ in range(200)]
@@ -45,7 +48,7 @@ def noisy_shards(tmp_path_factory):
         for i, ((text, kind), loss) in enumerate(zip(texts, losses, strict=True)):
             example = make_example(layout="text", text=text, source="pool", position=i,
                                    meta={"kind": kind})  # fmt: skip
-            writer.write(sample_of(example, {"teacher_loss": loss, "score": -loss}))
+            writer.write(encode(example, {"teacher_loss": loss, "score": -loss}))
     return root
 
 
@@ -54,8 +57,7 @@ def config(root, out, **changes):
         "shards": (str(root / "shards" / "shard-000000-{000000..000003}.tar"),),
         "task": "lm", "output": str(out), "batch_size": 16, "super_batch_ratio": 4, "steps": 20,
         "lr": lr(3e-3), "warmup_steps": 2, "eval_inputs": (str(root / "eval.jsonl"),),
-        "fields": TEXT, "eval_every": 10, "seed": SEED, "device": "cpu", "progress": False,
-        **TINY,
+        "fields": TEXT, "eval_every": 10, "seed": SEED, "device": "cpu", **TINY,
     }  # fmt: skip
     return TrainConfig(**{**options, **changes})
 
@@ -119,8 +121,7 @@ def test_raw_data_trains_the_baselines_and_refuses_modes_that_need_a_teacher(
                                                    for t in sentences(40, 3)))  # fmt: skip
     train(TrainConfig(data=(pairs,), task="contrastive", output=str(tmp_path / "pairs"),
                       fields=FieldMap(query="query", doc="doc"), mode="hard_learner", steps=2,
-                      batch_size=4, super_batch_ratio=2, device="cpu", progress=False,
-                      **TINY))  # fmt: skip
+                      batch_size=4, super_batch_ratio=2, device="cpu", **TINY))  # fmt: skip
     assert [r["learnability"] for r in lines(tmp_path / "pairs")] == [None, None]
     for mode in ("learnability", "easy_reference"):
         with pytest.raises(JestflowError, match=f"--mode {mode} needs the teacher"):
@@ -148,7 +149,7 @@ def test_resume_on_raw_data_draws_what_an_uninterrupted_run_would(noisy_shards, 
 
 def run_state(out) -> tuple[str, dict]:
     """A run's committed model (fingerprint) and optimizer state (every tensor)."""
-    from jestflow.trainer.loop import checkpoint_folder
+    from jestflow.trainer.checkpoints import checkpoint_folder
     from jestflow.transforms.checkpoint import fingerprint
 
     optimizer = torch.load(f"{checkpoint_folder(str(out))}/optimizer.pt", weights_only=True)
@@ -170,22 +171,22 @@ def test_an_interrupted_and_resumed_run_ends_as_an_uninterrupted_one(
 ):
     """Same parameters and optimizer state, bit for bit: a resumed run reads on where the
     interrupted one stopped and draws each step's sub-batch from the same generator."""
-    import jestflow.trainer.loop as loop
+    import jestflow.trainer.checkpoints as checkpoints
 
     options = {"mode": "learnability", "steps": 10, "eval_every": 4, "eval_inputs": ()}
     train(config(noisy_shards, tmp_path / "whole", **options))
-    save = loop._save
+    save = checkpoints.save
 
-    def save_then_stop(model, optimizer, step, *args):
-        save(model, optimizer, step, *args)
+    def save_then_stop(output, model, optimizer, step, *args):
+        save(output, model, optimizer, step, *args)
         if step == 4:
             raise KeyboardInterrupt  # the run is stopped right after its first checkpoint
 
-    monkeypatch.setattr(loop, "_save", save_then_stop)
+    monkeypatch.setattr(checkpoints, "save", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         train(config(noisy_shards, tmp_path / "parts", **options))
     assert json.loads((tmp_path / "parts" / "trainer_state.json").read_text())["step"] == 4
-    monkeypatch.setattr(loop, "_save", save)
+    monkeypatch.setattr(checkpoints, "save", save)
     train(config(noisy_shards, tmp_path / "parts", resume=True, **options))
     assert_same_state(run_state(tmp_path / "parts"), run_state(tmp_path / "whole"))
     whole, parts = lines(tmp_path / "whole"), lines(tmp_path / "parts")
@@ -209,7 +210,7 @@ def test_resume_continues_at_the_step_it_stopped(noisy_shards, tmp_path):
 
 
 def test_a_trained_student_is_a_checkpoint_the_curation_job_can_use(noisy_shards, tmp_path):
-    from jestflow.pipeline.curate import CurateConfig, run_curation
+    from jestflow.pipeline.job import CurateConfig, run_curation
     from jestflow.transforms.offline_selection import SelectionConfig
 
     train(config(noisy_shards, tmp_path / "student", steps=5, eval_inputs=()))
@@ -241,6 +242,43 @@ def test_train_command(noisy_shards, tmp_path):
     wrong = CliRunner().invoke(main, [*args[:3], "--task", "contrastive", "-o",
                                       str(tmp_path / "c"), "--steps", "1", "--device", "cpu"])  # fmt: skip
     assert wrong.exit_code == 1 and "holds lm samples, not contrastive" in wrong.output
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_the_output_free(noisy_shards, tmp_path):
+    """A start that fails (a field the data lacks, an eval file that does not parse) is not a
+    run: the corrected command into the same --output trains, with no --resume."""
+    from click.testing import CliRunner
+
+    from jestflow.pipeline.cli import main
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", ({"text": t} for t in sentences(40, 5)))
+    (tmp_path / "eval.jsonl").write_text("{broken\n")
+    out = tmp_path / "run"
+    args = ["train", "--data", pool, "--task", "lm", "--mode", "uniform", "-o", str(out),
+            "--batch-size", "4", "--super-batch-ratio", "1", "--steps", "2", "--eval-every", "2",
+            "--warmup-steps", "1", "--device", "cpu", "--d-model", "32", "--layers", "1",
+            "--heads", "2", "--max-len", "64"]  # fmt: skip
+    missing = CliRunner().invoke(main, [*args, "--text-field", "body"])
+    assert missing.exit_code == 1 and "no usable examples" in missing.output
+    assert not (out / "log.jsonl").exists()
+    bad_eval = CliRunner().invoke(main, [*args, "--eval", str(tmp_path / "eval.jsonl")])
+    assert bad_eval.exit_code == 1 and "no usable examples" in bad_eval.output
+    fixed = CliRunner().invoke(main, [*args, "--text-field", "text"])
+    assert fixed.exit_code == 0, fixed.output
+    assert [r["step"] for r in lines(out)] == [1, 2]
+
+
+def test_a_warm_up_longer_than_the_run_is_flagged(noisy_shards, tmp_path, caplog):
+    options = {"mode": "uniform", "eval_inputs": (), "warmup_steps": 3}
+    with caplog.at_level(logging.WARNING, logger="jestflow"):
+        train(config(noisy_shards, tmp_path / "a", steps=4, **options))
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="jestflow"):
+        train(config(noisy_shards, tmp_path / "b", steps=2, **options))  # still trains
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith("--warmup-steps 3 ≥ --steps 2: the whole run is warm-up")
+    assert json.loads((tmp_path / "b" / "trainer_state.json").read_text())["step"] == 2
 
 
 def test_two_processes_under_torchrun_end_with_equal_parameters(noisy_shards, tmp_path):
@@ -323,10 +361,10 @@ def test_promote_makes_a_teacher_with_the_students_fingerprint(noisy_shards, tmp
 @pytest.mark.parametrize(
     ("point", "committed"),
     [
-        ("select_online:14", 12),  # in the middle of a step
-        ("save_checkpoint:4", 9),  # step 12's folder written, not yet committed
-        ("write_json:4", 12),  # committed, the model not yet copied to the top
-        ("copy_model:4", 12),  # copied, step 9's folder not yet removed
+        ("loop:select_online:14", 12),  # in the middle of a step
+        ("checkpoints:save_checkpoint:4", 9),  # step 12's folder written, not yet committed
+        ("checkpoints:write_json:4", 12),  # committed, the model not yet copied to the top
+        ("checkpoints:copy_model:4", 12),  # copied, step 9's folder not yet removed
     ],
 )
 def test_a_killed_run_resumes_from_its_last_checkpoint(noisy_shards, tmp_path, point, committed):
@@ -344,7 +382,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(noisy_shards, tmp_path, p
 
     out = tmp_path / "run"
     args = command(out)
-    run_until_killed(args, f"jestflow.trainer.loop:{point}")
+    run_until_killed(args, f"jestflow.trainer.{point}")
     assert json.loads((out / "trainer_state.json").read_text())["step"] == committed
     resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
@@ -363,7 +401,7 @@ def test_a_run_killed_after_its_last_commit_is_repaired_and_promoted_from_the_co
 ):
     """The state after a kill between the commit and the copy to the top: trainer_state.json
     says step 6, the top still holds other weights. Resume and promote use the commit."""
-    from jestflow.trainer.loop import checkpoint_folder
+    from jestflow.trainer.checkpoints import checkpoint_folder
     from jestflow.trainer.promote import PromoteConfig, promote
     from jestflow.transforms.checkpoint import fingerprint
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 from helpers import sentences
 
-from jestflow.trainer.loader import TrainSample
 from jestflow.trainer.online_selection import select_online, student_losses
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.models import new_model
 from jestflow.transforms.scoring import embed_pairs, lm_losses
 from jestflow.transforms.selection import ContrastivePairScores, select_independent, select_joint
+from jestflow.transforms.shard_samples import TrainSample
 
 TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
 
@@ -75,9 +75,9 @@ def test_contrastive_learnability_uses_the_stored_teacher_embeddings():
     texts = sentences(24, 5)
     docs = [f"def f():  # {t}" for t in texts]
     emb = embed_pairs(teacher, texts, docs)
-    info = {"teacher_scale": emb.scale, "teacher_bias": emb.bias}
     samples = [
-        TrainSample(key=f"k{i}", text=t, pair=d, teacher_loss=0.0, info=info,
+        TrainSample(key=f"k{i}", text=t, pair=d, teacher_loss=0.0, teacher_scale=emb.scale,
+                    teacher_bias=emb.bias,
                     embeddings=torch.stack([emb.left[i], emb.right[i]]).numpy())
         for i, (t, d) in enumerate(zip(texts, docs, strict=True))
     ]  # fmt: skip

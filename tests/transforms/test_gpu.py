@@ -64,7 +64,7 @@ def test_teacher_trains_on_gpu(tmp_path):
     config = TeacherConfig(
         inputs=(data,), eval_inputs=(data,), output=str(tmp_path / "t"), task="lm",
         fields=FieldMap(text="text"), steps=60, batch_size=16, lr=3e-3, device="cuda",
-        d_model=32, n_layer=1, n_head=2, max_len=64, progress=False,
+        d_model=32, n_layer=1, n_head=2, max_len=64,
     )  # fmt: skip
     result = train_teacher(config)
     assert result.eval_loss < 4.0

@@ -11,7 +11,8 @@ from helpers import png
 
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.records import make_example
-from jestflow.transforms.shards import ShardWriter, read_shard, sample_of, write_shards
+from jestflow.transforms.shard_samples import encode
+from jestflow.transforms.shards import ShardWriter, read_shard, write_shards
 
 
 def samples(n: int, layout: str = "text"):
@@ -27,7 +28,7 @@ def samples(n: int, layout: str = "text"):
         info = {"score": -float(rank), "rank": rank, "teacher_loss": float(rank), "super_batch": 0,
                 "teacher": "abcd"}  # fmt: skip
         emb = np.full((2, 4), rank, dtype=np.float32) if layout != "text" else None
-        yield sample_of(ex, info, emb)
+        yield encode(ex, info, emb)
 
 
 def test_shards_split_by_count_and_read_back_in_order(tmp_path):

@@ -11,7 +11,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..transforms.paths import filesystem
+from .paths import filesystem
+from .tables import html_table as table
 
 COLOURS = {"selected": "#2a7ab0", "not_selected": "#c8773a"}
 WIDTH, HEIGHT, PAD = 640, 220, 36
@@ -46,14 +47,6 @@ def histogram_svg(hist: Mapping[str, Sequence[float]]) -> str:
         f'<span style="color:{c}">■ {n.replace("_", " ")}</span>' for n, c in COLOURS.items()
     )
     return "".join(parts) + f"<p>{legend}</p>"
-
-
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{cells}</tr>{body}</table>"
 
 
 COUNTS = ("inputs", "selected", "not_selected", "rejected")

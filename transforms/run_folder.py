@@ -1,5 +1,11 @@
-"""A curation output folder over its life: refuse a completed run, redo an interrupted one, and
-mark completion last.
+"""The curation run folder: what a run writes where, and its life — refuse a completed run, redo
+an interrupted one, mark completion last.
+
+    shards/     ranked WebDataset tars (the sample format: shard_samples.py)
+    manifest/   Parquet parts, a row for every input record (manifest.py)
+    rejected/   the dead letters: raw input and reason (manifest.py)
+    stats.json, report.html, run.json, _STARTED, _SUCCESS
+
 
 A run first writes `_STARTED` (its start time); the job's final step writes `stats.json`,
 `report.html`, then `run.json` (what was run: options, inputs with their sizes, model
@@ -19,17 +25,17 @@ from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from ..transforms.errors import JestflowError
-from ..transforms.paths import filesystem, read_json, writable_directory, write_json
-from ..transforms.runs import RUN, SUCCESS
+from .errors import JestflowError
+from .paths import filesystem, read_json, writable_directory, write_json
 from .report import write_report
 
-STARTED = "_STARTED"
-STATS, REPORT = "stats.json", "report.html"
-OUTPUTS = ("shards", "manifest", "rejected", STATS, REPORT, RUN)  # the job's own; nothing else
+SHARDS, MANIFEST, REJECTED = "shards", "manifest", "rejected"
+STATS, REPORT, RUN = "stats.json", "report.html", "run.json"
+STARTED, SUCCESS = "_STARTED", "_SUCCESS"
+OUTPUTS = (SHARDS, MANIFEST, REJECTED, STATS, REPORT, RUN)  # the job's own; nothing else
 
 
-def prepare_output(url: str, *, overwrite: bool) -> str:
+def prepare(url: str, *, overwrite: bool) -> str:
     """Create the output folder, clear the run in it and mark a new one started. Returns what was
     there: `empty`, `interrupted` (`_STARTED`, no `_SUCCESS`: cleared), or with `overwrite`
     `replaced`; a completed run, or outputs jestflow did not mark, are refused without it."""
@@ -97,11 +103,21 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def complete(output: str, stats: Mapping[str, Any], run: Mapping[str, Any]) -> None:
-    """Write the run's closing files in order: stats.json, report.html, run.json, _SUCCESS."""
+def close(
+    output: str, stats: Mapping[str, Any], run: Mapping[str, Any], *, succeeded: bool
+) -> None:
+    """Write the run's closing files in order: stats.json, report.html, run.json, and _SUCCESS
+    last when the run `succeeded` (without it, the folder reads as interrupted: redone next time)."""
     write_json(stats, posixpath.join(output, STATS))
     write_report(stats, posixpath.join(output, REPORT))
     write_json(run, posixpath.join(output, RUN))
-    fs, root = filesystem(output)
-    with fs.open(posixpath.join(root, SUCCESS), "wb"):
-        pass
+    if succeeded:
+        fs, root = filesystem(output)
+        with fs.open(posixpath.join(root, SUCCESS), "wb"):
+            pass
+
+
+def is_complete(url: str) -> bool:
+    """Whether the folder holds a completed curation run."""
+    fs, root = filesystem(url)
+    return fs.exists(posixpath.join(root, SUCCESS))

@@ -1,0 +1,137 @@
+"""The command line's options, declared once and shared between commands. Each option's
+parameter is named after the config field it fills, so a command builds its config with
+`config_from(Config, params)` instead of spelling every option again; the choices read
+`transforms/vocabulary.py`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import click
+
+from ..transforms.errors import JestflowError
+from ..transforms.records import FieldMap
+from ..transforms.vocabulary import METHODS, OFFLINE_MODES, ONLINE_MODES, TASKS
+
+POSITIVE = click.IntRange(min=1)
+FRACTION = click.FloatRange(0, 1, min_open=True)
+
+
+class Group(click.Group):
+    """A click group that turns JestflowError into `Error: <message>` and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except JestflowError as e:
+            raise click.ClickException(str(e)) from e
+
+
+def options(*decorators):
+    """Several click options as one decorator, in the order given."""
+    return lambda func: functools.reduce(lambda f, option: option(f), reversed(decorators), func)
+
+
+def config_from(cls, params: dict[str, Any], **given: Any):
+    """A config dataclass from the command's parameters that name its fields (and `given`)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in params.items() if k in names}, **given)
+
+
+task_option = click.option(
+    "--task", type=click.Choice(TASKS), required=True,
+    help="lm: per-example language-model loss; contrastive: a two-tower model's pair loss.",
+)  # fmt: skip
+device_option = click.option(
+    "--device", default="auto", show_default=True, help="auto (CUDA when there is one), cpu, cuda, cuda:1 …"
+)  # fmt: skip
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace what --output already holds."
+)
+eval_option = click.option(
+    "--eval", "eval_inputs", multiple=True, help="Held-out raw input(s) for the held-out loss."
+)
+
+# The built-in model's size (teacher train, train).
+model_size_options = options(
+    click.option("--d-model", type=click.IntRange(min=8), show_default="128", help="Model width."),
+    click.option("--layers", "n_layer", type=POSITIVE, show_default="2", help="Transformer blocks."),
+    click.option("--heads", "n_head", type=POSITIVE, show_default="4", help="Attention heads."),
+    click.option("--max-len", type=POSITIVE, show_default="lm 256, towers 128",
+                 help="Tokens (bytes) read per text."),
+)  # fmt: skip
+
+# JEST sampling (curate, train).
+sampling_options = options(
+    click.option("--chunks", "n_chunks", type=POSITIVE, default=16, show_default=True,
+                 help="JEST blocked sampling: chunks drawn one after another (contrastive)."),
+    click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
+                 show_default=True, help="Sampling ∝ exp(score / temperature)."),
+)  # fmt: skip
+
+# The optimizer's schedule (teacher train, train).
+schedule_options = options(
+    click.option("--steps", type=POSITIVE, default=1000, show_default=True,
+                 help="Optimizer steps."),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
+                 show_default=True, help="Peak learning rate (AdamW, warm-up then cosine)."),
+    click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True,
+                 help="Linear warm-up steps."),
+)  # fmt: skip
+
+# Where the payload is in an input record: filled into a FieldMap by `field_map`.
+FIELD_PARAMS = ("text_field", "image_field", "caption_field", "query_field", "doc_field",
+                "keep_field", "max_chars")  # fmt: skip
+field_options = options(
+    click.option("--text-field", show_default="lm: text",
+                 help="Field (tar: extension) holding the text."),
+    click.option("--image-field", help="Field holding the encoded image (image-text pairs)."),
+    click.option("--caption-field", help="Field holding the caption (image-text pairs)."),
+    click.option("--query-field", help="Field holding the query (text-text pairs)."),
+    click.option("--doc-field", help="Field holding the document (text-text pairs)."),
+    click.option("--keep-field", multiple=True, help="Extra field carried along (e.g. a tag)."),
+    click.option("--max-chars", type=POSITIVE, default=100_000, show_default=True,
+                 help="Texts longer than this are rejected."),
+)  # fmt: skip
+
+# Curation's selection (curate): a SelectionConfig.
+selection_options = options(
+    click.option("--keep", type=FRACTION, required=True,
+                 help="Fraction of each super-batch to keep, in (0, 1]."),
+    click.option("--score", "mode", type=click.Choice(OFFLINE_MODES),
+                 show_default="learnability with --student, else easy_reference",
+                 help="Selection score."),
+    sampling_options,
+    click.option("--method", type=click.Choice(METHODS), default="sample", show_default=True,
+                 help="Sample without replacement, or take the top scores."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Super-batch grouping and sampling."),
+)  # fmt: skip
+
+mode_option = click.option(
+    "--mode", type=click.Choice(ONLINE_MODES), default="learnability", show_default=True,
+    help="How each step's sub-batch is chosen; uniform takes the first b (the baseline).",
+)  # fmt: skip
+
+
+def field_map(task: str, params: dict[str, Any]) -> FieldMap:
+    """The FieldMap the field options give; lm reads `text` when none is given."""
+    given = {name: params.pop(name) for name in FIELD_PARAMS}
+    text = given["text_field"]
+    layouts = (text, given["image_field"], given["caption_field"], given["query_field"],
+               given["doc_field"])  # fmt: skip
+    if not any(layouts):
+        if task != "lm":
+            raise JestflowError(
+                "contrastive tasks need --query-field and --doc-field, "
+                "or --image-field and --caption-field"
+            )
+        text = "text"
+    return FieldMap(
+        text=text, image=given["image_field"], caption=given["caption_field"],
+        query=given["query_field"], doc=given["doc_field"], keep=tuple(given["keep_field"]),
+        max_chars=given["max_chars"],
+    )  # fmt: skip

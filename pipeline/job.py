@@ -1,0 +1,245 @@
+"""The curation job: its config, the run's preparation (every side effect, before any graph is
+built), and running it to completion on the local runner or any runner Beam's options name.
+
+    prepare_run(config) -> RunPlan   list the inputs, fingerprint the models, check the device
+                                     (local runs), prepare the output folder, start the run record
+    graph.build(pipeline, config, plan)   the graph only
+    run_curation(config)             prepare, build, run, check; returns stats.json
+
+Outputs (the run folder, `transforms/run_folder.py`): `shards/`, `manifest/`, `rejected/`,
+`stats.json`, `report.html`, `run.json`, `_SUCCESS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import posixpath
+import shlex
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.portability.api import beam_provision_api_pb2
+from apache_beam.runners.job.utils import dict_to_struct
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
+from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+from ..transforms.checkpoint import checkpoint_task, fingerprint
+from ..transforms.errors import JestflowError
+from ..transforms.offline_selection import SelectionConfig, kept_count
+from ..transforms.paths import filesystem, read_json
+from ..transforms.readers import input_urls
+from ..transforms.records import FieldMap
+from ..transforms.run_folder import (
+    REJECTED,
+    STATS,
+    input_files,
+    is_complete,
+    now,
+    prepare,
+    versions,
+)
+from ..transforms.scoring import resolve_device
+from ..transforms.vocabulary import TASKS, check_choice
+from .graph import NAMESPACE, build
+
+FLEX_TEMPLATE = "JESTFLOW_FLEX_TEMPLATE"  # set by deploy/flex_template/main.py: a launch-time build
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class CurateConfig:
+    inputs: tuple[str, ...]
+    output: str
+    teacher: str
+    task: str
+    fields: FieldMap
+    selection: SelectionConfig
+    student: str | None = None  # learnability offline: ℓ(student) − ℓ(teacher)
+    super_batch: int = 1024
+    tiers: int = 1
+    shard_max_count: int = 10_000
+    shard_max_bytes: int = 1 << 30
+    device: str = "auto"
+    model_copies: int | None = None  # models per worker process (RunInference)
+    large_model: bool = False  # share one model across a worker's processes
+    workers: int = 2  # local runner processes
+    torch_threads: int | None = None  # per worker process; run_curation fills it for local runs
+    overwrite: bool = False  # replace a completed run in the output
+    cache: str | None = None  # score cache URL: models' outputs by (example id, fingerprint)
+    accelerator: str | None = None  # Beam resource hint for the scoring step, e.g. a GPU
+    beam_args: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_choice("task", self.task, TASKS)
+        if self.super_batch < 2:
+            raise JestflowError("--super-batch must be at least 2")
+        if self.tiers < 1:
+            raise JestflowError("--tiers must be at least 1")
+        for role, path in (("teacher", self.teacher), ("student", self.student)):
+            task = None if path is None else checkpoint_task(path)
+            if task is not None and task != self.task:
+                raise JestflowError(f"{role} {path} is a {task} model, not {self.task}")
+        if self.selection.mode == "learnability" and self.student is None:
+            raise JestflowError("learnability scores need a student checkpoint (--student)")
+        if self.selection.mode != "learnability" and self.student is not None:
+            raise JestflowError(
+                f"--student is only used by learnability scores, not {self.selection.mode}"
+            )
+
+    @property
+    def super_batches_per_group(self) -> int:
+        """Super-batches whose selected examples share a shard (about shard_max_count per tier)."""
+        per_super_batch = kept_count(self.super_batch, self.selection.keep)
+        return max(1, self.shard_max_count * self.tiers // per_super_batch)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunPlan:
+    """What `prepare_run` found and did: the graph is built from it and the config alone."""
+
+    urls: list[str]  # the input files, sorted: their index names their dead-letter parts
+    fingerprints: dict[str, str]  # role (teacher, student) → model fingerprint
+    record: dict[str, Any]  # run.json's start: created, versions, runner, options, inputs, models
+    started: float  # time.time() at preparation, for the run's timing
+
+
+def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
+    """Every side effect before the graph, so bad options fail before any work is done."""
+    started = time.time()
+    urls = input_urls(config.inputs)
+    fingerprints = {"teacher": fingerprint(config.teacher)}
+    if config.student is not None:
+        fingerprints["student"] = fingerprint(config.student)
+    if local:  # remote workers have their own devices
+        resolve_device(config.device)
+    if prepare(config.output, overwrite=config.overwrite) == "interrupted":
+        log.info("%s holds an interrupted run (no _SUCCESS): redoing it", config.output)
+    record = {
+        "created": now(),
+        "versions": versions(),
+        "runner": runner,
+        "options": options_of(config),
+        "inputs": input_files(urls),
+        "models": {
+            role: {"path": getattr(config, role), "fingerprint": fp}
+            for role, fp in fingerprints.items()
+        },
+    }
+    return RunPlan(urls=urls, fingerprints=fingerprints, record=record, started=started)
+
+
+def options_of(config: CurateConfig) -> dict[str, Any]:
+    options = dataclasses.asdict(config)
+    options["fields"] = {k: v for k, v in options["fields"].items() if v not in (None, ())}
+    return options
+
+
+def run_curation(config: CurateConfig) -> dict[str, Any] | None:
+    """Run the job to completion; returns `stats.json` with Beam's counters added (None when the
+    job was only staged as a template, `--template_location`)."""
+    given = {a.split("=", 1)[0].lstrip("-") for a in config.beam_args}
+    options = PipelineOptions(config.beam_args, **{k: v for k, v in
+                              {"direct_num_workers": config.workers}.items() if k not in given})  # fmt: skip
+    template = options.view_as(GoogleCloudOptions).template_location
+    if template and not os.environ.get(FLEX_TEMPLATE):
+        raise JestflowError(
+            "--template_location would stage a classic template, whose checks, input listing and "
+            "output preparation run now and not at launch; use the Flex Template (deploy/)"
+        )
+    runner = None if "runner" in given else local_runner(config.workers)
+    if runner is not None and config.torch_threads is None:
+        threads = max(1, (os.cpu_count() or 1) // config.workers)
+        config = dataclasses.replace(config, torch_threads=threads)
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    plan = prepare_run(config, runner=type(pipeline.runner).__name__, local=runner is not None)
+    build(pipeline, config, plan)
+    result = pipeline.run()
+    if template:
+        return None  # a Flex Template launch: the job runs later and completes the output itself
+    result.wait_until_finish()
+    stats = check_records(config.output)
+    stats["counters"] = counters_of(result)  # Beam's view, for the caller; not written
+    return stats
+
+
+def check_records(output: str) -> dict[str, Any]:
+    """The finished run's stats.json. A run that read records but parsed none fails with the
+    reason (its dead letters stay in `rejected/`); one that rejected most of them warns."""
+    stats_url = posixpath.join(output, STATS)
+    fs, path = filesystem(stats_url)
+    if not fs.exists(path):
+        raise JestflowError(f"the job finished without completing {output} (no {STATS})")
+    stats = read_json(stats_url)
+    counts, reasons = stats["counts"], stats["rejected"]
+    why = ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+    if counts["inputs"] and counts["rejected"] == counts["inputs"]:
+        raise JestflowError(
+            f"none of the {counts['inputs']} records could be used ({why}); first: "
+            f"{first_dead_letter(output)}; every record is in {output.rstrip('/')}/{REJECTED}/"
+        )
+    if not is_complete(output):
+        raise JestflowError(f"the job finished without completing {output} (no _SUCCESS)")
+    if counts["rejected"] * 2 > counts["inputs"]:
+        log.warning("%d of %d records were rejected (%s); first: %s", counts["rejected"],
+                    counts["inputs"], why, first_dead_letter(output))  # fmt: skip
+    return stats
+
+
+def first_dead_letter(output: str) -> str:
+    """Where the first dead letter came from and why (its detail names the fields it had)."""
+    fs, root = filesystem(posixpath.join(output, REJECTED))
+    parts = sorted(p for p in fs.ls(root, detail=False) if p.endswith(".parquet"))
+    with fs.open(parts[0], "rb") as f:
+        row = pq.read_table(f, columns=["source", "position", "detail"]).slice(0, 1).to_pylist()[0]
+    return f"{row['source']} record {row['position']}: {row['detail']}"
+
+
+def local_runner(workers: int) -> FnApiRunner:
+    """Beam's FnApiRunner: in this process for one worker, else worker processes started through
+    `pipeline/worker.py` (Beam's worker, with jestflow's logging set up first). Workers log
+    warnings only, except jestflow's own lines."""
+    info = beam_provision_api_pb2.ProvisionInfo(
+        retrieval_token="unused-retrieval-token",
+        pipeline_options=dict_to_struct({"default_sdk_harness_log_level": "WARNING"}),
+    )
+    environment = None
+    if workers > 1:
+        command = f"{shlex.quote(sys.executable)} -m jestflow.pipeline.worker"
+        environment = SubprocessSDKEnvironment.from_command_string(command)
+        _quiet_running_mode_notice()
+    return FnApiRunner(default_environment=environment, provision_info=ExtendedProvisionInfo(info))
+
+
+class _RunningModeNotice(logging.Filter):
+    """FnApiRunner warns that `in_memory` mode runs one worker when several are asked for; with
+    the worker processes given as the environment, they do run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "direct_running_mode" not in record.getMessage()
+
+
+def _quiet_running_mode_notice() -> None:
+    logger = logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
+    if not any(isinstance(f, _RunningModeNotice) for f in logger.filters):
+        logger.addFilter(_RunningModeNotice())
+
+
+def counters_of(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+    """The job's `jestflow` counters (committed values where the runner has them)."""
+    try:
+        query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))
+    except (NotImplementedError, AttributeError):
+        return {}
+    counters: Counter[str] = Counter()
+    for counter in query["counters"]:
+        counters[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    return dict(sorted(counters.items()))

@@ -1,0 +1,62 @@
+"""The house rules DEVELOPERS.md states, checked on the source: which folder may import which,
+and how long a function or a module may grow."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("transforms", "pipeline", "trainer")
+MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 400
+# What each folder must never import. The CLI and the demo sit on top of everything.
+FORBIDDEN = {
+    "transforms": ("apache_beam", "jestflow.pipeline", "jestflow.trainer"),
+    "trainer": ("apache_beam", "jestflow.pipeline"),
+    "pipeline": ("jestflow.trainer",),
+}
+ON_TOP = {"pipeline/cli.py", "pipeline/cli_options.py", "pipeline/demo.py"}
+
+
+def sources():
+    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+
+
+def imported(path: Path) -> set[str]:
+    """Absolute names of everything a module imports (relative imports resolved)."""
+    package = ["jestflow", *path.relative_to(ROOT).parent.parts]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+    return names
+
+
+@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_go_one_way(path):
+    relative = str(path.relative_to(ROOT))
+    if relative in ON_TOP:
+        return
+    banned = FORBIDDEN[path.relative_to(ROOT).parts[0]]
+    wrong = sorted(n for n in imported(path) if n.startswith(banned))
+    assert not wrong, f"{relative} imports {wrong}"
+
+
+def test_no_function_or_module_is_too_long():
+    long = []
+    for path in sources():
+        text = path.read_text()
+        if text.count("\n") > MAX_MODULE_LINES:
+            long.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines}")
+    assert not long, long
