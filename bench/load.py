@@ -17,8 +17,9 @@ a fresh process with the same teacher, options and seed. Measured for each:
 - CPU seconds of the tree (user + system), i.e. how many of the cores the job kept busy;
 - counts from `stats.json`, shard files and bytes on disk;
 - the accounting invariant, checked with pyarrow from the manifest: one row per input line, each
-  selected, not selected or rejected, no (source, position) twice, and the same counts as
-  `stats.json` (inputs = selected + not selected + rejected) and as the shard files;
+  selected, not selected, a duplicate or rejected, no (source, position) twice, and the same
+  counts as `stats.json` (inputs = selected + not selected + duplicate + rejected) and as the
+  shard files;
 - phases, from the job's progress lines (time-stamped as they arrive): start-up and reading (to
   the last file read), grouping into super-batches (to the first super-batch scored), scoring and
   selection (to the last), writing the shards (to the last shard), and the closing files; each
@@ -59,7 +60,7 @@ curate_bench = importlib.import_module("curate")  # bench/curate.py: data, RSS p
 MIB = 2**20
 POLL_S = 0.2
 LOG_RSS_EVERY_S = 30.0
-STATUSES = ("selected", "not_selected", "rejected")
+STATUSES = ("selected", "not_selected", "duplicate", "rejected")
 SUPER_BATCH_LINE = re.compile(r"jestflow: super-batch \d+: (\d+) scored in ([\d.]+) s")
 
 
@@ -117,6 +118,7 @@ def run_curate(inputs, teacher: str, output: Path, log_path: Path, args) -> dict
     command = [jestflow_cli(), "curate", *inputs, "-o", str(output), "--teacher", teacher]
     command += ["--task", "lm", "--keep", str(args.keep), "--super-batch", str(args.super_batch)]
     command += ["--workers", str(args.workers), "--seed", str(args.seed), "--device", "cpu"]
+    command += ["--dedup", args.dedup] if getattr(args, "dedup", None) else []
     lines: list[tuple[float, str]] = []
     samples: list[tuple[float, int, int, int]] = []  # (seconds, tree RSS, processes, runner RSS)
     lock = threading.Lock()
@@ -240,7 +242,7 @@ def check_accounting(output: Path, lines: int, stats: dict, shards: tuple[int, i
     counts = stats["counts"]
     if counts["inputs"] != sum(counts[s] for s in STATUSES):
         problems.append(f"stats.json: inputs {counts['inputs']:,} ≠ selected + not selected + "
-                        f"rejected {sum(counts[s] for s in STATUSES):,}")  # fmt: skip
+                        f"duplicate + rejected {sum(counts[s] for s in STATUSES):,}")  # fmt: skip
     for status in STATUSES:
         if counts[status] != manifest[status]:
             problems.append(
@@ -298,7 +300,8 @@ def main() -> None:
     teacher = train_tiny_teacher(root, args)
 
     header = ["examples", "seconds", "examples/s", "peak RSS MiB", "runner MiB", "processes"]
-    header += ["CPU s", "cores busy", "inputs", "selected", "not selected", "rejected", "shards"]
+    header += ["CPU s", "cores busy", "inputs", "selected", "not selected", "duplicate", "rejected"]
+    header += ["shards"]
     header += ["shard MiB", "invariant"]
     widths = [max(len(h), 9) for h in header]
     results: dict[int, dict] = {}
@@ -323,7 +326,7 @@ def main() -> None:
         cells = [f"{size:,}", f"{result['seconds']:.1f}", f"{size / result['seconds']:,.0f}"]
         cells += [f"{result['peak_mib']:,.0f}", f"{result['runner_mib']:,.0f}", result["procs"]]
         cells += [f"{result['cpu_s']:,.0f}", f"{result['cpu_s'] / result['seconds']:.2f}"]
-        cells += [f"{counts[k]:,}" for k in ("inputs", "selected", "not_selected", "rejected")]
+        cells += [f"{counts[k]:,}" for k in ("inputs", *STATUSES)]
         cells += [shards[0], f"{shards[1] / MIB:,.1f}", "held" if not problems[size] else "BROKEN"]
         print(row(cells, widths), flush=True)
         if not args.keep_data:

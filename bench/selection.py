@@ -70,7 +70,7 @@ def lazy_pair_scores(b: int, device: torch.device) -> ContrastivePairScores:
 
 
 def run_selection(pairs: ContrastivePairScores, k: int) -> torch.Tensor:
-    return select_joint(pairs, k, n_chunks=N_CHUNKS, generator=torch.Generator().manual_seed(0))
+    return select_joint(pairs, k, n_chunks=N_CHUNKS, noise=torch.Generator().manual_seed(0))
 
 
 def seconds(fn, device: torch.device) -> float:

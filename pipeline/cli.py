@@ -13,6 +13,8 @@ from .cli_options import (
     POSITIVE,
     Group,
     config_from,
+    dedup_config,
+    dedup_options,
     device_option,
     eval_option,
     field_map,
@@ -25,6 +27,7 @@ from .cli_options import (
     seed_option,
     selection_options,
     task_option,
+    temperature_options,
 )
 
 
@@ -121,6 +124,7 @@ def teacher_promote(**params) -> None:
 @click.option("--teacher", required=True, help="Teacher checkpoint directory.")
 @task_option
 @selection_options
+@dedup_options
 @click.option(
     "--super-batch",
     type=click.IntRange(min=2),
@@ -186,6 +190,7 @@ def curate(**params) -> None:
         inputs=tuple(a for a in inputs if not a.startswith("-")),
         beam_args=[a for a in inputs if a.startswith("-")],
         fields=field_map(params["task"], params),
+        dedup=dedup_config(params),
         selection=config_from(SelectionConfig, params),
     )  # fmt: skip
     stats = run_curation(config)
@@ -333,13 +338,7 @@ def plot(runs, output, x_axis) -> None:
     show_default=True,
     help="Fraction of the pool the offline pass keeps.",
 )
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    default=0.1,
-    show_default=True,
-    help="Online selection temperature.",
-)
+@temperature_options
 @click.option(
     "--workers",
     type=POSITIVE,

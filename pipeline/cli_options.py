@@ -11,8 +11,10 @@ from typing import Any
 
 import click
 
+from ..transforms.dedup import DEDUP_METHODS, DedupConfig
 from ..transforms.errors import JestflowError
 from ..transforms.records import FieldMap
+from ..transforms.selection import RELATIVE_TEMPERATURE
 from ..transforms.vocabulary import METHODS, OFFLINE_MODES, ONLINE_MODES, TASKS
 
 POSITIVE = click.IntRange(min=1)
@@ -64,12 +66,23 @@ model_size_options = options(
                  help="Tokens (bytes) read per text."),
 )  # fmt: skip
 
+# The sampling temperature (curate, train, demo).
+temperature_options = options(
+    click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+                 show_default="relative",
+                 help="An absolute τ: sampling ∝ exp(score / τ) (the paper: 1). Without it, τ "
+                      "is relative to the scores: see --relative-temperature."),
+    click.option("--relative-temperature", type=click.FloatRange(min=0, min_open=True),
+                 default=RELATIVE_TEMPERATURE, show_default=True,
+                 help="τ = this × the median absolute deviation of the scores drawn from (a "
+                      "super-batch, a chunk): equally sharp whatever the losses' scale."),
+)  # fmt: skip
+
 # JEST sampling (curate, train).
 sampling_options = options(
     click.option("--chunks", "n_chunks", type=POSITIVE, default=16, show_default=True,
                  help="JEST blocked sampling: chunks drawn one after another (contrastive)."),
-    click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
-                 show_default=True, help="Sampling ∝ exp(score / temperature)."),
+    temperature_options,
 )  # fmt: skip
 
 # The optimizer's schedule (teacher train, train).
@@ -110,6 +123,22 @@ selection_options = options(
     click.option("--seed", type=int, default=0, show_default=True,
                  help="Super-batch grouping and sampling."),
 )  # fmt: skip
+
+# Dedup before scoring (curate).
+dedup_options = options(
+    click.option("--dedup", type=click.Choice(DEDUP_METHODS), show_default="near for text, "
+                 "exact for images", help="Remove copies before scoring: exact (normalised "
+                 "content), near (MinHash LSH on character shingles) or none."),
+    click.option("--dedup-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                 default=0.8, show_default=True,
+                 help="near: the Jaccard similarity of shingle sets that makes two texts copies."),
+)  # fmt: skip
+
+
+def dedup_config(params: dict[str, Any]) -> DedupConfig:
+    """The DedupConfig the dedup options give (removed from `params`)."""
+    return DedupConfig(method=params.pop("dedup"), threshold=params.pop("dedup_threshold"))
+
 
 mode_option = click.option(
     "--mode", type=click.Choice(ONLINE_MODES), default="learnability", show_default=True,

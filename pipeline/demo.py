@@ -24,6 +24,7 @@ from ..transforms.errors import JestflowError
 from ..transforms.offline_selection import SelectionConfig
 from ..transforms.paths import writable_directory, write_json
 from ..transforms.records import FieldMap
+from ..transforms.selection import RELATIVE_TEMPERATURE
 from ..transforms.tables import text_table
 from .demo_data import DemoDataConfig, make_corpora
 from .job import CurateConfig, run_curation
@@ -42,9 +43,9 @@ class DemoConfig:
     student_steps: int = 300
     batch_size: int = 32  # b
     super_batch_ratio: int = 5  # r: the student scores r·b per step
-    # Mean per-token losses of different texts differ by tenths of a nat: at τ = 1 the sampling
-    # barely prefers the learnable ones (see the README's results).
-    temperature: float = 0.1
+    # The online sampling temperature: relative to each draw's scores by default (selection.py).
+    temperature: float | None = None
+    relative_temperature: float = RELATIVE_TEMPERATURE
     keep: float = 0.5  # the offline pass keeps the half the teacher finds easiest
     super_batch: int = 1000  # of the offline pass
     tiers: int = 4  # the offline pass's shards in four score bands
@@ -94,7 +95,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
         curated = run_curation(CurateConfig(
             inputs=(f"{lm}/pool.jsonl",), output=config.path("curated-lm"),
             teacher=config.path("teacher-lm"), task="lm", fields=tagged,
-            selection=SelectionConfig(keep=config.keep, method="topk", seed=config.seed),
+            selection=SelectionConfig(keep=config.keep, seed=config.seed),
             super_batch=config.super_batch, tiers=config.tiers, workers=config.workers,
             device=config.device, overwrite=True,
         ))  # fmt: skip
@@ -110,6 +111,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
         train(TrainConfig(
             shards=(config.path("curated-lm/shards/*.tar"),), fields=text, mode="learnability",
             super_batch_ratio=config.super_batch_ratio, temperature=config.temperature,
+            relative_temperature=config.relative_temperature,
             score_seq_len=config.score_seq_len, output=config.path("student-jest"), **student,
         ))  # fmt: skip
     seconds = stages.seconds

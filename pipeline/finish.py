@@ -40,6 +40,7 @@ class Finish(beam.PTransform):
                 scores=beam.pvalue.AsSingleton(s["scores"]),
                 thresholds=beam.pvalue.AsSingleton(s["thresholds"]),
                 reasons=beam.pvalue.AsDict(s["reasons"]),
+                dedup=beam.pvalue.AsSingleton(s["dedup"]),
                 shards=beam.pvalue.AsList(s["shards"]),
                 scoring=beam.pvalue.AsSingleton(s["scoring"]),
                 files_written=beam.pvalue.AsSingleton(s["files_written"]),
@@ -47,13 +48,14 @@ class Finish(beam.PTransform):
         )
 
 
-def finish(_, config: CurateConfig, plan: RunPlan, *, scores, thresholds, reasons, shards,
-           scoring, files_written) -> None:  # fmt: skip
+def finish(_, config: CurateConfig, plan: RunPlan, *, scores, thresholds, reasons, dedup,
+           shards, scoring, files_written) -> None:  # fmt: skip
     """stats.json, report.html, run.json; _SUCCESS unless records were read but none parsed
     (the job then fails with the reason: `job.check_records`)."""
     del files_written  # a side input only so that this step runs after those writes
     quantum = config.selection.quantum
-    stats = summarize(scores, reasons, shards, quantum=quantum, thresholds=thresholds)
+    stats = summarize(scores, reasons, shards, dedup=dedup, quantum=quantum,
+                      thresholds=thresholds)  # fmt: skip
     stats |= {role: model for role, model in plan.record["models"].items()}
     stats["scoring"] = scoring_summary(config.cache, plan.fingerprints, scoring)
     stats["options"] = plan.record["options"]
@@ -65,7 +67,7 @@ def finish(_, config: CurateConfig, plan: RunPlan, *, scores, thresholds, reason
               "timing": stats["timing"]}  # fmt: skip
     if not counts["inputs"]:  # no record at all: the manifest is still there to read, empty
         write_manifest_part([], config.output, "empty")
-    parsed = counts["selected"] + counts["not_selected"]
+    parsed = counts["selected"] + counts["not_selected"] + counts["duplicate"]
     close(config.output, stats, record, succeeded=parsed > 0 or not counts["inputs"])
 
 

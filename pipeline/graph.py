@@ -1,5 +1,5 @@
-"""The curation job's Beam graph, built from named steps: read → (cache) → group → score →
-select → write, then the finish step.
+"""The curation job's Beam graph, built from named steps: read → dedup → (cache) → group →
+score → select → write, then the finish step.
 
 Building the graph has no side effects: everything that touches the world (listing inputs,
 fingerprinting models, preparing the output folder) is `job.prepare_run`, whose `RunPlan` the
@@ -25,6 +25,7 @@ from ..transforms.offline_selection import Decision, select_super_batch
 from ..transforms.readers import read_file
 from ..transforms.records import Rejected
 from ..transforms.stats import SCORED, grid, tier_thresholds
+from .dedup import Deduplicate
 from .finish import Finish
 from .grouping import AssignSuperBatches
 from .handlers import Scored, ScoringHandler
@@ -32,6 +33,7 @@ from .score_cache import AttachCached, write_fresh
 from .sinks import (
     ShardLimits,
     WrittenGroup,
+    write_manifest_part,
     write_not_selected,
     write_rejected,
     write_shard_group,
@@ -50,15 +52,19 @@ def count(name: str, n: int = 1) -> None:
 
 def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
     """The job's graph on `p`, for the run `plan` prepared."""
-    examples, rejected = p | "Read" >> Read(plan.urls, config)
+    parsed, rejected = p | "Read" >> Read(plan.urls, config)
     rejected_written, reasons = rejected | "Rejected" >> WriteRejected(config.output)
+    examples, duplicates, dedup = parsed | "Deduplicate" >> Deduplicate(
+        config.dedup, config.dedup_method, plan.urls
+    )
+    duplicates_written = duplicates | "Duplicates" >> WriteDuplicates(config.output)
     scored = (
         examples
         | "Look up cache" >> AttachCached(config.cache, plan.fingerprints)
         | "Super-batches" >> AssignSuperBatches(config.super_batch, seed=config.selection.seed)
         | "Score" >> score_step(config)
     )
-    written = [rejected_written]
+    written = [rejected_written, duplicates_written]
     if config.cache is not None:
         written.append(
             scored | "Write cache" >> beam.Map(write_fresh, config.cache, plan.fingerprints)
@@ -81,8 +87,8 @@ def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
         | "Count other files" >> beam.combiners.Count.Globally()
     )
     _ = p | "Write stats, run.json, _SUCCESS" >> Finish(
-        config, plan, scores=scores, thresholds=thresholds, reasons=reasons, shards=shards,
-        scoring=scoring, files_written=files_written,
+        config, plan, scores=scores, thresholds=thresholds, reasons=reasons, dedup=dedup,
+        shards=shards, scoring=scoring, files_written=files_written,
     )  # fmt: skip
 
 
@@ -116,6 +122,27 @@ def read(element: tuple[int, str], config: CurateConfig):
     for name, n in counts.items():  # once per file: a counter update per record costs
         count(name, n)
     log.info("read %s: %d records, %d rejected", url, counts["read"], counts["rejected"])
+
+
+class WriteDuplicates(beam.PTransform):
+    """(file index, manifest row) of the removed copies → a manifest part per input file;
+    returns the parts' row counts."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__()
+        self.output = output
+
+    def expand(self, duplicates):
+        return (
+            duplicates
+            | "Group by file" >> beam.GroupByKey()
+            | "Write duplicates"
+            >> beam.MapTuple(
+                lambda index, rows: write_manifest_part(
+                    list(rows), self.output, f"duplicate-{index:06d}"
+                )
+            )
+        )
 
 
 class WriteRejected(beam.PTransform):

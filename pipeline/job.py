@@ -33,6 +33,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProv
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from ..transforms.checkpoint import checkpoint_task, fingerprint
+from ..transforms.dedup import DedupConfig
 from ..transforms.errors import JestflowError
 from ..transforms.offline_selection import SelectionConfig, kept_count
 from ..transforms.paths import filesystem, read_json
@@ -63,6 +64,7 @@ class CurateConfig:
     task: str
     fields: FieldMap
     selection: SelectionConfig
+    dedup: DedupConfig = field(default_factory=DedupConfig)  # before scoring
     student: str | None = None  # learnability offline: ℓ(student) − ℓ(teacher)
     super_batch: int = 1024
     tiers: int = 1
@@ -80,6 +82,7 @@ class CurateConfig:
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
+        self.dedup.method_for(self.fields.layout)  # near dedup of images is refused here
         if self.super_batch < 2:
             raise JestflowError("--super-batch must be at least 2")
         if self.tiers < 1:
@@ -94,6 +97,10 @@ class CurateConfig:
             raise JestflowError(
                 f"--student is only used by learnability scores, not {self.selection.mode}"
             )
+
+    @property
+    def dedup_method(self) -> str:
+        return self.dedup.method_for(self.fields.layout)
 
     @property
     def super_batches_per_group(self) -> int:

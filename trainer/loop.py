@@ -27,7 +27,7 @@ from ..transforms.logs import progress
 from ..transforms.models import new_model
 from ..transforms.paths import expand_urls, writable_directory
 from ..transforms.records import Example, FieldMap
-from ..transforms.selection import generator_for
+from ..transforms.selection import RELATIVE_TEMPERATURE, check_temperatures, generator_for
 from ..transforms.shard_samples import TrainSample
 from ..transforms.vocabulary import ONLINE_MODES, RAW_MODES, check_choice
 from . import checkpoints
@@ -57,7 +57,8 @@ class TrainConfig(ModelSize, Optimization):
     batch_size: int = 32  # b: examples trained on per step
     super_batch_ratio: int = 5  # r: the student scores r·b per step
     n_chunks: int = 16
-    temperature: float = 1.0
+    temperature: float | None = None  # absolute τ; None: relative_temperature × the spread
+    relative_temperature: float = RELATIVE_TEMPERATURE
     eval_inputs: tuple[str, ...] = ()  # held-out raw data (JSONL, Parquet, tars)
     fields: FieldMap | None = None  # of `data` and `eval_inputs`
     eval_every: int = 100
@@ -87,6 +88,7 @@ class TrainConfig(ModelSize, Optimization):
             raise JestflowError("--score-seq-len shortens lm scoring only")
         if self.resume and self.init is not None:
             raise JestflowError("--resume continues the run in --output; drop --init")
+        check_temperatures(self.temperature, self.relative_temperature)
 
     @property
     def super_batch(self) -> int:
@@ -137,6 +139,7 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
         batch = _draw(run.stream, config.super_batch)
         chosen = select_online(run.model, batch, config.batch_size, mode=config.mode,
                                n_chunks=config.n_chunks, temperature=config.temperature,
+                               relative_temperature=config.relative_temperature,
                                generator=generator_for(run.stream_seed, step),
                                score_max_len=config.score_seq_len)  # fmt: skip
         picked = [batch[i] for i in chosen.indices]

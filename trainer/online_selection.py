@@ -22,6 +22,7 @@ from ..transforms.errors import JestflowError
 from ..transforms.losses import PairEmbeddings
 from ..transforms.scoring import embed_pairs, lm_losses
 from ..transforms.selection import (
+    RELATIVE_TEMPERATURE,
     ContrastivePairScores,
     score,
     select_independent,
@@ -66,7 +67,8 @@ def select_online(
     *,
     mode: str = "learnability",
     n_chunks: int = 16,
-    temperature: float = 1.0,
+    temperature: float | None = None,
+    relative_temperature: float = RELATIVE_TEMPERATURE,
     generator: torch.Generator | None = None,
     score_max_len: int | None = None,
 ) -> OnlineSelection:
@@ -82,7 +84,11 @@ def select_online(
         if mode == "easy_reference"
         else student_losses(model, samples, score_max_len=score_max_len)
     )
-    options = {"temperature": temperature, "generator": generator}
+    options = {
+        "temperature": temperature,
+        "relative_temperature": relative_temperature,
+        "noise": generator,
+    }
     # hard_learner needs no teacher values (raw data has none); the learnability of the chosen
     # is logged only where both models' values exist.
     has_teacher = mode != "hard_learner" or not np.isnan(samples[0].teacher_loss)

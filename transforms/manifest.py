@@ -1,8 +1,9 @@
 """The manifest (one row for every input example) and the dead-letter records, as Parquet.
 
 Manifest rows account for every input: a selected example has its shard and rank, an example
-that was scored but not kept has its score, and a rejected record has the reason. Hence
-inputs = selected + not selected + rejected, checkable from the manifest alone.
+that was scored but not kept has its score, a copy removed by dedup names the copy kept in its
+place, and a rejected record has the reason. Hence
+inputs = selected + not selected + duplicate + rejected, checkable from the manifest alone.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("key", pa.string()),  # unique per occurrence: the shard sample's __key__
         ("source", pa.string()),
         ("position", pa.int64()),
-        ("status", pa.string()),  # selected | not_selected | rejected
+        ("status", pa.string()),  # selected | not_selected | duplicate | rejected
         ("teacher_loss", pa.float64()),
         ("score", pa.float64()),
         ("super_batch", pa.int64()),
@@ -32,7 +33,8 @@ MANIFEST_SCHEMA = pa.schema(
         ("shard", pa.string()),  # the shard file (name under shards/) of a selected example
         ("rank", pa.int64()),  # its place among its shard group's examples of its tier (0 = best);
         # the files -000000.tar, -000001.tar, … of a group and tier hold ranks 0…, in order
-        ("reason", pa.string()),  # why a record was rejected
+        ("reason", pa.string()),  # why a record was rejected; a duplicate's kind (exact, near)
+        ("duplicate_of", pa.string()),  # a duplicate's kept copy (its key)
         ("meta", pa.string()),  # kept fields, as JSON
     ]
 )
@@ -46,7 +48,7 @@ REJECTED_SCHEMA = pa.schema(
         ("raw", pa.binary()),
     ]
 )
-STATUSES = ("selected", "not_selected", "rejected")
+STATUSES = ("selected", "not_selected", "duplicate", "rejected")
 
 
 def example_row(
@@ -74,8 +76,15 @@ def example_row(
         "shard": shard,
         "rank": rank,
         "reason": None,
+        "duplicate_of": None,
         "meta": json.dumps(dict(example.meta), sort_keys=True) if example.meta else None,
     }
+
+
+def duplicate_row(example: Example, *, kept: str, kind: str) -> dict[str, Any]:
+    """The manifest row of a copy removed by dedup: `kept` is the key of the copy kept."""
+    row = example_row(example, selected=False, teacher_loss=None, score=None, super_batch=None)
+    return row | {"status": "duplicate", "reason": kind, "duplicate_of": kept}
 
 
 def rejected_row(record: Rejected) -> dict[str, Any]:
@@ -128,7 +137,7 @@ def read_manifest(url: str) -> pa.Table:
 
 
 def status_counts(manifest: pa.Table) -> dict[str, int]:
-    """{selected, not_selected, rejected, inputs} counted from a manifest."""
+    """{selected, not_selected, duplicate, rejected, inputs} counted from a manifest."""
     statuses = manifest.column("status").to_pylist()
     counts = {status: statuses.count(status) for status in STATUSES}
     return {**counts, "inputs": manifest.num_rows}

@@ -1,9 +1,9 @@
 """Offline selection inside one scored super-batch: the per-super-batch step of `jestflow curate`.
 
 A model's outputs are quantised before selection (numerics differ in the last bits between CPU
-kernels and devices), and each super-batch draws from its own generator seeded from (seed,
-super-batch id), so the same inputs, options and seed select the same examples whatever the
-runner's parallelism. The decisions carry the quantised values, so everything written (shards,
+kernels and devices), and each example's Gumbel noise is keyed by (seed, example key, chunk), so
+the same inputs, options and seed select the same examples whatever the runner's parallelism, and
+a record added to or edited in the pool changes only its own draw. The decisions carry the quantised values, so everything written (shards,
 manifest) follows from them alone.
 """
 
@@ -20,8 +20,10 @@ from .errors import JestflowError
 from .losses import PairEmbeddings
 from .records import Example
 from .selection import (
+    RELATIVE_TEMPERATURE,
     ContrastivePairScores,
-    generator_for,
+    KeyedNoise,
+    check_temperatures,
     score,
     select_independent,
     select_joint,
@@ -61,7 +63,8 @@ class ScoredBatch:
 class SelectionConfig:
     keep: float  # fraction of each super-batch to keep, in (0, 1]
     mode: str = "easy_reference"
-    temperature: float = 1.0
+    temperature: float | None = None  # absolute τ; None: relative_temperature × the spread
+    relative_temperature: float = RELATIVE_TEMPERATURE
     n_chunks: int = 16
     method: str = "sample"
     seed: int = 0
@@ -72,8 +75,9 @@ class SelectionConfig:
             raise JestflowError(f"keep must be in (0, 1], got {self.keep}")
         check_choice("offline score mode", self.mode, OFFLINE_MODES)
         check_choice("selection method", self.method, METHODS)
-        if not self.temperature > 0 or self.n_chunks < 1:
-            raise JestflowError("bad selection options: temperature > 0 and chunks ≥ 1, please")
+        check_temperatures(self.temperature, self.relative_temperature)
+        if self.n_chunks < 1:
+            raise JestflowError(f"chunks must be at least 1, got {self.n_chunks}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,17 +121,21 @@ def select_super_batch(
     student = None if student is None else student.quantised(config.quantum)
     student_loss = None if student is None else torch.from_numpy(student.loss)
     scores = score(config.mode, student=student_loss, teacher=torch.from_numpy(teacher.loss))
-    options = {"temperature": config.temperature, "method": config.method}
-    generator = generator_for(config.seed, teacher.super_batch)
+    options = {
+        "temperature": config.temperature,
+        "relative_temperature": config.relative_temperature,
+        "method": config.method,
+        "noise": KeyedNoise([example.key for example in teacher.examples], config.seed),
+    }
     if teacher.embeddings is None:
-        chosen = select_independent(scores, k, generator=generator, **options)
+        chosen = select_independent(scores, k, **options)
     else:
         pairs = ContrastivePairScores(
             config.mode,
             teacher=teacher.pair_embeddings(),
             student=None if student is None else student.pair_embeddings(),
         )
-        chosen = select_joint(pairs, k, n_chunks=config.n_chunks, generator=generator, **options)
+        chosen = select_joint(pairs, k, n_chunks=config.n_chunks, **options)
     order = {int(i): rank for rank, i in enumerate(chosen.tolist())}
     return [
         Decision(

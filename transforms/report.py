@@ -49,7 +49,7 @@ def histogram_svg(hist: Mapping[str, Sequence[float]]) -> str:
     return "".join(parts) + f"<p>{legend}</p>"
 
 
-COUNTS = ("inputs", "selected", "not_selected", "rejected")
+COUNTS = ("inputs", "selected", "not_selected", "duplicate", "rejected")
 SHARD_HEADER = ["file", "samples", "bytes"]
 
 
@@ -57,6 +57,24 @@ def tier_rows(tiers: Mapping[str, Sequence[float]]) -> list[list[Any]]:
     """Tier t holds the scores above threshold t (the last tier: the rest)."""
     lows = ["—" if t is None else f"{t:.4f}" for t in tiers["thresholds"]] + ["—"]
     return [[t, n, lows[t]] for t, n in enumerate(tiers["counts"])]
+
+
+def dedup_section(dedup: Mapping[str, Any]) -> str:
+    """How dedup ran, the copies it removed by kind, and a histogram of the cluster sizes."""
+    if dedup.get("method", "none") == "none":
+        return "<p>Not deduplicated (--dedup none).</p>"
+    settings = ", ".join(f"{k} {dedup[k]}" for k in ("threshold", "num_perm", "bands", "rows")
+                         if k in dedup)  # fmt: skip
+    lines = [f"<p>Method: {dedup['method']}{' (' + settings + ')' if settings else ''}. "
+             f"{dedup['duplicates']} copies removed ({dedup['exact']} exact, {dedup['near']} near) "
+             f"in {dedup['clusters']} clusters; the first copy of each cluster is kept.</p>"]  # fmt: skip
+    if dedup.get("not_shingled"):
+        lines.append(f"<p>{dedup['not_shingled']} texts had nothing to shingle and were "
+                     "deduplicated exactly.</p>")  # fmt: skip
+    sizes = [[size, n] for size, n in dedup["cluster_sizes"].items()]
+    if sizes:
+        lines.append(table(sizes, ["cluster size (copies)", "clusters"]))
+    return "".join(lines)
 
 
 def render(stats: Mapping[str, Any]) -> str:
@@ -70,6 +88,8 @@ def render(stats: Mapping[str, Any]) -> str:
         table(sorted(stats["rejected"].items()), ["reason", "records"])
         if stats["rejected"]
         else "<p>None.</p>",
+        "<h2>Duplicates</h2>",
+        dedup_section(stats.get("dedup", {})),
         "<h2>Scores: selected vs not selected</h2>",
         histogram_svg(stats["scores"]["histogram"]),
         "<h2>Tiers</h2>",

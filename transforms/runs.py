@@ -16,15 +16,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import JestflowError
-from .manifest import read_manifest, status_counts
+from .manifest import STATUSES, read_manifest, status_counts
 from .paths import filesystem, read_json
 from .run_folder import MANIFEST, RUN, is_complete
+from .stats import SCORED
 from .tables import text_table
+
+STATUS_COUNTS = ("inputs", *STATUSES)
 
 
 def _by_id(manifest: pa.Table) -> pa.Table:
     """One row per scored content id: mean teacher loss and score, and whether it was selected."""
-    scored = manifest.filter(pc.not_equal(manifest["status"], "rejected"))
+    scored = manifest.filter(pc.is_in(manifest["status"], pa.array(SCORED)))
     selected = pc.equal(scored["status"], "selected").cast(pa.int8())
     table = scored.select(["id", "teacher_loss", "score"]).append_column("selected", selected)
     aggregated = table.group_by("id").aggregate(
@@ -135,7 +138,7 @@ def _side_by_side(runs: dict[str, dict[str, Any]]) -> list[str]:
         ("complete", ["yes" if r["complete"] else "NO" for r in runs.values()]),
         ("teacher", [r["teacher"] or "—" for r in runs.values()]),
         *[(name.replace("_", " "), [_number(r["counts"][name]) for r in runs.values()])
-          for name in ("inputs", "selected", "not_selected", "rejected")],
+          for name in STATUS_COUNTS],
         ("mean teacher loss", [_number(r["teacher_loss"]["mean"]) for r in runs.values()]),
         ("mean selected score", [_number(r["selected_score"]["mean"]) for r in runs.values()]),
     ]  # fmt: skip
@@ -172,8 +175,11 @@ def stats_text(stats: dict[str, Any], output: str) -> str:
     inputs = max(1, counts["inputs"])
     rows = [
         (name.replace("_", " "), f"{counts[name]:,}", f"{100 * counts[name] / inputs:5.1f} %")
-        for name in ("inputs", "selected", "not_selected", "rejected")
+        for name in STATUS_COUNTS
     ]
+    dedup = stats.get("dedup", {})
+    rows += [(f"  duplicate: {kind}", f"{dedup[kind]:,}", "") for kind in ("exact", "near")
+             if dedup.get(kind)]  # fmt: skip
     rows += [(f"  rejected: {reason}", f"{n:,}", "") for reason, n in stats["rejected"].items()]
     rows += [
         (f"{role} scored", f"{n['scored']:,}", f"{n['cached']:,} from the cache")

@@ -6,6 +6,13 @@ The two models are the student (the paper's learner, θ) and the teacher (its re
 Per-example losses make the batch score a sum of per-example scores, so choosing a sub-batch is
 sampling without replacement with probability ∝ exp(s_i / τ): `select_independent` (Gumbel-top-k).
 
+The temperature is scale-free by default: τ = `relative_temperature` × the spread of the scores
+being drawn from (their median absolute deviation), because per-token mean losses differ by a
+few tenths of a nat and at the paper's τ = 1 sampling is nearly uniform. An explicit
+`temperature` is used as is. The Gumbel noise comes from a `torch.Generator` (fresh draws) or
+from `KeyedNoise`, a function of (seed, example key, chunk) alone: a record added to or edited in
+a pool then changes only its own draw, and re-curations stay comparable.
+
 Contrastive losses couple the members of a batch. With A = L(θ) − L(θ*) the B×B pair score matrix,
 adding candidate k to the chosen set S adds A_kk + Σ_{j∈S} (A_kj + A_jk). `select_joint` draws the
 first chunk from the diagonal and each further chunk from these conditional scores (JEST blocked
@@ -15,14 +22,18 @@ sampling), keeping running sums so that a lazy `ContrastivePairScores` never bui
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
+from .errors import JestflowError
 from .losses import PairEmbeddings
 from .vocabulary import METHODS, SCORE_MODES
 
 Method = Literal["sample", "topk"]
+RELATIVE_TEMPERATURE = 0.1  # the default: τ = this × the scores' median absolute deviation
 
 
 # --- score modes ------------------------------------------------------------------------------
@@ -154,26 +165,56 @@ class ContrastivePairScores:
 # --- selection --------------------------------------------------------------------------------
 
 
+class KeyedNoise:
+    """Gumbel noise that is a function of (seed, example key, chunk) alone, one key per candidate.
+
+    Each key is hashed once (BLAKE2b) to 64 bits; a chunk's value mixes in the chunk number with
+    the SplitMix64 finaliser, and its top 53 bits give a uniform in (0, 1).
+    """
+
+    def __init__(self, keys: Sequence[str], seed: int = 0) -> None:
+        self.base = np.array([_hash64(f"{seed}:{key}") for key in keys], dtype=np.uint64).reshape(
+            -1
+        )
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def gumbel(self, chunk: int) -> torch.Tensor:
+        with np.errstate(over="ignore"):
+            x = self.base + np.uint64(chunk + 1) * np.uint64(0x9E3779B97F4A7C15)
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            x = x ^ (x >> np.uint64(31))
+        u = ((x >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+        return torch.from_numpy(-np.log(-np.log(u)))
+
+
+Noise = torch.Generator | KeyedNoise | None
+
+
 def select_independent(
     scores: torch.Tensor,
     k: int,
     *,
-    temperature: float = 1.0,
+    temperature: float | None = None,
+    relative_temperature: float = RELATIVE_TEMPERATURE,
     method: Method = "sample",
-    generator: torch.Generator | None = None,
+    noise: Noise = None,
 ) -> torch.Tensor:
     """Choose k of the candidates, in selection order.
 
-    "sample" draws without replacement with probability ∝ exp(score / temperature) (Gumbel-top-k:
-    the order of the perturbed keys is exactly sequential sampling without replacement); "topk"
-    takes the k highest scores, ties broken by position.
+    "sample" draws without replacement with probability ∝ exp(score / τ) (Gumbel-top-k: the
+    order of the perturbed keys is exactly sequential sampling without replacement), τ being
+    `temperature` when given, else `relative_temperature` × the scores' spread; "topk" takes
+    the k highest scores, ties broken by position.
     """
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D, got shape {tuple(scores.shape)}")
     _check_finite(scores, "scores")
     _check_k(k, scores.shape[0])
-    _check_options(temperature, method)
-    return _draw(scores, k, temperature, method, generator)
+    draw = _Draw(temperature, relative_temperature, method, noise, scores.shape[0])
+    return draw(scores, k, chunk=0)
 
 
 def select_joint(
@@ -181,14 +222,17 @@ def select_joint(
     k: int,
     *,
     n_chunks: int = 16,
-    temperature: float = 1.0,
+    temperature: float | None = None,
+    relative_temperature: float = RELATIVE_TEMPERATURE,
     method: Method = "sample",
-    generator: torch.Generator | None = None,
+    noise: Noise = None,
 ) -> torch.Tensor:
     """JEST blocked selection of k candidates from pair scores, in selection order.
 
     The first k/n candidates come from the diagonal A_kk; each further chunk from the
     conditional scores A_kk + Σ_{j∈S} (A_kj + A_jk) given the chosen set S, chosen ones masked.
+    Without an explicit `temperature`, each chunk's τ is relative to the spread of the scores it
+    draws from (the conditional sums grow with S; their spread, not their size, sets the scale).
     `pairs` is a dense B×B tensor or a `PairScores` (e.g. lazy `ContrastivePairScores`).
     """
     if isinstance(pairs, torch.Tensor):
@@ -196,7 +240,7 @@ def select_joint(
     if n_chunks < 1:
         raise ValueError(f"n_chunks must be at least 1, got {n_chunks}")
     _check_k(k, pairs.size)
-    _check_options(temperature, method)
+    draw = _Draw(temperature, relative_temperature, method, noise, pairs.size)
 
     diagonal = pairs.diagonal().double()
     _check_finite(diagonal, "pair score diagonal")
@@ -206,7 +250,7 @@ def select_joint(
     sizes = chunk_sizes(k, n_chunks)
     for i, size in enumerate(sizes):
         conditional = (diagonal + running).masked_fill(chosen_mask, float("-inf"))
-        new = _draw(conditional, size, temperature, method, generator)
+        new = draw(conditional, size, chunk=i)
         chosen.append(new)
         chosen_mask[new] = True
         if i + 1 < len(sizes):
@@ -214,11 +258,35 @@ def select_joint(
     return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)
 
 
-def generator_for(seed: int, super_batch: int) -> torch.Generator:
-    """The random stream of one super-batch: a function of (seed, super-batch id) alone, never of
-    which worker, bundle or resumed process draws it."""
-    digest = hashlib.blake2b(f"{seed}:{super_batch}".encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "big") >> 1)
+def temperature_of(
+    scores: torch.Tensor, temperature: float | None, relative_temperature: float
+) -> float:
+    """τ: `temperature` when given, else `relative_temperature` × the spread of the finite
+    scores: their median absolute deviation from the median (the mean absolute deviation when
+    most scores tie; 1 when all do). A robust spread: the far tails of a noisy pool (random
+    bytes, say), which are never selected, do not soften the choice among the best."""
+    if temperature is not None:
+        return temperature
+    finite = scores[torch.isfinite(scores)].double()
+    if finite.numel() < 2:
+        return relative_temperature
+    deviation = (finite - finite.median()).abs()
+    spread = float(deviation.median()) or float(deviation.mean()) or 1.0
+    return relative_temperature * spread
+
+
+def check_temperatures(temperature: float | None, relative_temperature: float) -> None:
+    """A JestflowError unless the temperatures are positive (no absolute one is fine)."""
+    for name, value in (("temperature", temperature), ("relative temperature",
+                                                        relative_temperature)):  # fmt: skip
+        if value is not None and not value > 0:
+            raise JestflowError(f"{name} must be positive, got {value}")
+
+
+def generator_for(seed: int, stream: int) -> torch.Generator:
+    """A random stream that is a function of (seed, stream id) alone, never of which worker,
+    bundle or resumed process draws it."""
+    return torch.Generator().manual_seed(_hash64(f"{seed}:{stream}") >> 1)
 
 
 def chunk_sizes(k: int, n_chunks: int) -> list[int]:
@@ -230,34 +298,50 @@ def chunk_sizes(k: int, n_chunks: int) -> list[int]:
     return [base + 1] * extra + [base] * (n - extra)
 
 
-def _draw(
-    scores: torch.Tensor, k: int, temperature: float, method: str, generator: torch.Generator | None
-) -> torch.Tensor:
-    keys = scores.double()
-    if method == "sample":
-        keys = keys / temperature + _gumbel(keys.shape[0], generator).to(keys.device)
-    order = torch.argsort(keys, descending=True, stable=True)
-    return order[:k].cpu()
+class _Draw:
+    """One draw of k from scores: Gumbel-top-k at the resolved τ, or the top k."""
+
+    def __init__(
+        self,
+        temperature: float | None,
+        relative_temperature: float,
+        method: str,
+        noise: Noise,
+        n: int,
+    ) -> None:
+        check_temperatures(temperature, relative_temperature)
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+        if isinstance(noise, KeyedNoise) and len(noise) != n:
+            raise ValueError(f"keyed noise for {len(noise)} candidates, but there are {n}")
+        self.temperature, self.relative = temperature, relative_temperature
+        self.method, self.noise = method, noise
+
+    def __call__(self, scores: torch.Tensor, k: int, *, chunk: int) -> torch.Tensor:
+        keys = scores.double()
+        if self.method == "sample":
+            tau = temperature_of(keys, self.temperature, self.relative)
+            keys = keys / tau + self._gumbel(keys.shape[0], chunk).to(keys.device)
+        order = torch.argsort(keys, descending=True, stable=True)
+        return order[:k].cpu()
+
+    def _gumbel(self, n: int, chunk: int) -> torch.Tensor:
+        """Standard Gumbel noise in float64: keyed, or drawn on the generator's device."""
+        if isinstance(self.noise, KeyedNoise):
+            return self.noise.gumbel(chunk)
+        device = self.noise.device if self.noise is not None else torch.device("cpu")
+        u = torch.rand(n, generator=self.noise, dtype=torch.float64, device=device)
+        tiny = torch.finfo(torch.float64).tiny
+        return -torch.log(-torch.log(u.clamp(tiny, 1.0 - 1e-16)))
 
 
-def _gumbel(n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard Gumbel noise drawn on the generator's device, in float64."""
-    device = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
-    tiny = torch.finfo(torch.float64).tiny
-    return -torch.log(-torch.log(u.clamp(tiny, 1.0 - 1e-16)))
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 def _check_k(k: int, n: int) -> None:
     if not 0 <= k <= n:
         raise ValueError(f"cannot select k={k} of {n} candidates")
-
-
-def _check_options(temperature: float, method: str) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
 
 def _check_finite(values: torch.Tensor, what: str) -> None:

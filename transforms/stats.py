@@ -74,11 +74,14 @@ def summarize(
     rejected: Mapping[str, int],
     shards: Iterable[Mapping[str, Any]],
     *,
+    dedup: Mapping[str, Any],
     quantum: float,
     thresholds: Sequence[int],
 ) -> dict[str, Any]:
-    """The data part of `stats.json`: counts, rejection reasons, score histograms, tiers, shards."""
+    """The data part of `stats.json`: counts, rejection reasons, dedup, score histograms, tiers,
+    shards."""
     counts = {status: sum(scores.get(status, {}).values()) for status in SCORED}
+    counts["duplicate"] = dedup["duplicates"]
     counts["rejected"] = sum(rejected.values())
     counts["inputs"] = sum(counts.values())
     shards = sorted(shards, key=lambda s: s["name"])
@@ -86,6 +89,7 @@ def summarize(
     return {
         "counts": counts,
         "rejected": dict(sorted(rejected.items())),
+        "dedup": dict(dedup),
         "scores": {"quantum": quantum, "histogram": histogram(scores, quantum)},
         "tiers": {
             "thresholds": [None if t is None else round(t * quantum, 9) for t in thresholds],

@@ -26,7 +26,7 @@ from jestflow.transforms.offline_selection import SelectionConfig, kept_count, q
 from jestflow.transforms.readers import read_examples
 from jestflow.transforms.records import Example, FieldMap
 from jestflow.transforms.scoring import embed_pairs, pair_inputs
-from jestflow.transforms.selection import ContrastivePairScores, generator_for, select_joint
+from jestflow.transforms.selection import ContrastivePairScores, KeyedNoise, select_joint
 from jestflow.transforms.shards import read_shard
 
 CORPORA = {"pairs": pairs_config, "images": images_config}
@@ -68,8 +68,8 @@ def on_grid(emb: PairEmbeddings, quantum: float) -> PairEmbeddings:
 def test_the_kept_pairs_are_mostly_matching(curated, corpus, learned):
     _, config, stats = curated[corpus]
     n = {"images": 64, "pairs": 128}[corpus]  # keep 0.5
-    assert stats["counts"] == {"selected": n // 2, "not_selected": n // 2, "rejected": 0,
-                               "inputs": n}  # fmt: skip
+    assert stats["counts"] == {"selected": n // 2, "not_selected": n // 2, "duplicate": 0,
+                               "rejected": 0, "inputs": n}  # fmt: skip
     got = shard_samples(config)
     payload = {"images": {"png"}, "pairs": {"doc.txt"}}[corpus]
     for sample in got:
@@ -149,7 +149,7 @@ def test_learnability_with_a_student_is_joint_selection_on_both_models(pairs, tm
         )
         chosen = select_joint(pairs_scores, kept_count(len(members), selection.keep),
                               n_chunks=selection.n_chunks,
-                              generator=generator_for(selection.seed, batch))  # fmt: skip
+                              noise=KeyedNoise([r["key"] for r in members], selection.seed))  # fmt: skip
         expected = {members[i]["key"] for i in chosen.tolist()}
         assert {r["key"] for r in members if r["status"] == "selected"} == expected
 

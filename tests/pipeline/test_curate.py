@@ -22,7 +22,13 @@ def test_curate_accounts_ranks_and_cleans(noisy, tmp_path, learned):
     out, stats = curate(noisy, tmp_path / "one")
     manifest = read_manifest(str(out / "manifest"))
     counts = status_counts(manifest)
-    assert counts == {"selected": 60, "not_selected": 180, "rejected": 6, "inputs": 246}
+    assert counts == {
+        "selected": 60,
+        "not_selected": 180,
+        "duplicate": 0,
+        "rejected": 6,
+        "inputs": 246,
+    }
     assert stats["counts"] == counts
     rows = manifest.to_pylist()
     selected = [r for r in rows if r["status"] == "selected"]
@@ -159,10 +165,11 @@ def test_curate_command(noisy, tmp_path):
     result = CliRunner().invoke(main, ["curate", *args])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert [line.split() for line in lines[:5]] == [
+    assert [line.split() for line in lines[:6]] == [
         ["inputs", "245", "100.0", "%"],
         ["selected", "121", "49.4", "%"],  # 241 examples: 4 super-batches of 60 and one of 1
         ["not", "selected", "120", "49.0", "%"],
+        ["duplicate", "0", "0.0", "%"],
         ["rejected", "4", "1.6", "%"],
         ["rejected:", "bad_json", "1"],
     ], lines

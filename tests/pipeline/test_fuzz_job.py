@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from jestflow.pipeline.job import CurateConfig, run_curation
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.manifest import read_manifest, status_counts
+from jestflow.transforms.manifest import STATUSES, read_manifest, status_counts
 from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.readers import read_file, unsafe_member_name
 from jestflow.transforms.records import REASONS, Example, FieldMap, Rejected
@@ -188,9 +188,9 @@ def check_accounts(out, stats, records: list[Example | Rejected]) -> dict[str, i
     examples = [r for r in records if isinstance(r, Example)]
     rejected = [r for r in records if isinstance(r, Rejected)]
     assert counts["inputs"] == len(records) == len(manifest)
-    assert counts["inputs"] == counts["selected"] + counts["not_selected"] + counts["rejected"]
+    assert counts["inputs"] == sum(counts[status] for status in STATUSES)
     assert counts["rejected"] == len(rejected)
-    assert counts["selected"] + counts["not_selected"] == len(examples)
+    assert counts["selected"] + counts["not_selected"] + counts["duplicate"] == len(examples)
     assert stats["counts"] == counts
     assert stats["rejected"] == {
         reason: n for reason in REASONS if (n := sum(r.reason == reason for r in rejected))
@@ -202,7 +202,22 @@ def check_accounts(out, stats, records: list[Example | Rejected]) -> dict[str, i
         if isinstance(record, Rejected):
             assert (row["status"], row["reason"]) == ("rejected", record.reason)
         else:
-            assert row["status"] in ("selected", "not_selected") and row["id"] == record.id
+            assert row["status"] in ("selected", "not_selected", "duplicate")
+            assert row["id"] == record.id
+    # A removed copy names a kept one, which comes before it in input order and was scored.
+    by_key = {row["key"]: row for row in manifest if row["key"]}
+    order = {url: i for i, url in enumerate(sorted({r.source for r in records}))}
+    for row in manifest:
+        if row["status"] == "duplicate":
+            kept = by_key[row["duplicate_of"]]
+            assert kept["status"] in ("selected", "not_selected") and row["reason"] in (
+                "exact",
+                "near",
+            )
+            assert (order[kept["source"]], kept["position"]) < (
+                order[row["source"]],
+                row["position"],
+            )
 
     letters = [] if not (out / "rejected").exists() else pq.read_table(out / "rejected").to_pylist()
     assert sorted((r["source"], r["position"], r["reason"], r["raw"]) for r in letters) == sorted(
@@ -253,7 +268,7 @@ def test_a_job_on_the_inputs_that_crashed_it_finishes_and_accounts(teacher, tmp_
     files = {"a.jsonl": jsonl, "b.tar": tar.getvalue()[:cut], "c.parquet": parquet.getvalue()}
     out, stats, records = run_job(tmp_path, files, teacher, keep=1.0)
     counts = check_accounts(out, stats, records)
-    assert counts == {"selected": 5, "not_selected": 0, "rejected": 5, "inputs": 10}
+    assert counts == {"selected": 5, "not_selected": 0, "duplicate": 0, "rejected": 5, "inputs": 10}
     assert stats["rejected"] == {
         "bad_json": 1, "missing_field": 1, "bad_member": 2, "unreadable_file": 1
     }  # fmt: skip

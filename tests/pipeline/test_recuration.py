@@ -155,8 +155,8 @@ def test_the_finish_step_runs_after_every_write(noisy, tmp_path):
                 upstream.add(producer.full_label)
                 todo.append(producer)
     writers = {label for label in leaves.found if label.split("/")[-1].startswith("Write ")}
-    assert writers == {"Rejected/Write rejected", "Write cache", "Write not selected",
-                       "Write shards/Write shards"}  # fmt: skip
+    assert writers == {"Rejected/Write rejected", "Duplicates/Write duplicates", "Write cache",
+                       "Write not selected", "Write shards/Write shards"}  # fmt: skip
     assert writers <= upstream
 
 
@@ -189,8 +189,8 @@ def test_memory_filesystem_end_to_end(noisy):
         stats = run_curation(config)
         again = run_curation(config_for(noisy, "memory://e2e/again", inputs=config.inputs,
                                         teacher=config.teacher, cache=config.cache))  # fmt: skip
-        assert stats["counts"] == {"selected": 60, "not_selected": 180, "rejected": 5,
-                                   "inputs": 245}  # fmt: skip
+        assert stats["counts"] == {"selected": 60, "not_selected": 180, "duplicate": 0,
+                                   "rejected": 5, "inputs": 245}  # fmt: skip
         assert again["scoring"]["teacher"] == {"scored": 0, "cached": 240}
         assert fs.exists("/e2e/out/_SUCCESS") and fs.exists("/e2e/out/run.json")
         shards = sorted(fs.ls("/e2e/out/shards", detail=False))
@@ -238,8 +238,8 @@ def test_inspect_compares_two_runs(noisy, tmp_path, learned):
     assert a & b  # a weaker teacher keeps some and drops others
     learned.expect("kept by both teachers, of 60", len(a & b), "<", len(a))
     assert result["scored_in_both"] == 240 and not result["same_teacher"]
-    assert result["old"]["counts"] == {"selected": 60, "not_selected": 180, "rejected": 6,
-                                       "inputs": 246}  # fmt: skip
+    assert result["old"]["counts"] == {"selected": 60, "not_selected": 180, "duplicate": 0,
+                                       "rejected": 6, "inputs": 246}  # fmt: skip
     shift = result["teacher_loss_shift"]
     learned.expect("mean loss shift to the weaker teacher", shift["mean"], ">", 0)
     assert shift["rank_correlation"] > 0
@@ -292,7 +292,13 @@ def test_a_run_over_no_records_is_complete_and_can_be_inspected(noisy, tmp_path)
 
     (tmp_path / "empty.jsonl").write_bytes(b"")
     out, stats = curate(noisy, tmp_path / "out", inputs=(str(tmp_path / "empty.jsonl"),))
-    assert stats["counts"] == {"selected": 0, "not_selected": 0, "rejected": 0, "inputs": 0}
+    assert stats["counts"] == {
+        "selected": 0,
+        "not_selected": 0,
+        "duplicate": 0,
+        "rejected": 0,
+        "inputs": 0,
+    }
     assert (out / "_SUCCESS").exists()
     assert status_counts(read_manifest(str(out / "manifest")))["inputs"] == 0
     assert summarize_run(str(out))["counts"]["inputs"] == 0

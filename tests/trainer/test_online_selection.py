@@ -42,7 +42,7 @@ def test_lm_learnability_is_student_minus_teacher_selected_independently():
     student_loss = lm_losses(model, [s.text for s in samples])
     teacher_loss = torch.tensor([s.teacher_loss for s in samples])
     expected = select_independent(
-        student_loss - teacher_loss, 6, generator=torch.Generator().manual_seed(3)
+        student_loss - teacher_loss, 6, noise=torch.Generator().manual_seed(3)
     )
     assert got.indices == expected.tolist()
     assert got.learnability == pytest.approx(
@@ -86,7 +86,7 @@ def test_contrastive_learnability_uses_the_stored_teacher_embeddings():
     pairs = ContrastivePairScores(
         "learnability", student=embed_pairs(model.eval(), texts, docs), teacher=emb
     )
-    expected = select_joint(pairs, 8, n_chunks=4, generator=torch.Generator().manual_seed(2))
+    expected = select_joint(pairs, 8, n_chunks=4, noise=torch.Generator().manual_seed(2))
     assert got.indices == expected.tolist() and len(set(got.indices)) == 8
     with pytest.raises(JestflowError, match="teacher_scale"):
         bare = [TrainSample(key=s.key, text=s.text, pair=s.pair, teacher_loss=0.0,

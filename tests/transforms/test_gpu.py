@@ -51,8 +51,8 @@ def test_lazy_joint_selection_on_gpu_embeddings_matches_cpu():
         teacher = PairEmbeddings(ref.to(device), v.to(device), 10.0, -10.0)
         return ContrastivePairScores("learnability", student=student, teacher=teacher)
 
-    cpu = select_joint(pairs("cpu"), 410, generator=torch.Generator().manual_seed(1))
-    gpu = select_joint(pairs("cuda"), 410, generator=torch.Generator().manual_seed(1))
+    cpu = select_joint(pairs("cpu"), 410, noise=torch.Generator().manual_seed(1))
+    gpu = select_joint(pairs("cuda"), 410, noise=torch.Generator().manual_seed(1))
     overlap = len(set(cpu.tolist()) & set(gpu.tolist())) / 410
     assert overlap > 0.95  # same noise; only float rounding differs
 

@@ -35,7 +35,13 @@ def test_manifest_rows_round_trip_and_account_for_every_input(tmp_path):
     )
     write_parquet(rows[2:], str(tmp_path / "manifest" / "part-1.parquet"), MANIFEST_SCHEMA)
     table = read_manifest(str(tmp_path / "manifest"))
-    assert status_counts(table) == {"selected": 1, "not_selected": 1, "rejected": 1, "inputs": 3}
+    assert status_counts(table) == {
+        "selected": 1,
+        "not_selected": 1,
+        "duplicate": 0,
+        "rejected": 1,
+        "inputs": 3,
+    }
     first, second, third = table.to_pylist()
     assert first["shard"] == "shard-000000.tar" and first["meta"] == '{"kind": "clean"}'
     assert second["rank"] is None and second["score"] == -6.0

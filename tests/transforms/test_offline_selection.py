@@ -30,15 +30,56 @@ def test_easy_reference_keeps_the_lowest_teacher_losses_with_topk():
     )
 
 
-def test_same_seed_and_super_batch_same_choice_despite_last_bit_noise():
+def test_same_seed_same_choice_despite_last_bit_noise():
     loss = np.random.default_rng(0).uniform(0, 5, 50)
     config = SelectionConfig(keep=0.3, seed=7)
     a = select_super_batch(lm_batch(loss), config)
     b = select_super_batch(lm_batch(loss * (1 + 1e-7)), config)  # other numerics, same model
-    c = select_super_batch(lm_batch(loss, super_batch=4), config)
+    c = select_super_batch(lm_batch(loss), SelectionConfig(keep=0.3, seed=8))
     picked = [[d.order for d in decisions] for decisions in (a, b, c)]
     assert picked[0] == picked[1] and picked[0] != picked[2]
     assert sum(d.selected for d in a) == 15
+
+
+def kept_keys(examples, loss, config) -> set[str]:
+    batch = ScoredBatch(super_batch=0, examples=examples, loss=np.asarray(loss, np.float32))
+    return {d.example.key for d in select_super_batch(batch, config) if d.selected}
+
+
+def test_an_edited_record_changes_only_its_own_fate_and_a_few_at_the_margin():
+    # Each example's noise is keyed by (seed, key, chunk): edit 6 of 400 records (new keys, new
+    # losses) and the rest keep their draws. Noise drawn in sequence moved every draw: ~0.2.
+    rng = np.random.default_rng(1)
+    examples = [make_example(layout="text", text=f"doc {i}", position=i) for i in range(400)]
+    loss = rng.normal(3.0, 0.3, 400)
+    edited, edited_loss = list(examples), loss.copy()
+    for i in rng.choice(400, 6, replace=False):
+        edited[i] = make_example(layout="text", text=f"doc {i}, edited", position=int(i))
+        edited_loss[i] = rng.normal(3.0, 0.3)
+    config = SelectionConfig(keep=0.25)
+    before, after = kept_keys(examples, loss, config), kept_keys(edited, edited_loss, config)
+    assert len(before & after) / len(before | after) > 0.9
+    # The order of the members does not matter either: the draws belong to the keys.
+    order = rng.permutation(400)
+    shuffled = kept_keys([examples[i] for i in order], loss[order], config)
+    assert shuffled == before
+
+
+def test_the_default_temperature_is_relative_to_the_spread_of_the_scores():
+    # Scores a few tenths apart: at τ = 1 the kept tenth is close to a random draw; the default
+    # τ (0.1 × the median absolute deviation) keeps mostly the best, whatever the losses' unit.
+    examples = [make_example(layout="text", text=f"doc {i}", position=i) for i in range(1000)]
+    loss = np.random.default_rng(2).normal(3.0, 0.2, 1000)
+    best = set(np.argsort(loss)[:100].tolist())
+    keys = [e.key for e in examples]
+
+    def overlap(config, scale=1.0):
+        kept = kept_keys(examples, loss * scale, config)
+        return len({i for i in best if keys[i] in kept}) / 100
+
+    relative = overlap(SelectionConfig(keep=0.1))
+    assert relative > 0.5 > overlap(SelectionConfig(keep=0.1, temperature=1.0)) + 0.2
+    assert overlap(SelectionConfig(keep=0.1), scale=100.0) == pytest.approx(relative, abs=0.02)
 
 
 def test_learnability_needs_and_uses_the_student():

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.losses import PairEmbeddings
 from jestflow.transforms.selection import (
     ContrastivePairScores,
@@ -109,7 +110,7 @@ def test_independent_sampling_matches_exact_sequential_probabilities():
     temperature, k, n = 0.7, 3, 30_000
     gen = torch.Generator().manual_seed(0)
     draws = Counter(
-        tuple(select_independent(scores, k, temperature=temperature, generator=gen).tolist())
+        tuple(select_independent(scores, k, temperature=temperature, noise=gen).tolist())
         for _ in range(n)
     )
     exact = {
@@ -133,7 +134,7 @@ def test_same_seed_same_selection_and_seeds_differ():
     scores = torch.randn(1000, generator=torch.Generator().manual_seed(1))
 
     def draw(seed):
-        return select_independent(scores, 100, generator=torch.Generator().manual_seed(seed))
+        return select_independent(scores, 100, noise=torch.Generator().manual_seed(seed))
 
     assert torch.equal(draw(7), draw(7))
     assert not torch.equal(draw(7), draw(8))
@@ -142,10 +143,10 @@ def test_same_seed_same_selection_and_seeds_differ():
 def test_low_temperature_approaches_topk_and_high_temperature_uniform():
     scores = torch.linspace(0, 10, 200)
     gen = torch.Generator().manual_seed(3)
-    cold = select_independent(scores, 20, temperature=1e-4, generator=gen)
+    cold = select_independent(scores, 20, temperature=1e-4, noise=gen)
     assert cold.tolist() == select_independent(scores, 20, method="topk").tolist()
     hot = torch.cat(
-        [select_independent(scores, 20, temperature=1e4, generator=gen) for _ in range(200)]
+        [select_independent(scores, 20, temperature=1e4, noise=gen) for _ in range(200)]
     )
     assert abs(hot.double().mean().item() - 99.5) < 3  # uniform over 0..199
 
@@ -156,11 +157,12 @@ def test_low_temperature_approaches_topk_and_high_temperature_uniform():
         ({"k": 7}, "cannot select k=7 of 6"),
         ({"k": -1}, "cannot select"),
         ({"k": 2, "temperature": 0.0}, "temperature must be positive"),
+        ({"k": 2, "relative_temperature": -1.0}, "relative temperature must be positive"),
         ({"k": 2, "method": "greedy"}, "unknown method"),
     ],
 )
 def test_independent_rejects_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, JestflowError), match=message):
         select_independent(torch.zeros(6), **kwargs)
 
 
@@ -178,7 +180,7 @@ def test_joint_sampling_matches_exact_blocked_probabilities():
     temperature, n = 0.8, 30_000
     draws = Counter()
     for _ in range(n):
-        picked = select_joint(A, 4, n_chunks=2, temperature=temperature, generator=gen).tolist()
+        picked = select_joint(A, 4, n_chunks=2, temperature=temperature, noise=gen).tolist()
         draws[(tuple(sorted(picked[:2])), tuple(sorted(picked[2:])))] += 1
     exact = exact_joint_distribution(A, 2, temperature)
     critical = chi_square_critical(len(exact) - 1)
@@ -193,8 +195,7 @@ def test_joint_sampling_accumulates_over_three_chunks_exactly():
     A = torch.randn(6, 6, generator=gen, dtype=torch.float64)
     n = 20_000
     draws = Counter(
-        tuple(select_joint(A, 3, n_chunks=3, temperature=0.9, generator=gen).tolist())
-        for _ in range(n)
+        tuple(select_joint(A, 3, n_chunks=3, temperature=0.9, noise=gen).tolist()) for _ in range(n)
     )
     exact = exact_chunked_orders(A, [1, 1, 1], 0.9)
     assert chi_square(draws, exact, n) < chi_square_critical(len(exact) - 1)
@@ -202,8 +203,8 @@ def test_joint_sampling_accumulates_over_three_chunks_exactly():
 
 def test_joint_with_one_chunk_is_independent_on_the_diagonal():
     A = torch.randn(40, 40, generator=torch.Generator().manual_seed(5))
-    joint = select_joint(A, 10, n_chunks=1, generator=torch.Generator().manual_seed(9))
-    indep = select_independent(A.diagonal(), 10, generator=torch.Generator().manual_seed(9))
+    joint = select_joint(A, 10, n_chunks=1, noise=torch.Generator().manual_seed(9))
+    indep = select_independent(A.diagonal(), 10, noise=torch.Generator().manual_seed(9))
     assert torch.equal(joint, indep)
 
 
@@ -223,7 +224,7 @@ def test_joint_topk_follows_conditional_scores():
 
 def test_joint_returns_distinct_indices_in_chunks():
     A = torch.randn(100, 100, generator=torch.Generator().manual_seed(6))
-    picked = select_joint(A, 37, n_chunks=16, generator=torch.Generator().manual_seed(0))
+    picked = select_joint(A, 37, n_chunks=16, noise=torch.Generator().manual_seed(0))
     assert len(picked) == 37 and len(set(picked.tolist())) == 37
     assert chunk_sizes(37, 16) == [3, 3, 3, 3, 3] + [2] * 11
     assert chunk_sizes(5, 16) == [1] * 5
@@ -271,8 +272,8 @@ def test_lazy_pair_scores_equal_dense_formula(mode):
     torch.testing.assert_close(lazy.cross_sums(chosen).double(), expected, rtol=1e-5, atol=1e-5)
     gen_a, gen_b = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
     assert torch.equal(
-        select_joint(lazy, 8, n_chunks=4, generator=gen_a),
-        select_joint(dense, 8, n_chunks=4, generator=gen_b),
+        select_joint(lazy, 8, n_chunks=4, noise=gen_a),
+        select_joint(dense, 8, n_chunks=4, noise=gen_b),
     )
 
 
@@ -297,7 +298,7 @@ def test_lazy_joint_selection_never_materialises_b_by_b():
     teacher = random_embeddings(b, d, 4)
     pairs = ContrastivePairScores("learnability", student=student, teacher=teacher)
     with LargestTensor() as probe:
-        picked = select_joint(pairs, k, n_chunks=chunks, generator=torch.Generator().manual_seed(0))
+        picked = select_joint(pairs, k, n_chunks=chunks, noise=torch.Generator().manual_seed(0))
     assert len(set(picked.tolist())) == k
     assert probe.largest <= max(b * d, b * (k // chunks))  # the inputs, or one B×chunk block
     assert probe.largest < b * b // 50
@@ -326,9 +327,9 @@ def test_joint_beats_diagonal_only_when_pair_terms_matter():
 
     # Sampling too: joint beats independent on average over seeds.
     gains = [
-        batch_score(select_joint(pairs, k, generator=torch.Generator().manual_seed(s)))
+        batch_score(select_joint(pairs, k, noise=torch.Generator().manual_seed(s)))
         - batch_score(
-            select_independent(pairs.diagonal(), k, generator=torch.Generator().manual_seed(s))
+            select_independent(pairs.diagonal(), k, noise=torch.Generator().manual_seed(s))
         )
         for s in range(20)
     ]
