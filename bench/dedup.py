@@ -33,7 +33,13 @@ load = importlib.import_module("load")  # data, teacher, one curate run with RSS
 curate_bench = importlib.import_module("curate")
 
 from jestflow.pipeline.demo_data import harvest  # noqa: E402
-from jestflow.transforms.dedup import DedupConfig, Member, band_keys, clusters  # noqa: E402
+from jestflow.transforms.dedup import (  # noqa: E402
+    DedupConfig,
+    Member,
+    band_keys,
+    clusters,
+    star_edges,
+)
 from jestflow.transforms.records import make_example  # noqa: E402
 from jestflow.transforms.tables import text_table  # noqa: E402
 
@@ -57,7 +63,7 @@ def quality(args) -> list[list[str]]:
         member = Member(file=0, position=position, key=example.key, content=position)
         for key in band_keys(example, config):
             buckets[key].append(member)
-    edges = [(min(ms), m) for ms in buckets.values() for m in ms if m != min(ms)]
+    edges = [edge for members in buckets.values() for edge in star_edges(members)]
     copies = clusters(edges)
     seconds = time.perf_counter() - began
     n = len(originals)

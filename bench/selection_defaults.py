@@ -32,6 +32,7 @@ from pathlib import Path
 from jestflow.pipeline.demo_data import DemoDataConfig, harvest, make_corpora
 from jestflow.pipeline.job import CurateConfig, run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
+from jestflow.transforms.dedup import DedupConfig
 from jestflow.transforms.logs import configure
 from jestflow.transforms.manifest import read_manifest
 from jestflow.transforms.offline_selection import SelectionConfig
@@ -81,7 +82,7 @@ def curate(pool: Path, teacher: Path, out: Path, keep: float, options: dict, arg
         inputs=(str(pool),), output=str(out), teacher=str(teacher), task="lm", fields=TAGGED,
         selection=SelectionConfig(keep=keep, **options), super_batch=1000,
         workers=args.workers, cache=str(out.parent / "cache"), overwrite=True,
-        **({"dedup": args.dedup} if args.dedup else {}),
+        dedup=DedupConfig(method=args.dedup),
     ))  # fmt: skip
     return read_manifest(str(out / "manifest")).to_pylist()
 
@@ -120,7 +121,7 @@ def main() -> None:
     parser.add_argument("--demo", default="build/demo")
     parser.add_argument("--out", default="build/bench-selection-defaults")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--dedup", default=None, help="Passed to curate when given.")
+    parser.add_argument("--dedup", default=None, help="curate's --dedup (default: its own).")
     args = parser.parse_args()
     configure("WARNING")
     out = Path(args.out)
