@@ -3,16 +3,23 @@
 Cost: `jestflow curate` on N synthetic examples (bench/load.py's data, tiny teacher and
 process-tree RSS polling) with `--dedup none`, `exact` and `near`, one after another in fresh
 processes: wall seconds, examples/s, peak RSS of the process tree, and the copies removed. The
-target is that near adds at most 15 % to the time of the job without dedup.
+target is that near adds at most 15 % to the time of the job without dedup. The tiny teacher
+makes the job almost all plumbing, the worst case for dedup's share; `--teacher build/demo/
+teacher-lm` times it with the demo's teacher instead.
 
 Quality: distinct standard-library docstring paragraphs of at least 200 characters, each with a
 planted near copy (upper case, doubled whitespace, punctuation changed, and two words replaced),
 deduplicated with the job's own functions (`transforms/dedup.py`: the same shingles, MinHash,
-bands and clusters as the Beam step). Recall: planted copies put in their original's cluster
-(target ≥ 95 %). False merges: distinct paragraphs put in one cluster with another one (target
-≤ 1 %).
+bands, candidate edges, signature check and clusters as the Beam step), and without the signature
+check for comparison. Recall: planted copies put in their original's cluster (target ≥ 95 %),
+of all of them and of those whose true Jaccard similarity with their original reaches the
+threshold (the others are not copies at that threshold).
+False merges: of the distinct paragraphs — those with no other paragraph at a true Jaccard
+similarity of the threshold or more, all pairs compared — the share put in one cluster with
+another paragraph (target ≤ 1 %).
 
 Run: python bench/dedup.py [--size 200000] [--workers 2] [--out build/bench-dedup]
+                           [--teacher DIR] [--methods none,exact,near] [--skip-cost|--skip-quality]
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import random
 import shutil
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -37,9 +44,13 @@ from jestflow.transforms.dedup import (  # noqa: E402
     DedupConfig,
     Member,
     band_keys,
+    bucket_edges,
     clusters,
-    star_edges,
+    content_hash,
+    near_members,
 )
+from jestflow.transforms.minhash import shingles  # noqa: E402
+from jestflow.transforms.minhash import signatures as sigs  # noqa: E402
 from jestflow.transforms.records import make_example  # noqa: E402
 from jestflow.transforms.tables import text_table  # noqa: E402
 
@@ -51,42 +62,75 @@ def near_copy(text: str, rng: random.Random) -> str:
     return "  ".join(words).upper().replace(".", " !").replace(",", ";")
 
 
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b)
+
+
+def near_duplicates(shingle_sets: list[set[str]], threshold: float) -> set[int]:
+    """The sets whose true Jaccard similarity with another of them reaches the threshold (every
+    pair whose sizes allow it is compared)."""
+    order = sorted(range(len(shingle_sets)), key=lambda i: len(shingle_sets[i]))
+    similar = set()
+    for n, i in enumerate(order):
+        a = shingle_sets[i]
+        for j in order[n + 1 :]:
+            b = shingle_sets[j]
+            if len(a) < threshold * len(b):
+                break
+            if jaccard(a, b) >= threshold:
+                similar.update((i, j))
+    return similar
+
+
 def quality(args) -> list[list[str]]:
     rng = random.Random(0)
     originals = [p for p in harvest().paragraphs if len(p) >= 200][: args.paragraphs]
+    n = len(originals)
     texts = originals + [near_copy(t, rng) for t in originals]
     config = DedupConfig(threshold=args.threshold)
+    examples = [make_example(layout="text", text=t, position=i) for i, t in enumerate(texts)]
     began = time.perf_counter()
     buckets: dict[int, list[Member]] = defaultdict(list)
-    for position, text in enumerate(texts):
-        example = make_example(layout="text", text=text, position=position)
-        member = Member(file=0, position=position, key=example.key, content=position)
-        for key in band_keys(example, config):
+    members = [Member(file=0, position=i, key=e.key, content=content_hash(e))
+               for i, e in enumerate(examples)]  # fmt: skip
+    for member, keys in zip(members, band_keys(examples, config), strict=True):
+        for key in keys:
             buckets[key].append(member)
-    edges = [edge for members in buckets.values() for edge in star_edges(members)]
-    copies = clusters(edges)
+    wanted = {key for bucket in buckets.values() for key in near_members(bucket)}
+    ends = [e for e in examples if e.key in wanted]
+    signatures = {e.key: sig.tobytes()
+                  for e, sig in zip(ends, sigs(ends, config.num_perm, config.seed), strict=True)}  # fmt: skip
     seconds = time.perf_counter() - began
-    n = len(originals)
-    kept = {key: member.position for key, member in copies.kept_of.items()}
-    keys = [make_example(layout="text", text=t, position=i).key for i, t in enumerate(texts)]
-    cluster = [kept.get(keys[i], i) for i in range(len(texts))]
-    found = sum(cluster[n + i] == cluster[i] for i in range(n))
-    merged = sum(cluster[i] != i for i in range(n))  # an original merged into another's cluster
+    sets = [set(shingles(e).tolist()) for e in examples]
+    similar = near_duplicates(sets[:n], args.threshold)
+    above = [i for i in range(n) if jaccard(sets[i], sets[n + i]) >= args.threshold]
+    distinct = [i for i in range(n) if i not in similar]
     bands, rows = config.bands
-    return [[f"{n:,}", f"{bands} × {rows}", f"{found / n:.1%}", f"{merged / n:.2%}",
-             f"{seconds:.1f}"]]  # fmt: skip
+    table = []
+    for name, agree in (("bands only", 0.0), ("bands + signatures", args.threshold)):
+        copies = clusters(edge for bucket in buckets.values()
+                          for edge in bucket_edges(bucket, signatures, agree))  # fmt: skip
+        kept = {key: member.position for key, member in copies.kept_of.items()}
+        cluster = [kept.get(m.key, i) for i, m in enumerate(members)]
+        found = [cluster[n + i] == cluster[i] for i in range(n)]
+        shared = Counter(cluster[:n])
+        merged = sum(shared[cluster[i]] > 1 for i in distinct)
+        table.append([name, f"{n:,}", f"{len(distinct):,}", f"{bands} × {rows}",
+                      f"{sum(found) / n:.1%}", f"{sum(found[i] for i in above) / len(above):.1%}",
+                      f"{merged / len(distinct):.2%}", f"{seconds:.1f}"])  # fmt: skip
+    return table
 
 
 def cost(args) -> list[list[str]]:
     root = Path(args.out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     args.max_len, args.teacher_steps, args.keep, args.super_batch = 64, 50, 0.2, 1024
-    teacher = load.train_tiny_teacher(root, args)
+    teacher = args.teacher or load.train_tiny_teacher(root, args)
     data = root / "data"
     shutil.rmtree(data, ignore_errors=True)
     inputs = curate_bench.write_data(data, args.size, args.files, args.seed)
     rows, base = [], None
-    for method in ("none", "exact", "near"):
+    for method in args.methods.split(","):
         args.dedup = method
         output = root / "out" / method
         shutil.rmtree(output, ignore_errors=True)
@@ -110,13 +154,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(BENCH.parent / "build" / "bench-dedup"))
     parser.add_argument("--skip-cost", action="store_true", help="Only the quality table.")
+    parser.add_argument("--skip-quality", action="store_true", help="Only the cost table.")
+    parser.add_argument("--methods", default="none,exact,near", help="--dedup values to time.")
+    parser.add_argument("--teacher", help="A teacher to curate with (default: a tiny one).")
     args = parser.parse_args()
-    print("Planted near copies (case, whitespace, punctuation, two words changed)")
-    print(text_table(quality(args), header=("paragraphs", "bands × rows", "copies found",
-                                            "false merges", "s")))  # fmt: skip
+    if not args.skip_quality:
+        print("Planted near copies (case, whitespace, punctuation, two words changed)")
+        print(text_table(quality(args), header=("copies are", "paragraphs", "distinct",
+                                                "bands × rows", "copies found", "of J ≥ threshold",
+                                                "false merges", "s")))  # fmt: skip
     if args.skip_cost:
         return
-    print(f"\n`jestflow curate` on {args.size:,} examples, {args.workers} workers")
+    print(
+        f"\n`jestflow curate` on {args.size:,} examples, {args.workers} workers, teacher "
+        f"{args.teacher or 'tiny'}"
+    )
     print(text_table(cost(args), header=("--dedup", "seconds", "vs none", "examples/s",
                                          "peak RSS MiB", "duplicates", "teacher scored")))  # fmt: skip
 

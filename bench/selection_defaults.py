@@ -23,8 +23,10 @@ Needs the demo's data and LM teacher under --demo (`make demo`, or made here whe
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import random
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,10 +37,13 @@ from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.dedup import DedupConfig
 from jestflow.transforms.logs import configure
 from jestflow.transforms.manifest import read_manifest
+from jestflow.transforms.minhash import shingles
 from jestflow.transforms.offline_selection import SelectionConfig
-from jestflow.transforms.records import FieldMap
+from jestflow.transforms.records import FieldMap, make_example
 from jestflow.transforms.tables import text_table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+near_duplicates = importlib.import_module("dedup").near_duplicates  # true Jaccard, all pairs
 TAGGED = FieldMap(text="text", keep=("kind",))
 CANDIDATES = {
     "τ = 1 (absolute, the paper)": {"temperature": 1.0},
@@ -87,10 +92,17 @@ def curate(pool: Path, teacher: Path, out: Path, keep: float, options: dict, arg
     return read_manifest(str(out / "manifest")).to_pylist()
 
 
-def shares(rows: list[dict], wanted: str) -> tuple[float, float, int]:
+def shares(rows: list[dict], wanted: str, pool: Path) -> tuple[float, float, float, int]:
+    """The kept share of the wanted kind and of the pool's planted duplicates, the kept examples
+    with a near copy (true Jaccard ≥ 0.8 of the job's shingles) among the kept, and their number."""
     kept = [r for r in rows if r["status"] == "selected"]
     kinds = Counter(json.loads(r["meta"])["kind"] for r in kept)
-    return kinds[wanted] / len(kept), kinds["duplicate"] / len(kept), len(kept)
+    lines = pool.read_text().splitlines()
+    texts = [json.loads(lines[r["position"]])["text"] for r in kept]
+    sets = [set(shingles(make_example(layout="text", text=t)).tolist()) for t in texts]
+    copies = len(near_duplicates(sets, 0.8))
+    return (kinds[wanted] / len(kept), kinds["duplicate"] / len(kept), copies / len(kept),
+            len(kept))  # fmt: skip
 
 
 def stability(pool: Path, teacher: Path, out: Path, args) -> list[list[str]]:
@@ -131,13 +143,14 @@ def main() -> None:
     rows = []
     for name, options in CANDIDATES.items():
         began = time.perf_counter()
-        demo = shares(curate(pool, teacher, out / "demo", 0.2, options, args), "clean")
+        demo = shares(curate(pool, teacher, out / "demo", 0.2, options, args), "clean", pool)
         mixed = shares(curate(docs_code, teacher, out / "docs-code", 0.25, options, args),
-                       "docstring")  # fmt: skip
-        rows.append([name, f"{demo[0]:.1%}", f"{demo[1]:.1%}", str(demo[2]), f"{mixed[0]:.1%}",
-                     f"{time.perf_counter() - began:.0f}"])  # fmt: skip
+                       "docstring", docs_code)  # fmt: skip
+        rows.append([name, f"{demo[0]:.1%}", f"{demo[1]:.1%}", f"{demo[2]:.1%}", str(demo[3]),
+                     f"{mixed[0]:.1%}", f"{time.perf_counter() - began:.0f}"])  # fmt: skip
     print("curate --keep 0.2 (demo pool, 20 % clean) and --keep 0.25 (docs/code, 25 % docstrings)")
-    print_table(("candidate", "demo: clean", "demo: duplicate", "demo: kept",
+    print_table(("candidate", "demo: clean", "demo: planted dup", "demo: near copy kept",
+                 "demo: kept",
                  "docs/code: docstring", "s"), rows)  # fmt: skip
     print("\nStability: 400 demo records, then the same with 6 edited (keep 0.25)")
     print_table(

@@ -18,13 +18,13 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
 from ..transforms.offline_selection import Decision, select_super_batch
 from ..transforms.readers import read_file
 from ..transforms.records import Rejected
 from ..transforms.stats import SCORED, grid, tier_thresholds
+from .counters import count
 from .dedup import Deduplicate
 from .finish import Finish
 from .grouping import AssignSuperBatches
@@ -42,12 +42,7 @@ from .sinks import (
 if TYPE_CHECKING:
     from .job import CurateConfig, RunPlan
 
-NAMESPACE = "jestflow"  # Beam counters
 log = logging.getLogger(__name__)
-
-
-def count(name: str, n: int = 1) -> None:
-    Metrics.counter(NAMESPACE, name).inc(n)
 
 
 def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:

@@ -50,7 +50,8 @@ from ..transforms.run_folder import (
 )
 from ..transforms.scoring import resolve_device
 from ..transforms.vocabulary import TASKS, check_choice
-from .graph import NAMESPACE, build
+from .counters import NAMESPACE
+from .graph import build
 
 FLEX_TEMPLATE = "JESTFLOW_FLEX_TEMPLATE"  # set by deploy/flex_template/main.py: a launch-time build
 log = logging.getLogger(__name__)

@@ -7,35 +7,33 @@
 - **near** (text only): MinHash over character 5-gram shingles of a more aggressive
   normalisation (NFC, lower case, punctuation removed, whitespace collapsed), with LSH banding
   tuned to the Jaccard `threshold` (`lsh_bands`): two examples whose signatures agree on every
-  row of some band are copies. A text pair's shingles come from both of its texts, each tagged with its side. A
-  text with nothing left to shingle (only punctuation, say) is deduplicated exactly instead.
+  row of some band are candidates, and copies when their signatures also estimate a Jaccard
+  similarity of at least the threshold (`bucket_edges`; a band shared by chance is not enough). A text
+  pair's shingles come from both of its texts, each tagged with its side. A text with nothing
+  left to shingle (only punctuation, say) is deduplicated exactly instead.
 - Copies form clusters (connected components, not only pairs). The copy kept is the first in
   input order — the lowest (input file index, position) — whatever the bundles and workers were.
 
-The MinHash is rensa's (Rust; 30× faster here than datasketch's): its signatures depend on its
-version, which pyproject.toml pins.
+The shingles, signatures and bands are in `minhash.py`.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
-from rensa import RMinHash
 
 from .errors import JestflowError
+from .minhash import lsh_bands, lsh_keys, signatures, similarities
 from .records import Example
 
 DEDUP_METHODS = ("near", "exact", "none")
-SHINGLE = 5  # characters per shingle
-MAX_SHINGLED_CHARS = 100_000  # of each text; longer texts are shingled on their beginning
-_PUNCTUATION = re.compile(r"[^\w\s]+")
+PAIRED = 16  # the representatives of a bucket a new content is compared with, at most
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,14 +68,14 @@ class DedupConfig:
         return lsh_bands(self.threshold, self.num_perm)
 
 
-@dataclass(frozen=True, order=True)
-class Member:
-    """An example as dedup sees it: ordered by input order, the first of a cluster is kept."""
+class Member(NamedTuple):
+    """An example as dedup sees it: ordered by input order, the first of a cluster is kept (a
+    tuple, which Beam's coder packs compactly)."""
 
     file: int  # the input file's index in the run's sorted inputs
     position: int
     key: str
-    content: int  # a 64-bit hash of the exactly normalised content
+    content: int  # a signed 64-bit hash of the exactly normalised content
 
 
 def normalise(text: str) -> str:
@@ -86,70 +84,69 @@ def normalise(text: str) -> str:
 
 
 def content_hash(example: Example) -> int:
-    """A 64-bit hash of an example's exactly normalised content (its texts, its image bytes)."""
+    """A signed 64-bit hash of an example's exactly normalised content (its texts, its image
+    bytes)."""
     h = hashlib.blake2b(digest_size=8)
     for part in (example.text, example.pair):
         if part is not None:
             h.update(normalise(part).encode("utf-8", "surrogatepass") + b"\x00")
     if example.image is not None:
         h.update(b"image\x00" + example.image)
-    return int.from_bytes(h.digest(), "big")
+    return int.from_bytes(h.digest(), "big", signed=True)
 
 
-def shingles(example: Example) -> list[str]:
-    """The character shingles of an example's texts (a pair's tagged with their side); empty
-    when nothing is left after normalisation."""
-    out: set[str] = set()
-    for side, part in (("", example.text), ("doc:", example.pair)):
-        if part is None:
-            continue
-        text = unicodedata.normalize("NFC", part[:MAX_SHINGLED_CHARS]).lower()
-        text = " ".join(_PUNCTUATION.sub(" ", text).split())
-        if text:
-            out.update(side + text[i : i + SHINGLE] for i in range(max(1, len(text) - SHINGLE + 1)))
-    return sorted(out)
-
-
-def band_keys(example: Example, config: DedupConfig) -> list[int]:
-    """The LSH bucket of each band: a 64-bit hash of (band, the band's rows of the MinHash)."""
-    tokens = shingles(example)
-    if not tokens:
-        return []
-    minhash = RMinHash(num_perm=config.num_perm, seed=config.seed)
-    minhash.update(tokens)
-    signature = np.asarray(minhash.digest(), dtype=np.uint32)
+def band_keys(examples: Sequence[Example], config: DedupConfig) -> list[list[int]]:
+    """Each example's LSH buckets, one per band (none when it has nothing to shingle)."""
     bands, rows = config.bands
-    return [
-        int.from_bytes(
-            hashlib.blake2b(
-                bytes([band]) + signature[band * rows : (band + 1) * rows].tobytes(),
-                digest_size=8,
-            ).digest(),
-            "big",
-        )
-        for band in range(bands)
-    ]
+    sigs = signatures(examples, config.num_perm, config.seed)
+    found = [sig for sig in sigs if sig is not None]
+    keys = iter(lsh_keys(np.stack(found), bands, rows).tolist() if found else [])
+    return [next(keys) if sig is not None else [] for sig in sigs]
 
 
-@functools.cache
-def lsh_bands(threshold: float, num_perm: int, recall: float = 0.9) -> tuple[int, int]:
-    """The most selective LSH banding (the most rows per band, then the fewest bands) under which
-    two texts at the Jaccard `threshold` share a band with probability ≥ `recall`: 1 − (1 − J^r)^b.
-    Pairs above the threshold are then found more surely still, and dissimilar texts rarely meet
-    (b = 13, r = 8 at 0.8: found with 0.91 at J = 0.8, 0.98 at 0.85, 0.05 at 0.5, 0.001 at 0.3)."""
-    for rows in range(num_perm, 0, -1):
-        bands = num_perm // rows
-        if 1 - (1 - threshold**rows) ** bands >= recall:
-            needed = next(b for b in range(1, bands + 1)
-                          if 1 - (1 - threshold**rows) ** b >= recall)  # fmt: skip
-            return needed, rows
-    return num_perm, 1
+def signature(example: Example, config: DedupConfig) -> np.ndarray | None:
+    """One example's MinHash signature (None when it has nothing to shingle)."""
+    return signatures([example], config.num_perm, config.seed)[0]
 
 
-def star_edges(members: Iterable[Member]) -> list[tuple[Member, Member]]:
-    """A bucket's members as edges from its first member to each other one."""
-    ordered = sorted(set(members))
-    return [(ordered[0], other) for other in ordered[1:]]
+def near_members(members: Iterable[tuple]) -> list[str]:
+    """The keys of a bucket's members whose signatures `bucket_edges` compares: the first copy of
+    each content, when the bucket holds more than one content."""
+    firsts: dict[int, Member] = {}
+    for m in sorted({Member(*t) for t in members}):
+        firsts.setdefault(m.content, m)
+    return [m.key for m in firsts.values()] if len(firsts) > 1 else []
+
+
+def bucket_edges(
+    members: Iterable[tuple], signatures: Mapping[str, bytes], threshold: float
+) -> list[tuple[Member, Member]]:
+    """A bucket's copies as edges, at most one per member after the first, in input order: a
+    member is linked to the first member with its content (an exact copy), else to the first of
+    the bucket's representatives (the first `PAIRED` of them) whose signature estimates a Jaccard
+    similarity of at least `threshold` with its own (a near copy: a band shared by chance is not
+    enough), else it becomes a representative. Members may come as plain tuples."""
+    firsts: dict[int, Member] = {}
+    representatives: list[Member] = []
+    matrix = np.empty((PAIRED, 0), np.uint32)  # their signatures, a row each
+    edges = []
+    for m in sorted({Member(*t) for t in members}):
+        first = firsts.setdefault(m.content, m)
+        if first is not m:
+            edges.append((first, m))
+            continue
+        if m.key not in signatures:
+            continue  # nothing to compare: not a near copy of anything
+        sig = np.frombuffer(signatures[m.key], np.uint32)
+        if not representatives:
+            matrix = np.empty((PAIRED, len(sig)), np.uint32)
+        agree = np.flatnonzero(similarities(sig, matrix[: len(representatives)]) >= threshold)
+        if len(agree):
+            edges.append((representatives[agree[0]], m))
+        elif len(representatives) < PAIRED:
+            matrix[len(representatives)] = sig
+            representatives.append(m)
+    return edges
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,26 +168,46 @@ class Copies:
         }
 
 
-def clusters(edges: Iterable[tuple[Member, Member]]) -> Copies:
-    """Connected components of the copy graph (union–find); each keeps its first member."""
-    parent: dict[Member, Member] = {}
+class Components:
+    """The connected components of the copy graph, built edge by edge (union–find); two can be
+    merged, so that each worker builds its own part. Each component's root is its first member."""
 
-    def root(m: Member) -> Member:
+    def __init__(self) -> None:
+        self.parent: dict[Member, Member] = {}
+
+    def root(self, m: Member) -> Member:
+        parent = self.parent
         parent.setdefault(m, m)
         while parent[m] != m:
             parent[m] = parent[parent[m]]
             m = parent[m]
         return m
 
-    for a, b in edges:
-        ra, rb = root(a), root(b)
+    def link(self, a: Member, b: Member) -> Components:
+        ra, rb = self.root(a), self.root(b)
         if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)  # the root is always a component's first member
-    kept_of, kinds, sizes = {}, {}, Counter()
-    for member in sorted(parent):
-        first = root(member)
-        sizes[first] += 1
-        if first != member:
-            kept_of[member.key] = first
-            kinds[member.key] = "exact" if member.content == first.content else "near"
-    return Copies(kept_of=kept_of, kinds=kinds, cluster_sizes=dict(Counter(sizes.values())))
+            self.parent[max(ra, rb)] = min(ra, rb)
+        return self
+
+    def merge(self, other: Components) -> Components:
+        for child, parent in other.parent.items():
+            self.link(child, parent)
+        return self
+
+    def copies(self) -> Copies:
+        kept_of, kinds, sizes = {}, {}, Counter()
+        for member in sorted(self.parent):
+            first = self.root(member)
+            sizes[first] += 1
+            if first != member:
+                kept_of[member.key] = first
+                kinds[member.key] = "exact" if member.content == first.content else "near"
+        return Copies(kept_of=kept_of, kinds=kinds, cluster_sizes=dict(Counter(sizes.values())))
+
+
+def clusters(edges: Iterable[tuple[Member, Member]]) -> Copies:
+    """Connected components of the copy graph; each keeps its first member."""
+    components = Components()
+    for a, b in edges:
+        components.link(a, b)
+    return components.copies()

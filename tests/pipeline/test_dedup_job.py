@@ -17,9 +17,9 @@ PARAGRAPHS = [" ".join(sentences(6, seed)) for seed in range(60)]
 
 
 def near_copy(text: str) -> str:
-    """The same text with case, whitespace, punctuation and two words changed."""
+    """The same text with case, whitespace, punctuation and a word changed (Jaccard ≥ 0.89)."""
     words = text.upper().replace(".", " !").split()
-    words[3], words[-3] = "ALTERED", "CHANGED"
+    words[3] = "ALTERED"
     return "  ".join(words)
 
 

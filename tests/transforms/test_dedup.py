@@ -7,17 +7,20 @@ import random
 import pytest
 
 from jestflow.transforms.dedup import (
+    PAIRED,
+    Components,
     DedupConfig,
     Member,
     band_keys,
+    bucket_edges,
     clusters,
     content_hash,
-    lsh_bands,
+    near_members,
     normalise,
-    shingles,
-    star_edges,
+    signature,
 )
 from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.minhash import BATCH_CHARS, lsh_bands, shingles, signatures, similarity
 from jestflow.transforms.records import make_example
 
 NEAR = DedupConfig()
@@ -33,7 +36,11 @@ def text(t: str, position: int = 0):
 
 
 def shared_band(a, b) -> bool:
-    return bool(set(band_keys(a, NEAR)) & set(band_keys(b, NEAR)))
+    return bool(set(keys(a)) & set(keys(b)))
+
+
+def keys(example) -> list[int]:
+    return band_keys([example], NEAR)[0]
 
 
 def test_exact_copies_differ_only_in_unicode_form_and_whitespace():
@@ -71,15 +78,31 @@ def test_the_bands_find_pairs_at_the_threshold_and_rarely_dissimilar_ones():
 
 
 def test_texts_with_nothing_to_shingle_and_odd_texts_do_not_crash():
-    assert shingles(text("!!! ... ???")) == []
-    assert band_keys(text("!!! ... ???"), NEAR) == []
-    assert len(band_keys(text("ab"), NEAR)) == 13  # shorter than a shingle: one shingle
+    assert len(shingles(text("!!! ... ???"))) == 0
+    assert keys(text("!!! ... ???")) == []
+    assert len(keys(text("ab"))) == 13  # shorter than a shingle: one shingle
     binary = bytes(range(256)).decode("latin-1") * 4
-    assert len(band_keys(text(binary), NEAR)) == 13
+    assert len(keys(text(binary))) == 13
     huge = "word " * 500_000
-    assert len(band_keys(text(huge), NEAR)) == 13
-    pair = make_example(layout="text_pair", text="a query", pair="a query")
-    assert any(s.startswith("doc:") for s in shingles(pair))  # each side tagged
+    assert len(keys(text(huge))) == 13
+    one = set(shingles(text("a query")).tolist())
+    pair = set(shingles(make_example(layout="text_pair", text="a query", pair="a query")).tolist())
+    assert len(one) == 3 and len(pair) == 6  # each side hashed apart
+    # The shingles are the near form's 5-grams: case, punctuation and spacing do not count.
+    assert set(shingles(text("A  QUERY!")).tolist()) == one
+
+
+def test_a_batch_fingerprints_each_example_as_it_would_alone(monkeypatch):
+    batch = [text(TEXT), text(""), text("ab"), text("!!!"), text(TEXT.upper() + " more")]
+    batch.append(make_example(layout="text_pair", text="a query", pair=TEXT))
+    alone = [signature(e, NEAR) for e in batch]
+    assert [s is None for s in alone] == [False, True, False, True, False, False]
+    for chars in (BATCH_CHARS, 300):  # also cut into parts of at most 300 characters
+        monkeypatch.setattr("jestflow.transforms.minhash.BATCH_CHARS", chars)
+        together = signatures(batch, NEAR.num_perm, NEAR.seed)
+        for a, b in zip(alone, together, strict=True):
+            assert (a is None and b is None) or a.tobytes() == b.tobytes()
+    assert band_keys(batch, NEAR) == [keys(e) for e in batch]
 
 
 def member(file: int, position: int, content: int = 0) -> Member:
@@ -100,10 +123,58 @@ def test_clusters_are_connected_components_keeping_the_first_in_input_order():
                                 "cluster_sizes": {"2": 1, "3": 1}}  # fmt: skip
 
 
-def test_a_bucket_links_its_members_to_its_first():
+def test_a_bucket_links_each_copy_once_to_an_earlier_member():
     a, b, c = member(0, 3), member(0, 1), member(1, 0)
-    assert star_edges([a, c, b, b]) == [(b, a), (b, c)]
-    assert star_edges([a]) == []
+    assert bucket_edges([a, c, b, b], {}, 0.8) == [(b, a), (b, c)]  # one content: a star
+    assert bucket_edges([a], {}, 0.8) == [] and near_members([a, b, c]) == []
+    # Distinct contents without signatures are not copies; each exact copy goes to its first.
+    d, e = member(0, 0, content=1), member(0, 2, content=1)
+    assert bucket_edges([e, a, d, b], {}, 0.8) == [(d, e), (b, a)]
+    assert near_members([e, a, d, b]) == [d.key, b.key]  # the first copy of each content
+
+
+def test_near_candidates_are_copies_only_when_their_signatures_agree():
+    edited = TEXT.replace("ascending", "ascendant")
+    unlike = TEXT[:120] + " Then something else entirely follows, with other words and other ends."
+    texts = [unlike, TEXT, edited, TEXT + " ", edited.upper()]
+    examples = [text(t, i) for i, t in enumerate(texts)]
+    members = [Member(file=0, position=i, key=e.key, content=content_hash(e))
+               for i, e in enumerate(examples)]  # fmt: skip
+    wanted = near_members(members)
+    assert wanted == [m.key for i, m in enumerate(members) if i != 3]  # 3: an exact copy of 1
+    signatures = {e.key: signature(e, NEAR).tobytes() for e in examples if e.key in wanted}
+    assert similarity(signatures[members[1].key], signatures[members[2].key]) >= 0.8
+    assert similarity(signatures[members[0].key], signatures[members[1].key]) < 0.8
+    # 1 is not a copy of 0 (they share a band, not enough rows), so it represents its own copies.
+    edges = bucket_edges(members, signatures, NEAR.threshold)
+    assert edges == [(members[1], members[2]), (members[1], members[3]), (members[1], members[4])]
+    copies = clusters(edges)
+    assert copies.kinds == {members[2].key: "near", members[3].key: "exact",
+                            members[4].key: "near"}  # fmt: skip
+    # Beyond PAIRED representatives, a new content is compared with the first PAIRED only.
+    many = [member(0, i, content=i) for i in range(PAIRED + 2)]
+    last = many[-1]
+    sigs = {m.key: bytes([i]) * 512 for i, m in enumerate(many)}
+    assert bucket_edges(many, {**sigs, last.key: sigs[many[PAIRED].key]}, 0.8) == []
+    assert bucket_edges(many, {**sigs, last.key: sigs[many[0].key]}, 0.8) == [(many[0], last)]
+
+
+def test_components_built_in_parts_and_merged_are_the_components():
+    ms = [member(0, i) for i in range(6)]
+    edges = [(ms[0], ms[3]), (ms[4], ms[1]), (ms[3], ms[4]), (ms[2], ms[5])]
+    one, two = Components(), Components()
+    for a, b in edges[:2]:
+        one.link(a, b)
+    for a, b in edges[2:]:
+        two.link(a, b)
+    merged = two.merge(one).copies()
+    assert merged == clusters(edges)
+    assert {k: v.position for k, v in merged.kept_of.items()} == {
+        ms[1].key: 0,
+        ms[3].key: 0,
+        ms[4].key: 0,
+        ms[5].key: 2,
+    }
 
 
 def test_the_method_follows_the_layout_and_bad_options_are_refused():
