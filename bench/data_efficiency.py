@@ -19,7 +19,7 @@ estimate) spent by then, against the uniform run's total. Online scoring reads t
 (`--score-seq-len`); the teacher's one offline pass over the pool is reported apart.
 
 Run: python bench/data_efficiency.py [--seeds 0,1,2] [--steps 300] [--tasks lm,contrastive]
-     [--out build/bench-data-efficiency] [--ablations]
+     [--out build/bench-data-efficiency] [--ablations] [--ablation-arms "learnability τ=0.1"]
 Data, teachers, curated sets and finished runs under --out are reused: pick a new --out after
 changing the teacher steps or the evaluation interval.
 """
@@ -206,6 +206,11 @@ def main() -> None:
     parser.add_argument("--tasks", default="lm,contrastive")
     parser.add_argument("--out", default="build/bench-data-efficiency")
     parser.add_argument("--ablations", action="store_true", help="Extra arms on the first seed.")
+    parser.add_argument(
+        "--ablation-arms",
+        default="",
+        help="Comma-separated ablation arms to run on every seed instead.",
+    )
     args = parser.parse_args()
     args.tasks = args.tasks.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -220,8 +225,12 @@ def main() -> None:
             name: [run_arm(task, name, source, options, seed, sets, out, args) for seed in seeds]
             for name, (source, options) in ARMS[task].items()
         }
-        if args.ablations:
-            for name, (source, options) in ABLATIONS[task].items():
+        every_seed = [name for name in args.ablation_arms.split(",") if name]
+        for name, (source, options) in ABLATIONS[task].items():
+            if name in every_seed:
+                logs[name] = [run_arm(task, name, source, options, seed, sets, out, args)
+                              for seed in seeds]  # fmt: skip
+            elif args.ablations:
                 logs[name] = [run_arm(task, name, source, options, seeds[0], sets, out, args)]
         rows = summarize(task, logs)
         teacher_pass = offline_pass_flops(task, out)

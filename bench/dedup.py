@@ -63,7 +63,7 @@ def near_copy(text: str, rng: random.Random) -> str:
 
 
 def jaccard(a: set, b: set) -> float:
-    return len(a & b) / len(a | b)
+    return len(a & b) / len(a | b) if a or b else 0.0
 
 
 def near_duplicates(shingle_sets: list[set[str]], threshold: float) -> set[int]:

@@ -8,9 +8,9 @@
   normalisation (NFC, lower case, punctuation removed, whitespace collapsed), with LSH banding
   tuned to the Jaccard `threshold` (`lsh_bands`): two examples whose signatures agree on every
   row of some band are candidates, and copies when their signatures also estimate a Jaccard
-  similarity of at least the threshold (`bucket_edges`; a band shared by chance is not enough). A text
-  pair's shingles come from both of its texts, each tagged with its side. A text with nothing
-  left to shingle (only punctuation, say) is deduplicated exactly instead.
+  similarity of at least the threshold (`bucket_edges`; a band shared by chance is not
+  enough). A text pair's shingles come from both of its texts, each side hashed apart. A text
+  with nothing left to shingle (only punctuation, say) is deduplicated exactly instead.
 - Copies form clusters (connected components, not only pairs). The copy kept is the first in
   input order — the lowest (input file index, position) — whatever the bundles and workers were.
 
