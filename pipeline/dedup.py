@@ -12,7 +12,8 @@ through the grouping, never the payloads or the signatures, and a few elements p
 than one per bucket (the local runner's shuffle costs per element). The signatures are computed
 again for the members of mixed buckets only and reach the edges as a side input. The components are built
 on each worker and merged (a combiner), and the examples are split against the removed copies as
-a side input: memory grows with the number of copies, not with the pool.
+a side input: past the grouping (which the local runner holds in memory, as it does every
+grouping), memory grows with the number of copies, not with the pool.
 """
 
 from __future__ import annotations
