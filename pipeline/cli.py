@@ -21,7 +21,6 @@ from .cli_options import (
     field_options,
     mode_option,
     model_size_options,
-    overwrite_option,
     sampling_options,
     schedule_options,
     seed_option,
@@ -29,6 +28,7 @@ from .cli_options import (
     task_option,
     temperature_options,
 )
+from .cli_teacher import teacher
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,82 +38,7 @@ def main() -> None:
     logs.configure("INFO")
 
 
-@main.group(cls=Group)
-def teacher() -> None:
-    """Teacher (reference) models."""
-
-
-@teacher.command("train")
-@click.argument("inputs", nargs=-1, required=True)
-@click.option(
-    "--output", "-o", required=True, help="Checkpoint directory to write (any fsspec URL)."
-)
-@task_option
-@field_options
-@eval_option
-@schedule_options
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=2),
-    default=32,
-    show_default=True,
-    help="Examples per step.",
-)
-@seed_option
-@device_option
-@model_size_options
-@overwrite_option
-def teacher_train(**params) -> None:
-    """Fit a built-in teacher on a clean reference set INPUT... (JSONL, Parquet, tars)."""
-    from ..trainer.fit import TeacherConfig, train_teacher
-
-    fields = field_map(params["task"], params)
-    result = train_teacher(config_from(TeacherConfig, params, fields=fields))
-    rejected = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items())) or "none"
-    click.echo(
-        f"trained on {result.examples} examples (rejected: {rejected}) in {result.seconds:.1f} s"
-    )
-    click.echo(
-        f"mean training loss over the last {result.mean_train_loss_steps} steps "
-        f"{result.mean_train_loss:.4f}"
-    )
-    if result.eval_rejected:
-        skipped = ", ".join(f"{k} {v}" for k, v in sorted(result.eval_rejected.items()))
-        click.echo(f"held-out records rejected: {skipped}")
-    if result.eval_loss is not None:
-        recall = result.eval_recall_at_1
-        recall = "" if recall is None else f", recall@1 {recall:.3f}"
-        click.echo(
-            f"held-out loss {result.eval_loss:.4f} on {result.eval_examples} examples{recall}"
-        )
-    click.echo(f"teacher {result.fingerprint} written to {result.output}")
-
-
-@teacher.command("promote")
-@click.argument("student")
-@click.option("--output", "-o", required=True, help="The new teacher's directory.")
-@eval_option
-@click.option("--against", help="The current teacher: its held-out loss on the same --eval data.")
-@field_options
-@device_option
-@overwrite_option
-def teacher_promote(**params) -> None:
-    """Turn a trained student (a `jestflow train` output STUDENT) into a teacher for the next
-    curation run. The model files are copied unchanged, so it keeps the student's fingerprint."""
-    from ..trainer.promote import PromoteConfig, promote
-    from ..transforms.checkpoint import checkpoint_task
-
-    task = checkpoint_task(params["student"]) or "lm"
-    fields = field_map(task, params) if params["eval_inputs"] else None
-    result = promote(config_from(PromoteConfig, params, fields=fields))
-    step = "" if result.step is None else f" (trained {result.step} steps)"
-    click.echo(f"student {result.student}{step} promoted")
-    if result.eval_loss is not None:
-        click.echo(f"held-out loss {result.eval_loss:.4f} on {result.eval_examples} examples")
-    if result.against_loss is not None:
-        change = result.eval_loss - result.against_loss
-        click.echo(f"current teacher {result.against_loss:.4f} ({change:+.4f} with the new one)")
-    click.echo(f"teacher {result.fingerprint} written to {result.output}")
+main.add_command(teacher)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

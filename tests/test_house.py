@@ -17,7 +17,12 @@ FORBIDDEN = {
     "trainer": ("apache_beam", "jestflow.pipeline"),
     "pipeline": ("jestflow.trainer",),
 }
-ON_TOP = {"pipeline/cli.py", "pipeline/cli_options.py", "pipeline/demo.py"}
+ON_TOP = {
+    "pipeline/cli.py",
+    "pipeline/cli_options.py",
+    "pipeline/cli_teacher.py",
+    "pipeline/demo.py",
+}
 
 
 def sources():

