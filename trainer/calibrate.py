@@ -30,7 +30,7 @@ from ..transforms.checkpoint import (
     read_config,
 )
 from ..transforms.errors import JestflowError
-from ..transforms.paths import filesystem, write_json
+from ..transforms.paths import filesystem, same_location, write_json
 from ..transforms.records import FieldMap
 from ..transforms.scoring import embed_pairs, pair_inputs, resolve_device
 from .core import eval_mode, evaluate, load_examples
@@ -78,8 +78,7 @@ def calibrate(config: CalibrateConfig) -> Calibration:
             "Hugging Face directory)"
         )
     fs, root = filesystem(config.output)
-    source_fs, source_root = filesystem(config.model)
-    if fs.protocol == source_fs.protocol and root.rstrip("/") == source_root.rstrip("/"):
+    if same_location(config.model, config.output):
         raise JestflowError("the calibrated teacher needs its own --output, not the model's")
     if fs.exists(posixpath.join(root, CONFIG)) and not config.overwrite:
         raise JestflowError(f"{config.output} already holds a checkpoint; pass --overwrite")

@@ -10,7 +10,6 @@ one is given, so the promotion can be judged before curating with it.
 
 from __future__ import annotations
 
-import os
 import posixpath
 from dataclasses import asdict, dataclass
 
@@ -24,7 +23,7 @@ from ..transforms.checkpoint import (
     read_config,
 )
 from ..transforms.errors import JestflowError
-from ..transforms.paths import filesystem, read_json, write_json
+from ..transforms.paths import filesystem, read_json, same_location, write_json
 from ..transforms.records import FieldMap
 from ..transforms.scoring import resolve_device
 from .checkpoints import STATE, checkpoint_folder
@@ -60,15 +59,10 @@ class PromoteResult:
     against_loss: float | None = None  # the current teacher's, on the same data
 
 
-def _same_path(a: str, b: str) -> bool:
-    return posixpath.normpath(os.path.abspath(a)) == posixpath.normpath(os.path.abspath(b))
-
-
 def promote(config: PromoteConfig) -> PromoteResult:
     student = config.student.rstrip("/")
-    student_fs, student_root = filesystem(student)
     fs, root = filesystem(config.output)
-    if student_fs.protocol == fs.protocol and _same_path(student_root, root):
+    if same_location(student, config.output):
         raise JestflowError("the new teacher needs its own --output, not the student's directory")
     if is_huggingface(read_config(student)):
         raise JestflowError(f"{student} is a Hugging Face model: use it as --teacher directly")

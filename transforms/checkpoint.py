@@ -126,11 +126,7 @@ def model_files(directory: str) -> list[str]:
 
 def copy_model(source: str, target: str) -> str:
     """Copy a checkpoint's model files byte for byte (the fingerprint stays); returns it."""
-    fs, root = filesystem(source)
-    target_fs, target_root = writable_directory(target)
-    for name in model_files(source):
-        with fs.open(posixpath.join(root, name), "rb") as f:
-            _write(target_fs, posixpath.join(target_root, name), f.read())
+    _copy_files(source, target, model_files(source))
     return fingerprint(target)
 
 
@@ -138,12 +134,18 @@ def copy_tree(source: str, target: str) -> None:
     """Copy every file of a directory (a Hugging Face model's: its tokenizer files too), through
     fsspec, into `target`."""
     fs, root = filesystem(source)
-    target_fs, target_root = writable_directory(target)
     root = root.rstrip("/")
-    for path in sorted(fs.find(root)):
-        destination = posixpath.join(target_root, posixpath.relpath(path, root))
+    _copy_files(source, target, [posixpath.relpath(p, root) for p in sorted(fs.find(root))])
+
+
+def _copy_files(source: str, target: str, names: list[str]) -> None:
+    """Copy the files `names` (relative paths) of `source` into `target`, each written whole."""
+    fs, root = filesystem(source)
+    target_fs, target_root = writable_directory(target)
+    for name in names:
+        destination = posixpath.join(target_root, name)
         target_fs.makedirs(posixpath.dirname(destination), exist_ok=True)
-        with fs.open(path, "rb") as f:
+        with fs.open(posixpath.join(root, name), "rb") as f:
             _write(target_fs, destination, f.read())
 
 

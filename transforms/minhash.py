@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from rensa import RMinHash
 
+from .hashing import mix64
 from .records import Example
 
 SHINGLE = 5  # code points per shingle
@@ -29,14 +30,6 @@ def near_form(text: str) -> str:
     collapsed (of its first MAX_SHINGLED_CHARS characters)."""
     text = unicodedata.normalize("NFC", text[:MAX_SHINGLED_CHARS]).lower()
     return " ".join(_PUNCTUATION.sub(" ", text).split())
-
-
-def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser, elementwise on uint64 (wrapping): a well-mixed 64-bit hash."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 _MULTIPLIERS = mix64(np.arange(1, 1025, dtype=np.uint64)) | np.uint64(1)  # odd, fixed

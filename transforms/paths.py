@@ -54,6 +54,16 @@ def expand_urls(patterns: str | Sequence[str], *, what: str = "input file") -> l
     return sorted(dict.fromkeys(urls))
 
 
+def same_location(a: str, b: str) -> bool:
+    """Whether two URLs name the same place (same filesystem, same normalised path)."""
+    (fs_a, path_a), (fs_b, path_b) = filesystem(a), filesystem(b)
+    if fs_a.protocol != fs_b.protocol:
+        return False
+    return posixpath.normpath(os.path.abspath(path_a)) == posixpath.normpath(
+        os.path.abspath(path_b)
+    )
+
+
 def writable_directory(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """Create the output directory now, so a bad output fails before any work is done."""
     fs, root = filesystem(url)

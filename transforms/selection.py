@@ -21,7 +21,6 @@ sampling), keeping running sums so that a lazy `ContrastivePairScores` never bui
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from .errors import JestflowError
+from .hashing import GOLDEN, hash64, mix64
 from .losses import PairEmbeddings
 from .vocabulary import METHODS, SCORE_MODES
 
@@ -168,24 +168,19 @@ class ContrastivePairScores:
 class KeyedNoise:
     """Gumbel noise that is a function of (seed, example key, chunk) alone, one key per candidate.
 
-    Each key is hashed once (BLAKE2b) to 64 bits; a chunk's value mixes in the chunk number with
-    the SplitMix64 finaliser, and its top 53 bits give a uniform in (0, 1).
+    Each key is hashed once (BLAKE2b) to 64 bits; a chunk's value is SplitMix64's output at the
+    key's state advanced by the chunk number, and its top 53 bits give a uniform in (0, 1).
     """
 
     def __init__(self, keys: Sequence[str], seed: int = 0) -> None:
-        self.base = np.array([_hash64(f"{seed}:{key}") for key in keys], dtype=np.uint64).reshape(
-            -1
-        )
+        self.base = np.array([hash64(f"{seed}:{key}") for key in keys], dtype=np.uint64).reshape(-1)
 
     def __len__(self) -> int:
         return len(self.base)
 
     def gumbel(self, chunk: int) -> torch.Tensor:
         with np.errstate(over="ignore"):
-            x = self.base + np.uint64(chunk + 1) * np.uint64(0x9E3779B97F4A7C15)
-            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            x = x ^ (x >> np.uint64(31))
+            x = mix64(self.base + np.uint64(chunk) * GOLDEN)
         u = ((x >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
         return torch.from_numpy(-np.log(-np.log(u)))
 
@@ -286,7 +281,7 @@ def check_temperatures(temperature: float | None, relative_temperature: float) -
 def generator_for(seed: int, stream: int) -> torch.Generator:
     """A random stream that is a function of (seed, stream id) alone, never of which worker,
     bundle or resumed process draws it."""
-    return torch.Generator().manual_seed(_hash64(f"{seed}:{stream}") >> 1)
+    return torch.Generator().manual_seed(hash64(f"{seed}:{stream}") >> 1)
 
 
 def chunk_sizes(k: int, n_chunks: int) -> list[int]:
@@ -333,10 +328,6 @@ class _Draw:
         u = torch.rand(n, generator=self.noise, dtype=torch.float64, device=device)
         tiny = torch.finfo(torch.float64).tiny
         return -torch.log(-torch.log(u.clamp(tiny, 1.0 - 1e-16)))
-
-
-def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 def _check_k(k: int, n: int) -> None:
