@@ -13,6 +13,7 @@ import click
 
 from ..transforms.dedup import DEDUP_METHODS, DedupConfig
 from ..transforms.errors import JestflowError
+from ..transforms.models.towers import ENCODERS
 from ..transforms.records import FieldMap
 from ..transforms.selection import RELATIVE_TEMPERATURE
 from ..transforms.vocabulary import METHODS, OFFLINE_MODES, ONLINE_MODES, TASKS
@@ -62,8 +63,14 @@ model_size_options = options(
     click.option("--d-model", type=click.IntRange(min=8), show_default="128", help="Model width."),
     click.option("--layers", "n_layer", type=POSITIVE, show_default="2", help="Transformer blocks."),
     click.option("--heads", "n_head", type=POSITIVE, show_default="4", help="Attention heads."),
-    click.option("--max-len", type=POSITIVE, show_default="lm 256, towers 128",
-                 help="Tokens (bytes) read per text."),
+    click.option("--max-len", type=POSITIVE, show_default="lm 256, ngram 512, transformer 128",
+                 help="Tokens (bytes; ngram towers: characters) read per text."),
+    click.option("--text-tower", "text_encoder", type=click.Choice(ENCODERS["text"]),
+                 show_default="ngram",
+                 help="Contrastive text towers: a bag of hashed character n-grams, or a byte "
+                      "transformer."),
+    click.option("--image-tower", "image_encoder", type=click.Choice(ENCODERS["image"]),
+                 show_default="conv", help="Contrastive image tower: a small CNN, or a ViT."),
 )  # fmt: skip
 
 # The sampling temperature (curate, train, demo).
@@ -89,8 +96,9 @@ sampling_options = options(
 schedule_options = options(
     click.option("--steps", type=POSITIVE, default=1000, show_default=True,
                  help="Optimizer steps."),
-    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-                 show_default=True, help="Peak learning rate (AdamW, warm-up then cosine)."),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                 show_default="1e-3; 3e-5 for a Hugging Face --init",
+                 help="Peak learning rate (AdamW, warm-up then cosine)."),
     click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True,
                  help="Linear warm-up steps."),
 )  # fmt: skip

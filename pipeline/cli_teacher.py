@@ -43,10 +43,16 @@ def teacher() -> None:
 )
 @seed_option
 @device_option
+@click.option(
+    "--init",
+    help="Fine-tune this model instead of a fresh built-in one: a jestflow checkpoint, or a "
+    "Hugging Face causal LM, text encoder or image–text dual encoder (CLIP, SigLIP, …).",
+)
 @model_size_options
 @overwrite_option
 def teacher_train(**params) -> None:
-    """Fit a built-in teacher on a clean reference set INPUT... (JSONL, Parquet, tars)."""
+    """Fit a teacher on a clean reference set INPUT... (JSONL, Parquet, tars): a fresh built-in
+    model, or a pretrained one fine-tuned (--init)."""
     from ..trainer.fit import TeacherConfig, train_teacher
 
     fields = field_map(params["task"], params)

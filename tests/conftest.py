@@ -13,6 +13,15 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.learned)
 
 
+@pytest.fixture(scope="module")
+def hf_offline():
+    """Hugging Face libraries never reach for the hub (a module's tests: `usefixtures`)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        yield
+
+
 @pytest.fixture
 def learned(request) -> Learned:
     return Learned(request.node.nodeid)

@@ -1,8 +1,10 @@
 """`jestflow teacher calibrate`: fit a pretrained two-tower model's sigmoid-loss temperature t and
 bias β on clean reference pairs.
 
-A pretrained encoder (a Hugging Face sentence encoder) gives good embeddings but no (t, β) of its
-own, and the pair losses JEST selects on, ℓ_ij = softplus(−z_ij(t⟨u_i, v_j⟩ + β)), depend on both.
+A pretrained encoder (a Hugging Face sentence encoder, or an image–text dual encoder: CLIP,
+SigLIP, a VisionTextDualEncoder) gives good embeddings but no (t, β) of its own, or ones made for
+another loss or other data, and the pair losses JEST selects on,
+ℓ_ij = softplus(−z_ij(t⟨u_i, v_j⟩ + β)), depend on both.
 With the encoder frozen, the reference pairs are embedded once and (log t, β) are fitted by
 L-BFGS on the SigLIP batch loss of fixed random batches of `batch_size` (the loss depends on the
 batch size: its negatives are the batch's other pairs): a two-parameter fit, seconds on a CPU.
@@ -33,7 +35,7 @@ from ..transforms.errors import JestflowError
 from ..transforms.paths import filesystem, same_location, write_json
 from ..transforms.records import FieldMap
 from ..transforms.scoring import embed_pairs, pair_inputs, resolve_device
-from .core import eval_mode, evaluate, load_examples
+from .core import eval_mode, evaluate, load_examples, right_kind_of
 
 FIT_EPOCHS = 4  # random partitions of the fitting pairs into batches
 
@@ -83,6 +85,11 @@ def calibrate(config: CalibrateConfig) -> Calibration:
     if fs.exists(posixpath.join(root, CONFIG)) and not config.overwrite:
         raise JestflowError(f"{config.output} already holds a checkpoint; pass --overwrite")
     model = load_model(config.model, task="contrastive", device=resolve_device(config.device))
+    if model.right_kind != right_kind_of(config.fields.layout):
+        raise JestflowError(
+            f"{config.model} pairs text with {model.right_kind}, but the reference data pairs "
+            f"it with {right_kind_of(config.fields.layout)}"
+        )
     fit, held = _split(config)
     if len(fit) < config.batch_size:
         raise JestflowError(
@@ -91,16 +98,17 @@ def calibrate(config: CalibrateConfig) -> Calibration:
     before = evaluate(model, held, config.batch_size)
     with eval_mode(model), torch.no_grad():
         emb = embed_pairs(model, *pair_inputs(fit))
-    model.scale, model.bias = fit_scale_bias(
-        emb.left, emb.right, config.batch_size, float(model.scale), float(model.bias), config.seed
+    # From the model's (t, β), which `embed_pairs` gives as floats.
+    scale, bias = fit_scale_bias(
+        emb.left, emb.right, config.batch_size, emb.scale, emb.bias, config.seed
     )
+    model.scale, model.bias = scale, bias  # a dual encoder's setters fill its (t, β) parameters
     after = evaluate(model, held, config.batch_size)
     copy_tree(config.model, config.output)
-    write_json({"scale": model.scale, "bias": model.bias}, posixpath.join(root, "jestflow.json"))
+    write_json({"scale": scale, "bias": bias}, posixpath.join(root, "jestflow.json"))
     result = Calibration(
-        output=config.output, fingerprint=fingerprint(config.output), scale=model.scale,
-        bias=model.bias, fit_examples=len(fit), eval_examples=len(held), before=before,
-        after=after,
+        output=config.output, fingerprint=fingerprint(config.output), scale=scale, bias=bias,
+        fit_examples=len(fit), eval_examples=len(held), before=before, after=after,
     )  # fmt: skip
     write_json(asdict(result), posixpath.join(root, "calibration.json"))
     return result

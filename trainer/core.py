@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..transforms.checkpoint import checkpoint_task, load_model
 from ..transforms.errors import JestflowError
 from ..transforms.losses import PairEmbeddings
-from ..transforms.models import SIZE_KEYS
+from ..transforms.models import SIZE_KEYS, new_model
 from ..transforms.readers import read_examples
 from ..transforms.records import Example, FieldMap, Rejected
 from ..transforms.scoring import autocast, embed_pairs, lm_losses, pair_inputs
@@ -40,6 +41,8 @@ class ModelSize:
     n_layer: int | None = None
     n_head: int | None = None
     max_len: int | None = None
+    text_encoder: str | None = None  # a contrastive model's text towers: ngram, transformer
+    image_encoder: str | None = None  # its image tower: conv, vit
 
     @property
     def model_size(self) -> dict[str, int | None]:
@@ -52,9 +55,31 @@ class Optimization:
     then a cosine decay to a tenth of it at `steps`."""
 
     steps: int = 1000
-    lr: float = 1e-3
+    lr: float | None = None  # None: `default_lr` of the model
     weight_decay: float = 0.01
     warmup_steps: int = 50
+
+
+def fresh_model(config, right_kind: str, device: torch.device) -> nn.Module:
+    """A freshly initialised built-in model for a training config (its task, seed and
+    `ModelSize`), in train mode."""
+    torch.manual_seed(config.seed)
+    return new_model(config.task, right_kind=right_kind, **config.model_size).to(device).train()
+
+
+def initial_model(init: str, task: str, right_kind: str, device: torch.device) -> nn.Module:
+    """The `--init` checkpoint (jestflow or Hugging Face) in train mode, refused if it is another
+    task's or reads another right input."""
+    held = checkpoint_task(init)
+    if held is not None and held != task:
+        raise JestflowError(f"--init {init} is a {held} model, not {task}")
+    model = load_model(init, task=task, device=device).train()
+    reads = getattr(model, "right_kind", right_kind)
+    if reads != right_kind:
+        raise JestflowError(
+            f"--init {init} pairs text with {reads}, but the data pairs it with {right_kind}"
+        )
+    return model
 
 
 def right_kind_of(layout: str) -> str:
@@ -139,6 +164,16 @@ def evaluate(
         return sum(losses) / len(losses), hits / (len(losses) * size)
 
 
+BUILT_IN_LR, FINE_TUNE_LR = 1e-3, 3e-5
+
+
+def default_lr(model: nn.Module) -> float:
+    """The peak learning rate where none is given: 1e-3 for the small built-in models, 3e-5 to
+    fine-tune a pretrained Hugging Face model (the usual rate for BERT-size transformers; 1e-3
+    destroys what they learned)."""
+    return FINE_TUNE_LR if hasattr(model, "save_pretrained") else BUILT_IN_LR
+
+
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     """The learning-rate factor at a step: linear warm-up to 1 over `warmup` steps, then a cosine
     decay to 0.1 at `total`."""
@@ -192,13 +227,12 @@ def start_training(
             settings.warmup_steps,
             settings.steps,
         )
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
-    )
+    lr = settings.lr or default_lr(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     for group in optimizer.param_groups:  # a resumed schedule continues from `start`
-        group.setdefault("initial_lr", settings.lr)
+        group.setdefault("initial_lr", lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(settings.warmup_steps, settings.steps), last_epoch=start - 1
     )

@@ -1,9 +1,12 @@
-"""Fitting a built-in teacher model on a curated reference set: `jestflow teacher train`.
+"""Fitting a teacher model on a curated reference set: `jestflow teacher train`.
 
+A fresh built-in model, or (`init`) a pretrained one fine-tuned: a jestflow checkpoint, or a
+Hugging Face causal LM, text encoder or image–text dual encoder (at 3e-5 unless `lr` is given).
 Plain uniform training: the reference set is small and already clean, so it is read into memory,
-tokenized once, and sampled in shuffled epochs. The result is a checkpoint directory
-(config.json + model.safetensors) plus `metrics.json` with the loss curve and held-out loss. An
-output directory that holds anything is refused unless `overwrite`.
+tokenized once, and sampled in shuffled epochs. The result is a checkpoint directory (a jestflow
+one, or a Hugging Face one with (t, β) and the training settings in `jestflow.json`) plus
+`metrics.json` with the loss curve and held-out loss. An output directory that holds anything is
+refused unless `overwrite`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from torch import nn
 from ..transforms.checkpoint import CONFIG, save_checkpoint
 from ..transforms.errors import JestflowError
 from ..transforms.logs import progress
-from ..transforms.models import new_model
 from ..transforms.paths import filesystem, writable_directory, write_json
 from ..transforms.records import Example, FieldMap
 from ..transforms.run_folder import STARTED, SUCCESS
@@ -31,6 +33,8 @@ from .core import (
     ModelSize,
     Optimization,
     evaluate,
+    fresh_model,
+    initial_model,
     load_examples,
     prepare,
     right_kind_of,
@@ -50,6 +54,7 @@ class TeacherConfig(ModelSize, Optimization):
     batch_size: int = 32
     seed: int = 0
     device: str = "auto"
+    init: str | None = None  # fine-tune this checkpoint instead of a fresh built-in model
     overwrite: bool = False  # replace what `output` holds
 
     def __post_init__(self) -> None:
@@ -59,8 +64,13 @@ class TeacherConfig(ModelSize, Optimization):
                 f"task {self.task} needs {' or '.join(LAYOUTS[self.task])} fields, "
                 f"but the field mapping gives {self.fields.layout}"
             )
-        if self.steps < 1 or self.batch_size < 2 or not self.lr > 0:
+        if self.steps < 1 or self.batch_size < 2 or not (self.lr is None or self.lr > 0):
             raise JestflowError("steps must be ≥ 1, batch size ≥ 2 and the learning rate > 0")
+        sized = sorted(k for k, v in self.model_size.items() if v is not None)
+        if self.init is not None and sized:
+            raise JestflowError(
+                f"--init {self.init} brings its own architecture; drop {', '.join(sized)}"
+            )
 
 
 @dataclass(kw_only=True)
@@ -87,14 +97,15 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
         load_examples(config.eval_inputs, config.fields) if config.eval_inputs else ([], Counter())
     )
     held = _check_output(config)  # fail now, not after training
-    model, curve, recent = _fit(config, device, examples)
+    model, curve, recent, lr = _fit(config, device, examples)
     eval_loss, recall = evaluate(model, held_out, config.batch_size) if held_out else (None, None)
     _clear(config.output, held)  # only with `overwrite`
     meta = {
         "trained_by": "jestflow teacher train",
         "steps": config.steps,
         "batch_size": config.batch_size,
-        "lr": config.lr,
+        "lr": lr,
+        "init": config.init,
         "seed": config.seed,
         "examples": len(examples),
         "fields": asdict(config.fields),
@@ -119,12 +130,15 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
 
 def _fit(
     config: TeacherConfig, device: torch.device, examples: Sequence[Example]
-) -> tuple[nn.Module, list[dict], list[float]]:
-    """A fresh model trained `config.steps` steps; the loss curve (every tenth step and the last)
-    and the losses of the last RECENT steps."""
-    torch.manual_seed(config.seed)
+) -> tuple[nn.Module, list[dict], list[float], float]:
+    """A fresh (or `init`) model trained `config.steps` steps; the loss curve (every tenth step
+    and the last), the losses of the last RECENT steps, and the peak learning rate."""
     right_kind = right_kind_of(config.fields.layout)
-    model = new_model(config.task, right_kind=right_kind, **config.model_size).to(device).train()
+    if config.init is None:
+        model = fresh_model(config, right_kind, device)
+    else:
+        torch.manual_seed(config.seed)
+        model = initial_model(config.init, config.task, right_kind, device)
     items = prepare(model, examples)
     training = start_training(model, config, device)
     generator = torch.Generator().manual_seed(config.seed)
@@ -140,7 +154,7 @@ def _fit(
         if step % 10 == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{smoothed:.3f}")
             curve.append({"step": step + 1, "loss": value})
-    return model, curve, recent
+    return model, curve, recent, training.optimizer.param_groups[0]["initial_lr"]
 
 
 def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:

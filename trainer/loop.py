@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..transforms.checkpoint import checkpoint_task, load_model
+from ..transforms.checkpoint import load_model
 from ..transforms.errors import JestflowError
 from ..transforms.logs import progress
-from ..transforms.models import new_model
 from ..transforms.paths import expand_urls, writable_directory
 from ..transforms.records import Example, FieldMap
 from ..transforms.selection import RELATIVE_TEMPERATURE, check_temperatures, generator_for
@@ -37,6 +36,8 @@ from .core import (
     Training,
     batch_loss,
     evaluate,
+    fresh_model,
+    initial_model,
     load_examples,
     model_inputs,
     right_kind_of,
@@ -185,7 +186,7 @@ def _start(config: TrainConfig, device: torch.device, right_kind: str) -> tuple[
     if config.resume:
         if step is None:
             if checkpoints.has_log(config.output):  # killed before its first checkpoint
-                return _fresh(config, device, right_kind), 0
+                return fresh_model(config, right_kind, device), 0
             raise JestflowError(f"nothing to resume: {config.output} has no {checkpoints.STATE}")
         if step >= config.steps:
             raise JestflowError(f"{config.output} is already at step {step}; raise --steps")
@@ -196,27 +197,8 @@ def _start(config: TrainConfig, device: torch.device, right_kind: str) -> tuple[
             f"{config.output} already holds a training run; --resume it or pick a new --output"
         )
     if config.init is not None:
-        return _initial(config, device, right_kind), 0
-    return _fresh(config, device, right_kind), 0
-
-
-def _fresh(config: TrainConfig, device: torch.device, right_kind: str) -> nn.Module:
-    torch.manual_seed(config.seed)
-    return new_model(config.task, right_kind=right_kind, **config.model_size).to(device).train()
-
-
-def _initial(config: TrainConfig, device: torch.device, right_kind: str) -> nn.Module:
-    """The `--init` checkpoint, refused if it is another task's or reads another right input."""
-    task = checkpoint_task(config.init)
-    if task is not None and task != config.task:
-        raise JestflowError(f"--init {config.init} is a {task} model, not {config.task}")
-    model = load_model(config.init, task=config.task, device=device).train()
-    reads = getattr(model, "right_kind", right_kind)
-    if reads != right_kind:
-        raise JestflowError(
-            f"--init {config.init} pairs text with {reads}, but the data pairs it with {right_kind}"
-        )
-    return model
+        return initial_model(config.init, config.task, right_kind, device), 0
+    return fresh_model(config, right_kind, device), 0
 
 
 def _right_kind(config: TrainConfig, urls: Sequence[str]) -> str:

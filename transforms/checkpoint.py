@@ -1,7 +1,8 @@
 """Model checkpoints: a directory with `config.json` + `model.safetensors`, never pickles.
 
 A jestflow checkpoint's `config.json` names the architecture and its config; a Hugging Face
-directory (its `config.json` has a `model_type`) loads through the adapters in `models/hf.py`.
+directory (its `config.json` has a `model_type`) loads through the adapters in `models/hf.py` and
+`models/hf_dual.py` (image–text dual encoders).
 The fingerprint hashes the config and the weights, so it changes whenever the model does.
 """
 
@@ -20,6 +21,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from .errors import JestflowError
+from .losses import as_float
 from .models.lm import CausalLM, LMConfig
 from .models.towers import TwoTower, TwoTowerConfig
 from .paths import filesystem, replacing, writable_directory
@@ -33,7 +35,8 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     CausalLM.architecture: (CausalLM, LMConfig),
     TwoTower.architecture: (TwoTower, TwoTowerConfig),
 }
-EXTRA_FILES = ("tokenizer.json", "jestflow.json")  # Hugging Face directories
+# Hugging Face directories: the image processor sets the pixels a dual encoder sees.
+EXTRA_FILES = ("tokenizer.json", "preprocessor_config.json", "jestflow.json")
 
 
 def build_model(architecture: str, config: dict[str, Any]) -> nn.Module:
@@ -50,7 +53,10 @@ def build_model(architecture: str, config: dict[str, Any]) -> nn.Module:
 
 
 def save_checkpoint(model: nn.Module, directory: str, *, meta: dict[str, Any] | None = None) -> str:
-    """Write a built-in model as config.json + model.safetensors; returns its fingerprint."""
+    """Write a built-in model as config.json + model.safetensors, or a Hugging Face adapter's
+    model the Hugging Face way (`_save_huggingface`); returns its fingerprint."""
+    if hasattr(model, "save_pretrained"):
+        return _save_huggingface(model, directory, meta or {})
     if getattr(model, "architecture", None) not in ARCHITECTURES:
         raise JestflowError(f"cannot save a {type(model).__name__} as a jestflow checkpoint")
     config = {
@@ -64,6 +70,20 @@ def save_checkpoint(model: nn.Module, directory: str, *, meta: dict[str, Any] | 
     fs, root = writable_directory(directory)
     _write(fs, posixpath.join(root, WEIGHTS), save_safetensors(tensors))
     _write(fs, posixpath.join(root, CONFIG), json.dumps(config, indent=2, sort_keys=True).encode())
+    return fingerprint(directory)
+
+
+def _save_huggingface(model: nn.Module, directory: str, meta: dict[str, Any]) -> str:
+    """A fine-tuned Hugging Face model: its files as `save_pretrained` writes them (weights in
+    safetensors), and `jestflow.json` with a two-tower model's (t, β) and `meta`."""
+    with tempfile.TemporaryDirectory(prefix="jestflow-hf-save-") as local:
+        model.save_pretrained(local)
+        extra = {"meta": meta}
+        if model.task == "contrastive":
+            extra |= {"scale": as_float(model.scale), "bias": as_float(model.bias)}
+        with open(posixpath.join(local, "jestflow.json"), "w") as f:
+            json.dump(extra, f, indent=2, sort_keys=True)
+        copy_tree(local, directory)
     return fingerprint(directory)
 
 
@@ -95,9 +115,14 @@ def is_huggingface(config: dict[str, Any]) -> bool:
 
 
 def checkpoint_task(directory: str) -> str | None:
-    """`lm` or `contrastive` for a jestflow checkpoint; None for a Hugging Face directory."""
+    """`lm` or `contrastive` for a jestflow checkpoint, `contrastive` for a Hugging Face
+    image–text dual encoder; None for other Hugging Face directories."""
     config = read_config(directory)
-    return None if is_huggingface(config) else config.get("task")
+    if is_huggingface(config):
+        from .models.hf_dual import is_dual_encoder
+
+        return "contrastive" if is_dual_encoder(config) else None
+    return config.get("task")
 
 
 def weight_files(directory: str) -> list[str]:
@@ -118,7 +143,7 @@ def weight_files(directory: str) -> list[str]:
 
 def model_files(directory: str) -> list[str]:
     """The files that make the model (and its fingerprint): config.json, the safetensors files,
-    and tokenizer.json and jestflow.json where present."""
+    and tokenizer.json, preprocessor_config.json and jestflow.json where present."""
     fs, root = filesystem(directory)
     names = [CONFIG, *weight_files(directory)]
     return names + [n for n in EXTRA_FILES if fs.exists(posixpath.join(root, n))]
@@ -198,20 +223,34 @@ def _load_builtin(directory: str, config: dict[str, Any], task: str | None) -> n
 
 
 def _load_huggingface(directory: str, config: dict[str, Any], task: str | None) -> nn.Module:
+    """An image–text dual encoder (CLIP, SigLIP, VisionTextDualEncoder) as `HFDualEncoder`, a
+    causal LM as `HFCausalLM`, any other model as `HFTextEncoder` (a text-pair encoder)."""
     from .models.hf import HFCausalLM, HFTextEncoder
+    from .models.hf_dual import HFDualEncoder, is_dual_encoder
 
     architectures = config.get("architectures") or []
     is_lm = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    dual = is_dual_encoder(config)
     task = task or ("lm" if is_lm else "contrastive")
+    if dual and task != "contrastive":
+        raise JestflowError(
+            f"{directory} holds an image–text dual encoder ({config.get('model_type')}), "
+            f"a contrastive model, not a {task} model"
+        )
     local = _local_copy(directory)
     if task == "lm":
         return HFCausalLM(local)
-    options = {}
+    encoder = HFDualEncoder if dual else HFTextEncoder
+    return encoder(local, **_scale_and_bias(directory))
+
+
+def _scale_and_bias(directory: str) -> dict[str, float]:
+    """(t, β) from the `jestflow.json` beside a Hugging Face model ({} without one)."""
     fs, root = filesystem(directory)
-    if fs.exists(posixpath.join(root, "jestflow.json")):
-        with fs.open(posixpath.join(root, "jestflow.json"), "rb") as f:
-            options = {k: float(v) for k, v in json.load(f).items() if k in ("scale", "bias")}
-    return HFTextEncoder(local, **options)
+    if not fs.exists(posixpath.join(root, "jestflow.json")):
+        return {}
+    with fs.open(posixpath.join(root, "jestflow.json"), "rb") as f:
+        return {k: float(v) for k, v in json.load(f).items() if k in ("scale", "bias")}
 
 
 def _local_copy(directory: str) -> str:

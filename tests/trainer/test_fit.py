@@ -146,3 +146,20 @@ def test_a_warm_up_longer_than_the_run_is_flagged(tmp_path, text_corpus, caplog)
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert record.getMessage().startswith("--warmup-steps 5 ≥ --steps 5: the whole run is warm-up")
+
+
+def test_init_starts_from_a_jestflow_checkpoint(tmp_path, text_corpus):
+    fields = FieldMap(text="text")
+    first = train_teacher(config(*text_corpus, str(tmp_path / "a"), "lm", fields, steps=20))
+    sizes = dict.fromkeys(TINY)  # --init brings the architecture: no size options
+    again = config(*text_corpus, str(tmp_path / "b"), "lm", fields, steps=1, lr=1e-12,
+                   init=str(tmp_path / "a"), **sizes)  # fmt: skip
+    result = train_teacher(again)
+    assert result.eval_loss == pytest.approx(first.eval_loss, abs=1e-5)  # the same weights
+    assert result.fingerprint != first.fingerprint  # its meta says how it was made
+    meta = json.loads((tmp_path / "b" / "config.json").read_text())["meta"]
+    assert meta["init"] == str(tmp_path / "a") and meta["lr"] == 1e-12
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"q": "a", "d": "b"}] * 4)
+    with pytest.raises(JestflowError, match="is a lm model, not contrastive"):
+        train_teacher(config(pairs, pairs, str(tmp_path / "c"), "contrastive",
+                             FieldMap(query="q", doc="d"), init=str(tmp_path / "a"), **sizes))  # fmt: skip

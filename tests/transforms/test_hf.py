@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import write_jsonl
 
+from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.losses import PairEmbeddings
 from jestflow.transforms.models.hf import HFCausalLM, HFTextEncoder
+from jestflow.transforms.records import FieldMap
 from jestflow.transforms.scoring import embed_pairs, lm_losses, pair_loss_shares
 
 transformers = pytest.importorskip("transformers")
@@ -30,12 +33,7 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TRANSFORMERS_OFFLINE", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("hf_offline")
 
 
 def docstring_lines() -> list[str]:
@@ -224,3 +222,30 @@ def test_minilm_scale_and_bias_from_jestflow_json(minilm_dir, tmp_path):
     assert (emb.scale, emb.bias) == (5.0, -2.0)
     expected = F.softplus(-(5.0 * (emb.left * emb.right).sum(-1) - 2.0))
     torch.testing.assert_close(emb.diagonal_losses(), expected)
+
+
+def test_teacher_train_init_fine_tunes_a_causal_lm(gpt2_dir, tmp_path):
+    lines = docstring_lines()[:64]
+    data = write_jsonl(tmp_path / "text.jsonl", [{"text": t} for t in lines])
+    out = tmp_path / "teacher"
+    before = lm_losses(load_model(str(gpt2_dir), task="lm"), lines).mean().item()
+    result = train_teacher(TeacherConfig(
+        inputs=(data,), eval_inputs=(data,), output=str(out), task="lm",
+        fields=FieldMap(text="text"), steps=30, batch_size=8, lr=3e-3, warmup_steps=1,
+        device="cpu", init=str(gpt2_dir),
+    ))  # fmt: skip
+    teacher = load_model(str(out))
+    assert isinstance(teacher, HFCausalLM) and result.fingerprint == fingerprint(str(out))
+    assert result.eval_loss < before - 0.5  # random weights: ln 400 ≈ 6 nats per token
+    assert lm_losses(teacher, lines).mean().item() == pytest.approx(result.eval_loss, abs=1e-4)
+    saved = json.loads((out / "jestflow.json").read_text())
+    assert saved["meta"]["init"] == str(gpt2_dir) and "scale" not in saved
+    assert (out / "tokenizer.json").exists()
+
+
+def test_fine_tuning_defaults_to_a_small_learning_rate(gpt2_dir):
+    from jestflow.trainer.core import BUILT_IN_LR, FINE_TUNE_LR, default_lr
+    from jestflow.transforms.models import new_model
+
+    assert default_lr(load_model(str(gpt2_dir), task="lm")) == FINE_TUNE_LR == 3e-5
+    assert default_lr(new_model("lm", d_model=16, n_layer=1, n_head=2)) == BUILT_IN_LR

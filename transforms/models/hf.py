@@ -3,11 +3,14 @@
 `HFCausalLM` wraps `AutoModelForCausalLM` for per-example LM loss; `HFTextEncoder` wraps an
 `AutoModel` text encoder with mean pooling for text-text contrastive scoring (one shared encoder
 for queries and documents, as sentence encoders are used). Weights load from safetensors only.
+Image–text dual encoders (CLIP, SigLIP, VisionTextDualEncoder) have their adapter in `hf_dual.py`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,27 +31,70 @@ def _transformers():
     return transformers
 
 
+# Every `from_pretrained`: a local folder only, never code from it (`auto_map`).
+LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
+
+
 def _load_pretrained(path: str, auto_class: str):
     """(tokenizer, model in eval mode) from a local directory, weights from safetensors only."""
     tf = _transformers()
-    # Never code from the model folder (`auto_map`), never pickled weights.
-    tokenizer = tf.AutoTokenizer.from_pretrained(
-        path, local_files_only=True, trust_remote_code=False
-    )
-    model = getattr(tf, auto_class).from_pretrained(
-        path, local_files_only=True, use_safetensors=True, trust_remote_code=False
-    )
+    tokenizer = tf.AutoTokenizer.from_pretrained(path, **LOCAL_ONLY)
+    # Never pickled weights.
+    model = getattr(tf, auto_class).from_pretrained(path, use_safetensors=True, **LOCAL_ONLY)
     return tokenizer, model.eval()
 
 
 class _Adapter(nn.Module):
-    """What both adapters share: the wrapped model's device."""
+    """What the adapters share: the wrapped model's device, and saving it the Hugging Face way
+    (`checkpoint.save_checkpoint` calls `save_pretrained` for a fine-tuned one)."""
 
     model: nn.Module
+    tokenizer: Any
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def save_pretrained(self, directory: str) -> None:
+        """The model (safetensors), its tokenizer and its image processor, into a local folder."""
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        processor = getattr(self, "processor", None)
+        if processor is not None:
+            processor.save_pretrained(directory)
+
+
+class PairAdapter(_Adapter):
+    """A two-tower adapter's sigmoid-loss temperature t and bias β: trainable parameters (log t
+    and β), set from the model or `jestflow.json`, and written back there when saved."""
+
+    task = "contrastive"
+
+    def init_scale_bias(self, scale: float, bias: float) -> None:
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(bias)))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        with torch.no_grad():
+            self.log_scale.fill_(math.log(float(value)))
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.logit_bias
+
+    @bias.setter
+    def bias(self, value: float) -> None:
+        with torch.no_grad():
+            self.logit_bias.fill_(float(value))
+
+    def pair_embeddings(self, left: torch.Tensor, right: torch.Tensor) -> PairEmbeddings:
+        """Embeddings plus this model's (t, β), with gradients (training)."""
+        return PairEmbeddings(left, right, self.scale, self.bias)
 
 
 class HFCausalLM(_Adapter):
@@ -84,7 +130,7 @@ class HFCausalLM(_Adapter):
         return token_nll(logits[:, :-1], ids[:, 1:], mask[:, 1:])
 
 
-class HFTextEncoder(_Adapter):
+class HFTextEncoder(PairAdapter):
     """Mean-pooled, L2-normalised sentence embeddings from a Hugging Face encoder.
 
     A pretrained encoder has no sigmoid-loss temperature and bias of its own: (t, β) default to
@@ -92,7 +138,6 @@ class HFTextEncoder(_Adapter):
     """
 
     architecture = "hf_text_encoder"
-    task = "contrastive"
     right_kind = "text"
 
     def __init__(
@@ -103,8 +148,7 @@ class HFTextEncoder(_Adapter):
         limit = getattr(self.model.config, "max_position_embeddings", None) or max_len
         self.max_len = min(max_len, limit)
         self.pad_id = self.tokenizer.pad_token_id or 0
-        self.scale = scale
-        self.bias = bias
+        self.init_scale_bias(scale, bias)
 
     def prepare_left(self, texts: Sequence[str]) -> list[torch.Tensor]:
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_len)["input_ids"]
@@ -121,6 +165,3 @@ class HFTextEncoder(_Adapter):
         return F.normalize(pooled.float(), dim=-1)
 
     embed_right = embed_left
-
-    def pair_embeddings(self, left: torch.Tensor, right: torch.Tensor) -> PairEmbeddings:
-        return PairEmbeddings(left, right, self.scale, self.bias)

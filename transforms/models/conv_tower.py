@@ -1,0 +1,41 @@
+"""The built-in image tower: a small convolutional network.
+
+Four 3×3 convolutions, each halving the image (stride 2), with GELU between them, then the
+final feature map flattened (so where things are in the image still counts) and projected. It
+learns far more from a few thousand pairs than a ViT of the same width (README: the teachers
+side by side).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .images import decode_image
+
+STAGES = 4  # stride-2 convolutions: a 64-pixel image ends as a 4×4 map
+
+
+class ConvTower(nn.Module):
+    def __init__(self, config, embed_dim: int) -> None:
+        super().__init__()
+        side = config.image_size >> STAGES
+        if side < 1 or config.image_size % (1 << STAGES):
+            raise ValueError(f"image_size must be a multiple of {1 << STAGES}")
+        self.config = config
+        widths = [3] + [max(config.d_model >> (STAGES - 1 - i), 8) for i in range(STAGES)]
+        layers: list[nn.Module] = []
+        for i in range(STAGES):
+            layers += [nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1), nn.GELU()]
+        self.features = nn.Sequential(*layers)
+        self.ln = nn.LayerNorm(widths[-1] * side * side)
+        self.head = nn.Linear(widths[-1] * side * side, embed_dim)
+
+    def prepare(self, images: Sequence[bytes]) -> list[torch.Tensor]:
+        return [decode_image(data, self.config.image_size) for data in images]
+
+    def forward(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = torch.stack(list(items)).to(self.head.weight.device)
+        return self.head(self.ln(self.features(x).flatten(1)))

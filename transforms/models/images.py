@@ -1,0 +1,17 @@
+"""Images as model inputs."""
+
+from __future__ import annotations
+
+import io
+
+import torch
+
+
+def decode_image(data: bytes, size: int) -> torch.Tensor:
+    """Encoded image → RGB float tensor [3, size, size] in [-1, 1]."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    return pixels.view(size, size, 3).permute(2, 0, 1).float().div(127.5).sub(1.0)
