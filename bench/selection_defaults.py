@@ -58,7 +58,7 @@ CANDIDATES = {
 
 def demo_inputs(root: Path) -> tuple[Path, Path]:
     """The demo's LM pool and teacher, made when missing (data, then 300 teacher steps)."""
-    lm, teacher = root / "data" / "lm", root / "teacher-lm"
+    lm, teacher = root / "data" / "lm", root / "lm" / "teacher"
     if not (lm / "pool.jsonl").exists():
         make_corpora(DemoDataConfig(output=str(root / "data")))
     if not (teacher / "_SUCCESS").exists() and not (teacher / "config.json").exists():

@@ -9,6 +9,7 @@ import os
 import click
 
 from ..transforms import logs
+from ..transforms.vocabulary import DEMO_TASKS
 from .cli_options import (
     POSITIVE,
     Group,
@@ -236,6 +237,15 @@ def plot(runs, output, x_axis) -> None:
 @main.group(cls=Group, invoke_without_command=True)
 @click.option("--output", "-o", default="build/demo", show_default=True, help="Demo directory.")
 @click.option(
+    "--task",
+    "tasks",
+    type=click.Choice(DEMO_TASKS),
+    multiple=True,
+    default=DEMO_TASKS,
+    show_default=True,
+    help="The demo tasks to run (repeat the option for several).",
+)
+@click.option(
     "--pool-size",
     type=click.IntRange(min=1000),
     default=10_000,
@@ -247,7 +257,29 @@ def plot(runs, output, x_axis) -> None:
     type=POSITIVE,
     default=300,
     show_default=True,
-    help="The teacher's training steps.",
+    help="The LM teacher's training steps.",
+)
+@click.option(
+    "--pair-teacher-steps",
+    type=POSITIVE,
+    default=600,
+    show_default=True,
+    help="A built-in two-tower teacher's training steps (image-text; text pairs without MiniLM).",
+)
+@click.option(
+    "--pair-teacher",
+    type=click.Choice(("auto", "minilm", "built-in")),
+    default="auto",
+    show_default=True,
+    help="The text pairs' teacher: the calibrated MiniLM (extra `minilm`), the built-in one, or "
+    "auto: MiniLM where it is installed.",
+)
+@click.option(
+    "--pair-pool-size",
+    type=click.IntRange(min=100),
+    default=3000,
+    show_default=True,
+    help="Records in the text-pair and the image-text pools.",
 )
 @click.option(
     "--student-steps",
@@ -276,9 +308,10 @@ def plot(runs, output, x_axis) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a demo already in --output.")
 @click.pass_context
 def demo(ctx, **params) -> None:
-    """The whole loop on the embedded demo data: make the data, train the teacher, curate the pool,
-    train a student uniformly on the raw pool and with online JEST on the curated shards, and
-    compare them (a table, results.json, eval.png). `jestflow demo data` makes only the data."""
+    """The whole loop on the embedded demo data, for each task (language modelling, text pairs,
+    image-text pairs): make the data, get the teacher, curate the pool, train a student uniformly
+    on the raw pool and with online JEST on the curated shards, and compare them (tables,
+    results.json, TASK/eval.png). `jestflow demo data` makes only the data."""
     if ctx.invoked_subcommand is not None:
         given = [
             p.opts[0]
@@ -307,10 +340,14 @@ def demo(ctx, **params) -> None:
 )
 @seed_option
 def demo_data(output, pool_size, seed) -> None:
-    """Write the demo corpora (made from Python's standard library docstrings) to OUTPUT."""
+    """Write the demo corpora to OUTPUT: made from Python's standard library docstrings (lm,
+    text pairs), and synthetic scenes with captions (image-text, WebDataset tars)."""
     from .demo_data import DemoDataConfig, make_corpora
+    from .demo_scenes import SceneConfig, make_scenes
 
     counts = make_corpora(DemoDataConfig(output=output, pool_size=pool_size, seed=seed))
+    scenes = make_scenes(SceneConfig(output=output, seed=seed))
+    counts |= {name: n for name, n in scenes.items() if not name.startswith("pool:")}
     for name, count in counts.items():
         click.echo(f"{count:>7} records  {output.rstrip('/')}/{name}")
 

@@ -25,7 +25,7 @@ def test_the_plain_webdataset_loop_in_the_readme_runs(tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", ({"text": t} for t in sentences(400, 11)))
     reference = write_jsonl(tmp_path / "ref.jsonl", ({"text": t} for t in sentences(200, 12)))
     teacher = fit(reference, tmp_path / "teacher", "lm", FieldMap(text="text"), steps=20)
-    curated = tmp_path / "build" / "demo" / "curated-lm"  # where `make demo` writes them
+    curated = tmp_path / "build" / "demo" / "lm" / "curated"  # where `make demo` writes them
     args = ["curate", pool, "-o", str(curated), "--teacher", teacher, "--task", "lm",
             "--keep", "0.5", "--tiers", "4", "--super-batch", "100", "--workers", "1",
             "--device", "cpu", "--quiet"]  # fmt: skip

@@ -23,6 +23,9 @@ OFFLINE_MODES = ("easy_reference", "learnability")  # `jestflow curate --score`
 ONLINE_MODES = ("learnability", "uniform", "easy_reference", "hard_learner")
 RAW_MODES = ("uniform", "hard_learner")  # the online modes that need no teacher values
 
+# `jestflow demo --task`: language modelling, text-text pairs, image-text pairs.
+DEMO_TASKS = ("lm", "text-pairs", "image-text")
+
 METHODS = ("sample", "topk")  # sample ∝ exp(score / τ) without replacement, or the top scores
 
 

@@ -1,52 +1,108 @@
-"""`jestflow demo`: every stage runs, the comparison is written, and a finished demo is not
-overwritten by accident."""
+"""`jestflow demo`: every stage of every task runs, the comparison is written, and a finished demo
+is not overwritten by accident."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from jestflow.pipeline.cli import main
+from jestflow.transforms.errors import JestflowError
+
+TINY = ["--pool-size", "1000", "--pair-pool-size", "200", "--teacher-steps", "3",
+        "--pair-teacher-steps", "3", "--student-steps", "4", "--device", "cpu"]  # fmt: skip
 
 
-def test_the_demo_runs_every_stage_and_compares_the_students(tmp_path):
-    out = tmp_path / "demo"
-    args = ["demo", "-o", str(out), "--pool-size", "1000", "--teacher-steps", "3",
-            "--student-steps", "4", "--device", "cpu"]  # fmt: skip
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
-    for i, stage in enumerate(("demo corpora", "LM teacher", "curate the pool", "uniform on the raw",
-                               "online JEST"), start=1):  # fmt: skip
-        assert f"[{i}/5] " in result.output and stage in result.output
-    results = json.loads((out / "results.json").read_text())
-    curation = results["curation"]  # the pool's heavy duplicates are removed before scoring
-    assert curation["inputs"] == 1000 and curation["rejected"] == 0 and curation["duplicate"] > 150
-    assert curation["selected"] + curation["not_selected"] + curation["duplicate"] == 1000
-    assert abs(curation["selected"] - curation["not_selected"]) <= 1  # keep 0.5
-    uniform, jest = results["runs"]["student-uniform"], results["runs"]["student-jest"]
+def check_task(results: dict, name: str, inputs: int) -> None:
+    task = results["tasks"][name]
+    curation = task["curation"]
+    assert curation["inputs"] == inputs and curation["rejected"] == 0
+    assert curation["selected"] + curation["not_selected"] + curation["duplicate"] == inputs
+    assert abs(curation["selected"] - curation["not_selected"]) <= 1 + inputs // 100  # keep 0.5
+    uniform, jest = task["runs"]["student-uniform"], task["runs"]["student-jest"]
     assert uniform["steps"] == jest["steps"] == 4 and uniform["speed_up"] == 1.0
     if jest["steps_to_target"] is not None:  # 4 steps: it may or may not get there
         assert jest["speed_up"] == 4 / jest["steps_to_target"]
     assert 0 < uniform["clean_fraction"] < 1 and uniform["final_eval_loss"] > 0
-    assert set(results["seconds"]) == {"data", "teacher", "curate", "student-uniform",
-                                       "student-jest", "total"}  # fmt: skip
-    table = result.output[result.output.index("run ") :]
-    assert "student-uniform" in table and "student-jest" in table and "wall time:" in table
-    assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    tiers = sorted(p.name[:7] for p in (out / "curated-lm" / "shards").glob("*.tar"))
-    assert tiers == ["tier-00", "tier-01", "tier-02", "tier-03"]
+    assert set(task["seconds"]) == {"teacher", "curate", "student-uniform", "student-jest"}
 
+
+def test_the_demo_runs_every_stage_and_compares_the_students(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "-o", str(out), *TINY, "--pair-teacher", "built-in"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "[1/13] demo corpora" in result.output
+    for i, stage in enumerate(("lm: the teacher", "lm: curate the pool", "lm: student, uniform",
+                               "lm: student, online JEST", "text-pairs: the teacher"), start=2):  # fmt: skip
+        assert f"[{i}/13] {stage}" in result.output
+    assert "the built-in n-gram teacher instead" not in result.output  # asked for, not a fallback
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["tasks"]) == {"lm", "text-pairs", "image-text"}
+    assert results["tasks"]["lm"]["curation"]["duplicate"] > 150  # heavy duplicates removed
+    check_task(results, "lm", 1000)
+    check_task(results, "text-pairs", 200)
+    check_task(results, "image-text", 200)
+    pairs = results["tasks"]["text-pairs"]
+    assert pairs["teacher"]["kind"] == "built-in, 3 steps"
+    assert pairs["runs"]["student-jest"]["final_recall_at_1"] is not None
+    for name in ("lm", "text-pairs", "image-text"):
+        assert f"\n{name} (teacher: " in result.output
+        assert (out / name / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "recall@1" in result.output and "wall time: teacher" in result.output
+    tiers = sorted(p.name[:7] for p in (out / "lm" / "curated" / "shards").glob("*.tar"))
+    assert tiers == ["tier-00", "tier-01", "tier-02", "tier-03"]
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and "already holds a demo" in again.output
     assert (out / "results.json").exists()  # untouched
 
 
+def test_one_task_at_a_time(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "-o", str(out), *TINY, "--task", "image-text"])
+    assert result.exit_code == 0, result.output
+    assert "[5/5] image-text: student, online JEST" in result.output
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["tasks"]) == ["image-text"] and not (out / "lm").exists()
+    check_task(results, "image-text", 200)
+
+
+@pytest.mark.minilm
+def test_the_text_pairs_use_the_calibrated_minilm(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "-o", str(out), *TINY, "--task", "text-pairs", "--pair-teacher", "minilm"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "MiniLM (the minilm extra), its (t, β) calibrated" in result.output
+    teacher = json.loads((out / "results.json").read_text())["tasks"]["text-pairs"]["teacher"]
+    assert teacher["kind"] == "MiniLM, calibrated" and teacher["eval_recall_at_1"] > 0.5
+    assert json.loads((out / "text-pairs" / "teacher" / "jestflow.json").read_text()).keys() == {
+        "scale",
+        "bias",
+    }
+
+
+def test_without_the_extra_the_text_pairs_fall_back_and_say_so(tmp_path, monkeypatch):
+    from jestflow.pipeline import demo
+
+    monkeypatch.setattr(demo, "minilm_model", lambda: None)
+    config = demo.DemoConfig(output=str(tmp_path))
+    said = []
+    recipe = demo.RECIPES["text-pairs"]
+    with pytest.raises(JestflowError):  # no data was made: what matters is what it said first
+        demo._teacher(config, recipe, str(tmp_path / "t"), said.append)
+    assert "the minilm extra is not installed" in said[0]
+    with pytest.raises(JestflowError, match="needs the minilm extra"):
+        demo.DemoConfig(output=str(tmp_path), pair_teacher="minilm")
+
+
 def test_overwrite_clears_the_demos_own_folders_only(tmp_path):
     from jestflow.pipeline.demo import DemoConfig, _prepare
 
-    (tmp_path / "teacher-lm").mkdir()
-    (tmp_path / "teacher-lm" / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "lm" / "teacher").mkdir(parents=True)
+    (tmp_path / "lm" / "teacher" / "model.safetensors").write_bytes(b"x")
     (tmp_path / "results.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("mine")
     _prepare(DemoConfig(output=str(tmp_path), overwrite=True))

@@ -192,3 +192,52 @@ def test_training_steps_lower_the_lm_loss(learned):
         opt.step()
     drop = before - model.sequence_nll(batch).mean().item()
     learned.expect("training loss below the untrained model's", drop, ">", 1.0)
+
+
+def test_ngram_ids_see_words_not_case_or_spacing():
+    from jestflow.transforms.models.ngram_tower import ngram_ids
+
+    ids = ngram_ids("Hello  World", 512, range(2, 6), 8192)
+    assert ids.tolist() == ngram_ids("hello world", 512, range(2, 6), 8192).tolist()
+    form = " hello world "  # 13 characters: 12 + 11 + 10 + 9 n-grams of 2…5
+    assert len(ids) == sum(len(form) - n + 1 for n in range(2, 6)) == 42
+    assert ids.min() >= 0 and ids.max() < 8192
+    assert len(set(ids.tolist())) > 35  # few collisions in 8,192 buckets
+    assert (
+        ngram_ids("", 512, range(2, 6), 8192).tolist()
+        == ngram_ids("   ", 512, range(2, 6), 8192).tolist()
+    )
+    assert len(ngram_ids("x" * 1000, 100, range(2, 3), 8192)) == 101  # 100 characters + 2 spaces
+
+
+def test_default_towers_and_checkpoints_saved_before_them():
+    from jestflow.transforms.models import new_model
+
+    model = new_model("contrastive", right_kind="image")
+    assert (model.config.left.encoder, model.config.right.encoder) == ("ngram", "conv")
+    assert model.config.left.d_model == 256 and model.config.left.max_len == 512
+    legacy = {"kind": "text", "d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 32,
+              "image_size": 16, "patch_size": 8}  # fmt: skip
+    config = TwoTowerConfig(left=legacy, right={**legacy, "kind": "image"}, embed_dim=16)
+    assert (config.left.encoder, config.right.encoder) == ("transformer", "vit")
+    old = TwoTower(config)
+    assert type(old.left).__name__ == "TextTower" and type(old.right).__name__ == "ImageTower"
+    with pytest.raises(JestflowError, match="unknown image encoder 'ngram'"):
+        new_model("contrastive", right_kind="image", image_encoder="ngram")
+
+
+@pytest.mark.parametrize("encoders", [("ngram", "conv"), ("transformer", "vit")])
+def test_each_tower_round_trips_through_a_checkpoint(tmp_path, encoders):
+    from jestflow.transforms.models import new_model
+
+    torch.manual_seed(0)
+    text, image = encoders
+    model = new_model("contrastive", right_kind="image", text_encoder=text, image_encoder=image,
+                      d_model=32, n_layer=1, n_head=2).eval()  # fmt: skip
+    save_checkpoint(model, str(tmp_path / "m"))
+    loaded = load_model(str(tmp_path / "m"), task="contrastive")
+    captions, images = ["a red square", "two blue circles"], [png((200, 0, 0)), png((0, 0, 200))]
+    first, second = embed_pairs(model, captions, images), embed_pairs(loaded, captions, images)
+    torch.testing.assert_close(first.left, second.left)
+    torch.testing.assert_close(first.right, second.right)
+    assert loaded.config.left.encoder == text and loaded.config.right.encoder == image
