@@ -31,6 +31,7 @@ changing the teacher steps or the evaluation interval.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -53,6 +54,7 @@ from jestflow.trainer.results import RunLog, compare, read_log
 from jestflow.transforms.checkpoint import load_model
 from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.records import FieldMap
+from jestflow.transforms.vocabulary import PAIR_TEACHERS
 
 LM_TEXT = FieldMap(text="text", keep=("kind",))
 PAIRS = FieldMap(query="query", doc="doc", keep=("kind",))
@@ -141,7 +143,7 @@ def prepare(out: Path, args) -> dict:
 def make_teacher(task: str, teacher: Path, out: Path, args) -> None:
     """The task's teacher: the calibrated MiniLM for text pairs (where installed and not
     `--pair-teacher built-in`), else a built-in one (600 steps for the two-tower ones)."""
-    fields = FieldMap(**{k: v for k, v in vars(FIELDS[task]).items() if k != "keep"})
+    fields = dataclasses.replace(FIELDS[task], keep=())
     reference, held_out = data_file(out, task, 0), data_file(out, task, 1)
     minilm = minilm_model() if task == "contrastive" and args.pair_teacher != "built-in" else None
     if minilm is not None:
@@ -247,7 +249,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--teacher-steps", type=int, default=300)
     parser.add_argument("--tasks", default="lm,contrastive,image-text")
-    parser.add_argument("--pair-teacher", choices=("auto", "minilm", "built-in"), default="auto")
+    parser.add_argument("--pair-teacher", choices=PAIR_TEACHERS, default="auto")
     parser.add_argument("--pair-teacher-steps", type=int, default=600)
     parser.add_argument("--out", default="build/bench-data-efficiency")
     parser.add_argument("--ablations", action="store_true", help="Extra arms on the first seed.")

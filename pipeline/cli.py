@@ -9,7 +9,7 @@ import os
 import click
 
 from ..transforms import logs
-from ..transforms.vocabulary import DEMO_TASKS
+from ..transforms.vocabulary import DEMO_TASKS, PAIR_TEACHERS
 from .cli_options import (
     POSITIVE,
     Group,
@@ -268,7 +268,7 @@ def plot(runs, output, x_axis) -> None:
 )
 @click.option(
     "--pair-teacher",
-    type=click.Choice(("auto", "minilm", "built-in")),
+    type=click.Choice(PAIR_TEACHERS),
     default="auto",
     show_default=True,
     help="The text pairs' teacher: the calibrated MiniLM (extra `minilm`), the built-in one, or "

@@ -24,7 +24,7 @@ import posixpath
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..trainer.calibrate import CalibrateConfig, calibrate
 from ..trainer.fit import TeacherConfig, train_teacher
@@ -37,12 +37,11 @@ from ..transforms.paths import writable_directory, write_json
 from ..transforms.records import FieldMap
 from ..transforms.selection import RELATIVE_TEMPERATURE
 from ..transforms.tables import text_table
-from ..transforms.vocabulary import DEMO_TASKS
+from ..transforms.vocabulary import DEMO_TASKS, PAIR_TEACHERS
 from .demo_data import DemoDataConfig, make_corpora
 from .demo_scenes import SceneConfig, make_scenes
 from .job import CurateConfig, run_curation
 
-PAIR_TEACHERS = ("auto", "minilm", "built-in")
 STAGES = ("teacher", "curate", "student-uniform", "student-jest")
 RESULTS = "results.json"
 OUTPUTS = ("data", *DEMO_TASKS, RESULTS)
@@ -106,7 +105,7 @@ class Recipe:
 
     @property
     def plain(self) -> FieldMap:  # the fields without the tag
-        return FieldMap(**{k: v for k, v in asdict(self.fields).items() if k != "keep"})
+        return replace(self.fields, keep=())
 
 
 RECIPES = {

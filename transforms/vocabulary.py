@@ -25,6 +25,8 @@ RAW_MODES = ("uniform", "hard_learner")  # the online modes that need no teacher
 
 # `jestflow demo --task`: language modelling, text-text pairs, image-text pairs.
 DEMO_TASKS = ("lm", "text-pairs", "image-text")
+# `--pair-teacher`: the text pairs' teacher (MiniLM where installed, MiniLM, or built-in).
+PAIR_TEACHERS = ("auto", "minilm", "built-in")
 
 METHODS = ("sample", "topk")  # sample ∝ exp(score / τ) without replacement, or the top scores
 
