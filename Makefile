@@ -52,7 +52,7 @@ bench: setup
 	$(BIN)/python bench/cache.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/margins.py
-	$(BIN)/python bench/kernels.py
+	$(BIN)/python bench/cpu_kernels.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

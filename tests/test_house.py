@@ -65,3 +65,18 @@ def test_no_function_or_module_is_too_long():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines}")
     assert not long, long
+
+
+# Names libraries look for when they are installed, which a bench script must not take either:
+# transformers imports `kernels` (Hugging Face's hub kernels) wherever find_spec finds one.
+PROBED = {"kernels", "accelerate", "datasets", "peft", "bitsandbytes", "timm"}
+
+
+def test_bench_scripts_shadow_no_module():
+    """`python bench/x.py` puts bench/ first on sys.path, so bench/x.py hides any module x."""
+    import sys
+    from importlib.metadata import packages_distributions
+
+    taken = set(sys.stdlib_module_names) | set(packages_distributions()) | PROBED
+    clashes = sorted(p.name for p in (ROOT / "bench").glob("*.py") if p.stem in taken)
+    assert not clashes, f"bench scripts named like a module they would hide: {clashes}"

@@ -11,7 +11,7 @@ cache), the share of examples whose rounded values differ, the examples whose se
 
 The teachers are trained once, on the machine's own kernels, and shared by every run.
 
-Run: python bench/kernels.py [--out build/bench-kernels] [--settings native,aten-default,...]
+Run: python bench/cpu_kernels.py [--out build/bench-kernels] [--settings native,aten-default,...]
 (about 10 minutes on 2 cores)
 """
 
