@@ -106,6 +106,7 @@ ABLATIONS = {
         "independent τ=1": ("scored", {**ONLINE, "n_chunks": 1, "temperature": 1.0}),
         "joint τ=1": ("scored", {**ONLINE, "n_chunks": 16, "temperature": 1.0}),
         "joint τ=0.1": ("scored", {**ONLINE, "n_chunks": 16, "temperature": 0.1}),
+        "joint 32 chunks": ("scored", {**ONLINE, "n_chunks": 32}),
     },
 }
 ABLATIONS["image-text"] = ABLATIONS["contrastive"]
