@@ -22,7 +22,7 @@ from torch import nn
 
 from ..transforms.checkpoint import CONFIG, save_checkpoint
 from ..transforms.errors import JestflowError
-from ..transforms.logs import progress
+from ..transforms.logs import peak_rss_mib, progress
 from ..transforms.paths import filesystem, writable_directory, write_json
 from ..transforms.records import Example, FieldMap
 from ..transforms.run_folder import STARTED, SUCCESS
@@ -153,7 +153,7 @@ def _fit(
         smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
         if step % 10 == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{smoothed:.3f}")
-            curve.append({"step": step + 1, "loss": value})
+            curve.append({"step": step + 1, "loss": value, "peak_rss_mib": peak_rss_mib()})
     return model, curve, recent, training.optimizer.param_groups[0]["initial_lr"]
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..transforms.checkpoint import load_model
 from ..transforms.errors import JestflowError
-from ..transforms.logs import progress
+from ..transforms.logs import peak_rss_mib, progress
 from ..transforms.paths import expand_urls, writable_directory
 from ..transforms.records import Example, FieldMap
 from ..transforms.selection import RELATIVE_TEMPERATURE, check_temperatures, generator_for
@@ -288,6 +288,7 @@ def _step_record(
         * forward_flops(run.model, run.params, batch[:scoring], config.score_seq_len),
         "train_flops": world * 3 * forward_flops(run.model, run.params, picked, None),
         "skipped": sum(run.skipped.values()),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
     }
 
 

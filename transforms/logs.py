@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 from collections.abc import Iterable
 
@@ -44,3 +45,10 @@ def progress(iterable: Iterable, *, desc: str, **options) -> tqdm:
     otherwise a silent one (its `set_postfix` does nothing)."""
     shown = sys.stderr.isatty() and logging.getLogger(NAME).isEnabledFor(logging.INFO)
     return tqdm(iterable, desc=desc, disable=not shown, **options)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (logged by the training loops, so a
+    long run's log shows whether memory grows)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes there, KiB here

@@ -15,6 +15,7 @@ import torch
 
 from .errors import JestflowError
 from .losses import PairEmbeddings, as_float
+from .models.layers import padded_length
 from .records import Example
 
 
@@ -71,14 +72,15 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def length_batches(lengths: Sequence[int], *, max_tokens: int, max_batch: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, each with at most `max_tokens` padded
-    tokens and `max_batch` items (ties in length keep input order, so batching is deterministic)."""
+    """Indices grouped into batches of similar length, each with at most `max_tokens` tokens once
+    padded (`padded_length`) and `max_batch` items (ties in length keep input order, so batching is deterministic)."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     batches: list[list[int]] = []
     batch: list[int] = []
     for i in order:
         # Sorted ascending, so lengths[i] is the longest in the batch so far.
-        if batch and ((len(batch) + 1) * lengths[i] > max_tokens or len(batch) >= max_batch):
+        too_many = (len(batch) + 1) * padded_length(lengths[i]) > max_tokens
+        if batch and (too_many or len(batch) >= max_batch):
             batches.append(batch)
             batch = []
         batch.append(i)

@@ -11,6 +11,7 @@ from helpers import SEED, lr, png
 from jestflow.transforms.checkpoint import fingerprint, load_model, save_checkpoint
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.losses import PairEmbeddings
+from jestflow.transforms.models.layers import pad, padded_length
 from jestflow.transforms.models.lm import CausalLM, LMConfig
 from jestflow.transforms.models.towers import TowerConfig, TwoTower, TwoTowerConfig
 from jestflow.transforms.scoring import embed_pairs, length_batches, lm_losses, pair_loss_shares
@@ -241,3 +242,22 @@ def test_each_tower_round_trips_through_a_checkpoint(tmp_path, encoders):
     torch.testing.assert_close(first.left, second.left)
     torch.testing.assert_close(first.right, second.right)
     assert loaded.config.left.encoder == text and loaded.config.right.encoder == image
+
+
+def test_batches_are_padded_to_a_few_lengths_and_score_as_unpadded():
+    """Every batch length from 1 to 1,024 pads to one of a few lengths (the allocator then reuses
+    its blocks), at most a quarter (or 7) longer, never beyond the model's limit; the padding
+    changes no score."""
+    widths = {padded_length(t) for t in range(1, 1025)}
+    assert len(widths) <= 36
+    assert all(t <= padded_length(t) <= max(t + 7, 1.25 * t) for t in range(1, 1025))
+    assert padded_length(257, limit=257) == 257 and padded_length(200, limit=210) == 210
+    ids, mask = pad([torch.tensor([5, 6, 7]), torch.tensor([1] * 9)], pad_id=0)
+    assert ids.shape == (2, 16) and mask.sum(1).tolist() == [3, 9]
+    assert ids[0, :3].tolist() == [5, 6, 7] and not ids[0, 3:].any()
+    torch.manual_seed(SEED)
+    model = CausalLM(LMConfig(d_model=32, n_layer=1, n_head=2, max_len=64))
+    texts = ["a short one", "a somewhat longer text than the first, " * 3]
+    together = lm_losses(model, texts)
+    alone = torch.cat([lm_losses(model, [t]) for t in texts])
+    assert torch.allclose(together, alone, atol=1e-5)

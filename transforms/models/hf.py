@@ -124,7 +124,7 @@ class HFCausalLM(_Adapter):
         return [torch.tensor((head + ids)[: limit + 1], dtype=torch.long) for ids in encoded]
 
     def sequence_nll(self, sequences: Sequence[torch.Tensor]) -> torch.Tensor:
-        ids, mask = pad(sequences, self.pad_id)
+        ids, mask = pad(sequences, self.pad_id, limit=self.max_len + 1)
         ids, mask = ids.to(self.device), mask.to(self.device)
         logits = self.model(input_ids=ids, attention_mask=mask.long()).logits
         return token_nll(logits[:, :-1], ids[:, 1:], mask[:, 1:])
@@ -157,7 +157,7 @@ class HFTextEncoder(PairAdapter):
     prepare_right = prepare_left
 
     def embed_left(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        ids, mask = pad(items, self.pad_id)
+        ids, mask = pad(items, self.pad_id, limit=self.max_len)
         ids, mask = ids.to(self.device), mask.to(self.device)
         hidden = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         weights = mask.to(hidden.dtype)[..., None]

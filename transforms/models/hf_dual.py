@@ -110,7 +110,7 @@ class HFDualEncoder(PairAdapter):
         return pixels
 
     def embed_left(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        ids, mask = pad(items, self.pad_id)
+        ids, mask = pad(items, self.pad_id, limit=self.max_len)
         # SigLIP's captions are all full length; its text tower is used without a mask.
         mask = None if self.full_length else mask.long().to(self.device)
         output = self.model.get_text_features(input_ids=ids.to(self.device), attention_mask=mask)

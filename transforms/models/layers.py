@@ -46,11 +46,30 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-def pad(sequences: Sequence[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad 1-D token tensors: (ids [N, T], mask [N, T] true on real tokens)."""
-    ids = torch.nn.utils.rnn.pad_sequence(list(sequences), batch_first=True, padding_value=pad_id)
+def padded_length(longest: int, limit: int | None = None) -> int:
+    """The length a batch whose longest sequence is `longest` is padded to: rounded up to one of
+    a few lengths (four per doubling: at most a quarter, or 7 tokens, longer), never beyond `limit`.
+
+    Batches of every length in between would each need tensors of their own size, and the
+    allocator, handed ever-new sizes, fragments: a long `jestflow train` grew by 17 MiB a step
+    (2.4 GiB at step 150) scoring texts of every length, and stays flat with these lengths.
+    """
+    step = max(8, 1 << max(0, longest.bit_length() - 3))
+    rounded = -(-longest // step) * step
+    return max(longest, min(rounded, limit)) if limit is not None else rounded
+
+
+def pad(
+    sequences: Sequence[torch.Tensor], pad_id: int = 0, *, limit: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D token tensors to `padded_length` (at most `limit`, the longest the model
+    takes): (ids [N, T], mask [N, T] true on real tokens)."""
     lengths = torch.tensor([len(s) for s in sequences])
-    return ids, torch.arange(ids.shape[1])[None, :] < lengths[:, None]
+    width = padded_length(int(lengths.max()), limit)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    for row, sequence in zip(ids, sequences, strict=True):
+        row[: len(sequence)] = sequence
+    return ids, torch.arange(width)[None, :] < lengths[:, None]
 
 
 def byte_tokens(text: str, max_len: int, bos: int | None = None) -> torch.Tensor:

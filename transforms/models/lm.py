@@ -62,7 +62,7 @@ class CausalLM(nn.Module):
 
     def sequence_nll(self, sequences: Sequence[torch.Tensor]) -> torch.Tensor:
         """Mean next-token NLL of each tokenized text, padding masked: [N]."""
-        ids, mask = pad(sequences)
+        ids, mask = pad(sequences, limit=self.config.max_len + 1)
         ids, mask = ids.to(self.device), mask.to(self.device)
         logits = self(ids[:, :-1])
         return token_nll(logits, ids[:, 1:], mask[:, 1:])

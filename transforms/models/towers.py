@@ -108,7 +108,7 @@ class TextTower(nn.Module):
 
     def forward(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
         device = self.tokens.weight.device
-        ids, keep = pad(items)
+        ids, keep = pad(items, limit=self.config.max_len)
         ids, keep = ids.to(device), keep.to(device)
         x = self.tokens(ids) + self.positions(torch.arange(ids.shape[1], device=device))
         for block in self.blocks:
