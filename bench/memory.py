@@ -1,0 +1,162 @@
+"""Memory over long runs: every long-running training path, run for `--steps` steps, with its
+peak resident memory at step `--early` against its peak at the last step.
+
+The training loops log their process's peak RSS (`peak_rss_mib`: in `log.jsonl` for `jestflow
+train`, in the curve of `metrics.json` for `jestflow teacher train`), so the table reads it from
+there; under torchrun that is rank 0's. The whole process tree's peak is polled from /proc as
+well. A path whose memory does not grow has a ratio near 1.0 (target: ≤ 1.2).
+
+Data: the demo corpora (LM pool of 10,000 records, the text pairs and the image–text scenes),
+teachers trained briefly on them, and the pools curated with keep 1 (every example scored).
+
+Run: python bench/memory.py [--steps 2000] [--early 200] [--cases lm-learnability,...]
+     [--out build/bench-memory]   (--cases takes names from the table; default: all)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import curate as curate_bench
+
+from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
+from jestflow.pipeline.demo_scenes import SceneConfig, make_scenes
+from jestflow.pipeline.job import CurateConfig, run_curation
+from jestflow.trainer.fit import TeacherConfig, train_teacher
+from jestflow.transforms.offline_selection import SelectionConfig
+from jestflow.transforms.records import FieldMap
+
+MIB = 2**20
+# task → (data folder, reference, pool, fields as CLI options, field map, model task)
+TASKS = {
+    "lm": ("lm", "reference.jsonl", "pool.jsonl", ["--text-field", "text"],
+           FieldMap(text="text"), "lm"),
+    "pairs": ("contrastive", "reference.jsonl", "pool.jsonl",
+              ["--query-field", "query", "--doc-field", "doc"],
+              FieldMap(query="query", doc="doc"), "contrastive"),
+    "image-text": ("image-text", "reference-*.tar", "pool-*.tar",
+                   ["--image-field", "png", "--caption-field", "txt"],
+                   FieldMap(image="png", caption="txt"), "contrastive"),
+}  # fmt: skip
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "jestflow.pipeline.cli"]  # fmt: skip
+JESTFLOW = [sys.executable, "-m", "jestflow.pipeline.cli"]
+
+
+def cases(out: Path) -> dict[str, tuple[list[str], str]]:
+    """name → (command, what logs the peaks: `train` or `teacher`). Every run reads its task's
+    pool: raw (`--data`) for the modes that need no teacher values, curated shards otherwise."""
+    found = {}
+    for task, (folder, _, pool, fields, _, model_task) in TASKS.items():
+        data = str(out / "data" / folder / pool)
+        shards = str(out / f"curated-{task}" / "shards" / "*.tar")
+        found[f"teacher-{task}"] = (
+            [*JESTFLOW, "teacher", "train", data, "--task", model_task, *fields],
+            "teacher",
+        )
+        modes = ["learnability"]
+        if task == "lm":
+            modes = ["uniform", "hard_learner", "easy_reference", "learnability"]
+        for mode in modes:
+            where = ["--data", data, *fields] if mode in ("uniform", "hard_learner") else [
+                "--shards", shards]  # fmt: skip
+            train = ["train", *where, "--task", model_task, "--mode", mode, "--eval-every", "1000"]
+            found[f"{task}-{mode}"] = ([*JESTFLOW, *train], "train")
+            if task == "lm" and mode == "learnability":
+                found["lm-learnability-score64"] = (
+                    [*JESTFLOW, *train, "--score-seq-len", "64"], "train")  # fmt: skip
+                found["lm-learnability-torchrun2"] = ([*TORCHRUN, *train], "train")
+    return found
+
+
+def prepare(out: Path) -> None:
+    """The demo corpora, brief teachers, and each pool curated with keep 1."""
+    data = out / "data"
+    if not (data / "lm" / "pool.jsonl").exists():
+        make_corpora(DemoDataConfig(output=str(data)))
+    if not (data / "image-text" / "pool-000000.tar").exists():
+        make_scenes(SceneConfig(output=str(data)))
+    for task, (folder, reference, pool, _, fields, model_task) in TASKS.items():
+        teacher = out / f"teacher-{task}"
+        if not (teacher / "config.json").exists():
+            train_teacher(TeacherConfig(inputs=(str(data / folder / reference),),
+                                        output=str(teacher), task=model_task, fields=fields,
+                                        steps=100, overwrite=True))  # fmt: skip
+        curated = out / f"curated-{task}"
+        if not (curated / "stats.json").exists():
+            run_curation(CurateConfig(
+                inputs=(str(data / folder / pool),), output=str(curated), teacher=str(teacher),
+                task=model_task, fields=fields, selection=SelectionConfig(keep=1.0),
+                super_batch=1000, shard_max_count=500, workers=1, overwrite=True,
+            ))  # fmt: skip
+
+
+def peaks(output: Path, logged_by: str, early: int) -> tuple[float, float]:
+    """(peak RSS MiB at step `early`, at the last step), as the run logged them."""
+    if logged_by == "teacher":
+        curve = json.loads((output / "metrics.json").read_text())["curve"]
+    else:
+        lines = (output / "log.jsonl").read_text().splitlines()
+        curve = [r for r in map(json.loads, lines) if "peak_rss_mib" in r]
+    at_early = next(r for r in curve if r["step"] >= early)
+    return at_early["peak_rss_mib"], curve[-1]["peak_rss_mib"]
+
+
+def run_case(name: str, command: list[str], logged_by: str, out: Path, args) -> dict:
+    """One case in its own process tree, alone on the machine; its peaks and seconds."""
+    output = out / "runs" / name
+    command = [*command, "-o", str(output), "--steps", str(args.steps), "--device", "cpu"]
+    command += ["--overwrite"] if logged_by == "teacher" else []
+    subprocess.run(["rm", "-rf", str(output)], check=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if "torch.distributed.run" in command else None
+    began, tree_peak = time.perf_counter(), 0
+    with open(out / f"{name}.log", "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        while proc.poll() is None:
+            tree_peak = max(tree_peak, curate_bench.tree_rss(proc.pid)[0])
+            time.sleep(0.5)
+    if proc.returncode != 0:
+        sys.exit(f"{name} failed ({proc.returncode}); see {out / f'{name}.log'}")
+    seconds = time.perf_counter() - began
+    early, last = peaks(output, logged_by, args.early)
+    return {"case": name, "early": early, "last": last, "ratio": last / early,
+            "tree": tree_peak / MIB, "seconds": seconds}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--early", type=int, default=200)
+    parser.add_argument("--cases", default="", help="Comma-separated case names (default: all).")
+    parser.add_argument("--out", default="build/bench-memory")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prepare(out)
+    every = cases(out)
+    chosen = [c for c in args.cases.split(",") if c] or list(every)
+    unknown = sorted(set(chosen) - set(every))
+    if unknown:
+        sys.exit(f"unknown cases {unknown}; choose from {sorted(every)}")
+    rows = []
+    for name in chosen:
+        rows.append(run_case(name, *every[name], out, args))
+        r = rows[-1]
+        print(f"{name}: {r['early']:.0f} → {r['last']:.0f} MiB ({r['ratio']:.2f}×), "
+              f"{r['seconds']:.0f} s", flush=True)  # fmt: skip
+    print(f"\npeak RSS of the process (MiB), step {args.early} against step {args.steps}:")
+    print(f"{'case':<28}{'step ' + str(args.early):>10}{'last':>10}{'×':>7}{'tree':>9}{'s':>7}")
+    for r in rows:
+        print(f"{r['case']:<28}{r['early']:>10.0f}{r['last']:>10.0f}{r['ratio']:>7.2f}"
+              f"{r['tree']:>9.0f}{r['seconds']:>7.0f}")  # fmt: skip
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""A long online run must not grow in memory: `jestflow train --mode learnability` on shards of
+texts of every length, in its own process, its peak RSS (as its log records it) late in the run
+against early on. Before batches were padded to a few lengths this run grew about 17 MiB a step."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from jestflow.transforms.records import make_example
+from jestflow.transforms.shard_samples import encode
+from jestflow.transforms.shards import ShardWriter
+
+STEPS, EARLY = 240, 60
+
+
+@pytest.mark.slow
+def test_learnability_training_does_not_grow_in_memory(tmp_path):
+    rng = random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz     .,"
+    with ShardWriter(str(tmp_path / "shards"), prefix="shard", max_count=500) as writer:
+        for i in range(2000):
+            text = "".join(rng.choice(letters) for _ in range(rng.randint(1, 400)))
+            example = make_example(layout="text", text=text, source="pool", position=i)
+            loss = rng.uniform(1.0, 4.0)
+            writer.write(encode(example, {"teacher_loss": loss, "score": -loss}))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "jestflow.pipeline.cli", "train", "--shards",
+               str(tmp_path / "shards" / "*.tar"), "--task", "lm", "-o", str(out),
+               "--mode", "learnability", "--steps", str(STEPS), "--eval-every", "1000",
+               "--device", "cpu"]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    peak = {r["step"]: r["peak_rss_mib"] for r in logged if "peak_rss_mib" in r}
+    assert sorted(peak) == list(range(1, STEPS + 1))
+    # Generous: a run that grows a few MiB a step fails (it grew ~17 MiB a step before).
+    assert peak[STEPS] <= 1.25 * peak[EARLY] + 50, (peak[EARLY], peak[STEPS])
