@@ -49,6 +49,12 @@ def progress(iterable: Iterable, *, desc: str, **options) -> tqdm:
 
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far, in MiB (logged by the training loops, so a
-    long run's log shows whether memory grows)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes there, KiB here
+    long run's log shows whether memory grows). On Linux from VmHWM: getrusage's ru_maxrss keeps
+    the peak of whatever process forked this one (a 700 MiB launcher hides a 300 MiB run)."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 2**10  # kB
+    except (OSError, StopIteration, IndexError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes there, KiB here

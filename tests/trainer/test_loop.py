@@ -3,6 +3,7 @@ than uniform, resume continues at the same step, and the student can be the next
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -80,6 +81,8 @@ def test_a_short_run_lowers_the_held_out_loss(noisy_shards, tmp_path, learned):
     assert {"learnability", "tags", "score_seconds", "train_seconds", "examples_seen",
             "score_flops", "train_flops"} <= set(steps[0])  # fmt: skip
     assert steps[-1]["examples_seen"] == 30 * 64 and steps[0]["score_flops"] == 0
+    peaks = [r["peak_rss_mib"] for r in steps]  # this process's peak so far: never falls
+    assert peaks[0] > 10 and all(b >= a - 1 for a, b in itertools.pairwise(peaks))
 
 
 def test_learnability_trains_on_a_cleaner_mix_than_uniform(noisy_shards, tmp_path, learned):
