@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import sys
 from collections.abc import Iterable
 
@@ -56,5 +55,7 @@ def peak_rss_mib() -> float:
             line = next(x for x in f if x.startswith("VmHWM:"))
         return int(line.split()[1]) / 2**10  # kB
     except (OSError, StopIteration, IndexError, ValueError):
+        import resource  # Unix only: imported where /proc is missing, not on import
+
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes there, KiB here
