@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -113,7 +114,7 @@ def run_case(name: str, command: list[str], logged_by: str, out: Path, args) -> 
     output = out / "runs" / name
     command = [*command, "-o", str(output), "--steps", str(args.steps), "--device", "cpu"]
     command += ["--overwrite"] if logged_by == "teacher" else []
-    subprocess.run(["rm", "-rf", str(output)], check=True)
+    shutil.rmtree(output, ignore_errors=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if "torch.distributed.run" in command else None
     began, tree_peak = time.perf_counter(), 0
     with open(out / f"{name}.log", "w") as log:

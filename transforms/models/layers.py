@@ -64,11 +64,10 @@ def pad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad 1-D token tensors to `padded_length` (at most `limit`, the longest the model
     takes): (ids [N, T], mask [N, T] true on real tokens)."""
+    ids = torch.nn.utils.rnn.pad_sequence(list(sequences), batch_first=True, padding_value=pad_id)
+    width = padded_length(ids.shape[1], limit)
+    ids = F.pad(ids, (0, width - ids.shape[1]), value=pad_id)
     lengths = torch.tensor([len(s) for s in sequences])
-    width = padded_length(int(lengths.max()), limit)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    for row, sequence in zip(ids, sequences, strict=True):
-        row[: len(sequence)] = sequence
     return ids, torch.arange(width)[None, :] < lengths[:, None]
 
 
