@@ -18,12 +18,18 @@ captions; teacher: the built-in CNN + n-gram towers, 600 steps):
 
 Steps-to-target: the first evaluation at or below the uniform run's final held-out loss (same
 seed). Compute-to-target: the student's training and online scoring FLOPs (the trainer's own
-estimate) spent by then, against the uniform run's total. Online scoring reads the first 64 bytes
-(`--score-seq-len`); the teacher's one offline pass over the pool is reported apart.
+estimate) spent by then, against the uniform run's total. Time-to-target: the wall-clock seconds
+of the steps by then (drawing samples, online scoring, training; not the evaluations), against
+the uniform run's; the arms run one after another, so give the benchmark the machine (or pin it:
+`taskset -c 0`). Online scoring reads the first 64 bytes (`--score-seq-len`). The teacher's one
+offline pass over the pool (the `jestflow curate` run: its FLOPs estimate and its wall-clock
+seconds) is reported apart, with its break-even: how many student runs on the same shards pay
+for it (its seconds over the seconds one run saves against uniform).
 
 Run: python bench/data_efficiency.py [--seeds 0,1,2] [--steps 300]
      [--tasks lm,contrastive,image-text] [--pair-teacher auto|minilm|built-in]
-     [--out build/bench-data-efficiency] [--ablations] [--ablation-arms "learnability τ=0.1"]
+     [--out build/bench-data-efficiency] [--arms "offline + online"] [--ablations]
+     [--ablation-arms "learnability τ=0.1"]
 Data, teachers, curated sets and finished runs under --out are reused: pick a new --out after
 changing the teacher steps or the evaluation interval.
 """
@@ -101,6 +107,23 @@ ABLATIONS = {
         "learnability τ=0.1": ("scored", {**ONLINE, "score_seq_len": 64, "temperature": 0.1}),
         "learnability full length": ("scored", ONLINE),
         "learnability r=10": ("scored", {**ONLINE, "super_batch_ratio": 10, "score_seq_len": 64}),
+        # the offline + online recipe, one knob at a time
+        "offline + online, full length": ("offline", ONLINE),
+        "offline + online r=2": (
+            "offline",
+            {**ONLINE, "super_batch_ratio": 2, "score_seq_len": 64},
+        ),
+        "offline 30 %": ("offline 30 %", {"mode": "uniform"}),
+        "offline 30 % + online": ("offline 30 %", {**ONLINE, "score_seq_len": 64}),
+        "offline 30 % + online r=2": (
+            "offline 30 %",
+            {**ONLINE, "super_batch_ratio": 2, "score_seq_len": 64},
+        ),
+        "offline 20 %": ("offline 20 %", {"mode": "uniform"}),
+        "offline 20 % + online r=2": (
+            "offline 20 %",
+            {**ONLINE, "super_batch_ratio": 2, "score_seq_len": 64},
+        ),
     },
     "contrastive": {
         "independent τ=1": ("scored", {**ONLINE, "n_chunks": 1, "temperature": 1.0}),
@@ -112,33 +135,40 @@ ABLATIONS = {
 ABLATIONS["image-text"] = ABLATIONS["contrastive"]
 
 
-def prepare(out: Path, args) -> dict:
-    """Demo corpora, the teachers, and the curated shard sets every seed shares."""
+# curated shard sets: name → the fraction of the pool `jestflow curate` keeps (each one is a full
+# teacher pass over the pool; "scored" keeps everything, for the online arms to choose from)
+KEEP = {"scored": 1.0, "offline": 0.5, "offline 30 %": 0.3, "offline 20 %": 0.2}
+
+
+def prepare(out: Path, args) -> None:
+    """Demo corpora and the teachers every seed shares."""
     data = out / "data"
     if not (data / "lm" / "pool.jsonl").exists():
         make_corpora(DemoDataConfig(output=str(data)))
     if "image-text" in args.tasks and not (data / "image-text" / "pool-000000.tar").exists():
         make_scenes(SceneConfig(output=str(data)))
-    sets: dict = {}
     for task in args.tasks:
         teacher = out / f"teacher-{task}"
         if not (teacher / "config.json").exists():
             make_teacher(task, teacher, out, args)
-        kinds = {"scored": SelectionConfig(keep=1.0)}
-        if task == "lm":
-            kinds["offline"] = SelectionConfig(keep=0.5)
-        for kind, selection in kinds.items():
-            target = out / f"{task}-{kind}"
-            if not (target / "stats.json").exists():
-                stats = run_curation(CurateConfig(
-                    inputs=(data_file(out, task, 2),), output=str(target),
-                    teacher=str(teacher), task=MODEL_TASK[task], fields=FIELDS[task],
-                    selection=selection, super_batch=1000, shard_max_count=500, workers=1,
-                    overwrite=True,
-                ))  # fmt: skip
-                print(f"curated {task} {kind}: {stats['counts']}", flush=True)
-            sets[(task, kind)] = str(target / "shards" / "*.tar")
-    return sets
+
+
+def curated_dir(out: Path, task: str, source: str) -> Path:
+    return out / f"{task}-{source.replace(' %', '').replace(' ', '-')}"
+
+
+def shard_set(out: Path, task: str, source: str) -> str:
+    """The task's pool curated with `KEEP[source]` (curated on first use), as a shard pattern."""
+    target = curated_dir(out, task, source)
+    if not (target / "stats.json").exists():
+        stats = run_curation(CurateConfig(
+            inputs=(data_file(out, task, 2),), output=str(target),
+            teacher=str(out / f"teacher-{task}"), task=MODEL_TASK[task], fields=FIELDS[task],
+            selection=SelectionConfig(keep=KEEP[source]), super_batch=1000,
+            shard_max_count=500, workers=1, overwrite=True,
+        ))  # fmt: skip
+        print(f"curated {task} {source}: {stats['counts']}", flush=True)
+    return str(target / "shards" / "*.tar")
 
 
 def make_teacher(task: str, teacher: Path, out: Path, args) -> None:
@@ -165,7 +195,7 @@ def make_teacher(task: str, teacher: Path, out: Path, args) -> None:
              else f", recall@1 {result.eval_recall_at_1:.3f}"), flush=True)  # fmt: skip
 
 
-def run_arm(task: str, name: str, source: str, options: dict, seed: int, sets, out: Path, args):
+def run_arm(task: str, name: str, source: str, options: dict, seed: int, out: Path, args):
     run_dir = out / "runs" / task / f"{name.replace(' ', '_')}-seed{seed}"
     if not (run_dir / "trainer_state.json").exists() or read_log(str(run_dir)).steps != args.steps:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -173,7 +203,7 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, sets, o
         where = (
             {"data": (data_file(out, task, 2),)}
             if source == "raw"
-            else {"shards": (sets[(task, source)],)}
+            else {"shards": (shard_set(out, task, source),)}
         )
         began = time.perf_counter()
         train(TrainConfig(
@@ -185,13 +215,36 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, sets, o
     return read_log(str(run_dir))
 
 
-def offline_pass_flops(task: str, out: Path) -> float:
-    """The teacher's forward pass over the whole pool (paid once by `curate`, reused by every
-    student), with the trainer's estimate."""
+def teacher_pass(task: str, out: Path, logs: dict[str, list[RunLog]], rows: list[dict]) -> dict:
+    """The teacher's one offline pass over the pool (paid once by `curate`, reused by every
+    student): FLOPs (the trainer's estimate), the curate run's wall-clock seconds, and per arm on
+    curated shards the break-even: student runs on those shards that pay the pass back."""
     teacher = load_model(str(out / f"teacher-{task}"))
     params = sum(p.numel() for p in teacher.parameters())
     pool, _ = load_examples([data_file(out, task, 2)], FIELDS[task])
-    return forward_flops(teacher, params, pool, None)
+    flops = forward_flops(teacher, params, pool, None)
+    uniform_flops = statistics.mean(r.final.flops for r in logs["uniform"])
+    uniform_seconds = statistics.mean(r.final.seconds for r in logs["uniform"])
+    # every curated set is one full pass over the pool: the first one that was made
+    made = [d for d in map(lambda s: curated_dir(out, task, s), KEEP) if d.exists()]
+    stats = json.loads((made[0] / "stats.json").read_text())
+    seconds = stats["timing"]["seconds"]
+    break_even = {}
+    for row in rows:
+        to_target = row["seconds_to_target"]
+        on_shards = {**ARMS[task], **ABLATIONS[task]}[row["arm"]][0] != "raw"
+        if on_shards and to_target is not None and to_target < uniform_seconds:
+            break_even[row["arm"]] = seconds / (uniform_seconds - to_target)
+    return {"flops": flops, "flops_share": flops / uniform_flops, "seconds": seconds,
+            "seconds_share": seconds / uniform_seconds, "break_even_runs": break_even}  # fmt: skip
+
+
+def pass_report(found: dict) -> str:
+    runs = ", ".join(f"{arm} {n:.2f}" for arm, n in found["break_even_runs"].items())
+    return (f"the teacher's one pass over the pool: {found['flops']:.3g} FLOPs "
+            f"({found['flops_share']:.2f}× a uniform run's training), {found['seconds']:.0f} s "
+            f"({found['seconds_share']:.2f}× a uniform run's steps); student runs that pay it "
+            f"back: {runs or '—'}")  # fmt: skip
 
 
 def summarize(task: str, logs: dict[str, list[RunLog]]) -> list[dict]:
@@ -204,19 +257,18 @@ def summarize(task: str, logs: dict[str, list[RunLog]]) -> list[dict]:
         row["final_loss"] = (statistics.mean(finals), _sd(finals))
         recalls = [r.final.recall_at_1 for r in runs if r.final.recall_at_1 is not None]
         row["recall"] = (statistics.mean(recalls), _sd(recalls)) if recalls else None
-        speed, compute, reached = [], [], 0
-        for run, base in zip(runs, baselines, strict=False):
-            found = compare(run, base)
-            if found.reached is not None:
-                reached += 1
-                speed.append(found.speed_up)
-                compute.append(found.compute_saving)
-        row["reached"] = reached
-        row["speed_up"] = (statistics.mean(speed), _sd(speed)) if speed else None
-        row["compute_saving"] = (statistics.mean(compute), _sd(compute)) if compute else None
+        found = [compare(run, base) for run, base in zip(runs, baselines, strict=False)]
+        found = [f for f in found if f.reached is not None]
+        row["reached"] = len(found)
+        for key in ("speed_up", "compute_saving", "time_saving"):
+            values = [getattr(f, key) for f in found]
+            row[key] = (statistics.mean(values), _sd(values)) if values else None
+        row["seconds_to_target"] = (
+            statistics.mean(f.reached.seconds for f in found) if found else None
+        )
         clean = [r.fraction("clean") for r in runs if r.fraction("clean") is not None]
         row["clean"] = statistics.mean(clean) if clean else None
-        row["seconds"] = statistics.mean(r.score_seconds + r.train_seconds for r in runs)
+        row["seconds"] = statistics.mean(r.step_seconds for r in runs)
         rows.append(row)
     return rows
 
@@ -230,17 +282,34 @@ def table(task: str, rows: list[dict], steps: int) -> str:
         return "—" if pair is None else f"{pair[0]:{fmt}} ± {pair[1]:{fmt}}"
 
     head = ["arm", "seeds", "final held-out loss", "recall@1", "steps-to-target ×",
-            "compute-to-target ×", "reached", "clean", "train+score s"]  # fmt: skip
+            "compute-to-target ×", "time-to-target ×", "reached", "clean", "step s"]  # fmt: skip
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         lines.append(" | ".join([
             r["arm"], str(r["seeds"]), pm(r["final_loss"], ".3f"),
             pm(r["recall"], ".3f") if task != "lm" else "—",
-            pm(r["speed_up"], ".1f"), pm(r["compute_saving"], ".1f"),
+            pm(r["speed_up"], ".1f"), pm(r["compute_saving"], ".1f"), pm(r["time_saving"], ".1f"),
             f"{r['reached']}/{r['seeds']}",
             "—" if r["clean"] is None else f"{r['clean']:.0%}", f"{r['seconds']:.0f}",
         ]))  # fmt: skip
     return f"{task}, {steps} steps, b = 32:\n" + "\n".join(lines)
+
+
+def run_task(task: str, seeds: list[int], out: Path, args) -> dict[str, list[RunLog]]:
+    """The arms (`--arms`, always with uniform) on every seed, then the ablations."""
+    chosen = [a for a in args.arms.split(",") if a] or list(ARMS[task])
+    logs = {
+        name: [run_arm(task, name, source, options, seed, out, args) for seed in seeds]
+        for name, (source, options) in ARMS[task].items()
+        if name == "uniform" or name in chosen
+    }
+    every_seed = [name for name in args.ablation_arms.split(",") if name]
+    for name, (source, options) in ABLATIONS[task].items():
+        if name in every_seed:
+            logs[name] = [run_arm(task, name, source, options, seed, out, args) for seed in seeds]
+        elif args.ablations:
+            logs[name] = [run_arm(task, name, source, options, seeds[0], out, args)]
+    return logs
 
 
 def main() -> None:
@@ -253,6 +322,7 @@ def main() -> None:
     parser.add_argument("--pair-teacher", choices=PAIR_TEACHERS, default="auto")
     parser.add_argument("--pair-teacher-steps", type=int, default=600)
     parser.add_argument("--out", default="build/bench-data-efficiency")
+    parser.add_argument("--arms", default="", help="Comma-separated arms (default: all).")
     parser.add_argument("--ablations", action="store_true", help="Extra arms on the first seed.")
     parser.add_argument(
         "--ablation-arms",
@@ -266,28 +336,15 @@ def main() -> None:
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"jestflow {version('jestflow')}, {os.cpu_count()} CPUs", flush=True)  # fmt: skip
     began = time.perf_counter()
-    sets = prepare(out, args)
+    prepare(out, args)
     results = {}
     for task in args.tasks:
-        logs = {
-            name: [run_arm(task, name, source, options, seed, sets, out, args) for seed in seeds]
-            for name, (source, options) in ARMS[task].items()
-        }
-        every_seed = [name for name in args.ablation_arms.split(",") if name]
-        for name, (source, options) in ABLATIONS[task].items():
-            if name in every_seed:
-                logs[name] = [run_arm(task, name, source, options, seed, sets, out, args)
-                              for seed in seeds]  # fmt: skip
-            elif args.ablations:
-                logs[name] = [run_arm(task, name, source, options, seeds[0], sets, out, args)]
+        logs = run_task(task, seeds, out, args)
         rows = summarize(task, logs)
-        teacher_pass = offline_pass_flops(task, out)
-        results[task] = {"arms": rows, "teacher_pass_flops": teacher_pass}
+        found = teacher_pass(task, out, logs, rows)
+        results[task] = {"arms": rows, "teacher_pass": found}
         print("\n" + table(task, rows, args.steps), flush=True)
-        uniform = statistics.mean(r.final.flops for r in logs["uniform"])
-        share = teacher_pass / uniform
-        print(f"the teacher's one pass over the pool: {teacher_pass:.3g} FLOPs "
-              f"({share:.2f}× a uniform run's training)\n", flush=True)  # fmt: skip
+        print(pass_report(found) + "\n", flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"total {time.perf_counter() - began:.0f} s; results in {out / 'results.json'}")
 

@@ -6,8 +6,9 @@ train`, in the curve of `metrics.json` for `jestflow teacher train`), so the tab
 there; under torchrun that is rank 0's. The whole process tree's peak is polled from /proc as
 well. A path whose memory does not grow has a ratio near 1.0 (target: ≤ 1.2).
 
-Data: the demo corpora (LM pool of 10,000 records, the text pairs and the image–text scenes),
-teachers trained briefly on them, and the pools curated with keep 1 (every example scored).
+Data: bench/data_efficiency.py's (the demo corpora: LM pool of 10,000 records, the text pairs and
+the image–text scenes), its built-in teachers trained briefly (100 steps), and its "scored"
+shard sets (each pool curated with keep 1: every example scored).
 
 Run: python bench/memory.py [--steps 2000] [--early 200] [--cases lm-learnability,...]
      [--out build/bench-memory]   (--cases takes names from the table; default: all)
@@ -25,39 +26,36 @@ import time
 from pathlib import Path
 
 import curate as curate_bench
-
-from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
-from jestflow.pipeline.demo_scenes import SceneConfig, make_scenes
-from jestflow.pipeline.job import CurateConfig, run_curation
-from jestflow.trainer.fit import TeacherConfig, train_teacher
-from jestflow.transforms.offline_selection import SelectionConfig
-from jestflow.transforms.records import FieldMap
+import data_efficiency
 
 MIB = 2**20
-# task → (data folder, reference, pool, fields as CLI options, field map, model task)
-TASKS = {
-    "lm": ("lm", "reference.jsonl", "pool.jsonl", ["--text-field", "text"],
-           FieldMap(text="text"), "lm"),
-    "pairs": ("contrastive", "reference.jsonl", "pool.jsonl",
-              ["--query-field", "query", "--doc-field", "doc"],
-              FieldMap(query="query", doc="doc"), "contrastive"),
-    "image-text": ("image-text", "reference-*.tar", "pool-*.tar",
-                   ["--image-field", "png", "--caption-field", "txt"],
-                   FieldMap(image="png", caption="txt"), "contrastive"),
-}  # fmt: skip
+# case prefix → the data-efficiency bench's task, whose corpora, teachers and curated sets these
+# runs read
+TASKS = {"lm": "lm", "pairs": "contrastive", "image-text": "image-text"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             "-m", "jestflow.pipeline.cli"]  # fmt: skip
 JESTFLOW = [sys.executable, "-m", "jestflow.pipeline.cli"]
+
+
+def field_options(task: str) -> list[str]:
+    """The task's field map as `jestflow` options (`--text-field text`, ...)."""
+    fields = data_efficiency.FIELDS[task]
+    found = []
+    for name in ("text", "query", "doc", "image", "caption"):
+        if getattr(fields, name):
+            found += [f"--{name}-field", getattr(fields, name)]
+    return found
 
 
 def cases(out: Path) -> dict[str, tuple[list[str], str]]:
     """name → (command, what logs the peaks: `train` or `teacher`). Every run reads its task's
     pool: raw (`--data`) for the modes that need no teacher values, curated shards otherwise."""
     found = {}
-    for task, (folder, _, pool, fields, _, model_task) in TASKS.items():
-        data = str(out / "data" / folder / pool)
-        shards = str(out / f"curated-{task}" / "shards" / "*.tar")
-        found[f"teacher-{task}"] = (
+    for prefix, task in TASKS.items():
+        data, fields = data_efficiency.data_file(out, task, 2), field_options(task)
+        shards = str(data_efficiency.curated_dir(out, task, "scored") / "shards" / "*.tar")
+        model_task = data_efficiency.MODEL_TASK[task]
+        found[f"teacher-{prefix}"] = (
             [*JESTFLOW, "teacher", "train", data, "--task", model_task, *fields],
             "teacher",
         )
@@ -68,7 +66,7 @@ def cases(out: Path) -> dict[str, tuple[list[str], str]]:
             where = ["--data", data, *fields] if mode in ("uniform", "hard_learner") else [
                 "--shards", shards]  # fmt: skip
             train = ["train", *where, "--task", model_task, "--mode", mode, "--eval-every", "1000"]
-            found[f"{task}-{mode}"] = ([*JESTFLOW, *train], "train")
+            found[f"{prefix}-{mode}"] = ([*JESTFLOW, *train], "train")
             if task == "lm" and mode == "learnability":
                 found["lm-learnability-score64"] = (
                     [*JESTFLOW, *train, "--score-seq-len", "64"], "train")  # fmt: skip
@@ -77,25 +75,12 @@ def cases(out: Path) -> dict[str, tuple[list[str], str]]:
 
 
 def prepare(out: Path) -> None:
-    """The demo corpora, brief teachers, and each pool curated with keep 1."""
-    data = out / "data"
-    if not (data / "lm" / "pool.jsonl").exists():
-        make_corpora(DemoDataConfig(output=str(data)))
-    if not (data / "image-text" / "pool-000000.tar").exists():
-        make_scenes(SceneConfig(output=str(data)))
-    for task, (folder, reference, pool, _, fields, model_task) in TASKS.items():
-        teacher = out / f"teacher-{task}"
-        if not (teacher / "config.json").exists():
-            train_teacher(TeacherConfig(inputs=(str(data / folder / reference),),
-                                        output=str(teacher), task=model_task, fields=fields,
-                                        steps=100, overwrite=True))  # fmt: skip
-        curated = out / f"curated-{task}"
-        if not (curated / "stats.json").exists():
-            run_curation(CurateConfig(
-                inputs=(str(data / folder / pool),), output=str(curated), teacher=str(teacher),
-                task=model_task, fields=fields, selection=SelectionConfig(keep=1.0),
-                super_batch=1000, shard_max_count=500, workers=1, overwrite=True,
-            ))  # fmt: skip
+    """The data-efficiency bench's corpora, brief built-in teachers and scored shard sets."""
+    settings = argparse.Namespace(tasks=list(TASKS.values()), teacher_steps=100,
+                                  pair_teacher="built-in", pair_teacher_steps=100)  # fmt: skip
+    data_efficiency.prepare(out, settings)
+    for task in TASKS.values():
+        data_efficiency.shard_set(out, task, "scored")
 
 
 def peaks(output: Path, logged_by: str, early: int) -> tuple[float, float]:

@@ -221,10 +221,10 @@ def inspect_runs(runs, as_json) -> None:
 @click.option(
     "--x",
     "x_axis",
-    type=click.Choice(["step", "flops"]),
+    type=click.Choice(["step", "flops", "time"]),
     default="step",
     show_default=True,
-    help="Steps, or the estimated FLOPs of scoring and training.",
+    help="Steps, the estimated FLOPs of scoring and training, or the steps' wall-clock seconds.",
 )
 def plot(runs, output, x_axis) -> None:
     """Draw the eval curves of several `jestflow train` RUN directories on one PNG."""

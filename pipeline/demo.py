@@ -156,7 +156,10 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
     write_json(results, config.path(RESULTS))
     for name, task in results["tasks"].items():
         echo(f"\n{name} (teacher: {task['teacher']['kind']})\n{results_table(task)}")
-    echo(f"curves: {config.path('TASK', 'eval.png')} (by step), eval-flops.png (by FLOPs)")
+    echo(
+        f"curves: {config.path('TASK', 'eval.png')} (by step), eval-flops.png (by FLOPs), "
+        "eval-time.png (by the steps' seconds)"
+    )
     echo(f"results: {config.path(RESULTS)}")
     return results
 
@@ -198,9 +201,21 @@ def _run_task(config: DemoConfig, recipe: Recipe, stages: _Stages, echo) -> dict
     runs = {"student-uniform": read_log(uniform), "student-jest": read_log(jest)}
     plot_runs([uniform, jest], where(root, "eval.png"))
     plot_runs([uniform, jest], where(root, "eval-flops.png"), x="flops")
+    plot_runs([uniform, jest], where(root, "eval-time.png"), x="time")
     seconds = {k.split("/")[1]: v for k, v in stages.seconds.items() if k.startswith(recipe.name)}
-    return {"teacher": teacher, "curation": curated["counts"], "runs": _compare(runs, seconds),
-            "seconds": seconds}  # fmt: skip
+    compared = _compare(runs, seconds)
+    return {"teacher": teacher, "curation": curated["counts"], "runs": compared,
+            "teacher_pass": _teacher_pass(curated, compared), "seconds": seconds}  # fmt: skip
+
+
+def _teacher_pass(curated: dict, runs: dict[str, dict]) -> dict:
+    """The curate run (the teacher's one pass over the pool): its seconds, and how many student
+    runs on its shards pay them back (its seconds over the seconds one saves against uniform)."""
+    seconds = curated["timing"]["seconds"]
+    uniform, jest = runs["student-uniform"], runs["student-jest"]
+    saved = None if jest["seconds_to_target"] is None else (
+        uniform["step_seconds"] - jest["seconds_to_target"])  # fmt: skip
+    return {"seconds": seconds, "break_even_runs": seconds / saved if saved and saved > 0 else None}
 
 
 def minilm_model() -> str | None:
@@ -264,6 +279,9 @@ def _compare(runs: dict[str, RunLog], seconds: dict[str, float]) -> dict[str, di
             "speed_up": found.speed_up,
             "flops_to_target": None if found.reached is None else found.reached.flops,
             "compute_saving": found.compute_saving,
+            "seconds_to_target": None if found.reached is None else found.reached.seconds,
+            "time_saving": found.time_saving,
+            "step_seconds": log.step_seconds,
             "clean_fraction": log.fraction("clean"),
             "seconds": seconds[name],
         }
@@ -275,18 +293,26 @@ def results_table(results: dict) -> str:
     runs = results["runs"]
     target = runs["student-uniform"]["final_eval_loss"]
     recall = any(r["final_recall_at_1"] is not None for r in runs.values())
-    rows = [("run", f"steps to {target:.3f}", "× fewer", "compute ×", "final loss",
-             *(("recall@1",) if recall else ()), "clean", "seconds")]  # fmt: skip
+    rows = [("run", f"steps to {target:.3f}", "× fewer", "compute ×", "time ×", "final loss",
+             *(("recall@1",) if recall else ()), "clean", "step s", "seconds")]  # fmt: skip
     for name, r in runs.items():
         rows.append((
             name,
             "not reached" if r["steps_to_target"] is None else str(r["steps_to_target"]),
             "—" if r["speed_up"] is None else f"{r['speed_up']:.1f}×",
             "—" if r["compute_saving"] is None else f"{r['compute_saving']:.1f}×",
+            "—" if r["time_saving"] is None else f"{r['time_saving']:.1f}×",
             f"{r['final_eval_loss']:.3f}",
             *((f"{r['final_recall_at_1']:.3f}",) if recall else ()),
             "—" if r["clean_fraction"] is None else f"{r['clean_fraction']:.0%}",
-            f"{r['seconds']:.0f}",
+            f"{r['step_seconds']:.0f}", f"{r['seconds']:.0f}",
         ))  # fmt: skip
     stages = "  ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
-    return text_table(rows[1:], header=rows[0]) + f"\nwall time: {stages}"
+    paid = results["teacher_pass"]
+    runs_to_pay = paid["break_even_runs"]
+    pays = ("not paid back (no time saved)" if runs_to_pay is None
+            else f"paid back by {runs_to_pay:.2f} student runs on its shards")  # fmt: skip
+    return (
+        text_table(rows[1:], header=rows[0]) + f"\nwall time: {stages}"
+        f"\nthe teacher's pass over the pool (curate): {paid['seconds']:.0f} s, {pays}"
+    )

@@ -93,8 +93,9 @@ class TrainConfig(ModelSize, Optimization):
 
     @property
     def super_batch(self) -> int:
-        """r·b: the samples each step draws (per rank)."""
-        return self.batch_size * self.super_batch_ratio
+        """r·b: the samples each step draws (per rank); b for uniform, which trains on what it
+        draws (drawing r·b would only slow the baseline down)."""
+        return self.batch_size * (1 if self.mode == "uniform" else self.super_batch_ratio)
 
     def checkpoint_due(self, step: int) -> bool:
         """Whether the step (0-based) ends with an evaluation and a checkpoint."""
@@ -137,6 +138,7 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     steps = _steps(config, run.start, main=ranks.main)
     last: dict = {}
     for step in steps:
+        step_began = time.perf_counter()
         batch = _draw(run.stream, config.super_batch)
         chosen = select_online(run.model, batch, config.batch_size, mode=config.mode,
                                n_chunks=config.n_chunks, temperature=config.temperature,
@@ -148,7 +150,7 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
         loss = run.training.step(
             model_inputs(run.model, [s.text for s in picked], [s.right for s in picked])
         )
-        last = _step_record(run, step, loss.item(), chosen, batch, picked, began)
+        last = _step_record(run, step, loss.item(), chosen, batch, picked, (step_began, began))
         if ranks.main:
             steps.set_postfix(loss=f"{last['loss']:.3f}")
             last = _log(run, step, last)
@@ -271,9 +273,10 @@ def _step_record(
     chosen: OnlineSelection,
     batch: list[TrainSample],
     picked: list[TrainSample],
-    began: float,
+    began: tuple[float, float],
 ) -> dict:
-    """The step's log line (`began`: when its training pass began)."""
+    """The step's log line (`began`: when the step, and its training pass, began). The step's
+    wall time counts drawing the samples, scoring and training; not evaluations or checkpoints."""
     config, world = run.config, run.ranks.world
     scoring = 0 if config.mode in ("uniform", "easy_reference") else config.super_batch
     return {
@@ -282,7 +285,8 @@ def _step_record(
         "learnability": chosen.learnability,
         "tags": dict(Counter(s.tag for s in picked if s.tag is not None)),
         "score_seconds": round(chosen.seconds, 4),
-        "train_seconds": round(time.perf_counter() - began, 4),
+        "train_seconds": round(time.perf_counter() - began[1], 4),
+        "step_seconds": round(time.perf_counter() - began[0], 4),
         "examples_seen": (step + 1) * config.super_batch * world,
         "score_flops": world
         * forward_flops(run.model, run.params, batch[:scoring], config.score_seq_len),

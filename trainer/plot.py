@@ -9,7 +9,11 @@ from ..transforms.errors import JestflowError
 from ..transforms.paths import filesystem
 from .results import read_log
 
-AXES = {"step": "step", "flops": "training + scoring FLOPs (estimated)"}
+AXES = {
+    "step": "step",
+    "flops": "training + scoring FLOPs (estimated)",
+    "time": "wall-clock seconds of the steps (drawing, scoring, training)",
+}
 
 
 def eval_curve(run: str, x: str = "step") -> tuple[list[float], list[float]]:
@@ -17,7 +21,8 @@ def eval_curve(run: str, x: str = "step") -> tuple[list[float], list[float]]:
     evaluations = read_log(run).evaluations
     if not evaluations:
         raise JestflowError(f"{run} logged no evaluations (train with --eval)")
-    return [e.step if x == "step" else e.flops for e in evaluations], [e.loss for e in evaluations]
+    xs = [e.step if x == "step" else e.flops if x == "flops" else e.seconds for e in evaluations]
+    return xs, [e.loss for e in evaluations]
 
 
 def plot_runs(runs: Sequence[str], output: str, *, x: str = "step") -> None:

@@ -1,6 +1,6 @@
 """What a `jestflow train` run measured, read back from its log.jsonl: the eval curve against
-steps and against estimated FLOPs, what it trained on (the `kind` tags), and when it first
-reached a target held-out loss."""
+steps, estimated FLOPs and wall-clock seconds, what it trained on (the `kind` tags), and when it
+first reached a target held-out loss."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ..transforms.paths import filesystem
 class Evaluation:
     step: int
     flops: float  # training + scoring FLOPs spent up to this step (estimated)
+    seconds: float  # wall-clock seconds of the steps up to this one (drawing, scoring, training)
     loss: float
     recall_at_1: float | None
 
@@ -31,6 +32,7 @@ class RunLog:
     train_flops: float = 0.0
     score_seconds: float = 0.0
     train_seconds: float = 0.0
+    step_seconds: float = 0.0  # wall clock of the steps; evaluations and checkpoints excluded
 
     @property
     def final(self) -> Evaluation:
@@ -65,10 +67,13 @@ def read_log(run: str) -> RunLog:
                 log.train_flops += record.get("train_flops", 0.0)
                 log.score_seconds += record.get("score_seconds", 0.0)
                 log.train_seconds += record.get("train_seconds", 0.0)
+                # logs written before step_seconds existed: scoring + training
+                log.step_seconds += record.get("step_seconds", record.get("score_seconds", 0.0)
+                                               + record.get("train_seconds", 0.0))  # fmt: skip
             if record.get("eval_loss") is not None:
                 log.evaluations.append(Evaluation(
                     step=record["step"], flops=log.score_flops + log.train_flops,
-                    loss=record["eval_loss"], recall_at_1=record.get("eval_recall_at_1"),
+                    seconds=log.step_seconds, loss=record["eval_loss"], recall_at_1=record.get("eval_recall_at_1"),
                 ))  # fmt: skip
     return log
 
@@ -81,18 +86,22 @@ class Comparison:
     reached: Evaluation | None  # None: never reached
     speed_up: float | None  # baseline steps / steps to the target
     compute_saving: float | None  # baseline FLOPs / FLOPs to the target (training + scoring)
+    time_saving: float | None  # baseline seconds / wall-clock seconds to the target
 
 
 def compare(run: RunLog, baseline: RunLog) -> Comparison:
-    """Steps and compute to reach the baseline's final held-out loss. The baseline itself takes
-    all its steps by definition (its loss may dip below the final value earlier)."""
+    """Steps, compute and wall-clock time to reach the baseline's final held-out loss. The
+    baseline itself takes all its steps by definition (its loss may dip below the final value
+    earlier). Seconds compare fairly only between runs that had the machine to themselves."""
     target = baseline.final
     reached = target if run is baseline else run.first_at_or_below(target.loss)
     if reached is None:
-        return Comparison(target=target.loss, reached=None, speed_up=None, compute_saving=None)
+        return Comparison(target=target.loss, reached=None, speed_up=None, compute_saving=None,
+                          time_saving=None)  # fmt: skip
     return Comparison(
         target=target.loss,
         reached=reached,
         speed_up=target.step / reached.step,
         compute_saving=target.flops / reached.flops if reached.flops else None,
+        time_saving=target.seconds / reached.seconds if reached.seconds else None,
     )

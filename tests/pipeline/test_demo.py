@@ -23,8 +23,17 @@ def check_task(results: dict, name: str, inputs: int) -> None:
     assert abs(curation["selected"] - curation["not_selected"]) <= 1 + inputs // 100  # keep 0.5
     uniform, jest = task["runs"]["student-uniform"], task["runs"]["student-jest"]
     assert uniform["steps"] == jest["steps"] == 4 and uniform["speed_up"] == 1.0
+    assert uniform["time_saving"] == 1.0 and uniform["seconds_to_target"] == uniform["step_seconds"]
+    assert 0 < uniform["step_seconds"] < task["seconds"]["student-uniform"]  # no evals counted
     if jest["steps_to_target"] is not None:  # 4 steps: it may or may not get there
         assert jest["speed_up"] == 4 / jest["steps_to_target"]
+        assert jest["time_saving"] == pytest.approx(
+            uniform["step_seconds"] / jest["seconds_to_target"])  # fmt: skip
+    paid = task["teacher_pass"]
+    assert 0 < paid["seconds"] <= task["seconds"]["curate"]
+    if paid["break_even_runs"] is not None:
+        saved = uniform["step_seconds"] - jest["seconds_to_target"]
+        assert paid["break_even_runs"] == pytest.approx(paid["seconds"] / saved)
     assert 0 < uniform["clean_fraction"] < 1 and uniform["final_eval_loss"] > 0
     assert set(task["seconds"]) == {"teacher", "curate", "student-uniform", "student-jest"}
 
@@ -52,6 +61,10 @@ def test_the_demo_runs_every_stage_and_compares_the_students(tmp_path):
         assert f"\n{name} (teacher: " in result.output
         assert (out / name / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "recall@1" in result.output and "wall time: teacher" in result.output
+    assert (
+        "time ×" in result.output and "the teacher's pass over the pool (curate): " in result.output
+    )
+    assert (out / "lm" / "eval-time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tiers = sorted(p.name[:7] for p in (out / "lm" / "curated" / "shards").glob("*.tar"))
     assert tiers == ["tier-00", "tier-01", "tier-02", "tier-03"]
     again = CliRunner().invoke(main, args)

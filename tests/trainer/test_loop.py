@@ -78,9 +78,11 @@ def test_a_short_run_lowers_the_held_out_loss(noisy_shards, tmp_path, learned):
     learned.expect("held-out loss below the untrained model's", gain, ">", 0.5)
     steps = [r for r in lines(tmp_path / "run") if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 31))
-    assert {"learnability", "tags", "score_seconds", "train_seconds", "examples_seen",
-            "score_flops", "train_flops"} <= set(steps[0])  # fmt: skip
-    assert steps[-1]["examples_seen"] == 30 * 64 and steps[0]["score_flops"] == 0
+    assert {"learnability", "tags", "score_seconds", "train_seconds", "step_seconds",
+            "examples_seen", "score_flops", "train_flops"} <= set(steps[0])  # fmt: skip
+    # uniform draws b, not r·b: it trains on what it draws
+    assert steps[-1]["examples_seen"] == 30 * 16 and steps[0]["score_flops"] == 0
+    assert all(r["train_seconds"] <= r["step_seconds"] for r in steps)
     peaks = [r["peak_rss_mib"] for r in steps]  # this process's peak so far: never falls
     assert peaks[0] > 10 and all(b >= a - 1 for a, b in itertools.pairwise(peaks))
 

@@ -11,14 +11,14 @@ from jestflow.trainer.results import compare, read_log
 from jestflow.transforms.errors import JestflowError
 
 
-def write_log(directory, evals, flops_per_step, tags=None):
+def write_log(directory, evals, flops_per_step, tags=None, seconds_per_step=0.6):
     """A log.jsonl as `jestflow train` writes it: a line per step, an eval line every 10."""
     directory.mkdir()
     lines = []
     for step in range(1, 10 * len(evals) + 1):
         lines.append({"step": step, "loss": 3.0, "tags": tags or {}, "score_flops": 0.0,
                       "train_flops": flops_per_step, "score_seconds": 0.0,
-                      "train_seconds": 0.5})  # fmt: skip
+                      "train_seconds": 0.5, "step_seconds": seconds_per_step})  # fmt: skip
         if step % 10 == 0:
             lines.append({"step": step, "eval_loss": evals[step // 10 - 1],
                           "eval_recall_at_1": None})  # fmt: skip
@@ -29,17 +29,29 @@ def write_log(directory, evals, flops_per_step, tags=None):
 def test_steps_and_compute_to_the_baselines_final_loss(tmp_path):
     baseline = write_log(tmp_path / "uniform", [4.0, 3.0, 2.9, 3.1, 3.0], 100.0,
                          {"clean": 1, "noise": 3})  # fmt: skip
-    fast = write_log(tmp_path / "jest", [3.5, 2.95, 2.5, 2.4, 2.3], 125.0, {"clean": 3, "noise": 1})
+    fast = write_log(tmp_path / "jest", [3.5, 2.95, 2.5, 2.4, 2.3], 125.0, {"clean": 3, "noise": 1},
+                     seconds_per_step=1.0)  # fmt: skip
     never = write_log(tmp_path / "bad", [4.5, 4.4, 4.3, 4.2, 4.1], 100.0)
     assert baseline.steps == 50 and baseline.final.loss == 3.0 and baseline.final.flops == 5000
     assert baseline.fraction("clean") == 0.25 and never.fraction("clean") is None
     assert baseline.train_seconds == pytest.approx(25.0)
     same = compare(baseline, baseline)  # all 50 steps, though 3.0 was first reached at step 20
     assert same.reached.step == 50 and same.speed_up == 1.0 and same.compute_saving == 1.0
+    assert baseline.final.seconds == pytest.approx(30.0) and same.time_saving == 1.0
     found = compare(fast, baseline)
     assert found.target == 3.0 and found.reached.step == 20
     assert found.speed_up == 2.5 and found.compute_saving == pytest.approx(5000 / 2500)
+    assert found.time_saving == pytest.approx(30.0 / 20.0)  # slower steps eat part of the gain
     assert compare(never, baseline).reached is None and compare(never, baseline).speed_up is None
+    assert compare(never, baseline).time_saving is None
+
+
+def test_logs_from_before_step_seconds_count_scoring_and_training(tmp_path):
+    (tmp_path / "log.jsonl").write_text(
+        '{"step": 1, "loss": 2.0, "score_seconds": 0.25, "train_seconds": 0.5}\n'
+        '{"step": 1, "eval_loss": 2.5}\n'
+    )
+    assert read_log(str(tmp_path)).final.seconds == pytest.approx(0.75)
 
 
 def test_a_directory_without_a_log_is_an_error(tmp_path):
