@@ -11,7 +11,9 @@ the image–text scenes), its built-in teachers trained briefly (100 steps), and
 shard sets (each pool curated with keep 1: every example scored).
 
 Run: python bench/memory.py [--steps 2000] [--early 200] [--cases lm-learnability,...]
-     [--out build/bench-memory]   (--cases takes names from the table; default: all)
+     [--out build/bench-memory] [--env MALLOC_MMAP_THRESHOLD_=65536]
+     (--cases takes names from the table; default: all; --env runs each case once more with
+     that in its environment, beside the plain run)
 """
 
 from __future__ import annotations
@@ -94,25 +96,40 @@ def peaks(output: Path, logged_by: str, early: int) -> tuple[float, float]:
     return at_early["peak_rss_mib"], curve[-1]["peak_rss_mib"]
 
 
-def run_case(name: str, command: list[str], logged_by: str, out: Path, args) -> dict:
-    """One case in its own process tree, alone on the machine; its peaks and seconds."""
-    output = out / "runs" / name
+def step_seconds(output: Path, logged_by: str) -> float | None:
+    """A `train` run's mean wall-clock seconds per step (None for a teacher run)."""
+    if logged_by == "teacher":
+        return None
+    lines = (output / "log.jsonl").read_text().splitlines()
+    seconds = [r["step_seconds"] for r in map(json.loads, lines) if "step_seconds" in r]
+    return sum(seconds) / len(seconds)
+
+
+def run_case(
+    name: str, command: list[str], logged_by: str, out: Path, args, extra: dict[str, str]
+) -> dict:
+    """One case in its own process tree, alone on the machine (with `extra` in its environment);
+    its peaks and seconds."""
+    output = out / "runs" / name.replace(" ", "-").replace("=", "-")
     command = [*command, "-o", str(output), "--steps", str(args.steps), "--device", "cpu"]
     command += ["--overwrite"] if logged_by == "teacher" else []
     shutil.rmtree(output, ignore_errors=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"} if "torch.distributed.run" in command else None
+    env = {**os.environ, **extra}
+    if "torch.distributed.run" in command:
+        env["OMP_NUM_THREADS"] = "1"
     began, tree_peak = time.perf_counter(), 0
-    with open(out / f"{name}.log", "w") as log:
+    with open(out / f"{output.name}.log", "w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         while proc.poll() is None:
             tree_peak = max(tree_peak, curate_bench.tree_rss(proc.pid)[0])
             time.sleep(0.5)
     if proc.returncode != 0:
-        sys.exit(f"{name} failed ({proc.returncode}); see {out / f'{name}.log'}")
+        sys.exit(f"{name} failed ({proc.returncode}); see {out / f'{output.name}.log'}")
     seconds = time.perf_counter() - began
     early, last = peaks(output, logged_by, args.early)
     return {"case": name, "early": early, "last": last, "ratio": last / early,
-            "tree": tree_peak / MIB, "seconds": seconds}  # fmt: skip
+            "tree": tree_peak / MIB, "seconds": seconds,
+            "step_seconds": step_seconds(output, logged_by)}  # fmt: skip
 
 
 def main() -> None:
@@ -121,6 +138,13 @@ def main() -> None:
     parser.add_argument("--early", type=int, default=200)
     parser.add_argument("--cases", default="", help="Comma-separated case names (default: all).")
     parser.add_argument("--out", default="build/bench-memory")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        help="KEY=VALUE: run each case once more with this in its environment "
+        "(e.g. MALLOC_MMAP_THRESHOLD_=65536), side by side.",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,17 +154,22 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(every))
     if unknown:
         sys.exit(f"unknown cases {unknown}; choose from {sorted(every)}")
+    settings = [{}] + [dict([pair.split("=", 1)]) for pair in args.env]
     rows = []
     for name in chosen:
-        rows.append(run_case(name, *every[name], out, args))
-        r = rows[-1]
-        print(f"{name}: {r['early']:.0f} → {r['last']:.0f} MiB ({r['ratio']:.2f}×), "
-              f"{r['seconds']:.0f} s", flush=True)  # fmt: skip
+        for extra in settings:
+            label = " ".join([name, *(f"{k}={v}" for k, v in extra.items())])
+            rows.append(run_case(label, *every[name], out, args, extra))
+            r = rows[-1]
+            print(f"{label}: {r['early']:.0f} → {r['last']:.0f} MiB ({r['ratio']:.2f}×), "
+                  f"{r['seconds']:.0f} s", flush=True)  # fmt: skip
     print(f"\npeak RSS of the process (MiB), step {args.early} against step {args.steps}:")
-    print(f"{'case':<28}{'step ' + str(args.early):>10}{'last':>10}{'×':>7}{'tree':>9}{'s':>7}")
+    print(f"{'case':<52}{'step ' + str(args.early):>10}{'last':>8}{'×':>6}{'tree':>7}"
+          f"{'s/step':>8}{'s':>7}")  # fmt: skip
     for r in rows:
-        print(f"{r['case']:<28}{r['early']:>10.0f}{r['last']:>10.0f}{r['ratio']:>7.2f}"
-              f"{r['tree']:>9.0f}{r['seconds']:>7.0f}")  # fmt: skip
+        per_step = "—" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}"
+        print(f"{r['case']:<52}{r['early']:>10.0f}{r['last']:>8.0f}{r['ratio']:>6.2f}"
+              f"{r['tree']:>7.0f}{per_step:>8}{r['seconds']:>7.0f}")  # fmt: skip
     (out / "results.json").write_text(json.dumps(rows, indent=1))
 
 
