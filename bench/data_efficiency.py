@@ -21,14 +21,14 @@ seed). Compute-to-target: the student's training and online scoring FLOPs (the t
 estimate) spent by then, against the uniform run's total. Time-to-target: the wall-clock seconds
 of the steps by then (drawing samples, online scoring, training; not the evaluations), against
 the uniform run's; the arms run one after another, so give the benchmark the machine (or pin it:
-`taskset -c 0`). Online scoring reads the first 64 bytes (`--score-seq-len`). The teacher's one
-offline pass over the pool (the `jestflow curate` run: its FLOPs estimate and its wall-clock
+`taskset -c 0`). Online scoring reads the first 64 bytes (the trainer's default
+`--score-seq-len`). The teacher's one offline pass over the pool (the `jestflow curate` run: its FLOPs estimate and its wall-clock
 seconds) is reported apart, with its break-even: how many student runs on the same shards pay
 for it (its seconds over the seconds one run saves against uniform).
 
 Run: python bench/data_efficiency.py [--seeds 0,1,2] [--steps 300]
      [--tasks lm,contrastive,image-text] [--pair-teacher auto|minilm|built-in]
-     [--out build/bench-data-efficiency] [--arms "offline + online"] [--ablations]
+     [--out build/bench-data-efficiency] [--arms "offline + online"] [--warmup-steps N] [--ablations]
      [--ablation-arms "learnability τ=0.1"]
 Data, teachers, curated sets and finished runs under --out are reused: pick a new --out after
 changing the teacher steps or the evaluation interval.
@@ -87,10 +87,10 @@ ONLINE = {"mode": "learnability", "super_batch_ratio": 5}
 ARMS = {
     "lm": {
         "uniform": ("raw", {"mode": "uniform"}),
-        "hard learner": ("raw", {**ONLINE, "mode": "hard_learner", "score_seq_len": 64}),
+        "hard learner": ("raw", {**ONLINE, "mode": "hard_learner"}),
         "easy reference": ("offline", {"mode": "uniform"}),
-        "learnability": ("scored", {**ONLINE, "score_seq_len": 64}),
-        "offline + online": ("offline", {**ONLINE, "score_seq_len": 64}),
+        "learnability": ("scored", ONLINE),
+        "offline + online": ("offline", ONLINE),
     },
     "contrastive": {
         "uniform": ("raw", {"mode": "uniform"}),
@@ -103,26 +103,32 @@ ARMS["image-text"] = ARMS["contrastive"]
 # arms above use the default, relative temperature; τ=… is an absolute one.
 ABLATIONS = {
     "lm": {
-        "learnability τ=1": ("scored", {**ONLINE, "score_seq_len": 64, "temperature": 1.0}),
-        "learnability τ=0.1": ("scored", {**ONLINE, "score_seq_len": 64, "temperature": 0.1}),
-        "learnability full length": ("scored", ONLINE),
-        "learnability r=10": ("scored", {**ONLINE, "super_batch_ratio": 10, "score_seq_len": 64}),
+        "learnability τ=1": ("scored", {**ONLINE, "temperature": 1.0}),
+        "learnability τ=0.1": ("scored", {**ONLINE, "temperature": 0.1}),
+        "learnability full length": ("scored", {**ONLINE, "score_seq_len": 0}),
+        "learnability r=10": ("scored", {**ONLINE, "super_batch_ratio": 10}),
         # the offline + online recipe, one knob at a time
-        "offline + online, full length": ("offline", ONLINE),
+        "offline + online full length": ("offline", {**ONLINE, "score_seq_len": 0}),
         "offline + online r=2": (
             "offline",
-            {**ONLINE, "super_batch_ratio": 2, "score_seq_len": 64},
+            {**ONLINE, "super_batch_ratio": 2},
         ),
         "offline 30 %": ("offline 30 %", {"mode": "uniform"}),
-        "offline 30 % + online": ("offline 30 %", {**ONLINE, "score_seq_len": 64}),
+        "offline 30 % + online": ("offline 30 %", ONLINE),
         "offline 30 % + online r=2": (
             "offline 30 %",
-            {**ONLINE, "super_batch_ratio": 2, "score_seq_len": 64},
+            {**ONLINE, "super_batch_ratio": 2},
         ),
+        "offline 30 % + online full length r=2": (
+            "offline 30 %",
+            {**ONLINE, "super_batch_ratio": 2, "score_seq_len": 0},
+        ),
+        "offline 30 % + online 128 bytes": ("offline 30 %", {**ONLINE, "score_seq_len": 128}),
         "offline 20 %": ("offline 20 %", {"mode": "uniform"}),
+        "offline 20 % + online": ("offline 20 %", ONLINE),
         "offline 20 % + online r=2": (
             "offline 20 %",
-            {**ONLINE, "super_batch_ratio": 2, "score_seq_len": 64},
+            {**ONLINE, "super_batch_ratio": 2},
         ),
     },
     "contrastive": {
@@ -209,7 +215,7 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, out: Pa
         train(TrainConfig(
             **where, task=MODEL_TASK[task], output=str(run_dir), fields=fields, steps=args.steps,
             batch_size=32, eval_inputs=(data_file(out, task, 1),),
-            eval_every=args.eval_every, seed=seed, **options,
+            eval_every=args.eval_every, seed=seed, **args.schedule, **options,
         ))  # fmt: skip
         print(f"{task} {name} seed {seed}: {time.perf_counter() - began:.0f} s", flush=True)
     return read_log(str(run_dir))
@@ -323,6 +329,9 @@ def main() -> None:
     parser.add_argument("--pair-teacher-steps", type=int, default=600)
     parser.add_argument("--out", default="build/bench-data-efficiency")
     parser.add_argument("--arms", default="", help="Comma-separated arms (default: all).")
+    parser.add_argument(
+        "--warmup-steps", type=int, help="Every student's warm-up (default: the trainer's)."
+    )
     parser.add_argument("--ablations", action="store_true", help="Extra arms on the first seed.")
     parser.add_argument(
         "--ablation-arms",
@@ -331,6 +340,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.tasks = args.tasks.split(",")
+    args.schedule = {} if args.warmup_steps is None else {"warmup_steps": args.warmup_steps}
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), "

@@ -70,8 +70,8 @@ def cases(out: Path) -> dict[str, tuple[list[str], str]]:
             train = ["train", *where, "--task", model_task, "--mode", mode, "--eval-every", "1000"]
             found[f"{prefix}-{mode}"] = ([*JESTFLOW, *train], "train")
             if task == "lm" and mode == "learnability":
-                found["lm-learnability-score64"] = (
-                    [*JESTFLOW, *train, "--score-seq-len", "64"], "train")  # fmt: skip
+                found["lm-learnability-full-length"] = (
+                    [*JESTFLOW, *train, "--score-seq-len", "0"], "train")  # fmt: skip
                 found["lm-learnability-torchrun2"] = ([*TORCHRUN, *train], "train")
     return found
 

@@ -172,8 +172,9 @@ def curate(**params) -> None:
 @seed_option
 @click.option(
     "--score-seq-len",
-    type=POSITIVE,
-    help="lm: the student scores only the first N tokens (a cheaper pass).",
+    type=click.IntRange(min=0),
+    help="lm: the student scores only the first N tokens of each candidate, a cheaper pass "
+    "[default: 64; 0: the whole text].",
 )
 @device_option
 @model_size_options

@@ -66,7 +66,6 @@ class DemoConfig:
     keep: float = 0.5  # the offline pass keeps the half the teacher finds easiest
     super_batch: int = 1000  # of the offline pass
     tiers: int = 4  # the offline pass's shards in four score bands
-    score_seq_len: int | None = 64  # the LM student scores the first 64 bytes only
     eval_every: int = 10
     workers: int = 1
     seed: int = 0
@@ -195,8 +194,7 @@ def _run_task(config: DemoConfig, recipe: Recipe, stages: _Stages, echo) -> dict
             shards=(where(root, "curated", "shards", "*.tar"),), fields=recipe.plain,
             mode="learnability", super_batch_ratio=config.super_batch_ratio,
             temperature=config.temperature, relative_temperature=config.relative_temperature,
-            score_seq_len=config.score_seq_len if recipe.task == "lm" else None, output=jest,
-            **student,
+            output=jest, **student,
         ))  # fmt: skip
     runs = {"student-uniform": read_log(uniform), "student-jest": read_log(jest)}
     plot_runs([uniform, jest], where(root, "eval.png"))

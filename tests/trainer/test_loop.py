@@ -432,3 +432,22 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(noisy_sh
     assert last["step"] == 4
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_an_lm_student_scores_the_first_64_tokens_unless_told(noisy_shards, tmp_path):
+    assert config(noisy_shards, tmp_path / "a").scoring_length == 64
+    assert config(noisy_shards, tmp_path / "a", score_seq_len=0).scoring_length is None
+    assert config(noisy_shards, tmp_path / "a", score_seq_len=16).scoring_length == 16
+    with pytest.raises(JestflowError, match="token count"):
+        config(noisy_shards, tmp_path / "a", score_seq_len=-1)
+
+    def score_flops(name, **changes):
+        train(config(noisy_shards, tmp_path / name, steps=2, eval_inputs=(), max_len=256,
+                     **changes))  # fmt: skip
+        return [r["score_flops"] for r in lines(tmp_path / name)]
+
+    # the fixture's sentences run to about 60 bytes: 16 or 40 of them cost less to score
+    whole, cut = score_flops("all", score_seq_len=0), score_flops("40", score_seq_len=40)
+    short = score_flops("16", score_seq_len=16)
+    assert score_flops("default") == whole  # none is longer than 64
+    assert all(s < c < w for s, c, w in zip(short, cut, whole, strict=True))
