@@ -63,7 +63,7 @@ class DemoConfig:
     # The online sampling temperature: relative to each draw's scores by default (selection.py).
     temperature: float | None = None
     relative_temperature: float = RELATIVE_TEMPERATURE
-    keep: float = 0.5  # the offline pass keeps the half the teacher finds easiest
+    keep: float | None = None  # the offline pass's keep fraction; None: each task's own
     super_batch: int = 1000  # of the offline pass
     tiers: int = 4  # the offline pass's shards in four score bands
     eval_every: int = 10
@@ -98,9 +98,13 @@ class Recipe:
     data: str  # the folder under data/ with the reference, eval and pool files
     files: tuple[str, str, str]  # reference, eval, pool (globs)
     fields: FieldMap  # with the `kind` tag kept
+    keep: float  # what the offline pass keeps (the pool's clean share, roughly, and a margin)
 
     def file(self, config: DemoConfig, which: int) -> str:
         return config.path("data", self.data, self.files[which])
+
+    def keep_for(self, config: DemoConfig) -> float:
+        return self.keep if config.keep is None else config.keep
 
     @property
     def plain(self) -> FieldMap:  # the fields without the tag
@@ -110,13 +114,14 @@ class Recipe:
 RECIPES = {
     "lm": Recipe(name="lm", task="lm", data="lm",
                  files=("reference.jsonl", "eval.jsonl", "pool.jsonl"),
-                 fields=FieldMap(text="text", keep=("kind",))),
+                 fields=FieldMap(text="text", keep=("kind",)), keep=0.3),
     "text-pairs": Recipe(name="text-pairs", task="contrastive", data="contrastive",
                          files=("reference.jsonl", "eval.jsonl", "pool.jsonl"),
-                         fields=FieldMap(query="query", doc="doc", keep=("kind",))),
+                         fields=FieldMap(query="query", doc="doc", keep=("kind",)), keep=0.5),
     "image-text": Recipe(name="image-text", task="contrastive", data="image-text",
                          files=("reference-*.tar", "eval-*.tar", "pool-*.tar"),
-                         fields=FieldMap(image="png", caption="txt", keep=("kind",))),
+                         fields=FieldMap(image="png", caption="txt", keep=("kind",)),
+                         keep=0.5),
 }  # fmt: skip
 
 
@@ -170,11 +175,11 @@ def _run_task(config: DemoConfig, recipe: Recipe, stages: _Stages, echo) -> dict
     with stages.stage(f"{recipe.name}/teacher", f"{recipe.name}: the teacher"):
         teacher = _teacher(config, recipe, where(root, "teacher"), echo)
     with stages.stage(f"{recipe.name}/curate", f"{recipe.name}: curate the pool (keep "
-                      f"{config.keep:.0%}, Beam local runner)"):  # fmt: skip
+                      f"{recipe.keep_for(config):.0%}, Beam local runner)"):  # fmt: skip
         curated = run_curation(CurateConfig(
             inputs=(recipe.file(config, 2),), output=where(root, "curated"),
             teacher=where(root, "teacher"), task=recipe.task, fields=recipe.fields,
-            selection=SelectionConfig(keep=config.keep, seed=config.seed),
+            selection=SelectionConfig(keep=recipe.keep_for(config), seed=config.seed),
             super_batch=config.super_batch, tiers=config.tiers, workers=config.workers,
             device=config.device, overwrite=True,
         ))  # fmt: skip
