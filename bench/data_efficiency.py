@@ -235,22 +235,35 @@ def teacher_pass(task: str, out: Path, logs: dict[str, list[RunLog]], rows: list
     made = [d for d in map(lambda s: curated_dir(out, task, s), KEEP) if d.exists()]
     stats = json.loads((made[0] / "stats.json").read_text())
     seconds = stats["timing"]["seconds"]
-    break_even = {}
+    metrics = out / f"teacher-{task}" / "metrics.json"  # a built-in teacher's training
+    trained = json.loads(metrics.read_text())["seconds"] if metrics.exists() else None
+    break_even, with_training = {}, {}
     for row in rows:
         to_target = row["seconds_to_target"]
         on_shards = {**ARMS[task], **ABLATIONS[task]}[row["arm"]][0] != "raw"
         if on_shards and to_target is not None and to_target < uniform_seconds:
             break_even[row["arm"]] = seconds / (uniform_seconds - to_target)
+            if trained is not None:
+                with_training[row["arm"]] = (seconds + trained) / (uniform_seconds - to_target)
     return {"flops": flops, "flops_share": flops / uniform_flops, "seconds": seconds,
-            "seconds_share": seconds / uniform_seconds, "break_even_runs": break_even}  # fmt: skip
+            "seconds_share": seconds / uniform_seconds, "break_even_runs": break_even,
+            "teacher_training_seconds": trained,
+            "break_even_runs_with_training": with_training}  # fmt: skip
 
 
 def pass_report(found: dict) -> str:
     runs = ", ".join(f"{arm} {n:.2f}" for arm, n in found["break_even_runs"].items())
-    return (f"the teacher's one pass over the pool: {found['flops']:.3g} FLOPs "
+    text = (f"the teacher's one pass over the pool: {found['flops']:.3g} FLOPs "
             f"({found['flops_share']:.2f}× a uniform run's training), {found['seconds']:.0f} s "
             f"({found['seconds_share']:.2f}× a uniform run's steps); student runs that pay it "
             f"back: {runs or '—'}")  # fmt: skip
+    if found["teacher_training_seconds"] is not None:
+        runs = ", ".join(
+            f"{arm} {n:.2f}" for arm, n in found["break_even_runs_with_training"].items()
+        )
+        text += (f"\nwith the teacher's training ({found['teacher_training_seconds']:.0f} s): "
+                 f"{runs or '—'}")  # fmt: skip
+    return text
 
 
 def summarize(task: str, logs: dict[str, list[RunLog]]) -> list[dict]:

@@ -208,17 +208,22 @@ def _run_task(config: DemoConfig, recipe: Recipe, stages: _Stages, echo) -> dict
     seconds = {k.split("/")[1]: v for k, v in stages.seconds.items() if k.startswith(recipe.name)}
     compared = _compare(runs, seconds)
     return {"teacher": teacher, "curation": curated["counts"], "runs": compared,
-            "teacher_pass": _teacher_pass(curated, compared), "seconds": seconds}  # fmt: skip
+            "teacher_pass": _teacher_pass(curated, compared, seconds["teacher"]),
+            "seconds": seconds}  # fmt: skip
 
 
-def _teacher_pass(curated: dict, runs: dict[str, dict]) -> dict:
+def _teacher_pass(curated: dict, runs: dict[str, dict], teacher_seconds: float) -> dict:
     """The curate run (the teacher's one pass over the pool): its seconds, and how many student
-    runs on its shards pay them back (its seconds over the seconds one saves against uniform)."""
+    runs on its shards pay them back (its seconds over the seconds one saves against uniform),
+    alone and with the teacher's own training (or calibration) added."""
     seconds = curated["timing"]["seconds"]
     uniform, jest = runs["student-uniform"], runs["student-jest"]
     saved = None if jest["seconds_to_target"] is None else (
         uniform["step_seconds"] - jest["seconds_to_target"])  # fmt: skip
-    return {"seconds": seconds, "break_even_runs": seconds / saved if saved and saved > 0 else None}
+    if not saved or saved <= 0:
+        return {"seconds": seconds, "break_even_runs": None, "with_teacher_runs": None}
+    return {"seconds": seconds, "break_even_runs": seconds / saved,
+            "with_teacher_runs": (seconds + teacher_seconds) / saved}  # fmt: skip
 
 
 def minilm_model() -> str | None:
@@ -314,7 +319,8 @@ def results_table(results: dict) -> str:
     paid = results["teacher_pass"]
     runs_to_pay = paid["break_even_runs"]
     pays = ("not paid back (no time saved)" if runs_to_pay is None
-            else f"paid back by {runs_to_pay:.2f} student runs on its shards")  # fmt: skip
+            else f"paid back by {runs_to_pay:.2f} student runs on its shards "
+                 f"({paid['with_teacher_runs']:.2f} with the teacher's own)")  # fmt: skip
     return (
         text_table(rows[1:], header=rows[0]) + f"\nwall time: {stages}"
         f"\nthe teacher's pass over the pool (curate): {paid['seconds']:.0f} s, {pays}"

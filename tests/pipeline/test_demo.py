@@ -35,6 +35,8 @@ def check_task(results: dict, name: str, inputs: int, keep: float = 0.5) -> None
     if paid["break_even_runs"] is not None:
         saved = uniform["step_seconds"] - jest["seconds_to_target"]
         assert paid["break_even_runs"] == pytest.approx(paid["seconds"] / saved)
+        teacher = task["seconds"]["teacher"]
+        assert paid["with_teacher_runs"] == pytest.approx((paid["seconds"] + teacher) / saved)
     assert 0 < uniform["clean_fraction"] < 1 and uniform["final_eval_loss"] > 0
     assert set(task["seconds"]) == {"teacher", "curate", "student-uniform", "student-jest"}
 
