@@ -31,7 +31,7 @@ def check_task(results: dict, name: str, inputs: int, keep: float = 0.5) -> None
         assert jest["time_saving"] == pytest.approx(
             uniform["step_seconds"] / jest["seconds_to_target"])  # fmt: skip
     paid = task["teacher_pass"]
-    assert 0 < paid["seconds"] <= task["seconds"]["curate"]
+    assert 0 < paid["seconds"] <= task["seconds"]["curate"] + 0.05  # the stage's, rounded to 0.1
     if paid["break_even_runs"] is not None:
         saved = uniform["step_seconds"] - jest["seconds_to_target"]
         assert paid["break_even_runs"] == pytest.approx(paid["seconds"] / saved)
