@@ -30,6 +30,8 @@ from pathlib import Path
 import curate as curate_bench
 import data_efficiency
 
+from jestflow.trainer.results import read_log
+
 MIB = 2**20
 # case prefix → the data-efficiency bench's task, whose corpora, teachers and curated sets these
 # runs read
@@ -100,9 +102,8 @@ def step_seconds(output: Path, logged_by: str) -> float | None:
     """A `train` run's mean wall-clock seconds per step (None for a teacher run)."""
     if logged_by == "teacher":
         return None
-    lines = (output / "log.jsonl").read_text().splitlines()
-    seconds = [r["step_seconds"] for r in map(json.loads, lines) if "step_seconds" in r]
-    return sum(seconds) / len(seconds)
+    log = read_log(str(output))
+    return log.step_seconds / log.steps
 
 
 def run_case(
