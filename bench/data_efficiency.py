@@ -21,8 +21,8 @@ seed). Compute-to-target: the student's training and online scoring FLOPs (the t
 estimate) spent by then, against the uniform run's total. Time-to-target: the wall-clock seconds
 of the steps by then (drawing samples, online scoring, training; not the evaluations), against
 the uniform run's; the arms run one after another, so give the benchmark the machine (or pin it:
-`taskset -c 0`). Online scoring reads the first 64 bytes (the trainer's default
-`--score-seq-len`). The teacher's one offline pass over the pool (the `jestflow curate` run: its FLOPs estimate and its wall-clock
+`taskset -c 0`). The teacher at curation and the student online both score the first 64
+bytes of each text (the default `--score-seq-len`). The teacher's one offline pass over the pool (the `jestflow curate` run: its FLOPs estimate and its wall-clock
 seconds) is reported apart, with its break-even: how many student runs on the same shards pay
 for it (its seconds over the seconds one run saves against uniform).
 
@@ -60,6 +60,7 @@ from jestflow.trainer.results import RunLog, compare, read_log
 from jestflow.transforms.checkpoint import load_model
 from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.records import FieldMap
+from jestflow.transforms.scoring import scoring_length
 from jestflow.transforms.vocabulary import PAIR_TEACHERS
 
 LM_TEXT = FieldMap(text="text", keep=("kind",))
@@ -124,6 +125,16 @@ ABLATIONS = {
             {**ONLINE, "super_batch_ratio": 2, "score_seq_len": 0},
         ),
         "offline 30 % + online 128 bytes": ("offline 30 %", {**ONLINE, "score_seq_len": 128}),
+        # the recipe before the teacher scored the student's 64 bytes
+        "offline 30 % whole-text teacher": ("offline 30 % whole-text teacher", {"mode": "uniform"}),
+        "offline 30 % whole-text teacher + online": (
+            "offline 30 % whole-text teacher",
+            {**ONLINE, "score_seq_len": 0},
+        ),
+        "offline 30 % whole-text teacher + online 64 bytes": (
+            "offline 30 % whole-text teacher",
+            ONLINE,
+        ),
         "offline 20 %": ("offline 20 %", {"mode": "uniform"}),
         "offline 20 % + online": ("offline 20 %", ONLINE),
         "offline 20 % + online r=2": (
@@ -141,9 +152,16 @@ ABLATIONS = {
 ABLATIONS["image-text"] = ABLATIONS["contrastive"]
 
 
-# curated shard sets: name → the fraction of the pool `jestflow curate` keeps (each one is a full
-# teacher pass over the pool; "scored" keeps everything, for the online arms to choose from)
-KEEP = {"scored": 1.0, "offline": 0.5, "offline 30 %": 0.3, "offline 20 %": 0.2}
+# curated shard sets: name → (the fraction of the pool `jestflow curate` keeps, its
+# --score-seq-len: None is the default, the first 64 tokens). Each one is a full teacher pass over
+# the pool; "scored" keeps everything, for the online arms to choose from.
+CURATED = {
+    "scored": (1.0, None),
+    "offline": (0.5, None),
+    "offline 30 %": (0.3, None),
+    "offline 20 %": (0.2, None),
+    "offline 30 % whole-text teacher": (0.3, 0),
+}
 
 
 def prepare(out: Path, args) -> None:
@@ -164,13 +182,15 @@ def curated_dir(out: Path, task: str, source: str) -> Path:
 
 
 def shard_set(out: Path, task: str, source: str) -> str:
-    """The task's pool curated with `KEEP[source]` (curated on first use), as a shard pattern."""
+    """The task's pool curated as `CURATED[source]` says (curated on first use), as a shard
+    pattern."""
     target = curated_dir(out, task, source)
     if not (target / "stats.json").exists():
         stats = run_curation(CurateConfig(
             inputs=(data_file(out, task, 2),), output=str(target),
             teacher=str(out / f"teacher-{task}"), task=MODEL_TASK[task], fields=FIELDS[task],
-            selection=SelectionConfig(keep=KEEP[source]), super_batch=1000,
+            selection=SelectionConfig(keep=CURATED[source][0]), super_batch=1000,
+            score_seq_len=CURATED[source][1] if task == "lm" else None,
             shard_max_count=500, workers=1, overwrite=True,
         ))  # fmt: skip
         print(f"curated {task} {source}: {stats['counts']}", flush=True)
@@ -228,11 +248,12 @@ def teacher_pass(task: str, out: Path, logs: dict[str, list[RunLog]], rows: list
     teacher = load_model(str(out / f"teacher-{task}"))
     params = sum(p.numel() for p in teacher.parameters())
     pool, _ = load_examples([data_file(out, task, 2)], FIELDS[task])
-    flops = forward_flops(teacher, params, pool, None)
+    flops = forward_flops(teacher, params, pool, scoring_length(MODEL_TASK[task], None))
     uniform_flops = statistics.mean(r.final.flops for r in logs["uniform"])
     uniform_seconds = statistics.mean(r.final.seconds for r in logs["uniform"])
-    # every curated set is one full pass over the pool: the first one that was made
-    made = [d for d in map(lambda s: curated_dir(out, task, s), KEEP) if d.exists()]
+    # every curated set is one full pass over the pool: the first one made with the defaults
+    default = [source for source, (_, length) in CURATED.items() if length is None]
+    made = [d for d in map(lambda s: curated_dir(out, task, s), default) if d.exists()]
     stats = json.loads((made[0] / "stats.json").read_text())
     seconds = stats["timing"]["seconds"]
     metrics = out / f"teacher-{task}" / "metrics.json"  # a built-in teacher's training

@@ -24,6 +24,7 @@ from .cli_options import (
     model_size_options,
     sampling_options,
     schedule_options,
+    score_seq_len_option,
     seed_option,
     selection_options,
     task_option,
@@ -59,6 +60,7 @@ main.add_command(teacher)
     help="Examples grouped for one joint selection.",
 )
 @click.option("--student", help="Student checkpoint: select by learnability offline.")
+@score_seq_len_option
 @click.option(
     "--tiers",
     type=POSITIVE,
@@ -170,12 +172,7 @@ def curate(**params) -> None:
 @click.option("--init", help="Start from this checkpoint instead of a fresh model.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --output.")
 @seed_option
-@click.option(
-    "--score-seq-len",
-    type=click.IntRange(min=0),
-    help="lm: the student scores only the first N tokens of each candidate, a cheaper pass "
-    "[default: 64; 0: the whole text].",
-)
+@score_seq_len_option
 @device_option
 @model_size_options
 @field_options

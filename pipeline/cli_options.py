@@ -50,6 +50,13 @@ task_option = click.option(
 device_option = click.option(
     "--device", default="auto", show_default=True, help="auto (CUDA when there is one), cpu, cuda, cuda:1 …"
 )  # fmt: skip
+score_seq_len_option = click.option(
+    "--score-seq-len",
+    type=click.IntRange(min=0),
+    help="lm: score only the first N tokens of each text, a cheaper pass; the teacher at "
+    "curation and the student in training should score the same [default: 64; 0: the whole "
+    "text].",
+)
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 overwrite_option = click.option(
     "--overwrite", is_flag=True, help="Replace what --output already holds."

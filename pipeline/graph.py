@@ -55,14 +55,14 @@ def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
     duplicates_written = duplicates | "Duplicates" >> WriteDuplicates(config.output)
     scored = (
         examples
-        | "Look up cache" >> AttachCached(config.cache, plan.fingerprints)
+        | "Look up cache" >> AttachCached(config.cache, plan.cache_keys)
         | "Super-batches" >> AssignSuperBatches(config.super_batch, seed=config.selection.seed)
         | "Score" >> score_step(config)
     )
     written = [rejected_written, duplicates_written]
     if config.cache is not None:
         written.append(
-            scored | "Write cache" >> beam.Map(write_fresh, config.cache, plan.fingerprints)
+            scored | "Write cache" >> beam.Map(write_fresh, config.cache, plan.cache_keys)
         )
     decisions = scored | "Select" >> beam.Map(select, config)
     written.append(decisions | "Write not selected" >> beam.Map(write_not_selected, config.output))
@@ -169,6 +169,7 @@ def score_step(config: CurateConfig) -> beam.PTransform:
         task=config.task,
         student=config.student,
         device=config.device,
+        max_len=config.scoring_length,
         large_model=config.large_model,
         model_copies=config.model_copies,
         torch_threads=config.torch_threads,
@@ -239,7 +240,7 @@ class WriteShards(beam.PTransform):
             tiers=config.tiers,
             quantum=config.selection.quantum,
             limits=ShardLimits(max_count=config.shard_max_count, max_bytes=config.shard_max_bytes),
-            info=self.plan.fingerprints,
+            info=self.plan.shard_info,
         )
         # Tiers need the global score counts before any shard is written; without tiers, shard
         # groups are written as soon as they are complete.

@@ -55,14 +55,21 @@ class Scored(NamedTuple):
 
 
 def model_outputs(
-    model: nn.Module, examples: list[Example], *, task: str, max_tokens: int | None = None
+    model: nn.Module,
+    examples: list[Example],
+    *,
+    task: str,
+    max_tokens: int | None = None,
+    max_len: int | None = None,
 ) -> list[ModelOutput]:
-    """One model's output for each example: its LM loss, or its pair embeddings with t and β."""
+    """One model's output for each example: its LM loss (on the first `max_len` tokens), or its
+    pair embeddings with t and β."""
     if not examples:
         return []
     computed_in = precision(model.device)
     if task == "lm":
-        losses = lm_losses(model, [ex.text for ex in examples], max_tokens=max_tokens)
+        texts = [ex.text for ex in examples]
+        losses = lm_losses(model, texts, max_len=max_len, max_tokens=max_tokens)
         return [ModelOutput(loss=loss, precision=computed_in) for loss in losses.tolist()]
     emb = embed_pairs(model, *pair_inputs(examples), max_tokens=max_tokens)
     pairs = torch.stack([emb.left, emb.right], dim=1).numpy()
@@ -103,6 +110,7 @@ class Models:
     student: nn.Module | None
     task: str
     max_tokens: int | None
+    max_len: int | None
 
     def score(self, super_batch: int, candidates: list[Candidate]) -> Scored:
         """Both models' outputs for a super-batch, running each model only on the examples it
@@ -116,9 +124,8 @@ class Models:
                 continue
             outputs = [c.output(role, precision(model.device)) for c in candidates]
             missing = [i for i, out in enumerate(outputs) if out is None]
-            new = model_outputs(
-                model, [examples[i] for i in missing], task=self.task, max_tokens=self.max_tokens
-            )
+            new = model_outputs(model, [examples[i] for i in missing], task=self.task,
+                                max_tokens=self.max_tokens, max_len=self.max_len)  # fmt: skip
             for i, out in zip(missing, new, strict=True):
                 outputs[i] = out
             fresh[role] = {examples[i].id: out for i, out in zip(missing, new, strict=True)}
@@ -137,6 +144,7 @@ class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
         student: str | None = None,
         device: str = "auto",
         max_tokens: int | None = None,  # padded tokens per batch [scoring.batch_tokens]
+        max_len: int | None = None,  # lm: tokens of each text scored (None: all)
         large_model: bool = False,
         model_copies: int | None = None,
         torch_threads: int | None = None,
@@ -145,6 +153,7 @@ class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
         super().__init__(max_batch_size=1, large_model=large_model, model_copies=model_copies)
         self.teacher, self.student, self.task = teacher, student, task
         self.device, self.max_tokens, self.torch_threads = device, max_tokens, torch_threads
+        self.max_len = max_len
 
     def load_model(self) -> Models:
         if self.torch_threads:  # local workers share the machine's cores
@@ -156,7 +165,7 @@ class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
             if self.student is None
             else load_model(self.student, task=self.task, device=device)
         )
-        return Models(teacher, student, self.task, self.max_tokens)
+        return Models(teacher, student, self.task, self.max_tokens, self.max_len)
 
     def run_inference(
         self,

@@ -48,7 +48,7 @@ from ..transforms.run_folder import (
     prepare,
     versions,
 )
-from ..transforms.scoring import resolve_device
+from ..transforms.scoring import resolve_device, scoring_length
 from ..transforms.vocabulary import TASKS, check_choice
 from .counters import NAMESPACE
 from .graph import build
@@ -67,6 +67,9 @@ class CurateConfig:
     selection: SelectionConfig
     dedup: DedupConfig = field(default_factory=DedupConfig)  # before scoring
     student: str | None = None  # learnability offline: ℓ(student) − ℓ(teacher)
+    # lm: the models score the first N tokens of each text (None: the default, 64, what the
+    # online student scores too; 0: the whole text)
+    score_seq_len: int | None = None
     super_batch: int = 1024
     tiers: int = 1
     shard_max_count: int = 10_000
@@ -83,6 +86,7 @@ class CurateConfig:
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
+        scoring_length(self.task, self.score_seq_len)  # checks the option
         self.dedup.method_for(self.fields.layout)  # near dedup of images is refused here
         if self.super_batch < 2:
             raise JestflowError("--super-batch must be at least 2")
@@ -104,6 +108,11 @@ class CurateConfig:
         return self.dedup.method_for(self.fields.layout)
 
     @property
+    def scoring_length(self) -> int | None:
+        """The tokens of each text an lm model scores (None: all of them)."""
+        return scoring_length(self.task, self.score_seq_len)
+
+    @property
     def super_batches_per_group(self) -> int:
         """Super-batches whose selected examples share a shard (about shard_max_count per tier)."""
         per_super_batch = kept_count(self.super_batch, self.selection.keep)
@@ -118,6 +127,21 @@ class RunPlan:
     fingerprints: dict[str, str]  # role (teacher, student) → model fingerprint
     record: dict[str, Any]  # run.json's start: created, versions, runner, options, inputs, models
     started: float  # time.time() at preparation, for the run's timing
+    scoring_length: int | None = None  # lm: the tokens of each text the models score
+
+    @property
+    def cache_keys(self) -> dict[str, str]:
+        """role → the score cache's folder for its outputs: the fingerprint, with the scoring
+        length when the models score a prefix (a loss on 64 tokens is not one on the text)."""
+        suffix = "" if self.scoring_length is None else f"-first{self.scoring_length}"
+        return {role: fp + suffix for role, fp in self.fingerprints.items()}
+
+    @property
+    def shard_info(self) -> dict[str, Any]:
+        """What every selected sample's json says of the models: role → fingerprint, and the
+        tokens they scored (`score_seq_len`, lm only), which the online trainer checks."""
+        length = {} if self.scoring_length is None else {"score_seq_len": self.scoring_length}
+        return {**self.fingerprints, **length}
 
 
 def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
@@ -142,7 +166,8 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
             for role, fp in fingerprints.items()
         },
     }
-    return RunPlan(urls=urls, fingerprints=fingerprints, record=record, started=started)
+    return RunPlan(urls=urls, fingerprints=fingerprints, record=record, started=started,
+                   scoring_length=config.scoring_length)  # fmt: skip
 
 
 def options_of(config: CurateConfig) -> dict[str, Any]:

@@ -13,6 +13,7 @@ as an uninterrupted run would: the same samples, the same sub-batches, the same 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,11 +22,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..transforms.allocator import release_free_memory
 from ..transforms.checkpoint import load_model
 from ..transforms.errors import JestflowError
 from ..transforms.logs import peak_rss_mib, progress
 from ..transforms.paths import expand_urls, writable_directory
 from ..transforms.records import Example, FieldMap
+from ..transforms.scoring import scoring_length
 from ..transforms.selection import RELATIVE_TEMPERATURE, check_temperatures, generator_for
 from ..transforms.shard_samples import TrainSample
 from ..transforms.vocabulary import ONLINE_MODES, RAW_MODES, check_choice
@@ -47,10 +50,7 @@ from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardow
 from .loader import raw_samples, train_samples
 from .online_selection import OnlineSelection, select_online
 
-# What an lm student scores of each candidate by default: the first 64 tokens. On the demo pool
-# that reached the baseline's loss with 2.4× less compute, against 1.6× for the whole text, which
-# picks a little better but costs more than it saves (README, Data efficiency).
-DEFAULT_SCORE_SEQ_LEN = 64
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -72,7 +72,8 @@ class TrainConfig(ModelSize, Optimization):
     resume: bool = False  # continue from the checkpoint in `output`
     seed: int = 0
     # lm: the student scores only the first N tokens of each candidate (a cheaper pass; the
-    # learnability of a prefix ranks nearly as well); None: DEFAULT_SCORE_SEQ_LEN; 0: all of it
+    # learnability of a prefix ranks nearly as well, and the teacher scored the same prefix at
+    # curation); None: scoring.DEFAULT_SCORE_SEQ_LEN; 0: all of it
     score_seq_len: int | None = None
     device: str = "auto"
 
@@ -92,10 +93,7 @@ class TrainConfig(ModelSize, Optimization):
             )
         if (self.eval_inputs or self.data) and self.fields is None:
             raise JestflowError("raw and held-out inputs need a field mapping")
-        if self.score_seq_len is not None and self.task != "lm":
-            raise JestflowError("--score-seq-len shortens lm scoring only")
-        if self.score_seq_len is not None and self.score_seq_len < 0:
-            raise JestflowError("--score-seq-len is a token count (0: the whole text)")
+        scoring_length(self.task, self.score_seq_len)  # checks the option
         if self.resume and self.init is not None:
             raise JestflowError("--resume continues the run in --output; drop --init")
         check_temperatures(self.temperature, self.relative_temperature)
@@ -109,9 +107,7 @@ class TrainConfig(ModelSize, Optimization):
     @property
     def scoring_length(self) -> int | None:
         """How many tokens of each candidate the student scores (None: all of them)."""
-        if self.task != "lm" or self.score_seq_len == 0:
-            return None
-        return self.score_seq_len or DEFAULT_SCORE_SEQ_LEN
+        return scoring_length(self.task, self.score_seq_len)
 
     def checkpoint_due(self, step: int) -> bool:
         """Whether the step (0-based) ends with an evaluation and a checkpoint."""
@@ -156,6 +152,8 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     for step in steps:
         step_began = time.perf_counter()
         batch = _draw(run.stream, config.super_batch)
+        if step == run.start and ranks.main:
+            _check_scoring_length(config, batch[0])
         chosen = select_online(run.model, batch, config.batch_size, mode=config.mode,
                                n_chunks=config.n_chunks, temperature=config.temperature,
                                relative_temperature=config.relative_temperature,
@@ -172,9 +170,27 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
             last = _log(run, step, last)
         if config.checkpoint_due(step):
             _checkpoint(run, step + 1)
+        release_free_memory(step)
     if run.log is not None:
         run.log.close()
     return last
+
+
+def _check_scoring_length(config: TrainConfig, sample: TrainSample) -> None:
+    """Warn when the shards' teacher losses cover another part of each text than the student
+    scores: learnability ℓ(student) − ℓ(teacher) then compares unlike things."""
+    if config.mode != "learnability" or config.task != "lm" or not sample.info:
+        return
+    teacher = sample.info.get("score_seq_len")  # absent: whole texts (or shards from before)
+    if teacher != config.scoring_length:
+        said = {None: "whole texts"}
+        log.warning(
+            "the shards' teacher losses cover %s, the student scores %s: pass --score-seq-len "
+            "%s to train (or curate again with the student's length)",
+            said.get(teacher, f"the first {teacher} tokens"),
+            said.get(config.scoring_length, f"the first {config.scoring_length} tokens"),
+            teacher or 0,
+        )  # fmt: skip
 
 
 def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:

@@ -1,8 +1,9 @@
 """The score cache: a model's per-example outputs as Parquet, keyed by (example id, model
 fingerprint), so re-running curation with the same teacher scores only what is new.
 
-Layout under the cache URL: `<fingerprint>/part-<precision>-<digest>.parquet`, one part per
-scored batch of new examples; the part name is a digest of the ids it holds, so writing the same
+Layout under the cache URL: `<fingerprint>[-first<N>]/part-<precision>-<digest>.parquet`, one
+part per scored batch of new examples (`-first<N>`: an lm model's losses on the first N tokens,
+`--score-seq-len`); the part name is a digest of the ids it holds, so writing the same
 batch again (a retried bundle, a redone run) replaces the file instead of adding one. A new model
 has a new fingerprint, hence an empty folder: everything is scored afresh. Outputs computed in
 another precision (bf16 on a GPU, fp32 on a CPU) are not mixed with each other: a run uses only

@@ -46,6 +46,25 @@ class TwoTowerModel(Protocol):
     def bias(self) -> float | torch.Tensor: ...
 
 
+# What an lm model scores of each text by default, teacher and student alike: the first 64 tokens.
+# On the demo pool a teacher scoring 64 bytes curated a better set than one scoring 256 (held-out
+# loss 2.579 against 2.598 after 300 uniform steps) in a third of the time, and learnability
+# compares like with like when both models score the same prefix (README, Data efficiency).
+DEFAULT_SCORE_SEQ_LEN = 64
+
+
+def scoring_length(task: str, score_seq_len: int | None) -> int | None:
+    """The tokens of each text an lm model scores (None: all of them) for a `--score-seq-len`
+    (None: DEFAULT_SCORE_SEQ_LEN; 0: the whole text); checks the option."""
+    if score_seq_len is not None and task != "lm":
+        raise JestflowError("--score-seq-len shortens lm scoring only")
+    if score_seq_len is not None and score_seq_len < 0:
+        raise JestflowError("--score-seq-len is a token count (0: the whole text)")
+    if task != "lm" or score_seq_len == 0:
+        return None
+    return score_seq_len or DEFAULT_SCORE_SEQ_LEN
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,7 +15,7 @@ from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
 from jestflow.transforms.offline_selection import SelectionConfig
-from jestflow.transforms.scoring import lm_losses
+from jestflow.transforms.scoring import DEFAULT_SCORE_SEQ_LEN, lm_losses
 
 
 def test_curate_accounts_ranks_and_cleans(noisy, tmp_path, learned):
@@ -105,8 +105,10 @@ def test_learnability_scores_come_from_the_student(noisy, tmp_path):
     rows = [r for r in read_manifest(str(out / "manifest")).to_pylist() if r["score"] is not None]
     assert len(rows) == 240
     positions = sorted(r["position"] for r in rows)
-    student = lm_losses(load_model(str(noisy / "student")), [texts[p] for p in positions])
-    teacher = lm_losses(load_model(str(noisy / "teacher")), [texts[p] for p in positions])
+    # Both models score the first 64 tokens of each text by default, as the online student does.
+    chosen = [texts[p] for p in positions]
+    student = lm_losses(load_model(str(noisy / "student")), chosen, max_len=DEFAULT_SCORE_SEQ_LEN)
+    teacher = lm_losses(load_model(str(noisy / "teacher")), chosen, max_len=DEFAULT_SCORE_SEQ_LEN)
     expected = dict(zip(positions, (student - teacher).tolist(), strict=True))
     assert max(abs(r["score"] - expected[r["position"]]) for r in rows) < 1e-3
     # Top-k on learnability: in every super-batch the kept ones have the highest student −
@@ -117,6 +119,30 @@ def test_learnability_scores_come_from_the_student(noisy, tmp_path):
         kept = [expected[r["position"]] for r in members if r["status"] == "selected"]
         dropped = [expected[r["position"]] for r in members if r["status"] != "selected"]
         assert len(kept) == 10 and min(kept) >= max(dropped) - 2e-3
+
+
+def test_the_teacher_scores_the_first_64_tokens_unless_told(noisy, tmp_path):
+    """The default scoring length is the online student's, and the shards say which it was."""
+    teacher = load_model(str(noisy / "teacher"))
+    lines = (noisy / "pool.jsonl").read_bytes().splitlines()[:240]  # the well-formed ones
+    texts = [json.loads(line)["text"] for line in lines]
+    cases = {"default": (None, DEFAULT_SCORE_SEQ_LEN), "whole": (0, None), "16": (16, 16)}
+    for name, (option, length) in cases.items():
+        out, _ = curate(noisy, tmp_path / name, score_seq_len=option)
+        rows = read_manifest(str(out / "manifest")).to_pylist()
+        rows = [r for r in rows if r["score"] is not None and r["source"].endswith("pool.jsonl")]
+        losses = lm_losses(teacher, [texts[r["position"]] for r in rows], max_len=length)
+        assert (
+            max(abs(r["teacher_loss"] - x) for r, x in zip(rows, losses.tolist(), strict=True))
+            < 1e-3
+        )
+        infos = [x["json"] for shard in (out / "shards").iterdir() for x in samples(shard)]
+        assert infos and all(i.get("score_seq_len") == length for i in infos)
+    whole, short = (read_manifest(str(tmp_path / name / "manifest")).column("teacher_loss")
+                    for name in ("whole", "16"))  # fmt: skip
+    assert whole.to_pylist() != short.to_pylist()
+    with pytest.raises(JestflowError, match="lm scoring only"):
+        config_for(noisy, tmp_path / "x", task="contrastive", score_seq_len=8)
 
 
 def test_bad_options_fail_before_any_work(noisy, tmp_path):

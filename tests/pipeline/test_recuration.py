@@ -20,9 +20,15 @@ from jestflow.transforms.checkpoint import fingerprint
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import read_manifest, status_counts
 from jestflow.transforms.offline_selection import SelectionConfig
+from jestflow.transforms.scoring import DEFAULT_SCORE_SEQ_LEN
 from jestflow.transforms.shards import read_shard
 
 FOLDERS = ("shards", "manifest", "rejected")
+
+
+def lm_cache(cache, teacher: str):
+    """The cache folder of an lm teacher's losses on the first 64 tokens (the default)."""
+    return cache / f"{fingerprint(teacher)}-first{DEFAULT_SCORE_SEQ_LEN}"
 
 
 def selected_kinds(out) -> list[str]:
@@ -34,7 +40,7 @@ def test_a_warm_rerun_scores_nothing_and_writes_the_same_bytes(noisy, tmp_path):
     cache = tmp_path / "cache"
     cold, cold_stats = curate(noisy, tmp_path / "cold", cache=str(cache))
     assert cold_stats["scoring"] == {"cache": str(cache), "teacher": {"scored": 240, "cached": 0}}
-    folder = cache / fingerprint(str(noisy / "teacher"))
+    folder = lm_cache(cache, str(noisy / "teacher"))
     parts = sorted(p.name for p in folder.iterdir())
     assert len(parts) == 6  # a part per super-batch of 40
     ids = {r["id"] for r in read_manifest(str(cold / "manifest")).to_pylist() if r["score"]}
@@ -46,6 +52,10 @@ def test_a_warm_rerun_scores_nothing_and_writes_the_same_bytes(noisy, tmp_path):
         assert digest(warm / name) == digest(cold / name), name
     assert sorted(p.name for p in folder.iterdir()) == parts  # nothing new to write
     assert "from the cache" in (warm / "report.html").read_text()
+    # losses on whole texts are another model output: scored afresh, in a folder of their own
+    _, whole = curate(noisy, tmp_path / "whole", cache=str(cache), score_seq_len=0)
+    assert whole["scoring"]["teacher"] == {"scored": 240, "cached": 0}
+    assert (cache / fingerprint(str(noisy / "teacher"))).is_dir()
 
 
 def test_appended_data_a_new_teacher_and_a_student(noisy, tmp_path):
@@ -84,7 +94,7 @@ def test_selection_follows_what_the_cache_holds(noisy, tmp_path, learned):
     learned.expect("clean kept of 60 (pool: half)", selected_kinds(cold).count("clean"), ">", 45)
     rows = read_manifest(str(cold / "manifest")).to_pylist()
     noise = {r["id"] for r in rows if r["meta"] and json.loads(r["meta"])["kind"] == "noise"}
-    for part in (cache / fingerprint(str(noisy / "teacher"))).iterdir():
+    for part in (lm_cache(cache, str(noisy / "teacher"))).iterdir():
         table = pq.read_table(part)
         losses = [0.0 if i in noise else loss for i, loss in
                   zip(table["id"].to_pylist(), table["loss"].to_pylist(), strict=True)]  # fmt: skip
@@ -197,7 +207,8 @@ def test_memory_filesystem_end_to_end(noisy):
         samples = [s for shard in shards for s in read_shard(f"memory://{shard}")]
         assert len(samples) == 60
         assert status_counts(read_manifest("memory://e2e/out/manifest"))["inputs"] == 245
-        assert fs.ls(f"/e2e/cache/{fingerprint('memory://e2e/teacher')}", detail=False)
+        folder = f"{fingerprint('memory://e2e/teacher')}-first{DEFAULT_SCORE_SEQ_LEN}"
+        assert fs.ls(f"/e2e/cache/{folder}", detail=False)
     finally:
         fs.rm("/e2e", recursive=True)
 
@@ -265,7 +276,7 @@ def test_outputs_of_another_precision_are_not_mixed_in(noisy, tmp_path):
     scores afresh and adds fp32 parts beside the bf16 ones, which the next run uses."""
     cache = tmp_path / "cache"
     curate(noisy, tmp_path / "cold", cache=str(cache))
-    folder = cache / fingerprint(str(noisy / "teacher"))
+    folder = lm_cache(cache, str(noisy / "teacher"))
     for part in list(folder.iterdir()):
         table = pq.read_table(part)
         table = table.set_column(6, "precision", pa.array(["bf16"] * table.num_rows))
@@ -281,7 +292,7 @@ def test_outputs_of_another_precision_are_not_mixed_in(noisy, tmp_path):
 def test_an_unreadable_cache_part_is_named(noisy, tmp_path):
     cache = tmp_path / "cache"
     curate(noisy, tmp_path / "cold", cache=str(cache))
-    part = sorted((cache / fingerprint(str(noisy / "teacher"))).iterdir())[0]
+    part = sorted((lm_cache(cache, str(noisy / "teacher"))).iterdir())[0]
     part.write_bytes(b"not parquet")
     with pytest.raises(Exception, match=f"unreadable score cache part .*{part.name}.*delete it"):
         curate(noisy, tmp_path / "warm", cache=str(cache))

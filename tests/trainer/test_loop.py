@@ -434,16 +434,23 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(noisy_sh
     assert steps == [1, 2, 3, 4]
 
 
-def test_an_lm_student_scores_the_first_64_tokens_unless_told(noisy_shards, tmp_path):
+def test_an_lm_student_scores_the_first_64_tokens_unless_told(noisy_shards, tmp_path, caplog):
     assert config(noisy_shards, tmp_path / "a").scoring_length == 64
     assert config(noisy_shards, tmp_path / "a", score_seq_len=0).scoring_length is None
     assert config(noisy_shards, tmp_path / "a", score_seq_len=16).scoring_length == 16
     with pytest.raises(JestflowError, match="token count"):
         config(noisy_shards, tmp_path / "a", score_seq_len=-1)
 
+    warned = {}
+
     def score_flops(name, **changes):
-        train(config(noisy_shards, tmp_path / name, steps=2, eval_inputs=(), max_len=256,
-                     **changes))  # fmt: skip
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="jestflow.trainer.loop"):
+            train(config(noisy_shards, tmp_path / name, steps=2, eval_inputs=(), max_len=256,
+                         **changes))  # fmt: skip
+        warned[name] = [
+            r.getMessage() for r in caplog.records if "teacher losses cover" in r.message
+        ]
         return [r["score_flops"] for r in lines(tmp_path / name)]
 
     # the fixture's sentences run to about 60 bytes: 16 or 40 of them cost less to score
@@ -451,3 +458,10 @@ def test_an_lm_student_scores_the_first_64_tokens_unless_told(noisy_shards, tmp_
     short = score_flops("16", score_seq_len=16)
     assert score_flops("default") == whole  # none is longer than 64
     assert all(s < c < w for s, c, w in zip(short, cut, whole, strict=True))
+    # the fixture's teacher losses are on whole texts (no score_seq_len in the samples' json):
+    # only the runs that score a prefix are told they compare unlike lengths
+    assert warned["all"] == []
+    assert warned["16"] == [
+        "the shards' teacher losses cover whole texts, the student scores the first 16 tokens: "
+        "pass --score-seq-len 0 to train (or curate again with the student's length)"
+    ]
