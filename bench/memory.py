@@ -4,7 +4,9 @@ peak resident memory at step `--early` against its peak at the last step.
 The training loops log their process's peak RSS (`peak_rss_mib`: in `log.jsonl` for `jestflow
 train`, in the curve of `metrics.json` for `jestflow teacher train`), so the table reads it from
 there; under torchrun that is rank 0's. The whole process tree's peak is polled from /proc as
-well. A path whose memory does not grow has a ratio near 1.0 (target: ≤ 1.2).
+well, and a train run's resident memory at its last step (`rss_mib`, "now"): a peak that
+steps up while "now" stays low is a rare step that needed more, not memory kept. A path whose
+memory does not grow has a ratio near 1.0 (target: ≤ 1.2).
 
 Data: bench/data_efficiency.py's (the demo corpora: LM pool of 10,000 records, the text pairs and
 the image–text scenes), its built-in teachers trained briefly (100 steps), and its "scored"
@@ -98,6 +100,15 @@ def peaks(output: Path, logged_by: str, early: int) -> tuple[float, float]:
     return at_early["peak_rss_mib"], curve[-1]["peak_rss_mib"]
 
 
+def rss_now(output: Path, logged_by: str) -> float | None:
+    """A `train` run's resident memory at its last step (None for a teacher run, which logs only
+    the peak): beside the peak, it tells memory kept from a rare step that needed more."""
+    if logged_by == "teacher":
+        return None
+    lines = (output / "log.jsonl").read_text().splitlines()
+    return json.loads(lines[-1]).get("rss_mib")
+
+
 def step_seconds(output: Path, logged_by: str) -> float | None:
     """A `train` run's mean wall-clock seconds per step (None for a teacher run)."""
     if logged_by == "teacher":
@@ -130,7 +141,8 @@ def run_case(
     early, last = peaks(output, logged_by, args.early)
     return {"case": name, "early": early, "last": last, "ratio": last / early,
             "tree": tree_peak / MIB, "seconds": seconds,
-            "step_seconds": step_seconds(output, logged_by)}  # fmt: skip
+            "step_seconds": step_seconds(output, logged_by),
+            "now": rss_now(output, logged_by)}  # fmt: skip
 
 
 def main() -> None:
@@ -165,11 +177,12 @@ def main() -> None:
             print(f"{label}: {r['early']:.0f} → {r['last']:.0f} MiB ({r['ratio']:.2f}×), "
                   f"{r['seconds']:.0f} s", flush=True)  # fmt: skip
     print(f"\npeak RSS of the process (MiB), step {args.early} against step {args.steps}:")
-    print(f"{'case':<52}{'step ' + str(args.early):>10}{'last':>8}{'×':>6}{'tree':>7}"
-          f"{'s/step':>8}{'s':>7}")  # fmt: skip
+    print(f"{'case':<52}{'step ' + str(args.early):>10}{'last':>8}{'×':>6}{'now':>6}"
+          f"{'tree':>7}{'s/step':>8}{'s':>7}")  # fmt: skip
     for r in rows:
         per_step = "—" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}"
-        print(f"{r['case']:<52}{r['early']:>10.0f}{r['last']:>8.0f}{r['ratio']:>6.2f}"
+        now = "—" if r["now"] is None else f"{r['now']:.0f}"
+        print(f"{r['case']:<52}{r['early']:>10.0f}{r['last']:>8.0f}{r['ratio']:>6.2f}{now:>6}"
               f"{r['tree']:>7.0f}{per_step:>8}{r['seconds']:>7.0f}")  # fmt: skip
     (out / "results.json").write_text(json.dumps(rows, indent=1))
 

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..transforms.allocator import release_free_memory
 from ..transforms.checkpoint import CONFIG, save_checkpoint
 from ..transforms.errors import JestflowError
 from ..transforms.logs import peak_rss_mib, progress
@@ -155,7 +154,6 @@ def _fit(
         if step % 10 == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{smoothed:.3f}")
             curve.append({"step": step + 1, "loss": value, "peak_rss_mib": peak_rss_mib()})
-        release_free_memory(step)
     return model, curve, recent, training.optimizer.param_groups[0]["initial_lr"]
 
 

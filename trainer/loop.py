@@ -22,10 +22,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..transforms.allocator import release_free_memory
 from ..transforms.checkpoint import load_model
 from ..transforms.errors import JestflowError
-from ..transforms.logs import peak_rss_mib, progress
+from ..transforms.logs import peak_rss_mib, progress, rss_mib
 from ..transforms.paths import expand_urls, writable_directory
 from ..transforms.records import Example, FieldMap
 from ..transforms.scoring import scoring_length
@@ -170,7 +169,6 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
             last = _log(run, step, last)
         if config.checkpoint_due(step):
             _checkpoint(run, step + 1)
-        release_free_memory(step)
     if run.log is not None:
         run.log.close()
     return last
@@ -311,6 +309,7 @@ def _step_record(
     wall time counts drawing the samples, scoring and training; not evaluations or checkpoints."""
     config, world = run.config, run.ranks.world
     scoring = 0 if config.mode in ("uniform", "easy_reference") else config.super_batch
+    now = rss_mib()
     return {
         "step": step + 1,
         "loss": loss,
@@ -325,6 +324,7 @@ def _step_record(
         "train_flops": world * 3 * forward_flops(run.model, run.params, picked, None),
         "skipped": sum(run.skipped.values()),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "rss_mib": None if now is None else round(now, 1),
     }
 
 

@@ -85,6 +85,7 @@ def test_a_short_run_lowers_the_held_out_loss(noisy_shards, tmp_path, learned):
     assert all(r["train_seconds"] <= r["step_seconds"] for r in steps)
     peaks = [r["peak_rss_mib"] for r in steps]  # this process's peak so far: never falls
     assert peaks[0] > 10 and all(b >= a - 1 for a, b in itertools.pairwise(peaks))
+    assert all(10 < r["rss_mib"] <= r["peak_rss_mib"] + 1 for r in steps)  # now, under the peak
 
 
 def test_learnability_trains_on_a_cleaner_mix_than_uniform(noisy_shards, tmp_path, learned):
