@@ -89,24 +89,16 @@ def prepare(out: Path) -> None:
         data_efficiency.shard_set(out, task, "scored")
 
 
-def peaks(output: Path, logged_by: str, early: int) -> tuple[float, float]:
-    """(peak RSS MiB at step `early`, at the last step), as the run logged them."""
+def peaks(output: Path, logged_by: str, early: int) -> tuple[float, float, float | None]:
+    """(peak RSS MiB at step `early`, at the last step, RSS at the last step), as the run logged
+    them; a teacher run logs only its peak, so the last is None for it."""
     if logged_by == "teacher":
         curve = json.loads((output / "metrics.json").read_text())["curve"]
     else:
         lines = (output / "log.jsonl").read_text().splitlines()
         curve = [r for r in map(json.loads, lines) if "peak_rss_mib" in r]
     at_early = next(r for r in curve if r["step"] >= early)
-    return at_early["peak_rss_mib"], curve[-1]["peak_rss_mib"]
-
-
-def rss_now(output: Path, logged_by: str) -> float | None:
-    """A `train` run's resident memory at its last step (None for a teacher run, which logs only
-    the peak): beside the peak, it tells memory kept from a rare step that needed more."""
-    if logged_by == "teacher":
-        return None
-    lines = (output / "log.jsonl").read_text().splitlines()
-    return json.loads(lines[-1]).get("rss_mib")
+    return at_early["peak_rss_mib"], curve[-1]["peak_rss_mib"], curve[-1].get("rss_mib")
 
 
 def step_seconds(output: Path, logged_by: str) -> float | None:
@@ -138,11 +130,11 @@ def run_case(
     if proc.returncode != 0:
         sys.exit(f"{name} failed ({proc.returncode}); see {out / f'{output.name}.log'}")
     seconds = time.perf_counter() - began
-    early, last = peaks(output, logged_by, args.early)
+    early, last, now = peaks(output, logged_by, args.early)
     return {"case": name, "early": early, "last": last, "ratio": last / early,
             "tree": tree_peak / MIB, "seconds": seconds,
             "step_seconds": step_seconds(output, logged_by),
-            "now": rss_now(output, logged_by)}  # fmt: skip
+            "now": now}  # fmt: skip
 
 
 def main() -> None:

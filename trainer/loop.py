@@ -24,7 +24,7 @@ from torch import nn
 
 from ..transforms.checkpoint import load_model
 from ..transforms.errors import JestflowError
-from ..transforms.logs import peak_rss_mib, progress, rss_mib
+from ..transforms.logs import memory_mib, progress
 from ..transforms.paths import expand_urls, writable_directory
 from ..transforms.records import Example, FieldMap
 from ..transforms.scoring import scoring_length
@@ -309,7 +309,7 @@ def _step_record(
     wall time counts drawing the samples, scoring and training; not evaluations or checkpoints."""
     config, world = run.config, run.ranks.world
     scoring = 0 if config.mode in ("uniform", "easy_reference") else config.super_batch
-    now = rss_mib()
+    peak, now = memory_mib()
     return {
         "step": step + 1,
         "loss": loss,
@@ -323,7 +323,7 @@ def _step_record(
         * forward_flops(run.model, run.params, batch[:scoring], config.scoring_length),
         "train_flops": world * 3 * forward_flops(run.model, run.params, picked, None),
         "skipped": sum(run.skipped.values()),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_rss_mib": round(peak, 1),
         "rss_mib": None if now is None else round(now, 1),
     }
 

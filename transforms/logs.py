@@ -50,25 +50,25 @@ def peak_rss_mib() -> float:
     """This process's peak resident memory so far, in MiB (logged by the training loops, so a
     long run's log shows whether memory grows). On Linux from VmHWM: getrusage's ru_maxrss keeps
     the peak of whatever process forked this one (a 700 MiB launcher hides a 300 MiB run)."""
-    found = _status_mib("VmHWM")
-    if found is not None:
-        return found
+    return memory_mib()[0]
+
+
+def memory_mib() -> tuple[float, float | None]:
+    """(peak resident memory so far, resident memory now) of this process in MiB, from one read
+    of /proc/self/status; now is None without /proc. Beside the peak, now tells memory that stays
+    from a rare step that needed more."""
+    found = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name in ("VmHWM", "VmRSS"):
+                    found[name] = int(value.split()[0]) / 2**10  # kB
+    except (OSError, IndexError, ValueError):
+        found = {}
+    if "VmHWM" in found:
+        return found["VmHWM"], found.get("VmRSS")
     import resource  # Unix only: imported where /proc is missing, not on import
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes there, KiB here
-
-
-def rss_mib() -> float | None:
-    """This process's resident memory now, in MiB (None without /proc): beside the peak it tells
-    memory that stays from a rare step that needed more."""
-    return _status_mib("VmRSS")
-
-
-def _status_mib(name: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            line = next(x for x in f if x.startswith(name + ":"))
-        return int(line.split()[1]) / 2**10  # kB
-    except (OSError, StopIteration, IndexError, ValueError):
-        return None
+    return (peak / 2**20 if sys.platform == "darwin" else peak / 2**10), None  # bytes; KiB
