@@ -8,10 +8,13 @@ size, keep fraction and seed:
 
 - `plain loop`: one process, no Beam. `read_file` streams the records, which are cut into
   super-batches of B in arrival order (never more than one super-batch held), scored with
-  `lm_losses` exactly as the RunInference teacher handler scores them, selected with
+  `lm_losses` exactly as the RunInference teacher handler scores them (the first
+  `scoring.DEFAULT_SCORE_SEQ_LEN` tokens of each text, the job's default), selected with
   `select_super_batch`, and written with the job's own sinks (one ranked shard and manifest part
   per super-batch, dead letters per input file).
-- `beam, N workers`: `run_curation` on the local FnApiRunner with N worker processes.
+- `beam, N workers`: `run_curation` on the local FnApiRunner with N worker processes, with
+  `--dedup none` by default: the plain loop does not deduplicate (`--dedup near` measures the
+  job's default, which also finds the near copies).
 
 Each variant runs in a fresh subprocess. Its time is measured inside it (model load and Beam
 start-up included, interpreter start-up and imports not); its peak RSS is that of the whole
@@ -138,6 +141,7 @@ def train_small_teacher(root: Path, steps: int, seed: int) -> str:
 
 def run_beam(args: argparse.Namespace) -> None:
     from jestflow.pipeline.job import CurateConfig, run_curation
+    from jestflow.transforms.dedup import DedupConfig
     from jestflow.transforms.offline_selection import SelectionConfig
     from jestflow.transforms.records import FieldMap
 
@@ -145,6 +149,7 @@ def run_beam(args: argparse.Namespace) -> None:
         inputs=tuple(args.inputs), output=args.output, teacher=args.teacher, task="lm",
         fields=FieldMap(text="text"), selection=SelectionConfig(keep=args.keep, seed=args.seed),
         super_batch=args.super_batch, device="cpu", workers=args.workers,
+        dedup=DedupConfig(method=args.dedup),
     )  # fmt: skip
     run_curation(config)
 
@@ -166,7 +171,7 @@ def run_plain(args: argparse.Namespace) -> None:
     )
     from jestflow.transforms.readers import input_urls, read_file
     from jestflow.transforms.records import FieldMap, Rejected
-    from jestflow.transforms.scoring import lm_losses
+    from jestflow.transforms.scoring import DEFAULT_SCORE_SEQ_LEN, lm_losses
 
     fields, selection = FieldMap(text="text"), SelectionConfig(keep=args.keep, seed=args.seed)
     model = load_model(args.teacher, task="lm", device=torch.device("cpu"))
@@ -174,7 +179,7 @@ def run_plain(args: argparse.Namespace) -> None:
     limits = ShardLimits(max_count=10_000, max_bytes=1 << 30)
 
     def curate_super_batch(super_batch: int, examples: list) -> None:
-        losses = lm_losses(model, [ex.text for ex in examples])
+        losses = lm_losses(model, [ex.text for ex in examples], max_len=DEFAULT_SCORE_SEQ_LEN)
         scored = ScoredBatch(super_batch=super_batch, examples=examples, loss=losses.numpy())
         decisions = select_super_batch(scored, selection)
         kept = [d for d in decisions if d.selected]
@@ -258,7 +263,7 @@ def measure(variant: str, workers: int, inputs, teacher: str, output: Path, args
     command = [sys.executable, os.path.abspath(__file__), "--_variant", variant]
     command += ["--_teacher", teacher, "--_output", str(output), "--_inputs", *inputs]
     command += ["--super-batch", str(args.super_batch), "--keep", str(args.keep)]
-    command += ["--seed", str(args.seed), "--_workers", str(workers)]
+    command += ["--seed", str(args.seed), "--_workers", str(workers), "--dedup", args.dedup]
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
         peak = procs = 0
@@ -303,6 +308,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--super-batch", type=int, default=1024, help="super-batch size B")
     parser.add_argument("--keep", type=float, default=0.2, help="fraction of B to keep")
     parser.add_argument("--workers-list", default="1,2", help="Beam worker counts to run")
+    parser.add_argument(
+        "--dedup",
+        default="none",
+        choices=("none", "exact", "near"),
+        help="the job's dedup (the plain loop has none)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="data, teacher and selection seed")
     parser.add_argument("--files", type=int, default=8, help="JSONL files per size")
     parser.add_argument("--teacher-steps", type=int, default=20, help="teacher training steps")
@@ -327,7 +338,8 @@ def bench(args: argparse.Namespace, root: Path) -> None:
           f"{torch.get_num_threads()} threads; apache-beam {version('apache-beam')}")  # fmt: skip
     print(f"B={args.super_batch}, keep {args.keep:.0%}, seed {args.seed}, {args.files} JSONL files "
           f"per size, teacher: the built-in byte LM (d_model 128, 2 layers, max_len 256), "
-          f"{args.teacher_steps} steps")  # fmt: skip
+          f"{args.teacher_steps} steps, scoring the first 64 tokens; the job's dedup: "
+          f"{args.dedup}")  # fmt: skip
     teacher = train_small_teacher(root, args.teacher_steps, args.seed)
     header = ["size", "variant", "seconds", "examples/s", "vs plain loop", "peak RSS MiB"]
     header += ["processes", "selected"]

@@ -1,4 +1,5 @@
-"""Load: `jestflow curate` on 100,000 and 1,000,000 synthetic examples, local runner, side by side.
+"""Load: `jestflow curate` on 100,000, 1,000,000 and 3,000,000 synthetic examples, local runner,
+side by side.
 
 The data, the broken lines and the process-tree RSS polling are `bench/curate.py`'s (imported, not
 copied): synthetic LM JSONL (field `text`, 100–300 characters, half stdlib docstrings and half
@@ -20,15 +21,15 @@ a fresh process with the same teacher, options and seed. Measured for each:
   selected, not selected, a duplicate or rejected, no (source, position) twice, and the same
   counts as `stats.json` (inputs = selected + not selected + duplicate + rejected) and as the
   shard files;
-- phases, from the job's progress lines (time-stamped as they arrive): start-up and reading (to
-  the last file read), grouping into super-batches (to the first super-batch scored), scoring and
-  selection (to the last), writing the shards (to the last shard), and the closing files; each
-  with its peak tree RSS.
+- phases, from the job's progress lines (time-stamped as they arrive): start-up, reading and
+  spilling (to the last file read), dedup (to the first chunk scored), scoring (to the last
+  chunk), selection and writing the shards (to the last shard), and the closing files; each with
+  its peak tree RSS.
 
 Nothing is asserted; the figures are printed. Each run's time-stamped output, with the tree's RSS
 every 30 s, goes to OUT/logs/SIZE.log (`tail -f` it during a long run).
 
-Run: python bench/load.py [--sizes 100000,1000000] [--out build/bench-load] [--workers 2]
+Run: python bench/load.py [--sizes 100000,1000000,3000000] [--out build/bench-load] [--workers 2]
     [--files 20] [--super-batch 1024] [--keep 0.2] [--max-len 64] [--keep-data]
 """
 
@@ -61,7 +62,7 @@ MIB = 2**20
 POLL_S = 0.2
 LOG_RSS_EVERY_S = 30.0
 STATUSES = ("selected", "not_selected", "duplicate", "rejected")
-SUPER_BATCH_LINE = re.compile(r"jestflow: super-batch \d+: (\d+) scored in ([\d.]+) s")
+CHUNK_LINE = re.compile(r"jestflow: scored file \d+ chunk \d+: (\d+) examples in ([\d.]+) s")
 
 
 # --- the teacher ---------------------------------------------------------------------------------
@@ -179,15 +180,15 @@ def phases(result: dict) -> list[tuple[str, float, float, tuple[float, float] | 
     lines can arrive run together: they are searched for, not matched at the start."""
     lines = result["lines"]
     reads = [t for t, text in lines if "jestflow: read " in text]
-    scored = [t for t, text in lines if SUPER_BATCH_LINE.search(text)]
+    scored = [t for t, text in lines if CHUNK_LINE.search(text)]
     shards = [t for t, text in lines if "jestflow: wrote shards/" in text]
     if not (reads and scored and shards):
         return []
     bounds = [
-        ("start-up + read", 0.0, max(reads)),
-        ("group into super-batches", max(reads), min(scored)),
-        ("score + select", min(scored), max(scored)),
-        ("write shards", max(scored), max(shards)),
+        ("start-up + read + spill", 0.0, max(reads)),
+        ("dedup", max(reads), min(scored)),
+        ("score", min(scored), max(scored)),
+        ("select + write shards", max(scored), max(shards)),
         ("closing files + exit", max(shards), result["seconds"]),
     ]
     out = []
@@ -201,8 +202,8 @@ def phases(result: dict) -> list[tuple[str, float, float, tuple[float, float] | 
 
 
 def scoring_seconds(result: dict) -> tuple[int, float]:
-    """(super-batches, their scoring seconds summed over the workers) from the progress lines."""
-    found = [m for _, text in result["lines"] for m in SUPER_BATCH_LINE.finditer(text)]
+    """(chunks, their scoring seconds summed over the workers) from the progress lines."""
+    found = [m for _, text in result["lines"] for m in CHUNK_LINE.finditer(text)]
     return len(found), sum(float(m.group(2)) for m in found)
 
 
@@ -267,7 +268,7 @@ def row(cells, widths) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100000,1000000", help="input records per run")
+    parser.add_argument("--sizes", default="100000,1000000,3000000", help="input records per run")
     parser.add_argument("--out", default=str(BENCH.parent / "build" / "bench-load"),
                         help="data, teacher, outputs and logs [build/bench-load]")  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="local runner worker processes")
@@ -355,7 +356,7 @@ def main() -> None:
     for size in sizes:
         n, seconds = scoring_seconds(results[size])
         print(f"{size:,}: the job's own time (stats.json) {results[size]['job_s']:,.1f} s; "
-              f"{n} super-batches scored in {seconds:,.1f} s summed over the workers "
+              f"{n} chunks scored in {seconds:,.1f} s summed over the workers "
               f"({seconds / max(n, 1):.2f} s each); load average before the run "
               f"{results[size]['load']:.2f}; log {root / 'logs' / f'{size}.log'}")  # fmt: skip
     small, large = min(sizes), max(sizes)

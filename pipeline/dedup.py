@@ -1,19 +1,16 @@
 """The dedup step of the curation job, before anything is scored (`transforms/dedup.py` says what
 makes two examples copies).
 
-    examples, in batches → their buckets (the exact content hash, or one LSH bucket per band),
-    sent as COARSE groups of buckets → group → a bucket of one content: its edges (exact copies);
-    of more contents: the MinHash signatures of its members, and its edges (`bucket_edges`:
-    exact, or near when the signatures agree) → connected components → split the examples into
-    the kept and the removed copies
+    the read step spilled each example's buckets (the exact content hash, or one LSH bucket per
+    band) by COARSE group → a group at a time: its buckets → a bucket of one content: its edges
+    (exact copies); of more contents: its members, whose MinHash signatures are computed again
+    (from the spilled payloads of the first copy of each content) and compared (`bucket_edges`:
+    exact, or near when the signatures agree) → connected components → the removed copies
 
-Only small records (a bucket key and the example's file, position, key and content hash) travel
-through the grouping, never the payloads or the signatures, and a few elements per batch rather
-than one per bucket (the local runner's shuffle costs per element). The signatures are computed
-again for the members of mixed buckets only and reach the edges as a side input. The components are built
-on each worker and merged (a combiner), and the examples are split against the removed copies as
-a side input: past the grouping (which the local runner holds in memory, as it does every
-grouping), memory grows with the number of copies, not with the pool.
+Only a few elements per input file and per group travel through Beam; the members and payloads
+are read from the spill files. The components are built on each worker and merged (a combiner),
+and the scoring step leaves out the removed copies as it reads each file (`Copies` is a side
+input): memory grows with the number of copies, not with the pool.
 """
 
 from __future__ import annotations
@@ -22,70 +19,63 @@ import logging
 from collections import defaultdict
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..transforms.dedup import (
     Components,
     Copies,
     DedupConfig,
     Member,
-    band_keys,
     bucket_edges,
-    content_hash,
     near_members,
 )
-from ..transforms.manifest import duplicate_row
 from ..transforms.minhash import signatures
-from ..transforms.records import Example
-from .counters import count
+from ..transforms.spill import read_rows, read_spill
+from ..transforms.spill_rows import example_of
+from .read_step import BATCH, COARSE, FileSpill
 
-BATCH = 1024  # examples fingerprinted at once
-COARSE = 256  # bucket groups in the shuffle
 log = logging.getLogger(__name__)
 
 
 class Deduplicate(beam.PTransform):
-    """PCollection[Example] → (the kept examples, (input file index, manifest row) of every
-    removed copy, a one-element summary for stats.json)."""
+    """PCollection[FileSpill] → (the copies to remove, a one-element summary for stats.json)."""
 
     def __init__(self, config: DedupConfig, method: str, urls: list[str]) -> None:
         super().__init__()
-        self.config, self.method = config, method
-        self.index = {url: i for i, url in enumerate(urls)}
+        self.config, self.method, self.urls = config, method, urls
 
-    def expand(self, examples):
+    def expand(self, files):
         settings = {"method": self.method, **self._settings()}
+        not_shingled = files | "Not shingled" >> beam.Map(lambda f: f.not_shingled)
+        not_shingled = not_shingled | "Count not shingled" >> beam.CombineGlobally(sum)
         if self.method == "none":
             none = Copies(kept_of={}, kinds={}, cluster_sizes={})
-            nothing = examples.pipeline | "No copies" >> beam.Create([])
-            summary = examples.pipeline | "Nothing removed" >> beam.Create([none])
-            return examples, nothing, summary | "Summary" >> beam.Map(_summary, settings, 0)
-        bucketed = (
-            examples
-            | "Batch" >> beam.BatchElements(min_batch_size=BATCH, max_batch_size=BATCH)
-            | "Buckets"
-            >> beam.FlatMap(buckets, self.config, self.method, self.index).with_outputs(
-                "not_shingled", main="buckets"
+            # From the files, not a root Create: the local runner then runs it in order.
+            copies = (
+                files
+                | "Once read" >> beam.combiners.Count.Globally()
+                | "No copies" >> beam.Map(lambda _: none)
             )
-        )
-        copies = self._copies(examples, bucketed.buckets)
-        split = examples | "Split" >> beam.ParDo(
-            _Split(self.index), beam.pvalue.AsSingleton(copies)
-        ).with_outputs("duplicate", main="kept")
-        not_shingled = (
-            bucketed.not_shingled | "Count not shingled" >> beam.combiners.Count.Globally()
-        )
+        else:
+            copies = self._copies(files)
         summary = copies | "Summary" >> beam.Map(
             _summary, settings, beam.pvalue.AsSingleton(not_shingled)
         )
-        return split.kept, split.duplicate, summary
+        return copies, summary
 
-    def _copies(self, examples, bucketed):
+    def _copies(self, files):
         """The clusters: exact copies linked as their buckets are read, the buckets that hold
         more than one content (near candidates) linked on their members' signatures."""
+        spills = files | "All files" >> beam.combiners.ToList()
         linked = (
-            bucketed
-            | "Group buckets" >> beam.GroupByKey()
-            | "Link buckets" >> beam.FlatMap(_link_buckets).with_outputs("mixed", main="edges")
+            spills
+            | "Groups" >> beam.FlatMap(lambda _: range(COARSE))
+            | "Spread groups" >> beam.Reshuffle()
+            | "Link buckets"
+            >> beam.FlatMap(_link_group, beam.pvalue.AsSingleton(spills)).with_outputs(
+                "mixed", main="edges"
+            )
         )
         if self.method == "near":
             ends = (
@@ -93,15 +83,11 @@ class Deduplicate(beam.PTransform):
                 | "Near members" >> beam.FlatMap(near_members)
                 | "Ends" >> beam.combiners.ToSet()
             )
-            sigs = (
-                examples
-                | "Ends only"
-                >> beam.Filter(lambda e, ends: e.key in ends, beam.pvalue.AsSingleton(ends))
-                | "Batch ends" >> beam.BatchElements(min_batch_size=BATCH, max_batch_size=BATCH)
-                | "Signatures" >> beam.FlatMap(_signatures, self.config)
+            sigs = files | "Signatures" >> beam.FlatMap(
+                _signatures, beam.pvalue.AsSingleton(ends), self.config, self.urls
             )
         else:  # a bucket holds one content, but for a (64-bit) hash collision
-            sigs = examples.pipeline | "No signatures" >> beam.Create([])
+            sigs = files.pipeline | "No signatures" >> beam.Create([])
         near = linked.mixed | "Near copies" >> beam.FlatMap(
             _edges, beam.pvalue.AsDict(sigs), self.config.threshold
         )
@@ -119,38 +105,19 @@ class Deduplicate(beam.PTransform):
                 "bands": bands, "rows": rows}  # fmt: skip
 
 
-def member(example: Example, index: dict[str, int]) -> Member:
-    return Member(file=index[example.source], position=example.position, key=example.key,
-                  content=content_hash(example))  # fmt: skip
-
-
-def buckets(batch: list[Example], config: DedupConfig, method: str, index: dict[str, int]):
-    """A batch's buckets, as (coarse group, [(bucket, member as a plain tuple), …]) for each
-    coarse group its buckets fall in: each example's content hash (exact), its LSH bands (near),
-    or its content hash when nothing is left to shingle (near; counted). Grouping the buckets in
-    COARSE groups, each a few elements per batch, spares the shuffle one element per bucket."""
-    members = [member(example, index) for example in batch]
-    keys = band_keys(batch, config) if method == "near" else [[] for _ in batch]
-    groups: dict[int, list] = defaultdict(list)
-    for m, bands in zip(members, keys, strict=True):
-        if method == "near" and not bands:
-            yield beam.pvalue.TaggedOutput("not_shingled", m.key)
-        for key in bands or [m.content]:
-            groups[key % COARSE].append((key, tuple(m)))
-    yield from groups.items()
-
-
-def _link_buckets(group):
+def _link_group(group: int, spills: list[FileSpill]):
     """A coarse group's buckets: one of one content as its edges (a star from its first member);
     one of more contents as its sorted members, for the signature check."""
     by_bucket: dict[int, list] = defaultdict(list)
-    for entries in group[1]:
-        for key, m in entries:
-            by_bucket[key].append(m)
+    urls = [url for spill in sorted(spills, key=lambda s: s.index) for url in spill.members]
+    for row in read_rows(urls, group, group + 1):
+        by_bucket[row["bucket"]].append(
+            Member(row["file"], row["position"], row["key"], row["content"])
+        )
     for bucket in by_bucket.values():
         if len(bucket) < 2:
             continue
-        members = sorted({Member(*t) for t in bucket})
+        members = sorted(set(bucket))
         if all(m.content == members[0].content for m in members):
             yield from _edges(members, {}, 1.0)
         else:
@@ -162,8 +129,22 @@ def _edges(members, sigs, threshold: float):
     return [(tuple(a), tuple(b)) for a, b in bucket_edges(members, sigs, threshold)]
 
 
-def _signatures(batch: list[Example], config: DedupConfig):
-    """(key, MinHash signature as bytes) of each example of a batch that has one."""
+def _signatures(spill: FileSpill, ends: set[str], config: DedupConfig, urls: list[str]):
+    """(key, MinHash signature as bytes) of each example of a file that a near check needs."""
+    if not ends:
+        return
+    wanted = pa.array(sorted(ends))
+    batch = []
+    for part in read_spill(spill.payloads):
+        for row in part.filter(pc.is_in(part.column("key"), value_set=wanted)).to_pylist():
+            batch.append(example_of(row, urls))
+            if len(batch) == BATCH:
+                yield from _signed(batch, config)
+                batch = []
+    yield from _signed(batch, config)
+
+
+def _signed(batch, config: DedupConfig):
     for example, sig in zip(batch, signatures(batch, config.num_perm, config.seed), strict=True):
         if sig is not None:
             yield example.key, sig.tobytes()
@@ -187,20 +168,6 @@ class _Clusters(beam.CombineFn):
 
     def extract_output(self, components: Components) -> Copies:
         return components.copies()
-
-
-class _Split(beam.DoFn):
-    def __init__(self, index: dict[str, int]) -> None:
-        self.index = index
-
-    def process(self, example: Example, copies: Copies):
-        kept = copies.kept_of.get(example.key)
-        if kept is None:
-            yield example
-            return
-        count("duplicates")
-        row = duplicate_row(example, kept=kept.key, kind=copies.kinds[example.key])
-        yield beam.pvalue.TaggedOutput("duplicate", (self.index[example.source], row))
 
 
 def _summary(copies: Copies, settings: dict, not_shingled: int) -> dict:

@@ -43,16 +43,14 @@ class Finish(beam.PTransform):
                 dedup=beam.pvalue.AsSingleton(s["dedup"]),
                 shards=beam.pvalue.AsList(s["shards"]),
                 scoring=beam.pvalue.AsSingleton(s["scoring"]),
-                files_written=beam.pvalue.AsSingleton(s["files_written"]),
             )
         )
 
 
 def finish(_, config: CurateConfig, plan: RunPlan, *, scores, thresholds, reasons, dedup,
-           shards, scoring, files_written) -> None:  # fmt: skip
+           shards, scoring) -> None:  # fmt: skip
     """stats.json, report.html, run.json; _SUCCESS unless records were read but none parsed
     (the job then fails with the reason: `job.check_records`)."""
-    del files_written  # a side input only so that this step runs after those writes
     quantum = config.selection.quantum
     stats = summarize(scores, reasons, shards, dedup=dedup, quantum=quantum,
                       thresholds=thresholds)  # fmt: skip

@@ -1,11 +1,18 @@
-"""The curation job's Beam graph, built from named steps: read → dedup → (cache) → group →
-score → select → write, then the finish step.
+"""The curation job's Beam graph, built from named steps: read → dedup → score → group →
+select → write, then the finish step.
+
+Only small summaries travel through Beam — one per input file, scoring chunk and shard group —
+while the examples themselves go through spill files under the run's `_temporary/` folder
+(`transforms/spill.py`): the read step spills the payloads by super-batch bucket, the scoring
+step the models' outputs, the selection step the decisions; the shard writers read the selected
+payloads back. So the local runner's memory does not grow with the pool, and a GPU scores the
+examples as they stream in, in large batches, before any grouping.
 
 Building the graph has no side effects: everything that touches the world (listing inputs,
 fingerprinting models, preparing the output folder) is `job.prepare_run`, whose `RunPlan` the
 graph reads. Every file name a step writes comes from the data (shard groups, tiers, super-batch
-ids, input file indices), never from workers or bundles, so re-runs and retried bundles write the
-same files with the same bytes.
+ids, input file indices, chunks of an input file), never from workers or bundles, so re-runs and
+retried bundles write the same files with the same bytes.
 """
 
 from __future__ import annotations
@@ -13,31 +20,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from ..transforms.offline_selection import Decision, select_super_batch
-from ..transforms.readers import read_file
-from ..transforms.records import Rejected
-from ..transforms.stats import SCORED, grid, tier_thresholds
+from ..transforms.stats import SCORED, tier_thresholds
+from ..transforms.super_batches import group_ranges
 from .counters import count
 from .dedup import Deduplicate
 from .finish import Finish
-from .grouping import AssignSuperBatches
-from .handlers import Scored, ScoringHandler
-from .score_cache import AttachCached, write_fresh
-from .sinks import (
-    ShardLimits,
-    WrittenGroup,
-    write_manifest_part,
-    write_not_selected,
-    write_rejected,
-    write_shard_group,
-)
+from .handlers import ScoringHandler
+from .read_step import ReadSettings, read_and_spill
+from .score_step import CutChunks, list_cache_parts, spill_scores
+from .select_step import select_group, selected_decisions
+from .sinks import ShardLimits, WrittenGroup, write_shard_group
 
 if TYPE_CHECKING:
     from .job import CurateConfig, RunPlan
@@ -47,119 +45,85 @@ log = logging.getLogger(__name__)
 
 def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
     """The job's graph on `p`, for the run `plan` prepared."""
-    parsed, rejected = p | "Read" >> Read(plan.urls, config)
-    rejected_written, reasons = rejected | "Rejected" >> WriteRejected(config.output)
-    examples, duplicates, dedup = parsed | "Deduplicate" >> Deduplicate(
+    settings = ReadSettings(output=config.output, temporary=plan.temporary, fields=config.fields,
+                            seed=config.selection.seed, dedup=config.dedup,
+                            dedup_method=config.dedup_method)  # fmt: skip
+    files = (
+        p
+        | "Inputs" >> beam.Create(list(enumerate(plan.urls)), reshuffle=True)
+        | "Read" >> beam.Map(read_and_spill, settings)
+    )
+    reasons = (
+        files
+        | "Reasons" >> beam.FlatMap(lambda f: f.reasons.items())
+        | "Count reasons" >> beam.CombinePerKey(sum)
+    )
+    copies, dedup = files | "Deduplicate" >> Deduplicate(
         config.dedup, config.dedup_method, plan.urls
     )
-    duplicates_written = duplicates | "Duplicates" >> WriteDuplicates(config.output)
-    scored = (
-        examples
-        | "Look up cache" >> AttachCached(config.cache, plan.cache_keys)
-        | "Super-batches" >> AssignSuperBatches(config.super_batch, seed=config.selection.seed)
+    # Listed in the graph, before this run writes any part: the scoring waits for it.
+    parts = (
+        p
+        | "Cache" >> beam.Create([config.cache])
+        | "List cache parts" >> beam.FlatMap(list_cache_parts, plan.cache_keys)
+    )
+    cut = CutChunks(config.output, plan.urls)
+    chunks = (
+        files
+        | "Cut chunks"
+        >> beam.ParDo(cut, beam.pvalue.AsSingleton(copies), beam.pvalue.AsList(parts))
         | "Score" >> score_step(config)
-    )
-    written = [rejected_written, duplicates_written]
-    if config.cache is not None:
-        written.append(
-            scored | "Write cache" >> beam.Map(write_fresh, config.cache, plan.cache_keys)
+        | "Spill scores"
+        >> beam.Map(
+            spill_scores, plan.temporary, config.selection.seed, config.cache, plan.cache_keys
         )
-    decisions = scored | "Select" >> beam.Map(select, config)
-    written.append(decisions | "Write not selected" >> beam.Map(write_not_selected, config.output))
-    scores = decisions | "Count scores" >> beam.CombineGlobally(
-        CountScores(config.selection.quantum)
     )
-    thresholds = scores | "Tiers" >> beam.Map(tiers_of, config.tiers)
-    shards = decisions | "Write shards" >> WriteShards(config, plan, thresholds)
     scoring = (
-        scored
-        | "Scoring counts" >> beam.Map(scoring_counts)
+        chunks
+        | "Scoring counts" >> beam.Map(lambda c: c.scoring)
         | "Sum scoring counts" >> beam.CombineGlobally(sum_counters)
     )
-    files_written = (
-        written
-        | "All other files" >> beam.Flatten()
-        | "Count other files" >> beam.combiners.Count.Globally()
-    )
+    selected = chunks | "Select" >> Select(config, plan)
+    scores = selected | "Count scores" >> beam.CombineGlobally(CountScores())
+    thresholds = scores | "Tiers" >> beam.Map(tiers_of, config.tiers)
+    payloads = files | "Payload files" >> beam.FlatMap(lambda f: f.payloads)
+    shards = selected | "Write shards" >> WriteShards(config, plan, thresholds, payloads)
     _ = p | "Write stats, run.json, _SUCCESS" >> Finish(
         config, plan, scores=scores, thresholds=thresholds, reasons=reasons, dedup=dedup,
-        shards=shards, scoring=scoring, files_written=files_written,
+        shards=shards, scoring=scoring,
     )  # fmt: skip
 
 
-class Read(beam.PTransform):
-    """Input files → parsed examples (main output) and `rejected`: (file index, Rejected)."""
+class Select(beam.PTransform):
+    """ScoredChunk → SelectedGroup: the pool's shard groups from the bucket counts, each selected
+    from the scored spill files."""
 
-    def __init__(self, urls: list[str], config: CurateConfig) -> None:
+    def __init__(self, config: CurateConfig, plan: RunPlan) -> None:
         super().__init__()
-        self.urls, self.config = urls, config
+        self.config, self.plan = config, plan
 
-    def expand(self, p):
+    def expand(self, chunks):
+        config, plan = self.config, self.plan
+        counts = (
+            chunks
+            | "Bucket counts" >> beam.Map(lambda c: c.buckets)
+            | "Sum bucket counts" >> beam.CombineGlobally(sum_counters)
+        )
+        scored = (
+            chunks
+            | "Scored files" >> beam.FlatMap(lambda c: c.urls)
+            | "All scored files" >> beam.combiners.ToList()
+        )
+        select = functools.partial(
+            select_group, task=config.task, size=config.super_batch, urls=plan.urls,
+            selection=config.selection, temporary=plan.temporary, output=config.output,
+        )  # fmt: skip
         return (
-            p
-            | "Inputs" >> beam.Create(list(enumerate(self.urls)), reshuffle=True)
-            | "Read" >> beam.FlatMap(read, self.config).with_outputs("rejected", main="parsed")
+            counts
+            | "Shard groups" >> beam.FlatMap(spans_of, config)
+            | "Spread groups" >> beam.Reshuffle()
+            | "Select groups" >> beam.Map(select, beam.pvalue.AsSingleton(scored))
         )
-
-
-def read(element: tuple[int, str], config: CurateConfig):
-    index, url = element
-    counts: Counter[str] = Counter()
-    for record in read_file(url, config.fields):
-        if isinstance(record, Rejected):
-            counts[f"rejected.{record.reason}"] += 1
-            yield beam.pvalue.TaggedOutput("rejected", (index, record))
-        else:
-            counts["parsed"] += 1
-            yield record
-    counts["rejected"] = sum(n for name, n in counts.items() if name.startswith("rejected."))
-    counts["read"] = counts["parsed"] + counts["rejected"]
-    for name, n in counts.items():  # once per file: a counter update per record costs
-        count(name, n)
-    log.info("read %s: %d records, %d rejected", url, counts["read"], counts["rejected"])
-
-
-class WriteDuplicates(beam.PTransform):
-    """(file index, manifest row) of the removed copies → a manifest part per input file;
-    returns the parts' row counts."""
-
-    def __init__(self, output: str) -> None:
-        super().__init__()
-        self.output = output
-
-    def expand(self, duplicates):
-        return (
-            duplicates
-            | "Group by file" >> beam.GroupByKey()
-            | "Write duplicates"
-            >> beam.MapTuple(
-                lambda index, rows: write_manifest_part(
-                    list(rows), self.output, f"duplicate-{index:06d}"
-                )
-            )
-        )
-
-
-class WriteRejected(beam.PTransform):
-    """(file index, Rejected) → the dead letters and their manifest rows, a part per input file.
-    Returns (the parts' row counts, the count of each reason)."""
-
-    def __init__(self, output: str) -> None:
-        super().__init__()
-        self.output = output
-
-    def expand(self, rejected):
-        written = (
-            rejected
-            | "Group by file" >> beam.GroupByKey()
-            | "Write rejected" >> beam.Map(write_rejected, self.output)
-        )
-        reasons = (
-            rejected
-            | "Reason" >> beam.MapTuple(lambda _, record: record.reason)
-            | "Count reasons" >> beam.combiners.Count.PerElement()
-        )
-        return written, reasons
 
 
 def score_step(config: CurateConfig) -> beam.PTransform:
@@ -180,32 +144,21 @@ def score_step(config: CurateConfig) -> beam.PTransform:
     return step
 
 
-def select(scored: Scored, config: CurateConfig) -> list[Decision]:
-    start = time.perf_counter()
-    decisions = select_super_batch(scored.teacher, config.selection, scored.student)
-    kept = sum(d.selected for d in decisions)
-    count("scored", len(decisions))
-    count("selected", kept)
-    log.info(
-        "super-batch %d: %d scored in %.1f s, %d selected in %.2f s",
-        scored.teacher.super_batch, len(decisions), scored.seconds, kept,
-        time.perf_counter() - start,
-    )  # fmt: skip
-    return decisions
+def spans_of(counts: Counter[int], config: CurateConfig):
+    """The pool's shard groups, from its examples per bucket."""
+    per_group = config.super_batches_per_group
+    return group_ranges(counts, size=config.super_batch, per_group=per_group)
 
 
 class CountScores(beam.CombineFn):
     """Exact counts of quantised scores, selected and not: for tiers and histograms."""
 
-    def __init__(self, quantum: float) -> None:
-        self.quantum = quantum
-
     def create_accumulator(self):
         return {status: Counter() for status in SCORED}
 
-    def add_input(self, accumulator, decisions: list[Decision]):
-        for d in decisions:
-            accumulator[SCORED[not d.selected]][grid(d.score, self.quantum)] += 1
+    def add_input(self, accumulator, group):
+        for status in SCORED:
+            accumulator[status].update(group.scores[status])
         return accumulator
 
     def merge_accumulators(self, accumulators):
@@ -225,14 +178,15 @@ def tiers_of(counts: dict[str, Counter[int]], tiers: int) -> list[int | None]:
 
 
 class WriteShards(beam.PTransform):
-    """Decisions → the selected examples' shards, a group of super-batches per shard group,
-    and the group's manifest part. Returns every shard written (name, count, bytes)."""
+    """SelectedGroup → the group's shards and manifest part, from its decisions and the payloads
+    read back. Returns every shard written (name, count, bytes)."""
 
-    def __init__(self, config: CurateConfig, plan: RunPlan, thresholds) -> None:
+    def __init__(self, config: CurateConfig, plan: RunPlan, thresholds, payloads) -> None:
         super().__init__()
-        self.config, self.plan, self.thresholds = config, plan, thresholds
+        self.config, self.plan = config, plan
+        self.thresholds, self.payloads = thresholds, payloads
 
-    def expand(self, decisions):
+    def expand(self, selected):
         config = self.config
         write = functools.partial(
             write_shard_group,
@@ -242,24 +196,17 @@ class WriteShards(beam.PTransform):
             limits=ShardLimits(max_count=config.shard_max_count, max_bytes=config.shard_max_bytes),
             info=self.plan.shard_info,
         )
+        payloads = self.payloads | "All payload files" >> beam.combiners.ToList()
         # Tiers need the global score counts before any shard is written; without tiers, shard
-        # groups are written as soon as they are complete.
+        # groups are written as soon as they are selected.
         tiering = beam.pvalue.AsSingleton(self.thresholds) if config.tiers > 1 else []
         return (
-            decisions
-            | "Place" >> beam.FlatMap(place, config.super_batches_per_group)
-            | "Group shards" >> beam.GroupByKey()
+            selected
+            | "Read selected"
+            >> beam.Map(selected_decisions, beam.pvalue.AsSingleton(payloads), self.plan.urls)
             | "Write shards" >> beam.Map(write, tiering)
             | "Shard files" >> beam.FlatMap(shard_files)
         )
-
-
-def place(decisions: list[Decision], super_batches_per_group: int):
-    """The selected examples of a super-batch → (their shard group, decision)."""
-    group = decisions[0].super_batch // super_batches_per_group
-    for d in decisions:
-        if d.selected:
-            yield group, d
 
 
 def shard_files(group: WrittenGroup) -> list[dict[str, Any]]:
@@ -269,15 +216,8 @@ def shard_files(group: WrittenGroup) -> list[dict[str, Any]]:
     return [dataclasses.asdict(shard) for shard in group.shards]
 
 
-def scoring_counts(scored: Scored) -> Counter[str]:
-    counts = scored.counts()
-    for name, n in counts.items():
-        count(name, n)
-    return counts
-
-
-def sum_counters(counters) -> Counter[str]:
-    total: Counter[str] = Counter()
+def sum_counters(counters) -> Counter:
+    total: Counter = Counter()
     for counter in counters:
         total.update(counter)
     return total

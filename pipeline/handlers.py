@@ -1,8 +1,12 @@
-"""Model scoring inside Beam: a RunInference `ModelHandler` that scores whole super-batches.
+"""Model scoring inside Beam: a RunInference `ModelHandler` that scores chunks of examples as
+they stream in from the inputs, before any grouping.
 
-Each element is one super-batch `(id, [Candidate])` in a fixed order, so the batches the models
-see (length buckets inside the super-batch) never depend on how the runner bundled the data:
-scores are the same whatever the parallelism. The teacher — and the student, for learnability —
+Each element is one `Chunk` of an input file's examples, cut the same way whatever the runner,
+so the batches the models see (length buckets inside the chunk, under a token budget) never
+depend on how the runner bundled the data: scores are the same whatever the parallelism. What a
+model gives each example does not depend on the other examples of its super-batch (an LM's loss;
+a two-tower model's embeddings, from which selection rebuilds the pair losses), so scoring comes
+before the grouping into super-batches, and only the outputs travel on. The teacher — and the student, for learnability —
 load once per worker (or are shared across processes with `large_model`), on CUDA when there is
 one.
 """
@@ -34,21 +38,29 @@ from ..transforms.scoring import (
     resolve_device,
 )
 
-SuperBatch = tuple[int, list[Candidate]]
+
+class Chunk(NamedTuple):
+    """Examples of one input file (`file`), the `number`-th cut of its spilled payloads."""
+
+    file: int
+    number: int
+    candidates: list[Candidate]
 
 
 class Scored(NamedTuple):
-    teacher: ScoredBatch
-    student: ScoredBatch | None
+    file: int
+    number: int
+    examples: list[Example]
+    outputs: dict[str, list[ModelOutput]]  # role → each example's output
     fresh: dict[str, dict[str, ModelOutput]]  # role → outputs not from the cache, by example id
-    seconds: float = 0.0  # scoring time of the super-batch
+    seconds: float = 0.0  # scoring time of the chunk
 
     def counts(self) -> Counter[str]:
         """`teacher.scored`, `teacher.cached` (and the student's): examples, not distinct ids."""
-        n = len(self.teacher.examples)
+        n = len(self.examples)
         counts: Counter[str] = Counter()
         for role, fresh in self.fresh.items():
-            scored = sum(ex.id in fresh for ex in self.teacher.examples)
+            scored = sum(ex.id in fresh for ex in self.examples)
             counts[f"{role}.scored"] += scored
             counts[f"{role}.cached"] += n - scored
         return counts
@@ -112,13 +124,14 @@ class Models:
     max_tokens: int | None
     max_len: int | None
 
-    def score(self, super_batch: int, candidates: list[Candidate]) -> Scored:
-        """Both models' outputs for a super-batch, running each model only on the examples it
-        has no cached output for."""
+    def score(self, chunk: Chunk) -> Scored:
+        """Both models' outputs for a chunk, running each model only on the examples it has no
+        cached output for."""
         start = time.perf_counter()
+        candidates = chunk.candidates
         examples = [c.example for c in candidates]
         roles = {"teacher": self.teacher, "student": self.student}
-        batches, fresh = {}, {}
+        every, fresh = {}, {}
         for role, model in roles.items():
             if model is None:
                 continue
@@ -129,13 +142,12 @@ class Models:
             for i, out in zip(missing, new, strict=True):
                 outputs[i] = out
             fresh[role] = {examples[i].id: out for i, out in zip(missing, new, strict=True)}
-            batches[role] = scored_batch(super_batch, examples, outputs, task=self.task)
-        return Scored(
-            batches["teacher"], batches.get("student"), fresh, time.perf_counter() - start
-        )
+            every[role] = outputs
+        seconds = time.perf_counter() - start
+        return Scored(chunk.file, chunk.number, examples, every, fresh, seconds)
 
 
-class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
+class ScoringHandler(ModelHandler[Chunk, Scored, Models]):
     def __init__(
         self,
         teacher: str,
@@ -149,7 +161,7 @@ class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
         model_copies: int | None = None,
         torch_threads: int | None = None,
     ) -> None:
-        # One super-batch per call: it is already a large, deterministic batch.
+        # One chunk per call: it is already a large, deterministic batch.
         super().__init__(max_batch_size=1, large_model=large_model, model_copies=model_copies)
         self.teacher, self.student, self.task = teacher, student, task
         self.device, self.max_tokens, self.torch_threads = device, max_tokens, torch_threads
@@ -169,17 +181,17 @@ class ScoringHandler(ModelHandler[SuperBatch, Scored, Models]):
 
     def run_inference(
         self,
-        batch: Sequence[SuperBatch],
+        batch: Sequence[Chunk],
         model: Models,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[Scored]:
-        return [model.score(super_batch, candidates) for super_batch, candidates in batch]
+        return [model.score(chunk) for chunk in batch]
 
-    def get_num_bytes(self, batch: Sequence[SuperBatch]) -> int:
+    def get_num_bytes(self, batch: Sequence[Chunk]) -> int:
         return sum(
             len(c.example.text) + len(c.example.pair or "") + len(c.example.image or b"")
-            for _, candidates in batch
-            for c in candidates
+            for chunk in batch
+            for c in chunk.candidates
         )
 
     def get_metrics_namespace(self) -> str:

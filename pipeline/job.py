@@ -36,12 +36,13 @@ from ..transforms.checkpoint import checkpoint_task, fingerprint
 from ..transforms.dedup import DedupConfig
 from ..transforms.errors import JestflowError
 from ..transforms.offline_selection import SelectionConfig, kept_count
-from ..transforms.paths import filesystem, read_json
+from ..transforms.paths import child, filesystem, read_json
 from ..transforms.readers import input_urls
 from ..transforms.records import FieldMap
 from ..transforms.run_folder import (
     REJECTED,
     STATS,
+    TEMPORARY,
     input_files,
     is_complete,
     now,
@@ -123,11 +124,17 @@ class CurateConfig:
 class RunPlan:
     """What `prepare_run` found and did: the graph is built from it and the config alone."""
 
+    output: str  # the run folder
     urls: list[str]  # the input files, sorted: their index names their dead-letter parts
     fingerprints: dict[str, str]  # role (teacher, student) → model fingerprint
     record: dict[str, Any]  # run.json's start: created, versions, runner, options, inputs, models
     started: float  # time.time() at preparation, for the run's timing
     scoring_length: int | None = None  # lm: the tokens of each text the models score
+
+    @property
+    def temporary(self) -> str:
+        """The run's spill folder (deleted once `_SUCCESS` is written)."""
+        return child(self.output, TEMPORARY)
 
     @property
     def cache_keys(self) -> dict[str, str]:
@@ -166,7 +173,7 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
             for role, fp in fingerprints.items()
         },
     }
-    return RunPlan(urls=urls, fingerprints=fingerprints, record=record, started=started,
+    return RunPlan(output=config.output, urls=urls, fingerprints=fingerprints, record=record, started=started,
                    scoring_length=config.scoring_length)  # fmt: skip
 
 

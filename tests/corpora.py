@@ -71,7 +71,8 @@ def plan_for(config):
     """A run plan made up without touching anything: for tests that only build the graph."""
     fingerprints = {"teacher": "0" * 16} | ({"student": "1" * 16} if config.student else {})
     record = {"models": {role: {"fingerprint": fp} for role, fp in fingerprints.items()}}
-    return RunPlan(urls=list(config.inputs), fingerprints=fingerprints, record=record, started=0.0,
+    return RunPlan(output=config.output, urls=list(config.inputs), fingerprints=fingerprints,
+                   record=record, started=0.0,
                    scoring_length=config.scoring_length)  # fmt: skip
 
 

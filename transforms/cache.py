@@ -118,15 +118,7 @@ def write_cache_part(cache: str, fingerprint: str, outputs: Mapping[str, ModelOu
 
 def read_cache_part(url: str) -> Iterator[tuple[str, ModelOutput]]:
     """(example id, output) for every row of one part."""
-    fs, path = filesystem(url)
-    try:
-        with fs.open(path, "rb") as f:
-            table = pq.read_table(f, schema=CACHE_SCHEMA)
-    except (OSError, pa.ArrowException) as e:
-        raise JestflowError(
-            f"unreadable score cache part {url}: {e}; delete it (its examples are scored again)"
-        ) from e
-    for row in table.to_pylist():
+    for row in _table(url).to_pylist():
         pair = None
         if row["left"] is not None and row["right"] is not None:
             pair = np.asarray([row["left"], row["right"]], dtype=np.float32)
@@ -138,3 +130,64 @@ def read_cache_part(url: str) -> Iterator[tuple[str, ModelOutput]]:
             precision=row["precision"],
         )
         yield row["id"], output
+
+
+class CachedOutputs:
+    """The outputs a model's cache parts hold, looked up by example id, per precision: sorted ids
+    beside arrays of the outputs (tens of bytes per cached LM loss, not an object each). When
+    several parts hold an id, the first part by name wins."""
+
+    def __init__(self, parts: list[str]) -> None:
+        tables = [_table(url) for url in sorted(parts)]
+        table = pa.concat_tables(tables) if tables else CACHE_SCHEMA.empty_table()
+        self._by_precision: dict[str, dict] = {}
+        precisions = table.column("precision").to_numpy(zero_copy_only=False)
+        for name in sorted(set(precisions.tolist())):
+            rows = table.filter(pa.array(precisions == name))
+            ids = np.asarray(rows.column("id").to_pylist(), dtype="S32")
+            ids, first = np.unique(ids, return_index=True)  # first occurrence: the first part
+            rows = rows.take(pa.array(first))
+            left, right = rows.column("left"), rows.column("right")
+            pairs = None
+            if left.null_count == 0 and len(rows):
+                pairs = np.stack([_matrix(left), _matrix(right)], axis=1)
+            self._by_precision[name] = {
+                "ids": ids,
+                "pairs": pairs,
+                **{name: rows.column(name).combine_chunks() for name in ("loss", "scale", "bias")},
+            }
+
+    def __len__(self) -> int:
+        return sum(len(found["ids"]) for found in self._by_precision.values())
+
+    def get(self, example_id: str, precision: str) -> ModelOutput | None:
+        found = self._by_precision.get(precision)
+        if found is None:
+            return None
+        ids, key = found["ids"], example_id.encode()
+        i = int(np.searchsorted(ids, key))
+        if i >= len(ids) or ids[i] != key:
+            return None
+        pairs = found["pairs"]
+        return ModelOutput(
+            loss=found["loss"][i].as_py(),
+            embeddings=None if pairs is None else pairs[i],
+            scale=found["scale"][i].as_py(),
+            bias=found["bias"][i].as_py(),
+            precision=precision,
+        )
+
+
+def _table(url: str) -> pa.Table:
+    fs, path = filesystem(url)
+    try:
+        with fs.open(path, "rb") as f:
+            return pq.read_table(f, schema=CACHE_SCHEMA)
+    except (OSError, pa.ArrowException) as e:
+        raise JestflowError(
+            f"unreadable score cache part {url}: {e}; delete it (its examples are scored again)"
+        ) from e
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(column.to_pylist(), dtype=np.float32)

@@ -5,6 +5,7 @@ an interrupted one, mark completion last.
     manifest/   Parquet parts, a row for every input record (manifest.py)
     rejected/   the dead letters: raw input and reason (manifest.py)
     stats.json, report.html, run.json, _STARTED, _SUCCESS
+    _temporary/ the job's spill files (transforms/spill.py), deleted after _SUCCESS
 
 
 A run first writes `_STARTED` (its start time); the job's final step writes `stats.json`,
@@ -32,7 +33,8 @@ from .report import write_report
 SHARDS, MANIFEST, REJECTED = "shards", "manifest", "rejected"
 STATS, REPORT, RUN = "stats.json", "report.html", "run.json"
 STARTED, SUCCESS = "_STARTED", "_SUCCESS"
-OUTPUTS = (SHARDS, MANIFEST, REJECTED, STATS, REPORT, RUN)  # the job's own; nothing else
+TEMPORARY = "_temporary"
+OUTPUTS = (SHARDS, MANIFEST, REJECTED, STATS, REPORT, RUN, TEMPORARY)  # the job's own; nothing else
 
 
 def prepare(url: str, *, overwrite: bool) -> str:
@@ -107,7 +109,8 @@ def close(
     output: str, stats: Mapping[str, Any], run: Mapping[str, Any], *, succeeded: bool
 ) -> None:
     """Write the run's closing files in order: stats.json, report.html, run.json, and _SUCCESS
-    last when the run `succeeded` (without it, the folder reads as interrupted: redone next time)."""
+    last when the run `succeeded` (without it, the folder reads as interrupted: redone next time),
+    and only then delete the spill files in `_temporary/`."""
     write_json(stats, posixpath.join(output, STATS))
     write_report(stats, posixpath.join(output, REPORT))
     write_json(run, posixpath.join(output, RUN))
@@ -115,6 +118,8 @@ def close(
         fs, root = filesystem(output)
         with fs.open(posixpath.join(root, SUCCESS), "wb"):
             pass
+        if fs.exists(posixpath.join(root, TEMPORARY)):
+            fs.rm(posixpath.join(root, TEMPORARY), recursive=True)
 
 
 def is_complete(url: str) -> bool:

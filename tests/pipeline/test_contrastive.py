@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from corpora import digest, fit, images_config, pairs_config
 
 from jestflow.pipeline.cli import main
-from jestflow.pipeline.grouping import key_hash
 from jestflow.pipeline.job import run_curation
 from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.losses import PairEmbeddings
@@ -28,6 +27,7 @@ from jestflow.transforms.records import Example, FieldMap
 from jestflow.transforms.scoring import embed_pairs, pair_inputs
 from jestflow.transforms.selection import ContrastivePairScores, KeyedNoise, select_joint
 from jestflow.transforms.shards import read_shard
+from jestflow.transforms.super_batches import key_hash
 
 CORPORA = {"pairs": pairs_config, "images": images_config}
 TINY = ["--d-model", "32", "--layers", "1", "--heads", "2", "--max-len", "64"]

@@ -1,4 +1,4 @@
-"""Teacher scoring with RunInference on whole super-batches (FnApiRunner, tiny teachers)."""
+"""Teacher scoring with RunInference on chunks of examples (FnApiRunner, tiny teachers)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from helpers import sentences
 
-from jestflow.pipeline.grouping import AssignSuperBatches
-from jestflow.pipeline.handlers import ScoringHandler
+from jestflow.pipeline.handlers import Chunk, ScoringHandler, scored_batch
 from jestflow.transforms.cache import Candidate
 from jestflow.transforms.checkpoint import load_model, save_checkpoint
 from jestflow.transforms.models import new_model
@@ -42,6 +41,14 @@ def close_to(expected: dict[str, float]):
     return check
 
 
+def chunks(examples, size):
+    """The examples as chunks of `size`, each with no cached outputs."""
+    return [
+        Chunk(0, i // size, [Candidate(example=ex) for ex in examples[i : i + size]])
+        for i in range(0, len(examples), size)
+    ]
+
+
 def check_lm_losses(path, handler, examples, size, options):
     """Scoring through RunInference gives each example the loss direct scoring gives it."""
     texts = [ex.text for ex in examples]
@@ -51,12 +58,13 @@ def check_lm_losses(path, handler, examples, size, options):
     with TestPipeline(runner=FnApiRunner(), options=options) as p:
         pairs = (
             p
-            | beam.Create([Candidate(example=ex) for ex in examples], reshuffle=False)
-            | AssignSuperBatches(size)
+            | beam.Create(chunks(examples, size), reshuffle=False)
             | RunInference(handler)
             | beam.FlatMap(
                 lambda s: zip(
-                    [ex.key for ex in s.teacher.examples], s.teacher.loss.tolist(), strict=True
+                    [ex.key for ex in s.examples],
+                    [out.loss for out in s.outputs["teacher"]],
+                    strict=True,
                 )
             )
         )
@@ -82,9 +90,9 @@ def test_contrastive_teacher_outputs_embeddings_and_loss_shares(tmp_path):
         for i, t in enumerate(sentences(40, 1))
     ]
 
-    def check(both):
-        scored = both.teacher
-        assert both.student is None
+    def check(chunk):
+        assert chunk.outputs.keys() == {"teacher"}
+        scored = scored_batch(0, chunk.examples, chunk.outputs["teacher"], task="contrastive")
         n = len(scored.examples)
         assert scored.embeddings.shape == (n, 2, 128)  # [n, (left, right), embed_dim]
         assert scored.scale == 10.0 and scored.bias == -10.0
@@ -101,8 +109,7 @@ def test_contrastive_teacher_outputs_embeddings_and_loss_shares(tmp_path):
     with TestPipeline(runner=FnApiRunner(), options=options) as p:
         sizes = (
             p
-            | beam.Create([Candidate(example=ex) for ex in examples], reshuffle=False)
-            | AssignSuperBatches(16)
+            | beam.Create(chunks(examples, 16), reshuffle=False)
             | RunInference(ScoringHandler(path, task="contrastive", device="cpu"))
             | beam.FlatMap(check)
         )
@@ -118,20 +125,19 @@ def test_student_is_scored_beside_the_teacher(tmp_path):
         make_example(layout="text", text=t, position=i) for i, t in enumerate(sentences(20, 2))
     ]
 
-    def check(both):
-        texts = [ex.text for ex in both.teacher.examples]
-        assert both.student.examples == both.teacher.examples
-        assert np.allclose(both.teacher.loss, lm_losses(load_model(path), texts).numpy())
-        assert np.allclose(both.student.loss, lm_losses(other, texts).numpy(), atol=1e-5)
-        assert not np.allclose(both.student.loss, both.teacher.loss)
+    def check(chunk):
+        texts = [ex.text for ex in chunk.examples]
+        losses = {role: [out.loss for out in outs] for role, outs in chunk.outputs.items()}
+        assert np.allclose(losses["teacher"], lm_losses(load_model(path), texts).numpy())
+        assert np.allclose(losses["student"], lm_losses(other, texts).numpy(), atol=1e-5)
+        assert not np.allclose(losses["student"], losses["teacher"])
         return [len(texts)]
 
     handler = ScoringHandler(path, task="lm", student=str(tmp_path / "student"), device="cpu")
     with TestPipeline(runner=FnApiRunner(), options=PipelineOptions(direct_num_workers=1)) as p:
         sizes = (
             p
-            | beam.Create([Candidate(example=ex) for ex in examples], reshuffle=False)
-            | AssignSuperBatches(8)
+            | beam.Create(chunks(examples, 8), reshuffle=False)
             | RunInference(handler)
             | beam.FlatMap(check)
         )

@@ -16,6 +16,9 @@ from corpora import config_for, curate, digest, pairs_config
 from helpers import run_until_killed, sentences, write_jsonl
 
 import jestflow.pipeline.graph as graph_module
+import jestflow.pipeline.read_step as read_step
+import jestflow.pipeline.score_step as score_step
+import jestflow.pipeline.select_step as select_step
 from jestflow.pipeline.job import run_curation
 from jestflow.transforms.cache import model_folder
 from jestflow.transforms.errors import JestflowError
@@ -58,21 +61,31 @@ def big_pool(tmp_path_factory):
     return pool
 
 
+KILL_POINTS = {
+    # as soon as a worker has renamed its first shard into place
+    "first shard": "jestflow.transforms.shards:ShardWriter._finish:1",
+    # mid-way: the input read and spilled, its first chunk scored and spilled, nothing selected
+    "scoring": "jestflow.pipeline.score_step:spill_scores:1",
+}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("point", KILL_POINTS)
 def test_a_killed_run_shows_no_partial_shard_and_its_rerun_matches_an_uninterrupted_one(
-    noisy, big_pool, tmp_path
+    noisy, big_pool, tmp_path, point
 ):
     teacher = str(noisy / "teacher")
     reference = jestflow_curate(big_pool, teacher, tmp_path / "reference", "--quiet")
     assert reference.returncode == 0, reference.stdout
     expected = len(visible_shards(tmp_path / "reference"))
+    assert not (tmp_path / "reference" / "_temporary").exists()  # spills gone after _SUCCESS
     out = tmp_path / "killed"
-    # The job and its two workers die as soon as a worker has renamed its first shard into place.
-    run_until_killed(curate_command(big_pool, teacher, out, "--quiet"),
-                     "jestflow.transforms.shards:ShardWriter._finish:1")  # fmt: skip
+    # The job and its two workers die (SIGKILL) at the kill point.
+    run_until_killed(curate_command(big_pool, teacher, out, "--quiet"), KILL_POINTS[point])
     assert not (out / "_SUCCESS").exists() and (out / "_STARTED").exists()
+    assert any((out / "_temporary").rglob("*.arrow"))  # the spills of the killed run are there
     seen = visible_shards(out)
-    assert 0 < len(seen) < expected
+    assert 0 < len(seen) < expected if point == "first shard" else not seen
     for shard in seen:  # every visible shard is whole: a tar with a json for every sample
         with tarfile.open(shard) as tar:
             members = tar.getmembers()
@@ -85,6 +98,7 @@ def test_a_killed_run_shows_no_partial_shard_and_its_rerun_matches_an_uninterrup
     rerun = jestflow_curate(big_pool, teacher, out)  # no --overwrite: it was interrupted
     assert rerun.returncode == 0, rerun.stdout
     assert "holds an interrupted run (no _SUCCESS): redoing it" in rerun.stdout
+    assert not (out / "_temporary").exists()
     for name in FOLDERS:
         assert digest(out / name) == digest(tmp_path / "reference" / name), name
     counts = status_counts(read_manifest(str(out / "manifest")))
@@ -116,12 +130,14 @@ def test_bundles_that_fail_once_are_retried_without_duplicates(noisy, tmp_path, 
     clean, _ = curate(noisy, tmp_path / "clean", cache=str(tmp_path / "cache-clean"), **runner)
     markers = tmp_path / "markers"
     markers.mkdir()
-    for name in ("write_shard_group", "write_not_selected", "write_rejected", "write_fresh"):
-        monkeypatch.setattr(graph_module, name, fails_once(getattr(graph_module, name), markers))
+    writes = [(graph_module, "write_shard_group"), (graph_module, "spill_scores"),
+              (select_step, "write_not_selected"), (read_step, "write_rejected"),
+              (score_step, "write_cache_part")]  # fmt: skip
+    for module, name in writes:
+        monkeypatch.setattr(module, name, fails_once(getattr(module, name), markers))
     retried, stats = curate(noisy, tmp_path / "retried", cache=str(tmp_path / "cache"), **runner)
-    assert sorted(p.name for p in markers.iterdir()) == [
-        "write_fresh", "write_not_selected", "write_rejected", "write_shard_group"
-    ]  # each failed once, then succeeded  # fmt: skip
+    assert sorted(p.name for p in markers.iterdir()) == sorted(name for _, name in writes)
+    # each failed once, then succeeded
     for name in FOLDERS:
         assert digest(retried / name) == digest(clean / name), name
     (model,) = (tmp_path / "cache").iterdir()

@@ -51,8 +51,8 @@ def test_dataflow_graph_puts_the_accelerator_on_the_scoring_step_only(noisy, tmp
     assert scoring and all(name.startswith("Score/") for name in scoring)
     assert any("RunInference" in name for name in scoring)
     top = {name.split("/")[0] for name in steps}
-    assert {"Read", "Look up cache", "Super-batches", "Score", "Select", "Write cache",
-            "Write not selected", "Write shards", "Write stats, run.json, _SUCCESS"} <= top  # fmt: skip
+    assert {"Read", "Deduplicate", "List cache parts", "Cut chunks", "Score", "Spill scores",
+            "Select", "Write shards", "Write stats, run.json, _SUCCESS"} <= top  # fmt: skip
     hint = next(
         env.resource_hints[ACCELERATOR]
         for env in proto.components.environments.values()
@@ -65,7 +65,9 @@ def test_dataflow_graph_puts_the_accelerator_on_the_scoring_step_only(noisy, tmp
 def test_no_accelerator_hint_unless_asked(noisy, tmp_path):
     _, proto = graph(DATAFLOW, config_for(noisy, tmp_path / "out"))
     assert not any(hinted(proto).values())
-    assert "Look up cache/No cache" in {t.unique_name for t in proto.components.transforms.values()}
+    assert "Score/BeamML_RunInference" in {
+        t.unique_name for t in proto.components.transforms.values()
+    }
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,102 @@
+"""Selection and shard writing, a shard group at a time, from the spill files.
+
+    select: a group's ranks → read the scored records of the buckets that hold them → its
+            super-batches in (hash, key) order → select each (`select_super_batch`) → the
+            not-selected manifest part of each super-batch, and the group's decisions spilled
+    write:  the group's decisions and the payloads of its buckets (only the selected are kept)
+            → its shards and its selected manifest part (`sinks.write_shard_group`)
+
+A group holds `super_batches_per_group` super-batches, so memory follows the group, not the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..transforms.offline_selection import Decision, SelectionConfig, select_super_batch
+from ..transforms.paths import child
+from ..transforms.spill import SpillWriter, read_rows, read_spill
+from ..transforms.spill_rows import (
+    DECISION,
+    decision_of,
+    decision_row,
+    example_of,
+    output_of,
+    stub_example,
+)
+from ..transforms.stats import SCORED, grid
+from ..transforms.super_batches import GroupRange, ranked
+from .counters import count
+from .handlers import scored_batch
+from .sinks import write_not_selected
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectedGroup:
+    """What selecting one shard group left behind."""
+
+    span: GroupRange
+    decisions: list[str]  # the selected examples' decisions, spilled
+    scores: dict[str, Counter[int]]  # quantised scores, selected and not (for tiers, histograms)
+
+
+def select_group(
+    span: GroupRange, scored: Sequence[str], *, task: str, size: int, urls: list[str],
+    selection: SelectionConfig, temporary: str, output: str,
+) -> SelectedGroup:  # fmt: skip
+    """Select every super-batch of one shard group."""
+    rows = read_rows(scored, span.lo, span.hi)
+    out = SpillWriter(child(temporary, "decisions"), f"group-{span.group:06d}", DECISION)
+    scores = {status: Counter() for status in SCORED}
+    for super_batch, members in sorted(ranked(rows, span, size).items()):
+        decisions = select_batch(super_batch, members, task=task, urls=urls, config=selection)
+        write_not_selected(decisions, output)
+        for d in decisions:
+            scores[SCORED[not d.selected]][grid(d.score, selection.quantum)] += 1
+            if d.selected:
+                out.add(decision_row(d))
+    return SelectedGroup(span=span, decisions=out.close(), scores=scores)
+
+
+def select_batch(
+    super_batch: int, rows: list[dict], *, task: str, urls: list[str], config: SelectionConfig
+) -> list[Decision]:
+    """One super-batch's decisions from its members' scored records."""
+    start = time.perf_counter()
+    examples = [stub_example(row, urls) for row in rows]
+    batches = {}
+    for role in ("teacher", "student"):
+        outputs = [output_of(row, role) for row in rows]
+        if outputs and outputs[0] is not None:
+            batches[role] = scored_batch(super_batch, examples, outputs, task=task)
+    decisions = select_super_batch(batches["teacher"], config, batches.get("student"))
+    kept = sum(d.selected for d in decisions)
+    count("scored", len(decisions))
+    count("selected", kept)
+    log.info("super-batch %d: %d selected of %d in %.2f s", super_batch, kept, len(decisions),
+             time.perf_counter() - start)  # fmt: skip
+    return decisions
+
+
+def selected_decisions(
+    group: SelectedGroup, payloads: Sequence[str], urls: list[str]
+) -> tuple[int, list[Decision]]:
+    """(shard group, its selected decisions with their examples' payloads)."""
+    rows = list(read_rows(group.decisions))
+    if not rows:
+        return group.span.group, []
+    wanted = pa.array(sorted(row["key"] for row in rows))
+    examples = {}
+    for batch in read_spill(payloads, group.span.lo, group.span.hi):
+        for row in batch.filter(pc.is_in(batch.column("key"), value_set=wanted)).to_pylist():
+            examples[row["key"]] = example_of(row, urls)
+    return group.span.group, [decision_of(row, examples[row["key"]]) for row in rows]

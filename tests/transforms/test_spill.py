@@ -1,0 +1,125 @@
+"""Spill files (the job's shuffle through files) and the rows spilled: what is read back is what
+was written, partition by partition, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from jestflow.transforms.cache import ModelOutput
+from jestflow.transforms.dedup import Member
+from jestflow.transforms.offline_selection import Decision
+from jestflow.transforms.records import make_example
+from jestflow.transforms.spill import SpillWriter, read_rows, remove_folder
+from jestflow.transforms.spill_rows import (
+    DECISION,
+    MEMBER,
+    PAYLOAD,
+    SCORED,
+    decision_of,
+    decision_row,
+    example_of,
+    member_row,
+    output_of,
+    payload_row,
+    scored_row,
+    stub_example,
+)
+
+SCHEMA = pa.schema([("n", pa.int64()), ("text", pa.string())])
+
+
+def test_partitions_read_back_in_order_across_runs(tmp_path):
+    writer = SpillWriter(str(tmp_path / "spill"), "file-000003", SCHEMA, 4, max_bytes=1000)
+    rows = [{"n": i, "text": "x" * (i % 7)} for i in range(300)]
+    for row in rows:
+        writer.add((row["n"], row["text"]), row["n"] % 4, size=20)
+    urls = writer.close()
+    assert [u.rsplit("/", 1)[1] for u in urls] == [f"file-000003-{r:04d}.arrow" for r in range(6)]
+    for p in range(4):  # each run holds every partition; a partition's rows keep their order
+        assert list(read_rows(urls, p, p + 1)) == [r for r in rows if r["n"] % 4 == p]
+    assert sorted(r["n"] for r in read_rows(urls, 1, 3)) == [
+        r["n"] for r in rows if r["n"] % 4 in (1, 2)
+    ]
+    assert len(list(read_rows(urls))) == 300
+    assert list(read_rows(urls, 2, 2)) == []
+    remove_folder(str(tmp_path / "spill"))
+    assert not (tmp_path / "spill").exists()
+
+
+def test_a_producer_with_nothing_writes_nothing_and_a_rewrite_is_the_same_file(tmp_path):
+    assert SpillWriter(str(tmp_path), "empty", SCHEMA, 8).close() == []
+    made = []
+    for _ in range(2):  # a retried unit of work: same name, same bytes, no second file
+        writer = SpillWriter(str(tmp_path), "unit", SCHEMA, 2)
+        writer.add((1, "a"), 1)
+        (url,) = writer.close()
+        made.append((tmp_path / url.rsplit("/", 1)[1]).read_bytes())
+    assert made[0] == made[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unit-0000.arrow"]
+
+
+def test_payloads_round_trip(tmp_path):
+    urls = ["a.jsonl", "b.parquet"]
+    examples = [
+        make_example(layout="text", text="héllo\x00 wörld", source="b.parquet", position=7,
+                     meta={"kind": "clean", "score": 0.1 + 0.2, "tags": ["x", 1]}),
+        make_example(layout="image_text", text="a cat", image=b"\x89PNG\x00\xff", source="a.jsonl",
+                     position=0),
+        make_example(layout="text_pair", text="q", pair="d" * 1000, source="a.jsonl", position=3),
+    ]  # fmt: skip
+    writer = SpillWriter(str(tmp_path), "p", PAYLOAD)
+    for ex in examples:
+        writer.add(payload_row(ex, urls.index(ex.source)))
+    back = [example_of(row, urls) for row in read_rows(writer.close())]
+    assert back == examples
+    assert [ex.key for ex in back] == [ex.key for ex in examples]
+
+
+def test_scored_rows_keep_every_bit_and_name_their_example(tmp_path):
+    example = make_example(layout="text", text="t", source="a.jsonl", position=4, meta={"k": 1})
+    pair = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
+    outputs = {
+        "teacher": ModelOutput(embeddings=pair, scale=10.0, bias=-10.0),
+        "student": ModelOutput(loss=float(np.float32(2.718281828)), precision="bf16"),
+    }
+    writer = SpillWriter(str(tmp_path), "s", SCORED)
+    writer.add(scored_row(example, 0, 2**64 - 1, outputs))
+    writer.add(scored_row(example, 0, 5, {"teacher": outputs["student"]}))
+    first, second = read_rows(writer.close())
+    assert first["hash"] == 2**64 - 1 and second["hash"] == 5
+    teacher = output_of(first, "teacher")
+    assert teacher.embeddings.dtype == np.float32 and np.array_equal(teacher.embeddings, pair)
+    assert (teacher.scale, teacher.bias, teacher.loss) == (10.0, -10.0, None)
+    assert output_of(first, "student") == outputs["student"]
+    assert output_of(second, "student") is None
+    stub = stub_example(first, ["a.jsonl"])
+    assert (stub.id, stub.key, stub.position, dict(stub.meta)) == (
+        example.id, example.key, 4, {"k": 1}
+    )  # fmt: skip
+
+
+def test_decisions_and_members_round_trip(tmp_path):
+    example = make_example(layout="text", text="t", source="a.jsonl", position=4)
+    d = Decision(example=example, super_batch=3, teacher_loss=float(np.float32(1.2345)),
+                 score=float(np.float32(-0.5)), order=2,
+                 embeddings=np.ones((2, 3), np.float32) / 3, scale=1.5, bias=-2.0)  # fmt: skip
+    writer = SpillWriter(str(tmp_path), "d", DECISION)
+    writer.add(decision_row(d))
+    (row,) = read_rows(writer.close())
+    back = decision_of(row, example)
+    assert (back.super_batch, back.teacher_loss, back.score, back.order) == (
+        3,
+        d.teacher_loss,
+        d.score,
+        2,
+    )
+    assert np.array_equal(back.embeddings, d.embeddings) and (back.scale, back.bias) == (1.5, -2.0)
+    member = Member(file=2, position=9, key="k" * 32, content=-(2**63))
+    writer = SpillWriter(str(tmp_path), "m", MEMBER)
+    writer.add(member_row(-17, member))
+    (row,) = read_rows(writer.close())
+    assert (
+        row["bucket"] == -17
+        and Member(row["file"], row["position"], row["key"], row["content"]) == member
+    )

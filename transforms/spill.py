@@ -1,0 +1,121 @@
+"""Spill files: the curation job's own shuffle through files, so that no per-example data waits in
+a runner's memory (Beam's local runner holds everything that crosses a grouping step in memory).
+
+A producer — one unit of work: an input file, a scoring chunk, a shard group — writes its rows
+into `partitions` partitions of an Arrow IPC file, record batch i holding partition i; a consumer
+reads a range of partitions from every producer's files. A producer keeps its rows in memory up to
+`max_bytes` and then writes them as a run, `NAME-RRRR.arrow`, so its memory is bounded too. Names
+come from the unit of work and rows are written in the order the unit produced them, so a retried
+unit rewrites the same files with the same rows (write-then-rename: a reader never sees half a
+file), and what a consumer reads does not depend on the runner's bundles or workers.
+
+The files live under the run's `_temporary/` folder and are deleted once `_SUCCESS` is written
+(`run_folder.close`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .paths import child, filesystem, replacing
+
+MAX_BYTES = 64 << 20  # rows a producer keeps before writing a run
+
+
+class SpillWriter:
+    """Rows of one producer, by partition, written as one or more runs `NAME-RRRR.arrow`."""
+
+    def __init__(
+        self, folder: str, name: str, schema: pa.Schema, partitions: int = 1, *,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:  # fmt: skip
+        if partitions < 1:
+            raise ValueError("a spill file needs at least one partition")
+        self.folder, self.name, self.schema = folder, name, schema
+        self.partitions, self.max_bytes = partitions, max_bytes
+        self.urls: list[str] = []
+        self._rows: list[list[tuple]] = [[] for _ in range(partitions)]
+        self._pieces: list[list[pa.RecordBatch]] = [[] for _ in range(partitions)]
+        self._bytes = 0
+
+    def add(self, row: tuple, partition: int = 0, *, size: int = 64) -> None:
+        """Add a row: its values in the schema's order (`size`: its rough size in bytes, for the
+        run limit)."""
+        self._rows[partition].append(row)
+        self._bytes += size
+        if self._bytes >= self.max_bytes:
+            self._write_run()
+
+    def add_columns(self, partitions: np.ndarray, columns: list, *, size: int) -> None:
+        """Add many rows at once: `columns` in the schema's order (arrays or lists of one length),
+        `partitions` each row's partition (rows keep their order inside a partition)."""
+        order = np.argsort(partitions, kind="stable")
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)],
+            schema=self.schema,
+        ).take(pa.array(order))
+        ordered = np.asarray(partitions)[order]
+        bounds = np.flatnonzero(np.diff(ordered)) + 1
+        for start, end in zip([0, *bounds.tolist()], [*bounds.tolist(), len(order)], strict=True):
+            if end > start:
+                self._pieces[int(ordered[start])].append(batch.slice(start, end - start))
+        self._bytes += size
+        if self._bytes >= self.max_bytes:
+            self._write_run()
+
+    def close(self) -> list[str]:
+        """Write what is left; returns every run's URL (none when no row was added)."""
+        if self._bytes or any(self._rows) or any(self._pieces):
+            self._write_run()
+        return self.urls
+
+    def _write_run(self) -> None:
+        url = child(self.folder, f"{self.name}-{len(self.urls):04d}.arrow")
+        fs, path = filesystem(url)
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        with replacing(fs, path) as f, pa.ipc.new_file(f, self.schema) as writer:
+            for rows, pieces in zip(self._rows, self._pieces, strict=True):
+                writer.write_batch(pa.concat_batches([*pieces, self._batch(rows)]))
+        self.urls.append(url)
+        self._rows = [[] for _ in range(self.partitions)]
+        self._pieces = [[] for _ in range(self.partitions)]
+        self._bytes = 0
+
+    def _batch(self, rows: list[tuple]) -> pa.RecordBatch:
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in self.schema]
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def read_spill(
+    urls: Sequence[str], lo: int = 0, hi: int | None = None, *, columns: Sequence[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Partitions [lo, hi) of each spill file (all of them without `hi`), file by file."""
+    for url in urls:
+        fs, path = filesystem(url)
+        with fs.open(path, "rb") as f, pa.ipc.open_file(f) as reader:
+            end = reader.num_record_batches if hi is None else min(hi, reader.num_record_batches)
+            for i in range(lo, end):
+                batch = reader.get_batch(i)
+                if batch.num_rows:
+                    yield batch if columns is None else batch.select(list(columns))
+
+
+def read_rows(
+    urls: Sequence[str], lo: int = 0, hi: int | None = None, *, columns: Sequence[str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The rows of `read_spill`, as dicts."""
+    for batch in read_spill(urls, lo, hi, columns=columns):
+        yield from batch.to_pylist()
+
+
+def remove_folder(url: str) -> None:
+    """Delete a spill folder and everything under it (nothing when it is not there)."""
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

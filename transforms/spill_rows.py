@@ -1,0 +1,167 @@
+"""What the curation job spills (`spill.py`), a schema and its row ↔ value functions each, side by
+side: examples' payloads, dedup members, scored examples, selection decisions.
+
+A row is written as a tuple in its schema's order and read back as a dict. Only the payload rows
+hold texts and images; the others are the small records that the grouping
+into super-batches, selection and shard writing work from. Floats keep every bit (a loss is a
+float32 value, stored as float64; embeddings as float32), so values read back are the values
+written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .cache import ModelOutput
+from .dedup import Member
+from .offline_selection import Decision
+from .records import Example
+
+PAYLOAD = pa.schema(
+    [
+        ("key", pa.string()),
+        ("id", pa.string()),
+        ("layout", pa.string()),
+        ("text", pa.large_string()),
+        ("pair", pa.large_string()),
+        ("image", pa.large_binary()),
+        ("file", pa.int32()),  # the input file's index in the run's sorted inputs
+        ("position", pa.int64()),
+        ("meta", pa.large_string()),  # kept fields, as JSON (None: none)
+    ]
+)
+
+MEMBER = pa.schema(
+    [
+        ("bucket", pa.int64()),  # the dedup bucket: content hash or LSH band key
+        ("file", pa.int32()),
+        ("position", pa.int64()),
+        ("key", pa.string()),
+        ("content", pa.int64()),
+    ]
+)
+
+
+def _output_fields(role: str) -> list[tuple[str, pa.DataType]]:
+    return [
+        (f"{role}_loss", pa.float64()),
+        (f"{role}_embeddings", pa.list_(pa.float32())),  # [2, d] flattened
+        (f"{role}_scale", pa.float64()),
+        (f"{role}_bias", pa.float64()),
+        (f"{role}_precision", pa.string()),
+    ]
+
+
+SCORED = pa.schema(
+    [
+        ("hash", pa.uint64()),  # key_hash(key, seed): the order inside super-batches
+        ("key", pa.string()),
+        ("id", pa.string()),
+        ("file", pa.int32()),
+        ("position", pa.int64()),
+        ("meta", pa.large_string()),  # kept fields, as JSON: the manifest rows carry them
+        *_output_fields("teacher"),
+        *_output_fields("student"),
+    ]
+)
+
+DECISION = pa.schema(
+    [
+        ("key", pa.string()),
+        ("super_batch", pa.int64()),
+        ("teacher_loss", pa.float64()),
+        ("score", pa.float64()),
+        ("order", pa.int64()),
+        ("embeddings", pa.list_(pa.float32())),
+        ("scale", pa.float64()),
+        ("bias", pa.float64()),
+    ]
+)
+
+
+def payload_row(example: Example, file: int) -> tuple:
+    return (example.key, example.id, example.layout, example.text, example.pair, example.image,
+            file, example.position, _meta(example))  # fmt: skip
+
+
+def payload_size(example: Example) -> int:
+    """Roughly the bytes a payload row takes, for the spill's run limit."""
+    return 128 + len(example.text) + len(example.pair or "") + len(example.image or b"")
+
+
+def example_of(row: Mapping[str, Any], urls: Sequence[str]) -> Example:
+    return Example(id=row["id"], layout=row["layout"], text=row["text"], pair=row["pair"],
+                   image=row["image"], source=urls[row["file"]], position=row["position"],
+                   meta=_meta_of(row))  # fmt: skip
+
+
+def member_row(bucket: int, member: Member) -> tuple:
+    return (bucket, *member)
+
+
+def scored_row(example: Example, file: int, h: int, outputs: Mapping[str, ModelOutput]) -> tuple:
+    """An example's small record: its order, what names it, and each model's output."""
+    row = (h, example.key, example.id, file, example.position, _meta(example))
+    for role in ("teacher", "student"):
+        out = outputs.get(role)
+        row += (None,) * 5 if out is None else (
+            out.loss, _flat(out.embeddings), out.scale, out.bias, out.precision
+        )  # fmt: skip
+    return row
+
+
+def output_of(row: Mapping[str, Any], role: str) -> ModelOutput | None:
+    """A model's output from a scored row (None when that model did not score)."""
+    if row[f"{role}_precision"] is None:
+        return None
+    flat = row[f"{role}_embeddings"]
+    return ModelOutput(
+        loss=row[f"{role}_loss"],
+        embeddings=None if flat is None else np.asarray(flat, dtype=np.float32).reshape(2, -1),
+        scale=row[f"{role}_scale"],
+        bias=row[f"{role}_bias"],
+        precision=row[f"{role}_precision"],
+    )
+
+
+def stub_example(row: Mapping[str, Any], urls: Sequence[str]) -> Example:
+    """The example a scored row names, without its payload: enough to select and to write
+    manifest rows (id, key, source, position, kept fields)."""
+    return Example(id=row["id"], layout="text", text="", source=urls[row["file"]],
+                   position=row["position"], meta=_meta_of(row))  # fmt: skip
+
+
+def decision_row(d: Decision) -> tuple:
+    return (d.example.key, d.super_batch, d.teacher_loss, d.score, d.order, _flat(d.embeddings),
+            d.scale, d.bias)  # fmt: skip
+
+
+def decision_of(row: Mapping[str, Any], example: Example) -> Decision:
+    flat = row["embeddings"]
+    return Decision(
+        example=example,
+        super_batch=row["super_batch"],
+        teacher_loss=row["teacher_loss"],
+        score=row["score"],
+        order=row["order"],
+        embeddings=None if flat is None else np.asarray(flat, dtype=np.float32).reshape(2, -1),
+        scale=row["scale"],
+        bias=row["bias"],
+    )
+
+
+def _flat(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else np.asarray(values, dtype=np.float32).reshape(-1).tolist()
+
+
+def _meta(example: Example) -> str | None:
+    return json.dumps(dict(example.meta)) if example.meta else None
+
+
+def _meta_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(row["meta"]) if row["meta"] else {}
