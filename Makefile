@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/margins.py
 	$(BIN)/python bench/cpu_kernels.py
+	$(BIN)/python bench/gpu.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

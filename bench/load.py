@@ -16,6 +16,7 @@ a fresh process with the same teacher, options and seed. Measured for each:
   processes), polled from /proc every 0.2 s, and the runner process's own peak; shared pages count
   once per process, so the tree sum overstates the real footprint somewhat;
 - CPU seconds of the tree (user + system), i.e. how many of the cores the job kept busy;
+- the largest size of the job's spill files (`OUTPUT/_temporary/`), polled every 5 s;
 - counts from `stats.json`, shard files and bytes on disk;
 - the accounting invariant, checked with pyarrow from the manifest: one row per input line, each
   selected, not selected, a duplicate or rejected, no (source, position) twice, and the same
@@ -62,7 +63,7 @@ MIB = 2**20
 POLL_S = 0.2
 LOG_RSS_EVERY_S = 30.0
 STATUSES = ("selected", "not_selected", "duplicate", "rejected")
-CHUNK_LINE = re.compile(r"jestflow: scored file \d+ chunk \d+: (\d+) examples in ([\d.]+) s")
+CHUNK_LINE = re.compile(r"jestflow: scored file-[\d-]+buckets[\d-]+: (\d+) examples in ([\d.]+) s")
 
 
 # --- the teacher ---------------------------------------------------------------------------------
@@ -109,6 +110,18 @@ def rss_of(pid: int) -> int:
         return 0
 
 
+def folder_bytes(folder: Path) -> int:
+    """The bytes of every file under `folder` (0 when it is not there)."""
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
 def children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -147,11 +160,13 @@ def run_curate(inputs, teacher: str, output: Path, log_path: Path, args) -> dict
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        next_note = LOG_RSS_EVERY_S
+        next_note, next_spill, spill = LOG_RSS_EVERY_S, 0.0, 0
         while proc.poll() is None:
             t = time.perf_counter() - start
             rss, n = curate_bench.tree_rss(proc.pid)
             samples.append((t, rss, n, rss_of(proc.pid)))
+            if t >= next_spill:  # the job's spill files on disk
+                spill, next_spill = max(spill, folder_bytes(output / "_temporary")), t + 5.0
             if t >= next_note:
                 note(t, f"[bench] tree RSS {rss / MIB:,.0f} MiB over {n} processes")
                 next_note += LOG_RSS_EVERY_S
@@ -169,6 +184,7 @@ def run_curate(inputs, teacher: str, output: Path, log_path: Path, args) -> dict
         "peak_mib": max((s[1] for s in samples), default=0) / MIB,
         "runner_mib": max((s[3] for s in samples), default=0) / MIB,
         "procs": max((s[2] for s in samples), default=0),
+        "spill_mib": spill / MIB,
         "samples": samples,
         "lines": lines,
     }
@@ -303,7 +319,7 @@ def main() -> None:
     header = ["examples", "seconds", "examples/s", "peak RSS MiB", "runner MiB", "processes"]
     header += ["CPU s", "cores busy", "inputs", "selected", "not selected", "duplicate", "rejected"]
     header += ["shards"]
-    header += ["shard MiB", "invariant"]
+    header += ["shard MiB", "spill MiB", "invariant"]
     widths = [max(len(h), 9) for h in header]
     results: dict[int, dict] = {}
     problems: dict[int, list[str]] = {}
@@ -328,7 +344,8 @@ def main() -> None:
         cells += [f"{result['peak_mib']:,.0f}", f"{result['runner_mib']:,.0f}", result["procs"]]
         cells += [f"{result['cpu_s']:,.0f}", f"{result['cpu_s'] / result['seconds']:.2f}"]
         cells += [f"{counts[k]:,}" for k in ("inputs", *STATUSES)]
-        cells += [shards[0], f"{shards[1] / MIB:,.1f}", "held" if not problems[size] else "BROKEN"]
+        cells += [shards[0], f"{shards[1] / MIB:,.1f}", f"{result['spill_mib']:,.0f}"]
+        cells += ["held" if not problems[size] else "BROKEN"]
         print(row(cells, widths), flush=True)
         if not args.keep_data:
             shutil.rmtree(data)

@@ -43,14 +43,16 @@ class Finish(beam.PTransform):
                 dedup=beam.pvalue.AsSingleton(s["dedup"]),
                 shards=beam.pvalue.AsList(s["shards"]),
                 scoring=beam.pvalue.AsSingleton(s["scoring"]),
+                written=beam.pvalue.AsSingleton(s["written"]),
             )
         )
 
 
 def finish(_, config: CurateConfig, plan: RunPlan, *, scores, thresholds, reasons, dedup,
-           shards, scoring) -> None:  # fmt: skip
+           shards, scoring, written) -> None:  # fmt: skip
     """stats.json, report.html, run.json; _SUCCESS unless records were read but none parsed
     (the job then fails with the reason: `job.check_records`)."""
+    del written  # a side input only so that this step runs after those writes
     quantum = config.selection.quantum
     stats = summarize(scores, reasons, shards, dedup=dedup, quantum=quantum,
                       thresholds=thresholds)  # fmt: skip

@@ -33,7 +33,7 @@ from .dedup import Deduplicate
 from .finish import Finish
 from .handlers import ScoringHandler
 from .read_step import ReadSettings, read_and_spill
-from .score_step import CutChunks, list_cache_parts, spill_scores
+from .score_step import CutChunks, list_cache_parts, spill_scores, units_of, write_duplicates
 from .select_step import select_group, selected_decisions
 from .sinks import ShardLimits, WrittenGroup, write_shard_group
 
@@ -53,11 +53,8 @@ def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
         | "Inputs" >> beam.Create(list(enumerate(plan.urls)), reshuffle=True)
         | "Read" >> beam.Map(read_and_spill, settings)
     )
-    reasons = (
-        files
-        | "Reasons" >> beam.FlatMap(lambda f: f.reasons.items())
-        | "Count reasons" >> beam.CombinePerKey(sum)
-    )
+    reasons = files | "Reasons" >> beam.FlatMap(lambda f: f.reasons.items())
+    reasons = reasons | "Count reasons" >> beam.CombinePerKey(sum)
     copies, dedup = files | "Deduplicate" >> Deduplicate(
         config.dedup, config.dedup_method, plan.urls
     )
@@ -67,11 +64,18 @@ def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
         | "Cache" >> beam.Create([config.cache])
         | "List cache parts" >> beam.FlatMap(list_cache_parts, plan.cache_keys)
     )
-    cut = CutChunks(config.output, plan.urls)
-    chunks = (
+    cut = (
         files
+        | "Scoring units" >> beam.FlatMap(units_of)
+        | "Spread units" >> beam.Reshuffle()
         | "Cut chunks"
-        >> beam.ParDo(cut, beam.pvalue.AsSingleton(copies), beam.pvalue.AsList(parts))
+        >> beam.ParDo(
+            CutChunks(plan.urls), beam.pvalue.AsSingleton(copies), beam.pvalue.AsList(parts)
+        ).with_outputs("duplicates", main="chunks")
+    )
+    duplicates = cut.duplicates | "Write duplicates" >> WriteDuplicates(config.output)
+    chunks = (
+        cut.chunks
         | "Score" >> score_step(config)
         | "Spill scores"
         >> beam.Map(
@@ -90,8 +94,25 @@ def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
     shards = selected | "Write shards" >> WriteShards(config, plan, thresholds, payloads)
     _ = p | "Write stats, run.json, _SUCCESS" >> Finish(
         config, plan, scores=scores, thresholds=thresholds, reasons=reasons, dedup=dedup,
-        shards=shards, scoring=scoring,
+        shards=shards, scoring=scoring, written=duplicates,
     )  # fmt: skip
+
+
+class WriteDuplicates(beam.PTransform):
+    """(input file, manifest row) of the removed copies → a manifest part per input file; returns
+    how many parts were written."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__()
+        self.output = output
+
+    def expand(self, duplicates):
+        return (
+            duplicates
+            | "Group by file" >> beam.GroupByKey()
+            | "Write duplicates" >> beam.Map(write_duplicates, self.output)
+            | "Count parts" >> beam.combiners.Count.Globally()
+        )
 
 
 class Select(beam.PTransform):

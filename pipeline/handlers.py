@@ -40,16 +40,17 @@ from ..transforms.scoring import (
 
 
 class Chunk(NamedTuple):
-    """Examples of one input file (`file`), the `number`-th cut of its spilled payloads."""
+    """Examples of one input file (`file`), cut from its spilled payloads; `name` says where
+    (the file, its buckets, the part) and names what is spilled of it."""
 
     file: int
-    number: int
+    name: str
     candidates: list[Candidate]
 
 
 class Scored(NamedTuple):
     file: int
-    number: int
+    name: str
     examples: list[Example]
     outputs: dict[str, list[ModelOutput]]  # role → each example's output
     fresh: dict[str, dict[str, ModelOutput]]  # role → outputs not from the cache, by example id
@@ -144,7 +145,7 @@ class Models:
             fresh[role] = {examples[i].id: out for i, out in zip(missing, new, strict=True)}
             every[role] = outputs
         seconds = time.perf_counter() - start
-        return Scored(chunk.file, chunk.number, examples, every, fresh, seconds)
+        return Scored(chunk.file, chunk.name, examples, every, fresh, seconds)
 
 
 class ScoringHandler(ModelHandler[Chunk, Scored, Models]):

@@ -1,15 +1,18 @@
 """Scoring as the examples stream in, before any grouping: each input file's spilled payloads are
-read back, its removed copies written to the manifest, the rest cut into chunks with the outputs
-the score cache holds for them, scored (RunInference, `handlers.py`), and each chunk's small
-records — key, hash, file and position, the models' outputs — spilled by super-batch bucket for
-the selection step. Fresh outputs go to the score cache, a part per chunk and model.
+read back a range of buckets at a time (a `Unit`, spread over the workers), its removed copies
+sent on to the manifest, the rest cut into chunks with the outputs the score cache holds for
+them, scored (RunInference, `handlers.py`), and each chunk's small records — key, hash, file and
+position, kept fields, the models' outputs — spilled by super-batch bucket for the selection
+step. Fresh outputs go to the score cache, a part per chunk and model.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -48,35 +51,54 @@ def list_cache_parts(cache: str | None, keys: Mapping[str, str]) -> list[tuple[s
     return [(role, url) for role, key in sorted(keys.items()) for url in cache_parts(cache, key)]
 
 
-class CutChunks(beam.DoFn):
-    """FileSpill → the file's kept examples as `Chunk`s (its removed copies go to the manifest),
-    each example with what the score cache holds for it."""
+@dataclass(frozen=True, kw_only=True)
+class Unit:
+    """A unit of scoring work: the examples in super-batch buckets [lo, hi) of one input file
+    (small: it travels through Beam and spreads the scoring over the workers)."""
 
-    def __init__(self, output: str, urls: list[str]) -> None:
-        self.output, self.urls = output, urls
+    file: int
+    lo: int
+    hi: int
+    payloads: tuple[str, ...]
+
+
+def units_of(spill: FileSpill) -> list[Unit]:
+    """A file's scoring units: its buckets cut into ranges of about CHUNK examples."""
+    n = min(BUCKETS, math.ceil(spill.examples / CHUNK))
+    edges = [i * BUCKETS // n for i in range(n + 1)] if n else []
+    return [
+        Unit(file=spill.index, lo=lo, hi=hi, payloads=tuple(spill.payloads))
+        for lo, hi in itertools.pairwise(edges)
+    ]
+
+
+class CutChunks(beam.DoFn):
+    """Unit → its kept examples as `Chunk`s, each example with what the score cache holds for
+    it; its removed copies, as (file, manifest row), to the `duplicates` output."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
         self._cached: tuple[tuple, dict[str, CachedOutputs]] | None = None
 
-    def process(self, spill: FileSpill, copies: Copies, parts: Sequence[tuple[str, str]]):
+    def process(self, unit: Unit, copies: Copies, parts: Sequence[tuple[str, str]]):
         cached = self._cache(parts)
-        duplicates, chunk, size, number = [], [], 0, 0
-        for batch in read_spill(spill.payloads):
+        chunk, size, part = [], 0, 0
+        for batch in read_spill(unit.payloads, unit.lo, unit.hi):
             for row in batch.to_pylist():
                 example = example_of(row, self.urls)
                 kept = copies.kept_of.get(example.key)
                 if kept is not None:
                     kind = copies.kinds[example.key]
-                    duplicates.append(duplicate_row(example, kept=kept.key, kind=kind))
+                    row = duplicate_row(example, kept=kept.key, kind=kind)
+                    yield beam.pvalue.TaggedOutput("duplicates", (unit.file, row))
                     continue
                 chunk.append(candidate(example, cached))
                 size += payload_size(example)
                 if len(chunk) == CHUNK or size >= CHUNK_BYTES:
-                    yield Chunk(spill.index, number, chunk)
-                    chunk, size, number = [], 0, number + 1
+                    yield Chunk(unit.file, chunk_name(unit, part), chunk)
+                    chunk, size, part = [], 0, part + 1
         if chunk:
-            yield Chunk(spill.index, number, chunk)
-        if duplicates:
-            count("duplicates", len(duplicates))
-            write_manifest_part(duplicates, self.output, f"duplicate-{spill.index:06d}")
+            yield Chunk(unit.file, chunk_name(unit, part), chunk)
 
     def _cache(self, parts: Sequence[tuple[str, str]]) -> dict[str, CachedOutputs]:
         """Each model's cached outputs, loaded once per worker."""
@@ -87,6 +109,17 @@ class CutChunks(beam.DoFn):
                 by_role.setdefault(role, []).append(url)
             self._cached = (listing, {r: CachedOutputs(u) for r, u in by_role.items()})
         return self._cached[1]
+
+
+def chunk_name(unit: Unit, part: int) -> str:
+    return f"file-{unit.file:06d}-buckets-{unit.lo:04d}-{part:02d}"
+
+
+def write_duplicates(element: tuple[int, Iterable[dict]], output: str) -> int:
+    """One input file's removed copies: its `duplicate-FFFFFF` manifest part."""
+    file, rows = element[0], list(element[1])
+    count("duplicates", len(rows))
+    return write_manifest_part(rows, output, f"duplicate-{file:06d}")
 
 
 def candidate(example, cached: Mapping[str, CachedOutputs]) -> Candidate:
@@ -102,8 +135,7 @@ def spill_scores(
     scored: Scored, temporary: str, seed: int, cache: str | None, keys: Mapping[str, str]
 ) -> ScoredChunk:
     """Spill a scored chunk's small records by bucket, and write its fresh outputs to the cache."""
-    name = f"file-{scored.file:06d}-chunk-{scored.number:06d}"
-    out = SpillWriter(child(temporary, "scored"), name, SCORED, BUCKETS)
+    out = SpillWriter(child(temporary, "scored"), scored.name, SCORED, BUCKETS)
     buckets: Counter[int] = Counter()
     for i, example in enumerate(scored.examples):
         h = key_hash(example.key, seed)
@@ -117,8 +149,8 @@ def spill_scores(
     counts = scored.counts()
     for name, n in counts.items():
         count(name, n)
-    log.info("scored file %d chunk %d: %d examples in %.1f s", scored.file, scored.number,
-             len(scored.examples), scored.seconds)  # fmt: skip
+    log.info("scored %s: %d examples in %.1f s", scored.name, len(scored.examples),
+             scored.seconds)  # fmt: skip
     return ScoredChunk(urls=out.close(), buckets=buckets, scoring=counts)
 
 

@@ -1,13 +1,16 @@
 """Scoring examples with a model: per-example LM loss, and two-tower embeddings for pair losses.
 
 Both work on any model with the scoring interface (the built-in models and the Hugging Face
-adapters): batches are bucketed by length under a token budget, run without gradients, and under
-bf16 autocast on CUDA. Results come back on the CPU in the order of the inputs.
+adapters): batches are bucketed by length under a token budget (an image counts its pixels in
+16×16 patches), run without gradients, and under bf16 autocast on CUDA. A batch that runs out of
+GPU memory is split in halves, and the call goes on with half the budget. Results come back on
+the CPU in the order of the inputs, one per input.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -17,6 +20,8 @@ from .errors import JestflowError
 from .losses import PairEmbeddings, as_float
 from .models.layers import padded_length
 from .records import Example
+
+logger = logging.getLogger(__name__)
 
 
 class LanguageModel(Protocol):
@@ -90,21 +95,67 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+# An image's length, in tokens: its pixels in 16×16 patches (a ViT-B/16's tokens). A 64-pixel
+# image is 16 tokens, a 224-pixel one 196, so a batch of images fills the budget a batch of texts
+# does; `len` of an image tensor [3, H, W] would be 3, whatever its size.
+PIXELS_PER_TOKEN = 16 * 16
+
+# What a batch too big for the GPU raises (torch.OutOfMemoryError from torch 2.5 on).
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def item_length(item: torch.Tensor) -> int:
+    """What a model input costs a batch, in tokens: a token tensor [T] its length; an image
+    [C, H, W] its pixels in 16×16 patches (`PIXELS_PER_TOKEN`), rounded up."""
+    if item.dim() <= 1:
+        return len(item)
+    return -(-item.shape[-1] * item.shape[-2] // PIXELS_PER_TOKEN)
+
+
+def _same_width(length: int) -> int:
+    return length
+
+
+class _Budget:
+    """One scoring call's limits on a batch: padded tokens and items, halved after a batch ran out
+    of memory (and kept so for the rest of the call: later batches hold longer items)."""
+
+    def __init__(self, max_tokens: int, max_batch: int, width: Callable[[int], int]) -> None:
+        self.max_tokens, self.max_batch, self.width = max_tokens, max_batch, width
+
+    def halve(self, size: int, longest: int, device: torch.device, error: str) -> None:
+        """After a batch of `size` items, the longest `longest` tokens, ran out of memory."""
+        self.max_batch = min(self.max_batch, -(-size // 2))
+        self.max_tokens = min(self.max_tokens, self.max_batch * self.width(longest))
+        logger.warning(
+            "a scoring batch of %d items (%d tokens each, padded) ran out of memory on %s (%s); "
+            "scoring it in halves, and at most %d items, %d padded tokens a batch from now on",
+            size, self.width(longest), device, error, self.max_batch, self.max_tokens,
+        )  # fmt: skip
+
+
+def _batch_end(order: Sequence[int], lengths: Sequence[int], start: int, budget: _Budget) -> int:
+    """Where the batch that starts at `order[start]` ends: it takes the next (longer or as long)
+    items while the batch, padded to its longest, stays within the budget."""
+    end = start + 1
+    while end < len(order) and end - start < budget.max_batch:
+        if (end - start + 1) * budget.width(lengths[order[end]]) > budget.max_tokens:
+            break
+        end += 1
+    return end
+
+
 def length_batches(lengths: Sequence[int], *, max_tokens: int, max_batch: int) -> list[list[int]]:
     """Indices grouped into batches of similar length, each with at most `max_tokens` tokens once
     padded (`padded_length`) and `max_batch` items (ties in length keep input order, so batching is deterministic)."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    budget = _Budget(max_tokens, max_batch, padded_length)
     batches: list[list[int]] = []
-    batch: list[int] = []
-    for i in order:
-        # Sorted ascending, so lengths[i] is the longest in the batch so far.
-        too_many = (len(batch) + 1) * padded_length(lengths[i]) > max_tokens
-        if batch and (too_many or len(batch) >= max_batch):
-            batches.append(batch)
-            batch = []
-        batch.append(i)
-    if batch:
-        batches.append(batch)
+    start = 0
+    while start < len(order):
+        end = _batch_end(order, lengths, start, budget)
+        batches.append(order[start:end])
+        start = end
     return batches
 
 
@@ -112,6 +163,30 @@ def batch_tokens(device: torch.device) -> int:
     """Padded tokens per scoring batch when not given: large on a GPU; on a CPU small enough for
     the activations to stay in cache (4096 scores 1.4× faster than 32768 on a 2-core EPYC)."""
     return 32_768 if device.type == "cuda" else 4096
+
+
+def _attempt(
+    run: Callable[[list[torch.Tensor]], torch.Tensor], inputs: list[torch.Tensor]
+) -> tuple[torch.Tensor | None, str]:
+    """(`run`'s result as float32 on the CPU, "") or, when the device ran out of memory,
+    (None, the error's first line), its cache emptied."""
+    try:
+        return run(inputs).float().cpu(), ""
+    except OUT_OF_MEMORY as e:
+        error = str(e).strip().splitlines()[0] if str(e).strip() else "out of memory"
+    # Out of the handler, the traceback and with it the failed batch's tensors are gone.
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return None, error
+
+
+def _too_big(length: int, device: torch.device, error: str) -> JestflowError:
+    return JestflowError(
+        f"one input of {length} tokens (images: 16×16-pixel patches) does not fit in the memory "
+        f"of {device} even alone ({error}); score fewer tokens of each text (a smaller "
+        "--score-seq-len, or a model with a smaller --max-len), or use a device with more free "
+        "memory"
+    )
 
 
 def _batched(
@@ -122,17 +197,34 @@ def _batched(
     max_tokens: int | None,
     max_batch: int,
 ) -> torch.Tensor:
-    """`run` over length-bucketed batches of `items`, results stacked back in input order."""
+    """`run` over length-bucketed batches of `items`, results stacked back in input order.
+
+    A batch that runs out of memory halves the budget (`_Budget.halve`) and is scored again
+    from its first item: in halves, smaller again if a half does not fit either. An input that
+    does not fit alone is a JestflowError.
+    """
+    lengths = [item_length(x) for x in items]
+    padded = all(x.dim() <= 1 for x in items)  # token sequences pad; images are all one size
+    budget = _Budget(
+        max_tokens or batch_tokens(device), max_batch, padded_length if padded else _same_width
+    )
+    order = sorted(range(len(items)), key=lambda i: (lengths[i], i))
     out: torch.Tensor | None = None
-    max_tokens = max_tokens or batch_tokens(device)
+    start = 0
     with torch.no_grad(), autocast(device):
-        for batch in length_batches(
-            [len(x) for x in items], max_tokens=max_tokens, max_batch=max_batch
-        ):
-            result = run([items[i] for i in batch]).float().cpu()
+        while start < len(order):
+            end = _batch_end(order, lengths, start, budget)
+            batch = order[start:end]
+            result, error = _attempt(run, [items[i] for i in batch])
+            if result is None:
+                if len(batch) == 1:
+                    raise _too_big(lengths[batch[0]], device, error)
+                budget.halve(len(batch), lengths[batch[-1]], device, error)
+                continue  # the same start, under the smaller budget
             if out is None:
                 out = torch.empty((len(items), *result.shape[1:]), dtype=torch.float32)
             out[batch] = result
+            start = end
     return out if out is not None else torch.empty(0)
 
 

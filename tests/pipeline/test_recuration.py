@@ -164,9 +164,9 @@ def test_the_finish_step_runs_after_every_write(noisy, tmp_path):
             if producer is not None and producer.full_label not in upstream:
                 upstream.add(producer.full_label)
                 todo.append(producer)
-    # Read: dead letters and spills; Cut chunks: the duplicates' manifest parts; Spill scores: the
-    # score cache and spills; Select groups: the not-selected parts and the decisions' spills.
-    writers = {"Read", "Cut chunks", "Spill scores", "Select/Select groups",
+    # Read: dead letters and spills; Spill scores: the score cache and spills; Select groups: the
+    # not-selected parts and the decisions' spills.
+    writers = {"Read", "Write duplicates/Write duplicates", "Spill scores", "Select/Select groups",
                "Write shards/Write shards"}  # fmt: skip
     assert writers <= set(leaves.found) and writers <= upstream
 

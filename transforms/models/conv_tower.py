@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .images import decode_image
+from .layers import to_device
 
 STAGES = 4  # stride-2 convolutions: a 64-pixel image ends as a 4×4 map
 
@@ -37,5 +38,5 @@ class ConvTower(nn.Module):
         return [decode_image(data, self.config.image_size) for data in images]
 
     def forward(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = torch.stack(list(items)).to(self.head.weight.device)
+        x = to_device(torch.stack(list(items)), self.head.weight.device)
         return self.head(self.ln(self.features(x).flatten(1)))

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import missing_extra
 from ..losses import PairEmbeddings, token_nll
-from .layers import pad
+from .layers import pad, to_device
 
 
 def _transformers():
@@ -125,7 +125,7 @@ class HFCausalLM(_Adapter):
 
     def sequence_nll(self, sequences: Sequence[torch.Tensor]) -> torch.Tensor:
         ids, mask = pad(sequences, self.pad_id, limit=self.max_len + 1)
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = to_device(ids, self.device), to_device(mask, self.device)
         logits = self.model(input_ids=ids, attention_mask=mask.long()).logits
         return token_nll(logits[:, :-1], ids[:, 1:], mask[:, 1:])
 
@@ -158,7 +158,7 @@ class HFTextEncoder(PairAdapter):
 
     def embed_left(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
         ids, mask = pad(items, self.pad_id, limit=self.max_len)
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = to_device(ids, self.device), to_device(mask, self.device)
         hidden = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         weights = mask.to(hidden.dtype)[..., None]
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)

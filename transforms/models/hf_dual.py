@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..errors import JestflowError
 from .hf import LOCAL_ONLY, PairAdapter, _load_pretrained, _transformers
-from .layers import pad
+from .layers import pad, to_device
 
 # Hugging Face `model_type` → the model class `AutoModel` loads for it.
 DUAL_ENCODERS = {
@@ -112,12 +112,14 @@ class HFDualEncoder(PairAdapter):
     def embed_left(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
         ids, mask = pad(items, self.pad_id, limit=self.max_len)
         # SigLIP's captions are all full length; its text tower is used without a mask.
-        mask = None if self.full_length else mask.long().to(self.device)
-        output = self.model.get_text_features(input_ids=ids.to(self.device), attention_mask=mask)
+        mask = None if self.full_length else to_device(mask.long(), self.device)
+        output = self.model.get_text_features(
+            input_ids=to_device(ids, self.device), attention_mask=mask
+        )
         return F.normalize(_features(output).float(), dim=-1)
 
     def embed_right(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        pixels = torch.stack(list(items)).to(self.device, self.model.dtype)
+        pixels = to_device(torch.stack(list(items)), self.device, self.model.dtype)
         output = self.model.get_image_features(pixel_values=pixels)
         return F.normalize(_features(output).float(), dim=-1)
 

@@ -71,6 +71,20 @@ def pad(
     return ids, torch.arange(width)[None, :] < lengths[:, None]
 
 
+def to_device(
+    tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """`tensor` on `device` (then as `dtype`). A host tensor bound for a GPU is pinned and copied
+    asynchronously (`non_blocking`): the host goes on queueing the batch's kernels while the copy
+    runs, and the caching host allocator keeps the pinned buffer until the copy is done. Elsewhere
+    a plain `.to`: on the CPU nothing changes."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    else:
+        tensor = tensor.to(device)
+    return tensor if dtype is None else tensor.to(dtype)  # converted on the device
+
+
 def byte_tokens(text: str, max_len: int, bos: int | None = None) -> torch.Tensor:
     """UTF-8 bytes of `text` (at most max_len tokens in all), optionally after a BOS id."""
     head = [] if bos is None else [bos]

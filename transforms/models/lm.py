@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import token_nll
-from .layers import Block, byte_tokens, init_weights, pad
+from .layers import Block, byte_tokens, init_weights, pad, to_device
 
 BOS = 256  # token ids 0..255 are bytes
 
@@ -63,7 +63,7 @@ class CausalLM(nn.Module):
     def sequence_nll(self, sequences: Sequence[torch.Tensor]) -> torch.Tensor:
         """Mean next-token NLL of each tokenized text, padding masked: [N]."""
         ids, mask = pad(sequences, limit=self.config.max_len + 1)
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = to_device(ids, self.device), to_device(mask, self.device)
         logits = self(ids[:, :-1])
         return token_nll(logits, ids[:, 1:], mask[:, 1:])
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..hashing import mix64
+from .layers import to_device
 
 _MULTIPLIERS = mix64(np.arange(1, 17, dtype=np.uint64)) | np.uint64(1)  # odd, fixed
 
@@ -58,5 +59,5 @@ class NgramTower(nn.Module):
     def forward(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
         device = self.bag.weight.device
         lengths = torch.tensor([len(x) for x in items])
-        offsets = (torch.cumsum(lengths, 0) - lengths).to(device)
-        return self.head(self.ln(self.bag(torch.cat(list(items)).to(device), offsets)))
+        offsets = to_device(torch.cumsum(lengths, 0) - lengths, device)
+        return self.head(self.ln(self.bag(to_device(torch.cat(list(items)), device), offsets)))

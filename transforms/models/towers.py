@@ -21,7 +21,7 @@ from torch import nn
 from ..losses import PairEmbeddings
 from .conv_tower import ConvTower
 from .images import decode_image
-from .layers import Block, byte_tokens, init_weights, pad
+from .layers import Block, byte_tokens, init_weights, pad, to_device
 from .ngram_tower import NgramTower
 
 TOWER_KINDS = ("text", "image")
@@ -109,7 +109,7 @@ class TextTower(nn.Module):
     def forward(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
         device = self.tokens.weight.device
         ids, keep = pad(items, limit=self.config.max_len)
-        ids, keep = ids.to(device), keep.to(device)
+        ids, keep = to_device(ids, device), to_device(keep, device)
         x = self.tokens(ids) + self.positions(torch.arange(ids.shape[1], device=device))
         for block in self.blocks:
             x = block(x, causal=False, keep=keep)
@@ -140,7 +140,7 @@ class ImageTower(nn.Module):
         return [decode_image(data, self.config.image_size) for data in images]
 
     def forward(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = torch.stack(list(items)).to(self.patches.weight.device)
+        x = to_device(torch.stack(list(items)), self.patches.weight.device)
         x = self.patches(x).flatten(2).transpose(1, 2) + self.positions
         for block in self.blocks:
             x = block(x, causal=False)
