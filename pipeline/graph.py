@@ -132,7 +132,7 @@ class Select(beam.PTransform):
         )
         scored = (
             chunks
-            | "Scored files" >> beam.FlatMap(lambda c: c.urls)
+            | "Scored files" >> beam.FlatMap(lambda c: c.files())
             | "All scored files" >> beam.combiners.ToList()
         )
         select = functools.partial(

@@ -42,6 +42,12 @@ class ScoredChunk:
     buckets: Counter[int]  # examples per super-batch bucket
     scoring: Counter[str]  # teacher.scored, teacher.cached, …
 
+    def files(self) -> list[tuple[str, int, int]]:
+        """(spill URL, first bucket, last bucket + 1) of each file: the buckets it holds rows of."""
+        if not self.buckets:
+            return []
+        return [(url, min(self.buckets), max(self.buckets) + 1) for url in self.urls]
+
 
 def list_cache_parts(cache: str | None, keys: Mapping[str, str]) -> list[tuple[str, str]]:
     """(role, part URL) of every part the cache holds for the run's models, before this run adds

@@ -50,11 +50,13 @@ class SelectedGroup:
 
 
 def select_group(
-    span: GroupRange, scored: Sequence[str], *, task: str, size: int, urls: list[str],
-    selection: SelectionConfig, temporary: str, output: str,
+    span: GroupRange, scored: Sequence[tuple[str, int, int]], *, task: str, size: int,
+    urls: list[str], selection: SelectionConfig, temporary: str, output: str,
 ) -> SelectedGroup:  # fmt: skip
-    """Select every super-batch of one shard group."""
-    rows = read_rows(scored, span.lo, span.hi)
+    """Select every super-batch of one shard group, from the scored spill files (URL, first and
+    end bucket) that hold rows of its buckets."""
+    wanted = sorted(url for url, lo, hi in scored if lo < span.hi and span.lo < hi)
+    rows = read_rows(wanted, span.lo, span.hi)
     out = SpillWriter(child(temporary, "decisions"), f"group-{span.group:06d}", DECISION)
     scores = {status: Counter() for status in SCORED}
     for super_batch, members in sorted(ranked(rows, span, size).items()):
