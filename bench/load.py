@@ -31,7 +31,8 @@ Nothing is asserted; the figures are printed. Each run's time-stamped output, wi
 every 30 s, goes to OUT/logs/SIZE.log (`tail -f` it during a long run).
 
 Run: python bench/load.py [--sizes 100000,1000000,3000000] [--out build/bench-load] [--workers 2]
-    [--files 20] [--super-batch 1024] [--keep 0.2] [--max-len 64] [--keep-data]
+    [--files 20] [--super-batch 1024] [--keep 0.2] [--max-len 64] [--dedup none|exact|near]
+    [--keep-data]
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def run_curate(inputs, teacher: str, output: Path, log_path: Path, args) -> dict
     command = [jestflow_cli(), "curate", *inputs, "-o", str(output), "--teacher", teacher]
     command += ["--task", "lm", "--keep", str(args.keep), "--super-batch", str(args.super_batch)]
     command += ["--workers", str(args.workers), "--seed", str(args.seed), "--device", "cpu"]
-    command += ["--dedup", args.dedup] if getattr(args, "dedup", None) else []
+    command += ["--dedup", args.dedup] if args.dedup else []
     lines: list[tuple[float, str]] = []
     samples: list[tuple[float, int, int, int]] = []  # (seconds, tree RSS, processes, runner RSS)
     lock = threading.Lock()
@@ -295,6 +296,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--teacher-steps", type=int, default=50, help="teacher training steps")
     parser.add_argument("--seed", type=int, default=0, help="data, teacher and selection seed")
     parser.add_argument(
+        "--dedup",
+        choices=("none", "exact", "near"),
+        help="the job's --dedup (default: the job's, near for text)",
+    )
+    parser.add_argument(
         "--keep-data", action="store_true", help="keep each size's data and output under --out"
     )
     return parser.parse_args()
@@ -313,7 +319,8 @@ def main() -> None:
     print(f"`jestflow curate --workers {args.workers}` (local FnApiRunner), B={args.super_batch}, "
           f"keep {args.keep:.0%}, seed {args.seed}, {args.files} JSONL files per size, one broken "
           f"line per {curate_bench.BROKEN_EVERY}; teacher: the built-in byte LM, d_model 32, "
-          f"1 layer, 2 heads, max_len {args.max_len}, {args.teacher_steps} steps")  # fmt: skip
+          f"1 layer, 2 heads, max_len {args.max_len}, {args.teacher_steps} steps; dedup "
+          f"{args.dedup or 'near (the default)'}")  # fmt: skip
     teacher = train_tiny_teacher(root, args)
 
     header = ["examples", "seconds", "examples/s", "peak RSS MiB", "runner MiB", "processes"]

@@ -39,57 +39,68 @@ class SpillWriter:
         self.folder, self.name, self.schema = folder, name, schema
         self.partitions, self.max_bytes = partitions, max_bytes
         self.urls: list[str] = []
-        self._rows: list[list[tuple]] = [[] for _ in range(partitions)]
-        self._pieces: list[list[pa.RecordBatch]] = [[] for _ in range(partitions)]
+        self._rows: list[tuple] = []  # rows added one by one, not yet columns …
+        self._row_partitions: list[int] = []
+        self._pieces: list[tuple[pa.RecordBatch, np.ndarray]] = []  # … and columns, in order
         self._bytes = 0
 
     def add(self, row: tuple, partition: int = 0, *, size: int = 64) -> None:
         """Add a row: its values in the schema's order (`size`: its rough size in bytes, for the
         run limit)."""
-        self._rows[partition].append(row)
-        self._bytes += size
-        if self._bytes >= self.max_bytes:
-            self._write_run()
+        self._rows.append(row)
+        self._row_partitions.append(partition)
+        self._added(size)
 
     def add_columns(self, partitions: np.ndarray, columns: list, *, size: int) -> None:
         """Add many rows at once: `columns` in the schema's order (arrays or lists of one length),
-        `partitions` each row's partition (rows keep their order inside a partition)."""
-        order = np.argsort(partitions, kind="stable")
-        batch = pa.RecordBatch.from_arrays(
-            [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)],
-            schema=self.schema,
-        ).take(pa.array(order))
-        ordered = np.asarray(partitions)[order]
-        bounds = np.flatnonzero(np.diff(ordered)) + 1
-        for start, end in zip([0, *bounds.tolist()], [*bounds.tolist(), len(order)], strict=True):
-            if end > start:
-                self._pieces[int(ordered[start])].append(batch.slice(start, end - start))
-        self._bytes += size
-        if self._bytes >= self.max_bytes:
-            self._write_run()
+        `partitions` each row's partition."""
+        self._rows_to_columns()
+        self._pieces.append((self._batch(columns), np.asarray(partitions, dtype=np.int64)))
+        self._added(size)
 
     def close(self) -> list[str]:
         """Write what is left; returns every run's URL (none when no row was added)."""
-        if self._bytes or any(self._rows) or any(self._pieces):
+        self._rows_to_columns()
+        if self._pieces:
             self._write_run()
         return self.urls
 
+    def _added(self, size: int) -> None:
+        self._bytes += size
+        if self._bytes >= self.max_bytes:
+            self._rows_to_columns()
+            self._write_run()
+
+    def _rows_to_columns(self) -> None:
+        if self._rows:
+            columns = list(zip(*self._rows, strict=True))
+            self._pieces.append((self._batch(columns), np.asarray(self._row_partitions)))
+            self._rows, self._row_partitions = [], []
+
+    def _batch(self, columns: Sequence) -> pa.RecordBatch:
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
     def _write_run(self) -> None:
+        """The rows so far as one file: sorted by partition (stable: a partition keeps the order
+        its rows came in), record batch i holding partition i."""
+        batch = pa.concat_batches([piece for piece, _ in self._pieces])
+        partitions = np.concatenate([p for _, p in self._pieces])
+        if partitions.min() < 0 or partitions.max() >= self.partitions:
+            raise ValueError(f"a partition outside 0–{self.partitions - 1} in {self.name}")
+        order = np.argsort(partitions, kind="stable")
+        batch = batch.take(pa.array(order))
+        ends = np.searchsorted(partitions[order], np.arange(1, self.partitions + 1))
         url = child(self.folder, f"{self.name}-{len(self.urls):04d}.arrow")
         fs, path = filesystem(url)
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         with replacing(fs, path) as f, pa.ipc.new_file(f, self.schema) as writer:
-            for rows, pieces in zip(self._rows, self._pieces, strict=True):
-                writer.write_batch(pa.concat_batches([*pieces, self._batch(rows)]))
+            start = 0
+            for end in ends.tolist():
+                writer.write_batch(batch.slice(start, end - start))
+                start = end
         self.urls.append(url)
-        self._rows = [[] for _ in range(self.partitions)]
-        self._pieces = [[] for _ in range(self.partitions)]
-        self._bytes = 0
-
-    def _batch(self, rows: list[tuple]) -> pa.RecordBatch:
-        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in self.schema]
-        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        self._pieces, self._bytes = [], 0
 
 
 def read_spill(
