@@ -89,7 +89,6 @@ class SpillWriter:
         if partitions.min() < 0 or partitions.max() >= self.partitions:
             raise ValueError(f"a partition outside 0–{self.partitions - 1} in {self.name}")
         order = np.argsort(partitions, kind="stable")
-        batch = batch.take(pa.array(order))
         ends = np.searchsorted(partitions[order], np.arange(1, self.partitions + 1))
         url = child(self.folder, f"{self.name}-{len(self.urls):04d}.arrow")
         fs, path = filesystem(url)
@@ -97,7 +96,8 @@ class SpillWriter:
         with replacing(fs, path) as f, pa.ipc.new_file(f, self.schema) as writer:
             start = 0
             for end in ends.tolist():
-                writer.write_batch(batch.slice(start, end - start))
+                # `take`, not a slice: the IPC writer would write a slice's whole buffers
+                writer.write_batch(batch.take(pa.array(order[start:end])))
                 start = end
         self.urls.append(url)
         self._pieces, self._bytes = [], 0
