@@ -2,8 +2,11 @@
 a runner's memory (Beam's local runner holds everything that crosses a grouping step in memory).
 
 A producer — one unit of work: an input file, a scoring chunk, a shard group — writes its rows
-into `partitions` partitions of an Arrow IPC file, record batch i holding partition i; a consumer
-reads a range of partitions from every producer's files. A producer keeps its rows in memory up to
+into `partitions` partitions of an Arrow IPC file: the rows sorted by partition, in record batches
+of BLOCK_ROWS rows, with each partition's end row in the schema's metadata; a consumer reads a
+range of partitions from every producer's files (only the blocks that hold them). Blocks, not a
+batch per partition: a thousand partitions of a few rows each cost more in batch metadata and
+per-batch calls than the rows themselves. A producer keeps its rows in memory up to
 `max_bytes` and then writes them as a run, `NAME-RRRR.arrow`, so its memory is bounded too. Names
 come from the unit of work and rows are written in the order the unit produced them, so a retried
 unit rewrites the same files with the same rows (write-then-rename: a reader never sees half a
@@ -25,6 +28,8 @@ import pyarrow as pa
 from .paths import child, filesystem, replacing
 
 MAX_BYTES = 64 << 20  # rows a producer keeps before writing a run
+BLOCK_ROWS = 2048  # rows per record batch of a run
+ENDS = b"jestflow.partition_ends"  # metadata: each partition's end row, int64 little-endian
 
 
 class SpillWriter:
@@ -83,22 +88,23 @@ class SpillWriter:
 
     def _write_run(self) -> None:
         """The rows so far as one file: sorted by partition (stable: a partition keeps the order
-        its rows came in), record batch i holding partition i."""
+        its rows came in), in blocks of BLOCK_ROWS rows, each partition's end row in the
+        metadata."""
         batch = pa.concat_batches([piece for piece, _ in self._pieces])
         partitions = np.concatenate([p for _, p in self._pieces])
         if partitions.min() < 0 or partitions.max() >= self.partitions:
             raise ValueError(f"a partition outside 0–{self.partitions - 1} in {self.name}")
         order = np.argsort(partitions, kind="stable")
         ends = np.searchsorted(partitions[order], np.arange(1, self.partitions + 1))
+        schema = self.schema.with_metadata({ENDS: ends.astype("<i8").tobytes()})
         url = child(self.folder, f"{self.name}-{len(self.urls):04d}.arrow")
         fs, path = filesystem(url)
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        with replacing(fs, path) as f, pa.ipc.new_file(f, self.schema) as writer:
-            start = 0
-            for end in ends.tolist():
+        with replacing(fs, path) as f, pa.ipc.new_file(f, schema) as writer:
+            for start in range(0, len(order), BLOCK_ROWS):
                 # `take`, not a slice: the IPC writer would write a slice's whole buffers
-                writer.write_batch(batch.take(pa.array(order[start:end])))
-                start = end
+                block = batch.take(pa.array(order[start : start + BLOCK_ROWS]))
+                writer.write_batch(block)
         self.urls.append(url)
         self._pieces, self._bytes = [], 0
 
@@ -106,13 +112,21 @@ class SpillWriter:
 def read_spill(
     urls: Sequence[str], lo: int = 0, hi: int | None = None, *, columns: Sequence[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
-    """Partitions [lo, hi) of each spill file (all of them without `hi`), file by file."""
+    """The rows of partitions [lo, hi) of each spill file (all of them without `hi`), file by
+    file, in record batches."""
     for url in urls:
         fs, path = filesystem(url)
         with fs.open(path, "rb") as f, pa.ipc.open_file(f) as reader:
-            end = reader.num_record_batches if hi is None else min(hi, reader.num_record_batches)
-            for i in range(lo, end):
-                batch = reader.get_batch(i)
+            bounds = np.frombuffer(reader.schema.metadata[ENDS], dtype="<i8").tolist()
+            bounds = [0, *bounds]  # partition p: rows [bounds[p], bounds[p + 1])
+            last = len(bounds) - 1
+            start = bounds[min(lo, last)]
+            stop = max(start, bounds[last if hi is None else min(hi, last)])
+            for block in range(start // BLOCK_ROWS, -(-stop // BLOCK_ROWS)):
+                first = block * BLOCK_ROWS
+                batch = reader.get_batch(block)
+                skip = max(start - first, 0)
+                batch = batch.slice(skip, min(stop - first, batch.num_rows) - skip)
                 if batch.num_rows:
                     yield batch if columns is None else batch.select(list(columns))
 

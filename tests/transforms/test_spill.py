@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from jestflow.transforms import spill
 from jestflow.transforms.cache import ModelOutput
 from jestflow.transforms.dedup import Member
 from jestflow.transforms.offline_selection import Decision
@@ -46,6 +47,26 @@ def test_partitions_read_back_in_order_across_runs(tmp_path):
     assert list(read_rows(urls, 2, 2)) == []
     remove_folder(str(tmp_path / "spill"))
     assert not (tmp_path / "spill").exists()
+
+
+def test_any_partition_range_reads_back_across_block_edges(tmp_path, monkeypatch):
+    """Blocks of 7 rows cut partitions anywhere: every range [lo, hi) still reads exactly its
+    rows, in order, empty partitions and ranges past the end included."""
+    monkeypatch.setattr(spill, "BLOCK_ROWS", 7)
+    rng = np.random.default_rng(0)
+    writer = SpillWriter(str(tmp_path), "blocks", SCHEMA, 12)
+    rows = [(i, str(i)) for i in range(100)]
+    parts = [int(p) for p in rng.choice([0, 1, 3, 4, 5, 9, 10], size=100)]  # some left empty
+    for row, part in zip(rows, parts, strict=True):
+        writer.add(row, part)
+    urls = writer.close()
+    for lo in range(14):
+        for hi in range(lo, 15):
+            want = [r[0] for p in range(lo, hi) for r, q in zip(rows, parts, strict=True) if q == p]
+            assert [r["n"] for r in read_rows(urls, lo, hi)] == want, (lo, hi)
+    assert [r["n"] for r in read_rows(urls, 3)] == [
+        r[0] for p in range(3, 12) for r, q in zip(rows, parts, strict=True) if q == p
+    ]
 
 
 def test_a_producer_with_nothing_writes_nothing_and_a_rewrite_is_the_same_file(tmp_path):
@@ -127,8 +148,9 @@ def test_decisions_and_members_round_trip(tmp_path):
 
 
 def test_a_run_is_about_as_large_as_its_rows(tmp_path):
-    """Each partition's record batch holds its own rows only: written as slices of one sorted
-    batch, a run of scored rows took 2.4× this (60× in a real job: 30 GB of spills at 1M)."""
+    """A run's blocks hold their own rows only: written as slices of one sorted batch, a run of
+    scored rows took 2.4× the size of a batch per partition (60× in a real job: 30 GB of spills
+    at 1M), and a batch per partition took 3× this (mostly its batches' metadata)."""
     writer = SpillWriter(str(tmp_path), "scored", SCORED, 1024)
     for i in range(4000):
         example = make_example(layout="text", text=f"t{i}", source="a.jsonl", position=i)
@@ -136,5 +158,5 @@ def test_a_run_is_about_as_large_as_its_rows(tmp_path):
         writer.add(scored_row(example, 0, h, {"teacher": ModelOutput(loss=1.0)}), bucket_of(h))
     (url,) = writer.close()
     size = (tmp_path / url.rsplit("/", 1)[1]).stat().st_size
-    assert size < 2_200_000  # 1.89 MB: 1,024 batches' metadata and 4,000 rows of ~150 bytes
+    assert size < 800_000  # 0.70 MB: 4,000 rows of ~150 bytes (1.89 MB with a batch per partition)
     assert len(list(read_rows([url]))) == 4000
