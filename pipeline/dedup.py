@@ -1,61 +1,107 @@
 """The dedup step of the curation job, before anything is scored (`transforms/dedup.py` says what
-makes two examples copies).
+makes two examples copies). Everything per example goes through spill files; Beam carries a few
+file names per coarse group and per input file:
 
-    the read step spilled each example's buckets (the exact content hash, or one LSH bucket per
-    band) by COARSE group → a group at a time: its buckets → a bucket of one content: its edges
-    (exact copies); of more contents: its members, whose MinHash signatures are computed again
-    (from the spilled payloads of the first copy of each content) and compared (`bucket_edges`:
-    exact, or near when the signatures agree) → connected components → the removed copies
+    link (a coarse group at a time): its members' buckets, read from every file's member spill →
+        a bucket of one content: a star of exact edges (from its band 0 only: exact copies share
+        every band) → a bucket of several contents (near candidates): its members spilled, and
+        the first copy of each content spilled as a need, by input file
+    signatures (near; an input file at a time): the needs of the file → their MinHash signatures,
+        computed again from its payloads, spilled by coarse group
+    near edges (near; a coarse group with candidates): `bucket_edges` on its candidates'
+        signatures → edges
+    clusters (one element): every edge read as arrays → connected components (`components`) →
+        the removed copies, each with the copy kept and why, spilled by input file
 
-Only a few elements per input file and per group travel through Beam; the members and payloads
-are read from the spill files. The components are built on each worker and merged (a combiner),
-and the scoring step leaves out the removed copies as it reads each file (`Copies` is a side
-input): memory grows with the number of copies, not with the pool.
+The scoring step reads a unit's file's removed copies from that spill and leaves them out.
+Memory: a group's members, a file's needs, and the edges as arrays (tens of bytes a copy).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..transforms.dedup import (
-    Components,
-    Copies,
-    DedupConfig,
-    Member,
-    bucket_edges,
-    near_members,
+from ..transforms.dedup import DedupConfig, Member, bucket_edges, cluster_sizes, components
+from ..transforms.dedup_rows import (
+    EDGE,
+    MEMBER,
+    NEED,
+    REMOVED,
+    SIGNATURE,
+    edge_row,
+    member_of,
+    member_row,
 )
 from ..transforms.minhash import signatures
-from ..transforms.spill import read_rows, read_spill
+from ..transforms.paths import child
+from ..transforms.spill import SpillWriter, read_rows, read_spill
 from ..transforms.spill_rows import example_of
 from .read_step import BATCH, COARSE, FileSpill
 
 log = logging.getLogger(__name__)
 
 
-class Deduplicate(beam.PTransform):
-    """PCollection[FileSpill] → (the copies to remove, a one-element summary for stats.json)."""
+@dataclass(frozen=True, kw_only=True)
+class Linked:
+    """What linking one coarse group left behind (spill URLs)."""
 
-    def __init__(self, config: DedupConfig, method: str, urls: list[str]) -> None:
+    group: int
+    edges: list[str] = field(default_factory=list)
+    candidates: list[str] = field(default_factory=list)  # near: members of mixed buckets
+    needs: list[str] = field(default_factory=list)  # near: signatures wanted, by input file
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemovedCopies:
+    """The run's removed copies, spilled by input file (key, kept key, kind), and their counts."""
+
+    removed: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    exact: int = 0
+    near: int = 0
+    cluster_sizes: dict[int, int] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {
+            "duplicates": self.duplicates,
+            "exact": self.exact,
+            "near": self.near,
+            "clusters": sum(self.cluster_sizes.values()),
+            "cluster_sizes": {str(k): v for k, v in sorted(self.cluster_sizes.items())},
+        }
+
+
+def removed_of(copies: RemovedCopies, file: int) -> dict[str, tuple[str, str]]:
+    """An input file's removed copies: key → (the key of the copy kept, "exact" or "near")."""
+    rows = read_rows(copies.removed, file, file + 1)
+    return {row["key"]: (row["kept"], row["kind"]) for row in rows}
+
+
+class Deduplicate(beam.PTransform):
+    """PCollection[FileSpill] → (the run's `RemovedCopies`, a one-element summary for stats.json)."""
+
+    def __init__(self, config: DedupConfig, method: str, urls: list[str], temporary: str) -> None:
         super().__init__()
-        self.config, self.method, self.urls = config, method, urls
+        self.config, self.method, self.urls, self.temporary = config, method, urls, temporary
 
     def expand(self, files):
         settings = {"method": self.method, **self._settings()}
         not_shingled = files | "Not shingled" >> beam.Map(lambda f: f.not_shingled)
         not_shingled = not_shingled | "Count not shingled" >> beam.CombineGlobally(sum)
         if self.method == "none":
-            none = Copies(kept_of={}, kinds={}, cluster_sizes={})
             # From the files, not a root Create: the local runner then runs it in order.
             copies = (
                 files
                 | "Once read" >> beam.combiners.Count.Globally()
-                | "No copies" >> beam.Map(lambda _: none)
+                | "No copies" >> beam.Map(lambda _: RemovedCopies())
             )
         else:
             copies = self._copies(files)
@@ -65,36 +111,33 @@ class Deduplicate(beam.PTransform):
         return copies, summary
 
     def _copies(self, files):
-        """The clusters: exact copies linked as their buckets are read, the buckets that hold
-        more than one content (near candidates) linked on their members' signatures."""
         spills = files | "All files" >> beam.combiners.ToList()
         linked = (
             spills
             | "Groups" >> beam.FlatMap(lambda _: range(COARSE))
             | "Spread groups" >> beam.Reshuffle()
             | "Link buckets"
-            >> beam.FlatMap(_link_group, beam.pvalue.AsSingleton(spills)).with_outputs(
-                "mixed", main="edges"
-            )
+            >> beam.Map(link_group, beam.pvalue.AsSingleton(spills), self.method, self.temporary)
         )
+        edges = linked | "Exact edges" >> beam.FlatMap(lambda g: g.edges)
         if self.method == "near":
-            ends = (
-                linked.mixed
-                | "Near members" >> beam.FlatMap(near_members)
-                | "Ends" >> beam.combiners.ToSet()
+            signed = files | "Signatures" >> beam.Map(
+                spill_signatures, beam.pvalue.AsList(linked), self.config, self.urls,
+                self.temporary,
+            )  # fmt: skip
+            near = (
+                linked
+                | "With candidates" >> beam.Filter(lambda g: g.candidates)
+                | "Near edges"
+                >> beam.FlatMap(
+                    near_edges, beam.pvalue.AsList(signed), self.config.threshold, self.temporary
+                )
             )
-            sigs = files | "Signatures" >> beam.FlatMap(
-                _signatures, beam.pvalue.AsSingleton(ends), self.config, self.urls
-            )
-        else:  # a bucket holds one content, but for a (64-bit) hash collision
-            sigs = files.pipeline | "No signatures" >> beam.Create([])
-        near = linked.mixed | "Near copies" >> beam.FlatMap(
-            _edges, beam.pvalue.AsDict(sigs), self.config.threshold
-        )
+            edges = (edges, near) | "All edges" >> beam.Flatten()
         return (
-            (linked.edges, near)
-            | "All edges" >> beam.Flatten()
-            | "Clusters" >> beam.CombineGlobally(_Clusters())
+            edges
+            | "Edge files" >> beam.combiners.ToList()
+            | "Clusters" >> beam.Map(cluster_edges, self.temporary, len(self.urls))
         )
 
     def _settings(self) -> dict:
@@ -105,72 +148,112 @@ class Deduplicate(beam.PTransform):
                 "bands": bands, "rows": rows}  # fmt: skip
 
 
-def _link_group(group: int, spills: list[FileSpill]):
-    """A coarse group's buckets: one of one content as its edges (a star from its first member);
-    one of more contents as its sorted members, for the signature check."""
-    by_bucket: dict[int, list] = defaultdict(list)
+def link_group(group: int, spills: list[FileSpill], method: str, temporary: str) -> Linked:
+    """A coarse group's buckets: exact edges spilled; near candidates and their needs spilled."""
+    name = f"group-{group:04d}"
+    edges = SpillWriter(child(temporary, "edges"), name, EDGE)
+    candidates = SpillWriter(child(temporary, "candidates"), name, MEMBER)
+    needs = SpillWriter(child(temporary, "needs"), name, NEED, max(1, len(spills)))
+    for bucket, band, members in _buckets(group, spills):
+        firsts: dict[int, Member] = {}
+        for m in members:
+            firsts.setdefault(m.content, m)
+        if len(firsts) == 1 or method != "near":  # exact, or a (64-bit) content-hash collision
+            if band == 0:
+                for kept, copy in bucket_edges(members, {}, 1.0):
+                    edges.add(edge_row(kept, copy))
+            continue
+        for m in members:
+            candidates.add(member_row(bucket, m, band))
+        for m in firsts.values():
+            needs.add((m.key, group), m.file)
+    return Linked(group=group, edges=edges.close(), candidates=candidates.close(),
+                  needs=needs.close())  # fmt: skip
+
+
+def _buckets(group: int, spills: list[FileSpill]) -> Iterator[tuple[int, int, list[Member]]]:
+    """(bucket, band, its members in input order) of each bucket of the group with two or more."""
+    found: dict[int, tuple[int, set[Member]]] = {}
     urls = [url for spill in sorted(spills, key=lambda s: s.index) for url in spill.members]
     for row in read_rows(urls, group, group + 1):
-        by_bucket[row["bucket"]].append(
-            Member(row["file"], row["position"], row["key"], row["content"])
-        )
-    for bucket in by_bucket.values():
-        if len(bucket) < 2:
-            continue
-        members = sorted(set(bucket))
-        if all(m.content == members[0].content for m in members):
-            yield from _edges(members, {}, 1.0)
-        else:
-            yield beam.pvalue.TaggedOutput("mixed", [tuple(m) for m in members])  # packed
+        found.setdefault(row["bucket"], (row["band"], set()))[1].add(member_of(row))
+    for bucket, (band, members) in found.items():
+        if len(members) > 1:
+            yield bucket, band, sorted(members)
 
 
-def _edges(members, sigs, threshold: float):
-    """`bucket_edges` as pairs of plain tuples, which Beam packs compactly."""
-    return [(tuple(a), tuple(b)) for a, b in bucket_edges(members, sigs, threshold)]
-
-
-def _signatures(spill: FileSpill, ends: set[str], config: DedupConfig, urls: list[str]):
-    """(key, MinHash signature as bytes) of each example of a file that a near check needs."""
-    if not ends:
-        return
-    wanted = pa.array(sorted(ends))
+def spill_signatures(
+    spill: FileSpill, linked: list[Linked], config, urls: list[str], temporary: str
+) -> list[str]:
+    """The MinHash signatures the coarse groups need of one input file's examples, by group."""
+    needed: dict[str, set[int]] = defaultdict(set)
+    for row in read_rows([u for g in linked for u in g.needs], spill.index, spill.index + 1):
+        needed[row["key"]].add(row["group"])
+    if not needed:
+        return []
+    out = SpillWriter(child(temporary, "signatures"), f"file-{spill.index:06d}", SIGNATURE, COARSE)
+    wanted = pa.array(sorted(needed))
     batch = []
     for part in read_spill(spill.payloads):
         for row in part.filter(pc.is_in(part.column("key"), value_set=wanted)).to_pylist():
             batch.append(example_of(row, urls))
-            if len(batch) == BATCH:
-                yield from _signed(batch, config)
-                batch = []
-    yield from _signed(batch, config)
+        if len(batch) >= BATCH:
+            _sign(batch, needed, config, out)
+            batch = []
+    _sign(batch, needed, config, out)
+    return out.close()
 
 
-def _signed(batch, config: DedupConfig):
+def _sign(batch, needed: dict[str, set[int]], config: DedupConfig, out: SpillWriter) -> None:
     for example, sig in zip(batch, signatures(batch, config.num_perm, config.seed), strict=True):
         if sig is not None:
-            yield example.key, sig.tobytes()
+            for group in sorted(needed[example.key]):
+                out.add((example.key, sig.tobytes()), group, size=600)
 
 
-class _Clusters(beam.CombineFn):
-    """The copy graph's components, built on each worker and merged: memory grows with the
-    copies, never with the edges."""
-
-    def create_accumulator(self) -> Components:
-        return Components()
-
-    def add_input(self, components: Components, edge) -> Components:
-        return components.link(Member(*edge[0]), Member(*edge[1]))
-
-    def merge_accumulators(self, accumulators) -> Components:
-        first, *rest = accumulators
-        for other in rest:
-            first.merge(other)
-        return first
-
-    def extract_output(self, components: Components) -> Copies:
-        return components.copies()
+def near_edges(
+    linked: Linked, signed: Sequence[list[str]], threshold: float, temporary: str
+) -> list[str]:
+    """A coarse group's near candidates linked on their signatures (`bucket_edges`)."""
+    group = linked.group
+    urls = [url for file_urls in signed for url in file_urls]
+    sigs = {row["key"]: row["signature"] for row in read_rows(urls, group, group + 1)}
+    by_bucket: dict[int, list[Member]] = defaultdict(list)
+    for row in read_rows(linked.candidates):
+        by_bucket[row["bucket"]].append(member_of(row))
+    out = SpillWriter(child(temporary, "edges"), f"near-{group:04d}", EDGE)
+    for members in by_bucket.values():
+        for kept, copy in bucket_edges(members, sigs, threshold):
+            out.add(edge_row(kept, copy))
+    return out.close()
 
 
-def _summary(copies: Copies, settings: dict, not_shingled: int) -> dict:
+def cluster_edges(urls: list[str], temporary: str, files: int) -> RemovedCopies:
+    """Every edge → the copy graph's components, each keeping its first member in input order →
+    the removed copies spilled by input file."""
+    table = pa.Table.from_batches(list(read_spill(sorted(urls))), schema=EDGE)
+    sides = ("kept", "copy")
+    node = np.concatenate([
+        table[f"{s}_file"].to_numpy().astype(np.int64) << 40 | table[f"{s}_position"].to_numpy()
+        for s in sides
+    ])  # fmt: skip
+    ids, first, index = np.unique(node, return_index=True, return_inverse=True)
+    root = components(index[: len(table)], index[len(table) :], len(ids))
+    keys = pa.concat_arrays([table[f"{s}_key"].combine_chunks() for s in sides]).take(first)
+    contents = np.concatenate([table[f"{s}_content"].to_numpy() for s in sides])[first]
+    removed = np.flatnonzero(root != np.arange(len(ids)))
+    if not len(removed):
+        return RemovedCopies()
+    exact = contents[removed] == contents[root[removed]]
+    out = SpillWriter(child(temporary, "removed"), "copies", REMOVED, max(1, files))
+    kinds = np.where(exact, "exact", "near")
+    out.add_columns(ids[removed] >> 40, [keys.take(removed), keys.take(root[removed]), kinds],
+                    size=0)  # fmt: skip
+    return RemovedCopies(removed=out.close(), duplicates=len(removed), exact=int(exact.sum()),
+                         near=int((~exact).sum()), cluster_sizes=cluster_sizes(root))  # fmt: skip
+
+
+def _summary(copies: RemovedCopies, settings: dict, not_shingled: int) -> dict:
     """stats.json's `dedup`: the settings, the copies removed by kind, the cluster sizes, and
     the texts near-dedup could not shingle (deduplicated exactly instead)."""
     summary = {**settings, **copies.summary()}

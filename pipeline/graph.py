@@ -56,7 +56,7 @@ def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
     reasons = files | "Reasons" >> beam.FlatMap(lambda f: f.reasons.items())
     reasons = reasons | "Count reasons" >> beam.CombinePerKey(sum)
     copies, dedup = files | "Deduplicate" >> Deduplicate(
-        config.dedup, config.dedup_method, plan.urls
+        config.dedup, config.dedup_method, plan.urls, plan.temporary
     )
     # Listed in the graph, before this run writes any part: the scoring waits for it.
     parts = (
@@ -70,7 +70,9 @@ def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
         | "Spread units" >> beam.Reshuffle()
         | "Cut chunks"
         >> beam.ParDo(
-            CutChunks(plan.urls), beam.pvalue.AsSingleton(copies), beam.pvalue.AsList(parts)
+            CutChunks(plan.urls, plan.temporary),
+            beam.pvalue.AsSingleton(copies),
+            beam.pvalue.AsList(parts),
         ).with_outputs("duplicates", main="chunks")
     )
     duplicates = cut.duplicates | "Write duplicates" >> WriteDuplicates(config.output)
@@ -99,8 +101,8 @@ def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
 
 
 class WriteDuplicates(beam.PTransform):
-    """(input file, manifest row) of the removed copies → a manifest part per input file; returns
-    how many parts were written."""
+    """(input file, spill URL) of the removed copies' manifest rows → a manifest part per input
+    file; returns how many parts were written."""
 
     def __init__(self, output: str) -> None:
         super().__init__()

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..transforms.dedup import DedupConfig, band_keys, content_hash
+from ..transforms.dedup_rows import MEMBER
 from ..transforms.paths import child
 from ..transforms.readers import read_file
 from ..transforms.records import Example, FieldMap, Rejected
 from ..transforms.spill import SpillWriter
-from ..transforms.spill_rows import MEMBER, PAYLOAD, payload_row, payload_size
+from ..transforms.spill_rows import PAYLOAD, payload_row, payload_size
 from ..transforms.super_batches import BUCKETS, bucket_of, key_hash
 from .counters import count
 from .sinks import write_rejected
@@ -93,8 +94,10 @@ def spill_members(
     buckets = [bands or [content] for bands, content in zip(keys, contents, strict=True)]
     repeats = np.asarray([len(b) for b in buckets])
     bucket = np.fromiter((k for b in buckets for k in b), dtype=np.int64, count=int(repeats.sum()))
+    starts = np.repeat(np.cumsum(repeats) - repeats, repeats)
     columns = [
         bucket,
+        (np.arange(len(bucket)) - starts).astype(np.int16),  # each bucket's band
         np.full(len(bucket), index, dtype=np.int32),
         np.repeat([example.position for example in batch], repeats),
         np.repeat(np.asarray([example.key for example in batch], dtype=object), repeats),

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from ..transforms.cache import CachedOutputs, Candidate, cache_parts, write_cache_part
-from ..transforms.dedup import Copies
-from ..transforms.manifest import duplicate_row
+from ..transforms.manifest import MANIFEST_SCHEMA, duplicate_row
 from ..transforms.paths import child
-from ..transforms.spill import SpillWriter, read_spill
+from ..transforms.spill import SpillWriter, read_rows, read_spill
 from ..transforms.spill_rows import SCORED, example_of, payload_size, scored_row
 from ..transforms.super_batches import BUCKETS, bucket_of, key_hash
 from .counters import count
+from .dedup import RemovedCopies, removed_of
 from .handlers import Chunk, Scored
 from .read_step import FileSpill
 from .sinks import write_manifest_part
@@ -80,23 +80,26 @@ def units_of(spill: FileSpill) -> list[Unit]:
 
 class CutChunks(beam.DoFn):
     """Unit → its kept examples as `Chunk`s, each example with what the score cache holds for
-    it; its removed copies, as (file, manifest row), to the `duplicates` output."""
+    it; its removed copies' manifest rows spilled, their file's name to the `duplicates` output
+    as (input file, spill URL)."""
 
-    def __init__(self, urls: list[str]) -> None:
-        self.urls = urls
+    def __init__(self, urls: list[str], temporary: str) -> None:
+        self.urls, self.temporary = urls, temporary
         self._cached: tuple[tuple, dict[str, CachedOutputs]] | None = None
+        self._removed: tuple[int, dict[str, tuple[str, str]]] | None = None
 
-    def process(self, unit: Unit, copies: Copies, parts: Sequence[tuple[str, str]]):
-        cached = self._cache(parts)
+    def process(self, unit: Unit, copies: RemovedCopies, parts: Sequence[tuple[str, str]]):
+        cached, removed = self._cache(parts), self._removed_of(copies, unit.file)
+        duplicates = SpillWriter(child(self.temporary, "duplicates"), chunk_name(unit, 0),
+                                 MANIFEST_SCHEMA)  # fmt: skip
         chunk, size, part = [], 0, 0
         for batch in read_spill(unit.payloads, unit.lo, unit.hi):
             for row in batch.to_pylist():
                 example = example_of(row, self.urls)
-                kept = copies.kept_of.get(example.key)
-                if kept is not None:
-                    kind = copies.kinds[example.key]
-                    row = duplicate_row(example, kept=kept.key, kind=kind)
-                    yield beam.pvalue.TaggedOutput("duplicates", (unit.file, row))
+                if example.key in removed:
+                    kept, kind = removed[example.key]
+                    manifest_row = duplicate_row(example, kept=kept, kind=kind)
+                    duplicates.add(tuple(manifest_row[n] for n in MANIFEST_SCHEMA.names))
                     continue
                 chunk.append(candidate(example, cached))
                 size += payload_size(example)
@@ -105,6 +108,14 @@ class CutChunks(beam.DoFn):
                     chunk, size, part = [], 0, part + 1
         if chunk:
             yield Chunk(unit.file, chunk_name(unit, part), chunk)
+        for url in duplicates.close():
+            yield beam.pvalue.TaggedOutput("duplicates", (unit.file, url))
+
+    def _removed_of(self, copies: RemovedCopies, file: int) -> dict[str, tuple[str, str]]:
+        """The file's removed copies, read once per worker while its units come in a row."""
+        if self._removed is None or self._removed[0] != file:
+            self._removed = (file, removed_of(copies, file))
+        return self._removed[1]
 
     def _cache(self, parts: Sequence[tuple[str, str]]) -> dict[str, CachedOutputs]:
         """Each model's cached outputs, loaded once per worker."""
@@ -121,9 +132,11 @@ def chunk_name(unit: Unit, part: int) -> str:
     return f"file-{unit.file:06d}-buckets-{unit.lo:04d}-{part:02d}"
 
 
-def write_duplicates(element: tuple[int, Iterable[dict]], output: str) -> int:
-    """One input file's removed copies: its `duplicate-FFFFFF` manifest part."""
-    file, rows = element[0], list(element[1])
+def write_duplicates(element: tuple[int, Iterable[str]], output: str) -> int:
+    """One input file's removed copies, from its units' spills: its `duplicate-FFFFFF` manifest
+    part."""
+    file, urls = element
+    rows = list(read_rows(sorted(urls)))
     count("duplicates", len(rows))
     return write_manifest_part(rows, output, f"duplicate-{file:06d}")
 

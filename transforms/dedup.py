@@ -168,46 +168,42 @@ class Copies:
         }
 
 
-class Components:
-    """The connected components of the copy graph, built edge by edge (union–find); two can be
-    merged, so that each worker builds its own part. Each component's root is its first member."""
+def components(first: np.ndarray, second: np.ndarray, n: int) -> np.ndarray:
+    """The connected components of the graph on nodes 0 … n-1 with edges (first[i], second[i]):
+    each node's root, the smallest node of its component. Arrays only (roots hooked under the
+    smaller root of each edge, then every node pointed at its root, until no edge joins two
+    roots), so a million copies take tens of megabytes, not Python objects by the million."""
+    first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
+    root = np.arange(n, dtype=np.int64)
+    while True:
+        a, b = root[first], root[second]
+        if np.array_equal(a, b):
+            return root
+        low = np.minimum(a, b)
+        np.minimum.at(root, a, low)  # a root's new parent is smaller: no cycles
+        np.minimum.at(root, b, low)
+        while not np.array_equal(up := root[root], root):
+            root = up
 
-    def __init__(self) -> None:
-        self.parent: dict[Member, Member] = {}
 
-    def root(self, m: Member) -> Member:
-        parent = self.parent
-        parent.setdefault(m, m)
-        while parent[m] != m:
-            parent[m] = parent[parent[m]]
-            m = parent[m]
-        return m
-
-    def link(self, a: Member, b: Member) -> Components:
-        ra, rb = self.root(a), self.root(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-        return self
-
-    def merge(self, other: Components) -> Components:
-        for child, parent in other.parent.items():
-            self.link(child, parent)
-        return self
-
-    def copies(self) -> Copies:
-        kept_of, kinds, sizes = {}, {}, Counter()
-        for member in sorted(self.parent):
-            first = self.root(member)
-            sizes[first] += 1
-            if first != member:
-                kept_of[member.key] = first
-                kinds[member.key] = "exact" if member.content == first.content else "near"
-        return Copies(kept_of=kept_of, kinds=kinds, cluster_sizes=dict(Counter(sizes.values())))
+def cluster_sizes(root: np.ndarray) -> dict[int, int]:
+    """Cluster size → how many clusters of that size, from each node's root."""
+    sizes = np.bincount(root, minlength=len(root))
+    return dict(sorted(Counter(sizes[sizes > 0].tolist()).items()))
 
 
 def clusters(edges: Iterable[tuple[Member, Member]]) -> Copies:
     """Connected components of the copy graph; each keeps its first member."""
-    components = Components()
-    for a, b in edges:
-        components.link(a, b)
-    return components.copies()
+    edges = list(edges)
+    members = sorted({m for edge in edges for m in edge})  # input order
+    index = {m: i for i, m in enumerate(members)}
+    first = [index[a] for a, _ in edges]
+    second = [index[b] for _, b in edges]
+    root = components(np.asarray(first, np.int64), np.asarray(second, np.int64), len(members))
+    kept_of, kinds = {}, {}
+    for member, r in zip(members, root.tolist(), strict=True):
+        kept = members[r]
+        if kept != member:
+            kept_of[member.key] = kept
+            kinds[member.key] = "exact" if member.content == kept.content else "near"
+    return Copies(kept_of=kept_of, kinds=kinds, cluster_sizes=cluster_sizes(root))

@@ -1,5 +1,6 @@
 """What the curation job spills (`spill.py`), a schema and its row ↔ value functions each, side by
-side: examples' payloads, dedup members, scored examples, selection decisions.
+side: examples' payloads, scored examples, selection decisions (dedup's rows are in
+`dedup_rows.py`).
 
 A row is written as a tuple in its schema's order and read back as a dict. Only the payload rows
 hold texts and images; the others are the small records that the grouping
@@ -18,7 +19,6 @@ import numpy as np
 import pyarrow as pa
 
 from .cache import ModelOutput
-from .dedup import Member
 from .offline_selection import Decision
 from .records import Example
 
@@ -33,16 +33,6 @@ PAYLOAD = pa.schema(
         ("file", pa.int32()),  # the input file's index in the run's sorted inputs
         ("position", pa.int64()),
         ("meta", pa.large_string()),  # kept fields, as JSON (None: none)
-    ]
-)
-
-MEMBER = pa.schema(
-    [
-        ("bucket", pa.int64()),  # the dedup bucket: content hash or LSH band key
-        ("file", pa.int32()),
-        ("position", pa.int64()),
-        ("key", pa.string()),
-        ("content", pa.int64()),
     ]
 )
 
@@ -98,10 +88,6 @@ def example_of(row: Mapping[str, Any], urls: Sequence[str]) -> Example:
     return Example(id=row["id"], layout=row["layout"], text=row["text"], pair=row["pair"],
                    image=row["image"], source=urls[row["file"]], position=row["position"],
                    meta=_meta_of(row))  # fmt: skip
-
-
-def member_row(bucket: int, member: Member) -> tuple:
-    return (bucket, *member)
 
 
 def scored_row(example: Example, file: int, h: int, outputs: Mapping[str, ModelOutput]) -> tuple:

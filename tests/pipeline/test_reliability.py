@@ -15,6 +15,7 @@ import pytest
 from corpora import config_for, curate, digest, pairs_config
 from helpers import run_until_killed, sentences, write_jsonl
 
+import jestflow.pipeline.dedup as dedup
 import jestflow.pipeline.graph as graph_module
 import jestflow.pipeline.read_step as read_step
 import jestflow.pipeline.score_step as score_step
@@ -132,7 +133,9 @@ def test_bundles_that_fail_once_are_retried_without_duplicates(noisy, tmp_path, 
     markers.mkdir()
     writes = [(graph_module, "write_shard_group"), (graph_module, "spill_scores"),
               (select_step, "write_not_selected"), (read_step, "write_rejected"),
-              (score_step, "write_cache_part")]  # fmt: skip
+              (score_step, "write_cache_part"),
+              (dedup, "link_group"), (dedup, "spill_signatures"), (dedup, "near_edges"),
+              (dedup, "cluster_edges")]  # fmt: skip
     for module, name in writes:
         monkeypatch.setattr(module, name, fails_once(getattr(module, name), markers))
     retried, stats = curate(noisy, tmp_path / "retried", cache=str(tmp_path / "cache"), **runner)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from jestflow.transforms.dedup import (
     PAIRED,
-    Components,
     DedupConfig,
     Member,
     band_keys,
     bucket_edges,
+    cluster_sizes,
     clusters,
+    components,
     content_hash,
     near_members,
     normalise,
@@ -159,22 +161,25 @@ def test_near_candidates_are_copies_only_when_their_signatures_agree():
     assert bucket_edges(many, {**sigs, last.key: sigs[many[0].key]}, 0.8) == [(many[0], last)]
 
 
-def test_components_built_in_parts_and_merged_are_the_components():
-    ms = [member(0, i) for i in range(6)]
-    edges = [(ms[0], ms[3]), (ms[4], ms[1]), (ms[3], ms[4]), (ms[2], ms[5])]
-    one, two = Components(), Components()
-    for a, b in edges[:2]:
-        one.link(a, b)
-    for a, b in edges[2:]:
-        two.link(a, b)
-    merged = two.merge(one).copies()
-    assert merged == clusters(edges)
-    assert {k: v.position for k, v in merged.kept_of.items()} == {
-        ms[1].key: 0,
-        ms[3].key: 0,
-        ms[4].key: 0,
-        ms[5].key: 2,
-    }
+def find(parent: list[int], x: int) -> int:
+    while parent[x] != x:
+        x = parent[x]
+    return x
+
+
+def test_components_of_any_graph_are_its_connected_components_rooted_at_their_smallest_node():
+    rng = np.random.default_rng(0)
+    for n, m in ((1, 0), (6, 4), (50, 30), (400, 390), (400, 2000)):
+        first, second = rng.integers(0, n, m), rng.integers(0, n, m)
+        root = components(first, second, n)
+        expected = list(range(n))  # a plain union–find, smallest root kept
+        for a, b in zip(first.tolist(), second.tolist(), strict=True):
+            ra, rb = find(expected, a), find(expected, b)
+            expected[max(ra, rb)] = min(ra, rb)
+        assert root.tolist() == [find(expected, x) for x in range(n)], (n, m)
+    chain = np.arange(999)  # a long chain, given backwards: still one component
+    assert set(components(chain[::-1], chain[::-1] + 1, 1000).tolist()) == {0}
+    assert cluster_sizes(np.array([0, 0, 2, 0, 4, 4])) == {1: 1, 2: 1, 3: 1}
 
 
 def test_the_method_follows_the_layout_and_bad_options_are_refused():

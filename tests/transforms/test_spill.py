@@ -9,18 +9,17 @@ import pyarrow as pa
 from jestflow.transforms import spill
 from jestflow.transforms.cache import ModelOutput
 from jestflow.transforms.dedup import Member
+from jestflow.transforms.dedup_rows import EDGE, MEMBER, edge_row, member_of, member_row
 from jestflow.transforms.offline_selection import Decision
 from jestflow.transforms.records import make_example
 from jestflow.transforms.spill import SpillWriter, read_rows, remove_folder
 from jestflow.transforms.spill_rows import (
     DECISION,
-    MEMBER,
     PAYLOAD,
     SCORED,
     decision_of,
     decision_row,
     example_of,
-    member_row,
     output_of,
     payload_row,
     scored_row,
@@ -139,12 +138,14 @@ def test_decisions_and_members_round_trip(tmp_path):
     assert np.array_equal(back.embeddings, d.embeddings) and (back.scale, back.bias) == (1.5, -2.0)
     member = Member(file=2, position=9, key="k" * 32, content=-(2**63))
     writer = SpillWriter(str(tmp_path), "m", MEMBER)
-    writer.add(member_row(-17, member))
+    writer.add(member_row(-17, member, band=12))
     (row,) = read_rows(writer.close())
-    assert (
-        row["bucket"] == -17
-        and Member(row["file"], row["position"], row["key"], row["content"]) == member
-    )
+    assert (row["bucket"], row["band"], member_of(row)) == (-17, 12, member)
+    other = Member(file=0, position=2**40, key="j" * 32, content=5)
+    writer = SpillWriter(str(tmp_path), "e", EDGE)
+    writer.add(edge_row(other, member))
+    (row,) = read_rows(writer.close())
+    assert list(row.values()) == [*other, *member]
 
 
 def test_a_run_is_about_as_large_as_its_rows(tmp_path):
