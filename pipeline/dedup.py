@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -29,7 +29,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..transforms.dedup import DedupConfig, Member, bucket_edges, cluster_sizes, components
+from ..transforms.dedup import (
+    DedupConfig,
+    Member,
+    bucket_edges,
+    cluster_sizes,
+    components,
+    link_buckets,
+)
 from ..transforms.dedup_rows import (
     EDGE,
     MEMBER,
@@ -38,13 +45,14 @@ from ..transforms.dedup_rows import (
     SIGNATURE,
     edge_row,
     member_of,
-    member_row,
 )
 from ..transforms.minhash import signatures
 from ..transforms.paths import child
 from ..transforms.spill import SpillWriter, read_rows, read_spill
 from ..transforms.spill_rows import example_of
 from .read_step import BATCH, COARSE, FileSpill
+
+EDGE_SIDE = ("file", "position", "key", "content")  # a member's columns in an edge
 
 log = logging.getLogger(__name__)
 
@@ -149,37 +157,40 @@ class Deduplicate(beam.PTransform):
 
 
 def link_group(group: int, spills: list[FileSpill], method: str, temporary: str) -> Linked:
-    """A coarse group's buckets: exact edges spilled; near candidates and their needs spilled."""
+    """A coarse group's buckets (`link_buckets`): exact edges spilled; near candidates and the
+    signatures they need spilled."""
     name = f"group-{group:04d}"
+    members = _members(group, spills)
+    column = {c: members[c].to_numpy() for c in ("bucket", "band", "file", "position", "content")}
+    rows = link_buckets(column["bucket"], column["band"], column["content"], near=method == "near")
     edges = SpillWriter(child(temporary, "edges"), name, EDGE)
+    if len(rows.copies):
+        ends = [members.select(list(EDGE_SIDE)).take(r) for r in (rows.kept, rows.copies)]
+        edges.add_columns(np.zeros(len(rows.copies)), [c for t in ends for c in t.columns],
+                          size=0)  # fmt: skip
     candidates = SpillWriter(child(temporary, "candidates"), name, MEMBER)
     needs = SpillWriter(child(temporary, "needs"), name, NEED, max(1, len(spills)))
-    for bucket, band, members in _buckets(group, spills):
-        firsts: dict[int, Member] = {}
-        for m in members:
-            firsts.setdefault(m.content, m)
-        if len(firsts) == 1 or method != "near":  # exact, or a (64-bit) content-hash collision
-            if band == 0:
-                for kept, copy in bucket_edges(members, {}, 1.0):
-                    edges.add(edge_row(kept, copy))
-            continue
-        for m in members:
-            candidates.add(member_row(bucket, m, band))
-        for m in firsts.values():
-            needs.add((m.key, group), m.file)
+    if len(rows.candidates):
+        candidates.add_columns(np.zeros(len(rows.candidates)),
+                               members.take(rows.candidates).columns, size=0)  # fmt: skip
+        needs.add_columns(column["file"][rows.firsts],
+                          [members["key"].take(rows.firsts), np.full(len(rows.firsts), group)],
+                          size=0)  # fmt: skip
     return Linked(group=group, edges=edges.close(), candidates=candidates.close(),
                   needs=needs.close())  # fmt: skip
 
 
-def _buckets(group: int, spills: list[FileSpill]) -> Iterator[tuple[int, int, list[Member]]]:
-    """(bucket, band, its members in input order) of each bucket of the group with two or more."""
-    found: dict[int, tuple[int, set[Member]]] = {}
+def _members(group: int, spills: list[FileSpill]) -> pa.Table:
+    """The group's member rows in (bucket, input order), each (bucket, member) once."""
     urls = [url for spill in sorted(spills, key=lambda s: s.index) for url in spill.members]
-    for row in read_rows(urls, group, group + 1):
-        found.setdefault(row["bucket"], (row["band"], set()))[1].add(member_of(row))
-    for bucket, (band, members) in found.items():
-        if len(members) > 1:
-            yield bucket, band, sorted(members)
+    table = pa.Table.from_batches(list(read_spill(urls, group, group + 1)), schema=MEMBER)
+    table = table.sort_by([("bucket", "ascending"), ("file", "ascending"),
+                           ("position", "ascending")])  # fmt: skip
+    keep = np.ones(len(table), bool)
+    if len(table):
+        same = [table[c].to_numpy() for c in ("bucket", "file", "position")]
+        keep[1:] = ~np.logical_and.reduce([c[1:] == c[:-1] for c in same])
+    return table.filter(pa.array(keep))
 
 
 def spill_signatures(

@@ -207,3 +207,47 @@ def clusters(edges: Iterable[tuple[Member, Member]]) -> Copies:
             kept_of[member.key] = kept
             kinds[member.key] = "exact" if member.content == kept.content else "near"
     return Copies(kept_of=kept_of, kinds=kinds, cluster_sizes=cluster_sizes(root))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkedRows:
+    """What `link_buckets` found, as row indices into the members it was given."""
+
+    kept: np.ndarray  # exact edges: kept[i] is the first copy of copies[i]'s content in a bucket
+    copies: np.ndarray
+    candidates: np.ndarray  # near: the members of buckets holding more than one content …
+    firsts: np.ndarray  # … and the first copy of each content in each of them
+
+
+def link_buckets(bucket: np.ndarray, band: np.ndarray, content: np.ndarray, *,
+                 near: bool) -> LinkedRows:  # fmt: skip
+    """The exact edges and near candidates of members given in (bucket, input order), each
+    member once per bucket: in a bucket of one content (or any bucket, for exact dedup) each
+    member is linked to the first member with its content, in band 0 only (exact copies share
+    every band, so the other bands add nothing); a bucket of several contents is left to the
+    signature check (`bucket_edges`) when `near`."""
+    n = len(bucket)
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]]) if n else np.empty(0, int)
+    sizes = np.diff(np.r_[starts, n])
+    of_row = np.repeat(np.arange(len(starts)), sizes)
+    shared = (sizes > 1)[of_row]
+    if near and n:
+        other = content != content[starts][of_row]
+        mixed = np.logical_or.reduceat(other, starts)[of_row] & shared
+    else:
+        mixed = np.zeros(n, bool)
+    order, leader = _by_content(np.flatnonzero(shared & ~mixed & (band == 0)), bucket, content)
+    linked = order != leader
+    candidates = np.flatnonzero(mixed)
+    among, leaders = _by_content(candidates, bucket, content)
+    return LinkedRows(kept=leader[linked], copies=order[linked], candidates=candidates,
+                      firsts=np.sort(among[among == leaders]))  # fmt: skip
+
+
+def _by_content(rows: np.ndarray, bucket: np.ndarray, content: np.ndarray):
+    """(`rows` ordered by bucket, content and input order; each one's leader, the first row of
+    its bucket and content)."""
+    order = rows[np.lexsort((rows, content[rows], bucket[rows]))]
+    b, c = bucket[order], content[order]
+    new = np.r_[True, (b[1:] != b[:-1]) | (c[1:] != c[:-1])][: len(order)]
+    return order, order[np.maximum.accumulate(np.where(new, np.arange(len(order)), 0))]

@@ -83,7 +83,7 @@ class SpillWriter:
             self._rows, self._row_partitions = [], []
 
     def _batch(self, columns: Sequence) -> pa.RecordBatch:
-        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
+        arrays = [_array(c, f.type) for c, f in zip(columns, self.schema, strict=True)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _write_run(self) -> None:
@@ -107,6 +107,15 @@ class SpillWriter:
                 writer.write_batch(block)
         self.urls.append(url)
         self._pieces, self._bytes = [], 0
+
+
+def _array(values, kind: pa.DataType) -> pa.Array:
+    """A column as an Arrow array of `kind`: Arrow columns are cast, not rebuilt value by value."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values.cast(kind)
+    return pa.array(values, type=kind)
 
 
 def read_spill(

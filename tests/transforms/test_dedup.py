@@ -17,6 +17,7 @@ from jestflow.transforms.dedup import (
     clusters,
     components,
     content_hash,
+    link_buckets,
     near_members,
     normalise,
     signature,
@@ -180,6 +181,32 @@ def test_components_of_any_graph_are_its_connected_components_rooted_at_their_sm
     chain = np.arange(999)  # a long chain, given backwards: still one component
     assert set(components(chain[::-1], chain[::-1] + 1, 1000).tolist()) == {0}
     assert cluster_sizes(np.array([0, 0, 2, 0, 4, 4])) == {1: 1, 2: 1, 3: 1}
+
+
+def test_linking_buckets_as_arrays_gives_the_edges_and_candidates_of_bucket_edges():
+    rng = np.random.default_rng(1)
+    for near in (True, False):
+        n = 400
+        bucket = np.sort(rng.integers(0, 60, n))  # in (bucket, input order): rows are members
+        band = (bucket % 3).astype(np.int16)  # a bucket's band
+        content = np.where(bucket % 2, rng.integers(0, 4, n), 9)  # even buckets: one content
+        members = [member(0, i, content=int(c)) for i, c in enumerate(content)]
+        rows = link_buckets(bucket, band, content, near=near)
+        edges, candidates, firsts = set(), set(), set()
+        for b in np.unique(bucket):
+            inside = [members[i] for i in np.flatnonzero(bucket == b)]
+            if len(inside) < 2:
+                continue
+            if near and len({m.content for m in inside}) > 1:
+                candidates.update(inside)
+                firsts.update(k for k in near_members(inside))
+            elif band[bucket == b][0] == 0:
+                edges.update(bucket_edges(inside, {}, 1.0))
+        got = {(members[k], members[c]) for k, c in zip(rows.kept, rows.copies, strict=True)}
+        assert got == edges and len(rows.copies) == len(edges)
+        assert {members[i] for i in rows.candidates} == candidates
+        assert {members[i].key for i in rows.firsts} == firsts and len(rows.firsts) == len(firsts)
+        assert (len(candidates) > 0) == near and len(edges) > 10
 
 
 def test_the_method_follows_the_layout_and_bad_options_are_refused():
