@@ -53,6 +53,8 @@ from ..transforms.spill_rows import example_of
 from .read_step import BATCH, COARSE, FileSpill
 
 EDGE_SIDE = ("file", "position", "key", "content")  # a member's columns in an edge
+SIDES = ("kept", "copy")  # an edge's two members
+COMPACT = 1 << 20  # edges read before they are cut down to a forest
 
 log = logging.getLogger(__name__)
 
@@ -241,20 +243,21 @@ def near_edges(
 
 def cluster_edges(urls: list[str], temporary: str, files: int) -> RemovedCopies:
     """Every edge → the copy graph's components, each keeping its first member in input order →
-    the removed copies spilled by input file."""
-    table = pa.Table.from_batches(list(read_spill(sorted(urls))), schema=EDGE)
-    sides = ("kept", "copy")
-    node = np.concatenate([
-        table[f"{s}_file"].to_numpy().astype(np.int64) << 40 | table[f"{s}_position"].to_numpy()
-        for s in sides
-    ])  # fmt: skip
-    ids, first, index = np.unique(node, return_index=True, return_inverse=True)
-    root = components(index[: len(table)], index[len(table) :], len(ids))
-    keys = pa.concat_arrays([table[f"{s}_key"].combine_chunks() for s in sides]).take(first)
-    contents = np.concatenate([table[f"{s}_content"].to_numpy() for s in sides])[first]
+    the removed copies spilled by input file. The edges are read twice: their members' places
+    (16 bytes an edge) for the components, then each member's key and content once."""
+    urls = sorted(urls)
+    edges = np.empty((0, 2), np.int64)
+    pending = []
+    wanted = [f"{side}_{c}" for side in SIDES for c in ("file", "position")]
+    for batch in read_spill(urls, columns=wanted):
+        pending.append(np.stack([_places(batch, side) for side in SIDES], axis=1))
+        if sum(map(len, pending)) > COMPACT:  # a copy shares several bands: edges repeat
+            edges, pending = _forest(np.concatenate([edges, *pending])), []
+    ids, root = _components(np.concatenate([edges, *pending]))
     removed = np.flatnonzero(root != np.arange(len(ids)))
     if not len(removed):
         return RemovedCopies()
+    keys, contents = _members_named(urls, ids)
     exact = contents[removed] == contents[root[removed]]
     out = SpillWriter(child(temporary, "removed"), "copies", REMOVED, max(1, files))
     kinds = np.where(exact, "exact", "near")
@@ -262,6 +265,43 @@ def cluster_edges(urls: list[str], temporary: str, files: int) -> RemovedCopies:
                     size=0)  # fmt: skip
     return RemovedCopies(removed=out.close(), duplicates=len(removed), exact=int(exact.sum()),
                          near=int((~exact).sum()), cluster_sizes=cluster_sizes(root))  # fmt: skip
+
+
+def _components(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the members the edges name, sorted; each one's root as an index into them)."""
+    ids, index = np.unique(edges.ravel(), return_inverse=True)
+    index = index.reshape(edges.shape)
+    return ids, components(index[:, 0], index[:, 1], len(ids))
+
+
+def _forest(edges: np.ndarray) -> np.ndarray:
+    """The same components with one edge per member that is not a root: at most as many edges
+    as members, however many times the edges repeated."""
+    ids, root = _components(edges)
+    linked = np.flatnonzero(root != np.arange(len(ids)))
+    return np.stack([ids[root[linked]], ids[linked]], axis=1)
+
+
+def _places(batch: pa.RecordBatch, side: str) -> np.ndarray:
+    """A side's members as (input file, position) packed in an int64, in input order."""
+    file = batch.column(f"{side}_file").to_numpy().astype(np.int64)
+    return file << 40 | batch.column(f"{side}_position").to_numpy()
+
+
+def _members_named(urls: list[str], ids: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """The key and content of each member `ids` names, from the first edge that holds it."""
+    seen = np.zeros(len(ids), bool)
+    found, keys, contents = [], [], []
+    for batch in read_spill(urls):
+        for side in SIDES:
+            node, at = np.unique(np.searchsorted(ids, _places(batch, side)), return_index=True)
+            new = ~seen[node]
+            seen[node[new]] = True
+            found.append(node[new])
+            keys.append(batch.column(f"{side}_key").take(at[new]))
+            contents.append(batch.column(f"{side}_content").to_numpy()[at[new]])
+    order = np.argsort(np.concatenate(found))
+    return pa.concat_arrays(keys).take(order), np.concatenate(contents)[order]
 
 
 def _summary(copies: RemovedCopies, settings: dict, not_shingled: int) -> dict:

@@ -27,8 +27,9 @@ import pyarrow as pa
 
 from .paths import child, filesystem, replacing
 
-MAX_BYTES = 64 << 20  # rows a producer keeps before writing a run
+MAX_BYTES = 32 << 20  # rows a producer keeps before writing a run
 BLOCK_ROWS = 2048  # rows per record batch of a run
+PIECE_ROWS = 4096  # rows added one by one that are held as Python values, at most
 ENDS = b"jestflow.partition_ends"  # metadata: each partition's end row, int64 little-endian
 
 
@@ -54,6 +55,8 @@ class SpillWriter:
         run limit)."""
         self._rows.append(row)
         self._row_partitions.append(partition)
+        if len(self._rows) == PIECE_ROWS:  # as Arrow columns: a fraction of Python's footprint
+            self._rows_to_columns()
         self._added(size)
 
     def add_columns(self, partitions: np.ndarray, columns: list, *, size: int) -> None:

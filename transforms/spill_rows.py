@@ -80,8 +80,10 @@ def payload_row(example: Example, file: int) -> tuple:
 
 
 def payload_size(example: Example) -> int:
-    """Roughly the bytes a payload row takes, for the spill's run limit."""
-    return 128 + len(example.text) + len(example.pair or "") + len(example.image or b"")
+    """Roughly the memory a payload row takes while it is held (its payload, and about 600 bytes
+    of Python objects besides: a text of 200 characters takes 3× its length), for the spill's
+    run limit and the scoring chunks' byte limit."""
+    return 600 + len(example.text) + len(example.pair or "") + len(example.image or b"")
 
 
 def example_of(row: Mapping[str, Any], urls: Sequence[str]) -> Example:
