@@ -48,7 +48,7 @@ from ..transforms.dedup_rows import (
 )
 from ..transforms.minhash import signatures
 from ..transforms.paths import child
-from ..transforms.spill import SpillWriter, read_rows, read_spill
+from ..transforms.spill import BLOCK_ROWS, SpillWriter, read_rows, read_spill
 from ..transforms.spill_rows import example_of
 from .read_step import BATCH, COARSE, FileSpill
 
@@ -260,9 +260,11 @@ def cluster_edges(urls: list[str], temporary: str, files: int) -> RemovedCopies:
     keys, contents = _members_named(urls, ids)
     exact = contents[removed] == contents[root[removed]]
     out = SpillWriter(child(temporary, "removed"), "copies", REMOVED, max(1, files))
-    kinds = np.where(exact, "exact", "near")
-    out.add_columns(ids[removed] >> 40, [keys.take(removed), keys.take(root[removed]), kinds],
-                    size=0)  # fmt: skip
+    for start in range(0, len(removed), BLOCK_ROWS):  # a run every 32 MiB
+        rows = removed[start : start + BLOCK_ROWS]
+        kinds = np.where(exact[start : start + BLOCK_ROWS], "exact", "near")
+        out.add_columns(ids[rows] >> 40, [keys.take(rows), keys.take(root[rows]), kinds],
+                        size=100 * len(rows))  # fmt: skip
     return RemovedCopies(removed=out.close(), duplicates=len(removed), exact=int(exact.sum()),
                          near=int((~exact).sum()), cluster_sizes=cluster_sizes(root))  # fmt: skip
 

@@ -15,6 +15,7 @@ from jestflow.transforms.spill import SpillWriter
 @pytest.mark.parametrize("compact", [1 << 20, 5])
 def test_clusters_from_edge_spills_are_the_clusters_of_the_edges(tmp_path, monkeypatch, compact):
     monkeypatch.setattr(dedup, "COMPACT", compact)
+    monkeypatch.setattr(dedup, "BLOCK_ROWS", min(compact, 2048))  # the removed copies in slices
     rng = np.random.default_rng(3)
     members = [
         Member(file=int(f), position=int(p), key=f"k{f}-{p}", content=int(rng.integers(0, 3)))
