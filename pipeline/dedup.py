@@ -10,11 +10,13 @@ file names per coarse group and per input file:
         computed again from its payloads, spilled by coarse group
     near edges (near; a coarse group with candidates): `bucket_edges` on its candidates'
         signatures → edges
-    clusters (one element): every edge read as arrays → connected components (`components`) →
-        the removed copies, each with the copy kept and why, spilled by input file
+    clusters (one element): every edge read as arrays, cut down to a forest as they come in →
+        connected components (`components`) → the removed copies, each with the copy kept and
+        why, spilled by input file
 
 The scoring step reads a unit's file's removed copies from that spill and leaves them out.
-Memory: a group's members, a file's needs, and the edges as arrays (tens of bytes a copy).
+Memory: a group's members, a file's needs, and in the clustering step the forest and each
+member's key (a few hundred bytes a copy at its peak).
 """
 
 from __future__ import annotations
