@@ -37,11 +37,13 @@ from ..transforms.dedup import (
     bucket_edges,
     cluster_sizes,
     components,
+    copies_summary,
     link_buckets,
 )
 from ..transforms.dedup_rows import (
     EDGE,
     MEMBER,
+    MEMBER_COLUMNS,
     NEED,
     REMOVED,
     SIGNATURE,
@@ -54,7 +56,6 @@ from ..transforms.spill import BLOCK_ROWS, SpillWriter, read_rows, read_spill
 from ..transforms.spill_rows import example_of
 from .read_step import BATCH, COARSE, FileSpill
 
-EDGE_SIDE = ("file", "position", "key", "content")  # a member's columns in an edge
 SIDES = ("kept", "copy")  # an edge's two members
 COMPACT = 1 << 20  # edges read before they are cut down to a forest
 
@@ -76,19 +77,16 @@ class RemovedCopies:
     """The run's removed copies, spilled by input file (key, kept key, kind), and their counts."""
 
     removed: list[str] = field(default_factory=list)
-    duplicates: int = 0
     exact: int = 0
     near: int = 0
     cluster_sizes: dict[int, int] = field(default_factory=dict)
 
+    @property
+    def duplicates(self) -> int:
+        return self.exact + self.near
+
     def summary(self) -> dict:
-        return {
-            "duplicates": self.duplicates,
-            "exact": self.exact,
-            "near": self.near,
-            "clusters": sum(self.cluster_sizes.values()),
-            "cluster_sizes": {str(k): v for k, v in sorted(self.cluster_sizes.items())},
-        }
+        return copies_summary(self.exact, self.near, self.cluster_sizes)
 
 
 def removed_of(copies: RemovedCopies, file: int) -> dict[str, tuple[str, str]]:
@@ -165,11 +163,11 @@ def link_group(group: int, spills: list[FileSpill], method: str, temporary: str)
     signatures they need spilled."""
     name = f"group-{group:04d}"
     members = _members(group, spills)
-    column = {c: members[c].to_numpy() for c in ("bucket", "band", "file", "position", "content")}
+    column = {c: members[c].to_numpy() for c in ("bucket", "band", "file", "content")}
     rows = link_buckets(column["bucket"], column["band"], column["content"], near=method == "near")
     edges = SpillWriter(child(temporary, "edges"), name, EDGE)
     if len(rows.copies):
-        ends = [members.select(list(EDGE_SIDE)).take(r) for r in (rows.kept, rows.copies)]
+        ends = [members.select(list(MEMBER_COLUMNS)).take(r) for r in (rows.kept, rows.copies)]
         edges.add_columns(np.zeros(len(rows.copies)), [c for t in ends for c in t.columns],
                           size=0)  # fmt: skip
     candidates = SpillWriter(child(temporary, "candidates"), name, MEMBER)
@@ -267,8 +265,8 @@ def cluster_edges(urls: list[str], temporary: str, files: int) -> RemovedCopies:
         kinds = np.where(exact[start : start + BLOCK_ROWS], "exact", "near")
         out.add_columns(ids[rows] >> 40, [keys.take(rows), keys.take(root[rows]), kinds],
                         size=100 * len(rows))  # fmt: skip
-    return RemovedCopies(removed=out.close(), duplicates=len(removed), exact=int(exact.sum()),
-                         near=int((~exact).sum()), cluster_sizes=cluster_sizes(root))  # fmt: skip
+    return RemovedCopies(removed=out.close(), exact=int(exact.sum()), near=int((~exact).sum()),
+                         cluster_sizes=cluster_sizes(root))  # fmt: skip
 
 
 def _components(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

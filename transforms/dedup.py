@@ -159,13 +159,18 @@ class Copies:
 
     def summary(self) -> dict:
         kinds = Counter(self.kinds.values())
-        return {
-            "duplicates": len(self.kept_of),
-            "exact": kinds["exact"],
-            "near": kinds["near"],
-            "clusters": sum(self.cluster_sizes.values()),
-            "cluster_sizes": {str(k): v for k, v in sorted(self.cluster_sizes.items())},
-        }
+        return copies_summary(kinds["exact"], kinds["near"], self.cluster_sizes)
+
+
+def copies_summary(exact: int, near: int, cluster_sizes: Mapping[int, int]) -> dict:
+    """stats.json's count of the removed copies: by kind, and their clusters by size."""
+    return {
+        "duplicates": exact + near,
+        "exact": exact,
+        "near": near,
+        "clusters": sum(cluster_sizes.values()),
+        "cluster_sizes": {str(k): v for k, v in sorted(cluster_sizes.items())},
+    }
 
 
 def components(first: np.ndarray, second: np.ndarray, n: int) -> np.ndarray:

@@ -34,6 +34,7 @@ MEMBER = pa.schema(
 )
 NEED = pa.schema([("key", pa.string()), ("group", pa.int32())])
 SIGNATURE = pa.schema([("key", pa.string()), ("signature", pa.binary())])
+MEMBER_COLUMNS = tuple(name for name, _ in _MEMBER_FIELDS)  # a member's columns, in an edge too
 EDGE = pa.schema(
     [(f"{side}_{name}", kind) for side in ("kept", "copy") for name, kind in _MEMBER_FIELDS]
 )
