@@ -50,6 +50,7 @@ from ..transforms.dedup_rows import (
     edge_row,
     member_of,
 )
+from ..transforms.memory import releasing
 from ..transforms.minhash import signatures
 from ..transforms.paths import child
 from ..transforms.spill import BLOCK_ROWS, SpillWriter, read_rows, read_spill
@@ -158,6 +159,7 @@ class Deduplicate(beam.PTransform):
                 "bands": bands, "rows": rows}  # fmt: skip
 
 
+@releasing
 def link_group(group: int, spills: list[FileSpill], method: str, temporary: str) -> Linked:
     """A coarse group's buckets (`link_buckets`): exact edges spilled; near candidates and the
     signatures they need spilled."""
@@ -195,6 +197,7 @@ def _members(group: int, spills: list[FileSpill]) -> pa.Table:
     return table.filter(pa.array(keep))
 
 
+@releasing
 def spill_signatures(
     spill: FileSpill, linked: list[Linked], config, urls: list[str], temporary: str
 ) -> list[str]:
@@ -224,6 +227,7 @@ def _sign(batch, needed: dict[str, set[int]], config: DedupConfig, out: SpillWri
                 out.add((example.key, sig.tobytes()), group, size=600)
 
 
+@releasing
 def near_edges(
     linked: Linked, signed: Sequence[list[str]], threshold: float, temporary: str
 ) -> list[str]:
@@ -241,6 +245,7 @@ def near_edges(
     return out.close()
 
 
+@releasing
 def cluster_edges(urls: list[str], temporary: str, files: int) -> RemovedCopies:
     """Every edge → the copy graph's components, each keeping its first member in input order →
     the removed copies spilled by input file. The edges are read twice: their members' places

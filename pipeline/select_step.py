@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..transforms.memory import releasing
 from ..transforms.offline_selection import Decision, SelectionConfig, select_super_batch
 from ..transforms.paths import child
 from ..transforms.spill import SpillWriter, read_rows, read_spill
@@ -49,6 +50,7 @@ class SelectedGroup:
     scores: dict[str, Counter[int]]  # quantised scores, selected and not (for tiers, histograms)
 
 
+@releasing
 def select_group(
     span: GroupRange, scored: Sequence[tuple[str, int, int]], *, task: str, size: int,
     urls: list[str], selection: SelectionConfig, temporary: str, output: str,
@@ -89,6 +91,7 @@ def select_batch(
     return decisions
 
 
+@releasing
 def selected_decisions(
     group: SelectedGroup, payloads: Sequence[str], urls: list[str]
 ) -> tuple[int, list[Decision]]:

@@ -22,6 +22,7 @@ from ..transforms.manifest import (
     rejected_row,
     write_parquet,
 )
+from ..transforms.memory import releasing
 from ..transforms.offline_selection import Decision
 from ..transforms.paths import child
 from ..transforms.records import Rejected
@@ -48,6 +49,7 @@ def shard_prefix(tier: int, group: int, tiers: int) -> str:
     return name if tiers == 1 else f"tier-{tier:02d}-{name}"
 
 
+@releasing
 def write_shard_group(
     element: tuple[int, Iterable[Decision]],
     thresholds: Sequence[int | None],
