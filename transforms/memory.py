@@ -12,7 +12,6 @@ each step it wraps.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -24,11 +23,11 @@ R = TypeVar("R")
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where the C library has none (macOS, musl)."""
-    name = ctypes.util.find_library("c")
+    """glibc's malloc_trim, looked up among the symbols the process already has (no search for
+    the C library, which runs `ldconfig`), or None where there is none (macOS, musl, Windows)."""
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
         return None
 
 
