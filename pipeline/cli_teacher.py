@@ -9,6 +9,7 @@ from .cli_options import (
     Group,
     config_from,
     device_option,
+    echo_next,
     eval_option,
     field_map,
     field_options,
@@ -75,6 +76,13 @@ def teacher_train(**params) -> None:
             f"held-out loss {result.eval_loss:.4f} on {result.eval_examples} examples{recall}"
         )
     click.echo(f"teacher {result.fingerprint} written to {result.output}")
+    echo_next([curate_line(result.output, params["task"])])
+
+
+def curate_line(teacher: str, task: str) -> str:
+    """The `curate` command for a new teacher, as a `next:` line."""
+    return (f"jestflow curate POOL... -o CURATED --teacher {teacher.rstrip('/')} --task {task} "
+            "--keep 0.3   (score and select a pool)")  # fmt: skip
 
 
 @teacher.command("calibrate")
@@ -121,13 +129,19 @@ def teacher_calibrate(**params) -> None:
         click.echo(f"held-out {name}: loss {loss:.4f}, recall@1 {recall:.3f} "
                    f"({result.eval_examples} pairs, batches of {params['batch_size']})")  # fmt: skip
     click.echo(f"teacher {result.fingerprint} written to {result.output}")
+    echo_next([curate_line(result.output, "contrastive")])
 
 
 @teacher.command("promote")
 @click.argument("student")
 @click.option("--output", "-o", required=True, help="The new teacher's directory.")
 @eval_option
-@click.option("--against", help="The current teacher: its held-out loss on the same --eval data.")
+@click.option(
+    "--against",
+    help="The current teacher: its held-out loss on the same --eval data; a worse student is "
+    "refused.",
+)
+@click.option("--force", is_flag=True, help="Promote a student worse than --against.")
 @field_options
 @device_option
 @overwrite_option
@@ -148,3 +162,4 @@ def teacher_promote(**params) -> None:
         change = result.eval_loss - result.against_loss
         click.echo(f"current teacher {result.against_loss:.4f} ({change:+.4f} with the new one)")
     click.echo(f"teacher {result.fingerprint} written to {result.output}")
+    echo_next([curate_line(result.output, task)])

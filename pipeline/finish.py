@@ -50,8 +50,8 @@ class Finish(beam.PTransform):
 
 def finish(_, config: CurateConfig, plan: RunPlan, *, scores, thresholds, reasons, dedup,
            shards, scoring, written) -> None:  # fmt: skip
-    """stats.json, report.html, run.json; _SUCCESS unless records were read but none parsed
-    (the job then fails with the reason: `job.check_records`)."""
+    """stats.json, report.html, run.json; _SUCCESS unless no record could be used: none read, or
+    none parsed (the job then fails with the reason: `job.check_records`)."""
     del written  # a side input only so that this step runs after those writes
     quantum = config.selection.quantum
     stats = summarize(scores, reasons, shards, dedup=dedup, quantum=quantum,
@@ -68,7 +68,7 @@ def finish(_, config: CurateConfig, plan: RunPlan, *, scores, thresholds, reason
     if not counts["inputs"]:  # no record at all: the manifest is still there to read, empty
         write_manifest_part([], config.output, "empty")
     parsed = counts["selected"] + counts["not_selected"] + counts["duplicate"]
-    close(config.output, stats, record, succeeded=parsed > 0 or not counts["inputs"])
+    close(config.output, stats, record, succeeded=parsed > 0)
 
 
 def scoring_summary(

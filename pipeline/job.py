@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import posixpath
 import shlex
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.job.utils import dict_to_struct
@@ -36,6 +37,7 @@ from ..transforms.checkpoint import checkpoint_task, fingerprint
 from ..transforms.dedup import DedupConfig
 from ..transforms.errors import JestflowError
 from ..transforms.offline_selection import SelectionConfig, kept_count
+from ..transforms.parquet import first_row
 from ..transforms.paths import child, filesystem, read_json
 from ..transforms.readers import input_urls
 from ..transforms.records import FieldMap
@@ -160,6 +162,7 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
         fingerprints["student"] = fingerprint(config.student)
     if local:  # remote workers have their own devices
         resolve_device(config.device)
+    warn_if_rounded(config.selection.keep, config.super_batch)
     if prepare(config.output, overwrite=config.overwrite) == "interrupted":
         log.info("%s holds an interrupted run (no _SUCCESS): redoing it", config.output)
     record = {
@@ -177,6 +180,21 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
                    scoring_length=config.scoring_length)  # fmt: skip
 
 
+def warn_if_rounded(keep: float, super_batch: int) -> None:
+    """Warn when whole examples per super-batch make the kept share much larger than `keep`
+    (each super-batch keeps ⌈keep · n⌉, at least one)."""
+    kept = kept_count(super_batch, keep)
+    if kept <= keep * super_batch * 1.1:
+        return
+    log.warning(
+        "--keep %g of a super-batch of %d is %.2f examples; each super-batch keeps %d, so about "
+        "%.3g %% of the pool is kept instead of %.3g %%: raise --super-batch to %d or more for "
+        "this fraction",
+        keep, super_batch, keep * super_batch, kept, 100 * kept / super_batch, 100 * keep,
+        math.ceil(10 / keep),
+    )  # fmt: skip
+
+
 def options_of(config: CurateConfig) -> dict[str, Any]:
     options = dataclasses.asdict(config)
     options["fields"] = {k: v for k, v in options["fields"].items() if v not in (None, ())}
@@ -186,6 +204,16 @@ def options_of(config: CurateConfig) -> dict[str, Any]:
 def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     """Run the job to completion; returns `stats.json` with Beam's counters added (None when the
     job was only staged as a template, `--template_location`)."""
+    counters = _run_pipeline(config)
+    if counters is None:
+        return None  # a Flex Template launch: the job runs later and completes the output itself
+    stats = check_records(config.output, config.inputs)
+    stats["counters"] = counters  # Beam's view, for the caller; not written
+    return stats
+
+
+def _run_pipeline(config: CurateConfig) -> dict[str, int] | None:
+    """Build and run the Beam pipeline, wait for it; its counters (None: staged as a template)."""
     given = {a.split("=", 1)[0].lstrip("-") for a in config.beam_args}
     options = PipelineOptions(config.beam_args, **{k: v for k, v in
                               {"direct_num_workers": config.workers}.items() if k not in given})  # fmt: skip
@@ -204,15 +232,13 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     build(pipeline, config, plan)
     result = pipeline.run()
     if template:
-        return None  # a Flex Template launch: the job runs later and completes the output itself
+        return None
     result.wait_until_finish()
-    stats = check_records(config.output)
-    stats["counters"] = counters_of(result)  # Beam's view, for the caller; not written
-    return stats
+    return counters_of(result)
 
 
-def check_records(output: str) -> dict[str, Any]:
-    """The finished run's stats.json. A run that read records but parsed none fails with the
+def check_records(output: str, inputs: Sequence[str]) -> dict[str, Any]:
+    """The finished run's stats.json. A run that read no record, or parsed none, fails with the
     reason (its dead letters stay in `rejected/`); one that rejected most of them warns."""
     stats_url = posixpath.join(output, STATS)
     fs, path = filesystem(stats_url)
@@ -221,7 +247,9 @@ def check_records(output: str) -> dict[str, Any]:
     stats = read_json(stats_url)
     counts, reasons = stats["counts"], stats["rejected"]
     why = ", ".join(f"{reason} {n}" for reason, n in reasons.items())
-    if counts["inputs"] and counts["rejected"] == counts["inputs"]:
+    if not counts["inputs"]:
+        raise JestflowError(f"no records in {', '.join(inputs)}")
+    if counts["rejected"] == counts["inputs"]:
         raise JestflowError(
             f"none of the {counts['inputs']} records could be used ({why}); first: "
             f"{first_dead_letter(output)}; every record is in {output.rstrip('/')}/{REJECTED}/"
@@ -239,7 +267,7 @@ def first_dead_letter(output: str) -> str:
     fs, root = filesystem(posixpath.join(output, REJECTED))
     parts = sorted(p for p in fs.ls(root, detail=False) if p.endswith(".parquet"))
     with fs.open(parts[0], "rb") as f:
-        row = pq.read_table(f, columns=["source", "position", "detail"]).slice(0, 1).to_pylist()[0]
+        row = first_row(f, ["source", "position", "detail"])
     return f"{row['source']} record {row['position']}: {row['detail']}"
 
 
@@ -253,7 +281,9 @@ def local_runner(workers: int) -> FnApiRunner:
     )
     environment = None
     if workers > 1:
-        command = f"{shlex.quote(sys.executable)} -m jestflow.pipeline.worker"
+        # exec: the worker replaces the shell Beam starts it with, so that it, not a shell that
+        # dies of Ctrl-C, is the runner's child (pipeline/worker.py ignores SIGINT).
+        command = f"exec {shlex.quote(sys.executable)} -m jestflow.pipeline.worker"
         environment = SubprocessSDKEnvironment.from_command_string(command)
         _quiet_running_mode_notice()
     return FnApiRunner(default_environment=environment, provision_info=ExtendedProvisionInfo(info))

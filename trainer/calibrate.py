@@ -24,17 +24,18 @@ import torch
 import torch.nn.functional as F
 
 from ..transforms.checkpoint import (
-    CONFIG,
     copy_tree,
     fingerprint,
+    is_causal_lm,
     is_huggingface,
     load_model,
     read_config,
 )
 from ..transforms.errors import JestflowError
-from ..transforms.paths import filesystem, same_location, write_json
+from ..transforms.paths import same_location, write_json
 from ..transforms.records import FieldMap
 from ..transforms.scoring import embed_pairs, pair_inputs, resolve_device
+from . import output_folder
 from .core import eval_mode, evaluate, load_examples, right_kind_of
 
 FIT_EPOCHS = 4  # random partitions of the fitting pairs into batches
@@ -73,29 +74,22 @@ class Calibration:
 
 
 def calibrate(config: CalibrateConfig) -> Calibration:
-    if not is_huggingface(read_config(config.model)):
-        raise JestflowError(
-            f"{config.model} is a jestflow checkpoint: built-in two-tower teachers learn their "
-            "own t and β in `jestflow teacher train`; calibrate fits a pretrained encoder (a "
-            "Hugging Face directory)"
-        )
-    fs, root = filesystem(config.output)
+    _check_encoder(config.model)
     if same_location(config.model, config.output):
         raise JestflowError("the calibrated teacher needs its own --output, not the model's")
-    if fs.exists(posixpath.join(root, CONFIG)) and not config.overwrite:
-        raise JestflowError(f"{config.output} already holds a checkpoint; pass --overwrite")
+    held = output_folder.claim(config.output, overwrite=config.overwrite)
     model = load_model(config.model, task="contrastive", device=resolve_device(config.device))
     if model.right_kind != right_kind_of(config.fields.layout):
         raise JestflowError(
             f"{config.model} pairs text with {model.right_kind}, but the reference data pairs "
             f"it with {right_kind_of(config.fields.layout)}"
         )
-    fit, held = _split(config)
+    fit, held_out = _split(config)
     if len(fit) < config.batch_size:
         raise JestflowError(
             f"{len(fit)} pairs to fit on, fewer than one batch of {config.batch_size}"
         )
-    before = evaluate(model, held, config.batch_size)
+    before = evaluate(model, held_out, config.batch_size)
     with eval_mode(model), torch.no_grad():
         emb = embed_pairs(model, *pair_inputs(fit))
     # From the model's (t, β), which `embed_pairs` gives as floats.
@@ -103,15 +97,36 @@ def calibrate(config: CalibrateConfig) -> Calibration:
         emb.left, emb.right, config.batch_size, emb.scale, emb.bias, config.seed
     )
     model.scale, model.bias = scale, bias  # a dual encoder's setters fill its (t, β) parameters
-    after = evaluate(model, held, config.batch_size)
+    after = evaluate(model, held_out, config.batch_size)
+    output_folder.clear(config.output, held)  # only with `overwrite`
     copy_tree(config.model, config.output)
-    write_json({"scale": scale, "bias": bias}, posixpath.join(root, "jestflow.json"))
+    write_json({"scale": scale, "bias": bias}, posixpath.join(config.output, "jestflow.json"))
     result = Calibration(
         output=config.output, fingerprint=fingerprint(config.output), scale=scale, bias=bias,
-        fit_examples=len(fit), eval_examples=len(held), before=before, after=after,
+        fit_examples=len(fit), eval_examples=len(held_out), before=before, after=after,
     )  # fmt: skip
-    write_json(asdict(result), posixpath.join(root, "calibration.json"))
+    write_json(asdict(result), posixpath.join(config.output, "calibration.json"))
     return result
+
+
+def _check_encoder(model: str) -> None:
+    """Refuse what is not a pretrained text encoder or image–text dual encoder, naming it."""
+    found = read_config(model)
+    if not is_huggingface(found):
+        kind = {"lm": "a built-in language model", "contrastive": "a built-in two-tower model"}
+        raise JestflowError(
+            f"{model} is a jestflow checkpoint ({kind.get(found.get('task'), 'built-in')}); "
+            "calibrate fits t and β of a pretrained Hugging Face text encoder (e.g. MiniLM) or "
+            "image–text dual encoder (CLIP, SigLIP). Built-in two-tower teachers learn their own "
+            "t and β in `jestflow teacher train --task contrastive`"
+        )
+    if is_causal_lm(found):
+        raise JestflowError(
+            f"{model} is a Hugging Face causal language model ({found.get('model_type')}): "
+            "calibrate fits a text encoder (e.g. MiniLM) or an "
+            "image–text dual encoder (CLIP, SigLIP); a causal LM is an lm teacher as it is "
+            "(curate --task lm --teacher DIR)"
+        )
 
 
 def _split(config: CalibrateConfig) -> tuple[list, list]:

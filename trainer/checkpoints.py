@@ -17,8 +17,12 @@ then (wrong data, a bad field mapping) leaves no log, so the folder is free for 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
+import signal
+import threading
+from collections.abc import Iterator
 from typing import IO, Any
 
 import torch
@@ -49,6 +53,32 @@ def committed_step(output: str) -> int | None:
         return None
     repair_top(output)
     return read_json(posixpath.join(output, STATE))["step"]
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back until the block is done, then raise KeyboardInterrupt: a save
+    interrupted in the middle would leave a checkpoint that a resume cannot use. Outside the
+    main thread (where signals cannot be handled) the block just runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def resume_note(output: str) -> str:
+    """Where an interrupted run stands, and what `--resume` does with it."""
+    step = committed_step(output)
+    if step is None:
+        return f"{output} holds no checkpoint yet, so --resume starts it again at step 0"
+    return f"{output} holds its checkpoint at step {step}: add --resume to go on from there"
 
 
 def holds_run(output: str) -> bool:

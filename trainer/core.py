@@ -27,7 +27,7 @@ from ..transforms.errors import JestflowError
 from ..transforms.losses import PairEmbeddings
 from ..transforms.models import SIZE_KEYS, new_model
 from ..transforms.readers import read_examples
-from ..transforms.records import Example, FieldMap, Rejected
+from ..transforms.records import Example, FieldMap, Rejected, nothing_usable
 from ..transforms.scoring import autocast, embed_pairs, lm_losses, pair_inputs
 
 logger = logging.getLogger(__name__)
@@ -99,12 +99,7 @@ def load_examples(inputs: Sequence[str], fields: FieldMap) -> tuple[list[Example
         else:
             examples.append(record)
     if not examples:
-        why = (
-            f"; first problem: {first.source} record {first.position}: {first.detail}"
-            if first
-            else ""
-        )
-        raise JestflowError(f"no usable examples in {', '.join(inputs)}{why}")
+        raise nothing_usable(inputs, first)
     return examples, rejected
 
 

@@ -20,15 +20,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..transforms.checkpoint import CONFIG, save_checkpoint
+from ..transforms.checkpoint import save_checkpoint
 from ..transforms.errors import JestflowError
 from ..transforms.logs import peak_rss_mib, progress
-from ..transforms.paths import filesystem, writable_directory, write_json
+from ..transforms.paths import write_json
 from ..transforms.records import Example, FieldMap
-from ..transforms.run_folder import STARTED, SUCCESS
 from ..transforms.scoring import resolve_device
 from ..transforms.vocabulary import LAYOUTS, TASKS, check_choice
-from .checkpoints import LOG, STATE
+from . import output_folder
 from .core import (
     ModelSize,
     Optimization,
@@ -96,10 +95,10 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
     held_out, eval_rejected = (
         load_examples(config.eval_inputs, config.fields) if config.eval_inputs else ([], Counter())
     )
-    held = _check_output(config)  # fail now, not after training
+    held = output_folder.claim(config.output, overwrite=config.overwrite)  # fail now
     model, curve, recent, lr = _fit(config, device, examples)
     eval_loss, recall = evaluate(model, held_out, config.batch_size) if held_out else (None, None)
-    _clear(config.output, held)  # only with `overwrite`
+    output_folder.clear(config.output, held)  # only with `overwrite`
     meta = {
         "trained_by": "jestflow teacher train",
         "steps": config.steps,
@@ -146,7 +145,8 @@ def _fit(
     curve: list[dict] = []
     recent: list[float] = []
     smoothed = None
-    bar = progress(range(config.steps), desc="teacher train", unit="step")
+    bar = progress(range(config.steps), desc="teacher train", unit="step",
+                   examples_per_unit=config.batch_size)  # fmt: skip
     for step in bar:
         value = training.step([items[i] for i in next(batches)]).item()
         recent = [*recent[-(RECENT - 1) :], value]
@@ -163,32 +163,3 @@ def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> It
         order = torch.randperm(n, generator=generator).tolist()
         for start in range(0, n - batch_size + 1, batch_size):
             yield order[start : start + batch_size]
-
-
-# What an output folder's entries say it holds, checked in this order.
-_HOLDINGS = (
-    ("a training run", {STATE, LOG}),
-    ("a curation run", {SUCCESS, STARTED}),
-    ("a model checkpoint", {CONFIG}),
-)
-
-
-def _check_output(config: TeacherConfig) -> list[str]:
-    """Create the output folder, refusing one that holds anything unless `overwrite`; the paths
-    of what it holds (to be replaced once the teacher is trained)."""
-    fs, root = writable_directory(config.output)
-    held = sorted(fs.ls(root, detail=False))
-    if held and not config.overwrite:
-        names = [posixpath.basename(path.rstrip("/")) for path in held]
-        kind = next((kind for kind, marks in _HOLDINGS if marks & set(names)), "files")
-        shown = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
-        raise JestflowError(
-            f"{config.output} already holds {kind} ({shown}); pass --overwrite to replace it"
-        )
-    return held
-
-
-def _clear(output: str, held: list[str]) -> None:
-    fs, _ = filesystem(output)
-    for path in held:
-        fs.rm(path, recursive=True)

@@ -19,7 +19,7 @@ import webdataset as wds
 
 from ..transforms.errors import JestflowError
 from ..transforms.readers import input_urls, read_file
-from ..transforms.records import FieldMap, Rejected
+from ..transforms.records import FieldMap, Rejected, nothing_usable
 from ..transforms.shard_samples import TrainSample, decode
 from ..transforms.shards import tar_samples
 
@@ -117,7 +117,7 @@ def raw_samples(
     rng = random.Random(seed)
 
     def forever() -> Iterator[TrainSample]:
-        first_pass = True
+        first_pass, first_rejected = True, None
         while True:
             usable = False
             for url in rng.sample(urls, len(urls)):
@@ -125,6 +125,7 @@ def raw_samples(
                     if isinstance(record, Rejected):
                         if first_pass:
                             skipped[record.reason] += 1
+                            first_rejected = first_rejected or record
                         continue
                     usable = True
                     if record.position % world != rank:
@@ -133,7 +134,7 @@ def raw_samples(
                     yield TrainSample(key=record.key, text=record.text, pair=record.pair,
                                       image=record.image, info=meta)  # fmt: skip
             if not usable:
-                raise JestflowError(f"no usable examples in {', '.join(patterns)}")
+                raise nothing_usable(patterns, first_rejected)
             first_pass = False
 
     stream = forever()

@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import nn
 
 from ..transforms.checkpoint import load_model
@@ -31,7 +30,8 @@ from ..transforms.scoring import scoring_length
 from ..transforms.selection import RELATIVE_TEMPERATURE, check_temperatures, generator_for
 from ..transforms.shard_samples import TrainSample
 from ..transforms.vocabulary import ONLINE_MODES, RAW_MODES, check_choice
-from . import checkpoints
+from . import checkpoints, output_folder
+from .checkpoints import deferred_interrupt
 from .core import (
     ModelSize,
     Optimization,
@@ -69,6 +69,7 @@ class TrainConfig(ModelSize, Optimization):
     eval_every: int = 100
     init: str | None = None  # start from this checkpoint instead of a fresh model
     resume: bool = False  # continue from the checkpoint in `output`
+    overwrite: bool = False  # replace what `output` holds (anything but a run to resume)
     seed: int = 0
     # lm: the student scores only the first N tokens of each candidate (a cheaper pass; the
     # learnability of a prefix ranks nearly as well, and the teacher scored the same prefix at
@@ -95,6 +96,8 @@ class TrainConfig(ModelSize, Optimization):
         scoring_length(self.task, self.score_seq_len)  # checks the option
         if self.resume and self.init is not None:
             raise JestflowError("--resume continues the run in --output; drop --init")
+        if self.resume and self.overwrite:
+            raise JestflowError("--resume continues the run in --output; drop --overwrite")
         check_temperatures(self.temperature, self.relative_temperature)
 
     @property
@@ -168,7 +171,8 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
             steps.set_postfix(loss=f"{last['loss']:.3f}")
             last = _log(run, step, last)
         if config.checkpoint_due(step):
-            _checkpoint(run, step + 1)
+            with deferred_interrupt():  # Ctrl-C waits for the commit: no half-written checkpoint
+                _checkpoint(run, step + 1)
     if run.log is not None:
         run.log.close()
     return last
@@ -197,7 +201,7 @@ def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
     urls = expand_urls(config.shards, what="shard") if config.shards else []
     writable_directory(config.output)
     held_out = load_examples(config.eval_inputs, config.fields)[0] if config.eval_inputs else []
-    model, start = _start(config, ranks.device, _right_kind(config, urls))
+    model, start = _start(config, ranks, _right_kind(config, urls))
     # A run killed before its first checkpoint starts over at 0, with a fresh optimizer.
     saved = checkpoints.load_optimizer_state(config.output) if start > 0 else None
     training = start_training(model, config, ranks.device, start=start, optimizer_state=saved,
@@ -212,25 +216,31 @@ def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
     )  # fmt: skip
 
 
-def _start(config: TrainConfig, device: torch.device, right_kind: str) -> tuple[nn.Module, int]:
-    """The model to train and the step to start at (fresh, `--init`, or `--resume`)."""
+def _start(config: TrainConfig, ranks: Ranks, right_kind: str) -> tuple[nn.Module, int]:
+    """The model to train and the step to start at (fresh, `--init`, or `--resume`). A fresh
+    run's folder must be empty, or is emptied (by the main rank) with `overwrite`."""
+    device = ranks.device
+    if not config.resume:
+        held = output_folder.claim(config.output, overwrite=config.overwrite, resumable=True)
+        if ranks.main:
+            output_folder.clear(config.output, held)
+        if config.init is not None:
+            return initial_model(config.init, config.task, right_kind, device), 0
+        return fresh_model(config, right_kind, device), 0
     step = checkpoints.committed_step(config.output)
-    if config.resume:
-        if step is None:
-            if checkpoints.has_log(config.output):  # killed before its first checkpoint
-                return fresh_model(config, right_kind, device), 0
-            raise JestflowError(f"nothing to resume: {config.output} has no {checkpoints.STATE}")
-        if step >= config.steps:
-            raise JestflowError(f"{config.output} is already at step {step}; raise --steps")
-        folder = checkpoints.checkpoint_folder(config.output)
-        return load_model(folder, task=config.task, device=device).train(), step
-    if checkpoints.holds_run(config.output):
-        raise JestflowError(
-            f"{config.output} already holds a training run; --resume it or pick a new --output"
-        )
-    if config.init is not None:
-        return initial_model(config.init, config.task, right_kind, device), 0
-    return fresh_model(config, right_kind, device), 0
+    if step is None:
+        if checkpoints.has_log(config.output):  # killed before its first checkpoint
+            if ranks.main:
+                log.info("%s: no checkpoint yet, so training starts again at step 0", config.output)
+            return fresh_model(config, right_kind, device), 0
+        raise JestflowError(f"nothing to resume: {config.output} has no {checkpoints.STATE}")
+    if step >= config.steps:
+        raise JestflowError(f"{config.output} is already at step {step}; raise --steps")
+    if ranks.main:
+        log.info("resuming %s from its checkpoint at step %d of %d", config.output, step,
+                 config.steps)  # fmt: skip
+    folder = checkpoints.checkpoint_folder(config.output)
+    return load_model(folder, task=config.task, device=device).train(), step
 
 
 def _right_kind(config: TrainConfig, urls: Sequence[str]) -> str:
@@ -275,7 +285,7 @@ def _steps(config: TrainConfig, start: int, *, main: bool) -> Iterable[int]:
     if not main:
         return steps
     return progress(steps, desc=f"train {config.mode}", unit="step", initial=start,
-                    total=config.steps)  # fmt: skip
+                    total=config.steps, examples_per_unit=config.batch_size)  # fmt: skip
 
 
 def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:

@@ -5,7 +5,8 @@ the student's fingerprint, and every output the score cache holds for the studen
 curation run with `--student`) serves the teacher too. The trainer's own files (optimizer
 state, trainer state, log) stay behind. `promoted.json` records where the teacher came from;
 with held-out data, `metrics.json` has its held-out loss, beside the current teacher's when
-one is given, so the promotion can be judged before curating with it.
+one is given (`against`), so the promotion can be judged before curating with it; a student
+worse than that teacher is refused unless `force`.
 """
 
 from __future__ import annotations
@@ -13,19 +14,12 @@ from __future__ import annotations
 import posixpath
 from dataclasses import asdict, dataclass
 
-from ..transforms.checkpoint import (
-    CONFIG,
-    copy_model,
-    fingerprint,
-    is_huggingface,
-    load_model,
-    model_files,
-    read_config,
-)
+from ..transforms.checkpoint import copy_model, fingerprint, is_huggingface, load_model, read_config
 from ..transforms.errors import JestflowError
 from ..transforms.paths import filesystem, read_json, same_location, write_json
 from ..transforms.records import FieldMap
 from ..transforms.scoring import resolve_device
+from . import output_folder
 from .checkpoints import STATE, checkpoint_folder
 from .core import evaluate, load_examples
 
@@ -40,6 +34,7 @@ class PromoteConfig:
     batch_size: int = 32
     device: str = "auto"
     overwrite: bool = False
+    force: bool = False  # promote a student worse than `against` on the held-out data
 
     def __post_init__(self) -> None:
         if self.eval_inputs and self.fields is None:
@@ -61,7 +56,6 @@ class PromoteResult:
 
 def promote(config: PromoteConfig) -> PromoteResult:
     student = config.student.rstrip("/")
-    fs, root = filesystem(config.output)
     if same_location(student, config.output):
         raise JestflowError("the new teacher needs its own --output, not the student's directory")
     if is_huggingface(read_config(student)):
@@ -73,11 +67,7 @@ def promote(config: PromoteConfig) -> PromoteResult:
     # A training run's committed checkpoint (its top copy may lag after a kill).
     source = checkpoint_folder(student) if trained else student
     model = load_model(source)  # a checkpoint that loads, or a clear error
-    if fs.exists(posixpath.join(root, CONFIG)):
-        if not config.overwrite:
-            raise JestflowError(f"{config.output} already holds a checkpoint; pass --overwrite")
-        for name in model_files(config.output):  # an old model's other weight files go too
-            fs.rm(posixpath.join(root, name))
+    held = output_folder.claim(config.output, overwrite=config.overwrite)
     result = PromoteResult(
         output=config.output, fingerprint=fingerprint(source), student=student, step=step
     )
@@ -89,14 +79,24 @@ def promote(config: PromoteConfig) -> PromoteResult:
         if config.against:
             current = load_model(config.against, task=model.task, device=device)
             result.against_loss = evaluate(current, held_out, config.batch_size)[0]
+            _check_better(result, config)
+    output_folder.clear(config.output, held)  # only with `overwrite`
     copied = copy_model(source, config.output)
     if copied != result.fingerprint:
         raise JestflowError(f"copying {student} changed its fingerprint; the copy is incomplete")
     write_json(asdict(result), posixpath.join(config.output, "promoted.json"))
-    metrics = posixpath.join(root, "metrics.json")
     if config.eval_inputs:
         scores = {"eval_loss": result.eval_loss, "eval_examples": result.eval_examples}
         write_json(scores, posixpath.join(config.output, "metrics.json"))
-    elif fs.exists(metrics):  # an overwritten teacher's
-        fs.rm(metrics)
     return result
+
+
+def _check_better(result: PromoteResult, config: PromoteConfig) -> None:
+    """Refuse a student whose held-out loss is above the current teacher's, unless `force`."""
+    if result.eval_loss <= result.against_loss or config.force:
+        return
+    raise JestflowError(
+        f"the student's held-out loss {result.eval_loss:.4f} is worse than the current "
+        f"teacher's {result.against_loss:.4f} ({result.eval_loss - result.against_loss:+.4f} on "
+        f"{result.eval_examples} examples); nothing promoted — pass --force to promote it anyway"
+    )

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..transforms.errors import JestflowError
+from ..transforms.logs import duration
 from ..transforms.paths import filesystem
 
 
@@ -33,6 +34,7 @@ class RunLog:
     score_seconds: float = 0.0
     train_seconds: float = 0.0
     step_seconds: float = 0.0  # wall clock of the steps; evaluations and checkpoints excluded
+    last_step: dict = field(default_factory=dict)  # the last training step's log line
 
     @property
     def final(self) -> Evaluation:
@@ -61,7 +63,7 @@ def read_log(run: str) -> RunLog:
         for line in f:
             record = json.loads(line)
             if "loss" in record:  # a training step
-                log.steps = record["step"]
+                log.steps, log.last_step = record["step"], record
                 log.tags.update(record.get("tags") or {})
                 log.score_flops += record.get("score_flops", 0.0)
                 log.train_flops += record.get("train_flops", 0.0)
@@ -105,3 +107,28 @@ def compare(run: RunLog, baseline: RunLog) -> Comparison:
         compute_saving=target.flops / reached.flops if reached.flops else None,
         time_saving=target.seconds / reached.seconds if reached.seconds else None,
     )
+
+
+def summary_lines(run: RunLog) -> list[str]:
+    """What a finished `jestflow train` run reached, in a few lines for people: time, losses,
+    compute and memory."""
+    last = run.last_step
+    lines = [
+        f"trained {run.steps} steps in {duration(run.step_seconds)} (online scoring "
+        f"{duration(run.score_seconds)}, training {duration(run.train_seconds)}; evaluations "
+        "and checkpoints not counted)"
+    ]
+    if run.evaluations:
+        final = run.evaluations[-1]
+        best = min(run.evaluations, key=lambda e: e.loss)
+        recall = "" if final.recall_at_1 is None else f", recall@1 {final.recall_at_1:.3f}"
+        lines.append(f"held-out loss {final.loss:.4f} at step {final.step}{recall} (best "
+                     f"{best.loss:.4f} at step {best.step})")  # fmt: skip
+    if "loss" in last:
+        lines.append(f"training loss at the last step {last['loss']:.4f}")
+    total = run.score_flops + run.train_flops
+    lines.append(f"compute {total / 1e12:.2f} TFLOP: training {run.train_flops / 1e12:.2f}, "
+                 f"online scoring {run.score_flops / 1e12:.2f} (estimated)")  # fmt: skip
+    if last.get("peak_rss_mib") is not None:
+        lines.append(f"peak memory {last['peak_rss_mib']:,.0f} MiB")
+    return lines

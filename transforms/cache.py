@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .errors import JestflowError
 from .manifest import write_parquet
+from .parquet import read_parquet
 from .paths import child, filesystem
 from .records import Example
 
@@ -182,7 +182,7 @@ def _table(url: str) -> pa.Table:
     fs, path = filesystem(url)
     try:
         with fs.open(path, "rb") as f:
-            return pq.read_table(f, schema=CACHE_SCHEMA)
+            return read_parquet(f, schema=CACHE_SCHEMA)
     except (OSError, pa.ArrowException) as e:
         raise JestflowError(
             f"unreadable score cache part {url}: {e}; delete it (its examples are scored again)"

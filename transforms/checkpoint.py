@@ -114,6 +114,12 @@ def is_huggingface(config: dict[str, Any]) -> bool:
     return config.get("format") != FORMAT and "model_type" in config
 
 
+def is_causal_lm(config: dict[str, Any]) -> bool:
+    """Whether a Hugging Face config is a causal language model's (by its architectures)."""
+    architectures = config.get("architectures") or []
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+
+
 def checkpoint_task(directory: str) -> str | None:
     """`lm` or `contrastive` for a jestflow checkpoint, `contrastive` for a Hugging Face
     image–text dual encoder; None for other Hugging Face directories."""
@@ -228,14 +234,19 @@ def _load_huggingface(directory: str, config: dict[str, Any], task: str | None) 
     from .models.hf import HFCausalLM, HFTextEncoder
     from .models.hf_dual import HFDualEncoder, is_dual_encoder
 
-    architectures = config.get("architectures") or []
-    is_lm = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    is_lm = is_causal_lm(config)
     dual = is_dual_encoder(config)
     task = task or ("lm" if is_lm else "contrastive")
     if dual and task != "contrastive":
         raise JestflowError(
             f"{directory} holds an image–text dual encoder ({config.get('model_type')}), "
             f"a contrastive model, not a {task} model"
+        )
+    if is_lm and task == "contrastive":
+        raise JestflowError(
+            f"{directory} holds a Hugging Face causal language model "
+            f"({config.get('model_type')}), an lm model; a contrastive model is a text encoder "
+            "(e.g. MiniLM) or an image–text dual encoder (CLIP, SigLIP)"
         )
     local = _local_copy(directory)
     if task == "lm":

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .parquet import read_parquet
 from .paths import filesystem, replacing, writable_directory
 from .records import Example, Rejected
 
@@ -132,7 +133,7 @@ def read_manifest(url: str) -> pa.Table:
     tables = []
     for file in files:
         with fs.open(file, "rb") as f:
-            tables.append(pq.read_table(f, schema=MANIFEST_SCHEMA))
+            tables.append(read_parquet(f, schema=MANIFEST_SCHEMA))
     return pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
 
 

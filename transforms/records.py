@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -138,6 +138,18 @@ class Rejected:
     @property
     def id(self) -> str:
         return _digest(b"rejected", self.raw)
+
+
+def nothing_usable(inputs: Sequence[str], first: Rejected | None) -> JestflowError:
+    """The error for inputs that gave no example: no record at all, or every record rejected
+    (the first one named with its reason, e.g. the field it lacks and the fields it has)."""
+    where = ", ".join(inputs)
+    if first is None:
+        return JestflowError(f"no records in {where}")
+    return JestflowError(
+        f"no usable examples in {where}; first problem: {first.source} record "
+        f"{first.position}: {first.detail}"
+    )
 
 
 def _digest(*parts: bytes) -> str:

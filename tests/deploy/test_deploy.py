@@ -12,7 +12,6 @@ import shlex
 import subprocess
 from pathlib import Path
 
-import apache_beam
 import click
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -28,11 +27,18 @@ L4 = "type:nvidia-l4;count:1;install-nvidia-driver"
 IMAGE = "us-central1-docker.pkg.dev/proj/jestflow/jestflow:1"
 # The Python each base image ships, as its publisher documents it. A new BASE_IMAGE goes here.
 BASE_IMAGE_PYTHON = {"pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime": "3.11"}
+LOCK = ROOT / "requirements.lock"
 # curate options that mean nothing on Dataflow and so are no template parameters.
 LOCAL_ONLY = {"workers"}
 
 
 # ---- the Dockerfile ---------------------------------------------------------------------------
+
+
+def locked_beam() -> str:
+    """The apache-beam version requirements.lock pins: the one place that names it."""
+    (version,) = re.findall(r"^apache-beam==(\S+)$", LOCK.read_text(), flags=re.M)
+    return version
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -53,7 +59,9 @@ def arg_defaults() -> dict[str, str]:
 
 
 def resolve(text: str) -> str:
-    args = arg_defaults()
+    """`text` with the build arguments deploy/dataflow.sh build gives: the defaults and the lock's
+    Beam (BEAM_VERSION has no default)."""
+    args = {**arg_defaults(), "BEAM_VERSION": locked_beam()}
     return re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], text)
 
 
@@ -99,13 +107,16 @@ def test_the_beam_sdk_is_copied_from_the_sdk_image_of_our_beam_and_python():
     match = re.fullmatch(r"apache/beam_python(\d+\.\d+)_sdk:(\S+)", image)
     assert match, image
     python, beam = match.groups()
-    assert beam == apache_beam.__version__  # the launcher's Beam
+    assert beam == locked_beam() and "BEAM_VERSION" not in arg_defaults()  # no second pin
     declared = arg_defaults()["PYTHON_VERSION"]
     assert python == declared
     assert BASE_IMAGE_PYTHON[arg_defaults()["BASE_IMAGE"]] == declared
     # The build itself checks the base image's Python against PYTHON_VERSION.
     runs = " ".join(a for op, a in final_stage() if op == "RUN")
     assert "sys.version_info" in runs and "${PYTHON_VERSION}" in runs
+    # ... and BEAM_VERSION against the lock it copies.
+    assert 'grep -qx "apache-beam==${BEAM_VERSION}" requirements.lock' in runs
+    assert any(op == "COPY" and "requirements.lock" in a.split() for op, a in final_stage())
 
 
 def test_the_template_launcher_is_for_the_same_python():
@@ -131,7 +142,7 @@ def test_jestflow_is_installed_from_the_source_with_the_gcs_extra():
             targets = {os.path.normpath(os.path.join(workdir, t)): x for t, x in installs}
             assert pyproject_dir in targets, (pyproject_dir, installs)
             assert "gcs" in targets[pyproject_dir].split(",")
-            assert f'"apache-beam[gcp]=={apache_beam.__version__}"' in resolve(a)
+            assert '"apache-beam[gcp]==${BEAM_VERSION}"' in a
             break
     else:
         pytest.fail("no pip install in the final stage")
@@ -293,6 +304,7 @@ def test_build_uses_the_dockerfile_with_the_repository_as_context():
     assert Path(command[command.index("-f") + 1]) == DOCKERFILE
     assert command[command.index("-t") + 1] == IMAGE
     assert Path(context) == ROOT
+    assert command[command.index("--build-arg") + 1] == f"BEAM_VERSION={locked_beam()}"
     assert commands("--image", IMAGE, "push") == [["docker", "push", IMAGE]]
 
 

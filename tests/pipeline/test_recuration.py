@@ -299,18 +299,17 @@ def test_an_unreadable_cache_part_is_named(noisy, tmp_path):
         curate(noisy, tmp_path / "warm", cache=str(cache))
 
 
-def test_a_run_over_no_records_is_complete_and_can_be_inspected(noisy, tmp_path):
+def test_a_run_over_no_records_fails_and_is_redone_next_time(noisy, tmp_path):
     from jestflow.transforms.runs import summarize_run
 
-    (tmp_path / "empty.jsonl").write_bytes(b"")
-    out, stats = curate(noisy, tmp_path / "out", inputs=(str(tmp_path / "empty.jsonl"),))
-    assert stats["counts"] == {
-        "selected": 0,
-        "not_selected": 0,
-        "duplicate": 0,
-        "rejected": 0,
-        "inputs": 0,
-    }
-    assert (out / "_SUCCESS").exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    out = tmp_path / "out"
+    with pytest.raises(JestflowError, match=f"^no records in {empty}$"):
+        run_curation(config_for(noisy, out, inputs=(str(empty),)))
+    assert not (out / "_SUCCESS").exists()  # not a completed run: a corrected one may follow
     assert status_counts(read_manifest(str(out / "manifest")))["inputs"] == 0
-    assert summarize_run(str(out))["counts"]["inputs"] == 0
+    assert summarize_run(str(out))["counts"]["inputs"] == 0  # what happened can be inspected
+    write_jsonl(empty, ({"text": t} for t in sentences(40, 1)))
+    _, stats = curate(noisy, out, inputs=(str(empty),))  # no --overwrite needed
+    assert stats["counts"]["inputs"] == 40 and (out / "_SUCCESS").exists()

@@ -19,6 +19,10 @@ DATAFLOW = [
     "--temp_location=gs://my-bucket/tmp",
     "--sdk_container_image=us-docker.pkg.dev/my-project/jestflow/worker:0.1.0",
     f"--dataflow_service_options=worker_accelerator={GPU}",
+    # Beam's own switch for building without submitting: with the GCS client installed (the gcs
+    # extra), validating the options otherwise asks GCS about the bucket and, offline, retries
+    # for minutes.
+    "--dry_run=True",
 ]
 PORTABLE = ["--environment_type=DOCKER", "--environment_config=jestflow-worker:0.1.0"]
 

@@ -89,7 +89,7 @@ def test_calibrate_writes_a_teacher_with_its_fitted_scale_and_bias(tiny_encoder,
     figures = json.loads((tmp_path / "teacher" / "calibration.json").read_text())
     assert figures["after"] == list(result.after)
 
-    with pytest.raises(JestflowError, match="already holds a checkpoint"):
+    with pytest.raises(JestflowError, match="already holds a model checkpoint"):
         calibrate(config)
     with pytest.raises(JestflowError, match="its own --output"):
         calibrate(CalibrateConfig(model=str(tiny_encoder), inputs=(reference,), fields=PAIRS,
@@ -109,7 +109,28 @@ def test_the_command_prints_the_figures_and_refuses_builtin_teachers(tiny_encode
     builtin.mkdir()
     (builtin / "config.json").write_text(json.dumps({"format": "jestflow", "task": "contrastive"}))
     refused = CliRunner().invoke(main, [*args[:2], str(builtin), *args[3:], "-o", "x"])
-    assert refused.exit_code == 1 and "built-in two-tower teachers learn" in refused.output
+    assert refused.exit_code == 1
+    assert "is a jestflow checkpoint (a built-in two-tower model)" in refused.output
+    assert "pretrained Hugging Face text encoder" in refused.output
+    assert "jestflow teacher train --task contrastive" in refused.output
+
+
+def test_a_causal_language_model_is_refused_naming_what_it_is(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    gpt2 = tmp_path / "gpt2"
+    config = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    transformers.GPT2LMHeadModel(config).save_pretrained(gpt2, safe_serialization=True)
+    reference = write_jsonl(tmp_path / "reference.jsonl", pairs(40, seed=2))
+    output = tmp_path / "teacher"
+    args = ["teacher", "calibrate", str(gpt2), "--reference", reference, "-o", str(output),
+            "--query-field", "query", "--doc-field", "doc", "--device", "cpu"]  # fmt: skip
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 1, refused.output
+    assert "is a Hugging Face causal language model (gpt2)" in refused.output
+    assert "calibrate fits a text encoder" in refused.output
+    assert not output.exists()  # refused before anything is written
+    with pytest.raises(JestflowError, match=r"causal language model \(gpt2\), an lm model"):
+        load_model(str(gpt2), task="contrastive")  # nor is it a contrastive teacher elsewhere
 
 
 @pytest.mark.minilm

@@ -169,5 +169,8 @@ def test_raw_inputs_stream_every_example_each_pass_and_count_rejections_once(tmp
     assert first != [s.text for s in itertools.islice(other, 30)]
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "bad.jsonl").write_text("{broken\n")
-    with pytest.raises(JestflowError, match="no usable examples"):
+    with pytest.raises(JestflowError, match=r"no usable examples .*first problem: .*record 0"):
         next(raw_samples([str(tmp_path / "empty" / "bad.jsonl")], fields))
+    (tmp_path / "empty" / "none.jsonl").write_text("")
+    with pytest.raises(JestflowError, match=r"^no records in .*none.jsonl$"):
+        next(raw_samples([str(tmp_path / "empty" / "none.jsonl")], fields))

@@ -242,7 +242,10 @@ def test_train_command(noisy_shards, tmp_path):
             "--layers", "1", "--heads", "2", "--max-len", "64"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "step 4 eval_loss" in result.stdout and "student written to" in result.stdout
+    final = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    final = [r for r in final if "eval_loss" in r][-1]
+    assert f"held-out loss {final['eval_loss']:.4f} at step 4 " in result.stdout
+    assert "student written to" in result.stdout
     missing = CliRunner().invoke(main, [*args[:2], str(tmp_path / "none-*.tar"), *args[3:]])
     assert missing.exit_code == 1 and "no shard matches" in missing.output
     wrong = CliRunner().invoke(main, [*args[:3], "--task", "contrastive", "-o",
@@ -265,7 +268,11 @@ def test_a_run_that_fails_before_its_first_step_leaves_the_output_free(noisy_sha
             "--warmup-steps", "1", "--device", "cpu", "--d-model", "32", "--layers", "1",
             "--heads", "2", "--max-len", "64"]  # fmt: skip
     missing = CliRunner().invoke(main, [*args, "--text-field", "body"])
-    assert missing.exit_code == 1 and "no usable examples" in missing.output
+    assert missing.exit_code == 1
+    assert f"no usable examples in {pool}; first problem: {pool} record 0: no field 'body' " in (
+        missing.output
+    )
+    assert "(fields: text)" in missing.output  # the fields the records have
     assert not (out / "log.jsonl").exists()
     bad_eval = CliRunner().invoke(main, [*args, "--eval", str(tmp_path / "eval.jsonl")])
     assert bad_eval.exit_code == 1 and "no usable examples" in bad_eval.output
@@ -311,6 +318,36 @@ def test_two_processes_under_torchrun_end_with_equal_parameters(noisy_shards, tm
     assert one["parameter_digests"] != state["parameter_digests"][:1]  # two ranks saw more data
 
 
+def test_train_refuses_a_folder_it_did_not_write_unless_overwrite(noisy_shards, tmp_path):
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(noisy_shards / "teacher", teacher)
+    (teacher / "metrics.json").write_text("{}")
+    weights = (teacher / "model.safetensors").read_bytes()
+    quick = {"steps": 2, "eval_inputs": ()}
+    with pytest.raises(
+        JestflowError, match=r"holds a model checkpoint \(config.json, metrics.json"
+    ):
+        train(config(noisy_shards, teacher, **quick))
+    assert (teacher / "model.safetensors").read_bytes() == weights  # untouched
+    curated = tmp_path / "curated"
+    (curated / "shards").mkdir(parents=True)
+    for marker in ("_STARTED", "_SUCCESS"):
+        (curated / marker).write_text("")
+    with pytest.raises(JestflowError, match=r"holds a curation run .*pass --overwrite to replace"):
+        train(config(noisy_shards, curated, **quick))
+    assert sorted(p.name for p in curated.iterdir()) == ["_STARTED", "_SUCCESS", "shards"]
+    train(config(noisy_shards, teacher, overwrite=True, **quick))
+    held = sorted(p.name for p in teacher.iterdir())
+    assert "metrics.json" not in held and "log.jsonl" in held  # nothing stale stays
+    assert (teacher / "model.safetensors").read_bytes() != weights
+    with pytest.raises(JestflowError, match=r"holds a training run .*; --resume it, pass --overwr"):
+        train(config(noisy_shards, teacher, **quick))
+    with pytest.raises(JestflowError, match="drop --overwrite"):
+        config(noisy_shards, teacher, resume=True, overwrite=True)
+
+
 def test_init_starts_from_a_checkpoint_and_refuses_another_task(noisy_shards, tmp_path):
     teacher = str(noisy_shards / "teacher")
     train(config(noisy_shards, tmp_path / "init", steps=1, lr=1e-9, warmup_steps=0,
@@ -337,7 +374,7 @@ def test_promote_makes_a_teacher_with_the_students_fingerprint(noisy_shards, tmp
     teacher = str(noisy_shards / "teacher")
     held_out = str(noisy_shards / "eval.jsonl")
     args = ["teacher", "promote", student, "-o", str(tmp_path / "next"), "--eval", held_out,
-            "--against", teacher, "--device", "cpu"]  # fmt: skip
+            "--against", teacher, "--device", "cpu", "--force"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert f"teacher {fingerprint(student)} written to" in result.output
@@ -352,8 +389,15 @@ def test_promote_makes_a_teacher_with_the_students_fingerprint(noisy_shards, tmp
     assert promoted["against_loss"] == pytest.approx(old_loss, abs=1e-5)
     assert promoted["step"] == 20 and promoted["student"] == student
 
+    assert f"held-out loss {promoted['eval_loss']:.4f}" in result.output
+    assert f"current teacher {promoted['against_loss']:.4f}" in result.output
     again = CliRunner().invoke(main, args)
-    assert again.exit_code == 1 and "already holds a checkpoint; pass --overwrite" in again.output
+    assert again.exit_code == 1
+    assert (
+        "already holds a model checkpoint (config.json, metrics.json, model.safetensors, "
+        in again.output
+    )
+    assert "pass --overwrite to replace it" in again.output
     assert CliRunner().invoke(main, [*args, "--overwrite"]).exit_code == 0
     same = CliRunner().invoke(main, ["teacher", "promote", student, "-o", student])
     assert same.exit_code == 1 and "its own --output" in same.output
@@ -361,6 +405,38 @@ def test_promote_makes_a_teacher_with_the_students_fingerprint(noisy_shards, tmp
     assert alone.exit_code == 1 and "give --eval data too" in alone.output
     missing = CliRunner().invoke(main, ["teacher", "promote", str(tmp_path / "nothing"), "-o", "x"])
     assert missing.exit_code == 1 and "checkpoint directory not found" in missing.output
+
+
+def test_promote_refuses_a_student_worse_than_the_teacher_it_replaces(noisy_shards, tmp_path):
+    from click.testing import CliRunner
+
+    from jestflow.pipeline.cli import main
+
+    torch.manual_seed(0)
+    untrained = str(tmp_path / "untrained")  # ≈ ln 256 per byte, far above the trained teacher
+    save_checkpoint(new_model("lm", **TINY), untrained)
+    teacher = str(noisy_shards / "teacher")
+    held_out = str(noisy_shards / "eval.jsonl")
+    examples, _ = load_examples((held_out,), TEXT)
+    worse = evaluate(load_model(untrained), examples, 32)[0]
+    better = evaluate(load_model(teacher), examples, 32)[0]
+    assert worse > better + 1
+    base = ["teacher", "promote", "--eval", held_out, "--device", "cpu"]
+    out = tmp_path / "next"
+    refused = CliRunner().invoke(main, [*base, untrained, "-o", str(out), "--against", teacher])
+    assert refused.exit_code == 1, refused.output
+    assert f"held-out loss {worse:.4f} is worse than the current teacher's {better:.4f}" in (
+        refused.output
+    )
+    assert "pass --force" in refused.output and not any(out.iterdir())  # nothing promoted
+    forced = [*base, untrained, "-o", str(out), "--against", teacher, "--force"]
+    assert CliRunner().invoke(main, forced).exit_code == 0
+    assert (out / "model.safetensors").is_file()
+    # The other way round: a better model replacing a worse one needs no --force.
+    up = [*base, teacher, "-o", str(tmp_path / "up"), "--against", untrained]
+    done = CliRunner().invoke(main, up)
+    assert done.exit_code == 0, done.output
+    assert f"current teacher {worse:.4f} ({better - worse:+.4f} with the new one)" in done.output
 
 
 @pytest.mark.slow

@@ -261,3 +261,32 @@ def test_batches_are_padded_to_a_few_lengths_and_score_as_unpadded():
     together = lm_losses(model, texts)
     alone = torch.cat([lm_losses(model, [t]) for t in texts])
     assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_palette_images_with_transparency_decode_quietly_to_the_same_pixels():
+    """Icon sets: palette PNGs whose transparency is a bytes table. PIL warns when they go to RGB
+    directly; through RGBA they give the same colours, without the warning."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from jestflow.transforms.models.images import decode_image
+
+    icon = Image.new("P", (16, 16))
+    icon.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] * 64)
+    icon.putdata([(x + y) % 4 for y in range(16) for x in range(16)])
+    buffer = io.BytesIO()
+    icon.save(buffer, format="PNG", transparency=bytes([0, 128, 255, 255]))
+    data = buffer.getvalue()
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode == "P" and isinstance(img.info["transparency"], bytes)
+        with warnings.catch_warnings(record=True) as direct:
+            warnings.simplefilter("always")
+            expected = img.convert("RGB").resize((8, 8), Image.Resampling.BILINEAR)
+    assert any("Palette images with Transparency" in str(w.message) for w in direct)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        pixels = decode_image(data, 8)
+    want = torch.frombuffer(bytearray(expected.tobytes()), dtype=torch.uint8)
+    assert torch.equal(pixels, want.view(8, 8, 3).permute(2, 0, 1).float().div(127.5).sub(1.0))

@@ -12,6 +12,10 @@ def decode_image(data: bytes, size: int) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
+        if img.mode == "P" and "transparency" in img.info:
+            # A palette with transparency (icon sets): through RGBA, the same colours as a direct
+            # conversion, without PIL's warning that such images should be converted to RGBA.
+            img = img.convert("RGBA")
         rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
         pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
     return pixels.view(size, size, 3).permute(2, 0, 1).float().div(127.5).sub(1.0)
