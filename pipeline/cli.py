@@ -4,6 +4,7 @@ status 1 (2 for a bad option value), diagnostics go through `logging` (`transfor
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import click
@@ -126,12 +127,14 @@ def curate(**params) -> None:
         dedup=dedup_config(params),
         selection=config_from(SelectionConfig, params),
     )  # fmt: skip
-    interrupted = (
+    stopped = (
         f"Interrupted: curate stopped before {config.output} was complete (no _SUCCESS); the "
         "same command again redoes the run (with --cache, what was scored is kept)"
     )
-    # The local runner's workers ignore SIGINT (pipeline/worker.py): this process stops them.
-    with exit_on_ctrl_c(interrupted, cleanup=stop_workers):
+    # The local runner's workers ignore SIGINT (pipeline/worker.py): this process stops them. A
+    # remote runner's job is the runner's to cancel: there Ctrl-C only stops this launcher.
+    local = not any(a.startswith("--runner") for a in config.beam_args)
+    with exit_on_ctrl_c(stopped, cleanup=stop_workers) if local else contextlib.nullcontext():
         stats = run_curation(config)
     if stats is None:
         click.echo(

@@ -77,7 +77,8 @@ def calibrate(config: CalibrateConfig) -> Calibration:
     _check_encoder(config.model)
     if same_location(config.model, config.output):
         raise JestflowError("the calibrated teacher needs its own --output, not the model's")
-    held = output_folder.claim(config.output, overwrite=config.overwrite)
+    inputs = [config.model, *config.inputs, *config.eval_inputs]
+    held = output_folder.claim(config.output, overwrite=config.overwrite, inputs=inputs)
     model = load_model(config.model, task="contrastive", device=resolve_device(config.device))
     if model.right_kind != right_kind_of(config.fields.layout):
         raise JestflowError(

@@ -95,7 +95,8 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
     held_out, eval_rejected = (
         load_examples(config.eval_inputs, config.fields) if config.eval_inputs else ([], Counter())
     )
-    held = output_folder.claim(config.output, overwrite=config.overwrite)  # fail now
+    inputs = [*config.inputs, *config.eval_inputs, config.init]
+    held = output_folder.claim(config.output, overwrite=config.overwrite, inputs=inputs)
     model, curve, recent, lr = _fit(config, device, examples)
     eval_loss, recall = evaluate(model, held_out, config.batch_size) if held_out else (None, None)
     output_folder.clear(config.output, held)  # only with `overwrite`

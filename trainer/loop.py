@@ -221,7 +221,10 @@ def _start(config: TrainConfig, ranks: Ranks, right_kind: str) -> tuple[nn.Modul
     run's folder must be empty, or is emptied (by the main rank) with `overwrite`."""
     device = ranks.device
     if not config.resume:
-        held = output_folder.claim(config.output, overwrite=config.overwrite, resumable=True)
+        inputs = [*config.shards, *config.data, *config.eval_inputs, config.init]
+        held = output_folder.claim(
+            config.output, overwrite=config.overwrite, resumable=True, inputs=inputs
+        )
         if ranks.main:
             output_folder.clear(config.output, held)
         if config.init is not None:

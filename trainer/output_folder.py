@@ -6,10 +6,11 @@ are removed when the command writes (`clear`), so nothing stale stays beside the
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 
 from ..transforms.checkpoint import CONFIG
 from ..transforms.errors import JestflowError
-from ..transforms.paths import filesystem, writable_directory
+from ..transforms.paths import filesystem, within, writable_directory
 from ..transforms.run_folder import STARTED, SUCCESS
 from .checkpoints import LOG, STATE
 
@@ -22,13 +23,20 @@ HOLDINGS = (
 TRAINING_RUN = HOLDINGS[0][0]
 
 
-def claim(output: str, *, overwrite: bool, resumable: bool = False) -> list[str]:
+def claim(
+    output: str, *, overwrite: bool, resumable: bool = False, inputs: Sequence[str | None] = ()
+) -> list[str]:
     """Create `output` (any fsspec URL) and return the paths it holds, to be replaced (`clear`)
-    once the command writes; a folder that holds anything is refused unless `overwrite`.
-    `resumable`: the command could continue a training run there (`train --resume`), and the
-    message says so."""
+    once the command writes; a folder that holds anything is refused unless `overwrite`, and
+    always when it holds one of the command's `inputs` (data, models). `resumable`: the command
+    could continue a training run there (`train --resume`), and the message says so."""
     fs, root = writable_directory(output)
     held = sorted(fs.ls(root, detail=False))
+    inside = [url for url in inputs if url and held and within(url, output)]
+    if inside:
+        raise JestflowError(
+            f"--output {output} holds this command's input {inside[0]}; pick another --output"
+        )
     if held and not overwrite:
         names = [posixpath.basename(path.rstrip("/")) for path in held]
         kind = holding(names)

@@ -67,7 +67,8 @@ def promote(config: PromoteConfig) -> PromoteResult:
     # A training run's committed checkpoint (its top copy may lag after a kill).
     source = checkpoint_folder(student) if trained else student
     model = load_model(source)  # a checkpoint that loads, or a clear error
-    held = output_folder.claim(config.output, overwrite=config.overwrite)
+    inputs = [student, config.against, *config.eval_inputs]
+    held = output_folder.claim(config.output, overwrite=config.overwrite, inputs=inputs)
     result = PromoteResult(
         output=config.output, fingerprint=fingerprint(source), student=student, step=step
     )

@@ -64,6 +64,15 @@ def same_location(a: str, b: str) -> bool:
     )
 
 
+def within(url: str, folder: str) -> bool:
+    """Whether `url` (a path or a pattern) names `folder` or a place inside it."""
+    (fs_a, path_a), (fs_b, path_b) = filesystem(url), filesystem(folder)
+    if fs_a.protocol != fs_b.protocol:
+        return False
+    inner, outer = (posixpath.normpath(os.path.abspath(p)) for p in (path_a, path_b))
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
+
 def writable_directory(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """Create the output directory now, so a bad output fails before any work is done."""
     fs, root = filesystem(url)

@@ -346,6 +346,14 @@ def test_train_refuses_a_folder_it_did_not_write_unless_overwrite(noisy_shards, 
         train(config(noisy_shards, teacher, **quick))
     with pytest.raises(JestflowError, match="drop --overwrite"):
         config(noisy_shards, teacher, resume=True, overwrite=True)
+    holder = tmp_path / "holder"  # --overwrite never deletes the command's own inputs
+    shutil.copytree(noisy_shards / "shards", holder / "shards")
+    inner = (str(holder / "shards" / "*.tar"),)
+    with pytest.raises(JestflowError, match=r"holds this command's input .*pick another --output"):
+        train(config(noisy_shards, holder, shards=inner, overwrite=True, **quick))
+    assert sorted(p.name for p in (holder / "shards").iterdir()) == sorted(
+        p.name for p in (noisy_shards / "shards").iterdir()
+    )
 
 
 def test_init_starts_from_a_checkpoint_and_refuses_another_task(noisy_shards, tmp_path):
