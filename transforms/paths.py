@@ -56,21 +56,21 @@ def expand_urls(patterns: str | Sequence[str], *, what: str = "input file") -> l
 
 def same_location(a: str, b: str) -> bool:
     """Whether two URLs name the same place (same filesystem, same normalised path)."""
-    (fs_a, path_a), (fs_b, path_b) = filesystem(a), filesystem(b)
-    if fs_a.protocol != fs_b.protocol:
-        return False
-    return posixpath.normpath(os.path.abspath(path_a)) == posixpath.normpath(
-        os.path.abspath(path_b)
-    )
+    return _place(a) == _place(b)
 
 
 def within(url: str, folder: str) -> bool:
     """Whether `url` (a path or a pattern) names `folder` or a place inside it."""
-    (fs_a, path_a), (fs_b, path_b) = filesystem(url), filesystem(folder)
-    if fs_a.protocol != fs_b.protocol:
-        return False
-    inner, outer = (posixpath.normpath(os.path.abspath(p)) for p in (path_a, path_b))
-    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+    (protocol_a, inner), (protocol_b, outer) = _place(url), _place(folder)
+    return protocol_a == protocol_b and (
+        inner == outer or inner.startswith(outer.rstrip("/") + "/")
+    )
+
+
+def _place(url: str) -> tuple[object, str]:
+    """(the filesystem's protocol, the normalised absolute path) of a URL."""
+    fs, path = filesystem(url)
+    return fs.protocol, posixpath.normpath(os.path.abspath(path))
 
 
 def writable_directory(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
