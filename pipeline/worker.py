@@ -46,13 +46,9 @@ def descendants(pid: int) -> list[int]:
     except OSError:
         return []
     for entry in entries:
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                # pid (comm) state ppid …: comm may hold spaces, so split after its ')'
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        parents.setdefault(ppid, []).append(int(entry))
+        stat = _stat(int(entry))
+        if stat:  # else gone meanwhile
+            parents.setdefault(int(stat[1]), []).append(int(entry))
     found, todo = [], [pid]
     while todo:
         children = parents.get(todo.pop(), [])
@@ -63,11 +59,18 @@ def descendants(pid: int) -> list[int]:
 
 def _alive(pid: int) -> bool:
     """Whether `pid` still runs (a zombie, dead but not yet reaped, counts as gone)."""
+    stat = _stat(pid)
+    return bool(stat) and stat[0] != "Z"
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, …); [] when the
+    process is gone. The name is in parentheses and may hold spaces: split after its ')'."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return False
+        return []
 
 
 def _signal(pid: int, sig: int) -> None:
