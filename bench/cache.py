@@ -27,7 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
+from jestflow.demo.corpora import DemoDataConfig, make_corpora
 from jestflow.pipeline.job import CurateConfig, run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.checkpoint import load_model, save_checkpoint

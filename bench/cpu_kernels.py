@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from margins import KERNEL_VARIABLES, SETTINGS, available, print_table
 
-from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
+from jestflow.demo.corpora import DemoDataConfig, make_corpora
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.checkpoint import fingerprint
 from jestflow.transforms.manifest import read_manifest
@@ -62,7 +62,7 @@ def curate(out: Path, task: str, setting: str) -> Path:
         return run
     env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES} | SETTINGS[setting]
     spec = TASKS[task]
-    command = [sys.executable, "-m", "jestflow.pipeline.cli", "curate",
+    command = [sys.executable, "-m", "jestflow.cli", "curate",
                str(out / "data" / task / "pool.jsonl"), "-o", str(run), "--overwrite",
                "--teacher", str(out / f"teacher-{task}"), "--task", task, *spec["fields"],
                "--keep", spec["keep"], "--super-batch", "1000", "--workers", "1",

@@ -92,7 +92,7 @@ def noise_text(rng: random.Random, vocabulary: list[str]) -> str:
 
 def write_data(folder: Path, size: int, files: int, seed: int) -> tuple[str, ...]:
     """`size` JSONL lines split over `files` files, written line by line; returns the glob."""
-    from jestflow.pipeline.demo_data import harvest
+    from jestflow.demo.corpora import harvest
 
     paragraphs = harvest().paragraphs
     vocabulary = sorted({w for p in paragraphs[:2000] for w in re.findall(r"[A-Za-z]+", p)})
@@ -117,7 +117,7 @@ def write_data(folder: Path, size: int, files: int, seed: int) -> tuple[str, ...
 
 
 def train_small_teacher(root: Path, steps: int, seed: int) -> str:
-    from jestflow.pipeline.demo_data import harvest
+    from jestflow.demo.corpora import harvest
     from jestflow.trainer.fit import TeacherConfig, train_teacher
     from jestflow.transforms.records import FieldMap
 

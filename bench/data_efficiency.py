@@ -48,9 +48,9 @@ from pathlib import Path
 
 import torch
 
-from jestflow.pipeline.demo import minilm_model
-from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
-from jestflow.pipeline.demo_scenes import SceneConfig, make_scenes
+from jestflow.demo.corpora import DemoDataConfig, make_corpora
+from jestflow.demo.run import minilm_model
+from jestflow.demo.scenes import SceneConfig, make_scenes
 from jestflow.pipeline.job import CurateConfig, run_curation
 from jestflow.trainer.calibrate import CalibrateConfig, calibrate
 from jestflow.trainer.core import load_examples

@@ -39,7 +39,7 @@ sys.path.insert(0, str(BENCH))
 load = importlib.import_module("load")  # data, teacher, one curate run with RSS polling
 curate_bench = importlib.import_module("curate")
 
-from jestflow.pipeline.demo_data import harvest  # noqa: E402
+from jestflow.demo.corpora import harvest  # noqa: E402
 from jestflow.transforms.dedup import (  # noqa: E402
     DedupConfig,
     Member,

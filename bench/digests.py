@@ -67,7 +67,7 @@ def test_corpora(out: Path) -> dict[str, str]:
 def demo(out: Path, student_steps: int) -> dict[str, str]:
     """The demo with its defaults (fewer student steps: their weights are compared, not curves)."""
     root = out / "demo"
-    command = [sys.executable, "-m", "jestflow.pipeline.cli", "demo", "--output", str(root),
+    command = [sys.executable, "-m", "jestflow.cli", "demo", "--output", str(root),
                "--overwrite", "--device", "cpu", "--student-steps", str(student_steps),
                "--task", "lm"]  # fmt: skip
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

@@ -72,7 +72,7 @@ CHUNK_LINE = re.compile(r"jestflow: scored file-[\d-]+buckets[\d-]+: (\d+) examp
 
 def train_tiny_teacher(root: Path, args: argparse.Namespace) -> str:
     """The smallest sensible built-in byte LM, fit briefly on clean docstring text."""
-    from jestflow.pipeline.demo_data import harvest
+    from jestflow.demo.corpora import harvest
     from jestflow.trainer.fit import TeacherConfig, train_teacher
     from jestflow.transforms.records import FieldMap
 

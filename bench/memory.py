@@ -39,8 +39,8 @@ MIB = 2**20
 # runs read
 TASKS = {"lm": "lm", "pairs": "contrastive", "image-text": "image-text"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "jestflow.pipeline.cli"]  # fmt: skip
-JESTFLOW = [sys.executable, "-m", "jestflow.pipeline.cli"]
+            "-m", "jestflow.cli"]  # fmt: skip
+JESTFLOW = [sys.executable, "-m", "jestflow.cli"]
 
 
 def field_options(task: str) -> list[str]:

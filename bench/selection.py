@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from jestflow.pipeline.demo_data import harvest
+from jestflow.demo.corpora import harvest
 from jestflow.transforms.losses import PairEmbeddings
 from jestflow.transforms.models.towers import TwoTower, TwoTowerConfig
 from jestflow.transforms.scoring import embed_pairs

@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from jestflow.pipeline.demo_data import DemoDataConfig, harvest, make_corpora
+from jestflow.demo.corpora import DemoDataConfig, harvest, make_corpora
 from jestflow.pipeline.job import CurateConfig, run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.dedup import DedupConfig

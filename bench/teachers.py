@@ -52,8 +52,8 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import torch
 
-from jestflow.pipeline.demo_data import DemoDataConfig, make_corpora
-from jestflow.pipeline.demo_scenes import SceneConfig, make_scenes
+from jestflow.demo.corpora import DemoDataConfig, make_corpora
+from jestflow.demo.scenes import SceneConfig, make_scenes
 from jestflow.trainer.core import eval_mode, evaluate, load_examples
 from jestflow.transforms.checkpoint import load_model
 from jestflow.transforms.records import FieldMap

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from jestflow.pipeline.demo_data import harvest
+from jestflow.demo.corpora import harvest
 from jestflow.trainer.loop import TrainConfig, train
 from jestflow.transforms.records import make_example
 from jestflow.transforms.shard_samples import encode

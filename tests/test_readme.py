@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from corpora import fit
 from helpers import sentences, write_jsonl
 
-from jestflow.pipeline.cli import main
+from jestflow.cli import main
 from jestflow.transforms.records import FieldMap
 
 README = Path(__file__).resolve().parents[1] / "README.md"

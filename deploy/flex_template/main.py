@@ -20,8 +20,8 @@ import sys
 
 import click
 
-from jestflow.pipeline.cli import curate
-from jestflow.pipeline.cli import main as jestflow
+from jestflow.cli import main as jestflow
+from jestflow.cli.curate import curate
 from jestflow.pipeline.job import FLEX_TEMPLATE
 
 TRUE = {"true", "yes", "1"}

@@ -16,7 +16,7 @@ import click
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from jestflow.pipeline.cli import curate
+from jestflow.cli.curate import curate
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -7,7 +7,7 @@ import json
 import torch
 from click.testing import CliRunner
 
-from jestflow.pipeline.cli import main
+from jestflow.cli import main
 from jestflow.transforms.checkpoint import load_model
 
 TINY = ["--d-model", "32", "--layers", "1", "--heads", "2", "--max-len", "64", "--batch-size", "16",

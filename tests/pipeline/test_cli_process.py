@@ -15,7 +15,7 @@ import uuid
 import pytest
 from helpers import sentences, write_jsonl
 
-JESTFLOW = [sys.executable, "-m", "jestflow.pipeline.cli"]
+JESTFLOW = [sys.executable, "-m", "jestflow.cli"]
 TINY = ["--d-model", "32", "--layers", "1", "--heads", "2", "--max-len", "64", "--device", "cpu"]
 
 

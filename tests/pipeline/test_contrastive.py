@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 from corpora import digest, fit, images_config, pairs_config
 
-from jestflow.pipeline.cli import main
+from jestflow.cli import main
 from jestflow.pipeline.job import run_curation
 from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.losses import PairEmbeddings

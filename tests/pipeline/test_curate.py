@@ -183,7 +183,7 @@ def test_bad_options_fail_before_any_work(noisy, tmp_path):
 def test_curate_command(noisy, tmp_path):
     from click.testing import CliRunner
 
-    from jestflow.pipeline.cli import main
+    from jestflow.cli import main
 
     args = [str(noisy / "pool.jsonl"), "-o", str(tmp_path / "out"), "--teacher", str(noisy / "teacher"),
             "--task", "lm", "--keep", "0.5", "--super-batch", "60", "--workers", "1", "--device", "cpu",

@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from jestflow.pipeline.cli import main
+from jestflow.cli import main
 from jestflow.transforms.errors import JestflowError
 
 TINY = ["--pool-size", "1000", "--pair-pool-size", "200", "--teacher-steps", "3",
@@ -101,7 +101,7 @@ def test_the_text_pairs_use_the_calibrated_minilm(tmp_path):
 
 
 def test_without_the_extra_the_text_pairs_fall_back_and_say_so(tmp_path, monkeypatch):
-    from jestflow.pipeline import demo
+    from jestflow.demo import run as demo
 
     monkeypatch.setattr(demo, "minilm_model", lambda: None)
     config = demo.DemoConfig(output=str(tmp_path))
@@ -115,7 +115,7 @@ def test_without_the_extra_the_text_pairs_fall_back_and_say_so(tmp_path, monkeyp
 
 
 def test_overwrite_clears_the_demos_own_folders_only(tmp_path):
-    from jestflow.pipeline.demo import DemoConfig, _prepare
+    from jestflow.demo.run import DemoConfig, _prepare
 
     (tmp_path / "lm" / "teacher").mkdir(parents=True)
     (tmp_path / "lm" / "teacher" / "model.safetensors").write_bytes(b"x")

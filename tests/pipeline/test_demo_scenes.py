@@ -17,8 +17,8 @@ import webdataset as wds
 from click.testing import CliRunner
 from PIL import Image
 
-from jestflow.pipeline.cli import main
-from jestflow.pipeline.demo_scenes import COLOURS, SceneConfig, make_scenes, region_box
+from jestflow.cli import main
+from jestflow.demo.scenes import COLOURS, SceneConfig, make_scenes, region_box
 from jestflow.transforms.checkpoint import save_checkpoint
 from jestflow.transforms.models import new_model
 from jestflow.transforms.readers import read_examples

@@ -233,7 +233,7 @@ def test_the_bootstrapping_loop_reuses_the_students_scores(noisy, tmp_path):
 def test_inspect_compares_two_runs(noisy, tmp_path, learned):
     from click.testing import CliRunner
 
-    from jestflow.pipeline.cli import main
+    from jestflow.cli import main
     from jestflow.transforms.runs import compare_runs
 
     old, _ = curate(noisy, tmp_path / "old")

@@ -31,7 +31,7 @@ FOLDERS = ("shards", "manifest", "rejected")
 
 
 def curate_command(pool: str, teacher: str, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "jestflow.pipeline.cli", "curate", pool, "-o", str(out),
+    return [sys.executable, "-m", "jestflow.cli", "curate", pool, "-o", str(out),
             "--teacher", teacher, "--task", "lm", "--keep", "0.25", "--super-batch", "40",
             "--shard-max-count", "6", "--workers", "2", "--device", "cpu", "--seed", "3", *extra]  # fmt: skip
 

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from helpers import write_jsonl
 
-from jestflow.pipeline.cli import main
-from jestflow.pipeline.demo_data import harvest
+from jestflow.cli import main
+from jestflow.demo.corpora import harvest
 from jestflow.trainer.calibrate import CalibrateConfig, calibrate, fit_scale_bias
 from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.errors import JestflowError

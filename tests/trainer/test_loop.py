@@ -233,7 +233,7 @@ def test_a_trained_student_is_a_checkpoint_the_curation_job_can_use(noisy_shards
 def test_train_command(noisy_shards, tmp_path):
     from click.testing import CliRunner
 
-    from jestflow.pipeline.cli import main
+    from jestflow.cli import main
 
     shards = str(noisy_shards / "shards" / "*.tar")
     args = ["train", "--shards", shards, "--task", "lm", "-o", str(tmp_path / "run"),
@@ -258,7 +258,7 @@ def test_a_run_that_fails_before_its_first_step_leaves_the_output_free(noisy_sha
     run: the corrected command into the same --output trains, with no --resume."""
     from click.testing import CliRunner
 
-    from jestflow.pipeline.cli import main
+    from jestflow.cli import main
 
     pool = write_jsonl(tmp_path / "pool.jsonl", ({"text": t} for t in sentences(40, 5)))
     (tmp_path / "eval.jsonl").write_text("{broken\n")
@@ -297,7 +297,7 @@ def test_a_warm_up_longer_than_the_run_is_flagged(noisy_shards, tmp_path, caplog
 def test_two_processes_under_torchrun_end_with_equal_parameters(noisy_shards, tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", "-m", "jestflow.pipeline.cli", "train",
+               "--nproc-per-node", "2", "-m", "jestflow.cli", "train",
                "--shards", str(noisy_shards / "shards" / "*.tar"), "--task", "lm", "-o", str(out),
                "--batch-size", "8", "--super-batch-ratio", "2", "--steps", "6", "--eval-every",
                "3", "--device", "cpu", "--d-model", "32", "--layers", "1", "--heads", "2",
@@ -374,7 +374,7 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_task(noisy_shards, tm
 def test_promote_makes_a_teacher_with_the_students_fingerprint(noisy_shards, tmp_path):
     from click.testing import CliRunner
 
-    from jestflow.pipeline.cli import main
+    from jestflow.cli import main
     from jestflow.transforms.checkpoint import fingerprint
 
     student = str(tmp_path / "student")
@@ -418,7 +418,7 @@ def test_promote_makes_a_teacher_with_the_students_fingerprint(noisy_shards, tmp
 def test_promote_refuses_a_student_worse_than_the_teacher_it_replaces(noisy_shards, tmp_path):
     from click.testing import CliRunner
 
-    from jestflow.pipeline.cli import main
+    from jestflow.cli import main
 
     torch.manual_seed(0)
     untrained = str(tmp_path / "untrained")  # ≈ ln 256 per byte, far above the trained teacher
@@ -463,7 +463,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(noisy_shards, tmp_path, p
     parameters and optimizer state of one that was never interrupted."""
 
     def command(out):
-        return [sys.executable, "-m", "jestflow.pipeline.cli", "train",
+        return [sys.executable, "-m", "jestflow.cli", "train",
                 "--shards", str(noisy_shards / "shards" / "shard-000000-{000000..000003}.tar"),
                 "--task", "lm", "-o", str(out), "--steps", "30", "--eval-every", "3",
                 "--batch-size", "16", "--super-batch-ratio", "4", "--lr", str(lr(3e-3)),

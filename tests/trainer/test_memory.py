@@ -30,7 +30,7 @@ def test_learnability_training_does_not_grow_in_memory(tmp_path):
             loss = rng.uniform(1.0, 4.0)
             writer.write(encode(example, {"teacher_loss": loss, "score": -loss}))
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "jestflow.pipeline.cli", "train", "--shards",
+    command = [sys.executable, "-m", "jestflow.cli", "train", "--shards",
                str(tmp_path / "shards" / "*.tar"), "--task", "lm", "-o", str(out),
                "--mode", "learnability", "--steps", str(STEPS), "--eval-every", "1000",
                "--score-seq-len", "0", "--device", "cpu"]  # fmt: skip

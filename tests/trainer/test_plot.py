@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from jestflow.pipeline.cli import main
+from jestflow.cli import main
 from jestflow.trainer.plot import eval_curve
 from jestflow.transforms.errors import JestflowError
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from helpers import write_jsonl
 
-from jestflow.pipeline.cli import main
+from jestflow.cli import main
 from jestflow.trainer.calibrate import CalibrateConfig, calibrate
 from jestflow.trainer.core import evaluate, load_examples
 from jestflow.trainer.fit import TeacherConfig, train_teacher

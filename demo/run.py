@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
+from ..pipeline.job import CurateConfig, run_curation
 from ..trainer.calibrate import CalibrateConfig, calibrate
 from ..trainer.fit import TeacherConfig, train_teacher
 from ..trainer.loop import TrainConfig, train
@@ -38,9 +39,8 @@ from ..transforms.records import FieldMap
 from ..transforms.selection import RELATIVE_TEMPERATURE
 from ..transforms.tables import text_table
 from ..transforms.vocabulary import DEMO_TASKS, PAIR_TEACHERS
-from .demo_data import DemoDataConfig, make_corpora
-from .demo_scenes import SceneConfig, make_scenes
-from .job import CurateConfig, run_curation
+from .corpora import DemoDataConfig, make_corpora
+from .scenes import SceneConfig, make_scenes
 
 STAGES = ("teacher", "curate", "student-uniform", "student-jest")
 RESULTS = "results.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_options import (
+from .options import (
     Group,
     config_from,
     device_option,

@@ -1,0 +1,124 @@
+"""`jestflow curate`: the curation job (`pipeline/`) from the command line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import click
+
+from ..transforms import logs
+from .options import (
+    POSITIVE,
+    config_from,
+    dedup_config,
+    dedup_options,
+    device_option,
+    echo_next,
+    exit_on_ctrl_c,
+    field_map,
+    field_options,
+    score_seq_len_option,
+    selection_options,
+    task_option,
+)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("inputs", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option(
+    "--output", "-o", required=True, help="Output URL (local path, gs://, s3://, memory://)."
+)
+@click.option("--teacher", required=True, help="Teacher checkpoint directory.")
+@task_option
+@selection_options
+@dedup_options
+@click.option(
+    "--super-batch",
+    type=click.IntRange(min=2),
+    default=1024,
+    show_default=True,
+    help="Examples grouped for one joint selection.",
+)
+@click.option("--student", help="Student checkpoint: select by learnability offline.")
+@score_seq_len_option
+@click.option(
+    "--tiers",
+    type=POSITIVE,
+    default=1,
+    show_default=True,
+    help="Split the selected set into K score tiers, shards named tier-00 (best) … .",
+)
+@field_options
+@click.option(
+    "--shard-max-count",
+    type=POSITIVE,
+    default=10_000,
+    show_default=True,
+    help="Samples per shard at most.",
+)
+@click.option(
+    "--shard-max-bytes",
+    type=POSITIVE,
+    default=1 << 30,
+    show_default=True,
+    help="Payload bytes per shard at most.",
+)
+@click.option("--workers", type=POSITIVE, show_default="the cores", help="Local worker processes.")
+@device_option
+@click.option("--model-copies", type=POSITIVE, help="Model copies per worker (RunInference).")
+@click.option("--large-model", is_flag=True, help="Share one model across a worker's processes.")
+@click.option(
+    "--accelerator",
+    help="Resource hint for the scoring step, e.g. 'type:nvidia-l4;count:1;install-nvidia-driver'.",
+)
+@click.option(
+    "--cache",
+    help="Score cache URL: models' outputs by (example id, model "
+    "fingerprint); a re-run scores only what it does not hold.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a completed curation run in --output.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines, only the summary.")
+def curate(**params) -> None:
+    """Score INPUT... with a teacher, select by JEST per super-batch, write ranked shards.
+
+    Options Beam knows (--runner=DataflowRunner, --project=…) pass through; give them as
+    --name=value.
+    """
+    if params.pop("quiet"):
+        logs.configure("WARNING")
+    from ..pipeline.job import CurateConfig, run_curation
+    from ..pipeline.worker import stop_workers
+    from ..transforms.offline_selection import SelectionConfig
+    from ..transforms.runs import stats_text
+
+    inputs = params.pop("inputs")
+    params["mode"] = params["mode"] or ("learnability" if params["student"] else "easy_reference")
+    params["workers"] = params["workers"] or os.cpu_count() or 1
+    config = config_from(
+        CurateConfig, params,
+        inputs=tuple(a for a in inputs if not a.startswith("-")),
+        beam_args=[a for a in inputs if a.startswith("-")],
+        fields=field_map(params["task"], params),
+        dedup=dedup_config(params),
+        selection=config_from(SelectionConfig, params),
+    )  # fmt: skip
+    stopped = (
+        f"Interrupted: curate stopped before {config.output} was complete (no _SUCCESS); the "
+        "same command again redoes the run (with --cache, what was scored is kept)"
+    )
+    # The local runner's workers ignore SIGINT (pipeline/worker.py): this process stops them. A
+    # remote runner's job is the runner's to cancel: there Ctrl-C only stops this launcher.
+    local = not any(a.startswith("--runner") for a in config.beam_args)
+    with exit_on_ctrl_c(stopped, cleanup=stop_workers) if local else contextlib.nullcontext():
+        stats = run_curation(config)
+    if stats is None:
+        click.echo(
+            f"job staged as a template; it writes {config.output} and _SUCCESS there when done"
+        )
+        return
+    click.echo(stats_text(stats, config.output))
+    root = config.output.rstrip("/")
+    length = "" if config.score_seq_len is None else f" --score-seq-len {config.score_seq_len}"
+    echo_next([f"jestflow train --shards '{root}/shards/*.tar' --task {config.task} -o STUDENT "
+               f"--eval HELD_OUT{length}   (a student, with online JEST)"])  # fmt: skip

@@ -1,0 +1,103 @@
+"""`jestflow train`: a student on curated shards with online JEST, or a baseline on raw data
+(`trainer/loop.py`)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .options import (
+    POSITIVE,
+    config_from,
+    device_option,
+    echo_next,
+    eval_option,
+    field_map,
+    field_options,
+    interrupted,
+    mode_option,
+    model_size_options,
+    overwrite_option,
+    sampling_options,
+    schedule_options,
+    score_seq_len_option,
+    seed_option,
+    task_option,
+)
+
+
+@click.command("train")
+@click.argument("shard_files", nargs=-1)
+@click.option(
+    "--shards",
+    multiple=True,
+    help="Shard URL pattern(s): brace ranges, globs, any fsspec URL (quote them).",
+)
+@click.option(
+    "--data",
+    multiple=True,
+    help="Raw input(s) instead of shards: the uniform or hard_learner baseline.",
+)
+@task_option
+@click.option("--output", "-o", required=True, help="Run directory: checkpoint, log.jsonl.")
+@mode_option
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=2),
+    default=32,
+    show_default=True,
+    help="b: examples trained on per step.",
+)
+@click.option(
+    "--super-batch-ratio",
+    type=POSITIVE,
+    default=5,
+    show_default=True,
+    help="r: the student scores r·b examples per step.",
+)
+@sampling_options
+@schedule_options
+@eval_option
+@click.option(
+    "--eval-every",
+    type=POSITIVE,
+    default=100,
+    show_default=True,
+    help="Steps between held-out evaluations (and checkpoints).",
+)
+@click.option("--init", help="Start from this checkpoint instead of a fresh model.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --output.")
+@overwrite_option
+@seed_option
+@score_seq_len_option
+@device_option
+@model_size_options
+@field_options
+def train_command(**params) -> None:
+    """Train a student on curated shards with online JEST (the student re-scores each super-batch),
+    or on raw data (--data) for a baseline. Shard files may also come as SHARD_FILES... (a pattern
+    the shell expanded)."""
+    from ..trainer.checkpoints import resume_note
+    from ..trainer.loop import TrainConfig, train
+    from ..trainer.results import read_log, summary_lines
+
+    params["shards"] = (*params["shards"], *params.pop("shard_files"))
+    needed = params["eval_inputs"] or params["data"]  # fields of raw and held-out inputs
+    fields = field_map(params["task"], params) if needed else None
+    config = config_from(TrainConfig, params, fields=fields)
+    try:
+        train(config)
+    except KeyboardInterrupt:
+        interrupted(f"Interrupted: train stopped; {resume_note(config.output)}")
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports
+    for line in summary_lines(read_log(config.output)):
+        click.echo(line)
+    output = config.output.rstrip("/")
+    click.echo(f"student written to {output} (log: {output}/log.jsonl)")
+    steps = [f"jestflow teacher promote {output} -o NEW_TEACHER --eval HELD_OUT --against "
+             "TEACHER   (the student as the next teacher)"]  # fmt: skip
+    if config.eval_inputs:
+        steps.insert(0, f"jestflow plot {output} -o {output}/eval.png   (its held-out curve)")
+    echo_next(steps)
