@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from jestflow.demo.corpora import DemoDataConfig, make_corpora
-from jestflow.pipeline.job import CurateConfig, run_curation
+from jestflow.pipeline.config import CurateConfig
+from jestflow.pipeline.job import run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.checkpoint import load_model, save_checkpoint
 from jestflow.transforms.manifest import read_manifest

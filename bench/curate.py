@@ -140,7 +140,8 @@ def train_small_teacher(root: Path, steps: int, seed: int) -> str:
 
 
 def run_beam(args: argparse.Namespace) -> None:
-    from jestflow.pipeline.job import CurateConfig, run_curation
+    from jestflow.pipeline.config import CurateConfig
+    from jestflow.pipeline.job import run_curation
     from jestflow.transforms.dedup import DedupConfig
     from jestflow.transforms.offline_selection import SelectionConfig
     from jestflow.transforms.records import FieldMap
@@ -157,12 +158,8 @@ def run_beam(args: argparse.Namespace) -> None:
 def run_plain(args: argparse.Namespace) -> None:
     """read → super-batches of B in arrival order → teacher losses → selection → shards/manifest,
     with the job's own scoring, selection and writing functions but no Beam."""
-    from jestflow.pipeline.sinks import (
-        ShardLimits,
-        write_not_selected,
-        write_rejected,
-        write_shard_group,
-    )
+    from jestflow.pipeline.sinks import write_not_selected, write_rejected
+    from jestflow.pipeline.write_step import ShardLimits, write_shard_group
     from jestflow.transforms.checkpoint import fingerprint, load_model
     from jestflow.transforms.offline_selection import (
         ScoredBatch,

@@ -51,7 +51,8 @@ import torch
 from jestflow.demo.corpora import DemoDataConfig, make_corpora
 from jestflow.demo.run import minilm_model
 from jestflow.demo.scenes import SceneConfig, make_scenes
-from jestflow.pipeline.job import CurateConfig, run_curation
+from jestflow.pipeline.config import CurateConfig
+from jestflow.pipeline.job import run_curation
 from jestflow.trainer.calibrate import CalibrateConfig, calibrate
 from jestflow.trainer.core import load_examples
 from jestflow.trainer.fit import TeacherConfig, train_teacher

@@ -32,7 +32,8 @@ from collections import Counter
 from pathlib import Path
 
 from jestflow.demo.corpora import DemoDataConfig, harvest, make_corpora
-from jestflow.pipeline.job import CurateConfig, run_curation
+from jestflow.pipeline.config import CurateConfig
+from jestflow.pipeline.job import run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.dedup import DedupConfig
 from jestflow.transforms.logs import configure

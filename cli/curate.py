@@ -87,7 +87,8 @@ def curate(**params) -> None:
     """
     if params.pop("quiet"):
         logs.configure("WARNING")
-    from ..pipeline.job import CurateConfig, run_curation
+    from ..pipeline.config import CurateConfig
+    from ..pipeline.job import run_curation
     from ..pipeline.worker import stop_workers
     from ..transforms.offline_selection import SelectionConfig
     from ..transforms.runs import stats_text
@@ -98,7 +99,7 @@ def curate(**params) -> None:
     config = config_from(
         CurateConfig, params,
         inputs=tuple(a for a in inputs if not a.startswith("-")),
-        beam_args=[a for a in inputs if a.startswith("-")],
+        beam_args=tuple(a for a in inputs if a.startswith("-")),
         fields=field_map(params["task"], params),
         dedup=dedup_config(params),
         selection=config_from(SelectionConfig, params),

@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
-from ..pipeline.job import CurateConfig, run_curation
+from ..pipeline.config import CurateConfig
+from ..pipeline.job import run_curation
 from ..trainer.calibrate import CalibrateConfig, calibrate
 from ..trainer.fit import TeacherConfig, train_teacher
 from ..trainer.loop import TrainConfig, train

@@ -1,3 +1,4 @@
-"""The Beam curation job (`job.py` prepares and runs it, `graph.py` builds it from named steps),
-and on top of everything the command line (`cli.py`, `cli_options.py`) and the demo (`demo.py`,
-`demo_data.py`), which also use `trainer`."""
+"""The Beam curation job: `config.py` (what is run), `job.py` (prepare the run, run it),
+`graph.py` (`build`: the graph from its steps, one module each: `read_step`, `dedup_step`,
+`score_step`, `select_step`, `write_step`, `finish_step`). Never imports `trainer`, `cli` or
+`demo`."""

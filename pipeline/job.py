@@ -1,6 +1,7 @@
-"""The curation job: its config, the run's preparation (every side effect, before any graph is
+"""The curation job: the run's preparation (every side effect, before any graph is
 built), and running it to completion on the local runner or any runner Beam's options name.
 
+    config.CurateConfig, RunPlan     what is run; what preparing it found
     prepare_run(config) -> RunPlan   list the inputs, fingerprint the models, check the device
                                      (local runs), prepare the output folder, start the run record
     graph.build(pipeline, config, plan)   the graph only
@@ -22,7 +23,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
@@ -33,124 +33,28 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
-from ..transforms.checkpoint import checkpoint_task, fingerprint
-from ..transforms.dedup import DedupConfig
+from ..transforms.checkpoint import fingerprint
 from ..transforms.errors import JestflowError
-from ..transforms.offline_selection import SelectionConfig, kept_count
+from ..transforms.offline_selection import kept_count
 from ..transforms.parquet import first_row
-from ..transforms.paths import child, filesystem, read_json
+from ..transforms.paths import filesystem, read_json
 from ..transforms.readers import input_urls
-from ..transforms.records import FieldMap
 from ..transforms.run_folder import (
     REJECTED,
     STATS,
-    TEMPORARY,
     input_files,
     is_complete,
     now,
     prepare,
     versions,
 )
-from ..transforms.scoring import resolve_device, scoring_length
-from ..transforms.vocabulary import TASKS, check_choice
+from ..transforms.scoring import resolve_device
+from .config import CurateConfig, RunPlan, options_of
 from .counters import NAMESPACE
 from .graph import build
 
 FLEX_TEMPLATE = "JESTFLOW_FLEX_TEMPLATE"  # set by deploy/flex_template/main.py: a launch-time build
 log = logging.getLogger(__name__)
-
-
-@dataclass(kw_only=True)
-class CurateConfig:
-    inputs: tuple[str, ...]
-    output: str
-    teacher: str
-    task: str
-    fields: FieldMap
-    selection: SelectionConfig
-    dedup: DedupConfig = field(default_factory=DedupConfig)  # before scoring
-    student: str | None = None  # learnability offline: ℓ(student) − ℓ(teacher)
-    # lm: the models score the first N tokens of each text (None: the default, 64, what the
-    # online student scores too; 0: the whole text)
-    score_seq_len: int | None = None
-    super_batch: int = 1024
-    tiers: int = 1
-    shard_max_count: int = 10_000
-    shard_max_bytes: int = 1 << 30
-    device: str = "auto"
-    model_copies: int | None = None  # models per worker process (RunInference)
-    large_model: bool = False  # share one model across a worker's processes
-    workers: int = 2  # local runner processes
-    torch_threads: int | None = None  # per worker process; run_curation fills it for local runs
-    overwrite: bool = False  # replace a completed run in the output
-    cache: str | None = None  # score cache URL: models' outputs by (example id, fingerprint)
-    accelerator: str | None = None  # Beam resource hint for the scoring step, e.g. a GPU
-    beam_args: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        check_choice("task", self.task, TASKS)
-        scoring_length(self.task, self.score_seq_len)  # checks the option
-        self.dedup.method_for(self.fields.layout)  # near dedup of images is refused here
-        if self.super_batch < 2:
-            raise JestflowError("--super-batch must be at least 2")
-        if self.tiers < 1:
-            raise JestflowError("--tiers must be at least 1")
-        for role, path in (("teacher", self.teacher), ("student", self.student)):
-            task = None if path is None else checkpoint_task(path)
-            if task is not None and task != self.task:
-                raise JestflowError(f"{role} {path} is a {task} model, not {self.task}")
-        if self.selection.mode == "learnability" and self.student is None:
-            raise JestflowError("learnability scores need a student checkpoint (--student)")
-        if self.selection.mode != "learnability" and self.student is not None:
-            raise JestflowError(
-                f"--student is only used by learnability scores, not {self.selection.mode}"
-            )
-
-    @property
-    def dedup_method(self) -> str:
-        return self.dedup.method_for(self.fields.layout)
-
-    @property
-    def scoring_length(self) -> int | None:
-        """The tokens of each text an lm model scores (None: all of them)."""
-        return scoring_length(self.task, self.score_seq_len)
-
-    @property
-    def super_batches_per_group(self) -> int:
-        """Super-batches whose selected examples share a shard (about shard_max_count per tier)."""
-        per_super_batch = kept_count(self.super_batch, self.selection.keep)
-        return max(1, self.shard_max_count * self.tiers // per_super_batch)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunPlan:
-    """What `prepare_run` found and did: the graph is built from it and the config alone."""
-
-    output: str  # the run folder
-    urls: list[str]  # the input files, sorted: their index names their dead-letter parts
-    fingerprints: dict[str, str]  # role (teacher, student) → model fingerprint
-    record: dict[str, Any]  # run.json's start: created, versions, runner, options, inputs, models
-    started: float  # time.time() at preparation, for the run's timing
-    scoring_length: int | None = None  # lm: the tokens of each text the models score
-
-    @property
-    def temporary(self) -> str:
-        """The run's spill folder (deleted once `_SUCCESS` is written)."""
-        return child(self.output, TEMPORARY)
-
-    @property
-    def cache_keys(self) -> dict[str, str]:
-        """role → the score cache's folder for its outputs: the fingerprint, with the scoring
-        length when the models score a prefix (a loss on 64 tokens is not one on the text)."""
-        suffix = "" if self.scoring_length is None else f"-first{self.scoring_length}"
-        return {role: fp + suffix for role, fp in self.fingerprints.items()}
-
-    @property
-    def shard_info(self) -> dict[str, Any]:
-        """What every selected sample's json says of the models: role → fingerprint, and the
-        tokens they scored (`score_seq_len`, lm only), which the online trainer checks."""
-        length = {} if self.scoring_length is None else {"score_seq_len": self.scoring_length}
-        return {**self.fingerprints, **length}
 
 
 def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
@@ -193,12 +97,6 @@ def warn_if_rounded(keep: float, super_batch: int) -> None:
         keep, super_batch, keep * super_batch, kept, 100 * kept / super_batch, 100 * keep,
         math.ceil(10 / keep),
     )  # fmt: skip
-
-
-def options_of(config: CurateConfig) -> dict[str, Any]:
-    options = dataclasses.asdict(config)
-    options["fields"] = {k: v for k, v in options["fields"].items() if v not in (None, ())}
-    return options
 
 
 def run_curation(config: CurateConfig) -> dict[str, Any] | None:

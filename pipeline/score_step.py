@@ -14,8 +14,10 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
 
 from ..transforms.cache import CachedOutputs, Candidate, cache_parts, write_cache_part
 from ..transforms.manifest import MANIFEST_SCHEMA, duplicate_row
@@ -24,10 +26,13 @@ from ..transforms.spill import SpillWriter, read_rows, read_spill
 from ..transforms.spill_rows import SCORED, example_of, payload_size, scored_row
 from ..transforms.super_batches import BUCKETS, bucket_of, key_hash
 from .counters import count
-from .dedup import RemovedCopies, removed_of
-from .handlers import Chunk, Scored
+from .dedup_step import RemovedCopies, removed_of
+from .handlers import Chunk, Scored, ScoringHandler
 from .read_step import FileSpill
 from .sinks import write_manifest_part
+
+if TYPE_CHECKING:
+    from .config import CurateConfig
 
 CHUNK = 4096  # examples scored per call, at most …
 CHUNK_BYTES = 64 << 20  # … and payload bytes
@@ -177,3 +182,38 @@ def chunk_rows(chunks: Sequence[ScoredChunk]) -> Iterator[str]:
     """Every scored spill file, in a fixed order."""
     for chunk in chunks:
         yield from chunk.urls
+
+
+def score_with_models(config: CurateConfig) -> beam.PTransform:
+    """RunInference with the teacher (and student); only this step asks for an accelerator."""
+    handler = ScoringHandler(
+        config.teacher,
+        task=config.task,
+        student=config.student,
+        device=config.device,
+        max_len=config.scoring_length,
+        large_model=config.large_model,
+        model_copies=config.model_copies,
+        torch_threads=config.torch_threads,
+    )
+    step = RunInference(handler)
+    if config.accelerator:  # Dataflow right fitting: GPU workers for this step only
+        step = step.with_resource_hints(accelerator=config.accelerator)
+    return step
+
+
+class WriteDuplicates(beam.PTransform):
+    """(input file, spill URL) of the removed copies' manifest rows → a manifest part per input
+    file; returns how many parts were written."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__()
+        self.output = output
+
+    def expand(self, duplicates):
+        return (
+            duplicates
+            | "Group by file" >> beam.GroupByKey()
+            | "Write duplicates" >> beam.Map(write_duplicates, self.output)
+            | "Count parts" >> beam.combiners.Count.Globally()
+        )

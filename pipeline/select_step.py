@@ -11,12 +11,15 @@ A group holds `super_batches_per_group` super-batches, so memory follows the gro
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -32,11 +35,14 @@ from ..transforms.spill_rows import (
     output_of,
     stub_example,
 )
-from ..transforms.stats import SCORED, grid
-from ..transforms.super_batches import GroupRange, ranked
-from .counters import count
+from ..transforms.stats import SCORED, grid, tier_thresholds
+from ..transforms.super_batches import GroupRange, group_ranges, ranked
+from .counters import count, sum_counters
 from .handlers import scored_batch
 from .sinks import write_not_selected
+
+if TYPE_CHECKING:
+    from .config import CurateConfig, RunPlan
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +111,68 @@ def selected_decisions(
         for row in batch.filter(pc.is_in(batch.column("key"), value_set=wanted)).to_pylist():
             examples[row["key"]] = example_of(row, urls)
     return group.span.group, [decision_of(row, examples[row["key"]]) for row in rows]
+
+
+class Select(beam.PTransform):
+    """ScoredChunk → SelectedGroup: the pool's shard groups from the bucket counts, each selected
+    from the scored spill files."""
+
+    def __init__(self, config: CurateConfig, plan: RunPlan) -> None:
+        super().__init__()
+        self.config, self.plan = config, plan
+
+    def expand(self, chunks):
+        config, plan = self.config, self.plan
+        counts = (
+            chunks
+            | "Bucket counts" >> beam.Map(lambda c: c.buckets)
+            | "Sum bucket counts" >> beam.CombineGlobally(sum_counters)
+        )
+        scored = (
+            chunks
+            | "Scored files" >> beam.FlatMap(lambda c: c.files())
+            | "All scored files" >> beam.combiners.ToList()
+        )
+        select = functools.partial(
+            select_group, task=config.task, size=config.super_batch, urls=plan.urls,
+            selection=config.selection, temporary=plan.temporary, output=config.output,
+        )  # fmt: skip
+        return (
+            counts
+            | "Shard groups" >> beam.FlatMap(spans_of, config)
+            | "Spread groups" >> beam.Reshuffle()
+            | "Select groups" >> beam.Map(select, beam.pvalue.AsSingleton(scored))
+        )
+
+
+def spans_of(counts: Counter[int], config: CurateConfig):
+    """The pool's shard groups, from its examples per bucket."""
+    per_group = config.super_batches_per_group
+    return group_ranges(counts, size=config.super_batch, per_group=per_group)
+
+
+class CountScores(beam.CombineFn):
+    """Exact counts of quantised scores, selected and not: for tiers and histograms."""
+
+    def create_accumulator(self):
+        return {status: Counter() for status in SCORED}
+
+    def add_input(self, accumulator, group):
+        for status in SCORED:
+            accumulator[status].update(group.scores[status])
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            for status in SCORED:
+                merged[status].update(accumulator[status])
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def tiers_of(counts: dict[str, Counter[int]], tiers: int) -> list[int | None]:
+    """The tier thresholds of the selected examples' score counts."""
+    return tier_thresholds(counts["selected"], tiers)

@@ -1,17 +1,15 @@
-"""What the curation job writes: ranked shard groups, manifest parts, dead letters, stats.
+"""The manifest parts and dead letters the steps write beside the shards (`write_step.py`).
 
-Every file name comes from the data — shard group and tier, super-batch ids, input file
-indices — never from workers or bundles, so a re-run writes the same files with the same bytes:
-`shards/[tier-TT-]shard-GGGGGG-NNNNNN.tar`, `manifest/selected-GGGGGG.parquet` (a shard
-group's selected examples), `manifest/not-selected-SSSSSS.parquet` (a super-batch's others),
-`manifest/rejected-FFFFFF.parquet` and `rejected/part-FFFFFF.parquet` (an input file's dead
-letters).
+Every file name comes from the data — super-batch ids, input file indices — never from workers
+or bundles, so a re-run writes the same files with the same bytes:
+`manifest/not-selected-SSSSSS.parquet` (a super-batch's others), `manifest/rejected-FFFFFF.parquet`
+and `rejected/part-FFFFFF.parquet` (an input file's dead letters), and the parts of the removed
+copies and of an empty pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 from ..transforms.manifest import (
@@ -22,72 +20,9 @@ from ..transforms.manifest import (
     rejected_row,
     write_parquet,
 )
-from ..transforms.memory import releasing
 from ..transforms.offline_selection import Decision
 from ..transforms.paths import child
 from ..transforms.records import Rejected
-from ..transforms.shard_samples import encode_selected
-from ..transforms.shards import ShardInfo, write_shards
-from ..transforms.stats import grid, tier_of
-
-
-@dataclass(frozen=True, kw_only=True)
-class ShardLimits:
-    max_count: int
-    max_bytes: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class WrittenGroup:
-    group: int
-    shards: list[ShardInfo]
-
-
-def shard_prefix(tier: int, group: int, tiers: int) -> str:
-    """`shard-GGGGGG`, or `tier-TT-shard-GGGGGG` with tiers: the best slice by file name alone."""
-    name = f"shard-{group:06d}"
-    return name if tiers == 1 else f"tier-{tier:02d}-{name}"
-
-
-@releasing
-def write_shard_group(
-    element: tuple[int, Iterable[Decision]],
-    thresholds: Sequence[int | None],
-    *,
-    output: str,
-    tiers: int,
-    quantum: float,
-    limits: ShardLimits,
-    info: Mapping[str, Any],
-) -> WrittenGroup:
-    """Write one shard group's selected examples, tier by tier, highest score first, and their
-    manifest part."""
-    group, decisions = element
-    by_tier: dict[int, list[Decision]] = {}
-    for d in decisions:
-        by_tier.setdefault(tier_of(grid(d.score, quantum), thresholds), []).append(d)
-    shards, rows = [], []
-    for tier in sorted(by_tier):
-        ranked = sorted(by_tier[tier], key=lambda d: (-d.score, d.example.key))
-        samples = (
-            encode_selected(d, tier=tier, rank=rank, models=info) for rank, d in enumerate(ranked)
-        )
-        written = write_shards(
-            samples,
-            child(output, "shards"),
-            prefix=shard_prefix(tier, group, tiers),
-            max_count=limits.max_count,
-            max_bytes=limits.max_bytes,
-        )
-        names = [shard.name for shard in written for _ in range(shard.count)]  # writing order
-        rows += [
-            example_row(d.example, selected=True, teacher_loss=d.teacher_loss, score=d.score,
-                        super_batch=d.super_batch, tier=tier, shard=names[rank], rank=rank)
-            for rank, d in enumerate(ranked)
-        ]  # fmt: skip
-        shards += written
-    write_manifest_part(rows, output, f"selected-{group:06d}")
-    return WrittenGroup(group=group, shards=shards)
 
 
 def write_not_selected(decisions: Iterable[Decision], output: str) -> int:

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from helpers import COLORS, SEED, lr, png, sentences, shade, write_jsonl
 
-from jestflow.pipeline.job import CurateConfig, RunPlan, run_curation
+from jestflow.pipeline.config import CurateConfig, RunPlan
+from jestflow.pipeline.job import run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.records import FieldMap

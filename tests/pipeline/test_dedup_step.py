@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import jestflow.pipeline.dedup as dedup
+import jestflow.pipeline.dedup_step as dedup
 from jestflow.transforms.dedup import Member, clusters
 from jestflow.transforms.dedup_rows import EDGE, edge_row
 from jestflow.transforms.spill import SpillWriter

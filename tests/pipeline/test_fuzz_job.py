@@ -22,7 +22,8 @@ from helpers import sentences, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jestflow.pipeline.job import CurateConfig, run_curation
+from jestflow.pipeline.config import CurateConfig
+from jestflow.pipeline.job import run_curation
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.manifest import STATUSES, read_manifest, status_counts
 from jestflow.transforms.offline_selection import SelectionConfig

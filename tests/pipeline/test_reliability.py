@@ -15,11 +15,12 @@ import pytest
 from corpora import config_for, curate, digest, pairs_config
 from helpers import run_until_killed, sentences, write_jsonl
 
-import jestflow.pipeline.dedup as dedup
+import jestflow.pipeline.dedup_step as dedup_step
 import jestflow.pipeline.graph as graph_module
 import jestflow.pipeline.read_step as read_step
 import jestflow.pipeline.score_step as score_step
 import jestflow.pipeline.select_step as select_step
+import jestflow.pipeline.write_step as write_step
 from jestflow.pipeline.job import run_curation
 from jestflow.transforms.cache import model_folder
 from jestflow.transforms.errors import JestflowError
@@ -127,15 +128,15 @@ def fails_once(function, markers: Path):
 def test_bundles_that_fail_once_are_retried_without_duplicates(noisy, tmp_path, monkeypatch):
     """Beam re-runs a failed bundle; every write the job makes names its files from the data,
     so the second attempt replaces the first one's files instead of adding to them."""
-    runner = {"beam_args": ["--runner=BundleBasedDirectRunner"]}  # retries bundles, in-process
+    runner = {"beam_args": ("--runner=BundleBasedDirectRunner",)}  # retries bundles, in-process
     clean, _ = curate(noisy, tmp_path / "clean", cache=str(tmp_path / "cache-clean"), **runner)
     markers = tmp_path / "markers"
     markers.mkdir()
-    writes = [(graph_module, "write_shard_group"), (graph_module, "spill_scores"),
+    writes = [(write_step, "write_shard_group"), (graph_module, "spill_scores"),
               (select_step, "write_not_selected"), (read_step, "write_rejected"),
               (score_step, "write_cache_part"),
-              (dedup, "link_group"), (dedup, "spill_signatures"), (dedup, "near_edges"),
-              (dedup, "cluster_edges")]  # fmt: skip
+              (dedup_step, "link_group"), (dedup_step, "spill_signatures"), (dedup_step, "near_edges"),
+              (dedup_step, "cluster_edges")]  # fmt: skip
     for module, name in writes:
         monkeypatch.setattr(module, name, fails_once(getattr(module, name), markers))
     retried, stats = curate(noisy, tmp_path / "retried", cache=str(tmp_path / "cache"), **runner)
@@ -201,7 +202,7 @@ def test_no_configuration_is_evaluated_as_code(tmp_path):
     only with weights_only, Hugging Face never runs a model folder's code, and an architecture
     name in a config is looked up, not imported."""
     root = Path(graph_module.__file__).parents[1]
-    sources = [p for folder in ("transforms", "pipeline", "trainer", "deploy")
+    sources = [p for folder in ("transforms", "pipeline", "trainer", "cli", "demo", "deploy")
                for p in (root / folder).rglob("*.py")]  # fmt: skip
     assert len(sources) > 30
     for path in sources:

@@ -93,7 +93,7 @@ def test_a_classic_template_is_refused_before_anything_happens(noisy, tmp_path, 
     from jestflow.transforms.errors import JestflowError
 
     monkeypatch.delenv(FLEX_TEMPLATE, raising=False)
-    args = [*DATAFLOW, "--template_location=gs://my-bucket/templates/curate"]
+    args = (*DATAFLOW, "--template_location=gs://my-bucket/templates/curate")
     with pytest.raises(JestflowError, match="use the Flex Template"):
         run_curation(config_for(noisy, tmp_path / "out", beam_args=args))
     assert not (tmp_path / "out").exists()

@@ -216,7 +216,8 @@ def test_resume_continues_at_the_step_it_stopped(noisy_shards, tmp_path):
 
 
 def test_a_trained_student_is_a_checkpoint_the_curation_job_can_use(noisy_shards, tmp_path):
-    from jestflow.pipeline.job import CurateConfig, run_curation
+    from jestflow.pipeline.config import CurateConfig
+    from jestflow.pipeline.job import run_curation
     from jestflow.transforms.offline_selection import SelectionConfig
 
     train(config(noisy_shards, tmp_path / "student", steps=5, eval_inputs=()))

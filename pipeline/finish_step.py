@@ -16,7 +16,7 @@ from ..transforms.stats import summarize
 from .sinks import write_manifest_part
 
 if TYPE_CHECKING:
-    from .job import CurateConfig, RunPlan
+    from .config import CurateConfig, RunPlan
 
 
 class Finish(beam.PTransform):
