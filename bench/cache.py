@@ -31,10 +31,10 @@ from jestflow.demo.corpora import DemoDataConfig, make_corpora
 from jestflow.pipeline.config import CurateConfig
 from jestflow.pipeline.job import run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
-from jestflow.transforms.checkpoint import load_model, save_checkpoint
-from jestflow.transforms.manifest import read_manifest
-from jestflow.transforms.offline_selection import SelectionConfig
+from jestflow.transforms.formats.manifest import read_manifest
+from jestflow.transforms.formats.model_files import load_model, save_checkpoint
 from jestflow.transforms.records import FieldMap
+from jestflow.transforms.selection.offline import SelectionConfig
 
 TEXT = FieldMap(text="text", keep=("kind",))
 

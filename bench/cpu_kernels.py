@@ -30,8 +30,8 @@ from margins import KERNEL_VARIABLES, SETTINGS, available, print_table
 
 from jestflow.demo.corpora import DemoDataConfig, make_corpora
 from jestflow.trainer.fit import TeacherConfig, train_teacher
-from jestflow.transforms.checkpoint import fingerprint
-from jestflow.transforms.manifest import read_manifest
+from jestflow.transforms.formats.manifest import read_manifest
+from jestflow.transforms.formats.model_files import fingerprint
 from jestflow.transforms.records import FieldMap
 
 PAIRS = ["--query-field", "query", "--doc-field", "doc"]

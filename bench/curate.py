@@ -142,9 +142,9 @@ def train_small_teacher(root: Path, steps: int, seed: int) -> str:
 def run_beam(args: argparse.Namespace) -> None:
     from jestflow.pipeline.config import CurateConfig
     from jestflow.pipeline.job import run_curation
-    from jestflow.transforms.dedup import DedupConfig
-    from jestflow.transforms.offline_selection import SelectionConfig
+    from jestflow.transforms.dedup.copies import DedupConfig
     from jestflow.transforms.records import FieldMap
+    from jestflow.transforms.selection.offline import SelectionConfig
 
     config = CurateConfig(
         inputs=tuple(args.inputs), output=args.output, teacher=args.teacher, task="lm",
@@ -160,15 +160,15 @@ def run_plain(args: argparse.Namespace) -> None:
     with the job's own scoring, selection and writing functions but no Beam."""
     from jestflow.pipeline.sinks import write_not_selected, write_rejected
     from jestflow.pipeline.write_step import ShardLimits, write_shard_group
-    from jestflow.transforms.checkpoint import fingerprint, load_model
-    from jestflow.transforms.offline_selection import (
+    from jestflow.transforms.formats.model_files import fingerprint, load_model
+    from jestflow.transforms.models.scoring import DEFAULT_SCORE_SEQ_LEN, lm_losses
+    from jestflow.transforms.readers import input_urls, read_file
+    from jestflow.transforms.records import FieldMap, Rejected
+    from jestflow.transforms.selection.offline import (
         ScoredBatch,
         SelectionConfig,
         select_super_batch,
     )
-    from jestflow.transforms.readers import input_urls, read_file
-    from jestflow.transforms.records import FieldMap, Rejected
-    from jestflow.transforms.scoring import DEFAULT_SCORE_SEQ_LEN, lm_losses
 
     fields, selection = FieldMap(text="text"), SelectionConfig(keep=args.keep, seed=args.seed)
     model = load_model(args.teacher, task="lm", device=torch.device("cpu"))
@@ -280,7 +280,7 @@ def measure(variant: str, workers: int, inputs, teacher: str, output: Path, args
 
 
 def check_counts(output: Path, size: int) -> dict[str, int]:
-    from jestflow.transforms.manifest import read_manifest, status_counts
+    from jestflow.transforms.formats.manifest import read_manifest, status_counts
 
     counts = status_counts(read_manifest(str(output / "manifest")))
     if counts["inputs"] != size:

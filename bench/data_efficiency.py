@@ -58,10 +58,10 @@ from jestflow.trainer.core import load_examples
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.trainer.loop import TrainConfig, forward_flops, train
 from jestflow.trainer.results import RunLog, compare, read_log
-from jestflow.transforms.checkpoint import load_model
-from jestflow.transforms.offline_selection import SelectionConfig
+from jestflow.transforms.formats.model_files import load_model
+from jestflow.transforms.models.scoring import scoring_length
 from jestflow.transforms.records import FieldMap
-from jestflow.transforms.scoring import scoring_length
+from jestflow.transforms.selection.offline import SelectionConfig
 from jestflow.transforms.vocabulary import PAIR_TEACHERS
 
 LM_TEXT = FieldMap(text="text", keep=("kind",))

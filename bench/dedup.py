@@ -9,7 +9,7 @@ lm/teacher` times it with the demo's teacher instead.
 
 Quality: distinct standard-library docstring paragraphs of at least 200 characters, each with a
 planted near copy (upper case, doubled whitespace, punctuation changed, and two words replaced),
-deduplicated with the job's own functions (`transforms/dedup.py`: the same shingles, MinHash,
+deduplicated with the job's own functions (`transforms/dedup/copies.py`: the same shingles, MinHash,
 bands, candidate edges, signature check and clusters as the Beam step), and without the signature
 check for comparison. Recall: planted copies put in their original's cluster (target ≥ 95 %),
 of all of them and of those whose true Jaccard similarity with their original reaches the
@@ -40,7 +40,7 @@ load = importlib.import_module("load")  # data, teacher, one curate run with RSS
 curate_bench = importlib.import_module("curate")
 
 from jestflow.demo.corpora import harvest  # noqa: E402
-from jestflow.transforms.dedup import (  # noqa: E402
+from jestflow.transforms.dedup.copies import (  # noqa: E402
     DedupConfig,
     Member,
     band_keys,
@@ -49,10 +49,10 @@ from jestflow.transforms.dedup import (  # noqa: E402
     content_hash,
     near_members,
 )
-from jestflow.transforms.minhash import shingles  # noqa: E402
-from jestflow.transforms.minhash import signatures as sigs  # noqa: E402
+from jestflow.transforms.dedup.minhash import shingles  # noqa: E402
+from jestflow.transforms.dedup.minhash import signatures as sigs  # noqa: E402
 from jestflow.transforms.records import make_example  # noqa: E402
-from jestflow.transforms.tables import text_table  # noqa: E402
+from jestflow.transforms.reporting.tables import text_table  # noqa: E402
 
 
 def near_copy(text: str, rng: random.Random) -> str:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from corpora import config_for, images_config, make_images, make_noisy, make_pairs, pairs_config
 
 from jestflow.pipeline.job import run_curation
-from jestflow.transforms.checkpoint import fingerprint
+from jestflow.transforms.formats.model_files import fingerprint
 
 OUTPUTS = ("shards", "manifest", "rejected")
 

@@ -73,12 +73,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from jestflow.transforms.checkpoint import load_model
-from jestflow.transforms.losses import PairEmbeddings
+from jestflow.transforms.formats.model_files import load_model
 from jestflow.transforms.models import new_model
+from jestflow.transforms.models.losses import PairEmbeddings
+from jestflow.transforms.models.scoring import batch_tokens, embed_pairs, lm_losses, resolve_device
 from jestflow.transforms.models.towers import TowerConfig, TwoTower, TwoTowerConfig
-from jestflow.transforms.scoring import batch_tokens, embed_pairs, lm_losses, resolve_device
-from jestflow.transforms.selection import ContrastivePairScores, select_joint
+from jestflow.transforms.selection.jest import ContrastivePairScores, select_joint
 
 ROOT = Path(__file__).resolve().parents[1]
 EOT = "<|endoftext|>"

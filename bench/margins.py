@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from jestflow.transforms.tables import text_table
+from jestflow.transforms.reporting.tables import text_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {

@@ -24,10 +24,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from jestflow.demo.corpora import harvest
-from jestflow.transforms.losses import PairEmbeddings
+from jestflow.transforms.models.losses import PairEmbeddings
+from jestflow.transforms.models.scoring import embed_pairs
 from jestflow.transforms.models.towers import TwoTower, TwoTowerConfig
-from jestflow.transforms.scoring import embed_pairs
-from jestflow.transforms.selection import ContrastivePairScores, select_joint
+from jestflow.transforms.selection.jest import ContrastivePairScores, select_joint
 
 WIDTH, N_CHUNKS, MIB = 256, 16, 2**20
 

@@ -35,13 +35,13 @@ from jestflow.demo.corpora import DemoDataConfig, harvest, make_corpora
 from jestflow.pipeline.config import CurateConfig
 from jestflow.pipeline.job import run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
-from jestflow.transforms.dedup import DedupConfig
-from jestflow.transforms.logs import configure
-from jestflow.transforms.manifest import read_manifest
-from jestflow.transforms.minhash import shingles
-from jestflow.transforms.offline_selection import SelectionConfig
+from jestflow.transforms.dedup.copies import DedupConfig
+from jestflow.transforms.dedup.minhash import shingles
+from jestflow.transforms.formats.manifest import read_manifest
 from jestflow.transforms.records import FieldMap, make_example
-from jestflow.transforms.tables import text_table
+from jestflow.transforms.reporting.logs import configure
+from jestflow.transforms.reporting.tables import text_table
+from jestflow.transforms.selection.offline import SelectionConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 near_duplicates = importlib.import_module("dedup").near_duplicates  # true Jaccard, all pairs

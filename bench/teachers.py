@@ -55,10 +55,10 @@ import torch
 from jestflow.demo.corpora import DemoDataConfig, make_corpora
 from jestflow.demo.scenes import SceneConfig, make_scenes
 from jestflow.trainer.core import eval_mode, evaluate, load_examples
-from jestflow.transforms.checkpoint import load_model
+from jestflow.transforms.formats.model_files import load_model
+from jestflow.transforms.models.scoring import embed_pairs, pair_inputs
 from jestflow.transforms.records import FieldMap
-from jestflow.transforms.scoring import embed_pairs, pair_inputs
-from jestflow.transforms.tables import text_table
+from jestflow.transforms.reporting.tables import text_table
 
 JESTFLOW = str(Path(sys.executable).with_name("jestflow"))
 KEEP, BATCH = 0.3, 32

@@ -22,9 +22,9 @@ import torch
 
 from jestflow.demo.corpora import harvest
 from jestflow.trainer.loop import TrainConfig, train
+from jestflow.transforms.formats.shard_samples import encode
+from jestflow.transforms.formats.shards import ShardWriter
 from jestflow.transforms.records import make_example
-from jestflow.transforms.shard_samples import encode
-from jestflow.transforms.shards import ShardWriter
 
 
 def write_shards(folder: Path, n: int, seed: int) -> str:

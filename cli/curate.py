@@ -7,7 +7,7 @@ import os
 
 import click
 
-from ..transforms import logs
+from ..transforms.reporting import logs
 from .options import (
     POSITIVE,
     config_from,
@@ -90,8 +90,8 @@ def curate(**params) -> None:
     from ..pipeline.config import CurateConfig
     from ..pipeline.job import run_curation
     from ..pipeline.worker import stop_workers
-    from ..transforms.offline_selection import SelectionConfig
-    from ..transforms.runs import stats_text
+    from ..transforms.reporting.runs import stats_text
+    from ..transforms.selection.offline import SelectionConfig
 
     inputs = params.pop("inputs")
     params["mode"] = params["mode"] or ("learnability" if params["student"] else "easy_reference")

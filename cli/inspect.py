@@ -14,7 +14,12 @@ def inspect_runs(runs, as_json) -> None:
     selected examples, how teacher losses and scores moved)."""
     import json
 
-    from ..transforms.runs import compare_runs, comparison_text, summarize_run, summary_text
+    from ..transforms.reporting.runs import (
+        compare_runs,
+        comparison_text,
+        summarize_run,
+        summary_text,
+    )
 
     if len(runs) > 2:
         raise click.UsageError("give one run to summarise, or two (OLD NEW) to compare")

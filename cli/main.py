@@ -1,12 +1,12 @@
 """The `jestflow` command line. It only fills config dataclasses (one module per command; their shared options: `options.py`) and
 hands them to the code that does the work; bad input ends in a one-line `Error:` and exit
-status 1 (2 for a bad option value), diagnostics go through `logging` (`transforms/logs.py`)."""
+status 1 (2 for a bad option value), diagnostics go through `logging` (`transforms/reporting/logs.py`)."""
 
 from __future__ import annotations
 
 import click
 
-from ..transforms import logs
+from ..transforms.reporting import logs
 from .curate import curate
 from .demo import demo
 from .inspect import inspect_runs, plot

@@ -18,11 +18,11 @@ from typing import Any, NoReturn
 
 import click
 
-from ..transforms.dedup import DEDUP_METHODS, DedupConfig
+from ..transforms.dedup.copies import DEDUP_METHODS, DedupConfig
 from ..transforms.errors import JestflowError
 from ..transforms.models.towers import ENCODERS
 from ..transforms.records import FieldMap
-from ..transforms.selection import RELATIVE_TEMPERATURE
+from ..transforms.selection.jest import RELATIVE_TEMPERATURE
 from ..transforms.vocabulary import METHODS, OFFLINE_MODES, ONLINE_MODES, TASKS
 
 POSITIVE = click.IntRange(min=1)

@@ -149,7 +149,7 @@ def teacher_promote(**params) -> None:
     """Turn a trained student (a `jestflow train` output STUDENT) into a teacher for the next
     curation run. The model files are copied unchanged, so it keeps the student's fingerprint."""
     from ..trainer.promote import PromoteConfig, promote
-    from ..transforms.checkpoint import checkpoint_task
+    from ..transforms.formats.model_files import checkpoint_task
 
     task = checkpoint_task(params["student"]) or "lm"
     fields = field_map(task, params) if params["eval_inputs"] else None

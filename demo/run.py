@@ -34,11 +34,11 @@ from ..trainer.loop import TrainConfig, train
 from ..trainer.plot import plot_runs
 from ..trainer.results import RunLog, compare, read_log
 from ..transforms.errors import JestflowError
-from ..transforms.offline_selection import SelectionConfig
 from ..transforms.paths import writable_directory, write_json
 from ..transforms.records import FieldMap
-from ..transforms.selection import RELATIVE_TEMPERATURE
-from ..transforms.tables import text_table
+from ..transforms.reporting.tables import text_table
+from ..transforms.selection.jest import RELATIVE_TEMPERATURE
+from ..transforms.selection.offline import SelectionConfig
 from ..transforms.vocabulary import DEMO_TASKS, PAIR_TEACHERS
 from .corpora import DemoDataConfig, make_corpora
 from .scenes import SceneConfig, make_scenes

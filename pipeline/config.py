@@ -7,14 +7,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..transforms.checkpoint import checkpoint_task
-from ..transforms.dedup import DedupConfig
+from ..transforms.dedup.copies import DedupConfig
 from ..transforms.errors import JestflowError
-from ..transforms.offline_selection import SelectionConfig, kept_count
+from ..transforms.formats.model_files import checkpoint_task
+from ..transforms.formats.run_folder import TEMPORARY
+from ..transforms.models.scoring import scoring_length
 from ..transforms.paths import child
 from ..transforms.records import FieldMap
-from ..transforms.run_folder import TEMPORARY
-from ..transforms.scoring import scoring_length
+from ..transforms.selection.offline import SelectionConfig, kept_count
 from ..transforms.vocabulary import TASKS, check_choice
 
 

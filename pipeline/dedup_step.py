@@ -1,4 +1,4 @@
-"""The dedup step of the curation job, before anything is scored (`transforms/dedup.py` says what
+"""The dedup step of the curation job, before anything is scored (`transforms/dedup/copies.py` says what
 makes two examples copies). Everything per example goes through spill files; Beam carries a few
 file names per coarse group and per input file:
 
@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..transforms.dedup import (
+from ..transforms.dedup.copies import (
     DedupConfig,
     Member,
     bucket_edges,
@@ -40,7 +40,10 @@ from ..transforms.dedup import (
     copies_summary,
     link_buckets,
 )
-from ..transforms.dedup_rows import (
+from ..transforms.dedup.minhash import signatures
+from ..transforms.memory import releasing
+from ..transforms.paths import child
+from ..transforms.spill.dedup_rows import (
     EDGE,
     MEMBER,
     MEMBER_COLUMNS,
@@ -50,11 +53,8 @@ from ..transforms.dedup_rows import (
     edge_row,
     member_of,
 )
-from ..transforms.memory import releasing
-from ..transforms.minhash import signatures
-from ..transforms.paths import child
-from ..transforms.spill import BLOCK_ROWS, SpillWriter, read_rows, read_spill
-from ..transforms.spill_rows import example_of
+from ..transforms.spill.files import BLOCK_ROWS, SpillWriter, read_rows, read_spill
+from ..transforms.spill.rows import example_of
 from .read_step import BATCH, COARSE, FileSpill
 
 SIDES = ("kept", "copy")  # an edge's two members

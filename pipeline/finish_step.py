@@ -1,6 +1,6 @@
 """The curation job's last step: once every other write is done, `stats.json`, `report.html`,
 `run.json`, and `_SUCCESS` when the run is usable (the run folder's rules:
-`transforms/run_folder.py`)."""
+`transforms/formats/run_folder.py`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 
-from ..transforms.run_folder import close, now
-from ..transforms.stats import summarize
+from ..transforms.formats.run_folder import close, now
+from ..transforms.reporting.report import render
+from ..transforms.selection.stats import summarize
 from .sinks import write_manifest_part
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def finish(_, config: CurateConfig, plan: RunPlan, *, scores, thresholds, reason
     if not counts["inputs"]:  # no record at all: the manifest is still there to read, empty
         write_manifest_part([], config.output, "empty")
     parsed = counts["selected"] + counts["not_selected"] + counts["duplicate"]
-    close(config.output, stats, record, succeeded=parsed > 0)
+    close(config.output, stats, render(stats), record, succeeded=parsed > 0)
 
 
 def scoring_summary(

@@ -3,7 +3,7 @@ select → write, then the finish step.
 
 Only small summaries travel through Beam — one per input file, scoring chunk and shard group —
 while the examples themselves go through spill files under the run's `_temporary/` folder
-(`transforms/spill.py`): the read step spills the payloads by super-batch bucket, the scoring
+(`transforms/spill/files.py`): the read step spills the payloads by super-batch bucket, the scoring
 step the models' outputs, the selection step the decisions; the shard writers read the selected
 payloads back. So the local runner's memory does not grow with the pool, and a GPU scores the
 examples as they stream in, in large batches, before any grouping.

@@ -24,12 +24,10 @@ import torch
 from apache_beam.ml.inference.base import ModelHandler
 from torch import nn
 
-from ..transforms.cache import Candidate, ModelOutput
-from ..transforms.checkpoint import load_model
-from ..transforms.losses import PairEmbeddings
-from ..transforms.offline_selection import ScoredBatch
-from ..transforms.records import Example
-from ..transforms.scoring import (
+from ..transforms.formats.model_files import load_model
+from ..transforms.formats.score_cache import Candidate, ModelOutput
+from ..transforms.models.losses import PairEmbeddings
+from ..transforms.models.scoring import (
     embed_pairs,
     lm_losses,
     pair_inputs,
@@ -37,6 +35,8 @@ from ..transforms.scoring import (
     precision,
     resolve_device,
 )
+from ..transforms.records import Example
+from ..transforms.selection.offline import ScoredBatch
 
 
 class Chunk(NamedTuple):

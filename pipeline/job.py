@@ -7,7 +7,7 @@ built), and running it to completion on the local runner or any runner Beam's op
     graph.build(pipeline, config, plan)   the graph only
     run_curation(config)             prepare, build, run, check; returns stats.json
 
-Outputs (the run folder, `transforms/run_folder.py`): `shards/`, `manifest/`, `rejected/`,
+Outputs (the run folder, `transforms/formats/run_folder.py`): `shards/`, `manifest/`, `rejected/`,
 `stats.json`, `report.html`, `run.json`, `_SUCCESS`.
 """
 
@@ -33,13 +33,10 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
-from ..transforms.checkpoint import fingerprint
 from ..transforms.errors import JestflowError
-from ..transforms.offline_selection import kept_count
-from ..transforms.parquet import first_row
-from ..transforms.paths import filesystem, read_json
-from ..transforms.readers import input_urls
-from ..transforms.run_folder import (
+from ..transforms.formats.model_files import fingerprint
+from ..transforms.formats.parquet import first_row
+from ..transforms.formats.run_folder import (
     REJECTED,
     STATS,
     input_files,
@@ -48,7 +45,10 @@ from ..transforms.run_folder import (
     prepare,
     versions,
 )
-from ..transforms.scoring import resolve_device
+from ..transforms.models.scoring import resolve_device
+from ..transforms.paths import filesystem, read_json
+from ..transforms.readers import input_urls
+from ..transforms.selection.offline import kept_count
 from .config import CurateConfig, RunPlan, options_of
 from .counters import NAMESPACE
 from .graph import build
@@ -196,9 +196,9 @@ class _RunningModeNotice(logging.Filter):
 
 
 def _quiet_running_mode_notice() -> None:
-    logger = logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
-    if not any(isinstance(f, _RunningModeNotice) for f in logger.filters):
-        logger.addFilter(_RunningModeNotice())
+    beam_log = logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
+    if not any(isinstance(f, _RunningModeNotice) for f in beam_log.filters):
+        beam_log.addFilter(_RunningModeNotice())
 
 
 def counters_of(result: beam.runners.runner.PipelineResult) -> dict[str, int]:

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..transforms.dedup import DedupConfig, band_keys, content_hash
-from ..transforms.dedup_rows import MEMBER
+from ..transforms.dedup.copies import DedupConfig, band_keys, content_hash
 from ..transforms.paths import child
 from ..transforms.readers import read_file
 from ..transforms.records import Example, FieldMap, Rejected
-from ..transforms.spill import SpillWriter
-from ..transforms.spill_rows import PAYLOAD, payload_row, payload_size
-from ..transforms.super_batches import BUCKETS, bucket_of, key_hash
+from ..transforms.selection.super_batches import BUCKETS, bucket_of, key_hash
+from ..transforms.spill.dedup_rows import MEMBER
+from ..transforms.spill.files import SpillWriter
+from ..transforms.spill.rows import PAYLOAD, payload_row, payload_size
 from .counters import count
 from .sinks import write_rejected
 

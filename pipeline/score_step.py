@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from ..transforms.cache import CachedOutputs, Candidate, cache_parts, write_cache_part
-from ..transforms.manifest import MANIFEST_SCHEMA, duplicate_row
+from ..transforms.formats.manifest import MANIFEST_SCHEMA, duplicate_row
+from ..transforms.formats.score_cache import CachedOutputs, Candidate, cache_parts, write_cache_part
 from ..transforms.paths import child
-from ..transforms.spill import SpillWriter, read_rows, read_spill
-from ..transforms.spill_rows import SCORED, example_of, payload_size, scored_row
-from ..transforms.super_batches import BUCKETS, bucket_of, key_hash
+from ..transforms.selection.super_batches import BUCKETS, bucket_of, key_hash
+from ..transforms.spill.files import SpillWriter, read_rows, read_spill
+from ..transforms.spill.rows import SCORED, example_of, payload_size, scored_row
 from .counters import count
 from .dedup_step import RemovedCopies, removed_of
 from .handlers import Chunk, Scored, ScoringHandler

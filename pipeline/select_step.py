@@ -24,10 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..transforms.memory import releasing
-from ..transforms.offline_selection import Decision, SelectionConfig, select_super_batch
 from ..transforms.paths import child
-from ..transforms.spill import SpillWriter, read_rows, read_spill
-from ..transforms.spill_rows import (
+from ..transforms.selection.offline import Decision, SelectionConfig, select_super_batch
+from ..transforms.selection.stats import SCORED, grid, tier_thresholds
+from ..transforms.selection.super_batches import GroupRange, group_ranges, ranked
+from ..transforms.spill.files import SpillWriter, read_rows, read_spill
+from ..transforms.spill.rows import (
     DECISION,
     decision_of,
     decision_row,
@@ -35,8 +37,6 @@ from ..transforms.spill_rows import (
     output_of,
     stub_example,
 )
-from ..transforms.stats import SCORED, grid, tier_thresholds
-from ..transforms.super_batches import GroupRange, group_ranges, ranked
 from .counters import count, sum_counters
 from .handlers import scored_batch
 from .sinks import write_not_selected

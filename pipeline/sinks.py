@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..transforms.manifest import (
+from ..transforms.formats.manifest import (
     MANIFEST_SCHEMA,
     REJECTED_SCHEMA,
     dead_letter,
@@ -20,9 +20,9 @@ from ..transforms.manifest import (
     rejected_row,
     write_parquet,
 )
-from ..transforms.offline_selection import Decision
 from ..transforms.paths import child
 from ..transforms.records import Rejected
+from ..transforms.selection.offline import Decision
 
 
 def write_not_selected(decisions: Iterable[Decision], output: str) -> int:

@@ -1,6 +1,6 @@
 """Beam's local worker process (`FnApiRunner` with several workers starts one per worker), with
 jestflow's logging set up before Beam loads: its lines show at the level the job was started
-with, and Beam's start-up notices stay out of the way (see `transforms/logs.py`).
+with, and Beam's start-up notices stay out of the way (see `transforms/reporting/logs.py`).
 
 A worker ignores SIGINT: Ctrl-C reaches the whole process group, and the job's own process is the
 one that answers it (`stop_workers`, then one line), not every worker with its own traceback."""
@@ -13,7 +13,7 @@ import runpy
 import signal
 import time
 
-from ..transforms import logs
+from ..transforms.reporting import logs
 
 
 def main() -> None:

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 
-from ..transforms.manifest import example_row
+from ..transforms.formats.manifest import example_row
+from ..transforms.formats.shard_samples import encode_selected
+from ..transforms.formats.shards import ShardInfo, write_shards
 from ..transforms.memory import releasing
-from ..transforms.offline_selection import Decision
 from ..transforms.paths import child
-from ..transforms.shard_samples import encode_selected
-from ..transforms.shards import ShardInfo, write_shards
-from ..transforms.stats import grid, tier_of
+from ..transforms.selection.offline import Decision
+from ..transforms.selection.stats import grid, tier_of
 from .counters import count
 from .select_step import selected_decisions
 from .sinks import write_manifest_part

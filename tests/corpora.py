@@ -18,8 +18,8 @@ from helpers import COLORS, SEED, lr, png, sentences, shade, write_jsonl
 from jestflow.pipeline.config import CurateConfig, RunPlan
 from jestflow.pipeline.job import run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
-from jestflow.transforms.offline_selection import SelectionConfig
 from jestflow.transforms.records import FieldMap
+from jestflow.transforms.selection.offline import SelectionConfig
 
 TEXT = FieldMap(text="text", keep=("kind",), max_chars=5000)
 TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}

@@ -1,9 +1,10 @@
-"""The house rules DEVELOPERS.md states, checked on the source: which folder may import which,
-and how long a function or a module may grow."""
+"""The house rules DEVELOPERS.md states, checked on the source: which folder may import which, no
+import cycle, how long a function or a module may grow, and how few formatter exemptions."""
 
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,18 @@ FORBIDDEN = {
 }
 
 
-def sources():
-    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+def sources(*folders: str) -> list[Path]:
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(["jestflow", *(parts[:-1] if parts[-1] == "__init__" else parts)])
 
 
 def imported(path: Path) -> set[str]:
-    """Absolute names of everything a module imports (relative imports resolved)."""
+    """Absolute names of everything a module imports, anywhere in it (in functions, under
+    TYPE_CHECKING), relative imports resolved."""
     package = ["jestflow", *path.relative_to(ROOT).parent.parts]
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -41,17 +48,67 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", sources(*PACKAGES), ids=lambda p: str(p.relative_to(ROOT)))
 def test_imports_go_one_way(path):
-    relative = str(path.relative_to(ROOT))
     banned = FORBIDDEN[path.relative_to(ROOT).parts[0]]
     wrong = sorted(n for n in imported(path) if n.startswith(banned))
-    assert not wrong, f"{relative} imports {wrong}"
+    assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}"
 
 
-def test_no_function_or_module_is_too_long():
+@cache
+def import_graph() -> dict[str, set[str]]:
+    """Module → the modules of ours it imports. Importing `a.b.c` runs the packages `a.b` and
+    `a` first, so a module also depends on the packages above what it imports."""
+    modules = {module_name(p): p for p in sources(*PACKAGES)}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported_name in imported(path):
+            parts = imported_name.split(".")
+            targets |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}
+        graph[name] = {t for t in targets & modules.keys() if t != name}
+        graph[name] -= {n for n in graph[name] if name.startswith(n + ".")}  # its own packages
+    return graph
+
+
+def cycle_from(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle, as the modules along it, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (found := visit(target)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycle():
+    cycle = cycle_from(import_graph())
+    assert cycle is None, " → ".join(cycle)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycle_from(graph) == ["a", "b", "c", "a"]
+    assert cycle_from({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("folder", PACKAGES)
+def test_no_function_or_module_is_too_long(folder):
     long = []
-    for path in sources():
+    for path in sources(folder):
         text = path.read_text()
         if text.count("\n") > MAX_MODULE_LINES:
             long.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from ..transforms.checkpoint import (
+from ..transforms.errors import JestflowError
+from ..transforms.formats.model_files import (
     copy_tree,
     fingerprint,
     is_causal_lm,
@@ -31,10 +32,9 @@ from ..transforms.checkpoint import (
     load_model,
     read_config,
 )
-from ..transforms.errors import JestflowError
+from ..transforms.models.scoring import embed_pairs, pair_inputs, resolve_device
 from ..transforms.paths import same_location, write_json
 from ..transforms.records import FieldMap
-from ..transforms.scoring import embed_pairs, pair_inputs, resolve_device
 from . import output_folder
 from .core import eval_mode, evaluate, load_examples, right_kind_of
 

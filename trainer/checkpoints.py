@@ -28,8 +28,8 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from ..transforms.checkpoint import copy_model, fingerprint, save_checkpoint
 from ..transforms.errors import JestflowError
+from ..transforms.formats.model_files import copy_model, fingerprint, save_checkpoint
 from ..transforms.paths import child, filesystem, read_json, replacing, write_json
 
 STATE, OPTIMIZER, LOG = "trainer_state.json", "optimizer.pt", "log.jsonl"

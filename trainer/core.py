@@ -22,15 +22,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..transforms.checkpoint import checkpoint_task, load_model
 from ..transforms.errors import JestflowError
-from ..transforms.losses import PairEmbeddings
+from ..transforms.formats.model_files import checkpoint_task, load_model
 from ..transforms.models import SIZE_KEYS, new_model
+from ..transforms.models.losses import PairEmbeddings
+from ..transforms.models.scoring import autocast, embed_pairs, lm_losses, pair_inputs
 from ..transforms.readers import read_examples
 from ..transforms.records import Example, FieldMap, Rejected, nothing_usable
-from ..transforms.scoring import autocast, embed_pairs, lm_losses, pair_inputs
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -216,7 +216,7 @@ def start_training(
     """AdamW and the warm-up/cosine schedule for `model`, from step 0, or (a resumed run) from
     `start` with the optimizer state saved there. `loss`: of a batch (default `batch_loss`)."""
     if settings.warmup_steps >= settings.steps:
-        logger.warning(
+        log.warning(
             "--warmup-steps %d ≥ --steps %d: the whole run is warm-up (the learning rate reaches "
             "--lr at most at the last step, and never decays)",
             settings.warmup_steps,

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..transforms.scoring import resolve_device
+from ..transforms.models.scoring import resolve_device
 
 
 @dataclass(frozen=True, kw_only=True)

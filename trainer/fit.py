@@ -20,12 +20,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..transforms.checkpoint import save_checkpoint
 from ..transforms.errors import JestflowError
-from ..transforms.logs import peak_rss_mib, progress
+from ..transforms.formats.model_files import save_checkpoint
+from ..transforms.memory import peak_rss_mib
+from ..transforms.models.scoring import resolve_device
 from ..transforms.paths import write_json
 from ..transforms.records import Example, FieldMap
-from ..transforms.scoring import resolve_device
+from ..transforms.reporting.logs import progress
 from ..transforms.vocabulary import LAYOUTS, TASKS, check_choice
 from . import output_folder
 from .core import (

@@ -18,10 +18,10 @@ import torch
 import webdataset as wds
 
 from ..transforms.errors import JestflowError
+from ..transforms.formats.shard_samples import TrainSample, decode
+from ..transforms.formats.shards import tar_samples
 from ..transforms.readers import input_urls, read_file
 from ..transforms.records import FieldMap, Rejected, nothing_usable
-from ..transforms.shard_samples import TrainSample, decode
-from ..transforms.shards import tar_samples
 
 INTERLEAVE = 4  # distinct shards a resampled stream reads at once (round-robin)
 

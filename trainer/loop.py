@@ -21,14 +21,15 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from ..transforms.checkpoint import load_model
 from ..transforms.errors import JestflowError
-from ..transforms.logs import memory_mib, progress
+from ..transforms.formats.model_files import load_model
+from ..transforms.formats.shard_samples import TrainSample
+from ..transforms.memory import memory_mib
+from ..transforms.models.scoring import scoring_length
 from ..transforms.paths import expand_urls, writable_directory
 from ..transforms.records import Example, FieldMap
-from ..transforms.scoring import scoring_length
-from ..transforms.selection import RELATIVE_TEMPERATURE, check_temperatures, generator_for
-from ..transforms.shard_samples import TrainSample
+from ..transforms.reporting.logs import progress
+from ..transforms.selection.jest import RELATIVE_TEMPERATURE, check_temperatures, generator_for
 from ..transforms.vocabulary import ONLINE_MODES, RAW_MODES, check_choice
 from . import checkpoints, output_folder
 from .checkpoints import deferred_interrupt

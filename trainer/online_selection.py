@@ -19,16 +19,16 @@ import torch
 from torch import nn
 
 from ..transforms.errors import JestflowError
-from ..transforms.losses import PairEmbeddings
-from ..transforms.scoring import embed_pairs, lm_losses
-from ..transforms.selection import (
+from ..transforms.formats.shard_samples import TrainSample
+from ..transforms.models.losses import PairEmbeddings
+from ..transforms.models.scoring import embed_pairs, lm_losses
+from ..transforms.selection.jest import (
     RELATIVE_TEMPERATURE,
     ContrastivePairScores,
     score,
     select_independent,
     select_joint,
 )
-from ..transforms.shard_samples import TrainSample
 from ..transforms.vocabulary import ONLINE_MODES, check_choice
 from .core import eval_mode
 

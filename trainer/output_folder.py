@@ -8,10 +8,10 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Sequence
 
-from ..transforms.checkpoint import CONFIG
 from ..transforms.errors import JestflowError
+from ..transforms.formats.model_files import CONFIG
+from ..transforms.formats.run_folder import STARTED, SUCCESS
 from ..transforms.paths import filesystem, within, writable_directory
-from ..transforms.run_folder import STARTED, SUCCESS
 from .checkpoints import LOG, STATE
 
 # What a folder's entries say it holds, checked in this order.

@@ -14,11 +14,17 @@ from __future__ import annotations
 import posixpath
 from dataclasses import asdict, dataclass
 
-from ..transforms.checkpoint import copy_model, fingerprint, is_huggingface, load_model, read_config
 from ..transforms.errors import JestflowError
+from ..transforms.formats.model_files import (
+    copy_model,
+    fingerprint,
+    is_huggingface,
+    load_model,
+    read_config,
+)
+from ..transforms.models.scoring import resolve_device
 from ..transforms.paths import filesystem, read_json, same_location, write_json
 from ..transforms.records import FieldMap
-from ..transforms.scoring import resolve_device
 from . import output_folder
 from .checkpoints import STATE, checkpoint_folder
 from .core import evaluate, load_examples

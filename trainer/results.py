@@ -10,8 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..transforms.errors import JestflowError
-from ..transforms.logs import duration
 from ..transforms.paths import filesystem
+from ..transforms.reporting.logs import duration
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,6 @@
-"""The framework-free core: records and readers, the data formats (shard samples, shards,
-manifest, score cache, run folder, checkpoints), models and scoring, JEST selection, and what
-people read (reports, tables, logs). Never imports Beam, `pipeline` or `trainer`."""
+"""The framework-free core. Rooms: `formats/` (the files jestflow writes and reads), `spill/`
+(the job's shuffle through files), `dedup/` (what makes two examples copies), `selection/`
+(JEST), `models/` (models, scoring, losses), `reporting/` (what people read). Beside them the
+data itself: `records` (an example, parsing one record), `readers` (input files), `paths`
+(fsspec), `hashing`, `memory`, `vocabulary`, `errors`. Never imports Beam, `pipeline`, `trainer`,
+`cli` or `demo`."""

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from jestflow.cli import main
-from jestflow.transforms.checkpoint import load_model
+from jestflow.transforms.formats.model_files import load_model
 
 TINY = ["--d-model", "32", "--layers", "1", "--heads", "2", "--max-len", "64", "--batch-size", "16",
         "--device", "cpu"]  # fmt: skip

@@ -190,7 +190,7 @@ def test_a_keep_below_one_example_per_super_batch_is_said(noisy, tmp_path):
 def test_python_warnings_become_one_log_line(tmp_path):
     script = (
         "import warnings\n"
-        "from jestflow.transforms import logs\n"
+        "from jestflow.transforms.reporting import logs\n"
         "logs.configure('INFO')\n"
         "for _ in range(3):\n"
         "    warnings.warn('Palette images with Transparency expressed in bytes')\n"

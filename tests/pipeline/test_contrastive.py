@@ -18,16 +18,16 @@ from corpora import digest, fit, images_config, pairs_config
 
 from jestflow.cli import main
 from jestflow.pipeline.job import run_curation
-from jestflow.transforms.checkpoint import fingerprint, load_model
-from jestflow.transforms.losses import PairEmbeddings
-from jestflow.transforms.manifest import read_manifest
-from jestflow.transforms.offline_selection import SelectionConfig, kept_count, quantise
+from jestflow.transforms.formats.manifest import read_manifest
+from jestflow.transforms.formats.model_files import fingerprint, load_model
+from jestflow.transforms.formats.shards import read_shard
+from jestflow.transforms.models.losses import PairEmbeddings
+from jestflow.transforms.models.scoring import embed_pairs, pair_inputs
 from jestflow.transforms.readers import read_examples
 from jestflow.transforms.records import Example, FieldMap
-from jestflow.transforms.scoring import embed_pairs, pair_inputs
-from jestflow.transforms.selection import ContrastivePairScores, KeyedNoise, select_joint
-from jestflow.transforms.shards import read_shard
-from jestflow.transforms.super_batches import key_hash
+from jestflow.transforms.selection.jest import ContrastivePairScores, KeyedNoise, select_joint
+from jestflow.transforms.selection.offline import SelectionConfig, kept_count, quantise
+from jestflow.transforms.selection.super_batches import key_hash
 
 CORPORA = {"pairs": pairs_config, "images": images_config}
 TINY = ["--d-model", "32", "--layers", "1", "--heads", "2", "--max-len", "64"]

@@ -11,11 +11,11 @@ import pytest
 from corpora import REASONS, config_for, curate, samples
 
 from jestflow.pipeline.job import run_curation
-from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.manifest import read_manifest, status_counts
-from jestflow.transforms.offline_selection import SelectionConfig
-from jestflow.transforms.scoring import DEFAULT_SCORE_SEQ_LEN, lm_losses
+from jestflow.transforms.formats.manifest import read_manifest, status_counts
+from jestflow.transforms.formats.model_files import fingerprint, load_model
+from jestflow.transforms.models.scoring import DEFAULT_SCORE_SEQ_LEN, lm_losses
+from jestflow.transforms.selection.offline import SelectionConfig
 
 
 def test_curate_accounts_ranks_and_cleans(noisy, tmp_path, learned):

@@ -10,8 +10,8 @@ from corpora import config_for, digest
 from helpers import sentences, write_jsonl
 
 from jestflow.pipeline.job import run_curation
-from jestflow.transforms.dedup import DedupConfig
-from jestflow.transforms.manifest import read_manifest
+from jestflow.transforms.dedup.copies import DedupConfig
+from jestflow.transforms.formats.manifest import read_manifest
 
 PARAGRAPHS = [" ".join(sentences(6, seed)) for seed in range(60)]
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import jestflow.pipeline.dedup_step as dedup
-from jestflow.transforms.dedup import Member, clusters
-from jestflow.transforms.dedup_rows import EDGE, edge_row
-from jestflow.transforms.spill import SpillWriter
+from jestflow.transforms.dedup.copies import Member, clusters
+from jestflow.transforms.spill.dedup_rows import EDGE, edge_row
+from jestflow.transforms.spill.files import SpillWriter
 
 
 @pytest.mark.parametrize("compact", [1 << 20, 5])

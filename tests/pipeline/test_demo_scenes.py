@@ -19,7 +19,7 @@ from PIL import Image
 
 from jestflow.cli import main
 from jestflow.demo.scenes import COLOURS, SceneConfig, make_scenes, region_box
-from jestflow.transforms.checkpoint import save_checkpoint
+from jestflow.transforms.formats.model_files import save_checkpoint
 from jestflow.transforms.models import new_model
 from jestflow.transforms.readers import read_examples
 from jestflow.transforms.records import Example, FieldMap

@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from jestflow.pipeline.config import CurateConfig
 from jestflow.pipeline.job import run_curation
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.manifest import STATUSES, read_manifest, status_counts
-from jestflow.transforms.offline_selection import SelectionConfig
+from jestflow.transforms.formats.manifest import STATUSES, read_manifest, status_counts
 from jestflow.transforms.readers import read_file, unsafe_member_name
 from jestflow.transforms.records import REASONS, Example, FieldMap, Rejected
+from jestflow.transforms.selection.offline import SelectionConfig
 
 FIELDS = FieldMap(text="text", keep=("kind",), max_chars=40)  # tar members: KEY.text, KEY.json
 SETTINGS = {

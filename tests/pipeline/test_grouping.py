@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from jestflow.transforms.records import make_example
-from jestflow.transforms.super_batches import bucket_of, group_ranges, key_hash, ranked
+from jestflow.transforms.selection.super_batches import bucket_of, group_ranges, key_hash, ranked
 
 EXAMPLES = [
     make_example(layout="text", text=f"doc {i % 250}", source="a.jsonl", position=i)

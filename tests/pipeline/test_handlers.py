@@ -13,11 +13,11 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from helpers import sentences
 
 from jestflow.pipeline.handlers import Chunk, ScoringHandler, scored_batch
-from jestflow.transforms.cache import Candidate
-from jestflow.transforms.checkpoint import load_model, save_checkpoint
+from jestflow.transforms.formats.model_files import load_model, save_checkpoint
+from jestflow.transforms.formats.score_cache import Candidate
 from jestflow.transforms.models import new_model
+from jestflow.transforms.models.scoring import embed_pairs, lm_losses
 from jestflow.transforms.records import make_example
-from jestflow.transforms.scoring import embed_pairs, lm_losses
 
 TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
 

@@ -16,12 +16,12 @@ from corpora import config_for, curate, digest, pairs_config, plan_for
 from helpers import sentences, write_jsonl
 
 from jestflow.pipeline.job import run_curation
-from jestflow.transforms.checkpoint import fingerprint
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.manifest import read_manifest, status_counts
-from jestflow.transforms.offline_selection import SelectionConfig
-from jestflow.transforms.scoring import DEFAULT_SCORE_SEQ_LEN
-from jestflow.transforms.shards import read_shard
+from jestflow.transforms.formats.manifest import read_manifest, status_counts
+from jestflow.transforms.formats.model_files import fingerprint
+from jestflow.transforms.formats.shards import read_shard
+from jestflow.transforms.models.scoring import DEFAULT_SCORE_SEQ_LEN
+from jestflow.transforms.selection.offline import SelectionConfig
 
 FOLDERS = ("shards", "manifest", "rejected")
 
@@ -234,7 +234,7 @@ def test_inspect_compares_two_runs(noisy, tmp_path, learned):
     from click.testing import CliRunner
 
     from jestflow.cli import main
-    from jestflow.transforms.runs import compare_runs
+    from jestflow.transforms.reporting.runs import compare_runs
 
     old, _ = curate(noisy, tmp_path / "old")
     new, _ = curate(noisy, tmp_path / "new", teacher=str(noisy / "student"))
@@ -300,7 +300,7 @@ def test_an_unreadable_cache_part_is_named(noisy, tmp_path):
 
 
 def test_a_run_over_no_records_fails_and_is_redone_next_time(noisy, tmp_path):
-    from jestflow.transforms.runs import summarize_run
+    from jestflow.transforms.reporting.runs import summarize_run
 
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")

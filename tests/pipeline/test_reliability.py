@@ -22,11 +22,11 @@ import jestflow.pipeline.score_step as score_step
 import jestflow.pipeline.select_step as select_step
 import jestflow.pipeline.write_step as write_step
 from jestflow.pipeline.job import run_curation
-from jestflow.transforms.cache import model_folder
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.manifest import read_manifest, status_counts
+from jestflow.transforms.formats.manifest import read_manifest, status_counts
+from jestflow.transforms.formats.score_cache import model_folder
+from jestflow.transforms.formats.shards import ShardWriter
 from jestflow.transforms.paths import child
-from jestflow.transforms.shards import ShardWriter
 
 FOLDERS = ("shards", "manifest", "rejected")
 
@@ -65,7 +65,7 @@ def big_pool(tmp_path_factory):
 
 KILL_POINTS = {
     # as soon as a worker has renamed its first shard into place
-    "first shard": "jestflow.transforms.shards:ShardWriter._finish:1",
+    "first shard": "jestflow.transforms.formats.shards:ShardWriter._finish:1",
     # mid-way: the input read and spilled, its first chunk scored and spilled, nothing selected
     "scoring": "jestflow.pipeline.score_step:spill_scores:1",
 }
@@ -213,7 +213,7 @@ def test_no_configuration_is_evaluated_as_code(tmp_path):
         for line in text.splitlines():
             if "torch.load(" in line:
                 assert "weights_only=True" in line, f"{path}: {line.strip()}"
-    from jestflow.transforms.checkpoint import load_model
+    from jestflow.transforms.formats.model_files import load_model
 
     (tmp_path / "evil").mkdir()
     config = {"format": "jestflow", "task": "lm", "architecture": "__import__('os').system",

@@ -15,8 +15,8 @@ from helpers import write_jsonl
 from jestflow.cli import main
 from jestflow.demo.corpora import harvest
 from jestflow.trainer.calibrate import CalibrateConfig, calibrate, fit_scale_bias
-from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.formats.model_files import fingerprint, load_model
 from jestflow.transforms.records import FieldMap
 
 PAIRS = FieldMap(query="query", doc="doc")

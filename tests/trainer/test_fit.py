@@ -13,8 +13,8 @@ from helpers import COLORS, SEED, lr, png, shade, untrained_eval, write_jsonl
 
 from jestflow.trainer.core import evaluate, load_examples
 from jestflow.trainer.fit import TeacherConfig, train_teacher
-from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.formats.model_files import fingerprint, load_model
 from jestflow.transforms.records import FieldMap
 
 TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}

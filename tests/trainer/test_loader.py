@@ -17,10 +17,10 @@ from PIL import Image
 
 from jestflow.trainer.loader import train_samples
 from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.formats.shard_samples import encode
+from jestflow.transforms.formats.shards import ShardWriter
 from jestflow.transforms.paths import expand_urls
 from jestflow.transforms.records import make_example
-from jestflow.transforms.shard_samples import encode
-from jestflow.transforms.shards import ShardWriter
 
 
 def write(directory, n_shards=4, per_shard=5, pairs=False):

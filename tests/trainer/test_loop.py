@@ -19,13 +19,13 @@ from helpers import SEED, lr, run_until_killed, sentences, untrained_eval, write
 from jestflow.trainer.core import evaluate, load_examples
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.trainer.loop import TrainConfig, train
-from jestflow.transforms.checkpoint import checkpoint_task, load_model, save_checkpoint
 from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.formats.model_files import checkpoint_task, load_model, save_checkpoint
+from jestflow.transforms.formats.shard_samples import encode
+from jestflow.transforms.formats.shards import ShardWriter
 from jestflow.transforms.models import new_model
+from jestflow.transforms.models.scoring import lm_losses
 from jestflow.transforms.records import FieldMap, make_example
-from jestflow.transforms.scoring import lm_losses
-from jestflow.transforms.shard_samples import encode
-from jestflow.transforms.shards import ShardWriter
 
 TEXT = FieldMap(text="text")
 TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
@@ -156,7 +156,7 @@ def test_resume_on_raw_data_draws_what_an_uninterrupted_run_would(noisy_shards, 
 def run_state(out) -> tuple[str, dict]:
     """A run's committed model (fingerprint) and optimizer state (every tensor)."""
     from jestflow.trainer.checkpoints import checkpoint_folder
-    from jestflow.transforms.checkpoint import fingerprint
+    from jestflow.transforms.formats.model_files import fingerprint
 
     optimizer = torch.load(f"{checkpoint_folder(str(out))}/optimizer.pt", weights_only=True)
     return fingerprint(str(out)), optimizer
@@ -218,7 +218,7 @@ def test_resume_continues_at_the_step_it_stopped(noisy_shards, tmp_path):
 def test_a_trained_student_is_a_checkpoint_the_curation_job_can_use(noisy_shards, tmp_path):
     from jestflow.pipeline.config import CurateConfig
     from jestflow.pipeline.job import run_curation
-    from jestflow.transforms.offline_selection import SelectionConfig
+    from jestflow.transforms.selection.offline import SelectionConfig
 
     train(config(noisy_shards, tmp_path / "student", steps=5, eval_inputs=()))
     assert checkpoint_task(str(tmp_path / "student")) == "lm"
@@ -376,7 +376,7 @@ def test_promote_makes_a_teacher_with_the_students_fingerprint(noisy_shards, tmp
     from click.testing import CliRunner
 
     from jestflow.cli import main
-    from jestflow.transforms.checkpoint import fingerprint
+    from jestflow.transforms.formats.model_files import fingerprint
 
     student = str(tmp_path / "student")
     train(config(noisy_shards, student, steps=20, eval_inputs=()))
@@ -494,7 +494,7 @@ def test_a_run_killed_after_its_last_commit_is_repaired_and_promoted_from_the_co
     says step 6, the top still holds other weights. Resume and promote use the commit."""
     from jestflow.trainer.checkpoints import checkpoint_folder
     from jestflow.trainer.promote import PromoteConfig, promote
-    from jestflow.transforms.checkpoint import fingerprint
+    from jestflow.transforms.formats.model_files import fingerprint
 
     out = tmp_path / "run"
     train(config(noisy_shards, out, steps=6, eval_every=3, eval_inputs=()))

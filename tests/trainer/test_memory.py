@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
+from jestflow.transforms.formats.shard_samples import encode
+from jestflow.transforms.formats.shards import ShardWriter
 from jestflow.transforms.records import make_example
-from jestflow.transforms.shard_samples import encode
-from jestflow.transforms.shards import ShardWriter
 
 STEPS, EARLY = 240, 60
 

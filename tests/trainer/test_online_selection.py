@@ -9,10 +9,14 @@ from helpers import sentences
 
 from jestflow.trainer.online_selection import select_online, student_losses
 from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.formats.shard_samples import TrainSample
 from jestflow.transforms.models import new_model
-from jestflow.transforms.scoring import embed_pairs, lm_losses
-from jestflow.transforms.selection import ContrastivePairScores, select_independent, select_joint
-from jestflow.transforms.shard_samples import TrainSample
+from jestflow.transforms.models.scoring import embed_pairs, lm_losses
+from jestflow.transforms.selection.jest import (
+    ContrastivePairScores,
+    select_independent,
+    select_joint,
+)
 
 TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jestflow.transforms.cache import (
+from jestflow.transforms.formats.score_cache import (
     CachedOutputs,
     ModelOutput,
     cache_parts,

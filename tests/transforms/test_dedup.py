@@ -1,4 +1,4 @@
-"""What makes two examples copies, and how copies form clusters (transforms/dedup.py)."""
+"""What makes two examples copies, and how copies form clusters (transforms/dedup/copies.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from jestflow.transforms.dedup import (
+from jestflow.transforms.dedup.copies import (
     PAIRED,
     DedupConfig,
     Member,
@@ -22,8 +22,14 @@ from jestflow.transforms.dedup import (
     normalise,
     signature,
 )
+from jestflow.transforms.dedup.minhash import (
+    BATCH_CHARS,
+    lsh_bands,
+    shingles,
+    signatures,
+    similarity,
+)
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.minhash import BATCH_CHARS, lsh_bands, shingles, signatures, similarity
 from jestflow.transforms.records import make_example
 
 NEAR = DedupConfig()
@@ -101,7 +107,7 @@ def test_a_batch_fingerprints_each_example_as_it_would_alone(monkeypatch):
     alone = [signature(e, NEAR) for e in batch]
     assert [s is None for s in alone] == [False, True, False, True, False, False]
     for chars in (BATCH_CHARS, 300):  # also cut into parts of at most 300 characters
-        monkeypatch.setattr("jestflow.transforms.minhash.BATCH_CHARS", chars)
+        monkeypatch.setattr("jestflow.transforms.dedup.minhash.BATCH_CHARS", chars)
         together = signatures(batch, NEAR.num_perm, NEAR.seed)
         for a, b in zip(alone, together, strict=True):
             assert (a is None and b is None) or a.tobytes() == b.tobytes()

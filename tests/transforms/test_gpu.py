@@ -15,12 +15,12 @@ import torch.nn.functional as F
 
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.losses import PairEmbeddings, token_nll
 from jestflow.transforms.models import new_model
 from jestflow.transforms.models.layers import pad, to_device
+from jestflow.transforms.models.losses import PairEmbeddings, token_nll
+from jestflow.transforms.models.scoring import autocast, embed_pairs, lm_losses, precision
 from jestflow.transforms.records import FieldMap
-from jestflow.transforms.scoring import autocast, embed_pairs, lm_losses, precision
-from jestflow.transforms.selection import ContrastivePairScores, select_joint
+from jestflow.transforms.selection.jest import ContrastivePairScores, select_joint
 
 pytestmark = [
     pytest.mark.gpu,
@@ -174,7 +174,10 @@ def test_a_batch_out_of_gpu_memory_is_split_and_every_text_scored(caplog):
     lm_losses(model, texts[:2])  # warm up: cuBLAS workspaces, kernels
     free = lm_losses(model, texts, max_tokens=1 << 17)  # one batch of 64 × 1025 tokens
     # That batch's logits alone are 64 × 1024 × 257 × 4 bytes ≈ 67 MB in float32; one text's ~1 MB.
-    with memory_cap(96 << 20), caplog.at_level(logging.WARNING, "jestflow.transforms.scoring"):
+    with (
+        memory_cap(96 << 20),
+        caplog.at_level(logging.WARNING, "jestflow.transforms.models.scoring"),
+    ):
         capped = lm_losses(model, texts, max_tokens=1 << 17)
     assert any("ran out of memory" in r.getMessage() for r in caplog.records)
     assert_same_in_order(capped, free)

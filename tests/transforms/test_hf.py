@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from helpers import write_jsonl
 
 from jestflow.trainer.fit import TeacherConfig, train_teacher
-from jestflow.transforms.checkpoint import fingerprint, load_model
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.losses import PairEmbeddings
+from jestflow.transforms.formats.model_files import fingerprint, load_model
 from jestflow.transforms.models.hf import HFCausalLM, HFTextEncoder
+from jestflow.transforms.models.losses import PairEmbeddings
+from jestflow.transforms.models.scoring import embed_pairs, lm_losses, pair_loss_shares
 from jestflow.transforms.records import FieldMap
-from jestflow.transforms.scoring import embed_pairs, lm_losses, pair_loss_shares
 
 transformers = pytest.importorskip("transformers")
 

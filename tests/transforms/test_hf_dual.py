@@ -20,13 +20,13 @@ from jestflow.cli import main
 from jestflow.trainer.calibrate import CalibrateConfig, calibrate
 from jestflow.trainer.core import evaluate, load_examples
 from jestflow.trainer.fit import TeacherConfig, train_teacher
-from jestflow.transforms.checkpoint import checkpoint_task, fingerprint, load_model
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.losses import as_float
+from jestflow.transforms.formats.model_files import checkpoint_task, fingerprint, load_model
 from jestflow.transforms.models.hf import HFTextEncoder
 from jestflow.transforms.models.hf_dual import HFDualEncoder
+from jestflow.transforms.models.losses import as_float
+from jestflow.transforms.models.scoring import embed_pairs, pair_inputs, pair_loss_shares
 from jestflow.transforms.records import FieldMap, make_example
-from jestflow.transforms.scoring import embed_pairs, pair_inputs, pair_loss_shares
 
 transformers = pytest.importorskip("transformers")
 Image = pytest.importorskip("PIL.Image")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from jestflow.transforms.manifest import (
+from jestflow.transforms.formats.manifest import (
     MANIFEST_SCHEMA,
     REJECTED_SCHEMA,
     dead_letter,

@@ -8,13 +8,18 @@ import pytest
 import torch
 from helpers import SEED, lr, png
 
-from jestflow.transforms.checkpoint import fingerprint, load_model, save_checkpoint
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.losses import PairEmbeddings
+from jestflow.transforms.formats.model_files import fingerprint, load_model, save_checkpoint
 from jestflow.transforms.models.layers import pad, padded_length
 from jestflow.transforms.models.lm import CausalLM, LMConfig
+from jestflow.transforms.models.losses import PairEmbeddings
+from jestflow.transforms.models.scoring import (
+    embed_pairs,
+    length_batches,
+    lm_losses,
+    pair_loss_shares,
+)
 from jestflow.transforms.models.towers import TowerConfig, TwoTower, TwoTowerConfig
-from jestflow.transforms.scoring import embed_pairs, length_batches, lm_losses, pair_loss_shares
 
 TEXTS = ["def f(x): return x", "a", "Return the sum of a and b." * 5, "héllo wörld", "zz"]
 

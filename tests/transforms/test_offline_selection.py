@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import randn
 
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.offline_selection import ScoredBatch, SelectionConfig, select_super_batch
 from jestflow.transforms.records import make_example
+from jestflow.transforms.selection.offline import ScoredBatch, SelectionConfig, select_super_batch
 
 EXAMPLES = [make_example(layout="text", text=f"t{i}", position=i) for i in range(50)]
 

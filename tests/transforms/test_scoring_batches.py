@@ -13,7 +13,7 @@ import torch
 
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.models import new_model
-from jestflow.transforms.scoring import (
+from jestflow.transforms.models.scoring import (
     PIXELS_PER_TOKEN,
     embed_pairs,
     item_length,
@@ -103,7 +103,7 @@ def test_losses_differ_between_texts(lm):
 
 def test_out_of_memory_batches_are_split_and_every_text_scored_once_in_order(lm, caplog):
     wrapped = OomLM(lm, limit=3)
-    with caplog.at_level(logging.WARNING, logger="jestflow.transforms.scoring"):
+    with caplog.at_level(logging.WARNING, logger="jestflow.transforms.models.scoring"):
         losses = lm_losses(wrapped, TEXTS, max_batch=16, max_tokens=100_000)
     assert losses.shape == (len(TEXTS),)
     assert_same_in_order(losses, one_by_one(lm, TEXTS))
@@ -159,7 +159,7 @@ def test_embed_pairs_split_batches_and_keep_every_pair(caplog):
     model = new_model("contrastive", d_model=32, n_layer=1, n_head=2).eval()
     queries, docs = TEXTS, [t[::-1] + " doc" for t in TEXTS]
     wrapped = OomTowers(model, limit=5)
-    with caplog.at_level(logging.WARNING, logger="jestflow.transforms.scoring"):
+    with caplog.at_level(logging.WARNING, logger="jestflow.transforms.models.scoring"):
         split = embed_pairs(wrapped, queries, docs, max_batch=32)
     whole = embed_pairs(model, queries, docs, max_batch=32)
     alone = [embed_pairs(model, [q], [d]) for q, d in zip(queries, docs, strict=True)]

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.losses import PairEmbeddings
-from jestflow.transforms.selection import (
+from jestflow.transforms.models.losses import PairEmbeddings
+from jestflow.transforms.selection.jest import (
     ContrastivePairScores,
     chunk_sizes,
     easy_reference,

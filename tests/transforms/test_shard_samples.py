@@ -8,10 +8,10 @@ import pytest
 from helpers import png
 
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.offline_selection import Decision
+from jestflow.transforms.formats.shard_samples import CorruptSample, decode, encode, encode_selected
+from jestflow.transforms.formats.shards import tar_samples, write_shards
 from jestflow.transforms.records import make_example
-from jestflow.transforms.shard_samples import CorruptSample, decode, encode, encode_selected
-from jestflow.transforms.shards import tar_samples, write_shards
+from jestflow.transforms.selection.offline import Decision
 
 EXAMPLES = {
     "text": make_example(layout="text", text="héllo wörld", source="a.jsonl", position=3,

@@ -10,9 +10,9 @@ import webdataset as wds
 from helpers import png
 
 from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.formats.shard_samples import encode
+from jestflow.transforms.formats.shards import ShardWriter, read_shard, write_shards
 from jestflow.transforms.records import make_example
-from jestflow.transforms.shard_samples import encode
-from jestflow.transforms.shards import ShardWriter, read_shard, write_shards
 
 
 def samples(n: int, layout: str = "text"):

@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from jestflow.transforms import spill
-from jestflow.transforms.cache import ModelOutput
-from jestflow.transforms.dedup import Member
-from jestflow.transforms.dedup_rows import EDGE, MEMBER, edge_row, member_of, member_row
-from jestflow.transforms.offline_selection import Decision
+from jestflow.transforms.dedup.copies import Member
+from jestflow.transforms.formats.score_cache import ModelOutput
 from jestflow.transforms.records import make_example
-from jestflow.transforms.spill import SpillWriter, read_rows, remove_folder
-from jestflow.transforms.spill_rows import (
+from jestflow.transforms.selection.offline import Decision
+from jestflow.transforms.selection.super_batches import bucket_of, key_hash
+from jestflow.transforms.spill import files as spill
+from jestflow.transforms.spill.dedup_rows import EDGE, MEMBER, edge_row, member_of, member_row
+from jestflow.transforms.spill.files import SpillWriter, read_rows, remove_folder
+from jestflow.transforms.spill.rows import (
     DECISION,
     PAYLOAD,
     SCORED,
@@ -25,7 +26,6 @@ from jestflow.transforms.spill_rows import (
     scored_row,
     stub_example,
 )
-from jestflow.transforms.super_batches import bucket_of, key_hash
 
 SCHEMA = pa.schema([("n", pa.int64()), ("text", pa.string())])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from jestflow.transforms.stats import (
+from jestflow.transforms.selection.stats import (
     count_scores,
     histogram,
     summarize,

@@ -1,4 +1,7 @@
-"""The built-in models: a byte-level causal LM and a two-tower contrastive encoder."""
+"""Models and scoring: the built-in models (`lm`: a byte-level causal LM; `towers`: the two-tower
+contrastive encoder with its towers in `ngram_tower`, `conv_tower`, `images`, `layers`), the
+Hugging Face adapters (`hf`, `hf_dual`), batched scoring (`scoring`) and the losses (`losses`).
+`new_model` makes a fresh built-in model."""
 
 from __future__ import annotations
 
@@ -9,7 +12,23 @@ from torch import nn
 from ..errors import JestflowError
 from ..vocabulary import TASKS, check_choice
 from .lm import CausalLM, LMConfig
+from .losses import PairEmbeddings
+from .scoring import embed_pairs, lm_losses, resolve_device, scoring_length
 from .towers import TowerConfig, TwoTower, TwoTowerConfig
+
+__all__ = [
+    "CausalLM",
+    "LMConfig",
+    "PairEmbeddings",
+    "TowerConfig",
+    "TwoTower",
+    "TwoTowerConfig",
+    "embed_pairs",
+    "lm_losses",
+    "new_model",
+    "resolve_device",
+    "scoring_length",
+]
 
 SIZE_KEYS = ("d_model", "n_layer", "n_head", "max_len", "text_encoder", "image_encoder")
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import missing_extra
-from ..losses import PairEmbeddings, token_nll
 from .layers import pad, to_device
+from .losses import PairEmbeddings, token_nll
 
 
 def _transformers():

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import token_nll
 from .layers import Block, byte_tokens, init_weights, pad, to_device
+from .losses import token_nll
 
 BOS = 256  # token ids 0..255 are bytes
 

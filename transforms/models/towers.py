@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import PairEmbeddings
 from .conv_tower import ConvTower
 from .images import decode_image
 from .layers import Block, byte_tokens, init_weights, pad, to_device
+from .losses import PairEmbeddings
 from .ngram_tower import NgramTower
 
 TOWER_KINDS = ("text", "image")

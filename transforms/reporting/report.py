@@ -11,7 +11,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .paths import filesystem
 from .tables import html_table as table
 
 COLOURS = {"selected": "#2a7ab0", "not_selected": "#c8773a"}
@@ -123,9 +122,3 @@ def render(stats: Mapping[str, Any]) -> str:
         f'<!doctype html><html><head><meta charset="utf-8"><title>jestflow report</title>'
         f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
     )
-
-
-def write_report(stats: Mapping[str, Any], url: str) -> None:
-    fs, path = filesystem(url)
-    with fs.open(path, "w") as f:
-        f.write(render(stats))

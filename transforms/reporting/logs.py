@@ -118,31 +118,3 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far, in MiB (logged by the training loops, so a
-    long run's log shows whether memory grows). On Linux from VmHWM: getrusage's ru_maxrss keeps
-    the peak of whatever process forked this one (a 700 MiB launcher hides a 300 MiB run)."""
-    return memory_mib()[0]
-
-
-def memory_mib() -> tuple[float, float | None]:
-    """(peak resident memory so far, resident memory now) of this process in MiB, from one read
-    of /proc/self/status; now is None without /proc. Beside the peak, now tells memory that stays
-    from a rare step that needed more."""
-    found = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                name, _, value = line.partition(":")
-                if name in ("VmHWM", "VmRSS"):
-                    found[name] = int(value.split()[0]) / 2**10  # kB
-    except (OSError, IndexError, ValueError):
-        found = {}
-    if "VmHWM" in found:
-        return found["VmHWM"], found.get("VmRSS")
-    import resource  # Unix only: imported where /proc is missing, not on import
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (peak / 2**20 if sys.platform == "darwin" else peak / 2**10), None  # bytes; KiB

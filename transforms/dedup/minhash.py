@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from rensa import RMinHash
 
-from .hashing import mix64
-from .records import Example
+from ..hashing import mix64
+from ..records import Example
 
 SHINGLE = 5  # code points per shingle
 MAX_SHINGLED_CHARS = 100_000  # of each text; longer texts are shingled on their beginning

@@ -15,11 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import JestflowError
-from .manifest import STATUSES, read_manifest, status_counts
-from .paths import filesystem, read_json
-from .run_folder import MANIFEST, RUN, is_complete
-from .stats import SCORED
+from ..errors import JestflowError
+from ..formats.manifest import STATUSES, read_manifest, status_counts
+from ..formats.run_folder import MANIFEST, RUN, is_complete
+from ..paths import filesystem, read_json
+from ..selection.stats import SCORED
 from .tables import text_table
 
 STATUS_COUNTS = ("inputs", *STATUSES)

@@ -16,9 +16,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..paths import filesystem, replacing, writable_directory
+from ..records import Example, Rejected
 from .parquet import read_parquet
-from .paths import filesystem, replacing, writable_directory
-from .records import Example, Rejected
 
 MANIFEST_SCHEMA = pa.schema(
     [

@@ -28,9 +28,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import JestflowError
+from ..errors import JestflowError
+from ..records import Example
 from .minhash import lsh_bands, lsh_keys, signatures, similarities
-from .records import Example
 
 DEDUP_METHODS = ("near", "exact", "none")
 PAIRED = 16  # the representatives of a bucket a new content is compared with, at most

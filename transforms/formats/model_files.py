@@ -20,12 +20,12 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from .errors import JestflowError
-from .losses import as_float
-from .models.lm import CausalLM, LMConfig
-from .models.towers import TwoTower, TwoTowerConfig
-from .paths import filesystem, replacing, writable_directory
-from .vocabulary import TASKS, check_choice
+from ..errors import JestflowError
+from ..models.lm import CausalLM, LMConfig
+from ..models.losses import as_float
+from ..models.towers import TwoTower, TwoTowerConfig
+from ..paths import filesystem, replacing, writable_directory
+from ..vocabulary import TASKS, check_choice
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -125,7 +125,7 @@ def checkpoint_task(directory: str) -> str | None:
     image–text dual encoder; None for other Hugging Face directories."""
     config = read_config(directory)
     if is_huggingface(config):
-        from .models.hf_dual import is_dual_encoder
+        from ..models.hf_dual import is_dual_encoder
 
         return "contrastive" if is_dual_encoder(config) else None
     return config.get("task")
@@ -231,8 +231,8 @@ def _load_builtin(directory: str, config: dict[str, Any], task: str | None) -> n
 def _load_huggingface(directory: str, config: dict[str, Any], task: str | None) -> nn.Module:
     """An image–text dual encoder (CLIP, SigLIP, VisionTextDualEncoder) as `HFDualEncoder`, a
     causal LM as `HFCausalLM`, any other model as `HFTextEncoder` (a text-pair encoder)."""
-    from .models.hf import HFCausalLM, HFTextEncoder
-    from .models.hf_dual import HFDualEncoder, is_dual_encoder
+    from ..models.hf import HFCausalLM, HFTextEncoder
+    from ..models.hf_dual import HFDualEncoder, is_dual_encoder
 
     is_lm = is_causal_lm(config)
     dual = is_dual_encoder(config)

@@ -1,4 +1,4 @@
-"""What the curation job spills (`spill.py`), a schema and its row ↔ value functions each, side by
+"""What the curation job spills (`files.py`), a schema and its row ↔ value functions each, side by
 side: examples' payloads, scored examples, selection decisions (dedup's rows are in
 `dedup_rows.py`).
 
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .cache import ModelOutput
-from .offline_selection import Decision
-from .records import Example
+from ..formats.score_cache import ModelOutput
+from ..records import Example
+from ..selection.offline import Decision
 
 PAYLOAD = pa.schema(
     [

@@ -27,10 +27,10 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .errors import JestflowError
-from .hashing import GOLDEN, hash64, mix64
-from .losses import PairEmbeddings
-from .vocabulary import METHODS, SCORE_MODES
+from ..errors import JestflowError
+from ..hashing import GOLDEN, hash64, mix64
+from ..models.losses import PairEmbeddings
+from ..vocabulary import METHODS, SCORE_MODES
 
 Method = Literal["sample", "topk"]
 RELATIVE_TEMPERATURE = 0.1  # the default: τ = this × the scores' median absolute deviation

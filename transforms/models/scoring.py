@@ -16,12 +16,12 @@ from typing import Protocol
 
 import torch
 
-from .errors import JestflowError
+from ..errors import JestflowError
+from ..records import Example
+from .layers import padded_length
 from .losses import PairEmbeddings, as_float
-from .models.layers import padded_length
-from .records import Example
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class LanguageModel(Protocol):
@@ -127,7 +127,7 @@ class _Budget:
         """After a batch of `size` items, the longest `longest` tokens, ran out of memory."""
         self.max_batch = min(self.max_batch, -(-size // 2))
         self.max_tokens = min(self.max_tokens, self.max_batch * self.width(longest))
-        logger.warning(
+        log.warning(
             "a scoring batch of %d items (%d tokens each, padded) ran out of memory on %s (%s); "
             "scoring it in halves, and at most %d items, %d padded tokens a batch from now on",
             size, self.width(longest), device, error, self.max_batch, self.max_tokens,

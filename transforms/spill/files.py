@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .paths import child, filesystem, replacing
+from ..paths import child, filesystem, replacing
 
 MAX_BYTES = 32 << 20  # rows a producer keeps before writing a run
 BLOCK_ROWS = 2048  # rows per record batch of a run

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .errors import JestflowError
+from ..errors import JestflowError
+from ..paths import child, filesystem
+from ..records import Example
 from .manifest import write_parquet
 from .parquet import read_parquet
-from .paths import child, filesystem
-from .records import Example
 
 CACHE_SCHEMA = pa.schema(
     [

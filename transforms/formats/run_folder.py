@@ -5,7 +5,7 @@ an interrupted one, mark completion last.
     manifest/   Parquet parts, a row for every input record (manifest.py)
     rejected/   the dead letters: raw input and reason (manifest.py)
     stats.json, report.html, run.json, _STARTED, _SUCCESS
-    _temporary/ the job's spill files (transforms/spill.py), deleted after _SUCCESS
+    _temporary/ the job's spill files (transforms/spill/files.py), deleted after _SUCCESS
 
 
 A run first writes `_STARTED` (its start time); the job's final step writes `stats.json`,
@@ -26,9 +26,8 @@ from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from .errors import JestflowError
-from .paths import filesystem, read_json, writable_directory, write_json
-from .report import write_report
+from ..errors import JestflowError
+from ..paths import filesystem, read_json, writable_directory, write_json
 
 SHARDS, MANIFEST, REJECTED = "shards", "manifest", "rejected"
 STATS, REPORT, RUN = "stats.json", "report.html", "run.json"
@@ -106,13 +105,15 @@ def now() -> str:
 
 
 def close(
-    output: str, stats: Mapping[str, Any], run: Mapping[str, Any], *, succeeded: bool
+    output: str, stats: Mapping[str, Any], report: str, run: Mapping[str, Any], *, succeeded: bool
 ) -> None:
-    """Write the run's closing files in order: stats.json, report.html, run.json, and _SUCCESS
-    last when the run `succeeded` (without it, the folder reads as interrupted: redone next time),
-    and only then delete the spill files in `_temporary/`."""
+    """Write the run's closing files in order: stats.json, report.html (the page `report`),
+    run.json, and _SUCCESS last when the run `succeeded` (without it, the folder reads as
+    interrupted: redone next time), and only then delete the spill files in `_temporary/`."""
     write_json(stats, posixpath.join(output, STATS))
-    write_report(stats, posixpath.join(output, REPORT))
+    fs, path = filesystem(posixpath.join(output, REPORT))
+    with fs.open(path, "w") as f:
+        f.write(report)
     write_json(run, posixpath.join(output, RUN))
     if succeeded:
         fs, root = filesystem(output)

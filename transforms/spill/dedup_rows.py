@@ -1,4 +1,4 @@
-"""What the dedup step spills (`spill.py`), a schema and its row ↔ value functions each:
+"""What the dedup step spills (`files.py`), a schema and its row ↔ value functions each:
 
 - MEMBER: an example in one of its dedup buckets (the read step writes these, by coarse group);
 - NEED: a near candidate whose MinHash signature a coarse group needs, by input file;
@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .dedup import Member
+from ..dedup.copies import Member
 
 _MEMBER_FIELDS = [
     ("file", pa.int32()),  # the input file's index in the run's sorted inputs

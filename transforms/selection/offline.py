@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import JestflowError
-from .losses import PairEmbeddings
-from .records import Example
-from .selection import (
+from ..errors import JestflowError
+from ..models.losses import PairEmbeddings
+from ..records import Example
+from ..vocabulary import METHODS, OFFLINE_MODES, check_choice
+from .jest import (
     RELATIVE_TEMPERATURE,
     ContrastivePairScores,
     KeyedNoise,
@@ -28,7 +29,6 @@ from .selection import (
     select_independent,
     select_joint,
 )
-from .vocabulary import METHODS, OFFLINE_MODES, check_choice
 
 
 @dataclass(frozen=True, kw_only=True)

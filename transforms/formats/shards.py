@@ -4,7 +4,7 @@ back (webdataset's tar expander, for the trainer's loader and for tools). What a
 
 Shards are written under a temporary name and renamed when complete, with a fixed mtime, owner
 and mode, so the same samples always give the same bytes. (Raw *input* tars are read by
-`readers.py` instead: they are untrusted, so every member is checked and a bad sample becomes a
+`transforms/readers.py` instead: they are untrusted, so every member is checked and a bad sample becomes a
 dead letter rather than an error.)
 """
 
@@ -21,8 +21,8 @@ import webdataset as wds
 from webdataset.handlers import reraise_exception
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from .errors import JestflowError
-from .paths import filesystem, writable_directory
+from ..errors import JestflowError
+from ..paths import filesystem, writable_directory
 from .shard_samples import decode_payloads
 
 MTIME = 0  # fixed member metadata: the same samples give the same bytes

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import JestflowError
-from .offline_selection import Decision
-from .records import Example
+from ..errors import JestflowError
+from ..records import Example
+from ..selection.offline import Decision
 
 TEXT, DOC, INFO, EMBEDDINGS = "txt", "doc.txt", "json", "npy"
 IMAGE_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
