@@ -64,9 +64,16 @@ def prepare(out: Path, extra: int) -> dict[str, str]:
     if not (out / "extra" / "lm" / "pool.jsonl").exists():
         make_corpora(DemoDataConfig(output=str(out / "extra"), pool_size=extra, seed=1))
     if not (teacher / "model.safetensors").exists():
-        train_teacher(TeacherConfig(inputs=(str(data / "lm" / "reference.jsonl"),),
-                                    output=str(teacher), task="lm", fields=FieldMap(text="text"),
-                                    steps=300, overwrite=True))  # fmt: skip
+        train_teacher(
+            TeacherConfig(
+                inputs=(str(data / "lm" / "reference.jsonl"),),
+                output=str(teacher),
+                task="lm",
+                fields=FieldMap(text="text"),
+                steps=300,
+                overwrite=True,
+            )
+        )
     if not (out / "teacher-2" / "model.safetensors").exists():
         save_checkpoint(load_model(str(teacher)), str(out / "teacher-2"), meta={"copy": 2})
     return {
@@ -90,10 +97,18 @@ def main() -> None:
 
     def curate(name: str, *, cached: bool, inputs=(files["pool"],), teacher=files["teacher"]):
         config = CurateConfig(
-            inputs=inputs, output=str(out / "runs" / name), teacher=teacher, task="lm",
-            fields=TEXT, selection=SelectionConfig(keep=0.5, method="topk"), super_batch=1000,
-            tiers=4, workers=args.workers, cache=str(cache) if cached else None, overwrite=True,
-        )  # fmt: skip
+            inputs=inputs,
+            output=str(out / "runs" / name),
+            teacher=teacher,
+            task="lm",
+            fields=TEXT,
+            selection=SelectionConfig(keep=0.5, method="topk"),
+            super_batch=1000,
+            tiers=4,
+            workers=args.workers,
+            cache=str(cache) if cached else None,
+            overwrite=True,
+        )
         start = time.perf_counter()
         stats = run_curation(config)
         return stats, time.perf_counter() - start
@@ -112,31 +127,42 @@ def main() -> None:
         print(f"{name}: {seconds:.1f} s", flush=True)
 
     base = rows[0][2]
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{args.workers} Beam worker(s); demo LM pool + teacher\n")  # fmt: skip
+    print(
+        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.workers} Beam worker(s); demo LM pool + teacher\n"
+    )
     header = ("run", "inputs", "teacher scored", "from cache", "seconds", "× no cache")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, stats, seconds in rows:
         teacher = stats["scoring"]["teacher"]
-        print(f"| {name} | {stats['counts']['inputs']:,} | {teacher['scored']:,} | "
-              f"{teacher['cached']:,} | {seconds:.1f} | {seconds / base:.2f} |")  # fmt: skip
+        print(
+            f"| {name} | {stats['counts']['inputs']:,} | {teacher['scored']:,} | "
+            f"{teacher['cached']:,} | {seconds:.1f} | {seconds / base:.2f} |"
+        )
     cold, warm = (manifest_rows(out / "runs" / name) for name in ("cold-cache", "warm-cache"))
     same = {k: r["selection"] for k, r in cold.items()} == {
         k: r["selection"] for k, r in warm.items()
     }
-    moved = [abs(cold[k]["teacher_loss"] - warm[k]["teacher_loss"]) for k in cold
-             if cold[k]["teacher_loss"] != warm[k]["teacher_loss"]]  # fmt: skip
+    moved = [
+        abs(cold[k]["teacher_loss"] - warm[k]["teacher_loss"])
+        for k in cold
+        if cold[k]["teacher_loss"] != warm[k]["teacher_loss"]
+    ]
     identical = all(
         digest(out / "runs" / "cold-cache" / folder) == digest(out / "runs" / "warm-cache" / folder)
         for folder in ("shards", "manifest")
     )
-    print(f"\nwarm vs cold: the same selection (status, score, tier, shard, rank of every "
-          f"example): {same}; the same shard and manifest bytes: {identical}")  # fmt: skip
+    print(
+        f"\nwarm vs cold: the same selection (status, score, tier, shard, rank of every "
+        f"example): {same}; the same shard and manifest bytes: {identical}"
+    )
     if moved:
-        print(f"stored teacher losses differ for {len(moved)} examples, by at most "
-              f"{max(moved):.1e}: duplicates the cold run scored in different super-batches "
-              "(last-bit differences); the cache holds one loss per content id")  # fmt: skip
+        print(
+            f"stored teacher losses differ for {len(moved)} examples, by at most "
+            f"{max(moved):.1e}: duplicates the cold run scored in different super-batches "
+            "(last-bit differences); the cache holds one loss per content id"
+        )
 
 
 if __name__ == "__main__":

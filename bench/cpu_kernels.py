@@ -50,9 +50,17 @@ def prepare(out: Path) -> None:
         if (teacher / "model.safetensors").exists():
             continue
         fields = FieldMap(text="text") if task == "lm" else FieldMap(query="query", doc="doc")
-        train_teacher(TeacherConfig(inputs=(str(out / "data" / task / "reference.jsonl"),),
-                                    output=str(teacher), task=task, fields=fields,
-                                    steps=spec["steps"], device="cpu", overwrite=True))  # fmt: skip
+        train_teacher(
+            TeacherConfig(
+                inputs=(str(out / "data" / task / "reference.jsonl"),),
+                output=str(teacher),
+                task=task,
+                fields=fields,
+                steps=spec["steps"],
+                device="cpu",
+                overwrite=True,
+            )
+        )
 
 
 def curate(out: Path, task: str, setting: str) -> Path:
@@ -62,11 +70,32 @@ def curate(out: Path, task: str, setting: str) -> Path:
         return run
     env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES} | SETTINGS[setting]
     spec = TASKS[task]
-    command = [sys.executable, "-m", "jestflow.cli", "curate",
-               str(out / "data" / task / "pool.jsonl"), "-o", str(run), "--overwrite",
-               "--teacher", str(out / f"teacher-{task}"), "--task", task, *spec["fields"],
-               "--keep", spec["keep"], "--super-batch", "1000", "--workers", "1",
-               "--device", "cpu", "--cache", str(run / "cache"), "--quiet"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "jestflow.cli",
+        "curate",
+        str(out / "data" / task / "pool.jsonl"),
+        "-o",
+        str(run),
+        "--overwrite",
+        "--teacher",
+        str(out / f"teacher-{task}"),
+        "--task",
+        task,
+        *spec["fields"],
+        "--keep",
+        spec["keep"],
+        "--super-batch",
+        "1000",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--cache",
+        str(run / "cache"),
+        "--quiet",
+    ]
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     return run
 
@@ -115,17 +144,32 @@ def main() -> None:
     if "native" not in settings:
         settings.insert(0, "native")
     prepare(out)
-    header = ("task", "setting", "max |Δ raw|", "rounded values differ", "selection differs",
-              "Jaccard kept", "same shard bytes")  # fmt: skip
+    header = (
+        "task",
+        "setting",
+        "max |Δ raw|",
+        "rounded values differ",
+        "selection differs",
+        "Jaccard kept",
+        "same shard bytes",
+    )
     rows = []
     for task in TASKS:
         native = curate(out, task, "native")
         for setting in settings[1:]:
             run = curate(out, task, setting)
             c = compare(run, native, out / f"teacher-{task}")
-            rows.append((task, setting, f"{c['raw']:.1e}", f"{c['rounded']:.2%}",
-                         f"{c['status']} of {c['examples']}", f"{c['jaccard']:.4f}",
-                         "yes" if c["bytes"] else "no"))  # fmt: skip
+            rows.append(
+                (
+                    task,
+                    setting,
+                    f"{c['raw']:.1e}",
+                    f"{c['rounded']:.2%}",
+                    f"{c['status']} of {c['examples']}",
+                    f"{c['jaccard']:.4f}",
+                    "yes" if c["bytes"] else "no",
+                )
+            )
             print(f"  {task} {setting}: done", flush=True)
     print()
     print_table(header, rows)

@@ -128,11 +128,21 @@ def train_small_teacher(root: Path, steps: int, seed: int) -> str:
         for _ in range(1000):
             f.write(json.dumps({"text": clean_text(rng, paragraphs)}) + "\n")
     output = str(root / "teacher")
-    train_teacher(TeacherConfig(
-        inputs=(str(reference),), output=output, task="lm", fields=FieldMap(text="text"),
-        steps=steps, batch_size=16, lr=3e-3, warmup_steps=5, seed=seed, device="cpu",
-        overwrite=True,  # the built-in LM's default size, as `jestflow teacher train` makes it
-    ))  # fmt: skip
+    train_teacher(
+        TeacherConfig(
+            inputs=(str(reference),),
+            output=output,
+            task="lm",
+            fields=FieldMap(text="text"),
+            steps=steps,
+            batch_size=16,
+            lr=3e-3,
+            warmup_steps=5,
+            seed=seed,
+            device="cpu",
+            overwrite=True,  # the built-in LM's default size, as `jestflow teacher train` makes it
+        )
+    )
     return output
 
 
@@ -147,11 +157,17 @@ def run_beam(args: argparse.Namespace) -> None:
     from jestflow.transforms.selection.offline import SelectionConfig
 
     config = CurateConfig(
-        inputs=tuple(args.inputs), output=args.output, teacher=args.teacher, task="lm",
-        fields=FieldMap(text="text"), selection=SelectionConfig(keep=args.keep, seed=args.seed),
-        super_batch=args.super_batch, device="cpu", workers=args.workers,
+        inputs=tuple(args.inputs),
+        output=args.output,
+        teacher=args.teacher,
+        task="lm",
+        fields=FieldMap(text="text"),
+        selection=SelectionConfig(keep=args.keep, seed=args.seed),
+        super_batch=args.super_batch,
+        device="cpu",
+        workers=args.workers,
         dedup=DedupConfig(method=args.dedup),
-    )  # fmt: skip
+    )
     run_curation(config)
 
 
@@ -180,8 +196,15 @@ def run_plain(args: argparse.Namespace) -> None:
         scored = ScoredBatch(super_batch=super_batch, examples=examples, loss=losses.numpy())
         decisions = select_super_batch(scored, selection)
         kept = [d for d in decisions if d.selected]
-        write_shard_group((super_batch, kept), [], output=args.output, tiers=1,
-                          quantum=selection.quantum, limits=limits, info=info)  # fmt: skip
+        write_shard_group(
+            (super_batch, kept),
+            [],
+            output=args.output,
+            tiers=1,
+            quantum=selection.quantum,
+            limits=limits,
+            info=info,
+        )
         write_not_selected(decisions, args.output)
 
     pending: list = []
@@ -331,12 +354,16 @@ def bench(args: argparse.Namespace, root: Path) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     worker_counts = [int(w) for w in args.workers_list.split(",")]
     cores = len(os.sched_getaffinity(0))
-    print(f"{cpu_model()}, {cores} cores; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; apache-beam {version('apache-beam')}")  # fmt: skip
-    print(f"B={args.super_batch}, keep {args.keep:.0%}, seed {args.seed}, {args.files} JSONL files "
-          f"per size, teacher: the built-in byte LM (d_model 128, 2 layers, max_len 256), "
-          f"{args.teacher_steps} steps, scoring the first 64 tokens; the job's dedup: "
-          f"{args.dedup}")  # fmt: skip
+    print(
+        f"{cpu_model()}, {cores} cores; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; apache-beam {version('apache-beam')}"
+    )
+    print(
+        f"B={args.super_batch}, keep {args.keep:.0%}, seed {args.seed}, {args.files} JSONL files "
+        f"per size, teacher: the built-in byte LM (d_model 128, 2 layers, max_len 256), "
+        f"{args.teacher_steps} steps, scoring the first 64 tokens; the job's dedup: "
+        f"{args.dedup}"
+    )
     teacher = train_small_teacher(root, args.teacher_steps, args.seed)
     header = ["size", "variant", "seconds", "examples/s", "vs plain loop", "peak RSS MiB"]
     header += ["processes", "selected"]
@@ -384,8 +411,10 @@ def bench(args: argparse.Namespace, root: Path) -> None:
         print(f"target memory (peak RSS at {large} ≤ 1.5 × at {small}) {met}: {detail}")
     else:
         print("target memory: not measured (needs two sizes)")
-    print(f"torch threads in the plain loop: {results[sizes[0], PLAIN]['threads']}; "
-          f"total wall time {time.perf_counter() - started:.0f} s")  # fmt: skip
+    print(
+        f"torch threads in the plain loop: {results[sizes[0], PLAIN]['threads']}; "
+        f"total wall time {time.perf_counter() - started:.0f} s"
+    )
 
 
 def main() -> None:

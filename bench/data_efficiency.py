@@ -48,8 +48,8 @@ from pathlib import Path
 
 import torch
 
+from jestflow.demo.config import minilm_model
 from jestflow.demo.corpora import DemoDataConfig, make_corpora
-from jestflow.demo.run import minilm_model
 from jestflow.demo.scenes import SceneConfig, make_scenes
 from jestflow.pipeline.config import CurateConfig
 from jestflow.pipeline.job import run_curation
@@ -187,13 +187,21 @@ def shard_set(out: Path, task: str, source: str) -> str:
     pattern."""
     target = curated_dir(out, task, source)
     if not (target / "stats.json").exists():
-        stats = run_curation(CurateConfig(
-            inputs=(data_file(out, task, 2),), output=str(target),
-            teacher=str(out / f"teacher-{task}"), task=MODEL_TASK[task], fields=FIELDS[task],
-            selection=SelectionConfig(keep=CURATED[source][0]), super_batch=1000,
-            score_seq_len=CURATED[source][1] if task == "lm" else None,
-            shard_max_count=500, workers=1, overwrite=True,
-        ))  # fmt: skip
+        stats = run_curation(
+            CurateConfig(
+                inputs=(data_file(out, task, 2),),
+                output=str(target),
+                teacher=str(out / f"teacher-{task}"),
+                task=MODEL_TASK[task],
+                fields=FIELDS[task],
+                selection=SelectionConfig(keep=CURATED[source][0]),
+                super_batch=1000,
+                score_seq_len=CURATED[source][1] if task == "lm" else None,
+                shard_max_count=500,
+                workers=1,
+                overwrite=True,
+            )
+        )
         print(f"curated {task} {source}: {stats['counts']}", flush=True)
     return str(target / "shards" / "*.tar")
 
@@ -205,21 +213,39 @@ def make_teacher(task: str, teacher: Path, out: Path, args) -> None:
     reference, held_out = data_file(out, task, 0), data_file(out, task, 1)
     minilm = minilm_model() if task == "contrastive" and args.pair_teacher != "built-in" else None
     if minilm is not None:
-        fit = calibrate(CalibrateConfig(
-            model=minilm, inputs=(reference,), eval_inputs=(held_out,), output=str(teacher),
-            fields=fields, overwrite=True,
-        ))  # fmt: skip
-        print(f"teacher {task}: MiniLM calibrated, eval loss {fit.after[0]:.3f}, "
-              f"recall@1 {fit.after[1]:.3f}", flush=True)  # fmt: skip
+        fit = calibrate(
+            CalibrateConfig(
+                model=minilm,
+                inputs=(reference,),
+                eval_inputs=(held_out,),
+                output=str(teacher),
+                fields=fields,
+                overwrite=True,
+            )
+        )
+        print(
+            f"teacher {task}: MiniLM calibrated, eval loss {fit.after[0]:.3f}, "
+            f"recall@1 {fit.after[1]:.3f}",
+            flush=True,
+        )
         return
     steps = args.teacher_steps if task == "lm" else args.pair_teacher_steps
-    result = train_teacher(TeacherConfig(
-        inputs=(reference,), eval_inputs=(held_out,), output=str(teacher),
-        task=MODEL_TASK[task], fields=fields, steps=steps, overwrite=True,
-    ))  # fmt: skip
-    print(f"teacher {task}: built-in, eval loss {result.eval_loss:.3f}"
-          + ("" if result.eval_recall_at_1 is None
-             else f", recall@1 {result.eval_recall_at_1:.3f}"), flush=True)  # fmt: skip
+    result = train_teacher(
+        TeacherConfig(
+            inputs=(reference,),
+            eval_inputs=(held_out,),
+            output=str(teacher),
+            task=MODEL_TASK[task],
+            fields=fields,
+            steps=steps,
+            overwrite=True,
+        )
+    )
+    print(
+        f"teacher {task}: built-in, eval loss {result.eval_loss:.3f}"
+        + ("" if result.eval_recall_at_1 is None else f", recall@1 {result.eval_recall_at_1:.3f}"),
+        flush=True,
+    )
 
 
 def run_arm(task: str, name: str, source: str, options: dict, seed: int, out: Path, args):
@@ -233,11 +259,21 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, out: Pa
             else {"shards": (shard_set(out, task, source),)}
         )
         began = time.perf_counter()
-        train(TrainConfig(
-            **where, task=MODEL_TASK[task], output=str(run_dir), fields=fields, steps=args.steps,
-            batch_size=32, eval_inputs=(data_file(out, task, 1),),
-            eval_every=args.eval_every, seed=seed, **args.schedule, **options,
-        ))  # fmt: skip
+        train(
+            TrainConfig(
+                **where,
+                task=MODEL_TASK[task],
+                output=str(run_dir),
+                fields=fields,
+                steps=args.steps,
+                batch_size=32,
+                eval_inputs=(data_file(out, task, 1),),
+                eval_every=args.eval_every,
+                seed=seed,
+                **args.schedule,
+                **options,
+            )
+        )
         print(f"{task} {name} seed {seed}: {time.perf_counter() - began:.0f} s", flush=True)
     return read_log(str(run_dir))
 
@@ -267,24 +303,33 @@ def teacher_pass(task: str, out: Path, logs: dict[str, list[RunLog]], rows: list
             break_even[row["arm"]] = seconds / (uniform_seconds - to_target)
             if trained is not None:
                 with_training[row["arm"]] = (seconds + trained) / (uniform_seconds - to_target)
-    return {"flops": flops, "flops_share": flops / uniform_flops, "seconds": seconds,
-            "seconds_share": seconds / uniform_seconds, "break_even_runs": break_even,
-            "teacher_training_seconds": trained,
-            "break_even_runs_with_training": with_training}  # fmt: skip
+    return {
+        "flops": flops,
+        "flops_share": flops / uniform_flops,
+        "seconds": seconds,
+        "seconds_share": seconds / uniform_seconds,
+        "break_even_runs": break_even,
+        "teacher_training_seconds": trained,
+        "break_even_runs_with_training": with_training,
+    }
 
 
 def pass_report(found: dict) -> str:
     runs = ", ".join(f"{arm} {n:.2f}" for arm, n in found["break_even_runs"].items())
-    text = (f"the teacher's one pass over the pool: {found['flops']:.3g} FLOPs "
-            f"({found['flops_share']:.2f}× a uniform run's training), {found['seconds']:.0f} s "
-            f"({found['seconds_share']:.2f}× a uniform run's steps); student runs that pay it "
-            f"back: {runs or '—'}")  # fmt: skip
+    text = (
+        f"the teacher's one pass over the pool: {found['flops']:.3g} FLOPs "
+        f"({found['flops_share']:.2f}× a uniform run's training), {found['seconds']:.0f} s "
+        f"({found['seconds_share']:.2f}× a uniform run's steps); student runs that pay it "
+        f"back: {runs or '—'}"
+    )
     if found["teacher_training_seconds"] is not None:
         runs = ", ".join(
             f"{arm} {n:.2f}" for arm, n in found["break_even_runs_with_training"].items()
         )
-        text += (f"\nwith the teacher's training ({found['teacher_training_seconds']:.0f} s): "
-                 f"{runs or '—'}")  # fmt: skip
+        text += (
+            f"\nwith the teacher's training ({found['teacher_training_seconds']:.0f} s): "
+            f"{runs or '—'}"
+        )
     return text
 
 
@@ -322,17 +367,36 @@ def table(task: str, rows: list[dict], steps: int) -> str:
     def pm(pair, fmt):
         return "—" if pair is None else f"{pair[0]:{fmt}} ± {pair[1]:{fmt}}"
 
-    head = ["arm", "seeds", "final held-out loss", "recall@1", "steps-to-target ×",
-            "compute-to-target ×", "time-to-target ×", "reached", "clean", "step s"]  # fmt: skip
+    head = [
+        "arm",
+        "seeds",
+        "final held-out loss",
+        "recall@1",
+        "steps-to-target ×",
+        "compute-to-target ×",
+        "time-to-target ×",
+        "reached",
+        "clean",
+        "step s",
+    ]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
-        lines.append(" | ".join([
-            r["arm"], str(r["seeds"]), pm(r["final_loss"], ".3f"),
-            pm(r["recall"], ".3f") if task != "lm" else "—",
-            pm(r["speed_up"], ".1f"), pm(r["compute_saving"], ".1f"), pm(r["time_saving"], ".1f"),
-            f"{r['reached']}/{r['seeds']}",
-            "—" if r["clean"] is None else f"{r['clean']:.0%}", f"{r['seconds']:.0f}",
-        ]))  # fmt: skip
+        lines.append(
+            " | ".join(
+                [
+                    r["arm"],
+                    str(r["seeds"]),
+                    pm(r["final_loss"], ".3f"),
+                    pm(r["recall"], ".3f") if task != "lm" else "—",
+                    pm(r["speed_up"], ".1f"),
+                    pm(r["compute_saving"], ".1f"),
+                    pm(r["time_saving"], ".1f"),
+                    f"{r['reached']}/{r['seeds']}",
+                    "—" if r["clean"] is None else f"{r['clean']:.0%}",
+                    f"{r['seconds']:.0f}",
+                ]
+            )
+        )
     return f"{task}, {steps} steps, b = 32:\n" + "\n".join(lines)
 
 
@@ -378,8 +442,11 @@ def main() -> None:
     args.schedule = {} if args.warmup_steps is None else {"warmup_steps": args.warmup_steps}
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"jestflow {version('jestflow')}, {os.cpu_count()} CPUs", flush=True)  # fmt: skip
+    print(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"jestflow {version('jestflow')}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
     began = time.perf_counter()
     prepare(out, args)
     results = {}

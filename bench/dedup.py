@@ -91,15 +91,19 @@ def quality(args) -> list[list[str]]:
     examples = [make_example(layout="text", text=t, position=i) for i, t in enumerate(texts)]
     began = time.perf_counter()
     buckets: dict[int, list[Member]] = defaultdict(list)
-    members = [Member(file=0, position=i, key=e.key, content=content_hash(e))
-               for i, e in enumerate(examples)]  # fmt: skip
+    members = [
+        Member(file=0, position=i, key=e.key, content=content_hash(e))
+        for i, e in enumerate(examples)
+    ]
     for member, keys in zip(members, band_keys(examples, config), strict=True):
         for key in keys:
             buckets[key].append(member)
     wanted = {key for bucket in buckets.values() for key in near_members(bucket)}
     ends = [e for e in examples if e.key in wanted]
-    signatures = {e.key: sig.tobytes()
-                  for e, sig in zip(ends, sigs(ends, config.num_perm, config.seed), strict=True)}  # fmt: skip
+    signatures = {
+        e.key: sig.tobytes()
+        for e, sig in zip(ends, sigs(ends, config.num_perm, config.seed), strict=True)
+    }
     seconds = time.perf_counter() - began
     sets = [set(shingles(e).tolist()) for e in examples]
     similar = near_duplicates(sets[:n], args.threshold)
@@ -108,16 +112,26 @@ def quality(args) -> list[list[str]]:
     bands, rows = config.bands
     table = []
     for name, agree in (("bands only", 0.0), ("bands + signatures", args.threshold)):
-        copies = clusters(edge for bucket in buckets.values()
-                          for edge in bucket_edges(bucket, signatures, agree))  # fmt: skip
+        copies = clusters(
+            edge for bucket in buckets.values() for edge in bucket_edges(bucket, signatures, agree)
+        )
         kept = {key: member.position for key, member in copies.kept_of.items()}
         cluster = [kept.get(m.key, i) for i, m in enumerate(members)]
         found = [cluster[n + i] == cluster[i] for i in range(n)]
         shared = Counter(cluster[:n])
         merged = sum(shared[cluster[i]] > 1 for i in distinct)
-        table.append([name, f"{n:,}", f"{len(distinct):,}", f"{bands} × {rows}",
-                      f"{sum(found) / n:.1%}", f"{sum(found[i] for i in above) / len(above):.1%}",
-                      f"{merged / len(distinct):.2%}", f"{seconds:.1f}"])  # fmt: skip
+        table.append(
+            [
+                name,
+                f"{n:,}",
+                f"{len(distinct):,}",
+                f"{bands} × {rows}",
+                f"{sum(found) / n:.1%}",
+                f"{sum(found[i] for i in above) / len(above):.1%}",
+                f"{merged / len(distinct):.2%}",
+                f"{seconds:.1f}",
+            ]
+        )
     return table
 
 
@@ -137,10 +151,17 @@ def cost(args) -> list[list[str]]:
         result = load.run_curate(inputs, teacher, output, root / "logs" / f"{method}.log", args)
         stats = json.loads((output / "stats.json").read_text())
         base = base or result["seconds"]
-        rows.append([method, f"{result['seconds']:.1f}", f"{100 * (result['seconds'] / base - 1):+.0f} %",
-                     f"{args.size / result['seconds']:,.0f}", f"{result['peak_mib']:,.0f}",
-                     f"{stats['counts']['duplicate']:,}",
-                     f"{stats['scoring']['teacher']['scored']:,}"])  # fmt: skip
+        rows.append(
+            [
+                method,
+                f"{result['seconds']:.1f}",
+                f"{100 * (result['seconds'] / base - 1):+.0f} %",
+                f"{args.size / result['seconds']:,.0f}",
+                f"{result['peak_mib']:,.0f}",
+                f"{stats['counts']['duplicate']:,}",
+                f"{stats['scoring']['teacher']['scored']:,}",
+            ]
+        )
     return rows
 
 
@@ -160,17 +181,41 @@ def main() -> None:
     args = parser.parse_args()
     if not args.skip_quality:
         print("Planted near copies (case, whitespace, punctuation, two words changed)")
-        print(text_table(quality(args), header=("copies are", "paragraphs", "distinct",
-                                                "bands × rows", "copies found", "of J ≥ threshold",
-                                                "false merges", "s")))  # fmt: skip
+        print(
+            text_table(
+                quality(args),
+                header=(
+                    "copies are",
+                    "paragraphs",
+                    "distinct",
+                    "bands × rows",
+                    "copies found",
+                    "of J ≥ threshold",
+                    "false merges",
+                    "s",
+                ),
+            )
+        )
     if args.skip_cost:
         return
     print(
         f"\n`jestflow curate` on {args.size:,} examples, {args.workers} workers, teacher "
         f"{args.teacher or 'tiny'}"
     )
-    print(text_table(cost(args), header=("--dedup", "seconds", "vs none", "examples/s",
-                                         "peak RSS MiB", "duplicates", "teacher scored")))  # fmt: skip
+    print(
+        text_table(
+            cost(args),
+            header=(
+                "--dedup",
+                "seconds",
+                "vs none",
+                "examples/s",
+                "peak RSS MiB",
+                "duplicates",
+                "teacher scored",
+            ),
+        )
+    )
 
 
 if __name__ == "__main__":

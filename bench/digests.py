@@ -67,9 +67,21 @@ def test_corpora(out: Path) -> dict[str, str]:
 def demo(out: Path, student_steps: int) -> dict[str, str]:
     """The demo with its defaults (fewer student steps: their weights are compared, not curves)."""
     root = out / "demo"
-    command = [sys.executable, "-m", "jestflow.cli", "demo", "--output", str(root),
-               "--overwrite", "--device", "cpu", "--student-steps", str(student_steps),
-               "--task", "lm"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "jestflow.cli",
+        "demo",
+        "--output",
+        str(root),
+        "--overwrite",
+        "--device",
+        "cpu",
+        "--student-steps",
+        str(student_steps),
+        "--task",
+        "lm",
+    ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     digests = {"demo/teacher": fingerprint(str(root / "lm" / "teacher"))}
     digests |= curation_digests("demo", root / "lm" / "curated")

@@ -84,19 +84,43 @@ ROOT = Path(__file__).resolve().parents[1]
 EOT = "<|endoftext|>"
 DOCUMENTED = ("json", "os", "re", "collections", "itertools", "functools", "pathlib", "argparse")
 # Peak dense bf16 FLOP/s by device name (the first match counts: "H100 PCIe" before "H100").
-PEAKS = (("H100 PCIe", 756e12), ("H200", 989e12), ("H100", 989e12), ("A100", 312e12),
-         ("L4", 121e12))  # fmt: skip
+PEAKS = (
+    ("H100 PCIe", 756e12),
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+    ("L4", 121e12),
+)
 
 # Sizes: full (a GPU) and --quick (a CPU in about a minute).
-FULL = {"lm": dict(d_model=512, n_layer=8, n_head=8), "lm_len": 512, "lm_n": 4096,
-        "gpt2": {}, "gpt2_len": 512, "gpt2_n": 2048, "pairs_n": 8192, "pair_chars": 300,
-        "vit": dict(image_size=224, patch_size=16, d_model=768, n_layer=12, n_head=12),
-        "vit_n": 2048, "conv_n": 16384, "select": (16_384, 65_536)}  # fmt: skip
-QUICK = {"lm": dict(d_model=64, n_layer=2, n_head=2), "lm_len": 128, "lm_n": 64,
-         "gpt2": dict(n_layer=2, n_embd=64, n_head=2, n_positions=128), "gpt2_len": 64,
-         "gpt2_n": 32, "pairs_n": 32, "pair_chars": 120,
-         "vit": dict(image_size=64, patch_size=16, d_model=64, n_layer=2, n_head=2),
-         "vit_n": 64, "conv_n": 128, "select": (4096, 16_384)}  # fmt: skip
+FULL = {
+    "lm": dict(d_model=512, n_layer=8, n_head=8),
+    "lm_len": 512,
+    "lm_n": 4096,
+    "gpt2": {},
+    "gpt2_len": 512,
+    "gpt2_n": 2048,
+    "pairs_n": 8192,
+    "pair_chars": 300,
+    "vit": dict(image_size=224, patch_size=16, d_model=768, n_layer=12, n_head=12),
+    "vit_n": 2048,
+    "conv_n": 16384,
+    "select": (16_384, 65_536),
+}
+QUICK = {
+    "lm": dict(d_model=64, n_layer=2, n_head=2),
+    "lm_len": 128,
+    "lm_n": 64,
+    "gpt2": dict(n_layer=2, n_embd=64, n_head=2, n_positions=128),
+    "gpt2_len": 64,
+    "gpt2_n": 32,
+    "pairs_n": 32,
+    "pair_chars": 120,
+    "vit": dict(image_size=64, patch_size=16, d_model=64, n_layer=2, n_head=2),
+    "vit_n": 64,
+    "conv_n": 128,
+    "select": (4096, 16_384),
+}
 
 
 @dataclass
@@ -389,8 +413,17 @@ def selection_seconds(b: int, device: torch.device, repeats: int) -> dict:
 
 # --- the report -----------------------------------------------------------------------------
 
-HEADER = ("model", "N params", "examples", "tok|px/ex", "ex/s", "tok|px/s", "TFLOP/s", "MFU",
-          "prep ex/s")  # fmt: skip
+HEADER = (
+    "model",
+    "N params",
+    "examples",
+    "tok|px/ex",
+    "ex/s",
+    "tok|px/s",
+    "TFLOP/s",
+    "MFU",
+    "prep ex/s",
+)
 WIDTHS = (30, 8, 8, 9, 9, 10, 8, 6, 9)
 
 
@@ -405,9 +438,17 @@ def cells(row: Row, peak: float | None) -> list[str]:
     rate = row.flops / row.seconds
     mfu = f"{rate / peak:.1%}" if peak else "-"
     per = row.units / row.examples
-    return [row.model, si(row.params), str(row.examples), f"{si(per)} {row.unit}",
-            si(row.examples / row.seconds), f"{si(row.units / row.seconds)} {row.unit}",
-            f"{rate / 1e12:.3g}", mfu, si(row.prep_per_s)]  # fmt: skip
+    return [
+        row.model,
+        si(row.params),
+        str(row.examples),
+        f"{si(per)} {row.unit}",
+        si(row.examples / row.seconds),
+        f"{si(row.units / row.seconds)} {row.unit}",
+        f"{rate / 1e12:.3g}",
+        mfu,
+        si(row.prep_per_s),
+    ]
 
 
 def line(values) -> str:
@@ -418,8 +459,15 @@ def line(values) -> str:
 
 def pytest_line() -> tuple[str, int]:
     """The result line of `pytest tests/transforms/test_gpu.py -q`, and its exit status."""
-    command = [sys.executable, "-m", "pytest", "tests/transforms/test_gpu.py", "-q",
-               "-p", "no:cacheprovider"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/transforms/test_gpu.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
     return (lines[-1] if lines else done.stderr.strip()[-300:]), done.returncode
@@ -473,9 +521,11 @@ def main() -> None:
     device = resolve_device(args.device)
     peak, name = peak_flops(device, args.peak_tflops)
     precision = "bf16 autocast" if device.type == "cuda" else "fp32"
-    print(f"torch {torch.__version__}, device {device} ({name}), {precision}, "
-          f"peak {si(peak) + 'FLOP/s' if peak else 'unknown (--peak-tflops)'}"
-          f"{', quick sizes' if args.quick else ''}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, device {device} ({name}), {precision}, "
+        f"peak {si(peak) + 'FLOP/s' if peak else 'unknown (--peak-tflops)'}"
+        f"{', quick sizes' if args.quick else ''}"
+    )
     budget = args.max_tokens or batch_tokens(device)
     print(f"a batch: at most {budget:,} padded tokens (images: 16×16-pixel patches), 256 items")
     if device.type != "cuda" and not args.quick:
@@ -499,13 +549,20 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {
-        "device": str(device), "device_name": name, "torch": torch.__version__,
-        "precision": precision, "quick": args.quick, "peak_flops": peak,
-        "models": [{**asdict(r), "mfu": r.flops / r.seconds / peak if peak else None}
-                   for r in rows],
-        "skipped": notes, "select_joint": selection,
-        "tests": {"line": tests, "exit_status": status}, "wall_s": wall,
-    }  # fmt: skip
+        "device": str(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "precision": precision,
+        "quick": args.quick,
+        "peak_flops": peak,
+        "models": [
+            {**asdict(r), "mfu": r.flops / r.seconds / peak if peak else None} for r in rows
+        ],
+        "skipped": notes,
+        "select_joint": selection,
+        "tests": {"line": tests, "exit_status": status},
+        "wall_s": wall,
+    }
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"results: {out / 'results.json'}; total wall time {wall:.0f} s")
     failed = any(n["note"].startswith("FAILED") for n in notes) or status not in (0, 5)

@@ -84,11 +84,24 @@ def train_tiny_teacher(root: Path, args: argparse.Namespace) -> str:
             f.write(json.dumps({"text": curate_bench.clean_text(rng, paragraphs)}) + "\n")
     output = root / "teacher"
     shutil.rmtree(output, ignore_errors=True)
-    train_teacher(TeacherConfig(
-        inputs=(str(reference),), output=str(output), task="lm", fields=FieldMap(text="text"),
-        steps=args.teacher_steps, batch_size=16, lr=3e-3, warmup_steps=5, seed=args.seed,
-        device="cpu", d_model=32, n_layer=1, n_head=2, max_len=args.max_len,
-    ))  # fmt: skip
+    train_teacher(
+        TeacherConfig(
+            inputs=(str(reference),),
+            output=str(output),
+            task="lm",
+            fields=FieldMap(text="text"),
+            steps=args.teacher_steps,
+            batch_size=16,
+            lr=3e-3,
+            warmup_steps=5,
+            seed=args.seed,
+            device="cpu",
+            d_model=32,
+            n_layer=1,
+            n_head=2,
+            max_len=args.max_len,
+        )
+    )
     return str(output)
 
 
@@ -177,8 +190,10 @@ def run_curate(inputs, teacher: str, output: Path, log_path: Path, args) -> dict
         note(seconds, f"[bench] exit {proc.returncode} after {seconds:.1f} s")
     if proc.returncode != 0:
         tail = "\n".join(text for _, text in lines[-60:])
-        sys.exit(f"jestflow curate failed, exit {proc.returncode} after {seconds:.0f} s "
-                 f"(log: {log_path}):\n{tail}")  # fmt: skip
+        sys.exit(
+            f"jestflow curate failed, exit {proc.returncode} after {seconds:.0f} s "
+            f"(log: {log_path}):\n{tail}"
+        )
     return {
         "seconds": seconds,
         "cpu_s": children_cpu_s() - cpu_before,
@@ -259,8 +274,10 @@ def check_accounting(output: Path, lines: int, stats: dict, shards: tuple[int, i
         problems.append(f"{table.num_rows - distinct:,} manifest rows repeat a (source, position)")
     counts = stats["counts"]
     if counts["inputs"] != sum(counts[s] for s in STATUSES):
-        problems.append(f"stats.json: inputs {counts['inputs']:,} ≠ selected + not selected + "
-                        f"duplicate + rejected {sum(counts[s] for s in STATUSES):,}")  # fmt: skip
+        problems.append(
+            f"stats.json: inputs {counts['inputs']:,} ≠ selected + not selected + "
+            f"duplicate + rejected {sum(counts[s] for s in STATUSES):,}"
+        )
     for status in STATUSES:
         if counts[status] != manifest[status]:
             problems.append(
@@ -268,11 +285,15 @@ def check_accounting(output: Path, lines: int, stats: dict, shards: tuple[int, i
             )
     listed = (stats["shards"]["files"], stats["shards"]["bytes"])
     if listed != shards:
-        problems.append(f"stats.json lists {listed[0]} shards of {listed[1]:,} bytes; on disk "
-                        f"{shards[0]} of {shards[1]:,}")  # fmt: skip
+        problems.append(
+            f"stats.json lists {listed[0]} shards of {listed[1]:,} bytes; on disk "
+            f"{shards[0]} of {shards[1]:,}"
+        )
     if stats["shards"]["samples"] != manifest["selected"]:
-        problems.append(f"shards hold {stats['shards']['samples']:,} samples, the manifest "
-                        f"selects {manifest['selected']:,}")  # fmt: skip
+        problems.append(
+            f"shards hold {stats['shards']['samples']:,} samples, the manifest "
+            f"selects {manifest['selected']:,}"
+        )
     return problems
 
 
@@ -286,8 +307,11 @@ def row(cells, widths) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000,3000000", help="input records per run")
-    parser.add_argument("--out", default=str(BENCH.parent / "build" / "bench-load"),
-                        help="data, teacher, outputs and logs [build/bench-load]")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        default=str(BENCH.parent / "build" / "bench-load"),
+        help="data, teacher, outputs and logs [build/bench-load]",
+    )
     parser.add_argument("--workers", type=int, default=2, help="local runner worker processes")
     parser.add_argument("--files", type=int, default=20, help="JSONL files per size")
     parser.add_argument("--super-batch", type=int, default=1024, help="super-batch size B")
@@ -313,14 +337,18 @@ def main() -> None:
     root = Path(args.out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0))
-    print(f"{curate_bench.cpu_model()}, {cores} cores; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; apache-beam {version('apache-beam')}; "
-          f"Python {sys.version.split()[0]}")  # fmt: skip
-    print(f"`jestflow curate --workers {args.workers}` (local FnApiRunner), B={args.super_batch}, "
-          f"keep {args.keep:.0%}, seed {args.seed}, {args.files} JSONL files per size, one broken "
-          f"line per {curate_bench.BROKEN_EVERY}; teacher: the built-in byte LM, d_model 32, "
-          f"1 layer, 2 heads, max_len {args.max_len}, {args.teacher_steps} steps; dedup "
-          f"{args.dedup or 'near (the default)'}")  # fmt: skip
+    print(
+        f"{curate_bench.cpu_model()}, {cores} cores; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; apache-beam {version('apache-beam')}; "
+        f"Python {sys.version.split()[0]}"
+    )
+    print(
+        f"`jestflow curate --workers {args.workers}` (local FnApiRunner), B={args.super_batch}, "
+        f"keep {args.keep:.0%}, seed {args.seed}, {args.files} JSONL files per size, one broken "
+        f"line per {curate_bench.BROKEN_EVERY}; teacher: the built-in byte LM, d_model 32, "
+        f"1 layer, 2 heads, max_len {args.max_len}, {args.teacher_steps} steps; dedup "
+        f"{args.dedup or 'near (the default)'}"
+    )
     teacher = train_tiny_teacher(root, args)
 
     header = ["examples", "seconds", "examples/s", "peak RSS MiB", "runner MiB", "processes"]
@@ -362,8 +390,10 @@ def main() -> None:
         for problem in found:
             print(f"accounting at {size:,}: {problem}")
     print()
-    print("phases (from the job's progress lines): seconds; peak RSS MiB inside each, the tree's "
-          "/ the runner process's")  # fmt: skip
+    print(
+        "phases (from the job's progress lines): seconds; peak RSS MiB inside each, the tree's "
+        "/ the runner process's"
+    )
     names = [name for name, *_ in phases(results[sizes[0]])]
     if names:
         table = [["examples", *names]]
@@ -379,20 +409,24 @@ def main() -> None:
         print("no progress lines came through: phases unknown")
     for size in sizes:
         n, seconds = scoring_seconds(results[size])
-        print(f"{size:,}: the job's own time (stats.json) {results[size]['job_s']:,.1f} s; "
-              f"{n} chunks scored in {seconds:,.1f} s summed over the workers "
-              f"({seconds / max(n, 1):.2f} s each); load average before the run "
-              f"{results[size]['load']:.2f}; log {root / 'logs' / f'{size}.log'}")  # fmt: skip
+        print(
+            f"{size:,}: the job's own time (stats.json) {results[size]['job_s']:,.1f} s; "
+            f"{n} chunks scored in {seconds:,.1f} s summed over the workers "
+            f"({seconds / max(n, 1):.2f} s each); load average before the run "
+            f"{results[size]['load']:.2f}; log {root / 'logs' / f'{size}.log'}"
+        )
     small, large = min(sizes), max(sizes)
     if small != large:
         a, b = results[small], results[large]
         rate = (large / b["seconds"]) / (small / a["seconds"])
-        print(f"{large:,} vs {small:,}: {b['seconds'] / a['seconds']:.2f}× the time for "
-              f"{large / small:.0f}× the examples (throughput {rate:.2f}×), peak tree RSS "
-              f"{b['peak_mib'] / a['peak_mib']:.2f}×, runner RSS "
-              f"{b['runner_mib'] / a['runner_mib']:.2f}×; per extra example, tree "
-              f"{(b['peak_mib'] - a['peak_mib']) * 1024 / (large - small):.1f} KiB, runner "
-              f"{(b['runner_mib'] - a['runner_mib']) * 1024 / (large - small):.1f} KiB")  # fmt: skip
+        print(
+            f"{large:,} vs {small:,}: {b['seconds'] / a['seconds']:.2f}× the time for "
+            f"{large / small:.0f}× the examples (throughput {rate:.2f}×), peak tree RSS "
+            f"{b['peak_mib'] / a['peak_mib']:.2f}×, runner RSS "
+            f"{b['runner_mib'] / a['runner_mib']:.2f}×; per extra example, tree "
+            f"{(b['peak_mib'] - a['peak_mib']) * 1024 / (large - small):.1f} KiB, runner "
+            f"{(b['runner_mib'] - a['runner_mib']) * 1024 / (large - small):.1f} KiB"
+        )
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 
 

@@ -65,8 +65,17 @@ def run_tests(setting: str, seed: int, log: Path, *, broken: bool = False) -> tu
     env |= SETTINGS[setting] | {"JESTFLOW_TEST_SEED": str(seed), "JESTFLOW_LEARNED_LOG": str(log)}
     if broken:
         env["JESTFLOW_TEST_BROKEN"] = "1"
-    command = [sys.executable, "-m", "pytest", "-m", "learned", "-q", "-p", "no:cacheprovider",
-               str(ROOT / "tests")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "learned",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(ROOT / "tests"),
+    ]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode not in (0, 1):  # 1: a test failed, which the table shows
@@ -93,8 +102,10 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
 
-    print(f"torch {torch.__version__}, native CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, native CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"
+    )
     values = defaultdict(list)  # (test, name, op, bound) → [(value, setting, seed)]
     broken = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,8 +113,11 @@ def main() -> None:
             for seed in seeds:
                 log = Path(tmp) / f"{setting}-{seed}.jsonl"
                 rc, seconds = run_tests(setting, seed, log)
-                print(f"  {setting:13s} seed {seed}: {'passed' if rc == 0 else 'FAILED'} "
-                      f"in {seconds:.0f} s", flush=True)  # fmt: skip
+                print(
+                    f"  {setting:13s} seed {seed}: {'passed' if rc == 0 else 'FAILED'} "
+                    f"in {seconds:.0f} s",
+                    flush=True,
+                )
                 for line in log.read_text().splitlines() if log.exists() else []:
                     r = json.loads(line)
                     key = (r["test"], r["name"], r["op"], r["bound"])
@@ -130,8 +144,17 @@ def main() -> None:
         fails = b is not None and margin(b, op, bound) <= 0
         bad += m <= 0 or not fails
         short = test.split("::")[-1][:48]
-        rows.append((f"{short}: {name}", f"{op} {bound:.4g}", worst_text, best_text, m_text,
-                     "—" if b is None else f"{b:.4g}", "yes" if fails else "NO"))  # fmt: skip
+        rows.append(
+            (
+                f"{short}: {name}",
+                f"{op} {bound:.4g}",
+                worst_text,
+                best_text,
+                m_text,
+                "—" if b is None else f"{b:.4g}",
+                "yes" if fails else "NO",
+            )
+        )
 
     header = ("test: bound", "bound", "worst (where)", "best", "margin", "broken", "fails broken")
     print(f"\n{len(settings)} settings × seeds {seeds}; broken = learning rates ~0\n")

@@ -38,8 +38,16 @@ MIB = 2**20
 # case prefix → the data-efficiency bench's task, whose corpora, teachers and curated sets these
 # runs read
 TASKS = {"lm": "lm", "pairs": "contrastive", "image-text": "image-text"}
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "jestflow.cli"]  # fmt: skip
+TORCHRUN = [
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc-per-node",
+    "2",
+    "-m",
+    "jestflow.cli",
+]
 JESTFLOW = [sys.executable, "-m", "jestflow.cli"]
 
 
@@ -69,21 +77,30 @@ def cases(out: Path) -> dict[str, tuple[list[str], str]]:
         if task == "lm":
             modes = ["uniform", "hard_learner", "easy_reference", "learnability"]
         for mode in modes:
-            where = ["--data", data, *fields] if mode in ("uniform", "hard_learner") else [
-                "--shards", shards]  # fmt: skip
+            where = (
+                ["--data", data, *fields]
+                if mode in ("uniform", "hard_learner")
+                else ["--shards", shards]
+            )
             train = ["train", *where, "--task", model_task, "--mode", mode, "--eval-every", "1000"]
             found[f"{prefix}-{mode}"] = ([*JESTFLOW, *train], "train")
             if task == "lm" and mode == "learnability":
                 found["lm-learnability-full-length"] = (
-                    [*JESTFLOW, *train, "--score-seq-len", "0"], "train")  # fmt: skip
+                    [*JESTFLOW, *train, "--score-seq-len", "0"],
+                    "train",
+                )
                 found["lm-learnability-torchrun2"] = ([*TORCHRUN, *train], "train")
     return found
 
 
 def prepare(out: Path) -> None:
     """The data-efficiency bench's corpora, brief built-in teachers and scored shard sets."""
-    settings = argparse.Namespace(tasks=list(TASKS.values()), teacher_steps=100,
-                                  pair_teacher="built-in", pair_teacher_steps=100)  # fmt: skip
+    settings = argparse.Namespace(
+        tasks=list(TASKS.values()),
+        teacher_steps=100,
+        pair_teacher="built-in",
+        pair_teacher_steps=100,
+    )
     data_efficiency.prepare(out, settings)
     for task in TASKS.values():
         data_efficiency.shard_set(out, task, "scored")
@@ -131,10 +148,16 @@ def run_case(
         sys.exit(f"{name} failed ({proc.returncode}); see {out / f'{output.name}.log'}")
     seconds = time.perf_counter() - began
     early, last, now = peaks(output, logged_by, args.early)
-    return {"case": name, "early": early, "last": last, "ratio": last / early,
-            "tree": tree_peak / MIB, "seconds": seconds,
-            "step_seconds": step_seconds(output, logged_by),
-            "now": now}  # fmt: skip
+    return {
+        "case": name,
+        "early": early,
+        "last": last,
+        "ratio": last / early,
+        "tree": tree_peak / MIB,
+        "seconds": seconds,
+        "step_seconds": step_seconds(output, logged_by),
+        "now": now,
+    }
 
 
 def main() -> None:
@@ -166,16 +189,23 @@ def main() -> None:
             label = " ".join([name, *(f"{k}={v}" for k, v in extra.items())])
             rows.append(run_case(label, *every[name], out, args, extra))
             r = rows[-1]
-            print(f"{label}: {r['early']:.0f} → {r['last']:.0f} MiB ({r['ratio']:.2f}×), "
-                  f"{r['seconds']:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"{label}: {r['early']:.0f} → {r['last']:.0f} MiB ({r['ratio']:.2f}×), "
+                f"{r['seconds']:.0f} s",
+                flush=True,
+            )
     print(f"\npeak RSS of the process (MiB), step {args.early} against step {args.steps}:")
-    print(f"{'case':<52}{'step ' + str(args.early):>10}{'last':>8}{'×':>6}{'now':>6}"
-          f"{'tree':>7}{'s/step':>8}{'s':>7}")  # fmt: skip
+    print(
+        f"{'case':<52}{'step ' + str(args.early):>10}{'last':>8}{'×':>6}{'now':>6}"
+        f"{'tree':>7}{'s/step':>8}{'s':>7}"
+    )
     for r in rows:
         per_step = "—" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}"
         now = "—" if r["now"] is None else f"{r['now']:.0f}"
-        print(f"{r['case']:<52}{r['early']:>10.0f}{r['last']:>8.0f}{r['ratio']:>6.2f}{now:>6}"
-              f"{r['tree']:>7.0f}{per_step:>8}{r['seconds']:>7.0f}")  # fmt: skip
+        print(
+            f"{r['case']:<52}{r['early']:>10.0f}{r['last']:>8.0f}{r['ratio']:>6.2f}{now:>6}"
+            f"{r['tree']:>7.0f}{per_step:>8}{r['seconds']:>7.0f}"
+        )
     (out / "results.json").write_text(json.dumps(rows, indent=1))
 
 

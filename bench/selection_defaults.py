@@ -63,11 +63,17 @@ def demo_inputs(root: Path) -> tuple[Path, Path]:
     if not (lm / "pool.jsonl").exists():
         make_corpora(DemoDataConfig(output=str(root / "data")))
     if not (teacher / "_SUCCESS").exists() and not (teacher / "config.json").exists():
-        train_teacher(TeacherConfig(
-            inputs=(str(lm / "reference.jsonl"),), eval_inputs=(str(lm / "eval.jsonl"),),
-            output=str(teacher), task="lm", fields=FieldMap(text="text"), steps=300,
-            overwrite=True,
-        ))  # fmt: skip
+        train_teacher(
+            TeacherConfig(
+                inputs=(str(lm / "reference.jsonl"),),
+                eval_inputs=(str(lm / "eval.jsonl"),),
+                output=str(teacher),
+                task="lm",
+                fields=FieldMap(text="text"),
+                steps=300,
+                overwrite=True,
+            )
+        )
     return lm / "pool.jsonl", teacher
 
 
@@ -84,12 +90,21 @@ def docs_code_pool(path: Path, eval_file: Path) -> Path:
 
 def curate(pool: Path, teacher: Path, out: Path, keep: float, options: dict, args) -> list[dict]:
     """The manifest rows of one curation (selected, not selected, duplicates)."""
-    run_curation(CurateConfig(
-        inputs=(str(pool),), output=str(out), teacher=str(teacher), task="lm", fields=TAGGED,
-        selection=SelectionConfig(keep=keep, **options), super_batch=1000,
-        workers=args.workers, cache=str(out.parent / "cache"), overwrite=True,
-        dedup=DedupConfig(method=args.dedup),
-    ))  # fmt: skip
+    run_curation(
+        CurateConfig(
+            inputs=(str(pool),),
+            output=str(out),
+            teacher=str(teacher),
+            task="lm",
+            fields=TAGGED,
+            selection=SelectionConfig(keep=keep, **options),
+            super_batch=1000,
+            workers=args.workers,
+            cache=str(out.parent / "cache"),
+            overwrite=True,
+            dedup=DedupConfig(method=args.dedup),
+        )
+    )
     return read_manifest(str(out / "manifest")).to_pylist()
 
 
@@ -102,8 +117,12 @@ def shares(rows: list[dict], wanted: str, pool: Path) -> tuple[float, float, flo
     texts = [json.loads(lines[r["position"]])["text"] for r in kept]
     sets = [set(shingles(make_example(layout="text", text=t)).tolist()) for t in texts]
     copies = len(near_duplicates(sets, 0.8))
-    return (kinds[wanted] / len(kept), kinds["duplicate"] / len(kept), copies / len(kept),
-            len(kept))  # fmt: skip
+    return (
+        kinds[wanted] / len(kept),
+        kinds["duplicate"] / len(kept),
+        copies / len(kept),
+        len(kept),
+    )
 
 
 def stability(pool: Path, teacher: Path, out: Path, args) -> list[list[str]]:
@@ -145,14 +164,35 @@ def main() -> None:
     for name, options in CANDIDATES.items():
         began = time.perf_counter()
         demo = shares(curate(pool, teacher, out / "demo", 0.2, options, args), "clean", pool)
-        mixed = shares(curate(docs_code, teacher, out / "docs-code", 0.25, options, args),
-                       "docstring", docs_code)  # fmt: skip
-        rows.append([name, f"{demo[0]:.1%}", f"{demo[1]:.1%}", f"{demo[2]:.1%}", str(demo[3]),
-                     f"{mixed[0]:.1%}", f"{time.perf_counter() - began:.0f}"])  # fmt: skip
+        mixed = shares(
+            curate(docs_code, teacher, out / "docs-code", 0.25, options, args),
+            "docstring",
+            docs_code,
+        )
+        rows.append(
+            [
+                name,
+                f"{demo[0]:.1%}",
+                f"{demo[1]:.1%}",
+                f"{demo[2]:.1%}",
+                str(demo[3]),
+                f"{mixed[0]:.1%}",
+                f"{time.perf_counter() - began:.0f}",
+            ]
+        )
     print("curate --keep 0.2 (demo pool, 20 % clean) and --keep 0.25 (docs/code, 25 % docstrings)")
-    print_table(("candidate", "demo: clean", "demo: planted dup", "demo: near copy kept",
-                 "demo: kept",
-                 "docs/code: docstring", "s"), rows)  # fmt: skip
+    print_table(
+        (
+            "candidate",
+            "demo: clean",
+            "demo: planted dup",
+            "demo: near copy kept",
+            "demo: kept",
+            "docs/code: docstring",
+            "s",
+        ),
+        rows,
+    )
     print("\nStability: 400 demo records, then the same with 6 edited (keep 0.25)")
     print_table(
         ("options", "kept", "Jaccard of the kept sets"), stability(pool, teacher, out, args)

@@ -111,8 +111,10 @@ def corpus_files(out: Path, corpus: str) -> dict[str, list[str]]:
         }
     if not (data / "image-text" / "pool-000000.tar").exists():
         make_scenes(SceneConfig(output=str(data)))
-    return {p: sorted(str(f) for f in (data / "image-text").glob(f"{p}-*.tar"))
-            for p in ("reference", "eval", "pool")}  # fmt: skip
+    return {
+        p: sorted(str(f) for f in (data / "image-text").glob(f"{p}-*.tar"))
+        for p in ("reference", "eval", "pool")
+    }
 
 
 def slug(name: str) -> str:
@@ -134,8 +136,14 @@ def build_dual_init(target: Path) -> None:
     import transformers as tf
 
     torch.manual_seed(0)
-    vit = tf.ViTConfig(image_size=64, patch_size=8, hidden_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, intermediate_size=512)  # fmt: skip
+    vit = tf.ViTConfig(
+        image_size=64,
+        patch_size=8,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=512,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tf.ViTModel(vit).save_pretrained(tmp)
         model = tf.VisionTextDualEncoderModel.from_vision_text_pretrained(tmp, minilm_folder())
@@ -171,8 +179,11 @@ class Builds:
             print(f"building {key}: jestflow {' '.join(args)}", flush=True)
             start = time.perf_counter()
             run_cli(args, self.root / f"{corpus}-{slug(name)}.log")
-            self.done[key] = {"seconds": time.perf_counter() - start, "finished": time.time(),
-                              "command": "jestflow " + " ".join(args)}  # fmt: skip
+            self.done[key] = {
+                "seconds": time.perf_counter() - start,
+                "finished": time.time(),
+                "command": "jestflow " + " ".join(args),
+            }
             self.record.write_text(json.dumps(self.done, indent=2))
             print(f"built {key} in {self.done[key]['seconds']:.0f} s", flush=True)
         return str(target), self.done[key]
@@ -189,8 +200,17 @@ class Builds:
             steps = self.steps["minilm" if corpus == "text-pairs" else "dual"]
             warmup = min(50, max(1, steps // 10))  # the default 50 would outlast a short run
             extra += ["--steps", str(steps), "--warmup-steps", str(warmup)]
-        return ["teacher", "train", *files["reference"], *evals, "--task", "contrastive",
-                *fields, *extra, *common]  # fmt: skip
+        return [
+            "teacher",
+            "train",
+            *files["reference"],
+            *evals,
+            "--task",
+            "contrastive",
+            *fields,
+            *extra,
+            *common,
+        ]
 
 
 def quality(teacher: str, files: dict, fields: FieldMap) -> dict:
@@ -204,8 +224,13 @@ def quality(teacher: str, files: dict, fields: FieldMap) -> dict:
         start = time.perf_counter()
         embed_pairs(model, *pair_inputs(pool))
         seconds = time.perf_counter() - start
-    return {"recall_at_1": recall, "loss": loss, "eval_pairs": len(held_out),
-            "s_per_1000_pairs": 1000 * seconds / len(pool), "pool_pairs": len(pool)}  # fmt: skip
+    return {
+        "recall_at_1": recall,
+        "loss": loss,
+        "eval_pairs": len(held_out),
+        "s_per_1000_pairs": 1000 * seconds / len(pool),
+        "pool_pairs": len(pool),
+    }
 
 
 def manifest_shares(run: Path, kinds: tuple[str, ...]) -> dict:
@@ -220,9 +245,12 @@ def manifest_shares(run: Path, kinds: tuple[str, ...]) -> dict:
         eligible.append(kind)
         if row["status"] == "selected":
             kept.append(kind)
-    return {"kept": len(kept), "eligible": len(eligible),
-            "kept_share": {k: kept.count(k) / max(1, len(kept)) for k in kinds},
-            "random_share": {k: eligible.count(k) / max(1, len(eligible)) for k in kinds}}  # fmt: skip
+    return {
+        "kept": len(kept),
+        "eligible": len(eligible),
+        "kept_share": {k: kept.count(k) / max(1, len(kept)) for k in kinds},
+        "random_share": {k: eligible.count(k) / max(1, len(eligible)) for k in kinds},
+    }
 
 
 def curated(teacher: str, built: dict, files: dict, corpus: str, target: Path) -> dict:
@@ -234,10 +262,30 @@ def curated(teacher: str, built: dict, files: dict, corpus: str, target: Path) -
         done = run / "_SUCCESS"
         if not (done.exists() and done.stat().st_mtime > built.get("finished", 0)):
             run.parent.mkdir(parents=True, exist_ok=True)
-            run_cli(["curate", *files["pool"], "--teacher", teacher, "--task", "contrastive",
-                     *CORPORA[corpus]["args"], "--keep-field", "kind", "--keep", str(KEEP),
-                     "--chunks", str(chunks), "-o", str(run), "--overwrite", "--device", "cpu",
-                     "-q"], target / f"{label}.log")  # fmt: skip
+            run_cli(
+                [
+                    "curate",
+                    *files["pool"],
+                    "--teacher",
+                    teacher,
+                    "--task",
+                    "contrastive",
+                    *CORPORA[corpus]["args"],
+                    "--keep-field",
+                    "kind",
+                    "--keep",
+                    str(KEEP),
+                    "--chunks",
+                    str(chunks),
+                    "-o",
+                    str(run),
+                    "--overwrite",
+                    "--device",
+                    "cpu",
+                    "-q",
+                ],
+                target / f"{label}.log",
+            )
         result[label] = manifest_shares(run, CORPORA[corpus]["kinds"])
     return result
 
@@ -250,8 +298,9 @@ def measure(out: Path, builds: Builds, corpus: str, names: list[str]) -> dict:
         teacher, built = builds.get(corpus, name, files)
         start = time.perf_counter()
         figures = quality(teacher, files, fields)
-        figures["curation"] = curated(teacher, built, files, corpus,
-                                      out / "curated" / f"{corpus}-{slug(name)}")  # fmt: skip
+        figures["curation"] = curated(
+            teacher, built, files, corpus, out / "curated" / f"{corpus}-{slug(name)}"
+        )
         figures["build_seconds"] = built.get("seconds")
         figures["build_command"] = built.get("command")
         figures["teacher"] = teacher
@@ -262,23 +311,46 @@ def measure(out: Path, builds: Builds, corpus: str, names: list[str]) -> dict:
 
 def share_cell(figures: dict, kind: str) -> str:
     c = figures["curation"]
-    return " / ".join(f"{s:.3f}" for s in (c["joint"]["kept_share"][kind],
-                      c["independent"]["kept_share"][kind], c["joint"]["random_share"][kind]))  # fmt: skip
+    return " / ".join(
+        f"{s:.3f}"
+        for s in (
+            c["joint"]["kept_share"][kind],
+            c["independent"]["kept_share"][kind],
+            c["joint"]["random_share"][kind],
+        )
+    )
 
 
 def table(corpus: str, results: dict) -> str:
     extra = CORPORA[corpus]["kinds"][1:]
-    header = ["teacher", "recall@1", "held-out loss", "mispaired joint", "independent",
-              "random", *(f"{k} j / i / rand" for k in extra), "s / 1k pairs", "build s"]  # fmt: skip
+    header = [
+        "teacher",
+        "recall@1",
+        "held-out loss",
+        "mispaired joint",
+        "independent",
+        "random",
+        *(f"{k} j / i / rand" for k in extra),
+        "s / 1k pairs",
+        "build s",
+    ]
     rows = []
     for name, f in results.items():
         c = f["curation"]
         build = "—" if f["build_seconds"] is None else f"{f['build_seconds']:.0f}"
-        rows.append([name, f"{f['recall_at_1']:.3f}", f"{f['loss']:.3f}",
-                     f"{c['joint']['kept_share']['mispaired']:.3f}",
-                     f"{c['independent']['kept_share']['mispaired']:.3f}",
-                     f"{c['joint']['random_share']['mispaired']:.3f}",
-                     *(share_cell(f, k) for k in extra), f"{f['s_per_1000_pairs']:.2f}", build])  # fmt: skip
+        rows.append(
+            [
+                name,
+                f"{f['recall_at_1']:.3f}",
+                f"{f['loss']:.3f}",
+                f"{c['joint']['kept_share']['mispaired']:.3f}",
+                f"{c['independent']['kept_share']['mispaired']:.3f}",
+                f"{c['joint']['random_share']['mispaired']:.3f}",
+                *(share_cell(f, k) for k in extra),
+                f"{f['s_per_1000_pairs']:.2f}",
+                build,
+            ]
+        )
     return text_table(rows, header=header)
 
 
@@ -298,10 +370,14 @@ def main() -> None:
         names = [n for n in TEACHERS[corpus] if wanted is None or n in wanted]
         if names:
             results[corpus] = measure(out, builds, corpus, names)
-    where = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
-    print(f"\n{where}; keep {KEEP}, recall@1 and loss in batches of {BATCH} (chance "
-          f"{1 / BATCH:.3f}); kept shares of the curated set")  # fmt: skip
+    where = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"\n{where}; keep {KEEP}, recall@1 and loss in batches of {BATCH} (chance "
+        f"{1 / BATCH:.3f}); kept shares of the curated set"
+    )
     for corpus, rows in results.items():
         print(f"\n{corpus}\n{table(corpus, rows)}")
     record = out / "teachers.json"  # figures of earlier runs with other subsets stay

@@ -41,10 +41,16 @@ def write_shards(folder: Path, n: int, seed: int) -> str:
 
 def run(shards: str, out: Path, args, **changes) -> dict:
     config = TrainConfig(
-        shards=(shards,), task="lm", output=str(out), batch_size=args.batch_size,
-        steps=args.warmup + args.steps, eval_every=10**9, device="cpu",
-        seed=args.seed, **changes,
-    )  # fmt: skip
+        shards=(shards,),
+        task="lm",
+        output=str(out),
+        batch_size=args.batch_size,
+        steps=args.warmup + args.steps,
+        eval_every=10**9,
+        device="cpu",
+        seed=args.seed,
+        **changes,
+    )
     start = time.perf_counter()
     train(config)
     wall = time.perf_counter() - start
@@ -69,10 +75,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     ratios = [int(r) for r in args.ratios.split(",")]
-    print(f"{os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads); "
-          f"jestflow {version('jestflow')}; student: built-in byte LM (d_model 128, 2 layers, "
-          f"max_len 256); b = {args.batch_size}; median of {args.steps} steps after "
-          f"{args.warmup}")  # fmt: skip
+    print(
+        f"{os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"jestflow {version('jestflow')}; student: built-in byte LM (d_model 128, 2 layers, "
+        f"max_len 256); b = {args.batch_size}; median of {args.steps} steps after "
+        f"{args.warmup}"
+    )
     with tempfile.TemporaryDirectory(prefix="jestflow-bench-") as tmp:
         root = Path(tmp)
         shards = write_shards(root / "shards", 4000, args.seed)
@@ -80,15 +88,23 @@ def main() -> None:
         rows = [("uniform", 1, "—", base)]
         for r in ratios:
             for length in (None, args.score_len):
-                result = run(shards, root / f"learn-{r}-{length}", args, mode="learnability",
-                             super_batch_ratio=r, score_seq_len=length)  # fmt: skip
+                result = run(
+                    shards,
+                    root / f"learn-{r}-{length}",
+                    args,
+                    mode="learnability",
+                    super_batch_ratio=r,
+                    score_seq_len=length,
+                )
                 rows.append(("learnability", r, str(length or "full"), result))
     header = "mode | r | scoring length | step s | scoring s | training s | overhead | by FLOPs"
     print(header)
     for mode, r, length, res in rows:
         overhead = res["step_s"] / base["step_s"] - 1
-        print(f"{mode} | {r} | {length} | {res['step_s']:.3f} | {res['score_s']:.3f} | "
-              f"{res['train_s']:.3f} | {overhead:+.0%} | {res['flop_ratio']:+.0%}")  # fmt: skip
+        print(
+            f"{mode} | {r} | {length} | {res['step_s']:.3f} | {res['score_s']:.3f} | "
+            f"{res['train_s']:.3f} | {overhead:+.0%} | {res['flop_ratio']:+.0%}"
+        )
     print("overhead: step time over uniform's; by FLOPs: scoring FLOPs / training FLOPs, which")
     print("is the overhead if time were proportional to FLOPs.")
 

@@ -97,13 +97,14 @@ def curate(**params) -> None:
     params["mode"] = params["mode"] or ("learnability" if params["student"] else "easy_reference")
     params["workers"] = params["workers"] or os.cpu_count() or 1
     config = config_from(
-        CurateConfig, params,
+        CurateConfig,
+        params,
         inputs=tuple(a for a in inputs if not a.startswith("-")),
         beam_args=tuple(a for a in inputs if a.startswith("-")),
         fields=field_map(params["task"], params),
         dedup=dedup_config(params),
         selection=config_from(SelectionConfig, params),
-    )  # fmt: skip
+    )
     stopped = (
         f"Interrupted: curate stopped before {config.output} was complete (no _SUCCESS); the "
         "same command again redoes the run (with --cache, what was scored is kept)"
@@ -121,5 +122,9 @@ def curate(**params) -> None:
     click.echo(stats_text(stats, config.output))
     root = config.output.rstrip("/")
     length = "" if config.score_seq_len is None else f" --score-seq-len {config.score_seq_len}"
-    echo_next([f"jestflow train --shards '{root}/shards/*.tar' --task {config.task} -o STUDENT "
-               f"--eval HELD_OUT{length}   (a student, with online JEST)"])  # fmt: skip
+    echo_next(
+        [
+            f"jestflow train --shards '{root}/shards/*.tar' --task {config.task} -o STUDENT "
+            f"--eval HELD_OUT{length}   (a student, with online JEST)"
+        ]
+    )

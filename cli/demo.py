@@ -104,7 +104,7 @@ def demo(ctx, **params) -> None:
                 f"`jestflow demo {ctx.invoked_subcommand}` takes its own"
             )
         return
-    from ..demo.run import DemoConfig, run_demo
+    from ..demo import DemoConfig, run_demo
 
     run_demo(config_from(DemoConfig, params), echo=click.echo)
 

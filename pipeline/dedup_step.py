@@ -133,9 +133,12 @@ class Deduplicate(beam.PTransform):
         edges = linked | "Exact edges" >> beam.FlatMap(lambda g: g.edges)
         if self.method == "near":
             signed = files | "Signatures" >> beam.Map(
-                spill_signatures, beam.pvalue.AsList(linked), self.config, self.urls,
+                spill_signatures,
+                beam.pvalue.AsList(linked),
+                self.config,
+                self.urls,
                 self.temporary,
-            )  # fmt: skip
+            )
             near = (
                 linked
                 | "With candidates" >> beam.Filter(lambda g: g.candidates)
@@ -155,8 +158,12 @@ class Deduplicate(beam.PTransform):
         if self.method != "near":
             return {}
         bands, rows = self.config.bands
-        return {"threshold": self.config.threshold, "num_perm": self.config.num_perm,
-                "bands": bands, "rows": rows}  # fmt: skip
+        return {
+            "threshold": self.config.threshold,
+            "num_perm": self.config.num_perm,
+            "bands": bands,
+            "rows": rows,
+        }
 
 
 @releasing
@@ -170,26 +177,30 @@ def link_group(group: int, spills: list[FileSpill], method: str, temporary: str)
     edges = SpillWriter(child(temporary, "edges"), name, EDGE)
     if len(rows.copies):
         ends = [members.select(list(MEMBER_COLUMNS)).take(r) for r in (rows.kept, rows.copies)]
-        edges.add_columns(np.zeros(len(rows.copies)), [c for t in ends for c in t.columns],
-                          size=0)  # fmt: skip
+        edges.add_columns(np.zeros(len(rows.copies)), [c for t in ends for c in t.columns], size=0)
     candidates = SpillWriter(child(temporary, "candidates"), name, MEMBER)
     needs = SpillWriter(child(temporary, "needs"), name, NEED, max(1, len(spills)))
     if len(rows.candidates):
-        candidates.add_columns(np.zeros(len(rows.candidates)),
-                               members.take(rows.candidates).columns, size=0)  # fmt: skip
-        needs.add_columns(column["file"][rows.firsts],
-                          [members["key"].take(rows.firsts), np.full(len(rows.firsts), group)],
-                          size=0)  # fmt: skip
-    return Linked(group=group, edges=edges.close(), candidates=candidates.close(),
-                  needs=needs.close())  # fmt: skip
+        candidates.add_columns(
+            np.zeros(len(rows.candidates)), members.take(rows.candidates).columns, size=0
+        )
+        needs.add_columns(
+            column["file"][rows.firsts],
+            [members["key"].take(rows.firsts), np.full(len(rows.firsts), group)],
+            size=0,
+        )
+    return Linked(
+        group=group, edges=edges.close(), candidates=candidates.close(), needs=needs.close()
+    )
 
 
 def _members(group: int, spills: list[FileSpill]) -> pa.Table:
     """The group's member rows in (bucket, input order), each (bucket, member) once."""
     urls = [url for spill in sorted(spills, key=lambda s: s.index) for url in spill.members]
     table = pa.Table.from_batches(list(read_spill(urls, group, group + 1)), schema=MEMBER)
-    table = table.sort_by([("bucket", "ascending"), ("file", "ascending"),
-                           ("position", "ascending")])  # fmt: skip
+    table = table.sort_by(
+        [("bucket", "ascending"), ("file", "ascending"), ("position", "ascending")]
+    )
     keep = np.ones(len(table), bool)
     if len(table):
         same = [table[c].to_numpy() for c in ("bucket", "file", "position")]
@@ -268,10 +279,15 @@ def cluster_edges(urls: list[str], temporary: str, files: int) -> RemovedCopies:
     for start in range(0, len(removed), BLOCK_ROWS):  # a run every 32 MiB
         rows = removed[start : start + BLOCK_ROWS]
         kinds = np.where(exact[start : start + BLOCK_ROWS], "exact", "near")
-        out.add_columns(ids[rows] >> 40, [keys.take(rows), keys.take(root[rows]), kinds],
-                        size=100 * len(rows))  # fmt: skip
-    return RemovedCopies(removed=out.close(), exact=int(exact.sum()), near=int((~exact).sum()),
-                         cluster_sizes=cluster_sizes(root))  # fmt: skip
+        out.add_columns(
+            ids[rows] >> 40, [keys.take(rows), keys.take(root[rows]), kinds], size=100 * len(rows)
+        )
+    return RemovedCopies(
+        removed=out.close(),
+        exact=int(exact.sum()),
+        near=int((~exact).sum()),
+        cluster_sizes=cluster_sizes(root),
+    )
 
 
 def _components(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -318,6 +334,10 @@ def _summary(copies: RemovedCopies, settings: dict, not_shingled: int) -> dict:
     if settings["method"] == "near":
         summary["not_shingled"] = not_shingled
     if settings["method"] != "none":
-        log.info("dedup (%s): %d copies removed, in %d clusters", settings["method"],
-                 summary["duplicates"], summary["clusters"])  # fmt: skip
+        log.info(
+            "dedup (%s): %d copies removed, in %d clusters",
+            settings["method"],
+            summary["duplicates"],
+            summary["clusters"],
+        )
     return summary

@@ -49,23 +49,40 @@ class Finish(beam.PTransform):
         )
 
 
-def finish(_, config: CurateConfig, plan: RunPlan, *, scores, thresholds, reasons, dedup,
-           shards, scoring, written) -> None:  # fmt: skip
+def finish(
+    _,
+    config: CurateConfig,
+    plan: RunPlan,
+    *,
+    scores,
+    thresholds,
+    reasons,
+    dedup,
+    shards,
+    scoring,
+    written,
+) -> None:
     """stats.json, report.html, run.json; _SUCCESS unless no record could be used: none read, or
     none parsed (the job then fails with the reason: `job.check_records`)."""
     del written  # a side input only so that this step runs after those writes
     quantum = config.selection.quantum
-    stats = summarize(scores, reasons, shards, dedup=dedup, quantum=quantum,
-                      thresholds=thresholds)  # fmt: skip
+    stats = summarize(scores, reasons, shards, dedup=dedup, quantum=quantum, thresholds=thresholds)
     stats |= {role: model for role, model in plan.record["models"].items()}
     stats["scoring"] = scoring_summary(config.cache, plan.fingerprints, scoring)
     stats["options"] = plan.record["options"]
     seconds = time.time() - plan.started
     counts = stats["counts"]
-    stats["timing"] = {"seconds": round(seconds, 3),
-                       "inputs_per_s": round(counts["inputs"] / seconds, 1)}  # fmt: skip
-    record = {**plan.record, "finished": now(), "counts": counts, "scoring": stats["scoring"],
-              "timing": stats["timing"]}  # fmt: skip
+    stats["timing"] = {
+        "seconds": round(seconds, 3),
+        "inputs_per_s": round(counts["inputs"] / seconds, 1),
+    }
+    record = {
+        **plan.record,
+        "finished": now(),
+        "counts": counts,
+        "scoring": stats["scoring"],
+        "timing": stats["timing"],
+    }
     if not counts["inputs"]:  # no record at all: the manifest is still there to read, empty
         write_manifest_part([], config.output, "empty")
     parsed = counts["selected"] + counts["not_selected"] + counts["duplicate"]
@@ -77,7 +94,9 @@ def scoring_summary(
 ) -> dict[str, Any]:
     """What each model scored afresh and what came from the score cache."""
     return {"cache": cache} | {
-        role: {"scored": scoring.get(f"{role}.scored", 0),
-               "cached": scoring.get(f"{role}.cached", 0)}
+        role: {
+            "scored": scoring.get(f"{role}.scored", 0),
+            "cached": scoring.get(f"{role}.cached", 0),
+        }
         for role in fingerprints
-    }  # fmt: skip
+    }

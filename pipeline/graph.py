@@ -27,8 +27,8 @@ from .finish_step import Finish
 from .read_step import ReadSettings, read_and_spill
 from .score_step import (
     CutChunks,
+    ListCacheParts,
     WriteDuplicates,
-    list_cache_parts,
     score_with_models,
     spill_scores,
     units_of,
@@ -42,25 +42,17 @@ if TYPE_CHECKING:
 
 def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
     """The job's graph on `p`, for the run `plan` prepared."""
-    settings = ReadSettings(output=config.output, temporary=plan.temporary, fields=config.fields,
-                            seed=config.selection.seed, dedup=config.dedup,
-                            dedup_method=config.dedup_method)  # fmt: skip
     files = (
         p
         | "Inputs" >> beam.Create(list(enumerate(plan.urls)), reshuffle=True)
-        | "Read" >> beam.Map(read_and_spill, settings)
+        | "Read" >> beam.Map(read_and_spill, ReadSettings.of(config, plan))
     )
     reasons = files | "Reasons" >> beam.FlatMap(lambda f: f.reasons.items())
     reasons = reasons | "Count reasons" >> beam.CombinePerKey(sum)
     copies, dedup = files | "Deduplicate" >> Deduplicate(
         config.dedup, config.dedup_method, plan.urls, plan.temporary
     )
-    # Listed in the graph, before this run writes any part: the scoring waits for it.
-    parts = (
-        p
-        | "Cache" >> beam.Create([config.cache])
-        | "List cache parts" >> beam.FlatMap(list_cache_parts, plan.cache_keys)
-    )
+    parts = p | "Cache parts" >> ListCacheParts(config.cache, plan.cache_keys)
     cut = (
         files
         | "Scoring units" >> beam.FlatMap(units_of)
@@ -92,6 +84,13 @@ def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
     payloads = files | "Payload files" >> beam.FlatMap(lambda f: f.payloads)
     shards = selected | "Write shards" >> WriteShards(config, plan, thresholds, payloads)
     _ = p | "Write stats, run.json, _SUCCESS" >> Finish(
-        config, plan, scores=scores, thresholds=thresholds, reasons=reasons, dedup=dedup,
-        shards=shards, scoring=scoring, written=duplicates,
-    )  # fmt: skip
+        config,
+        plan,
+        scores=scores,
+        thresholds=thresholds,
+        reasons=reasons,
+        dedup=dedup,
+        shards=shards,
+        scoring=scoring,
+        written=duplicates,
+    )

@@ -138,8 +138,13 @@ class Models:
                 continue
             outputs = [c.output(role, precision(model.device)) for c in candidates]
             missing = [i for i, out in enumerate(outputs) if out is None]
-            new = model_outputs(model, [examples[i] for i in missing], task=self.task,
-                                max_tokens=self.max_tokens, max_len=self.max_len)  # fmt: skip
+            new = model_outputs(
+                model,
+                [examples[i] for i in missing],
+                task=self.task,
+                max_tokens=self.max_tokens,
+                max_len=self.max_len,
+            )
             for i, out in zip(missing, new, strict=True):
                 outputs[i] = out
             fresh[role] = {examples[i].id: out for i, out in zip(missing, new, strict=True)}

@@ -80,8 +80,14 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
             for role, fp in fingerprints.items()
         },
     }
-    return RunPlan(output=config.output, urls=urls, fingerprints=fingerprints, record=record, started=started,
-                   scoring_length=config.scoring_length)  # fmt: skip
+    return RunPlan(
+        output=config.output,
+        urls=urls,
+        fingerprints=fingerprints,
+        record=record,
+        started=started,
+        scoring_length=config.scoring_length,
+    )
 
 
 def warn_if_rounded(keep: float, super_batch: int) -> None:
@@ -94,9 +100,14 @@ def warn_if_rounded(keep: float, super_batch: int) -> None:
         "--keep %g of a super-batch of %d is %.2f examples; each super-batch keeps %d, so about "
         "%.3g %% of the pool is kept instead of %.3g %%: raise --super-batch to %d or more for "
         "this fraction",
-        keep, super_batch, keep * super_batch, kept, 100 * kept / super_batch, 100 * keep,
+        keep,
+        super_batch,
+        keep * super_batch,
+        kept,
+        100 * kept / super_batch,
+        100 * keep,
         math.ceil(10 / keep),
-    )  # fmt: skip
+    )
 
 
 def run_curation(config: CurateConfig) -> dict[str, Any] | None:
@@ -113,8 +124,10 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
 def _run_pipeline(config: CurateConfig) -> dict[str, int] | None:
     """Build and run the Beam pipeline, wait for it; its counters (None: staged as a template)."""
     given = {a.split("=", 1)[0].lstrip("-") for a in config.beam_args}
-    options = PipelineOptions(config.beam_args, **{k: v for k, v in
-                              {"direct_num_workers": config.workers}.items() if k not in given})  # fmt: skip
+    options = PipelineOptions(
+        config.beam_args,
+        **{k: v for k, v in {"direct_num_workers": config.workers}.items() if k not in given},
+    )
     template = options.view_as(GoogleCloudOptions).template_location
     if template and not os.environ.get(FLEX_TEMPLATE):
         raise JestflowError(
@@ -155,8 +168,13 @@ def check_records(output: str, inputs: Sequence[str]) -> dict[str, Any]:
     if not is_complete(output):
         raise JestflowError(f"the job finished without completing {output} (no _SUCCESS)")
     if counts["rejected"] * 2 > counts["inputs"]:
-        log.warning("%d of %d records were rejected (%s); first: %s", counts["rejected"],
-                    counts["inputs"], why, first_dead_letter(output))  # fmt: skip
+        log.warning(
+            "%d of %d records were rejected (%s); first: %s",
+            counts["rejected"],
+            counts["inputs"],
+            why,
+            first_dead_letter(output),
+        )
     return stats
 
 

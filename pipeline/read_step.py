@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from ..transforms.spill.rows import PAYLOAD, payload_row, payload_size
 from .counters import count
 from .sinks import write_rejected
 
+if TYPE_CHECKING:
+    from .config import CurateConfig, RunPlan
+
 BATCH = 1024  # examples fingerprinted for dedup at once
 COARSE = 256  # dedup bucket groups: the member spills' partitions, the dedup step's elements
 log = logging.getLogger(__name__)
@@ -36,6 +40,17 @@ class ReadSettings:
     seed: int  # the selection seed: super-batch buckets
     dedup: DedupConfig
     dedup_method: str
+
+    @classmethod
+    def of(cls, config: CurateConfig, plan: RunPlan) -> ReadSettings:
+        return cls(
+            output=config.output,
+            temporary=plan.temporary,
+            fields=config.fields,
+            seed=config.selection.seed,
+            dedup=config.dedup,
+            dedup_method=config.dedup_method,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,8 +91,14 @@ def read_and_spill(element: tuple[int, str], settings: ReadSettings) -> FileSpil
         write_rejected((index, rejected), settings.output)
     count_file(examples, reasons)
     log.info("read %s: %d records, %d rejected", url, examples + len(rejected), len(rejected))
-    return FileSpill(index=index, payloads=payloads.close(), members=members.close(),
-                     examples=examples, reasons=reasons, not_shingled=not_shingled)  # fmt: skip
+    return FileSpill(
+        index=index,
+        payloads=payloads.close(),
+        members=members.close(),
+        examples=examples,
+        reasons=reasons,
+        not_shingled=not_shingled,
+    )
 
 
 def spill_members(
@@ -110,7 +131,11 @@ def spill_members(
 def count_file(examples: int, reasons: Counter[str]) -> None:
     """The file's counters, once per file (a counter update per record costs)."""
     rejected = sum(reasons.values())
-    for name, n in {"parsed": examples, "rejected": rejected, "read": examples + rejected,
-                    **{f"rejected.{reason}": n for reason, n in reasons.items()}}.items():  # fmt: skip
+    for name, n in {
+        "parsed": examples,
+        "rejected": rejected,
+        "read": examples + rejected,
+        **{f"rejected.{reason}": n for reason, n in reasons.items()},
+    }.items():
         if n:
             count(name, n)

@@ -54,6 +54,22 @@ class ScoredChunk:
         return [(url, min(self.buckets), max(self.buckets) + 1) for url in self.urls]
 
 
+class ListCacheParts(beam.PTransform):
+    """(role, part URL) of every part the score cache holds for the run's models: listed in the
+    graph, before this run writes any part (the scoring waits for it)."""
+
+    def __init__(self, cache: str | None, keys: Mapping[str, str]) -> None:
+        super().__init__()
+        self.cache, self.keys = cache, keys
+
+    def expand(self, begin):
+        return (
+            begin
+            | "Cache" >> beam.Create([self.cache])
+            | "List cache parts" >> beam.FlatMap(list_cache_parts, self.keys)
+        )
+
+
 def list_cache_parts(cache: str | None, keys: Mapping[str, str]) -> list[tuple[str, str]]:
     """(role, part URL) of every part the cache holds for the run's models, before this run adds
     any (the scoring step waits for this listing)."""
@@ -95,8 +111,9 @@ class CutChunks(beam.DoFn):
 
     def process(self, unit: Unit, copies: RemovedCopies, parts: Sequence[tuple[str, str]]):
         cached, removed = self._cache(parts), self._removed_of(copies, unit.file)
-        duplicates = SpillWriter(child(self.temporary, "duplicates"), chunk_name(unit, 0),
-                                 MANIFEST_SCHEMA)  # fmt: skip
+        duplicates = SpillWriter(
+            child(self.temporary, "duplicates"), chunk_name(unit, 0), MANIFEST_SCHEMA
+        )
         chunk, size, part = [], 0, 0
         for batch in read_spill(unit.payloads, unit.lo, unit.hi):
             for row in batch.to_pylist():
@@ -173,8 +190,7 @@ def spill_scores(
     counts = scored.counts()
     for name, n in counts.items():
         count(name, n)
-    log.info("scored %s: %d examples in %.1f s", scored.name, len(scored.examples),
-             scored.seconds)  # fmt: skip
+    log.info("scored %s: %d examples in %.1f s", scored.name, len(scored.examples), scored.seconds)
     return ScoredChunk(urls=out.close(), buckets=buckets, scoring=counts)
 
 

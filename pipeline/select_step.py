@@ -58,9 +58,16 @@ class SelectedGroup:
 
 @releasing
 def select_group(
-    span: GroupRange, scored: Sequence[tuple[str, int, int]], *, task: str, size: int,
-    urls: list[str], selection: SelectionConfig, temporary: str, output: str,
-) -> SelectedGroup:  # fmt: skip
+    span: GroupRange,
+    scored: Sequence[tuple[str, int, int]],
+    *,
+    task: str,
+    size: int,
+    urls: list[str],
+    selection: SelectionConfig,
+    temporary: str,
+    output: str,
+) -> SelectedGroup:
     """Select every super-batch of one shard group, from the scored spill files (URL, first and
     end bucket) that hold rows of its buckets."""
     wanted = sorted(url for url, lo, hi in scored if lo < span.hi and span.lo < hi)
@@ -92,8 +99,13 @@ def select_batch(
     kept = sum(d.selected for d in decisions)
     count("scored", len(decisions))
     count("selected", kept)
-    log.info("super-batch %d: %d selected of %d in %.2f s", super_batch, kept, len(decisions),
-             time.perf_counter() - start)  # fmt: skip
+    log.info(
+        "super-batch %d: %d selected of %d in %.2f s",
+        super_batch,
+        kept,
+        len(decisions),
+        time.perf_counter() - start,
+    )
     return decisions
 
 
@@ -134,9 +146,14 @@ class Select(beam.PTransform):
             | "All scored files" >> beam.combiners.ToList()
         )
         select = functools.partial(
-            select_group, task=config.task, size=config.super_batch, urls=plan.urls,
-            selection=config.selection, temporary=plan.temporary, output=config.output,
-        )  # fmt: skip
+            select_group,
+            task=config.task,
+            size=config.super_batch,
+            urls=plan.urls,
+            selection=config.selection,
+            temporary=plan.temporary,
+            output=config.output,
+        )
         return (
             counts
             | "Shard groups" >> beam.FlatMap(spans_of, config)

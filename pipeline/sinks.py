@@ -28,11 +28,16 @@ from ..transforms.selection.offline import Decision
 def write_not_selected(decisions: Iterable[Decision], output: str) -> int:
     """The manifest part of one super-batch's examples that were scored but not kept."""
     rows = [
-        example_row(d.example, selected=False, teacher_loss=d.teacher_loss, score=d.score,
-                    super_batch=d.super_batch)
+        example_row(
+            d.example,
+            selected=False,
+            teacher_loss=d.teacher_loss,
+            score=d.score,
+            super_batch=d.super_batch,
+        )
         for d in decisions
         if not d.selected
-    ]  # fmt: skip
+    ]
     if not rows:
         return 0
     return write_manifest_part(rows, output, f"not-selected-{rows[0]['super_batch']:06d}")

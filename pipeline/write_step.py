@@ -80,10 +80,18 @@ def write_shard_group(
         )
         names = [shard.name for shard in written for _ in range(shard.count)]  # writing order
         rows += [
-            example_row(d.example, selected=True, teacher_loss=d.teacher_loss, score=d.score,
-                        super_batch=d.super_batch, tier=tier, shard=names[rank], rank=rank)
+            example_row(
+                d.example,
+                selected=True,
+                teacher_loss=d.teacher_loss,
+                score=d.score,
+                super_batch=d.super_batch,
+                tier=tier,
+                shard=names[rank],
+                rank=rank,
+            )
             for rank, d in enumerate(ranked)
-        ]  # fmt: skip
+        ]
         shards += written
     write_manifest_part(rows, output, f"selected-{group:06d}")
     return WrittenGroup(group=group, shards=shards)

@@ -34,31 +34,52 @@ REASONS = ["bad_json", "bad_utf8", "empty", "missing_field", "too_long", "unread
 
 
 def fit(reference, out, task, fields, steps, learning_rate=3e-3, warmup_steps=5, batch_size=16):
-    config = TeacherConfig(inputs=(reference,), output=str(out), task=task, fields=fields,
-                           steps=steps, batch_size=batch_size, lr=lr(learning_rate),
-                           warmup_steps=warmup_steps, seed=SEED, device="cpu", **TINY)  # fmt: skip
+    config = TeacherConfig(
+        inputs=(reference,),
+        output=str(out),
+        task=task,
+        fields=fields,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr(learning_rate),
+        warmup_steps=warmup_steps,
+        seed=SEED,
+        device="cpu",
+        **TINY,
+    )
     train_teacher(config)
     return str(out)
 
 
 def config_for(root, out, **changes):
     config = CurateConfig(
-        inputs=(str(root / "pool.jsonl"), str(root / "cut.jsonl.gz")), output=str(out),
-        teacher=str(root / "teacher"), task="lm", fields=TEXT,
-        selection=SelectionConfig(keep=0.25, seed=1), super_batch=40, shard_max_count=6,
-        device="cpu", workers=1,
-    )  # fmt: skip
+        inputs=(str(root / "pool.jsonl"), str(root / "cut.jsonl.gz")),
+        output=str(out),
+        teacher=str(root / "teacher"),
+        task="lm",
+        fields=TEXT,
+        selection=SelectionConfig(keep=0.25, seed=1),
+        super_batch=40,
+        shard_max_count=6,
+        device="cpu",
+        workers=1,
+    )
     return dataclasses.replace(config, **changes)
 
 
 def pairs_config(root, out, **changes):
     """Curation of the `pairs` corpus (query/doc pairs, half mispaired) with its two-tower teacher."""
     config = CurateConfig(
-        inputs=(str(root / "pool.jsonl"),), output=str(out), teacher=str(root / "teacher"),
-        task="contrastive", fields=FieldMap(query="query", doc="doc", keep=("kind",)),
-        selection=SelectionConfig(keep=0.5, seed=0, n_chunks=4), super_batch=32, device="cpu",
+        inputs=(str(root / "pool.jsonl"),),
+        output=str(out),
+        teacher=str(root / "teacher"),
+        task="contrastive",
+        fields=FieldMap(query="query", doc="doc", keep=("kind",)),
+        selection=SelectionConfig(keep=0.5, seed=0, n_chunks=4),
+        super_batch=32,
+        device="cpu",
         workers=1,
-    )  # fmt: skip
+    )
     return dataclasses.replace(config, **changes)
 
 
@@ -72,9 +93,14 @@ def plan_for(config):
     """A run plan made up without touching anything: for tests that only build the graph."""
     fingerprints = {"teacher": "0" * 16} | ({"student": "1" * 16} if config.student else {})
     record = {"models": {role: {"fingerprint": fp} for role, fp in fingerprints.items()}}
-    return RunPlan(output=config.output, urls=list(config.inputs), fingerprints=fingerprints,
-                   record=record, started=0.0,
-                   scoring_length=config.scoring_length)  # fmt: skip
+    return RunPlan(
+        output=config.output,
+        urls=list(config.inputs),
+        fingerprints=fingerprints,
+        record=record,
+        started=0.0,
+        scoring_length=config.scoring_length,
+    )
 
 
 def curate(root, out, **changes):
@@ -138,13 +164,18 @@ def make_images(root):
     rng = random.Random(3)
 
     def row(color, delta, caption=None, kind=None):
-        record = {"img": {"bytes": png(shade(COLORS[color], delta))},
-                  "cap": f"a {caption or color} square"}  # fmt: skip
+        record = {
+            "img": {"bytes": png(shade(COLORS[color], delta))},
+            "cap": f"a {caption or color} square",
+        }
         return record | ({"kind": kind} if kind else {})
 
     pool = [row(c, d, kind="clean") for c in COLORS for d in range(-38, 2, 5)]
-    pool += [row(c, d, rng.choice([o for o in COLORS if o != c]), "mispaired")
-             for c in COLORS for d in range(-40, 0, 5)]  # fmt: skip
+    pool += [
+        row(c, d, rng.choice([o for o in COLORS if o != c]), "mispaired")
+        for c in COLORS
+        for d in range(-40, 0, 5)
+    ]
     rng.shuffle(pool)
     pq.write_table(pa.Table.from_pylist(pool), root / "pool.parquet")
     reference = [row(c, d) for c in COLORS for d in range(-45, 10, 4)]

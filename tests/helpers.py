@@ -132,8 +132,15 @@ class Learned:
     def expect(self, name: str, value: float, op: str, bound: float) -> None:
         log = os.environ.get("JESTFLOW_LEARNED_LOG")
         if log:
-            record = {"test": self.test, "name": name, "value": float(value), "op": op,
-                      "bound": bound, "seed": SEED, "broken": BROKEN}  # fmt: skip
+            record = {
+                "test": self.test,
+                "name": name,
+                "value": float(value),
+                "op": op,
+                "bound": bound,
+                "seed": SEED,
+                "broken": BROKEN,
+            }
             with open(log, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         if not BROKEN:  # a broken run records every bound, to show that each one fails
@@ -149,8 +156,14 @@ def run_until_killed(args: list[str], point: str, *, timeout: float = 300) -> in
     -9 when the hook fired. A run that outlives `timeout` is killed and fails the test."""
     path = os.pathsep.join(filter(None, (str(KILL_HOOK), os.environ.get("PYTHONPATH"))))
     env = {**os.environ, "JESTFLOW_KILL_AFTER": point, "PYTHONPATH": path}
-    job = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True, start_new_session=True)  # fmt: skip
+    job = subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _, err = job.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -26,13 +26,36 @@ def test_the_plain_webdataset_loop_in_the_readme_runs(tmp_path):
     reference = write_jsonl(tmp_path / "ref.jsonl", ({"text": t} for t in sentences(200, 12)))
     teacher = fit(reference, tmp_path / "teacher", "lm", FieldMap(text="text"), steps=20)
     curated = tmp_path / "build" / "demo" / "lm" / "curated"  # where `make demo` writes them
-    args = ["curate", pool, "-o", str(curated), "--teacher", teacher, "--task", "lm",
-            "--keep", "0.5", "--tiers", "4", "--super-batch", "100", "--workers", "1",
-            "--device", "cpu", "--quiet"]  # fmt: skip
+    args = [
+        "curate",
+        pool,
+        "-o",
+        str(curated),
+        "--teacher",
+        teacher,
+        "--task",
+        "lm",
+        "--keep",
+        "0.5",
+        "--tiers",
+        "4",
+        "--super-batch",
+        "100",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    run = subprocess.run([sys.executable, "-c", block.group(1)], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", block.group(1)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     # it trained: a byte model that knows nothing is at ln 256 ≈ 5.55 nats and more
     assert float(run.stdout.split()[-1]) < math.log(256) - 1.5

@@ -103,9 +103,15 @@ def calibrate(config: CalibrateConfig) -> Calibration:
     copy_tree(config.model, config.output)
     write_json({"scale": scale, "bias": bias}, posixpath.join(config.output, "jestflow.json"))
     result = Calibration(
-        output=config.output, fingerprint=fingerprint(config.output), scale=scale, bias=bias,
-        fit_examples=len(fit), eval_examples=len(held_out), before=before, after=after,
-    )  # fmt: skip
+        output=config.output,
+        fingerprint=fingerprint(config.output),
+        scale=scale,
+        bias=bias,
+        fit_examples=len(fit),
+        eval_examples=len(held_out),
+        before=before,
+        after=after,
+    )
     write_json(asdict(result), posixpath.join(config.output, "calibration.json"))
     return result
 

@@ -135,8 +135,12 @@ def save(
     with replacing(fs, optimizer_path) as f:
         torch.save(optimizer.state_dict(), f)
     # The ranks' parameter digests: equal, or the all-reduce is broken.
-    state = {"step": step, "checkpoint": f"{CHECKPOINTS}/{name}", "parameter_digests": digests,
-             "config": config}  # fmt: skip
+    state = {
+        "step": step,
+        "checkpoint": f"{CHECKPOINTS}/{name}",
+        "parameter_digests": digests,
+        "config": config,
+    }
     write_json(state, posixpath.join(output, STATE))  # the commit
     copy_model(folder, output)  # the run folder is itself the latest model
     for old in fs.ls(posixpath.join(root, CHECKPOINTS), detail=False):

@@ -147,8 +147,9 @@ def _fit(
     curve: list[dict] = []
     recent: list[float] = []
     smoothed = None
-    bar = progress(range(config.steps), desc="teacher train", unit="step",
-                   examples_per_unit=config.batch_size)  # fmt: skip
+    bar = progress(
+        range(config.steps), desc="teacher train", unit="step", examples_per_unit=config.batch_size
+    )
     for step in bar:
         value = training.step([items[i] for i in next(batches)]).item()
         recent = [*recent[-(RECENT - 1) :], value]

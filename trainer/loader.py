@@ -67,8 +67,9 @@ def train_samples(
         )
 
     if resampled:  # shards are in rank order: read several at once
-        source = ShardRounds(urls, INTERLEAVE, seed,
-                             lambda url: samples([wds.SimpleShardList([url])]))  # fmt: skip
+        source = ShardRounds(
+            urls, INTERLEAVE, seed, lambda url: samples([wds.SimpleShardList([url])])
+        )
     else:
         source = samples([wds.SimpleShardList(list(urls)), wds.split_by_node, wds.split_by_worker])
     mix = [wds.shuffle(shuffle, initial=shuffle, rng=random.Random(seed))] if shuffle else []
@@ -131,8 +132,13 @@ def raw_samples(
                     if record.position % world != rank:
                         continue
                     meta = {"meta": dict(record.meta)}  # where shards keep the kept fields
-                    yield TrainSample(key=record.key, text=record.text, pair=record.pair,
-                                      image=record.image, info=meta)  # fmt: skip
+                    yield TrainSample(
+                        key=record.key,
+                        text=record.text,
+                        pair=record.pair,
+                        image=record.image,
+                        info=meta,
+                    )
             if not usable:
                 raise nothing_usable(patterns, first_rejected)
             first_pass = False

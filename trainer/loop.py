@@ -157,11 +157,17 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
         batch = _draw(run.stream, config.super_batch)
         if step == run.start and ranks.main:
             _check_scoring_length(config, batch[0])
-        chosen = select_online(run.model, batch, config.batch_size, mode=config.mode,
-                               n_chunks=config.n_chunks, temperature=config.temperature,
-                               relative_temperature=config.relative_temperature,
-                               generator=generator_for(run.stream_seed, step),
-                               score_max_len=config.scoring_length)  # fmt: skip
+        chosen = select_online(
+            run.model,
+            batch,
+            config.batch_size,
+            mode=config.mode,
+            n_chunks=config.n_chunks,
+            temperature=config.temperature,
+            relative_temperature=config.relative_temperature,
+            generator=generator_for(run.stream_seed, step),
+            score_max_len=config.scoring_length,
+        )
         picked = [batch[i] for i in chosen.indices]
         began = time.perf_counter()
         loss = run.training.step(
@@ -193,7 +199,7 @@ def _check_scoring_length(config: TrainConfig, sample: TrainSample) -> None:
             said.get(teacher, f"the first {teacher} tokens"),
             said.get(config.scoring_length, f"the first {config.scoring_length} tokens"),
             teacher or 0,
-        )  # fmt: skip
+        )
 
 
 def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
@@ -205,16 +211,29 @@ def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
     model, start = _start(config, ranks, _right_kind(config, urls))
     # A run killed before its first checkpoint starts over at 0, with a fresh optimizer.
     saved = checkpoints.load_optimizer_state(config.output) if start > 0 else None
-    training = start_training(model, config, ranks.device, start=start, optimizer_state=saved,
-                              loss=wrap(LossOf(model, batch_loss), ranks))  # fmt: skip
+    training = start_training(
+        model,
+        config,
+        ranks.device,
+        start=start,
+        optimizer_state=saved,
+        loss=wrap(LossOf(model, batch_loss), ranks),
+    )
     seed = stream_seed(config.seed, ranks.rank)
     stream, skipped = _open_stream(config, urls, ranks, seed, start)
     return _Run(
-        config=config, ranks=ranks, model=model, training=training, start=start, stream_seed=seed,
-        stream=stream, skipped=skipped, held_out=held_out,
+        config=config,
+        ranks=ranks,
+        model=model,
+        training=training,
+        start=start,
+        stream_seed=seed,
+        stream=stream,
+        skipped=skipped,
+        held_out=held_out,
         log=checkpoints.Log(config.output, start) if ranks.main else None,
         params=sum(p.numel() for p in model.parameters()),
-    )  # fmt: skip
+    )
 
 
 def _start(config: TrainConfig, ranks: Ranks, right_kind: str) -> tuple[nn.Module, int]:
@@ -241,8 +260,9 @@ def _start(config: TrainConfig, ranks: Ranks, right_kind: str) -> tuple[nn.Modul
     if step >= config.steps:
         raise JestflowError(f"{config.output} is already at step {step}; raise --steps")
     if ranks.main:
-        log.info("resuming %s from its checkpoint at step %d of %d", config.output, step,
-                 config.steps)  # fmt: skip
+        log.info(
+            "resuming %s from its checkpoint at step %d of %d", config.output, step, config.steps
+        )
     folder = checkpoints.checkpoint_folder(config.output)
     return load_model(folder, task=config.task, device=device).train(), step
 
@@ -275,11 +295,19 @@ def _open_stream(
     skipped: Counter = Counter()
     shuffle = max(1000, 4 * config.super_batch)
     if urls:
-        stream = train_samples(urls, task=config.task, resampled=True, seed=seed,
-                               shuffle=shuffle, skipped=skipped)  # fmt: skip
+        stream = train_samples(
+            urls, task=config.task, resampled=True, seed=seed, shuffle=shuffle, skipped=skipped
+        )
     else:
-        stream = raw_samples(config.data, config.fields, seed=seed, shuffle=shuffle,
-                             skipped=skipped, rank=ranks.rank, world=ranks.world)  # fmt: skip
+        stream = raw_samples(
+            config.data,
+            config.fields,
+            seed=seed,
+            shuffle=shuffle,
+            skipped=skipped,
+            rank=ranks.rank,
+            world=ranks.world,
+        )
     return itertools.islice(stream, start * config.super_batch, None), skipped
 
 
@@ -288,8 +316,14 @@ def _steps(config: TrainConfig, start: int, *, main: bool) -> Iterable[int]:
     steps = range(start, config.steps)
     if not main:
         return steps
-    return progress(steps, desc=f"train {config.mode}", unit="step", initial=start,
-                    total=config.steps, examples_per_unit=config.batch_size)  # fmt: skip
+    return progress(
+        steps,
+        desc=f"train {config.mode}",
+        unit="step",
+        initial=start,
+        total=config.steps,
+        examples_per_unit=config.batch_size,
+    )
 
 
 def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:
@@ -358,5 +392,6 @@ def _checkpoint(run: _Run, step: int) -> None:
     """Save and commit the run after `step` steps; every rank hands in its parameter digest."""
     digests = gather(parameter_digest(run.model), run.ranks)
     if run.ranks.main:
-        checkpoints.save(run.config.output, run.model, run.training.optimizer, step,
-                         asdict(run.config), digests)  # fmt: skip
+        checkpoints.save(
+            run.config.output, run.model, run.training.optimizer, step, asdict(run.config), digests
+        )

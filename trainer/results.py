@@ -70,13 +70,20 @@ def read_log(run: str) -> RunLog:
                 log.score_seconds += record.get("score_seconds", 0.0)
                 log.train_seconds += record.get("train_seconds", 0.0)
                 # logs written before step_seconds existed: scoring + training
-                log.step_seconds += record.get("step_seconds", record.get("score_seconds", 0.0)
-                                               + record.get("train_seconds", 0.0))  # fmt: skip
+                log.step_seconds += record.get(
+                    "step_seconds",
+                    record.get("score_seconds", 0.0) + record.get("train_seconds", 0.0),
+                )
             if record.get("eval_loss") is not None:
-                log.evaluations.append(Evaluation(
-                    step=record["step"], flops=log.score_flops + log.train_flops,
-                    seconds=log.step_seconds, loss=record["eval_loss"], recall_at_1=record.get("eval_recall_at_1"),
-                ))  # fmt: skip
+                log.evaluations.append(
+                    Evaluation(
+                        step=record["step"],
+                        flops=log.score_flops + log.train_flops,
+                        seconds=log.step_seconds,
+                        loss=record["eval_loss"],
+                        recall_at_1=record.get("eval_recall_at_1"),
+                    )
+                )
     return log
 
 
@@ -98,8 +105,9 @@ def compare(run: RunLog, baseline: RunLog) -> Comparison:
     target = baseline.final
     reached = target if run is baseline else run.first_at_or_below(target.loss)
     if reached is None:
-        return Comparison(target=target.loss, reached=None, speed_up=None, compute_saving=None,
-                          time_saving=None)  # fmt: skip
+        return Comparison(
+            target=target.loss, reached=None, speed_up=None, compute_saving=None, time_saving=None
+        )
     return Comparison(
         target=target.loss,
         reached=reached,
@@ -122,13 +130,17 @@ def summary_lines(run: RunLog) -> list[str]:
         final = run.evaluations[-1]
         best = min(run.evaluations, key=lambda e: e.loss)
         recall = "" if final.recall_at_1 is None else f", recall@1 {final.recall_at_1:.3f}"
-        lines.append(f"held-out loss {final.loss:.4f} at step {final.step}{recall} (best "
-                     f"{best.loss:.4f} at step {best.step})")  # fmt: skip
+        lines.append(
+            f"held-out loss {final.loss:.4f} at step {final.step}{recall} (best "
+            f"{best.loss:.4f} at step {best.step})"
+        )
     if "loss" in last:
         lines.append(f"training loss at the last step {last['loss']:.4f}")
     total = run.score_flops + run.train_flops
-    lines.append(f"compute {total / 1e12:.2f} TFLOP: training {run.train_flops / 1e12:.2f}, "
-                 f"online scoring {run.score_flops / 1e12:.2f} (estimated)")  # fmt: skip
+    lines.append(
+        f"compute {total / 1e12:.2f} TFLOP: training {run.train_flops / 1e12:.2f}, "
+        f"online scoring {run.score_flops / 1e12:.2f} (estimated)"
+    )
     if last.get("peak_rss_mib") is not None:
         lines.append(f"peak memory {last['peak_rss_mib']:,.0f} MiB")
     return lines

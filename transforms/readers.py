@@ -272,10 +272,12 @@ def _tar_members(f) -> Iterator[_Member]:
                 yield _Member(info.name, tar.extractfile(info).read())
             else:
                 kind = (
-                    f"a symbolic link to {info.linkname!r}" if info.issym()
-                    else f"a hard link to {info.linkname!r}" if info.islnk()
+                    f"a symbolic link to {info.linkname!r}"
+                    if info.issym()
+                    else f"a hard link to {info.linkname!r}"
+                    if info.islnk()
                     else f"of tar type {info.type!r}"
-                )  # fmt: skip
+                )
                 yield _Member(info.name, b"", f"tar member {info.name!r} is {kind}, not a file")
         end = getattr(tar, "jestflow_end", None)
         if not isinstance(end, tarfile.EOFHeaderError):

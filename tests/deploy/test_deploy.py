@@ -293,8 +293,17 @@ def test_several_gpus_per_worker_need_a_machine_type():
     gpu = "type:nvidia-l4;count:2;install-nvidia-driver"
     run = script("--dry-run", *SETTINGS, "--image", IMAGE, "--gpu", gpu, "run", *CURATE)
     assert run.returncode != 0 and "--machine-type" in run.stderr
-    _, beam = launched(*SETTINGS, "--image", IMAGE, "--gpu", gpu, "--machine-type",
-                       "g2-standard-24", "run", *CURATE)  # fmt: skip
+    _, beam = launched(
+        *SETTINGS,
+        "--image",
+        IMAGE,
+        "--gpu",
+        gpu,
+        "--machine-type",
+        "g2-standard-24",
+        "run",
+        *CURATE,
+    )
     assert beam["machine_type"] == "g2-standard-24"
 
 
@@ -310,8 +319,9 @@ def test_build_uses_the_dockerfile_with_the_repository_as_context():
 
 def test_template_builds_the_flex_template_with_the_image_and_metadata():
     template = "gs://b/templates/jestflow.json"
-    ((*command,),) = commands("--project", "proj", "--image", IMAGE, "--template", template,
-                              "template")  # fmt: skip
+    ((*command,),) = commands(
+        "--project", "proj", "--image", IMAGE, "--template", template, "template"
+    )
     assert command[:5] == ["gcloud", "dataflow", "flex-template", "build", template]
     options = dict(a.split("=", 1) for a in command[5:])
     assert options["--image"] == IMAGE and options["--sdk-language"] == "PYTHON"
@@ -322,8 +332,9 @@ def test_run_template_passes_parameters_the_flex_main_turns_into_curate():
     template = "gs://b/templates/jestflow.json"
     params = ["inputs=gs://b/a/*.jsonl,gs://b/c/*.parquet", "output=gs://b/out"]
     params += ["teacher=gs://b/t", "task=lm", "keep=0.2", "keep_field=kind,source"]
-    ((*command,),) = commands(*SETTINGS, "--image", IMAGE, "--template", template,
-                              "run-template", *params)  # fmt: skip
+    ((*command,),) = commands(
+        *SETTINGS, "--image", IMAGE, "--template", template, "run-template", *params
+    )
     assert command[:4] == ["gcloud", "dataflow", "flex-template", "run"]
     options = dict(a.split("=", 1) for a in command[5:])
     assert options["--template-file-gcs-location"] == template

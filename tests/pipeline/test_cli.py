@@ -10,8 +10,20 @@ from click.testing import CliRunner
 from jestflow.cli import main
 from jestflow.transforms.formats.model_files import load_model
 
-TINY = ["--d-model", "32", "--layers", "1", "--heads", "2", "--max-len", "64", "--batch-size", "16",
-        "--device", "cpu"]  # fmt: skip
+TINY = [
+    "--d-model",
+    "32",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--max-len",
+    "64",
+    "--batch-size",
+    "16",
+    "--device",
+    "cpu",
+]
 
 
 def run(*args):
@@ -97,11 +109,24 @@ def test_teacher_train_errors_are_one_line_and_non_zero(tmp_path, text_corpus, p
         ),
     ]
     if torch.cuda.device_count() < 8:  # no eighth GPU here: not available, or unusable
-        cases.append((
-            ["teacher", "train", train, "--task", "lm", "-o", tmp_path / "x", "--device", "cuda:7"],
-            "Error: unusable device 'cuda:7'" if torch.cuda.is_available()
-            else "Error: device 'cuda:7' asked for, but CUDA is not available",
-        ))  # fmt: skip
+        cases.append(
+            (
+                [
+                    "teacher",
+                    "train",
+                    train,
+                    "--task",
+                    "lm",
+                    "-o",
+                    tmp_path / "x",
+                    "--device",
+                    "cuda:7",
+                ],
+                "Error: unusable device 'cuda:7'"
+                if torch.cuda.is_available()
+                else "Error: device 'cuda:7' asked for, but CUDA is not available",
+            )
+        )
     for args, message in cases:
         result = run(*args, *([] if "--device" in args else ["--device", "cpu"]))
         assert result.exit_code == 1, (args, result.output)
@@ -149,9 +174,25 @@ def test_demo_data_writes_tagged_corpora_deterministically(tmp_path):
 
 def test_curate_where_no_record_parses_fails_with_the_reason_and_the_fields(noisy, tmp_path):
     out = tmp_path / "out"
-    args = ["curate", str(noisy / "pool.jsonl"), "-o", str(out), "--teacher", str(noisy / "teacher"),
-            "--task", "lm", "--keep", "0.5", "--text-field", "body", "--workers", "1",
-            "--device", "cpu", "-q"]  # fmt: skip
+    args = [
+        "curate",
+        str(noisy / "pool.jsonl"),
+        "-o",
+        str(out),
+        "--teacher",
+        str(noisy / "teacher"),
+        "--task",
+        "lm",
+        "--keep",
+        "0.5",
+        "--text-field",
+        "body",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "-q",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
@@ -165,8 +206,20 @@ def test_curate_where_no_record_parses_fails_with_the_reason_and_the_fields(nois
 def test_curate_on_a_missing_gpu_stops_before_any_work(noisy, tmp_path):
     if torch.cuda.is_available():
         return
-    args = ["curate", str(noisy / "pool.jsonl"), "-o", str(tmp_path / "out"), "--teacher",
-            str(noisy / "teacher"), "--task", "lm", "--keep", "0.5", "--device", "cuda"]  # fmt: skip
+    args = [
+        "curate",
+        str(noisy / "pool.jsonl"),
+        "-o",
+        str(tmp_path / "out"),
+        "--teacher",
+        str(noisy / "teacher"),
+        "--task",
+        "lm",
+        "--keep",
+        "0.5",
+        "--device",
+        "cuda",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "CUDA is not available" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

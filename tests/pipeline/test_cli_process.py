@@ -20,13 +20,31 @@ TINY = ["--d-model", "32", "--layers", "1", "--heads", "2", "--max-len", "64", "
 
 
 def jestflow(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([*JESTFLOW, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [*JESTFLOW, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def curate_args(noisy, inputs, out, *more):
-    return ["curate", *inputs, "-o", out, "--teacher", noisy / "teacher", "--task", "lm",
-            "--keep", "0.3", "--device", "cpu", *more]  # fmt: skip
+    return [
+        "curate",
+        *inputs,
+        "-o",
+        out,
+        "--teacher",
+        noisy / "teacher",
+        "--task",
+        "lm",
+        "--keep",
+        "0.3",
+        "--device",
+        "cpu",
+        *more,
+    ]
 
 
 def interrupt_when(args, seen: str, tmp_path, timeout=120):
@@ -36,10 +54,13 @@ def interrupt_when(args, seen: str, tmp_path, timeout=120):
     mark = uuid.uuid4().hex
     err_path = tmp_path / f"stderr-{mark}.txt"
     with open(err_path, "w") as err:
-        job = subprocess.Popen([*JESTFLOW, *map(str, args)], stdout=subprocess.DEVNULL,
-                               stderr=err, env={**os.environ, "JESTFLOW_TEST_MARK": mark,
-                                                "JESTFLOW_PROGRESS_SECONDS": "0"},
-                               start_new_session=True)  # fmt: skip
+        job = subprocess.Popen(
+            [*JESTFLOW, *map(str, args)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "JESTFLOW_TEST_MARK": mark, "JESTFLOW_PROGRESS_SECONDS": "0"},
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while seen not in err_path.read_text():
             assert job.poll() is None, f"ended before {seen!r}:\n{err_path.read_text()}"
@@ -79,8 +100,17 @@ def big_pool(tmp_path_factory):
 
 
 def test_a_failing_curate_with_two_workers_exits_1_with_one_error_line(noisy, tmp_path):
-    run = jestflow(*curate_args(noisy, [noisy / "pool.jsonl"], tmp_path / "out", "--workers", "2",
-                                "--text-field", "body"))  # fmt: skip
+    run = jestflow(
+        *curate_args(
+            noisy,
+            [noisy / "pool.jsonl"],
+            tmp_path / "out",
+            "--workers",
+            "2",
+            "--text-field",
+            "body",
+        )
+    )
     assert run.returncode == 1, run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "none of the" in errors[0] and "no field 'body'" in errors[0]
@@ -92,8 +122,17 @@ def test_a_failing_curate_never_aborts_in_ten_runs(noisy, tmp_path):
     """Before the runner was released first, about half of these ended in SIGABRT (134)."""
     codes = []
     for i in range(10):
-        run = jestflow(*curate_args(noisy, [noisy / "pool.jsonl"], tmp_path / f"out{i}",
-                                    "--workers", "2", "--text-field", "body"))  # fmt: skip
+        run = jestflow(
+            *curate_args(
+                noisy,
+                [noisy / "pool.jsonl"],
+                tmp_path / f"out{i}",
+                "--workers",
+                "2",
+                "--text-field",
+                "body",
+            )
+        )
         codes.append(run.returncode)
     assert codes == [1] * 10
 
@@ -102,8 +141,9 @@ def test_ctrl_c_stops_curate_with_one_line_and_no_process_left(noisy, big_pool, 
     out = tmp_path / "out"
     code, err, left = interrupt_when(
         curate_args(noisy, [big_pool], out, "--workers", "2", "--dedup", "none"),
-        "jestflow: read", tmp_path,
-    )  # fmt: skip
+        "jestflow: read",
+        tmp_path,
+    )
     assert code == 130, err
     lines = err.splitlines()
     assert lines[-1].startswith(f"Interrupted: curate stopped before {out} was complete")
@@ -117,8 +157,24 @@ def test_ctrl_c_stops_train_and_resume_says_where_it_goes_on(noisy, tmp_path):
     out = tmp_path / "run"
 
     def args(steps):
-        return ["train", "--data", noisy / "pool.jsonl", "--task", "lm", "--mode", "uniform",
-                "-o", out, "--steps", steps, "--eval-every", "2", "--batch-size", "4", *TINY]  # fmt: skip
+        return [
+            "train",
+            "--data",
+            noisy / "pool.jsonl",
+            "--task",
+            "lm",
+            "--mode",
+            "uniform",
+            "-o",
+            out,
+            "--steps",
+            steps,
+            "--eval-every",
+            "2",
+            "--batch-size",
+            "4",
+            *TINY,
+        ]
 
     code, err, left = interrupt_when(args(100_000), "step 3/100000", tmp_path)
     assert code == 130 and left == [], err
@@ -143,9 +199,25 @@ def test_curate_on_an_empty_input_fails_naming_it(noisy, tmp_path):
 
 def test_train_off_a_terminal_logs_progress_and_ends_with_a_summary(noisy, tmp_path):
     out = tmp_path / "run"
-    run = jestflow("train", "--data", noisy / "pool.jsonl", "--task", "lm", "--mode", "uniform",
-                   "-o", out, "--steps", "4", "--batch-size", "4", "--eval", noisy / "ref.jsonl",
-                   *TINY, env={"JESTFLOW_PROGRESS_SECONDS": "0"})  # fmt: skip
+    run = jestflow(
+        "train",
+        "--data",
+        noisy / "pool.jsonl",
+        "--task",
+        "lm",
+        "--mode",
+        "uniform",
+        "-o",
+        out,
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--eval",
+        noisy / "ref.jsonl",
+        *TINY,
+        env={"JESTFLOW_PROGRESS_SECONDS": "0"},
+    )
     assert run.returncode == 0, run.stderr
     progress = [line for line in run.stderr.splitlines() if "train uniform: step" in line]
     assert [p.split("step ")[1].split(" ")[0] for p in progress] == ["1/4", "2/4", "3/4", "4/4"]
@@ -160,8 +232,19 @@ def test_train_off_a_terminal_logs_progress_and_ends_with_a_summary(noisy, tmp_p
 
 def test_each_command_ends_with_what_to_run_next(noisy, tmp_path):
     teacher = tmp_path / "teacher"
-    trained = jestflow("teacher", "train", noisy / "ref.jsonl", "--task", "lm", "-o", teacher,
-                       "--steps", "3", *TINY, env={"JESTFLOW_PROGRESS_SECONDS": "0"})  # fmt: skip
+    trained = jestflow(
+        "teacher",
+        "train",
+        noisy / "ref.jsonl",
+        "--task",
+        "lm",
+        "-o",
+        teacher,
+        "--steps",
+        "3",
+        *TINY,
+        env={"JESTFLOW_PROGRESS_SECONDS": "0"},
+    )
     assert trained.returncode == 0, trained.stderr
     assert "teacher train: step 3/3 (100 %)" in trained.stderr  # progress off a terminal
     assert trained.stdout.splitlines()[-1].startswith(
@@ -177,8 +260,13 @@ def test_each_command_ends_with_what_to_run_next(noisy, tmp_path):
 
 
 def test_a_keep_below_one_example_per_super_batch_is_said(noisy, tmp_path):
-    run = jestflow(*curate_args(noisy, [noisy / "pool.jsonl"], tmp_path / "out"), "--keep",
-                   "0.0001", "--super-batch", "64")  # fmt: skip
+    run = jestflow(
+        *curate_args(noisy, [noisy / "pool.jsonl"], tmp_path / "out"),
+        "--keep",
+        "0.0001",
+        "--super-batch",
+        "64",
+    )
     assert run.returncode == 0, run.stderr
     warned = [line for line in run.stderr.splitlines() if "--keep 0.0001" in line]
     assert len(warned) == 1 and "each super-batch keeps 1" in warned[0]

@@ -68,8 +68,13 @@ def on_grid(emb: PairEmbeddings, quantum: float) -> PairEmbeddings:
 def test_the_kept_pairs_are_mostly_matching(curated, corpus, learned):
     _, config, stats = curated[corpus]
     n = {"images": 64, "pairs": 128}[corpus]  # keep 0.5
-    assert stats["counts"] == {"selected": n // 2, "not_selected": n // 2, "duplicate": 0,
-                               "rejected": 0, "inputs": n}  # fmt: skip
+    assert stats["counts"] == {
+        "selected": n // 2,
+        "not_selected": n // 2,
+        "duplicate": 0,
+        "rejected": 0,
+        "inputs": n,
+    }
     got = shard_samples(config)
     payload = {"images": {"png"}, "pairs": {"doc.txt"}}[corpus]
     for sample in got:
@@ -139,17 +144,24 @@ def test_learnability_with_a_student_is_joint_selection_on_both_models(pairs, tm
     batches = sorted({r["super_batch"] for r in rows})
     assert len(batches) == 4
     for batch in batches:
-        members = sorted((r for r in rows if r["super_batch"] == batch),
-                         key=lambda r: (key_hash(r["key"], selection.seed), r["key"]))  # fmt: skip
+        members = sorted(
+            (r for r in rows if r["super_batch"] == batch),
+            key=lambda r: (key_hash(r["key"], selection.seed), r["key"]),
+        )
         inputs = pair_inputs([examples[r["key"]] for r in members])
-        emb = {role: on_grid(embed_pairs(model, *inputs), selection.quantum)
-               for role, model in models.items()}  # fmt: skip
+        emb = {
+            role: on_grid(embed_pairs(model, *inputs), selection.quantum)
+            for role, model in models.items()
+        }
         pairs_scores = ContrastivePairScores(
             "learnability", student=emb["student"], teacher=emb["teacher"]
         )
-        chosen = select_joint(pairs_scores, kept_count(len(members), selection.keep),
-                              n_chunks=selection.n_chunks,
-                              noise=KeyedNoise([r["key"] for r in members], selection.seed))  # fmt: skip
+        chosen = select_joint(
+            pairs_scores,
+            kept_count(len(members), selection.keep),
+            n_chunks=selection.n_chunks,
+            noise=KeyedNoise([r["key"] for r in members], selection.seed),
+        )
         expected = {members[i]["key"] for i in chosen.tolist()}
         assert {r["key"] for r in members if r["status"] == "selected"} == expected
 
@@ -157,13 +169,35 @@ def test_learnability_with_a_student_is_joint_selection_on_both_models(pairs, tm
 @pytest.mark.parametrize("corpus", CORPORA)
 def test_the_online_trainer_learns_from_contrastive_shards(curated, corpus, tmp_path):
     _, config, _ = curated[corpus]
-    fields = (["--image-field", "img", "--caption-field", "cap"] if corpus == "images"
-              else ["--query-field", "query", "--doc-field", "doc"])  # fmt: skip
+    fields = (
+        ["--image-field", "img", "--caption-field", "cap"]
+        if corpus == "images"
+        else ["--query-field", "query", "--doc-field", "doc"]
+    )
     out = tmp_path / "student"
-    args = ["train", "--shards", f"{config.output}/shards/*.tar", "--task", "contrastive",
-            "--batch-size", "4", "--super-batch-ratio", "2", "--chunks", "2",
-            "--steps", "4", "--eval-every", "2", "--eval", config.inputs[0], *fields,
-            "--device", "cpu", *TINY]  # fmt: skip
+    args = [
+        "train",
+        "--shards",
+        f"{config.output}/shards/*.tar",
+        "--task",
+        "contrastive",
+        "--batch-size",
+        "4",
+        "--super-batch-ratio",
+        "2",
+        "--chunks",
+        "2",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--eval",
+        config.inputs[0],
+        *fields,
+        "--device",
+        "cpu",
+        *TINY,
+    ]
     result = CliRunner().invoke(main, [*args, "-o", str(out)])
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

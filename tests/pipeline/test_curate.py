@@ -95,8 +95,9 @@ def test_tiers_split_the_selected_set_by_global_score(noisy, tmp_path):
 
 def test_learnability_scores_come_from_the_student(noisy, tmp_path):
     selection = SelectionConfig(keep=0.25, seed=1, mode="learnability", method="topk")
-    out, stats = curate(noisy, tmp_path / "learn", student=str(noisy / "student"),
-                        selection=selection)  # fmt: skip
+    out, stats = curate(
+        noisy, tmp_path / "learn", student=str(noisy / "student"), selection=selection
+    )
     assert stats["student"]["fingerprint"] == fingerprint(str(noisy / "student"))
     texts = {
         i: json.loads(line)["text"]
@@ -138,8 +139,10 @@ def test_the_teacher_scores_the_first_64_tokens_unless_told(noisy, tmp_path):
         )
         infos = [x["json"] for shard in (out / "shards").iterdir() for x in samples(shard)]
         assert infos and all(i.get("score_seq_len") == length for i in infos)
-    whole, short = (read_manifest(str(tmp_path / name / "manifest")).column("teacher_loss")
-                    for name in ("whole", "16"))  # fmt: skip
+    whole, short = (
+        read_manifest(str(tmp_path / name / "manifest")).column("teacher_loss")
+        for name in ("whole", "16")
+    )
     assert whole.to_pylist() != short.to_pylist()
     with pytest.raises(JestflowError, match="lm scoring only"):
         config_for(noisy, tmp_path / "x", task="contrastive", score_seq_len=8)
@@ -152,8 +155,9 @@ def test_bad_options_fail_before_any_work(noisy, tmp_path):
     with pytest.raises(JestflowError, match=r"no config\.json|not found|does not exist"):
         config_for(noisy, tmp_path / "out", teacher=str(tmp_path / "missing"))
     with pytest.raises(JestflowError, match="need a student"):
-        config_for(noisy, tmp_path / "out",
-                   selection=SelectionConfig(keep=0.5, mode="learnability"))  # fmt: skip
+        config_for(
+            noisy, tmp_path / "out", selection=SelectionConfig(keep=0.5, mode="learnability")
+        )
     with pytest.raises(JestflowError, match="only used by learnability"):
         config_for(noisy, tmp_path / "out", student=str(noisy / "student"))
     with pytest.raises(JestflowError, match="keep must be in"):
@@ -185,9 +189,27 @@ def test_curate_command(noisy, tmp_path):
 
     from jestflow.cli import main
 
-    args = [str(noisy / "pool.jsonl"), "-o", str(tmp_path / "out"), "--teacher", str(noisy / "teacher"),
-            "--task", "lm", "--keep", "0.5", "--super-batch", "60", "--workers", "1", "--device", "cpu",
-            "--keep-field", "kind", "--tiers", "2"]  # fmt: skip
+    args = [
+        str(noisy / "pool.jsonl"),
+        "-o",
+        str(tmp_path / "out"),
+        "--teacher",
+        str(noisy / "teacher"),
+        "--task",
+        "lm",
+        "--keep",
+        "0.5",
+        "--super-batch",
+        "60",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--keep-field",
+        "kind",
+        "--tiers",
+        "2",
+    ]
     result = CliRunner().invoke(main, ["curate", *args])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -206,6 +228,19 @@ def test_curate_command(noisy, tmp_path):
     assert {p.name[:6] for p in (tmp_path / "out" / "shards").iterdir()} == {"shard-"}
     bad = CliRunner().invoke(main, ["curate", *args[:-8], "--keep", "1.5"])
     assert bad.exit_code == 2 and "'--keep': 1.5 is not in the range 0<x<=1" in bad.output
-    wrong = CliRunner().invoke(main, ["curate", *args[:5], "--task", "contrastive", "--keep", "0.5",
-                                      "--query-field", "q", "--doc-field", "d"])  # fmt: skip
+    wrong = CliRunner().invoke(
+        main,
+        [
+            "curate",
+            *args[:5],
+            "--task",
+            "contrastive",
+            "--keep",
+            "0.5",
+            "--query-field",
+            "q",
+            "--doc-field",
+            "d",
+        ],
+    )
     assert wrong.exit_code == 1 and "is a lm model, not contrastive" in wrong.output

@@ -39,12 +39,18 @@ def rows_of(out):
 
 def test_copies_are_removed_before_scoring_and_point_at_the_first(noisy, tmp_path):
     b, a = make_pool(tmp_path)[::-1]  # given in any order: inputs are sorted
-    config = config_for(noisy, tmp_path / "one", inputs=(b, a), super_batch=20,
-                        cache=str(tmp_path / "cache"))  # fmt: skip
+    config = config_for(
+        noisy, tmp_path / "one", inputs=(b, a), super_batch=20, cache=str(tmp_path / "cache")
+    )
     stats = run_curation(config)
     counts = stats["counts"]
-    assert counts == {"selected": 15, "not_selected": 45, "duplicate": 13, "rejected": 0,
-                      "inputs": 73}  # fmt: skip
+    assert counts == {
+        "selected": 15,
+        "not_selected": 45,
+        "duplicate": 13,
+        "rejected": 0,
+        "inputs": 73,
+    }
     assert stats["scoring"]["teacher"] == {"scored": 60, "cached": 0}  # copies are not scored
     dedup = stats["dedup"]
     assert (dedup["method"], dedup["exact"], dedup["near"]) == ("near", 5, 8)
@@ -74,12 +80,14 @@ def test_copies_are_removed_before_scoring_and_point_at_the_first(noisy, tmp_pat
 
 def test_dedup_none_and_exact(noisy, tmp_path):
     inputs = make_pool(tmp_path)
-    none = run_curation(config_for(noisy, tmp_path / "none", inputs=inputs,
-                                   dedup=DedupConfig(method="none")))  # fmt: skip
+    none = run_curation(
+        config_for(noisy, tmp_path / "none", inputs=inputs, dedup=DedupConfig(method="none"))
+    )
     assert none["counts"]["duplicate"] == 0 and none["counts"]["inputs"] == 73
     assert none["dedup"]["method"] == "none"
-    exact = run_curation(config_for(noisy, tmp_path / "exact", inputs=inputs,
-                                    dedup=DedupConfig(method="exact")))  # fmt: skip
+    exact = run_curation(
+        config_for(noisy, tmp_path / "exact", inputs=inputs, dedup=DedupConfig(method="exact"))
+    )
     # The 5 exact copies, and 2 of the 3 identical near copies of paragraph 0.
     assert exact["counts"]["duplicate"] == exact["dedup"]["exact"] == 7
     assert exact["counts"]["selected"] + exact["counts"]["not_selected"] == 66

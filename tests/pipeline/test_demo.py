@@ -11,8 +11,20 @@ from click.testing import CliRunner
 from jestflow.cli import main
 from jestflow.transforms.errors import JestflowError
 
-TINY = ["--pool-size", "1000", "--pair-pool-size", "200", "--teacher-steps", "3",
-        "--pair-teacher-steps", "3", "--student-steps", "4", "--device", "cpu"]  # fmt: skip
+TINY = [
+    "--pool-size",
+    "1000",
+    "--pair-pool-size",
+    "200",
+    "--teacher-steps",
+    "3",
+    "--pair-teacher-steps",
+    "3",
+    "--student-steps",
+    "4",
+    "--device",
+    "cpu",
+]
 
 
 def check_task(results: dict, name: str, inputs: int, keep: float = 0.5) -> None:
@@ -29,7 +41,8 @@ def check_task(results: dict, name: str, inputs: int, keep: float = 0.5) -> None
     if jest["steps_to_target"] is not None:  # 4 steps: it may or may not get there
         assert jest["speed_up"] == 4 / jest["steps_to_target"]
         assert jest["time_saving"] == pytest.approx(
-            uniform["step_seconds"] / jest["seconds_to_target"])  # fmt: skip
+            uniform["step_seconds"] / jest["seconds_to_target"]
+        )
     paid = task["teacher_pass"]
     assert 0 < paid["seconds"] <= task["seconds"]["curate"] + 0.05  # the stage's, rounded to 0.1
     if paid["break_even_runs"] is not None:
@@ -47,8 +60,16 @@ def test_the_demo_runs_every_stage_and_compares_the_students(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "[1/13] demo corpora" in result.output
-    for i, stage in enumerate(("lm: the teacher", "lm: curate the pool", "lm: student, uniform",
-                               "lm: student, online JEST", "text-pairs: the teacher"), start=2):  # fmt: skip
+    for i, stage in enumerate(
+        (
+            "lm: the teacher",
+            "lm: curate the pool",
+            "lm: student, uniform",
+            "lm: student, online JEST",
+            "text-pairs: the teacher",
+        ),
+        start=2,
+    ):
         assert f"[{i}/13] {stage}" in result.output
     assert "the built-in n-gram teacher instead" not in result.output  # asked for, not a fallback
     results = json.loads((out / "results.json").read_text())
@@ -115,7 +136,8 @@ def test_without_the_extra_the_text_pairs_fall_back_and_say_so(tmp_path, monkeyp
 
 
 def test_overwrite_clears_the_demos_own_folders_only(tmp_path):
-    from jestflow.demo.run import DemoConfig, _prepare
+    from jestflow.demo.config import DemoConfig
+    from jestflow.demo.run import _prepare
 
     (tmp_path / "lm" / "teacher").mkdir(parents=True)
     (tmp_path / "lm" / "teacher" / "model.safetensors").write_bytes(b"x")

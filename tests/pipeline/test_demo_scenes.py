@@ -26,8 +26,14 @@ from jestflow.transforms.records import Example, FieldMap
 
 SIZES = {"reference_size": 60, "eval_size": 20, "pool_size": 100, "shard_size": 40}
 FIELDS = FieldMap(image="png", caption="txt", keep=("kind",))
-FILES = ["eval-000000.tar", "pool-000000.tar", "pool-000001.tar", "pool-000002.tar",
-         "reference-000000.tar", "reference-000001.tar"]  # fmt: skip
+FILES = [
+    "eval-000000.tar",
+    "pool-000000.tar",
+    "pool-000001.tar",
+    "pool-000002.tar",
+    "reference-000000.tar",
+    "reference-000001.tar",
+]
 # The caption's words, written out here rather than taken from the module.
 OBJECTS = re.compile(
     r"(?P<count>one|a single|two|three) (?P<size>small|large) "
@@ -36,8 +42,14 @@ OBJECTS = re.compile(
     r"(?P<region>on the left|on the right|at the top|at the bottom|in the centre|in the middle)"
 )
 NUMBERS = {"one": 1, "a single": 1, "two": 2, "three": 3}
-PLACES = {"on the left": "left", "on the right": "right", "at the top": "top",
-          "at the bottom": "bottom", "in the centre": "centre", "in the middle": "centre"}  # fmt: skip
+PLACES = {
+    "on the left": "left",
+    "on the right": "right",
+    "at the top": "top",
+    "at the bottom": "bottom",
+    "in the centre": "centre",
+    "in the middle": "centre",
+}
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +103,23 @@ def components(image: Image.Image, rgb: tuple[int, int, int]) -> list[list[tuple
 def test_the_tars_are_webdataset_samples_in_the_configured_numbers(scenes):
     folder, counts = scenes
     assert sorted(p.name for p in folder.iterdir()) == FILES  # no temporary file left
-    assert counts == {"image-text/reference-000000.tar": 40, "image-text/reference-000001.tar": 20,
-                      "image-text/eval-000000.tar": 20, "image-text/pool-000000.tar": 40,
-                      "image-text/pool-000001.tar": 40, "image-text/pool-000002.tar": 20,
-                      "pool:clean": 40, "pool:mispaired": 40, "pool:wrong_attribute": 10,
-                      "pool:generic": 10}  # fmt: skip
-    expected = {"reference": {"clean": 60}, "eval": {"clean": 20},
-                "pool": {"clean": 40, "mispaired": 40, "wrong_attribute": 10, "generic": 10}}  # fmt: skip
+    assert counts == {
+        "image-text/reference-000000.tar": 40,
+        "image-text/reference-000001.tar": 20,
+        "image-text/eval-000000.tar": 20,
+        "image-text/pool-000000.tar": 40,
+        "image-text/pool-000001.tar": 40,
+        "image-text/pool-000002.tar": 20,
+        "pool:clean": 40,
+        "pool:mispaired": 40,
+        "pool:wrong_attribute": 10,
+        "pool:generic": 10,
+    }
+    expected = {
+        "reference": {"clean": 60},
+        "eval": {"clean": 20},
+        "pool": {"clean": 40, "mispaired": 40, "wrong_attribute": 10, "generic": 10},
+    }
     for prefix, kinds in expected.items():
         got = list(read_examples([str(folder / f"{prefix}-*.tar")], FIELDS))
         assert all(isinstance(ex, Example) for ex in got)
@@ -128,11 +150,16 @@ def test_the_same_seed_gives_the_same_bytes_and_another_seed_other_ones(scenes, 
     assert sorted(p.name for p in (tmp_path / "other" / "image-text").iterdir()) == [
         name for name in FILES if name not in ("pool-000001.tar", "pool-000002.tar")
     ]  # an earlier, bigger run's shards are gone
-    images = {prefix: {s["png"] for s in samples(folder, prefix)}
-              for prefix in ("reference", "eval", "pool")}  # fmt: skip
+    images = {
+        prefix: {s["png"] for s in samples(folder, prefix)}
+        for prefix in ("reference", "eval", "pool")
+    }
     assert [len(x) for x in images.values()] == [60, 20, 100]  # distinct scenes, every split
-    assert not (images["reference"] & images["eval"] or images["pool"] & images["reference"]
-                or images["pool"] & images["eval"])  # fmt: skip
+    assert not (
+        images["reference"] & images["eval"]
+        or images["pool"] & images["reference"]
+        or images["pool"] & images["eval"]
+    )
 
 
 def test_each_image_shows_the_scene_its_json_describes(scenes):
@@ -181,8 +208,15 @@ def test_captions_name_the_drawn_scene_or_on_purpose_another(scenes):
                 assert other["txt"].decode() == caption
         else:
             assert meta["kind"] == "generic" and not OBJECTS.search(caption)
-            assert caption in {"an image", "a picture", "photo", "image", "a photo", "picture",
-                               "untitled image"}  # fmt: skip
+            assert caption in {
+                "an image",
+                "a picture",
+                "photo",
+                "image",
+                "a photo",
+                "picture",
+                "untitled image",
+            }
     targets = [s["json"]["caption_of"] for s in pool if s["json"]["kind"] == "mispaired"]
     assert len(set(targets)) == 40  # the mispaired captions are shuffled among themselves
     wrong = Counter(s["json"]["wrong"] for s in pool if s["json"]["kind"] == "wrong_attribute")
@@ -192,24 +226,58 @@ def test_captions_name_the_drawn_scene_or_on_purpose_another(scenes):
 def test_the_pool_passes_through_curate(scenes, tmp_path):
     folder, _ = scenes
     torch.manual_seed(0)
-    teacher = new_model("contrastive", right_kind="image", d_model=32, n_layer=1, n_head=2,
-                        max_len=64)  # fmt: skip
+    teacher = new_model(
+        "contrastive", right_kind="image", d_model=32, n_layer=1, n_head=2, max_len=64
+    )
     save_checkpoint(teacher, str(tmp_path / "teacher"))
     out = tmp_path / "curated"
-    args = ["curate", str(folder / "pool-*.tar"), "-o", str(out), "--teacher",
-            str(tmp_path / "teacher"), "--task", "contrastive", "--image-field", "png",
-            "--caption-field", "txt", "--keep-field", "kind", "--keep", "0.5",
-            "--super-batch", "50", "--workers", "1", "--device", "cpu", "-q"]  # fmt: skip
+    args = [
+        "curate",
+        str(folder / "pool-*.tar"),
+        "-o",
+        str(out),
+        "--teacher",
+        str(tmp_path / "teacher"),
+        "--task",
+        "contrastive",
+        "--image-field",
+        "png",
+        "--caption-field",
+        "txt",
+        "--keep-field",
+        "kind",
+        "--keep",
+        "0.5",
+        "--super-batch",
+        "50",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "-q",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     counts = json.loads((out / "stats.json").read_text())["counts"]
-    assert counts == {"inputs": 100, "selected": 50, "not_selected": 50, "duplicate": 0,
-                      "rejected": 0}  # fmt: skip
+    assert counts == {
+        "inputs": 100,
+        "selected": 50,
+        "not_selected": 50,
+        "duplicate": 0,
+        "rejected": 0,
+    }
     assert counts["selected"] + counts["not_selected"] == 100
     assert (out / "_SUCCESS").exists()
-    kept = [s for shard in sorted((out / "shards").iterdir())
-            for s in wds.WebDataset(str(shard), shardshuffle=False)]  # fmt: skip
+    kept = [
+        s
+        for shard in sorted((out / "shards").iterdir())
+        for s in wds.WebDataset(str(shard), shardshuffle=False)
+    ]
     assert len(kept) == 50 and all({"png", "txt", "json"} <= set(s) for s in kept)
     kinds = Counter(json.loads(s["json"])["meta"]["kind"] for s in kept)
-    assert sum(kinds.values()) == 50 and set(kinds) <= {"clean", "mispaired", "wrong_attribute",
-                                                        "generic"}  # fmt: skip
+    assert sum(kinds.values()) == 50 and set(kinds) <= {
+        "clean",
+        "mispaired",
+        "wrong_attribute",
+        "generic",
+    }

@@ -78,9 +78,20 @@ line = st.one_of(
 )
 member_name = st.one_of(
     st.just("{k}.text"),
-    st.sampled_from(["/{k}.text", "../{k}.text", "d/../{k}.text", "{k}\\x.text",
-                     "{k}\x00.text", "d{k}/.text", "{k}", "{k}.text.text", "{k}.TEXT"]),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            "/{k}.text",
+            "../{k}.text",
+            "d/../{k}.text",
+            "{k}\\x.text",
+            "{k}\x00.text",
+            "d{k}/.text",
+            "{k}",
+            "{k}.text.text",
+            "{k}.TEXT",
+        ]
+    ),
+)
 
 
 @st.composite
@@ -112,14 +123,16 @@ def parquet_input(draw) -> bytes:
     column = draw(
         st.sampled_from(
             [
-                pa.array(draw(st.lists(st.one_of(st.none(), text), min_size=n, max_size=n)), pa.string()),
+                pa.array(
+                    draw(st.lists(st.one_of(st.none(), text), min_size=n, max_size=n)), pa.string()
+                ),
                 pa.array(draw(st.lists(st.integers(0, 9), min_size=n, max_size=n)), pa.int64()),
                 pa.array([[f"x{i}"] for i in range(n)], pa.list_(pa.string())),
                 pa.array([b"\xff" * i for i in range(n)], pa.binary()),
                 pa.array([None] * n, pa.null()),
             ]
         )
-    )  # fmt: skip
+    )
     name = draw(st.sampled_from(["text", "body"]))  # "body": the text column is missing
     table = pa.table({name: column, "kind": pa.array(range(n), pa.timestamp("ns"))})
     out = io.BytesIO()
@@ -168,10 +181,17 @@ def run_job(root, files: dict[str, bytes], teacher: str, keep: float = 0.5):
         (folder / name).write_bytes(data)
     urls = [str(folder / name) for name in sorted(files)]
     config = CurateConfig(
-        inputs=tuple(urls), output=str(folder / "out"), teacher=teacher, task="lm",
-        fields=FIELDS, selection=SelectionConfig(keep=keep, seed=1), super_batch=4,
-        shard_max_count=4, device="cpu", workers=1,
-    )  # fmt: skip
+        inputs=tuple(urls),
+        output=str(folder / "out"),
+        teacher=teacher,
+        task="lm",
+        fields=FIELDS,
+        selection=SelectionConfig(keep=keep, seed=1),
+        super_batch=4,
+        shard_max_count=4,
+        device="cpu",
+        workers=1,
+    )
     records = [r for url in urls for r in read_file(url, FIELDS)]
     if all(isinstance(r, Rejected) for r in records):
         # A run in which no record parses (or none is there) fails with the reason, its dead
@@ -247,16 +267,23 @@ def test_a_job_on_the_inputs_that_crashed_it_finishes_and_accounts(teacher, tmp_
     """Every example is kept (keep 1.0), so each reaches the shard writer: a kept value with a
     lone surrogate crashed it, a deep one crashed pickling between stages, a field name with a
     lone surrogate crashed the dead-letter writer, a Parquet time in nanoseconds the reader."""
-    jsonl = b"\n".join([
-        b'{"text": "fine one", "kind": "\\ud800"}',
-        b'{"text": "fine two", "kind": ' + b"[" * 900 + b"]" * 900 + b"}",
-        b'{"\\udc00": "no text"}',
-        b'\xef\xbb\xbf{"text": "after a BOM"}',
-    ])  # fmt: skip
+    jsonl = b"\n".join(
+        [
+            b'{"text": "fine one", "kind": "\\ud800"}',
+            b'{"text": "fine two", "kind": ' + b"[" * 900 + b"]" * 900 + b"}",
+            b'{"\\udc00": "no text"}',
+            b'\xef\xbb\xbf{"text": "after a BOM"}',
+        ]
+    )
     tar = io.BytesIO()
     with tarfile.open(fileobj=tar, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name, data in [("ok.text", b"a sample"), ("../evil.text", b"escape"),
-                           ("/etc/x.text", b"absolute"), ("d.text", b"last"), ("e.text", b"cut")]:  # fmt: skip
+        for name, data in [
+            ("ok.text", b"a sample"),
+            ("../evil.text", b"escape"),
+            ("/etc/x.text", b"absolute"),
+            ("d.text", b"last"),
+            ("e.text", b"cut"),
+        ]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
@@ -273,8 +300,11 @@ def test_a_job_on_the_inputs_that_crashed_it_finishes_and_accounts(teacher, tmp_
     counts = check_accounts(out, stats, records)
     assert counts == {"selected": 5, "not_selected": 0, "duplicate": 0, "rejected": 5, "inputs": 10}
     assert stats["rejected"] == {
-        "bad_json": 1, "missing_field": 1, "bad_member": 2, "unreadable_file": 1
-    }  # fmt: skip
+        "bad_json": 1,
+        "missing_field": 1,
+        "bad_member": 2,
+        "unreadable_file": 1,
+    }
     dead = {r["reason"]: r for r in pq.read_table(out / "rejected").to_pylist()}
     assert "\ufffd" in dead["missing_field"]["detail"]
     written = [s for shard in (out / "shards").glob("*.tar") for s in samples(shard)]

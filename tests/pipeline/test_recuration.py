@@ -76,12 +76,14 @@ def test_appended_data_a_new_teacher_and_a_student(noisy, tmp_path):
 
     # Learnability: the teacher's outputs come from the cache, the student's are new.
     learn = SelectionConfig(keep=0.25, seed=1, mode="learnability")
-    _, both = curate(noisy, tmp_path / "learn", cache=cache, selection=learn,
-                     student=str(noisy / "student"))  # fmt: skip
+    _, both = curate(
+        noisy, tmp_path / "learn", cache=cache, selection=learn, student=str(noisy / "student")
+    )
     assert both["scoring"]["teacher"] == {"scored": 0, "cached": 240}
     assert both["scoring"]["student"] == {"scored": 0, "cached": 240}  # cached as a teacher above
-    _, fresh = curate(noisy, tmp_path / "learn-fresh", selection=learn,
-                      student=str(noisy / "student"))  # fmt: skip
+    _, fresh = curate(
+        noisy, tmp_path / "learn-fresh", selection=learn, student=str(noisy / "student")
+    )
     assert fresh["scoring"]["student"] == {"scored": 240, "cached": 0}
     assert digest(tmp_path / "learn" / "shards") == digest(tmp_path / "learn-fresh" / "shards")
 
@@ -96,8 +98,10 @@ def test_selection_follows_what_the_cache_holds(noisy, tmp_path, learned):
     noise = {r["id"] for r in rows if r["meta"] and json.loads(r["meta"])["kind"] == "noise"}
     for part in (lm_cache(cache, str(noisy / "teacher"))).iterdir():
         table = pq.read_table(part)
-        losses = [0.0 if i in noise else loss for i, loss in
-                  zip(table["id"].to_pylist(), table["loss"].to_pylist(), strict=True)]  # fmt: skip
+        losses = [
+            0.0 if i in noise else loss
+            for i, loss in zip(table["id"].to_pylist(), table["loss"].to_pylist(), strict=True)
+        ]
         table = table.set_column(1, "loss", pa.array(losses, pa.float64()))
         pq.write_table(table, part)
     # Top-k: every super-batch (about half noise) keeps only the examples the cache calls easy.
@@ -166,8 +170,13 @@ def test_the_finish_step_runs_after_every_write(noisy, tmp_path):
                 todo.append(producer)
     # Read: dead letters and spills; Spill scores: the score cache and spills; Select groups: the
     # not-selected parts and the decisions' spills.
-    writers = {"Read", "Write duplicates/Write duplicates", "Spill scores", "Select/Select groups",
-               "Write shards/Write shards"}  # fmt: skip
+    writers = {
+        "Read",
+        "Write duplicates/Write duplicates",
+        "Spill scores",
+        "Select/Select groups",
+        "Write shards/Write shards",
+    }
     assert writers <= set(leaves.found) and writers <= upstream
 
 
@@ -194,14 +203,31 @@ def test_memory_filesystem_end_to_end(noisy):
     fs = fsspec.filesystem("memory")
     fs.put(str(noisy / "pool.jsonl"), "/e2e/in/pool.jsonl")
     fs.put(str(noisy / "teacher"), "/e2e/teacher", recursive=True)
-    config = config_for(noisy, "memory://e2e/out", inputs=("memory://e2e/in/*.jsonl",),
-                        teacher="memory://e2e/teacher", cache="memory://e2e/cache")  # fmt: skip
+    config = config_for(
+        noisy,
+        "memory://e2e/out",
+        inputs=("memory://e2e/in/*.jsonl",),
+        teacher="memory://e2e/teacher",
+        cache="memory://e2e/cache",
+    )
     try:
         stats = run_curation(config)
-        again = run_curation(config_for(noisy, "memory://e2e/again", inputs=config.inputs,
-                                        teacher=config.teacher, cache=config.cache))  # fmt: skip
-        assert stats["counts"] == {"selected": 60, "not_selected": 180, "duplicate": 0,
-                                   "rejected": 5, "inputs": 245}  # fmt: skip
+        again = run_curation(
+            config_for(
+                noisy,
+                "memory://e2e/again",
+                inputs=config.inputs,
+                teacher=config.teacher,
+                cache=config.cache,
+            )
+        )
+        assert stats["counts"] == {
+            "selected": 60,
+            "not_selected": 180,
+            "duplicate": 0,
+            "rejected": 5,
+            "inputs": 245,
+        }
         assert again["scoring"]["teacher"] == {"scored": 0, "cached": 240}
         assert fs.exists("/e2e/out/_SUCCESS") and fs.exists("/e2e/out/run.json")
         shards = sorted(fs.ls("/e2e/out/shards", detail=False))
@@ -245,18 +271,28 @@ def test_inspect_compares_two_runs(noisy, tmp_path, learned):
         return {r["id"] for r in rows if r["status"] == "selected"}
 
     a, b = chosen(old), chosen(new)
-    assert result["selected"] == {"both": len(a & b), "only_old": len(a - b),
-                                  "only_new": len(b - a), "jaccard": round(len(a & b) / len(a | b), 6)}  # fmt: skip
+    assert result["selected"] == {
+        "both": len(a & b),
+        "only_old": len(a - b),
+        "only_new": len(b - a),
+        "jaccard": round(len(a & b) / len(a | b), 6),
+    }
     assert a & b  # a weaker teacher keeps some and drops others
     learned.expect("kept by both teachers, of 60", len(a & b), "<", len(a))
     assert result["scored_in_both"] == 240 and not result["same_teacher"]
-    assert result["old"]["counts"] == {"selected": 60, "not_selected": 180, "duplicate": 0,
-                                       "rejected": 6, "inputs": 246}  # fmt: skip
+    assert result["old"]["counts"] == {
+        "selected": 60,
+        "not_selected": 180,
+        "duplicate": 0,
+        "rejected": 6,
+        "inputs": 246,
+    }
     shift = result["teacher_loss_shift"]
     learned.expect("mean loss shift to the weaker teacher", shift["mean"], ">", 0)
     assert shift["rank_correlation"] > 0
-    learned.expect("rank correlation of the two teachers' losses", shift["rank_correlation"],
-                   "<", 1)  # fmt: skip
+    learned.expect(
+        "rank correlation of the two teachers' losses", shift["rank_correlation"], "<", 1
+    )
 
     itself = compare_runs(str(old), str(old))
     assert itself["selected"]["jaccard"] == 1 and itself["same_teacher"]

@@ -32,14 +32,42 @@ FOLDERS = ("shards", "manifest", "rejected")
 
 
 def curate_command(pool: str, teacher: str, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "jestflow.cli", "curate", pool, "-o", str(out),
-            "--teacher", teacher, "--task", "lm", "--keep", "0.25", "--super-batch", "40",
-            "--shard-max-count", "6", "--workers", "2", "--device", "cpu", "--seed", "3", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "jestflow.cli",
+        "curate",
+        pool,
+        "-o",
+        str(out),
+        "--teacher",
+        teacher,
+        "--task",
+        "lm",
+        "--keep",
+        "0.25",
+        "--super-batch",
+        "40",
+        "--shard-max-count",
+        "6",
+        "--workers",
+        "2",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+        *extra,
+    ]
 
 
 def jestflow_curate(pool: str, teacher: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(curate_command(pool, teacher, out, *extra), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        curate_command(pool, teacher, out, *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
 
 
 def visible_shards(out: Path) -> list[Path]:
@@ -132,11 +160,17 @@ def test_bundles_that_fail_once_are_retried_without_duplicates(noisy, tmp_path, 
     clean, _ = curate(noisy, tmp_path / "clean", cache=str(tmp_path / "cache-clean"), **runner)
     markers = tmp_path / "markers"
     markers.mkdir()
-    writes = [(write_step, "write_shard_group"), (graph_module, "spill_scores"),
-              (select_step, "write_not_selected"), (read_step, "write_rejected"),
-              (score_step, "write_cache_part"),
-              (dedup_step, "link_group"), (dedup_step, "spill_signatures"), (dedup_step, "near_edges"),
-              (dedup_step, "cluster_edges")]  # fmt: skip
+    writes = [
+        (write_step, "write_shard_group"),
+        (graph_module, "spill_scores"),
+        (select_step, "write_not_selected"),
+        (read_step, "write_rejected"),
+        (score_step, "write_cache_part"),
+        (dedup_step, "link_group"),
+        (dedup_step, "spill_signatures"),
+        (dedup_step, "near_edges"),
+        (dedup_step, "cluster_edges"),
+    ]
     for module, name in writes:
         monkeypatch.setattr(module, name, fails_once(getattr(module, name), markers))
     retried, stats = curate(noisy, tmp_path / "retried", cache=str(tmp_path / "cache"), **runner)
@@ -187,8 +221,12 @@ def test_output_paths_cannot_leave_their_folder(tmp_path):
     with pytest.raises(JestflowError, match="bad shard prefix"):
         ShardWriter(str(tmp_path / "shards"), prefix="../up")
     with ShardWriter(str(tmp_path / "shards")) as writer:
-        for sample in ({"__key__": "../../etc/x", "txt": b"a"}, {"__key__": "/abs", "txt": b"a"},
-                       {"__key__": "k", "../txt": b"a"}, {"__key__": "k", "TXT/x": b"a"}):  # fmt: skip
+        for sample in (
+            {"__key__": "../../etc/x", "txt": b"a"},
+            {"__key__": "/abs", "txt": b"a"},
+            {"__key__": "k", "../txt": b"a"},
+            {"__key__": "k", "TXT/x": b"a"},
+        ):
             with pytest.raises(JestflowError, match="unsafe"):
                 writer.write(sample)
         writer.write({"__key__": "k", "txt": b"fine", "doc.txt": b"also fine"})
@@ -202,13 +240,24 @@ def test_no_configuration_is_evaluated_as_code(tmp_path):
     only with weights_only, Hugging Face never runs a model folder's code, and an architecture
     name in a config is looked up, not imported."""
     root = Path(graph_module.__file__).parents[1]
-    sources = [p for folder in ("transforms", "pipeline", "trainer", "cli", "demo", "deploy")
-               for p in (root / folder).rglob("*.py")]  # fmt: skip
+    sources = [
+        p
+        for folder in ("transforms", "pipeline", "trainer", "cli", "demo", "deploy")
+        for p in (root / folder).rglob("*.py")
+    ]
     assert len(sources) > 30
     for path in sources:
         text = path.read_text()
-        for banned in ("eval(", "exec(", "pickle.load", "yaml.load(", "trust_remote_code=True",
-                       "allow_pickle=True", "__import__(", "importlib.import_module("):  # fmt: skip
+        for banned in (
+            "eval(",
+            "exec(",
+            "pickle.load",
+            "yaml.load(",
+            "trust_remote_code=True",
+            "allow_pickle=True",
+            "__import__(",
+            "importlib.import_module(",
+        ):
             assert banned not in text.replace(".eval()", ""), f"{banned} in {path}"
         for line in text.splitlines():
             if "torch.load(" in line:
@@ -216,8 +265,12 @@ def test_no_configuration_is_evaluated_as_code(tmp_path):
     from jestflow.transforms.formats.model_files import load_model
 
     (tmp_path / "evil").mkdir()
-    config = {"format": "jestflow", "task": "lm", "architecture": "__import__('os').system",
-              "config": {}}  # fmt: skip
+    config = {
+        "format": "jestflow",
+        "task": "lm",
+        "architecture": "__import__('os').system",
+        "config": {},
+    }
     (tmp_path / "evil" / "config.json").write_text(json.dumps(config))
     (tmp_path / "evil" / "model.safetensors").write_bytes(b"")
     with pytest.raises(JestflowError, match="unknown architecture"):

@@ -55,8 +55,17 @@ def test_dataflow_graph_puts_the_accelerator_on_the_scoring_step_only(noisy, tmp
     assert scoring and all(name.startswith("Score/") for name in scoring)
     assert any("RunInference" in name for name in scoring)
     top = {name.split("/")[0] for name in steps}
-    assert {"Read", "Deduplicate", "List cache parts", "Cut chunks", "Score", "Spill scores",
-            "Select", "Write shards", "Write stats, run.json, _SUCCESS"} <= top  # fmt: skip
+    assert {
+        "Read",
+        "Deduplicate",
+        "List cache parts",
+        "Cut chunks",
+        "Score",
+        "Spill scores",
+        "Select",
+        "Write shards",
+        "Write stats, run.json, _SUCCESS",
+    } <= top
     hint = next(
         env.resource_hints[ACCELERATOR]
         for env in proto.components.environments.values()
@@ -76,10 +85,12 @@ def test_no_accelerator_hint_unless_asked(noisy, tmp_path):
 
 @pytest.mark.parametrize(
     "runner",
-    [["--runner=FlinkRunner", "--flink_master=localhost:8081"],
-     ["--runner=SparkRunner", "--spark_master_url=spark://localhost:7077"],
-     ["--runner=PortableRunner", "--job_endpoint=localhost:8099"]],
-)  # fmt: skip
+    [
+        ["--runner=FlinkRunner", "--flink_master=localhost:8081"],
+        ["--runner=SparkRunner", "--spark_master_url=spark://localhost:7077"],
+        ["--runner=PortableRunner", "--job_endpoint=localhost:8099"],
+    ],
+)
 def test_the_same_graph_builds_for_portable_runners(noisy, tmp_path, runner):
     pipeline, proto = graph([*runner, *PORTABLE], config_for(noisy, tmp_path / "out"))
     assert type(pipeline.runner).__name__ == runner[0].split("=")[1]

@@ -26,8 +26,11 @@ WORDS = [f"w{i}" for i in range(60)]
 def batch_loss(left, right, batch_size: int, t: float, b: float) -> float:
     """The mean SigLIP loss over consecutive batches (the objective's form)."""
     n = len(left) // batch_size * batch_size
-    sims = torch.einsum("kid,kjd->kij", left[:n].view(-1, batch_size, left.shape[1]),
-                        right[:n].view(-1, batch_size, left.shape[1])).double()  # fmt: skip
+    sims = torch.einsum(
+        "kid,kjd->kij",
+        left[:n].view(-1, batch_size, left.shape[1]),
+        right[:n].view(-1, batch_size, left.shape[1]),
+    ).double()
     z = 2 * torch.eye(batch_size, dtype=torch.float64) - 1
     return (F.softplus(-z * (t * sims + b)).sum((1, 2)).mean() / batch_size).item()
 
@@ -53,9 +56,13 @@ def tiny_encoder(tmp_path_factory):
     tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
     torch.manual_seed(0)
     config = transformers.BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     transformers.BertModel(config).save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
@@ -73,8 +80,13 @@ def pairs(n: int, seed: int) -> list[dict]:
 
 def test_calibrate_writes_a_teacher_with_its_fitted_scale_and_bias(tiny_encoder, tmp_path):
     reference = write_jsonl(tmp_path / "reference.jsonl", pairs(320, seed=1))
-    config = CalibrateConfig(model=str(tiny_encoder), inputs=(reference,), fields=PAIRS,
-                             output=str(tmp_path / "teacher"), device="cpu")  # fmt: skip
+    config = CalibrateConfig(
+        model=str(tiny_encoder),
+        inputs=(reference,),
+        fields=PAIRS,
+        output=str(tmp_path / "teacher"),
+        device="cpu",
+    )
     result = calibrate(config)
     assert (result.fit_examples, result.eval_examples) == (256, 64)
     assert result.after[0] < result.before[0]  # the held-out loss improves
@@ -92,15 +104,31 @@ def test_calibrate_writes_a_teacher_with_its_fitted_scale_and_bias(tiny_encoder,
     with pytest.raises(JestflowError, match="already holds a model checkpoint"):
         calibrate(config)
     with pytest.raises(JestflowError, match="its own --output"):
-        calibrate(CalibrateConfig(model=str(tiny_encoder), inputs=(reference,), fields=PAIRS,
-                                  output=str(tiny_encoder)))  # fmt: skip
+        calibrate(
+            CalibrateConfig(
+                model=str(tiny_encoder), inputs=(reference,), fields=PAIRS, output=str(tiny_encoder)
+            )
+        )
 
 
 def test_the_command_prints_the_figures_and_refuses_builtin_teachers(tiny_encoder, tmp_path):
     reference = write_jsonl(tmp_path / "reference.jsonl", pairs(200, seed=2))
     held_out = write_jsonl(tmp_path / "eval.jsonl", pairs(64, seed=3))
-    args = ["teacher", "calibrate", str(tiny_encoder), "--reference", reference, "--eval",
-            held_out, "--query-field", "query", "--doc-field", "doc", "--device", "cpu"]  # fmt: skip
+    args = [
+        "teacher",
+        "calibrate",
+        str(tiny_encoder),
+        "--reference",
+        reference,
+        "--eval",
+        held_out,
+        "--query-field",
+        "query",
+        "--doc-field",
+        "doc",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "teacher")])
     assert result.exit_code == 0, result.output
     assert "fitted on 200 pairs" in result.output
@@ -122,8 +150,21 @@ def test_a_causal_language_model_is_refused_naming_what_it_is(tmp_path):
     transformers.GPT2LMHeadModel(config).save_pretrained(gpt2, safe_serialization=True)
     reference = write_jsonl(tmp_path / "reference.jsonl", pairs(40, seed=2))
     output = tmp_path / "teacher"
-    args = ["teacher", "calibrate", str(gpt2), "--reference", reference, "-o", str(output),
-            "--query-field", "query", "--doc-field", "doc", "--device", "cpu"]  # fmt: skip
+    args = [
+        "teacher",
+        "calibrate",
+        str(gpt2),
+        "--reference",
+        reference,
+        "-o",
+        str(output),
+        "--query-field",
+        "query",
+        "--doc-field",
+        "doc",
+        "--device",
+        "cpu",
+    ]
     refused = CliRunner().invoke(main, args)
     assert refused.exit_code == 1, refused.output
     assert "is a Hugging Face causal language model (gpt2)" in refused.output
@@ -139,8 +180,15 @@ def test_calibrated_minilm_fits_standard_library_pairs_better(tmp_path):
     minilm = Path(package.__file__).resolve().parent / "model"
     records = [{"query": q, "doc": d} for q, d in harvest().pairs[:400]]
     reference = write_jsonl(tmp_path / "reference.jsonl", records)
-    result = calibrate(CalibrateConfig(model=str(minilm), inputs=(reference,), fields=PAIRS,
-                                       output=str(tmp_path / "teacher"), device="cpu"))  # fmt: skip
+    result = calibrate(
+        CalibrateConfig(
+            model=str(minilm),
+            inputs=(reference,),
+            fields=PAIRS,
+            output=str(tmp_path / "teacher"),
+            device="cpu",
+        )
+    )
     before, after = result.before, result.after
     assert after[0] < before[0] - 0.05  # untuned (20, −10) is not the best for these pairs
     assert after[1] > 0.5  # a pretrained encoder pairs docstrings with their code (chance 0.03)

@@ -71,12 +71,22 @@ def test_same_seed_same_teacher(tmp_path, text_corpus):
 def test_contrastive_teacher_matches_pairs(tmp_path, pair_corpus, learned):
     fields = FieldMap(query="query", doc="doc")
     # 120 steps at lr 3e-3 reached recall@1 0.08–0.42 by seed; this recipe 0.72–0.86 (margins.py).
-    result = train_teacher(config(*pair_corpus, str(tmp_path / "t"), "contrastive", fields,
-                                  steps=600, lr=lr(5e-3), warmup_steps=20))  # fmt: skip
+    result = train_teacher(
+        config(
+            *pair_corpus,
+            str(tmp_path / "t"),
+            "contrastive",
+            fields,
+            steps=600,
+            lr=lr(5e-3),
+            warmup_steps=20,
+        )
+    )
     before_loss, before_recall = untrained_eval("contrastive", pair_corpus[1], fields, TINY)
     assert before_recall < 0.2  # chance is 1/16
-    learned.expect("held-out loss below the untrained model's", before_loss - result.eval_loss,
-                   ">", 1.0)  # fmt: skip
+    learned.expect(
+        "held-out loss below the untrained model's", before_loss - result.eval_loss, ">", 1.0
+    )
     learned.expect("held-out recall@1 (chance 1/16)", result.eval_recall_at_1, ">", 0.4)
     assert load_model(str(tmp_path / "t")).task == "contrastive"
 
@@ -119,8 +129,11 @@ def test_an_output_that_holds_something_is_replaced_only_with_overwrite(tmp_path
     first = train_teacher(config(*text_corpus, str(out), "lm", fields, steps=2))
     assert first.mean_train_loss_steps == 2  # a run shorter than 50 steps: all of them
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(JestflowError, match=r"already holds a model checkpoint \(config.json, .*"
-                       r"pass --overwrite"):  # fmt: skip
+    with pytest.raises(
+        JestflowError,
+        match=r"already holds a model checkpoint \(config.json, .*"
+        r"pass --overwrite",
+    ):
         train_teacher(config(*text_corpus, str(out), "lm", fields, steps=2, seed=SEED + 1))
     assert fingerprint(str(out)) == first.fingerprint  # refused before training: untouched
     run = tmp_path / "run"
@@ -132,8 +145,11 @@ def test_an_output_that_holds_something_is_replaced_only_with_overwrite(tmp_path
         config(*text_corpus, str(out), "lm", fields, steps=2, seed=SEED + 1, overwrite=True)
     )
     assert second.fingerprint != first.fingerprint and fingerprint(str(out)) == second.fingerprint
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json",
-                                                     "model.safetensors"]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+    ]
 
 
 def test_a_warm_up_longer_than_the_run_is_flagged(tmp_path, text_corpus, caplog):
@@ -152,8 +168,16 @@ def test_init_starts_from_a_jestflow_checkpoint(tmp_path, text_corpus):
     fields = FieldMap(text="text")
     first = train_teacher(config(*text_corpus, str(tmp_path / "a"), "lm", fields, steps=20))
     sizes = dict.fromkeys(TINY)  # --init brings the architecture: no size options
-    again = config(*text_corpus, str(tmp_path / "b"), "lm", fields, steps=1, lr=1e-12,
-                   init=str(tmp_path / "a"), **sizes)  # fmt: skip
+    again = config(
+        *text_corpus,
+        str(tmp_path / "b"),
+        "lm",
+        fields,
+        steps=1,
+        lr=1e-12,
+        init=str(tmp_path / "a"),
+        **sizes,
+    )
     result = train_teacher(again)
     assert result.eval_loss == pytest.approx(first.eval_loss, abs=1e-5)  # the same weights
     assert result.fingerprint != first.fingerprint  # its meta says how it was made
@@ -161,5 +185,14 @@ def test_init_starts_from_a_jestflow_checkpoint(tmp_path, text_corpus):
     assert meta["init"] == str(tmp_path / "a") and meta["lr"] == 1e-12
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"q": "a", "d": "b"}] * 4)
     with pytest.raises(JestflowError, match="is a lm model, not contrastive"):
-        train_teacher(config(pairs, pairs, str(tmp_path / "c"), "contrastive",
-                             FieldMap(query="q", doc="d"), init=str(tmp_path / "a"), **sizes))  # fmt: skip
+        train_teacher(
+            config(
+                pairs,
+                pairs,
+                str(tmp_path / "c"),
+                "contrastive",
+                FieldMap(query="q", doc="d"),
+                init=str(tmp_path / "a"),
+                **sizes,
+            )
+        )

@@ -28,10 +28,13 @@ def write(directory, n_shards=4, per_shard=5, pairs=False):
     with ShardWriter(str(directory), prefix="shard-000000", max_count=per_shard) as writer:
         for i in range(n_shards * per_shard):
             example = make_example(
-                layout="text_pair" if pairs else "text", text=f"text number {i}",
-                pair=f"def f{i}(): pass" if pairs else None, source="pool.jsonl", position=i,
+                layout="text_pair" if pairs else "text",
+                text=f"text number {i}",
+                pair=f"def f{i}(): pass" if pairs else None,
+                source="pool.jsonl",
+                position=i,
                 meta={"kind": "clean" if i % 2 else "noise"},
-            )  # fmt: skip
+            )
             embeddings = np.full((2, 4), i, dtype=np.float32) if pairs else None
             writer.write(encode(example, {"teacher_loss": i / 10, "score": -i / 10}, embeddings))
     return sorted(str(p) for p in directory.iterdir())
@@ -79,8 +82,13 @@ def test_corrupt_samples_are_skipped_and_counted(tmp_path):
 
 def test_a_sample_with_a_broken_image_is_skipped_and_counted(tmp_path):
     def sample(key, image):
-        example = make_example(layout="image_text", text=f"a {key} square", image=png(),
-                               source="pool.parquet", position=0)  # fmt: skip
+        example = make_example(
+            layout="image_text",
+            text=f"a {key} square",
+            image=png(),
+            source="pool.parquet",
+            position=0,
+        )
         info = {"teacher_loss": 0.5, "score": -0.5, "teacher_scale": 10.0, "teacher_bias": -10.0}
         written = encode(example, info, np.zeros((2, 4), dtype=np.float32))
         return {**written, "__key__": key, "png": image}
@@ -93,8 +101,9 @@ def test_a_sample_with_a_broken_image_is_skipped_and_counted(tmp_path):
         tar.write(sample("garbage", b"\x89PNG\r\n\x1a\n" + b"\0" * 40))
         tar.write(sample("blue", good))
     skipped = Counter()
-    got = list(train_samples([str(tmp_path / "shard-000000.tar")], task="contrastive",
-                             skipped=skipped))  # fmt: skip
+    got = list(
+        train_samples([str(tmp_path / "shard-000000.tar")], task="contrastive", skipped=skipped)
+    )
     assert [s.key for s in got] == ["blue"] and got[0].image == good
     assert skipped == {"CorruptSample": 2}
 
@@ -115,8 +124,12 @@ def test_loader_workers_split_the_shards_and_resampling_is_seeded(tmp_path):
     assert sorted(keys) == sorted(s.key for s in train_samples(files, task="lm"))  # each once
 
     def draw(seed):
-        return [s.key for s in itertools.islice(train_samples(files, task="lm", resampled=True,
-                                                              seed=seed), 40)]  # fmt: skip
+        return [
+            s.key
+            for s in itertools.islice(
+                train_samples(files, task="lm", resampled=True, seed=seed), 40
+            )
+        ]
 
     assert draw(1) == draw(1) and draw(1) != draw(2) and len(set(draw(1))) == 20
     # Shards are in rank order: a resampled stream reads four distinct ones at once, round-robin.
@@ -164,8 +177,12 @@ def test_raw_inputs_stream_every_example_each_pass_and_count_rejections_once(tmp
     again = raw_samples([str(tmp_path / "*.jsonl")], fields, seed=3, shuffle=4)
     other = raw_samples([str(tmp_path / "*.jsonl")], fields, seed=4, shuffle=4)
     first = [s.text for s in itertools.islice(again, 30)]
-    assert first == [s.text for s in itertools.islice(
-        raw_samples([str(tmp_path / "*.jsonl")], fields, seed=3, shuffle=4), 30)]  # fmt: skip
+    assert first == [
+        s.text
+        for s in itertools.islice(
+            raw_samples([str(tmp_path / "*.jsonl")], fields, seed=3, shuffle=4), 30
+        )
+    ]
     assert first != [s.text for s in itertools.islice(other, 30)]
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "bad.jsonl").write_text("{broken\n")

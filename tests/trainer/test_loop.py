@@ -37,9 +37,21 @@ def noisy_shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("loop")
     reference = write_jsonl(root / "ref.jsonl", ({"text": t} for t in sentences(300, 6)))
     write_jsonl(root / "eval.jsonl", ({"text": t} for t in sentences(64, 7)))
-    train_teacher(TeacherConfig(inputs=(reference,), output=str(root / "teacher"), task="lm",
-                                fields=TEXT, steps=80, batch_size=16, lr=lr(3e-3), warmup_steps=5,
-                                seed=SEED, device="cpu", **TINY))  # fmt: skip
+    train_teacher(
+        TeacherConfig(
+            inputs=(reference,),
+            output=str(root / "teacher"),
+            task="lm",
+            fields=TEXT,
+            steps=80,
+            batch_size=16,
+            lr=lr(3e-3),
+            warmup_steps=5,
+            seed=SEED,
+            device="cpu",
+            **TINY,
+        )
+    )
     rng = random.Random(0)
     texts = [(t, "clean") for t in sentences(200, 8)]
     texts += [("".join(rng.choice("qzxj#@!0") for _ in range(50)), "noise") for _ in range(200)]
@@ -47,8 +59,9 @@ def noisy_shards(tmp_path_factory):
     losses = lm_losses(load_model(str(root / "teacher")), [t for t, _ in texts]).tolist()
     with ShardWriter(str(root / "shards"), prefix="shard-000000", max_count=100) as writer:
         for i, ((text, kind), loss) in enumerate(zip(texts, losses, strict=True)):
-            example = make_example(layout="text", text=text, source="pool", position=i,
-                                   meta={"kind": kind})  # fmt: skip
+            example = make_example(
+                layout="text", text=text, source="pool", position=i, meta={"kind": kind}
+            )
             writer.write(encode(example, {"teacher_loss": loss, "score": -loss}))
     return root
 
@@ -56,10 +69,20 @@ def noisy_shards(tmp_path_factory):
 def config(root, out, **changes):
     options = {
         "shards": (str(root / "shards" / "shard-000000-{000000..000003}.tar"),),
-        "task": "lm", "output": str(out), "batch_size": 16, "super_batch_ratio": 4, "steps": 20,
-        "lr": lr(3e-3), "warmup_steps": 2, "eval_inputs": (str(root / "eval.jsonl"),),
-        "fields": TEXT, "eval_every": 10, "seed": SEED, "device": "cpu", **TINY,
-    }  # fmt: skip
+        "task": "lm",
+        "output": str(out),
+        "batch_size": 16,
+        "super_batch_ratio": 4,
+        "steps": 20,
+        "lr": lr(3e-3),
+        "warmup_steps": 2,
+        "eval_inputs": (str(root / "eval.jsonl"),),
+        "fields": TEXT,
+        "eval_every": 10,
+        "seed": SEED,
+        "device": "cpu",
+        **TINY,
+    }
     return TrainConfig(**{**options, **changes})
 
 
@@ -78,8 +101,16 @@ def test_a_short_run_lowers_the_held_out_loss(noisy_shards, tmp_path, learned):
     learned.expect("held-out loss below the untrained model's", gain, ">", 0.5)
     steps = [r for r in lines(tmp_path / "run") if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 31))
-    assert {"learnability", "tags", "score_seconds", "train_seconds", "step_seconds",
-            "examples_seen", "score_flops", "train_flops"} <= set(steps[0])  # fmt: skip
+    assert {
+        "learnability",
+        "tags",
+        "score_seconds",
+        "train_seconds",
+        "step_seconds",
+        "examples_seen",
+        "score_flops",
+        "train_flops",
+    } <= set(steps[0])
     # uniform draws b, not r·b: it trains on what it draws
     assert steps[-1]["examples_seen"] == 30 * 16 and steps[0]["score_flops"] == 0
     assert all(r["train_seconds"] <= r["step_seconds"] for r in steps)
@@ -107,8 +138,10 @@ def test_raw_data_trains_the_baselines_and_refuses_modes_that_need_a_teacher(
 ):
     rng = random.Random(1)
     raw = [{"text": t, "kind": "clean"} for t in sentences(100, 8)]
-    raw += [{"text": "".join(rng.choice("qzxj#@!0") for _ in range(50)), "kind": "noise"}
-            for _ in range(100)]  # fmt: skip
+    raw += [
+        {"text": "".join(rng.choice("qzxj#@!0") for _ in range(50)), "kind": "noise"}
+        for _ in range(100)
+    ]
     pool = write_jsonl(tmp_path / "pool.jsonl", raw)
     raw_config = {"shards": (), "data": (pool,), "fields": FieldMap(text="text", keep=("kind",))}
     last = train(config(noisy_shards, tmp_path / "uniform", mode="uniform", **raw_config))
@@ -119,15 +152,35 @@ def test_raw_data_trains_the_baselines_and_refuses_modes_that_need_a_teacher(
     for r in lines(tmp_path / "uniform"):
         tags.update(r.get("tags", {}))
     assert sum(tags.values()) == 20 * 16 and 0.3 < tags["clean"] / (20 * 16) < 0.7
-    train(config(noisy_shards, tmp_path / "hard", mode="hard_learner", steps=3, eval_inputs=(),
-                 **raw_config))  # fmt: skip
+    train(
+        config(
+            noisy_shards,
+            tmp_path / "hard",
+            mode="hard_learner",
+            steps=3,
+            eval_inputs=(),
+            **raw_config,
+        )
+    )
     hard = lines(tmp_path / "hard")[-1]
     assert hard["score_flops"] > 0 and hard["learnability"] is None  # no teacher, no gap
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", ({"query": t, "doc": t[::-1]}
-                                                   for t in sentences(40, 3)))  # fmt: skip
-    train(TrainConfig(data=(pairs,), task="contrastive", output=str(tmp_path / "pairs"),
-                      fields=FieldMap(query="query", doc="doc"), mode="hard_learner", steps=2,
-                      batch_size=4, super_batch_ratio=2, device="cpu", **TINY))  # fmt: skip
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl", ({"query": t, "doc": t[::-1]} for t in sentences(40, 3))
+    )
+    train(
+        TrainConfig(
+            data=(pairs,),
+            task="contrastive",
+            output=str(tmp_path / "pairs"),
+            fields=FieldMap(query="query", doc="doc"),
+            mode="hard_learner",
+            steps=2,
+            batch_size=4,
+            super_batch_ratio=2,
+            device="cpu",
+            **TINY,
+        )
+    )
     assert [r["learnability"] for r in lines(tmp_path / "pairs")] == [None, None]
     for mode in ("learnability", "easy_reference"):
         with pytest.raises(JestflowError, match=f"--mode {mode} needs the teacher"):
@@ -140,11 +193,18 @@ def test_raw_data_trains_the_baselines_and_refuses_modes_that_need_a_teacher(
 
 def test_resume_on_raw_data_draws_what_an_uninterrupted_run_would(noisy_shards, tmp_path):
     rng = random.Random(2)
-    raw = [{"text": f"{' '.join(rng.sample(sentences(30, 4), 2))}", "kind": f"k{i}"}
-           for i in range(300)]  # fmt: skip
-    options = {"shards": (), "data": (write_jsonl(tmp_path / "pool.jsonl", raw),),
-               "fields": FieldMap(text="text", keep=("kind",)), "mode": "uniform",
-               "eval_inputs": (), "eval_every": 5}  # fmt: skip
+    raw = [
+        {"text": f"{' '.join(rng.sample(sentences(30, 4), 2))}", "kind": f"k{i}"}
+        for i in range(300)
+    ]
+    options = {
+        "shards": (),
+        "data": (write_jsonl(tmp_path / "pool.jsonl", raw),),
+        "fields": FieldMap(text="text", keep=("kind",)),
+        "mode": "uniform",
+        "eval_inputs": (),
+        "eval_every": 5,
+    }
     train(config(noisy_shards, tmp_path / "whole", steps=10, **options))
     train(config(noisy_shards, tmp_path / "parts", steps=5, **options))
     train(config(noisy_shards, tmp_path / "parts", steps=10, resume=True, **options))
@@ -223,11 +283,19 @@ def test_a_trained_student_is_a_checkpoint_the_curation_job_can_use(noisy_shards
     train(config(noisy_shards, tmp_path / "student", steps=5, eval_inputs=()))
     assert checkpoint_task(str(tmp_path / "student")) == "lm"
     pool = write_jsonl(tmp_path / "pool.jsonl", ({"text": t} for t in sentences(40, 9)))
-    stats = run_curation(CurateConfig(
-        inputs=(pool,), output=str(tmp_path / "curated"), teacher=str(tmp_path / "student"),
-        task="lm", fields=TEXT, selection=SelectionConfig(keep=0.5), super_batch=20,
-        device="cpu", workers=1,
-    ))  # fmt: skip
+    stats = run_curation(
+        CurateConfig(
+            inputs=(pool,),
+            output=str(tmp_path / "curated"),
+            teacher=str(tmp_path / "student"),
+            task="lm",
+            fields=TEXT,
+            selection=SelectionConfig(keep=0.5),
+            super_batch=20,
+            device="cpu",
+            workers=1,
+        )
+    )
     assert stats["counts"]["selected"] == 20
 
 
@@ -237,10 +305,35 @@ def test_train_command(noisy_shards, tmp_path):
     from jestflow.cli import main
 
     shards = str(noisy_shards / "shards" / "*.tar")
-    args = ["train", "--shards", shards, "--task", "lm", "-o", str(tmp_path / "run"),
-            "--batch-size", "8", "--super-batch-ratio", "2", "--steps", "4", "--eval-every", "2",
-            "--eval", str(noisy_shards / "eval.jsonl"), "--device", "cpu", "--d-model", "32",
-            "--layers", "1", "--heads", "2", "--max-len", "64"]  # fmt: skip
+    args = [
+        "train",
+        "--shards",
+        shards,
+        "--task",
+        "lm",
+        "-o",
+        str(tmp_path / "run"),
+        "--batch-size",
+        "8",
+        "--super-batch-ratio",
+        "2",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--eval",
+        str(noisy_shards / "eval.jsonl"),
+        "--device",
+        "cpu",
+        "--d-model",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--max-len",
+        "64",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     final = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -249,8 +342,20 @@ def test_train_command(noisy_shards, tmp_path):
     assert "student written to" in result.stdout
     missing = CliRunner().invoke(main, [*args[:2], str(tmp_path / "none-*.tar"), *args[3:]])
     assert missing.exit_code == 1 and "no shard matches" in missing.output
-    wrong = CliRunner().invoke(main, [*args[:3], "--task", "contrastive", "-o",
-                                      str(tmp_path / "c"), "--steps", "1", "--device", "cpu"])  # fmt: skip
+    wrong = CliRunner().invoke(
+        main,
+        [
+            *args[:3],
+            "--task",
+            "contrastive",
+            "-o",
+            str(tmp_path / "c"),
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ],
+    )
     assert wrong.exit_code == 1 and "holds lm samples, not contrastive" in wrong.output
 
 
@@ -264,10 +369,37 @@ def test_a_run_that_fails_before_its_first_step_leaves_the_output_free(noisy_sha
     pool = write_jsonl(tmp_path / "pool.jsonl", ({"text": t} for t in sentences(40, 5)))
     (tmp_path / "eval.jsonl").write_text("{broken\n")
     out = tmp_path / "run"
-    args = ["train", "--data", pool, "--task", "lm", "--mode", "uniform", "-o", str(out),
-            "--batch-size", "4", "--super-batch-ratio", "1", "--steps", "2", "--eval-every", "2",
-            "--warmup-steps", "1", "--device", "cpu", "--d-model", "32", "--layers", "1",
-            "--heads", "2", "--max-len", "64"]  # fmt: skip
+    args = [
+        "train",
+        "--data",
+        pool,
+        "--task",
+        "lm",
+        "--mode",
+        "uniform",
+        "-o",
+        str(out),
+        "--batch-size",
+        "4",
+        "--super-batch-ratio",
+        "1",
+        "--steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--warmup-steps",
+        "1",
+        "--device",
+        "cpu",
+        "--d-model",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--max-len",
+        "64",
+    ]
     missing = CliRunner().invoke(main, [*args, "--text-field", "body"])
     assert missing.exit_code == 1
     assert f"no usable examples in {pool}; first problem: {pool} record 0: no field 'body' " in (
@@ -297,12 +429,41 @@ def test_a_warm_up_longer_than_the_run_is_flagged(noisy_shards, tmp_path, caplog
 
 def test_two_processes_under_torchrun_end_with_equal_parameters(noisy_shards, tmp_path):
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", "-m", "jestflow.cli", "train",
-               "--shards", str(noisy_shards / "shards" / "*.tar"), "--task", "lm", "-o", str(out),
-               "--batch-size", "8", "--super-batch-ratio", "2", "--steps", "6", "--eval-every",
-               "3", "--device", "cpu", "--d-model", "32", "--layers", "1", "--heads", "2",
-               "--max-len", "64"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "jestflow.cli",
+        "train",
+        "--shards",
+        str(noisy_shards / "shards" / "*.tar"),
+        "--task",
+        "lm",
+        "-o",
+        str(out),
+        "--batch-size",
+        "8",
+        "--super-batch-ratio",
+        "2",
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--device",
+        "cpu",
+        "--d-model",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--max-len",
+        "64",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -312,8 +473,17 @@ def test_two_processes_under_torchrun_end_with_equal_parameters(noisy_shards, tm
     logged = lines(out)
     assert [r["step"] for r in logged] == list(range(1, 7))  # rank 0 logs, once per step
     assert logged[-1]["examples_seen"] == 6 * 16 * 2
-    single = train(config(noisy_shards, tmp_path / "one", steps=6, batch_size=8,
-                          super_batch_ratio=2, eval_inputs=(), eval_every=3))  # fmt: skip
+    single = train(
+        config(
+            noisy_shards,
+            tmp_path / "one",
+            steps=6,
+            batch_size=8,
+            super_batch_ratio=2,
+            eval_inputs=(),
+            eval_every=3,
+        )
+    )
     assert single["step"] == 6
     one = json.loads((tmp_path / "one" / "trainer_state.json").read_text())
     assert one["parameter_digests"] != state["parameter_digests"][:1]  # two ranks saw more data
@@ -359,8 +529,17 @@ def test_train_refuses_a_folder_it_did_not_write_unless_overwrite(noisy_shards, 
 
 def test_init_starts_from_a_checkpoint_and_refuses_another_task(noisy_shards, tmp_path):
     teacher = str(noisy_shards / "teacher")
-    train(config(noisy_shards, tmp_path / "init", steps=1, lr=1e-9, warmup_steps=0,
-                 eval_inputs=(), init=teacher))  # fmt: skip
+    train(
+        config(
+            noisy_shards,
+            tmp_path / "init",
+            steps=1,
+            lr=1e-9,
+            warmup_steps=0,
+            eval_inputs=(),
+            init=teacher,
+        )
+    )
     start = load_model(teacher).state_dict()
     after = load_model(str(tmp_path / "init")).state_dict()
     assert all(torch.allclose(start[k], after[k], atol=1e-5) for k in start)  # lr ≈ 0: unchanged
@@ -382,8 +561,20 @@ def test_promote_makes_a_teacher_with_the_students_fingerprint(noisy_shards, tmp
     train(config(noisy_shards, student, steps=20, eval_inputs=()))
     teacher = str(noisy_shards / "teacher")
     held_out = str(noisy_shards / "eval.jsonl")
-    args = ["teacher", "promote", student, "-o", str(tmp_path / "next"), "--eval", held_out,
-            "--against", teacher, "--device", "cpu", "--force"]  # fmt: skip
+    args = [
+        "teacher",
+        "promote",
+        student,
+        "-o",
+        str(tmp_path / "next"),
+        "--eval",
+        held_out,
+        "--against",
+        teacher,
+        "--device",
+        "cpu",
+        "--force",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert f"teacher {fingerprint(student)} written to" in result.output
@@ -464,12 +655,42 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(noisy_shards, tmp_path, p
     parameters and optimizer state of one that was never interrupted."""
 
     def command(out):
-        return [sys.executable, "-m", "jestflow.cli", "train",
-                "--shards", str(noisy_shards / "shards" / "shard-000000-{000000..000003}.tar"),
-                "--task", "lm", "-o", str(out), "--steps", "30", "--eval-every", "3",
-                "--batch-size", "16", "--super-batch-ratio", "4", "--lr", str(lr(3e-3)),
-                "--warmup-steps", "2", "--seed", str(SEED), "--device", "cpu", "--d-model", "32",
-                "--layers", "1", "--heads", "2", "--max-len", "64"]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "jestflow.cli",
+            "train",
+            "--shards",
+            str(noisy_shards / "shards" / "shard-000000-{000000..000003}.tar"),
+            "--task",
+            "lm",
+            "-o",
+            str(out),
+            "--steps",
+            "30",
+            "--eval-every",
+            "3",
+            "--batch-size",
+            "16",
+            "--super-batch-ratio",
+            "4",
+            "--lr",
+            str(lr(3e-3)),
+            "--warmup-steps",
+            "2",
+            "--seed",
+            str(SEED),
+            "--device",
+            "cpu",
+            "--d-model",
+            "32",
+            "--layers",
+            "1",
+            "--heads",
+            "2",
+            "--max-len",
+            "64",
+        ]
 
     out = tmp_path / "run"
     args = command(out)
@@ -477,8 +698,11 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(noisy_shards, tmp_path, p
     assert json.loads((out / "trainer_state.json").read_text())["step"] == committed
     resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
-             if "loss" in json.loads(line)]  # fmt: skip
+    steps = [
+        json.loads(line)["step"]
+        for line in (out / "log.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert steps == list(range(1, 31))
     assert json.loads((out / "trainer_state.json").read_text())["step"] == 30
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000030"]
@@ -532,8 +756,11 @@ def test_an_lm_student_scores_the_first_64_tokens_unless_told(noisy_shards, tmp_
     def score_flops(name, **changes):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="jestflow.trainer.loop"):
-            train(config(noisy_shards, tmp_path / name, steps=2, eval_inputs=(), max_len=256,
-                         **changes))  # fmt: skip
+            train(
+                config(
+                    noisy_shards, tmp_path / name, steps=2, eval_inputs=(), max_len=256, **changes
+                )
+            )
         warned[name] = [
             r.getMessage() for r in caplog.records if "teacher losses cover" in r.message
         ]

@@ -30,10 +30,28 @@ def test_learnability_training_does_not_grow_in_memory(tmp_path):
             loss = rng.uniform(1.0, 4.0)
             writer.write(encode(example, {"teacher_loss": loss, "score": -loss}))
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "jestflow.cli", "train", "--shards",
-               str(tmp_path / "shards" / "*.tar"), "--task", "lm", "-o", str(out),
-               "--mode", "learnability", "--steps", str(STEPS), "--eval-every", "1000",
-               "--score-seq-len", "0", "--device", "cpu"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "jestflow.cli",
+        "train",
+        "--shards",
+        str(tmp_path / "shards" / "*.tar"),
+        "--task",
+        "lm",
+        "-o",
+        str(out),
+        "--mode",
+        "learnability",
+        "--steps",
+        str(STEPS),
+        "--eval-every",
+        "1000",
+        "--score-seq-len",
+        "0",
+        "--device",
+        "cpu",
+    ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -57,11 +57,18 @@ def test_lm_learnability_is_student_minus_teacher_selected_independently():
 
 def test_learnability_prefers_what_the_teacher_finds_easy():
     samples = lm_samples([0.5 if i % 2 else 9.0 for i in range(40)])  # odd: the teacher's easy
-    got = select_online(student(), samples, 10, temperature=0.05,
-                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    got = select_online(
+        student(), samples, 10, temperature=0.05, generator=torch.Generator().manual_seed(0)
+    )
     assert sum(samples[i].tag == "1" for i in got.indices) >= 9
-    hard = select_online(student(), samples, 10, mode="easy_reference", temperature=0.05,
-                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    hard = select_online(
+        student(),
+        samples,
+        10,
+        mode="easy_reference",
+        temperature=0.05,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert all(samples[i].tag == "1" for i in hard.indices)
 
 
@@ -80,11 +87,17 @@ def test_contrastive_learnability_uses_the_stored_teacher_embeddings():
     docs = [f"def f():  # {t}" for t in texts]
     emb = embed_pairs(teacher, texts, docs)
     samples = [
-        TrainSample(key=f"k{i}", text=t, pair=d, teacher_loss=0.0, teacher_scale=emb.scale,
-                    teacher_bias=emb.bias,
-                    embeddings=torch.stack([emb.left[i], emb.right[i]]).numpy())
+        TrainSample(
+            key=f"k{i}",
+            text=t,
+            pair=d,
+            teacher_loss=0.0,
+            teacher_scale=emb.scale,
+            teacher_bias=emb.bias,
+            embeddings=torch.stack([emb.left[i], emb.right[i]]).numpy(),
+        )
         for i, (t, d) in enumerate(zip(texts, docs, strict=True))
-    ]  # fmt: skip
+    ]
     model = student("contrastive")
     got = select_online(model, samples, 8, n_chunks=4, generator=torch.Generator().manual_seed(2))
     pairs = ContrastivePairScores(
@@ -93,8 +106,12 @@ def test_contrastive_learnability_uses_the_stored_teacher_embeddings():
     expected = select_joint(pairs, 8, n_chunks=4, noise=torch.Generator().manual_seed(2))
     assert got.indices == expected.tolist() and len(set(got.indices)) == 8
     with pytest.raises(JestflowError, match="teacher_scale"):
-        bare = [TrainSample(key=s.key, text=s.text, pair=s.pair, teacher_loss=0.0,
-                            embeddings=s.embeddings) for s in samples]  # fmt: skip
+        bare = [
+            TrainSample(
+                key=s.key, text=s.text, pair=s.pair, teacher_loss=0.0, embeddings=s.embeddings
+            )
+            for s in samples
+        ]
         select_online(model, bare, 8)
 
 

@@ -16,8 +16,15 @@ def run(directory, evals):
     directory.mkdir()
     lines = []
     for step, loss in evals:
-        lines.append({"step": step, "loss": 3.0, "score_flops": 10.0, "train_flops": 30.0,
-                      "step_seconds": 0.25 * step})  # fmt: skip
+        lines.append(
+            {
+                "step": step,
+                "loss": 3.0,
+                "score_flops": 10.0,
+                "train_flops": 30.0,
+                "step_seconds": 0.25 * step,
+            }
+        )
         lines.append({"step": step, "eval_loss": loss, "eval_recall_at_1": None})
     (directory / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     return str(directory)

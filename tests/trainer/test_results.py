@@ -16,21 +16,37 @@ def write_log(directory, evals, flops_per_step, tags=None, seconds_per_step=0.6)
     directory.mkdir()
     lines = []
     for step in range(1, 10 * len(evals) + 1):
-        lines.append({"step": step, "loss": 3.0, "tags": tags or {}, "score_flops": 0.0,
-                      "train_flops": flops_per_step, "score_seconds": 0.0,
-                      "train_seconds": 0.5, "step_seconds": seconds_per_step})  # fmt: skip
+        lines.append(
+            {
+                "step": step,
+                "loss": 3.0,
+                "tags": tags or {},
+                "score_flops": 0.0,
+                "train_flops": flops_per_step,
+                "score_seconds": 0.0,
+                "train_seconds": 0.5,
+                "step_seconds": seconds_per_step,
+            }
+        )
         if step % 10 == 0:
-            lines.append({"step": step, "eval_loss": evals[step // 10 - 1],
-                          "eval_recall_at_1": None})  # fmt: skip
+            lines.append(
+                {"step": step, "eval_loss": evals[step // 10 - 1], "eval_recall_at_1": None}
+            )
     (directory / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return read_log(str(directory))
 
 
 def test_steps_and_compute_to_the_baselines_final_loss(tmp_path):
-    baseline = write_log(tmp_path / "uniform", [4.0, 3.0, 2.9, 3.1, 3.0], 100.0,
-                         {"clean": 1, "noise": 3})  # fmt: skip
-    fast = write_log(tmp_path / "jest", [3.5, 2.95, 2.5, 2.4, 2.3], 125.0, {"clean": 3, "noise": 1},
-                     seconds_per_step=1.0)  # fmt: skip
+    baseline = write_log(
+        tmp_path / "uniform", [4.0, 3.0, 2.9, 3.1, 3.0], 100.0, {"clean": 1, "noise": 3}
+    )
+    fast = write_log(
+        tmp_path / "jest",
+        [3.5, 2.95, 2.5, 2.4, 2.3],
+        125.0,
+        {"clean": 3, "noise": 1},
+        seconds_per_step=1.0,
+    )
     never = write_log(tmp_path / "bad", [4.5, 4.4, 4.3, 4.2, 4.1], 100.0)
     assert baseline.steps == 50 and baseline.final.loss == 3.0 and baseline.final.flops == 5000
     assert baseline.fraction("clean") == 0.25 and never.fraction("clean") is None

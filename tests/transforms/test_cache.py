@@ -42,10 +42,11 @@ def test_losses_are_found_by_id_and_precision_and_the_first_part_wins(tmp_path):
 def test_embeddings_come_back_bit_for_bit(tmp_path):
     rng = np.random.default_rng(0)
     outputs = {
-        i: ModelOutput(embeddings=rng.standard_normal((2, 8)).astype(np.float32), scale=10.0,
-                       bias=-10.0)
+        i: ModelOutput(
+            embeddings=rng.standard_normal((2, 8)).astype(np.float32), scale=10.0, bias=-10.0
+        )
         for i in ids(20)
-    }  # fmt: skip
+    }
     write_cache_part(str(tmp_path), "fp", outputs)
     index = CachedOutputs(cache_parts(str(tmp_path), "fp"))
     for i, out in outputs.items():

@@ -128,8 +128,13 @@ def test_clusters_are_connected_components_keeping_the_first_in_input_order():
         assert copies.kept_of == {a.key: b, c.key: b, e.key: d}
         assert copies.kinds == {a.key: "exact", c.key: "near", e.key: "exact"}
         assert copies.cluster_sizes == {3: 1, 2: 1}
-    assert copies.summary() == {"duplicates": 3, "exact": 2, "near": 1, "clusters": 2,
-                                "cluster_sizes": {"2": 1, "3": 1}}  # fmt: skip
+    assert copies.summary() == {
+        "duplicates": 3,
+        "exact": 2,
+        "near": 1,
+        "clusters": 2,
+        "cluster_sizes": {"2": 1, "3": 1},
+    }
 
 
 def test_a_bucket_links_each_copy_once_to_an_earlier_member():
@@ -147,8 +152,10 @@ def test_near_candidates_are_copies_only_when_their_signatures_agree():
     unlike = TEXT[:120] + " Then something else entirely follows, with other words and other ends."
     texts = [unlike, TEXT, edited, TEXT + " ", edited.upper()]
     examples = [text(t, i) for i, t in enumerate(texts)]
-    members = [Member(file=0, position=i, key=e.key, content=content_hash(e))
-               for i, e in enumerate(examples)]  # fmt: skip
+    members = [
+        Member(file=0, position=i, key=e.key, content=content_hash(e))
+        for i, e in enumerate(examples)
+    ]
     wanted = near_members(members)
     assert wanted == [m.key for i, m in enumerate(members) if i != 3]  # 3: an exact copy of 1
     signatures = {e.key: signature(e, NEAR).tobytes() for e in examples if e.key in wanted}
@@ -158,8 +165,7 @@ def test_near_candidates_are_copies_only_when_their_signatures_agree():
     edges = bucket_edges(members, signatures, NEAR.threshold)
     assert edges == [(members[1], members[2]), (members[1], members[3]), (members[1], members[4])]
     copies = clusters(edges)
-    assert copies.kinds == {members[2].key: "near", members[3].key: "exact",
-                            members[4].key: "near"}  # fmt: skip
+    assert copies.kinds == {members[2].key: "near", members[3].key: "exact", members[4].key: "near"}
     # Beyond PAIRED representatives, a new content is compared with the first PAIRED only.
     many = [member(0, i, content=i) for i in range(PAIRED + 2)]
     last = many[-1]

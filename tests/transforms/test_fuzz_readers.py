@@ -962,8 +962,10 @@ def test_tars_run_together_or_zero_filled_break_off_instead_of_ending_early(tmp_
     # Only zeros after the end (tar's own padding, record blocks) is a clean end.
     (tmp_path / "padded.tar").write_bytes(whole + b"\0" * 20480)
     assert [r.text for r in read_file(str(tmp_path / "padded.tar"), TAR_TEXT)] == [
-        "alpha", "beta", "gamma"
-    ]  # fmt: skip
+        "alpha",
+        "beta",
+        "gamma",
+    ]
 
 
 def test_a_time_zone_python_cannot_hold_is_kept_as_text(tmp_path):

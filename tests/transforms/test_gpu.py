@@ -71,10 +71,20 @@ def test_teacher_trains_on_gpu(tmp_path):
 
     data = write_jsonl(tmp_path / "t.jsonl", ({"text": t} for t in sentences(200, 0)))
     config = TeacherConfig(
-        inputs=(data,), eval_inputs=(data,), output=str(tmp_path / "t"), task="lm",
-        fields=FieldMap(text="text"), steps=60, batch_size=16, lr=3e-3, device="cuda",
-        d_model=32, n_layer=1, n_head=2, max_len=64,
-    )  # fmt: skip
+        inputs=(data,),
+        eval_inputs=(data,),
+        output=str(tmp_path / "t"),
+        task="lm",
+        fields=FieldMap(text="text"),
+        steps=60,
+        batch_size=16,
+        lr=3e-3,
+        device="cuda",
+        d_model=32,
+        n_layer=1,
+        n_head=2,
+        max_len=64,
+    )
     result = train_teacher(config)
     assert result.eval_loss < 4.0
 

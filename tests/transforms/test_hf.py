@@ -50,9 +50,14 @@ def docstring_lines() -> list[str]:
 def save_gpt2(directory: Path, tokenizer, seed: int) -> None:
     torch.manual_seed(seed)
     config = transformers.GPT2Config(
-        n_layer=2, n_head=2, n_embd=32, n_positions=128, vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        n_positions=128,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     transformers.GPT2LMHeadModel(config).save_pretrained(directory, safe_serialization=True)
 
 
@@ -229,11 +234,21 @@ def test_teacher_train_init_fine_tunes_a_causal_lm(gpt2_dir, tmp_path):
     data = write_jsonl(tmp_path / "text.jsonl", [{"text": t} for t in lines])
     out = tmp_path / "teacher"
     before = lm_losses(load_model(str(gpt2_dir), task="lm"), lines).mean().item()
-    result = train_teacher(TeacherConfig(
-        inputs=(data,), eval_inputs=(data,), output=str(out), task="lm",
-        fields=FieldMap(text="text"), steps=30, batch_size=8, lr=3e-3, warmup_steps=1,
-        device="cpu", init=str(gpt2_dir),
-    ))  # fmt: skip
+    result = train_teacher(
+        TeacherConfig(
+            inputs=(data,),
+            eval_inputs=(data,),
+            output=str(out),
+            task="lm",
+            fields=FieldMap(text="text"),
+            steps=30,
+            batch_size=8,
+            lr=3e-3,
+            warmup_steps=1,
+            device="cpu",
+            init=str(gpt2_dir),
+        )
+    )
     teacher = load_model(str(out))
     assert isinstance(teacher, HFCausalLM) and result.fingerprint == fingerprint(str(out))
     assert result.eval_loss < before - 0.5  # random weights: ln 400 ≈ 6 nats per token

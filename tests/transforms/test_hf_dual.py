@@ -32,8 +32,14 @@ transformers = pytest.importorskip("transformers")
 Image = pytest.importorskip("PIL.Image")
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-COLORS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220),
-          "white": (250, 250, 250), "black": (10, 10, 10), "yellow": (230, 220, 30)}  # fmt: skip
+COLORS = {
+    "red": (220, 20, 20),
+    "green": (20, 200, 20),
+    "blue": (20, 20, 220),
+    "white": (250, 250, 250),
+    "black": (10, 10, 10),
+    "yellow": (230, 220, 30),
+}
 WORDS = ["a", "an", "the", "small", "big", "square", "on", "photo", "of", *COLORS]
 MAX_TEXT = 16  # the text towers' positions
 CAPTIONS = [
@@ -56,8 +62,12 @@ def picture(color, background=(128, 128, 128), size: int = 40) -> bytes:
     return out.getvalue()
 
 
-IMAGES = [picture(COLORS["red"]), picture(COLORS["green"], COLORS["white"]),
-          picture(COLORS["blue"], COLORS["black"]), picture(COLORS["yellow"])]  # fmt: skip
+IMAGES = [
+    picture(COLORS["red"]),
+    picture(COLORS["green"], COLORS["white"]),
+    picture(COLORS["blue"], COLORS["black"]),
+    picture(COLORS["yellow"]),
+]
 
 
 def bpe_tokenizer(template: str):
@@ -67,15 +77,18 @@ def bpe_tokenizer(template: str):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=[BOS, EOS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=[BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator([" ".join(WORDS), *CAPTIONS], trainer)
     tok.post_processor = processors.TemplateProcessing(
         single=template, special_tokens=[(BOS, 0), (EOS, 1)]
     )
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS,
-                                                eos_token=EOS, pad_token=EOS,
-                                                model_max_length=MAX_TEXT)  # fmt: skip
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=EOS, model_max_length=MAX_TEXT
+    )
 
 
 def bert_tokenizer(directory: Path):
@@ -87,8 +100,12 @@ def bert_tokenizer(directory: Path):
     return tokenizer
 
 
-TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-         "num_attention_heads": 2}  # fmt: skip
+TOWER = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+}
 VISION = TOWER | {"image_size": 32, "patch_size": 8}
 
 
@@ -102,8 +119,13 @@ def save(directory: Path, model, tokenizer, processor) -> Path:
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
     tokenizer = bpe_tokenizer(f"{BOS} $A {EOS}")
-    text = TOWER | {"vocab_size": len(tokenizer), "max_position_embeddings": MAX_TEXT,
-                    "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}  # fmt: skip
+    text = TOWER | {
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": MAX_TEXT,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
+    }
     config = transformers.CLIPConfig(text_config=text, vision_config=VISION, projection_dim=16)
     torch.manual_seed(0)
     processor = transformers.CLIPImageProcessor(
@@ -119,8 +141,13 @@ SIGLIP_SCALE, SIGLIP_BIAS = 7.0, -3.0
 @pytest.fixture(scope="module")
 def siglip_dir(tmp_path_factory) -> Path:
     tokenizer = bpe_tokenizer(f"$A {EOS}")  # SigLIP's captions end in EOS, padded after it
-    text = TOWER | {"vocab_size": len(tokenizer), "max_position_embeddings": MAX_TEXT,
-                    "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}  # fmt: skip
+    text = TOWER | {
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": MAX_TEXT,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
+    }
     config = transformers.SiglipConfig(text_config=text, vision_config=VISION)
     torch.manual_seed(1)
     model = transformers.SiglipModel(config)
@@ -135,8 +162,9 @@ def siglip_dir(tmp_path_factory) -> Path:
 def vit_bert_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("vit-bert")
     tokenizer = bert_tokenizer(directory)
-    text = transformers.BertConfig(vocab_size=len(tokenizer), max_position_embeddings=MAX_TEXT,
-                                   **TOWER)  # fmt: skip
+    text = transformers.BertConfig(
+        vocab_size=len(tokenizer), max_position_embeddings=MAX_TEXT, **TOWER
+    )
     config = transformers.VisionTextDualEncoderConfig.from_vision_text_configs(
         transformers.ViTConfig(**VISION), text, projection_dim=16
     )
@@ -159,15 +187,23 @@ def reference_embeddings(directory: Path, captions, images) -> tuple[torch.Tenso
     )
     with torch.no_grad():
         if raw.config.model_type == "siglip":
-            ids = tokenizer(captions, padding="max_length", max_length=MAX_TEXT, truncation=True,
-                            return_tensors="pt")["input_ids"]  # fmt: skip
+            ids = tokenizer(
+                captions,
+                padding="max_length",
+                max_length=MAX_TEXT,
+                truncation=True,
+                return_tensors="pt",
+            )["input_ids"]
             text = raw.get_text_features(input_ids=ids).pooler_output
         else:
-            text = torch.cat([
-                raw.get_text_features(**tokenizer(c, truncation=True, max_length=MAX_TEXT,
-                                                  return_tensors="pt")).pooler_output
-                for c in captions
-            ])  # fmt: skip
+            text = torch.cat(
+                [
+                    raw.get_text_features(
+                        **tokenizer(c, truncation=True, max_length=MAX_TEXT, return_tensors="pt")
+                    ).pooler_output
+                    for c in captions
+                ]
+            )
         rgb = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
         pixels = processor(images=rgb, return_tensors="pt")["pixel_values"]
         image = raw.get_image_features(pixel_values=pixels).pooler_output
@@ -180,8 +216,10 @@ def test_embeddings_are_the_models_own_normalised_features(name, request):
     model = load_model(str(directory), task="contrastive")
     assert isinstance(model, HFDualEncoder)
     assert (model.architecture, model.task, model.right_kind) == (
-        "hf_dual_encoder", "contrastive", "image",
-    )  # fmt: skip
+        "hf_dual_encoder",
+        "contrastive",
+        "image",
+    )
     pixels = model.prepare_right(IMAGES)
     assert [tuple(p.shape) for p in pixels] == [(3, 32, 32)] * len(IMAGES)  # resized 40 → 32
     lengths = {len(ids) for ids in model.prepare_left(CAPTIONS)}
@@ -220,8 +258,10 @@ def test_scale_and_bias_come_from_the_model_or_jestflow_json(clip_dir, siglip_di
 
 
 def test_the_pair_loss_runs_on_image_text_examples_and_trains_scale_and_bias(vit_bert_dir):
-    examples = [make_example(layout="image_text", text=c, image=i, position=n)
-                for n, (c, i) in enumerate(zip(CAPTIONS, IMAGES, strict=True))]  # fmt: skip
+    examples = [
+        make_example(layout="image_text", text=c, image=i, position=n)
+        for n, (c, i) in enumerate(zip(CAPTIONS, IMAGES, strict=True))
+    ]
     model = load_model(str(vit_bert_dir), task="contrastive")
     emb = embed_pairs(model, *pair_inputs(examples))
     shares = pair_loss_shares(emb)
@@ -246,8 +286,9 @@ def test_loading_routes_each_hugging_face_model_to_its_adapter(clip_dir, tmp_pat
     bert = tmp_path / "bert"  # a text-only encoder stays a text-pair encoder
     bert.mkdir()
     tokenizer = bert_tokenizer(bert)
-    config = transformers.BertConfig(vocab_size=len(tokenizer), max_position_embeddings=MAX_TEXT,
-                                     **TOWER)  # fmt: skip
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer), max_position_embeddings=MAX_TEXT, **TOWER
+    )
     transformers.BertModel(config).save_pretrained(bert, safe_serialization=True)
     tokenizer.save_pretrained(bert)
     assert type(load_model(str(bert))) is HFTextEncoder and checkpoint_task(str(bert)) is None
@@ -280,8 +321,10 @@ def write_pairs_tar(path: Path, n: int, seed: int) -> str:
             color, background = (names[k] for k in torch.randint(len(names), (2,), generator=g))
             shade = torch.randint(-10, 10, (1,), generator=g).item()
             rgb = [min(255, max(0, c + shade)) for c in COLORS[color]]
-            members = {"png": picture(rgb, COLORS[background]),
-                       "txt": f"a {color} square on {background}".encode()}  # fmt: skip
+            members = {
+                "png": picture(rgb, COLORS[background]),
+                "txt": f"a {color} square on {background}".encode(),
+            }
             for ext, data in members.items():
                 info = tarfile.TarInfo(f"{i:06d}.{ext}")
                 info.size = len(data)
@@ -294,8 +337,14 @@ IMAGE_PAIRS = FieldMap(image="png", caption="txt")
 
 def test_calibrate_fits_a_dual_encoder_on_image_text_tars(siglip_dir, tmp_path):
     reference = write_pairs_tar(tmp_path / "pairs.tar", 80, seed=0)
-    config = CalibrateConfig(model=str(siglip_dir), inputs=(reference,), fields=IMAGE_PAIRS,
-                             output=str(tmp_path / "teacher"), batch_size=16, device="cpu")  # fmt: skip
+    config = CalibrateConfig(
+        model=str(siglip_dir),
+        inputs=(reference,),
+        fields=IMAGE_PAIRS,
+        output=str(tmp_path / "teacher"),
+        batch_size=16,
+        device="cpu",
+    )
     result = calibrate(config)
     assert (result.fit_examples, result.eval_examples) == (64, 16)
     assert result.after[0] < result.before[0]  # the held-out loss improves
@@ -315,17 +364,43 @@ def test_calibrate_fits_a_dual_encoder_on_image_text_tars(siglip_dir, tmp_path):
 
 def test_the_calibrate_command_reads_image_fields(clip_dir, tmp_path):
     reference = write_pairs_tar(tmp_path / "pairs.tar", 48, seed=1)
-    args = ["teacher", "calibrate", str(clip_dir), "--reference", reference, "--image-field",
-            "png", "--caption-field", "txt", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+    args = [
+        "teacher",
+        "calibrate",
+        str(clip_dir),
+        "--reference",
+        reference,
+        "--image-field",
+        "png",
+        "--caption-field",
+        "txt",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "teacher")])
     assert result.exit_code == 0, result.output
     assert "fitted on 38 pairs" in result.output  # 48 less a held-out fifth
     assert json.loads((tmp_path / "teacher" / "jestflow.json").read_text()).keys() == {
-        "scale", "bias",
-    }  # fmt: skip
+        "scale",
+        "bias",
+    }
     text_pairs = write_jsonl(tmp_path / "text.jsonl", [{"q": "a", "d": "b"}] * 20)
-    refused = CliRunner().invoke(main, [*args[:3], "--reference", text_pairs, "--query-field",
-                                        "q", "--doc-field", "d", "-o", str(tmp_path / "x")])  # fmt: skip
+    refused = CliRunner().invoke(
+        main,
+        [
+            *args[:3],
+            "--reference",
+            text_pairs,
+            "--query-field",
+            "q",
+            "--doc-field",
+            "d",
+            "-o",
+            str(tmp_path / "x"),
+        ],
+    )
     assert refused.exit_code == 1 and "pairs text with image" in refused.output
 
 
@@ -334,9 +409,19 @@ def test_teacher_train_init_fine_tunes_a_dual_encoder(name, request, tmp_path):
     directory = request.getfixturevalue(name)
     pairs = write_pairs_tar(tmp_path / "pairs.tar", 32, seed=2)
     out = tmp_path / "teacher"
-    config = TeacherConfig(inputs=(pairs,), eval_inputs=(pairs,), output=str(out),
-                           task="contrastive", fields=IMAGE_PAIRS, steps=20, batch_size=8,
-                           lr=1e-3, warmup_steps=1, device="cpu", init=str(directory))  # fmt: skip
+    config = TeacherConfig(
+        inputs=(pairs,),
+        eval_inputs=(pairs,),
+        output=str(out),
+        task="contrastive",
+        fields=IMAGE_PAIRS,
+        steps=20,
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=1,
+        device="cpu",
+        init=str(directory),
+    )
     before = evaluate(load_model(str(directory), task="contrastive"), *load_pairs(pairs), 8)
     result = train_teacher(config)
     teacher = load_model(str(out), task="contrastive")
@@ -358,11 +443,24 @@ def load_pairs(tar: str):
 
 def test_init_brings_its_own_architecture(siglip_dir, tmp_path):
     with pytest.raises(JestflowError, match="brings its own architecture; drop d_model"):
-        TeacherConfig(inputs=("x",), output=str(tmp_path), task="contrastive",
-                      fields=IMAGE_PAIRS, init=str(siglip_dir), d_model=64)  # fmt: skip
+        TeacherConfig(
+            inputs=("x",),
+            output=str(tmp_path),
+            task="contrastive",
+            fields=IMAGE_PAIRS,
+            init=str(siglip_dir),
+            d_model=64,
+        )
     text_pairs = write_jsonl(tmp_path / "text.jsonl", [{"q": "a b", "d": "c d"}] * 8)
-    config = TeacherConfig(inputs=(text_pairs,), output=str(tmp_path / "t"), task="contrastive",
-                           fields=FieldMap(query="q", doc="d"), init=str(siglip_dir), steps=1,
-                           batch_size=4, device="cpu")  # fmt: skip
+    config = TeacherConfig(
+        inputs=(text_pairs,),
+        output=str(tmp_path / "t"),
+        task="contrastive",
+        fields=FieldMap(query="q", doc="d"),
+        init=str(siglip_dir),
+        steps=1,
+        batch_size=4,
+        device="cpu",
+    )
     with pytest.raises(JestflowError, match="pairs text with image, but the data pairs it with"):
         train_teacher(config)

@@ -24,11 +24,18 @@ def test_manifest_rows_round_trip_and_account_for_every_input(tmp_path):
     dropped = make_example(layout="text", text="noise", source="a.jsonl", position=1)
     bad = parse_json_line(b"{oops", FieldMap(text="text"), "a.jsonl", 2)
     rows = [
-        example_row(kept, selected=True, teacher_loss=1.5, score=-1.5, super_batch=3, rank=0,
-                    shard="shard-000000.tar"),
+        example_row(
+            kept,
+            selected=True,
+            teacher_loss=1.5,
+            score=-1.5,
+            super_batch=3,
+            rank=0,
+            shard="shard-000000.tar",
+        ),
         example_row(dropped, selected=False, teacher_loss=6.0, score=-6.0, super_batch=3),
         rejected_row(bad),
-    ]  # fmt: skip
+    ]
     (tmp_path / "manifest").mkdir()
     assert (
         write_parquet(rows[:2], str(tmp_path / "manifest" / "part-0.parquet"), MANIFEST_SCHEMA) == 2

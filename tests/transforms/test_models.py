@@ -222,8 +222,15 @@ def test_default_towers_and_checkpoints_saved_before_them():
     model = new_model("contrastive", right_kind="image")
     assert (model.config.left.encoder, model.config.right.encoder) == ("ngram", "conv")
     assert model.config.left.d_model == 256 and model.config.left.max_len == 512
-    legacy = {"kind": "text", "d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 32,
-              "image_size": 16, "patch_size": 8}  # fmt: skip
+    legacy = {
+        "kind": "text",
+        "d_model": 32,
+        "n_layer": 1,
+        "n_head": 2,
+        "max_len": 32,
+        "image_size": 16,
+        "patch_size": 8,
+    }
     config = TwoTowerConfig(left=legacy, right={**legacy, "kind": "image"}, embed_dim=16)
     assert (config.left.encoder, config.right.encoder) == ("transformer", "vit")
     old = TwoTower(config)
@@ -238,8 +245,15 @@ def test_each_tower_round_trips_through_a_checkpoint(tmp_path, encoders):
 
     torch.manual_seed(0)
     text, image = encoders
-    model = new_model("contrastive", right_kind="image", text_encoder=text, image_encoder=image,
-                      d_model=32, n_layer=1, n_head=2).eval()  # fmt: skip
+    model = new_model(
+        "contrastive",
+        right_kind="image",
+        text_encoder=text,
+        image_encoder=image,
+        d_model=32,
+        n_layer=1,
+        n_head=2,
+    ).eval()
     save_checkpoint(model, str(tmp_path / "m"))
     loaded = load_model(str(tmp_path / "m"), task="contrastive")
     captions, images = ["a red square", "two blue circles"], [png((200, 0, 0)), png((0, 0, 200))]

@@ -221,8 +221,13 @@ def test_tar_members_that_do_not_form_a_sample_are_dead_letters(tmp_path):
 
     path = tmp_path / "odd.tar"
     with tarfile.open(path, "w") as tar:
-        for name, data in [("a.txt", b"fine"), ("README", b"no extension"),
-                           ("b.txt", b"one"), ("b.TXT", b"two"), ("c.txt", b"also fine")]:  # fmt: skip
+        for name, data in [
+            ("a.txt", b"fine"),
+            ("README", b"no extension"),
+            ("b.txt", b"one"),
+            ("b.TXT", b"two"),
+            ("c.txt", b"also fine"),
+        ]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

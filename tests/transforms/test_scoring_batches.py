@@ -22,8 +22,24 @@ from jestflow.transforms.models.scoring import (
 )
 
 TIGHT = {"rtol": 1e-5, "atol": 1e-5}
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "Zebra", "42", "(x)",
-         "résumé", "{}", ";;", "\n", "~~"]  # fmt: skip
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "Zebra",
+    "42",
+    "(x)",
+    "résumé",
+    "{}",
+    ";;",
+    "\n",
+    "~~",
+]
 TEXTS = [" ".join(random.Random(i).choices(WORDS, k=1 + 7 * (i % 6))) for i in range(40)]
 
 

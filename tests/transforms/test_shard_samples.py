@@ -14,13 +14,20 @@ from jestflow.transforms.records import make_example
 from jestflow.transforms.selection.offline import Decision
 
 EXAMPLES = {
-    "text": make_example(layout="text", text="héllo wörld", source="a.jsonl", position=3,
-                         meta={"kind": "clean"}),
-    "text_pair": make_example(layout="text_pair", text="a query", pair="def f(): pass",
-                              source="b.jsonl", position=0),
-    "image_text": make_example(layout="image_text", text="a red square", image=png((200, 0, 0)),
-                               source="c.parquet", position=7),
-}  # fmt: skip
+    "text": make_example(
+        layout="text", text="héllo wörld", source="a.jsonl", position=3, meta={"kind": "clean"}
+    ),
+    "text_pair": make_example(
+        layout="text_pair", text="a query", pair="def f(): pass", source="b.jsonl", position=0
+    ),
+    "image_text": make_example(
+        layout="image_text",
+        text="a red square",
+        image=png((200, 0, 0)),
+        source="c.parquet",
+        position=7,
+    ),
+}
 
 
 def round_trip(tmp_path, samples):
@@ -33,15 +40,25 @@ def test_what_curation_encodes_decodes_to_the_same_values(tmp_path, layout):
     example = EXAMPLES[layout]
     contrastive = layout != "text"
     embeddings = np.arange(8, dtype=np.float32).reshape(2, 4) if contrastive else None
-    decision = Decision(example=example, super_batch=2, teacher_loss=1.25, score=-1.25, order=0,
-                        embeddings=embeddings, scale=10.0 if contrastive else None,
-                        bias=-10.0 if contrastive else None)  # fmt: skip
+    decision = Decision(
+        example=example,
+        super_batch=2,
+        teacher_loss=1.25,
+        score=-1.25,
+        order=0,
+        embeddings=embeddings,
+        scale=10.0 if contrastive else None,
+        bias=-10.0 if contrastive else None,
+    )
     sample = encode_selected(decision, tier=1, rank=4, models={"teacher": "abcd"})
     (raw,) = round_trip(tmp_path, [sample])
     got = decode(raw, "contrastive" if contrastive else "lm")
     assert (got.key, got.text, got.pair, got.image) == (
-        example.key, example.text, example.pair, example.image
-    )  # fmt: skip
+        example.key,
+        example.text,
+        example.pair,
+        example.image,
+    )
     assert got.teacher_loss == 1.25 and got.info["score"] == -1.25
     assert (got.info["tier"], got.info["rank"], got.info["super_batch"]) == (1, 4, 2)
     assert got.info["teacher"] == "abcd" and got.info["id"] == example.id

@@ -25,8 +25,13 @@ def samples(n: int, layout: str = "text"):
             ex = make_example(layout="text_pair", text=f"query {rank}", pair=f"def f{rank}(): pass")
         else:
             ex = make_example(layout="image_text", text=f"colour {rank}", image=png((rank, 0, 0)))
-        info = {"score": -float(rank), "rank": rank, "teacher_loss": float(rank), "super_batch": 0,
-                "teacher": "abcd"}  # fmt: skip
+        info = {
+            "score": -float(rank),
+            "rank": rank,
+            "teacher_loss": float(rank),
+            "super_batch": 0,
+            "teacher": "abcd",
+        }
         emb = np.full((2, 4), rank, dtype=np.float32) if layout != "text" else None
         yield encode(ex, info, emb)
 
@@ -34,8 +39,10 @@ def samples(n: int, layout: str = "text"):
 def test_shards_split_by_count_and_read_back_in_order(tmp_path):
     shards = write_shards(samples(25), str(tmp_path / "shards"), max_count=10)
     assert [(s.name, s.count) for s in shards] == [
-        ("shard-000000.tar", 10), ("shard-000001.tar", 10), ("shard-000002.tar", 5)
-    ]  # fmt: skip
+        ("shard-000000.tar", 10),
+        ("shard-000001.tar", 10),
+        ("shard-000002.tar", 5),
+    ]
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [s.name for s in shards]
     ranks = [
         s["json"]["rank"]

@@ -83,12 +83,22 @@ def test_a_producer_with_nothing_writes_nothing_and_a_rewrite_is_the_same_file(t
 def test_payloads_round_trip(tmp_path):
     urls = ["a.jsonl", "b.parquet"]
     examples = [
-        make_example(layout="text", text="héllo\x00 wörld", source="b.parquet", position=7,
-                     meta={"kind": "clean", "score": 0.1 + 0.2, "tags": ["x", 1]}),
-        make_example(layout="image_text", text="a cat", image=b"\x89PNG\x00\xff", source="a.jsonl",
-                     position=0),
+        make_example(
+            layout="text",
+            text="héllo\x00 wörld",
+            source="b.parquet",
+            position=7,
+            meta={"kind": "clean", "score": 0.1 + 0.2, "tags": ["x", 1]},
+        ),
+        make_example(
+            layout="image_text",
+            text="a cat",
+            image=b"\x89PNG\x00\xff",
+            source="a.jsonl",
+            position=0,
+        ),
         make_example(layout="text_pair", text="q", pair="d" * 1000, source="a.jsonl", position=3),
-    ]  # fmt: skip
+    ]
     writer = SpillWriter(str(tmp_path), "p", PAYLOAD)
     for ex in examples:
         writer.add(payload_row(ex, urls.index(ex.source)))
@@ -116,15 +126,25 @@ def test_scored_rows_keep_every_bit_and_name_their_example(tmp_path):
     assert output_of(second, "student") is None
     stub = stub_example(first, ["a.jsonl"])
     assert (stub.id, stub.key, stub.position, dict(stub.meta)) == (
-        example.id, example.key, 4, {"k": 1}
-    )  # fmt: skip
+        example.id,
+        example.key,
+        4,
+        {"k": 1},
+    )
 
 
 def test_decisions_and_members_round_trip(tmp_path):
     example = make_example(layout="text", text="t", source="a.jsonl", position=4)
-    d = Decision(example=example, super_batch=3, teacher_loss=float(np.float32(1.2345)),
-                 score=float(np.float32(-0.5)), order=2,
-                 embeddings=np.ones((2, 3), np.float32) / 3, scale=1.5, bias=-2.0)  # fmt: skip
+    d = Decision(
+        example=example,
+        super_batch=3,
+        teacher_loss=float(np.float32(1.2345)),
+        score=float(np.float32(-0.5)),
+        order=2,
+        embeddings=np.ones((2, 3), np.float32) / 3,
+        scale=1.5,
+        bias=-2.0,
+    )
     writer = SpillWriter(str(tmp_path), "d", DECISION)
     writer.add(decision_row(d))
     (row,) = read_rows(writer.close())

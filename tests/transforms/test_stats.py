@@ -54,10 +54,16 @@ def test_summary_accounts_for_every_input():
     scores = {"selected": count_scores([3.0, 2.0], 1e-4), "not_selected": count_scores([1.0], 1e-4)}
     shards = [{"name": "b.tar", "count": 1, "bytes": 10}, {"name": "a.tar", "count": 1, "bytes": 5}]
     dedup = {"method": "near", "duplicates": 4, "exact": 3, "near": 1}
-    stats = summarize(scores, {"bad_json": 2, "empty": 1}, shards, dedup=dedup, quantum=1e-4,
-                      thresholds=[20000])  # fmt: skip
-    assert stats["counts"] == {"selected": 2, "not_selected": 1, "duplicate": 4, "rejected": 3,
-                               "inputs": 10}  # fmt: skip
+    stats = summarize(
+        scores, {"bad_json": 2, "empty": 1}, shards, dedup=dedup, quantum=1e-4, thresholds=[20000]
+    )
+    assert stats["counts"] == {
+        "selected": 2,
+        "not_selected": 1,
+        "duplicate": 4,
+        "rejected": 3,
+        "inputs": 10,
+    }
     assert stats["dedup"] == dedup
     assert stats["tiers"] == {"thresholds": [2.0], "counts": [1, 1]}
     assert stats["shards"]["files"] == 2 and stats["shards"]["bytes"] == 15

@@ -224,8 +224,9 @@ class LinkedRows:
     firsts: np.ndarray  # … and the first copy of each content in each of them
 
 
-def link_buckets(bucket: np.ndarray, band: np.ndarray, content: np.ndarray, *,
-                 near: bool) -> LinkedRows:  # fmt: skip
+def link_buckets(
+    bucket: np.ndarray, band: np.ndarray, content: np.ndarray, *, near: bool
+) -> LinkedRows:
     """The exact edges and near candidates of members given in (bucket, input order), each
     member once per bucket: in a bucket of one content (or any bucket, for exact dedup) each
     member is linked to the first member with its content, in band 0 only (exact copies share
@@ -245,8 +246,12 @@ def link_buckets(bucket: np.ndarray, band: np.ndarray, content: np.ndarray, *,
     linked = order != leader
     candidates = np.flatnonzero(mixed)
     among, leaders = _by_content(candidates, bucket, content)
-    return LinkedRows(kept=leader[linked], copies=order[linked], candidates=candidates,
-                      firsts=np.sort(among[among == leaders]))  # fmt: skip
+    return LinkedRows(
+        kept=leader[linked],
+        copies=order[linked],
+        candidates=candidates,
+        firsts=np.sort(among[among == leaders]),
+    )
 
 
 def _by_content(rows: np.ndarray, bucket: np.ndarray, content: np.ndarray):

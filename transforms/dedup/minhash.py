@@ -121,7 +121,8 @@ def lsh_bands(threshold: float, num_perm: int, recall: float = 0.9) -> tuple[int
     for rows in range(num_perm, 0, -1):
         bands = num_perm // rows
         if 1 - (1 - threshold**rows) ** bands >= recall:
-            needed = next(b for b in range(1, bands + 1)
-                          if 1 - (1 - threshold**rows) ** b >= recall)  # fmt: skip
+            needed = next(
+                b for b in range(1, bands + 1) if 1 - (1 - threshold**rows) ** b >= recall
+            )
             return needed, rows
     return num_perm, 1

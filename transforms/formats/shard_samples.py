@@ -90,8 +90,14 @@ def encode_selected(
 ) -> dict[str, Any]:
     """The sample of a selected example: its teacher values, score, tier and rank; `models`
     (role → fingerprint) names the models that scored it."""
-    info = {**models, "teacher_loss": d.teacher_loss, "score": d.score, "tier": tier,
-            "rank": rank, "super_batch": d.super_batch}  # fmt: skip
+    info = {
+        **models,
+        "teacher_loss": d.teacher_loss,
+        "score": d.score,
+        "tier": tier,
+        "rank": rank,
+        "super_batch": d.super_batch,
+    }
     if d.scale is not None and d.bias is not None:
         info |= {"teacher_scale": d.scale, "teacher_bias": d.bias}
     return encode(d.example, info, d.embeddings)
@@ -138,10 +144,17 @@ def decode(sample: Mapping[str, Any], task: str) -> TrainSample:
     if image is not None:
         _verify_image(image, where)
     scale, bias = info.get("teacher_scale"), info.get("teacher_bias")
-    return TrainSample(key=sample["__key__"], text=text, pair=pair, image=image,
-                       teacher_loss=loss, embeddings=embeddings,
-                       teacher_scale=None if scale is None else float(scale),
-                       teacher_bias=None if bias is None else float(bias), info=info)  # fmt: skip
+    return TrainSample(
+        key=sample["__key__"],
+        text=text,
+        pair=pair,
+        image=image,
+        teacher_loss=loss,
+        embeddings=embeddings,
+        teacher_scale=None if scale is None else float(scale),
+        teacher_bias=None if bias is None else float(bias),
+        info=info,
+    )
 
 
 def _verify_image(image: bytes, where: str) -> None:

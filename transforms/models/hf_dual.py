@@ -75,8 +75,11 @@ class HFDualEncoder(PairAdapter):
             )
         self.processor = _image_processor(path)
         text_config = getattr(self.model.config, "text_config", self.model.config)
-        limits = (max_len, getattr(text_config, "max_position_embeddings", None),
-                  self.tokenizer.model_max_length)  # fmt: skip
+        limits = (
+            max_len,
+            getattr(text_config, "max_position_embeddings", None),
+            self.tokenizer.model_max_length,
+        )
         self.max_len = min(n for n in limits if n)
         self.full_length = model_type in FULL_LENGTH_TEXT
         self.pad_id = self.tokenizer.pad_token_id

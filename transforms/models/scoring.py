@@ -130,8 +130,13 @@ class _Budget:
         log.warning(
             "a scoring batch of %d items (%d tokens each, padded) ran out of memory on %s (%s); "
             "scoring it in halves, and at most %d items, %d padded tokens a batch from now on",
-            size, self.width(longest), device, error, self.max_batch, self.max_tokens,
-        )  # fmt: skip
+            size,
+            self.width(longest),
+            device,
+            error,
+            self.max_batch,
+            self.max_tokens,
+        )
 
 
 def _batch_end(order: Sequence[int], lengths: Sequence[int], start: int, budget: _Budget) -> int:

@@ -69,8 +69,16 @@ class LoggedProgress:
     """tqdm's interface for a log: iterating yields the items and, every PROGRESS_SECONDS, logs
     `DESC: step N/TOTAL (P %), loss …, X examples/s, ETA …` (the postfix as given)."""
 
-    def __init__(self, iterable: Iterable, *, desc: str, examples_per_unit: int | None = None,
-                 unit: str = "it", initial: int = 0, total: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        iterable: Iterable,
+        *,
+        desc: str,
+        examples_per_unit: int | None = None,
+        unit: str = "it",
+        initial: int = 0,
+        total: int | None = None,
+    ) -> None:
         self.iterable, self.desc, self.unit = iterable, desc, unit
         self.per_unit, self.initial, self.n = examples_per_unit, initial, initial
         self.total = total if total is not None else _length(iterable, initial)
@@ -96,8 +104,11 @@ class LoggedProgress:
         if self.total:
             parts[0] += f" ({100 * self.n / self.total:.0f} %)"
         parts += [f"{k} {v}" for k, v in self.postfix.items()]
-        parts.append(f"{rate * self.per_unit:,.1f} examples/s" if self.per_unit else
-                     f"{rate:.2f} {self.unit}s/s")  # fmt: skip
+        parts.append(
+            f"{rate * self.per_unit:,.1f} examples/s"
+            if self.per_unit
+            else f"{rate:.2f} {self.unit}s/s"
+        )
         if self.total and rate > 0:
             parts.append(f"ETA {duration((self.total - self.n) / rate)}")
         return f"{self.desc}: {', '.join(parts)}"

@@ -62,14 +62,19 @@ def dedup_section(dedup: Mapping[str, Any]) -> str:
     """How dedup ran, the copies it removed by kind, and a histogram of the cluster sizes."""
     if dedup.get("method", "none") == "none":
         return "<p>Not deduplicated (--dedup none).</p>"
-    settings = ", ".join(f"{k} {dedup[k]}" for k in ("threshold", "num_perm", "bands", "rows")
-                         if k in dedup)  # fmt: skip
-    lines = [f"<p>Method: {dedup['method']}{' (' + settings + ')' if settings else ''}. "
-             f"{dedup['duplicates']} copies removed ({dedup['exact']} exact, {dedup['near']} near) "
-             f"in {dedup['clusters']} clusters; the first copy of each cluster is kept.</p>"]  # fmt: skip
+    settings = ", ".join(
+        f"{k} {dedup[k]}" for k in ("threshold", "num_perm", "bands", "rows") if k in dedup
+    )
+    lines = [
+        f"<p>Method: {dedup['method']}{' (' + settings + ')' if settings else ''}. "
+        f"{dedup['duplicates']} copies removed ({dedup['exact']} exact, {dedup['near']} near) "
+        f"in {dedup['clusters']} clusters; the first copy of each cluster is kept.</p>"
+    ]
     if dedup.get("not_shingled"):
-        lines.append(f"<p>{dedup['not_shingled']} texts had nothing to shingle and were "
-                     "deduplicated exactly.</p>")  # fmt: skip
+        lines.append(
+            f"<p>{dedup['not_shingled']} texts had nothing to shingle and were "
+            "deduplicated exactly.</p>"
+        )
     sizes = [[size, n] for size, n in dedup["cluster_sizes"].items()]
     if sizes:
         lines.append(table(sizes, ["cluster size (copies)", "clusters"]))

@@ -137,11 +137,13 @@ def _side_by_side(runs: dict[str, dict[str, Any]]) -> list[str]:
         ("", list(runs)),
         ("complete", ["yes" if r["complete"] else "NO" for r in runs.values()]),
         ("teacher", [r["teacher"] or "—" for r in runs.values()]),
-        *[(name.replace("_", " "), [_number(r["counts"][name]) for r in runs.values()])
-          for name in STATUS_COUNTS],
+        *[
+            (name.replace("_", " "), [_number(r["counts"][name]) for r in runs.values()])
+            for name in STATUS_COUNTS
+        ],
         ("mean teacher loss", [_number(r["teacher_loss"]["mean"]) for r in runs.values()]),
         ("mean selected score", [_number(r["selected_score"]["mean"]) for r in runs.values()]),
-    ]  # fmt: skip
+    ]
     if any(r["student"] for r in runs.values()):
         rows.insert(3, ("student", [r["student"] or "—" for r in runs.values()]))
     urls = [f"{label}: {r['url']}" for label, r in runs.items()]
@@ -178,8 +180,11 @@ def stats_text(stats: dict[str, Any], output: str) -> str:
         for name in STATUS_COUNTS
     ]
     dedup = stats.get("dedup", {})
-    rows += [(f"  duplicate: {kind}", f"{dedup[kind]:,}", "") for kind in ("exact", "near")
-             if dedup.get(kind)]  # fmt: skip
+    rows += [
+        (f"  duplicate: {kind}", f"{dedup[kind]:,}", "")
+        for kind in ("exact", "near")
+        if dedup.get(kind)
+    ]
     rows += [(f"  rejected: {reason}", f"{n:,}", "") for reason, n in stats["rejected"].items()]
     rows += [
         (f"{role} scored", f"{n['scored']:,}", f"{n['cached']:,} from the cache")

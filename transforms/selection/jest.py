@@ -272,8 +272,10 @@ def temperature_of(
 
 def check_temperatures(temperature: float | None, relative_temperature: float) -> None:
     """A JestflowError unless the temperatures are positive (no absolute one is fine)."""
-    for name, value in (("temperature", temperature), ("relative temperature",
-                                                        relative_temperature)):  # fmt: skip
+    for name, value in (
+        ("temperature", temperature),
+        ("relative temperature", relative_temperature),
+    ):
         if value is not None and not value > 0:
             raise JestflowError(f"{name} must be positive, got {value}")
 

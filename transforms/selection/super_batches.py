@@ -61,8 +61,9 @@ def group_ranges(
         first, end = group * span, min((group + 1) * span, total)
         lo = _bucket_at(starts, counts, first)
         hi = _bucket_at(starts, counts, end - 1) + 1
-        ranges.append(GroupRange(group=group, first=first, end=end, lo=lo, hi=hi,
-                                 offset=starts[lo]))  # fmt: skip
+        ranges.append(
+            GroupRange(group=group, first=first, end=end, lo=lo, hi=hi, offset=starts[lo])
+        )
     return ranges
 
 

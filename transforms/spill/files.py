@@ -37,9 +37,14 @@ class SpillWriter:
     """Rows of one producer, by partition, written as one or more runs `NAME-RRRR.arrow`."""
 
     def __init__(
-        self, folder: str, name: str, schema: pa.Schema, partitions: int = 1, *,
+        self,
+        folder: str,
+        name: str,
+        schema: pa.Schema,
+        partitions: int = 1,
+        *,
         max_bytes: int = MAX_BYTES,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if partitions < 1:
             raise ValueError("a spill file needs at least one partition")
         self.folder, self.name, self.schema = folder, name, schema

@@ -75,8 +75,17 @@ DECISION = pa.schema(
 
 
 def payload_row(example: Example, file: int) -> tuple:
-    return (example.key, example.id, example.layout, example.text, example.pair, example.image,
-            file, example.position, _meta(example))  # fmt: skip
+    return (
+        example.key,
+        example.id,
+        example.layout,
+        example.text,
+        example.pair,
+        example.image,
+        file,
+        example.position,
+        _meta(example),
+    )
 
 
 def payload_size(example: Example) -> int:
@@ -87,9 +96,16 @@ def payload_size(example: Example) -> int:
 
 
 def example_of(row: Mapping[str, Any], urls: Sequence[str]) -> Example:
-    return Example(id=row["id"], layout=row["layout"], text=row["text"], pair=row["pair"],
-                   image=row["image"], source=urls[row["file"]], position=row["position"],
-                   meta=_meta_of(row))  # fmt: skip
+    return Example(
+        id=row["id"],
+        layout=row["layout"],
+        text=row["text"],
+        pair=row["pair"],
+        image=row["image"],
+        source=urls[row["file"]],
+        position=row["position"],
+        meta=_meta_of(row),
+    )
 
 
 def scored_row(example: Example, file: int, h: int, outputs: Mapping[str, ModelOutput]) -> tuple:
@@ -97,9 +113,11 @@ def scored_row(example: Example, file: int, h: int, outputs: Mapping[str, ModelO
     row = (h, example.key, example.id, file, example.position, _meta(example))
     for role in ("teacher", "student"):
         out = outputs.get(role)
-        row += (None,) * 5 if out is None else (
-            out.loss, _flat(out.embeddings), out.scale, out.bias, out.precision
-        )  # fmt: skip
+        row += (
+            (None,) * 5
+            if out is None
+            else (out.loss, _flat(out.embeddings), out.scale, out.bias, out.precision)
+        )
     return row
 
 
@@ -120,13 +138,27 @@ def output_of(row: Mapping[str, Any], role: str) -> ModelOutput | None:
 def stub_example(row: Mapping[str, Any], urls: Sequence[str]) -> Example:
     """The example a scored row names, without its payload: enough to select and to write
     manifest rows (id, key, source, position, kept fields)."""
-    return Example(id=row["id"], layout="text", text="", source=urls[row["file"]],
-                   position=row["position"], meta=_meta_of(row))  # fmt: skip
+    return Example(
+        id=row["id"],
+        layout="text",
+        text="",
+        source=urls[row["file"]],
+        position=row["position"],
+        meta=_meta_of(row),
+    )
 
 
 def decision_row(d: Decision) -> tuple:
-    return (d.example.key, d.super_batch, d.teacher_loss, d.score, d.order, _flat(d.embeddings),
-            d.scale, d.bias)  # fmt: skip
+    return (
+        d.example.key,
+        d.super_batch,
+        d.teacher_loss,
+        d.score,
+        d.order,
+        _flat(d.embeddings),
+        d.scale,
+        d.bias,
+    )
 
 
 def decision_of(row: Mapping[str, Any], example: Example) -> Decision:
