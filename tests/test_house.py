@@ -133,3 +133,14 @@ def test_bench_scripts_shadow_no_module():
     taken = set(sys.stdlib_module_names) | set(packages_distributions()) | PROBED
     clashes = sorted(p.name for p in (ROOT / "bench").glob("*.py") if p.stem in taken)
     assert not clashes, f"bench scripts named like a module they would hide: {clashes}"
+
+
+def test_every_package_is_installed():
+    """A wheel holds only the packages pyproject.toml lists (Dockerfile: `pip install .`)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {module_name(p) for p in sources(*PACKAGES) if p.name == "__init__.py"}
+    assert found == listed
