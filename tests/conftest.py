@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from corpora import make_images, make_noisy, make_pairs
 from helpers import Learned, sentences, write_jsonl
 
 
@@ -48,3 +49,19 @@ def pair_corpus(tmp_path) -> tuple[str, str]:
         write_jsonl(tmp_path / "pairs_ref.jsonl", pairs(400, 2)),
         write_jsonl(tmp_path / "pairs_eval.jsonl", pairs(64, 3)),
     )
+
+
+# The pipeline tests' corpora and tiny models (tests/corpora.py), made once per session.
+@pytest.fixture(scope="session")
+def noisy(tmp_path_factory):
+    return make_noisy(tmp_path_factory.mktemp("noisy"))
+
+
+@pytest.fixture(scope="session")
+def pairs(tmp_path_factory):
+    return make_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    return make_images(tmp_path_factory.mktemp("images"))

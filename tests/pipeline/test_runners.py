@@ -58,7 +58,7 @@ def test_dataflow_graph_puts_the_accelerator_on_the_scoring_step_only(noisy, tmp
     assert {
         "Read",
         "Deduplicate",
-        "List cache parts",
+        "Cache parts",
         "Cut chunks",
         "Score",
         "Spill scores",

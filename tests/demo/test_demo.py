@@ -122,9 +122,11 @@ def test_the_text_pairs_use_the_calibrated_minilm(tmp_path):
 
 
 def test_without_the_extra_the_text_pairs_fall_back_and_say_so(tmp_path, monkeypatch):
+    from jestflow.demo import config as demo_config
     from jestflow.demo import run as demo
 
-    monkeypatch.setattr(demo, "minilm_model", lambda: None)
+    for module in (demo_config, demo):  # where the options are checked, where the teacher is made
+        monkeypatch.setattr(module, "minilm_model", lambda: None)
     config = demo.DemoConfig(output=str(tmp_path))
     said = []
     recipe = demo.RECIPES["text-pairs"]
