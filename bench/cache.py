@@ -34,6 +34,7 @@ from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.formats.manifest import read_manifest
 from jestflow.transforms.formats.model_files import load_model, save_checkpoint
 from jestflow.transforms.records import FieldMap
+from jestflow.transforms.reporting.tables import text_table
 from jestflow.transforms.selection.offline import SelectionConfig
 
 TEXT = FieldMap(text="text", keep=("kind",))
@@ -84,62 +85,35 @@ def prepare(out: Path, extra: int) -> dict[str, str]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="build/bench-cache")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--extra", type=int, default=2000)
-    args = parser.parse_args()
+def curate(name: str, files: dict, args, *, cached: bool, inputs=None, teacher=None):
+    """One curation of the demo pool (or `inputs`) into OUT/runs/NAME: its stats and seconds."""
     out = Path(args.out)
-    files = prepare(out, args.extra)
-    cache = out / "cache"
-    shutil.rmtree(cache, ignore_errors=True)
-
-    def curate(name: str, *, cached: bool, inputs=(files["pool"],), teacher=files["teacher"]):
-        config = CurateConfig(
-            inputs=inputs,
-            output=str(out / "runs" / name),
-            teacher=teacher,
-            task="lm",
-            fields=TEXT,
-            selection=SelectionConfig(keep=0.5, method="topk"),
-            super_batch=1000,
-            tiers=4,
-            workers=args.workers,
-            cache=str(cache) if cached else None,
-            overwrite=True,
-        )
-        start = time.perf_counter()
-        stats = run_curation(config)
-        return stats, time.perf_counter() - start
-
-    variants = {
-        "no cache": {"cached": False},
-        "cold cache": {"cached": True},
-        "warm cache": {"cached": True},
-        "pool + new data": {"cached": True, "inputs": (files["pool"], files["extra"])},
-        "new teacher": {"cached": True, "teacher": files["teacher-2"]},
-    }
-    rows = []
-    for name, options in variants.items():
-        stats, seconds = curate(name.replace(" ", "-"), **options)
-        rows.append((name, stats, seconds))
-        print(f"{name}: {seconds:.1f} s", flush=True)
-
-    base = rows[0][2]
-    print(
-        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{args.workers} Beam worker(s); demo LM pool + teacher\n"
+    config = CurateConfig(
+        inputs=inputs or (files["pool"],),
+        output=str(out / "runs" / name),
+        teacher=teacher or files["teacher"],
+        task="lm",
+        fields=TEXT,
+        selection=SelectionConfig(keep=0.5, method="topk"),
+        super_batch=1000,
+        tiers=4,
+        workers=args.workers,
+        cache=str(out / "cache") if cached else None,
+        overwrite=True,
     )
-    header = ("run", "inputs", "teacher scored", "from cache", "seconds", "× no cache")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for name, stats, seconds in rows:
-        teacher = stats["scoring"]["teacher"]
-        print(
-            f"| {name} | {stats['counts']['inputs']:,} | {teacher['scored']:,} | "
-            f"{teacher['cached']:,} | {seconds:.1f} | {seconds / base:.2f} |"
-        )
+    start = time.perf_counter()
+    stats = run_curation(config)
+    return stats, time.perf_counter() - start
+
+
+def table_row(name: str, stats: dict, seconds: float, base: float) -> list[str]:
+    teacher = stats["scoring"]["teacher"]
+    cells = [name, f"{stats['counts']['inputs']:,}", f"{teacher['scored']:,}"]
+    return [*cells, f"{teacher['cached']:,}", f"{seconds:.1f}", f"{seconds / base:.2f}"]
+
+
+def compare_warm(out: Path) -> None:
+    """Whether the warm run made the cold run's selection and wrote its bytes."""
     cold, warm = (manifest_rows(out / "runs" / name) for name in ("cold-cache", "warm-cache"))
     same = {k: r["selection"] for k, r in cold.items()} == {
         k: r["selection"] for k, r in warm.items()
@@ -163,6 +137,38 @@ def main() -> None:
             f"{max(moved):.1e}: duplicates the cold run scored in different super-batches "
             "(last-bit differences); the cache holds one loss per content id"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="build/bench-cache")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--extra", type=int, default=2000)
+    args = parser.parse_args()
+    out = Path(args.out)
+    files = prepare(out, args.extra)
+    shutil.rmtree(out / "cache", ignore_errors=True)
+    variants = {
+        "no cache": {"cached": False},
+        "cold cache": {"cached": True},
+        "warm cache": {"cached": True},
+        "pool + new data": {"cached": True, "inputs": (files["pool"], files["extra"])},
+        "new teacher": {"cached": True, "teacher": files["teacher-2"]},
+    }
+    runs = []
+    for name, options in variants.items():
+        stats, seconds = curate(name.replace(" ", "-"), files, args, **options)
+        runs.append((name, stats, seconds))
+        print(f"{name}: {seconds:.1f} s", flush=True)
+    base = runs[0][2]
+    print(
+        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.workers} Beam worker(s); demo LM pool + teacher\n"
+    )
+    rows = [table_row(name, stats, seconds, base) for name, stats, seconds in runs]
+    header = ("run", "inputs", "teacher scored", "from cache", "seconds", "× no cache")
+    print(text_table(rows, header=header))
+    compare_warm(out)
 
 
 if __name__ == "__main__":

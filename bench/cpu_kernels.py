@@ -1,5 +1,6 @@
 """What survives a change of CPU kernels: the demo's curation run under every kernel setting of
-bench/margins.py, each compared with the run on the kernels this machine picks itself.
+bench/margins.py (`SETTINGS` in bench/common.py), each compared with the run on the kernels this
+machine picks itself.
 
 A teacher's outputs differ in the last bits between kernel paths (ATen, oneDNN and MKL choose
 by instruction set, as another machine would). Curation rounds losses and embeddings to a grid
@@ -19,20 +20,20 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from margins import KERNEL_VARIABLES, SETTINGS, available, print_table
+from common import available, kernel_env
 
 from jestflow.demo.corpora import DemoDataConfig, make_corpora
 from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.transforms.formats.manifest import read_manifest
 from jestflow.transforms.formats.model_files import fingerprint
 from jestflow.transforms.records import FieldMap
+from jestflow.transforms.reporting.tables import text_table
 
 PAIRS = ["--query-field", "query", "--doc-field", "doc"]
 TASKS = {
@@ -68,7 +69,7 @@ def curate(out: Path, task: str, setting: str) -> Path:
     run = out / f"{task}-{setting}"
     if (run / "_SUCCESS").exists():
         return run
-    env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES} | SETTINGS[setting]
+    env = kernel_env(setting)
     spec = TASKS[task]
     command = [
         sys.executable,
@@ -172,7 +173,7 @@ def main() -> None:
             )
             print(f"  {task} {setting}: done", flush=True)
     print()
-    print_table(header, rows)
+    print(text_table(rows, header=header, align="l" * len(header)))
 
 
 if __name__ == "__main__":

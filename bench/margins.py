@@ -3,8 +3,8 @@
 torch's CPU results differ in the last bits between kernel paths, and three libraries choose
 theirs by instruction set: ATen (`ATEN_CPU_CAPABILITY`), oneDNN (`ONEDNN_MAX_CPU_ISA`) and MKL
 (`MKL_CBWR`). Setting only the first does not make this machine compute like another CPU, so
-the settings below move all three. Training amplifies the differences: a threshold close to what
-one machine happened to reach fails on another.
+the settings (`SETTINGS` in bench/common.py) move all three. Training amplifies the differences:
+a threshold close to what one machine happened to reach fails on another.
 
 This runs the tests marked `learned` (they assert through the `learned` fixture, which records
 each value) under every setting and training seed, then once with models that cannot learn
@@ -30,39 +30,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from common import SETTINGS, available, kernel_env
 
 from jestflow.transforms.reporting.tables import text_table
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {
-    "native": {},  # what torch picks on this machine
-    "aten-avx512": {"ATEN_CPU_CAPABILITY": "avx512"},
-    "aten-avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
-    "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
-    # This machine computing as far as it can like an AVX2-only CPU, and like an old one; the
-    # second setting is the one `make test-kernels` (CI) runs the suite under.
-    "avx2-cpu": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"},
-    "old-cpu": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
-    # MKL's generic code path: the only one seen here whose results change with the thread count.
-    "mkl-generic": {
-        "ATEN_CPU_CAPABILITY": "default",
-        "ONEDNN_MAX_CPU_ISA": "SSE41",
-        "MKL_CBWR": "COMPATIBLE",
-    },
-}
-KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
-
-
-def available() -> list[str]:
-    """The settings this CPU can run (AVX-512 only where the processor has it)."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return [name for name in SETTINGS if "avx512" not in name or "avx512f" in flags]
 
 
 def run_tests(setting: str, seed: int, log: Path, *, broken: bool = False) -> tuple[int, float]:
     """The `learned` tests under one setting and seed; their values are appended to `log`."""
-    env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES}
-    env |= SETTINGS[setting] | {"JESTFLOW_TEST_SEED": str(seed), "JESTFLOW_LEARNED_LOG": str(log)}
+    env = kernel_env(setting)
+    env |= {"JESTFLOW_TEST_SEED": str(seed), "JESTFLOW_LEARNED_LOG": str(log)}
     if broken:
         env["JESTFLOW_TEST_BROKEN"] = "1"
     command = [
@@ -83,30 +61,14 @@ def run_tests(setting: str, seed: int, log: Path, *, broken: bool = False) -> tu
     return done.returncode, time.perf_counter() - start
 
 
-def print_table(header: tuple, rows: list[tuple]) -> None:
-    print(text_table(rows, header=header, align="l" * len(header)))
-
-
 def margin(value: float, op: str, bound: float) -> float:
     return value - bound if op == ">" else bound - value
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--settings", default=",".join(available()))
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    settings = args.settings.split(",")
-    unknown = set(settings) - set(SETTINGS)
-    if unknown:
-        sys.exit(f"unknown settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
-
-    print(
-        f"torch {torch.__version__}, native CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"
-    )
-    values = defaultdict(list)  # (test, name, op, bound) → [(value, setting, seed)]
+def collect(settings: list[str], seeds: list[int]) -> tuple[dict, dict]:
+    """The `learned` tests under every setting and seed, then once with broken models: the
+    values by (test, name, op, bound), as [(value, setting, seed)], and the broken models'."""
+    values = defaultdict(list)
     broken = {}
     with tempfile.TemporaryDirectory() as tmp:
         for setting in settings:
@@ -127,38 +89,59 @@ def main() -> None:
         for line in log.read_text().splitlines():
             r = json.loads(line)
             broken[(r["test"], r["name"], r["op"], r["bound"])] = r["value"]
+    return values, broken
 
+
+def bound_row(key: tuple, runs: list[tuple], b: float | None) -> tuple[tuple, bool]:
+    """One bound's table row, and whether it is bad (no positive margin, or broken models pass)."""
+    test, name, op, bound = key
+    if runs:
+        worst = min(runs, key=lambda v: margin(v[0], op, bound))
+        best = max(runs, key=lambda v: margin(v[0], op, bound))
+        m = margin(worst[0], op, bound)
+        worst_text = f"{worst[0]:.4g} ({worst[1]}, seed {worst[2]})"
+        best_text, m_text = f"{best[0]:.4g}", f"{m:+.3g}"
+    else:
+        m, worst_text, best_text, m_text = float("-inf"), "not reached", "", ""
+    fails = b is not None and margin(b, op, bound) <= 0
+    short = test.split("::")[-1][:48]
+    row = (
+        f"{short}: {name}",
+        f"{op} {bound:.4g}",
+        worst_text,
+        best_text,
+        m_text,
+        "—" if b is None else f"{b:.4g}",
+        "yes" if fails else "NO",
+    )
+    return row, m <= 0 or not fails
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--settings", default=",".join(available()))
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    settings = args.settings.split(",")
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        sys.exit(f"unknown settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
+
+    print(
+        f"torch {torch.__version__}, native CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"
+    )
+    values, broken = collect(settings, seeds)
     rows, bad = [], 0
     for key in sorted(set(values) | set(broken)):
-        test, name, op, bound = key
-        runs = values.get(key, [])
-        if runs:
-            worst = min(runs, key=lambda v: margin(v[0], op, bound))
-            best = max(runs, key=lambda v: margin(v[0], op, bound))
-            m = margin(worst[0], op, bound)
-            worst_text = f"{worst[0]:.4g} ({worst[1]}, seed {worst[2]})"
-            best_text, m_text = f"{best[0]:.4g}", f"{m:+.3g}"
-        else:
-            m, worst_text, best_text, m_text = float("-inf"), "not reached", "", ""
-        b = broken.get(key)
-        fails = b is not None and margin(b, op, bound) <= 0
-        bad += m <= 0 or not fails
-        short = test.split("::")[-1][:48]
-        rows.append(
-            (
-                f"{short}: {name}",
-                f"{op} {bound:.4g}",
-                worst_text,
-                best_text,
-                m_text,
-                "—" if b is None else f"{b:.4g}",
-                "yes" if fails else "NO",
-            )
-        )
+        row, is_bad = bound_row(key, values.get(key, []), broken.get(key))
+        rows.append(row)
+        bad += is_bad
 
     header = ("test: bound", "bound", "worst (where)", "best", "margin", "broken", "fails broken")
     print(f"\n{len(settings)} settings × seeds {seeds}; broken = learning rates ~0\n")
-    print_table(header, rows)
+    print(text_table(rows, header=header, align="l" * len(header)))
     if bad:
         sys.exit(f"\n{bad} bound(s) without a positive margin or passing with broken models")
 

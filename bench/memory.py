@@ -8,9 +8,9 @@ well, and a train run's resident memory at its last step (`rss_mib`, "now"): a p
 steps up while "now" stays low is a rare step that needed more, not memory kept. A path whose
 memory does not grow has a ratio near 1.0 (target: ≤ 1.2).
 
-Data: bench/data_efficiency.py's (the demo corpora: LM pool of 10,000 records, the text pairs and
-the image–text scenes), its built-in teachers trained briefly (100 steps), and its "scored"
-shard sets (each pool curated with keep 1: every example scored).
+Data: bench/data_efficiency.py's, made by bench/common_demo.py (the demo corpora: LM pool of
+10,000 records, the text pairs and the image–text scenes), its built-in teachers trained briefly
+(100 steps), and its "scored" shard sets (each pool curated with keep 1: every example scored).
 
 Run: python bench/memory.py [--steps 2000] [--early 200] [--cases lm-learnability,...]
      [--out build/bench-memory] [--env MALLOC_MMAP_THRESHOLD_=65536]
@@ -29,12 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-import curate as curate_bench
-import data_efficiency
+import common_demo
+from common import MIB, wait_tree_peak
 
 from jestflow.trainer.results import read_log
+from jestflow.transforms.reporting.tables import text_table
 
-MIB = 2**20
 # case prefix → the data-efficiency bench's task, whose corpora, teachers and curated sets these
 # runs read
 TASKS = {"lm": "lm", "pairs": "contrastive", "image-text": "image-text"}
@@ -53,7 +53,7 @@ JESTFLOW = [sys.executable, "-m", "jestflow.cli"]
 
 def field_options(task: str) -> list[str]:
     """The task's field map as `jestflow` options (`--text-field text`, ...)."""
-    fields = data_efficiency.FIELDS[task]
+    fields = common_demo.FIELDS[task]
     found = []
     for name in ("text", "query", "doc", "image", "caption"):
         if getattr(fields, name):
@@ -66,9 +66,9 @@ def cases(out: Path) -> dict[str, tuple[list[str], str]]:
     pool: raw (`--data`) for the modes that need no teacher values, curated shards otherwise."""
     found = {}
     for prefix, task in TASKS.items():
-        data, fields = data_efficiency.data_file(out, task, 2), field_options(task)
-        shards = str(data_efficiency.curated_dir(out, task, "scored") / "shards" / "*.tar")
-        model_task = data_efficiency.MODEL_TASK[task]
+        data, fields = common_demo.data_file(out, task, 2), field_options(task)
+        shards = str(common_demo.curated_dir(out, task, "scored") / "shards" / "*.tar")
+        model_task = common_demo.MODEL_TASK[task]
         found[f"teacher-{prefix}"] = (
             [*JESTFLOW, "teacher", "train", data, "--task", model_task, *fields],
             "teacher",
@@ -101,9 +101,9 @@ def prepare(out: Path) -> None:
         pair_teacher="built-in",
         pair_teacher_steps=100,
     )
-    data_efficiency.prepare(out, settings)
+    common_demo.prepare(out, settings)
     for task in TASKS.values():
-        data_efficiency.shard_set(out, task, "scored")
+        common_demo.shard_set(out, task, "scored")
 
 
 def peaks(output: Path, logged_by: str, early: int) -> tuple[float, float, float | None]:
@@ -138,12 +138,10 @@ def run_case(
     env = {**os.environ, **extra}
     if "torch.distributed.run" in command:
         env["OMP_NUM_THREADS"] = "1"
-    began, tree_peak = time.perf_counter(), 0
+    began = time.perf_counter()
     with open(out / f"{output.name}.log", "w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        while proc.poll() is None:
-            tree_peak = max(tree_peak, curate_bench.tree_rss(proc.pid)[0])
-            time.sleep(0.5)
+        tree_peak, _ = wait_tree_peak(proc, every=0.5)
     if proc.returncode != 0:
         sys.exit(f"{name} failed ({proc.returncode}); see {out / f'{output.name}.log'}")
     seconds = time.perf_counter() - began
@@ -158,6 +156,13 @@ def run_case(
         "step_seconds": step_seconds(output, logged_by),
         "now": now,
     }
+
+
+def table_row(r: dict) -> list[str]:
+    per_step = "—" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}"
+    now = "—" if r["now"] is None else f"{r['now']:.0f}"
+    cells = [r["case"], f"{r['early']:.0f}", f"{r['last']:.0f}", f"{r['ratio']:.2f}", now]
+    return [*cells, f"{r['tree']:.0f}", per_step, f"{r['seconds']:.0f}"]
 
 
 def main() -> None:
@@ -195,17 +200,8 @@ def main() -> None:
                 flush=True,
             )
     print(f"\npeak RSS of the process (MiB), step {args.early} against step {args.steps}:")
-    print(
-        f"{'case':<52}{'step ' + str(args.early):>10}{'last':>8}{'×':>6}{'now':>6}"
-        f"{'tree':>7}{'s/step':>8}{'s':>7}"
-    )
-    for r in rows:
-        per_step = "—" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}"
-        now = "—" if r["now"] is None else f"{r['now']:.0f}"
-        print(
-            f"{r['case']:<52}{r['early']:>10.0f}{r['last']:>8.0f}{r['ratio']:>6.2f}{now:>6}"
-            f"{r['tree']:>7.0f}{per_step:>8}{r['seconds']:>7.0f}"
-        )
+    header = ("case", f"step {args.early}", "last", "×", "now", "tree", "s/step", "s")
+    print(text_table([table_row(r) for r in rows], header=header))
     (out / "results.json").write_text(json.dumps(rows, indent=1))
 
 

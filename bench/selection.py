@@ -21,15 +21,17 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
+from common import MIB, peak_rss_kib, synced_seconds
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from jestflow.demo.corpora import harvest
 from jestflow.transforms.models.losses import PairEmbeddings
 from jestflow.transforms.models.scoring import embed_pairs
 from jestflow.transforms.models.towers import TwoTower, TwoTowerConfig
+from jestflow.transforms.reporting.tables import text_table
 from jestflow.transforms.selection.jest import ContrastivePairScores, select_joint
 
-WIDTH, N_CHUNKS, MIB = 256, 16, 2**20
+WIDTH, N_CHUNKS = 256, 16
 
 
 class LargestTensor(TorchDispatchMode):
@@ -73,20 +75,12 @@ def run_selection(pairs: ContrastivePairScores, k: int) -> torch.Tensor:
     return select_joint(pairs, k, n_chunks=N_CHUNKS, noise=torch.Generator().manual_seed(0))
 
 
-def seconds(fn, device: torch.device) -> float:
-    """Wall time of fn(), synchronising CUDA before and after."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
-
-
 def selection_seconds(pairs: ContrastivePairScores, k: int, device: torch.device, n: int) -> float:
     """Median of n timed selections, after one warm-up."""
     run_selection(pairs, k)
-    return statistics.median(seconds(lambda: run_selection(pairs, k), device) for _ in range(n))
+    return statistics.median(
+        synced_seconds(lambda: run_selection(pairs, k), device) for _ in range(n)
+    )
 
 
 def teacher_pass_seconds(b: int, device: torch.device) -> float:
@@ -95,18 +89,7 @@ def teacher_pass_seconds(b: int, device: torch.device) -> float:
     model = TwoTower(TwoTowerConfig(embed_dim=WIDTH)).to(device).eval()
     left, right = stdlib_text_pairs(b)
     embed_pairs(model, left[:64], right[:64])  # warm-up
-    return seconds(lambda: embed_pairs(model, left, right), device)
-
-
-def peak_rss_kib(reset: bool = False) -> int:
-    """This process's own peak RSS (VmHWM, KiB), optionally first lowered to the current RSS.
-
-    Not ru_maxrss: in a spawned child it also counts the parent's RSS at fork time."""
-    if reset:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return synced_seconds(lambda: embed_pairs(model, left, right), device)
 
 
 def selection_peak_rss_mib(b: int, k: int) -> float:
@@ -148,6 +131,22 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def measure(b: int, keep: float, teacher: float, device: torch.device, args) -> tuple:
+    """One B and keep fraction: the table row, the selection's time over the teacher pass's, and
+    whether it stayed below a B×B matrix (at most the inputs ([B, d]) or one B×chunk block, and a
+    peak below one B×B matrix)."""
+    full = b * b * 4 / MIB
+    k, pairs = round(keep * b), lazy_pair_scores(b, device)
+    select = selection_seconds(pairs, k, device, args.repeats)
+    peak, probe = selection_peak_mib(pairs, k, device), largest_tensor(pairs, k)
+    cells = [b, keep, k, f"{select:.3f}", f"{teacher:.2f}", f"{select / teacher:.2%}"]
+    cells += [f"{peak:.1f}", f"{full:.0f}", f"{probe.nbytes / MIB:.1f}"]
+    cells += [f"{probe.numel / (b * b):.2%}"]
+    print(f"B = {b}, keep {keep}: select_joint {select:.3f} s", flush=True)
+    below = probe.numel <= b * max(WIDTH, -(-k // N_CHUNKS)) and peak < full
+    return cells, select / teacher, below
+
+
 def main() -> None:
     args, started = parse_args(), time.perf_counter()
     sizes, keeps = [int(s) for s in args.sizes.split(",")], [float(f) for f in args.keep.split(",")]
@@ -157,22 +156,15 @@ def main() -> None:
     header += ["B×B would be MiB", "largest tensor MiB", "largest / B×B"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print(f"{N_CHUNKS} chunks, width {WIDTH}, select_joint median of {args.repeats}, teacher once")
-    print(" | ".join(header), flush=True)
-    ratio_ok = no_b_by_b = True
+    rows, ratio_ok, no_b_by_b = [], True, True
     for b in sizes:
-        teacher, full = teacher_pass_seconds(b, device), b * b * 4 / MIB
+        teacher = teacher_pass_seconds(b, device)
         for keep in keeps:
-            k, pairs = round(keep * b), lazy_pair_scores(b, device)
-            select = selection_seconds(pairs, k, device, args.repeats)
-            peak, probe = selection_peak_mib(pairs, k, device), largest_tensor(pairs, k)
-            cells = [b, keep, k, f"{select:.3f}", f"{teacher:.2f}", f"{select / teacher:.2%}"]
-            cells += [f"{peak:.1f}", f"{full:.0f}", f"{probe.nbytes / MIB:.1f}"]
-            cells += [f"{probe.numel / (b * b):.2%}"]
-            row = (f"{c:>{len(h)}}" for c, h in zip(cells, header, strict=True))
-            print(" | ".join(row), flush=True)
-            # At most the inputs ([B, d]) or one B×chunk block, and a peak below one B×B matrix.
-            no_b_by_b &= probe.numel <= b * max(WIDTH, -(-k // N_CHUNKS)) and peak < full
-            ratio_ok &= b != 16384 or select / teacher <= 0.05
+            cells, ratio, below = measure(b, keep, teacher, device, args)
+            rows.append(cells)
+            no_b_by_b &= below
+            ratio_ok &= b != 16384 or ratio <= 0.05
+    print(text_table(rows, header=header))
     ratio = ratio_ok if 16384 in sizes else "not measured"
     verdict = "met" if ratio is True and no_b_by_b else "NOT met"
     print(f"target {verdict}: ratio ≤ 5 % at B=16384: {ratio}; no B×B allocation: {no_b_by_b}")

@@ -23,13 +23,13 @@ Needs the demo's data and LM teacher under --demo (`make demo`, or made here whe
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import random
-import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+from common import near_duplicates
 
 from jestflow.demo.corpora import DemoDataConfig, harvest, make_corpora
 from jestflow.pipeline.config import CurateConfig
@@ -43,8 +43,6 @@ from jestflow.transforms.reporting.logs import configure
 from jestflow.transforms.reporting.tables import text_table
 from jestflow.transforms.selection.offline import SelectionConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-near_duplicates = importlib.import_module("dedup").near_duplicates  # true Jaccard, all pairs
 TAGGED = FieldMap(text="text", keep=("kind",))
 CANDIDATES = {
     "τ = 1 (absolute, the paper)": {"temperature": 1.0},
@@ -144,10 +142,6 @@ def stability(pool: Path, teacher: Path, out: Path, args) -> list[list[str]]:
     return rows
 
 
-def print_table(header: tuple, rows: list) -> None:
-    print(text_table(rows, header=header, align="l" + "r" * (len(header) - 1)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--demo", default="build/demo")
@@ -181,22 +175,12 @@ def main() -> None:
             ]
         )
     print("curate --keep 0.2 (demo pool, 20 % clean) and --keep 0.25 (docs/code, 25 % docstrings)")
-    print_table(
-        (
-            "candidate",
-            "demo: clean",
-            "demo: planted dup",
-            "demo: near copy kept",
-            "demo: kept",
-            "docs/code: docstring",
-            "s",
-        ),
-        rows,
-    )
+    header = ("candidate", "demo: clean", "demo: planted dup", "demo: near copy kept")
+    header += ("demo: kept", "docs/code: docstring", "s")
+    print(text_table(rows, header=header))
     print("\nStability: 400 demo records, then the same with 6 edited (keep 0.25)")
-    print_table(
-        ("options", "kept", "Jaccard of the kept sets"), stability(pool, teacher, out, args)
-    )
+    stable = stability(pool, teacher, out, args)
+    print(text_table(stable, header=("options", "kept", "Jaccard of the kept sets")))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from jestflow.trainer.loop import TrainConfig, train
 from jestflow.transforms.formats.shard_samples import encode
 from jestflow.transforms.formats.shards import ShardWriter
 from jestflow.transforms.records import make_example
+from jestflow.transforms.reporting.tables import text_table
 
 
 def write_shards(folder: Path, n: int, seed: int) -> str:
@@ -65,6 +66,16 @@ def run(shards: str, out: Path, args, **changes) -> dict:
     }
 
 
+HEADER = ("mode", "r", "scoring length", "step s", "scoring s", "training s", "overhead")
+HEADER += ("by FLOPs",)
+
+
+def table_row(mode: str, r: int, length: str, res: dict, base: dict) -> list:
+    overhead = res["step_s"] / base["step_s"] - 1
+    cells = [mode, r, length, f"{res['step_s']:.3f}", f"{res['score_s']:.3f}"]
+    return [*cells, f"{res['train_s']:.3f}", f"{overhead:+.0%}", f"{res['flop_ratio']:+.0%}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
@@ -97,14 +108,8 @@ def main() -> None:
                     score_seq_len=length,
                 )
                 rows.append(("learnability", r, str(length or "full"), result))
-    header = "mode | r | scoring length | step s | scoring s | training s | overhead | by FLOPs"
-    print(header)
-    for mode, r, length, res in rows:
-        overhead = res["step_s"] / base["step_s"] - 1
-        print(
-            f"{mode} | {r} | {length} | {res['step_s']:.3f} | {res['score_s']:.3f} | "
-            f"{res['train_s']:.3f} | {overhead:+.0%} | {res['flop_ratio']:+.0%}"
-        )
+    cells = [table_row(mode, r, length, res, base) for mode, r, length, res in rows]
+    print(text_table(cells, header=HEADER))
     print("overhead: step time over uniform's; by FLOPs: scoring FLOPs / training FLOPs, which")
     print("is the overhead if time were proportional to FLOPs.")
 

@@ -122,8 +122,7 @@ def demo(ctx, **params) -> None:
 def demo_data(output, pool_size, seed) -> None:
     """Write the demo corpora to OUTPUT: made from Python's standard library docstrings (lm,
     text pairs), and synthetic scenes with captions (image-text, WebDataset tars)."""
-    from ..demo.corpora import DemoDataConfig, make_corpora
-    from ..demo.scenes import SceneConfig, make_scenes
+    from ..demo import DemoDataConfig, SceneConfig, make_corpora, make_scenes
 
     counts = make_corpora(DemoDataConfig(output=output, pool_size=pool_size, seed=seed))
     scenes = make_scenes(SceneConfig(output=output, seed=seed))

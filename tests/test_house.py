@@ -4,6 +4,7 @@ import cycle, how long a function or a module may grow, and how few formatter ex
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("transforms", "pipeline", "trainer", "demo", "cli")
 MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 400
+MAX_FORMATTER_EXEMPTIONS = 10  # formatter off blocks and skipped lines, in the whole tree
 ON_TOP = ("jestflow.trainer", "jestflow.cli", "jestflow.demo")
 # What each folder must never import: the core nothing of ours, the Beam job and the trainer not
 # each other, the demo not the CLI. The CLI sits on top of everything.
@@ -33,19 +35,43 @@ def module_name(path: Path) -> str:
     return ".".join(["jestflow", *(parts[:-1] if parts[-1] == "__init__" else parts)])
 
 
-def imported(path: Path) -> set[str]:
-    """Absolute names of everything a module imports, anywhere in it (in functions, under
-    TYPE_CHECKING), relative imports resolved."""
+def imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every import in a module, anywhere in it (in functions, under
+    TYPE_CHECKING), relative imports resolved: `import M` gives (M, []), `from M import a` (M, [a])."""
     package = ["jestflow", *path.relative_to(ROOT).parent.parts]
-    names = set()
+    found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
+            found += [(alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = package[: len(package) - node.level + 1] if node.level else []
             module = ".".join([*base, *([node.module] if node.module else [])])
-            names |= {module} | {f"{module}.{alias.name}" for alias in node.names}
-    return names
+            found.append((module, [alias.name for alias in node.names]))
+    return found
+
+
+def imported(path: Path) -> set[str]:
+    """Absolute names of everything a module imports: the modules, and `M.a` for `from M import a`
+    (which may be a module too)."""
+    return {
+        n for module, names in imports(path) for n in (module, *(f"{module}.{a}" for a in names))
+    }
+
+
+def modules_imported(path: Path) -> set[str]:
+    """The modules a module imports (`from M import name` gives M alone)."""
+    return {module for module, _ in imports(path)}
+
+
+def test_the_cli_uses_the_demo_package_api():
+    """`cli/` imports `jestflow.demo` (its `__init__`), never a module inside it."""
+    wrong = {
+        str(path.relative_to(ROOT)): sorted(
+            f"{module}" for module in modules_imported(path) if module.startswith("jestflow.demo.")
+        )
+        for path in sources("cli")
+    }
+    assert not {k: v for k, v in wrong.items() if v}
 
 
 @pytest.mark.parametrize("path", sources(*PACKAGES), ids=lambda p: str(p.relative_to(ROOT)))
@@ -105,7 +131,7 @@ def test_the_cycle_check_finds_a_cycle():
     assert cycle_from({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("folder", PACKAGES)
+@pytest.mark.parametrize("folder", [*PACKAGES, "bench"])
 def test_no_function_or_module_is_too_long(folder):
     long = []
     for path in sources(folder):
@@ -118,6 +144,19 @@ def test_no_function_or_module_is_too_long(folder):
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines}")
     assert not long, long
+
+
+def test_the_formatter_decides():
+    """`ruff format` lays out the code; an exemption from it (an off/on block around a table of
+    literals that reads better as written) is rare."""
+    marker = re.compile(r"#\s*fmt:\s*(off|skip)\b")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sources(*PACKAGES, "tests", "bench", "deploy")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if marker.search(line)
+    ]
+    assert len(found) <= MAX_FORMATTER_EXEMPTIONS, found
 
 
 # Names libraries look for when they are installed, which a bench script must not take either:

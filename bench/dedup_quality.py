@@ -1,11 +1,12 @@
 """Dedup: what it costs in the curation job, and what it finds on planted near-duplicates.
 
-Cost: `jestflow curate` on N synthetic examples (bench/load.py's data, tiny teacher and
-process-tree RSS polling) with `--dedup none`, `exact` and `near`, one after another in fresh
-processes: wall seconds, examples/s, peak RSS of the process tree, and the copies removed. The
-target is that near adds at most 15 % to the time of the job without dedup. The tiny teacher
-makes the job almost all plumbing, the worst case for dedup's share; `--teacher build/demo/
-lm/teacher` times it with the demo's teacher instead.
+Cost: `jestflow curate` on N synthetic examples (bench/load.py's data and tiny teacher,
+`bench/common_data.py`, and its run with process-tree RSS polling, `bench/common.py`) with
+`--dedup none`, `exact` and `near`, one after another in fresh processes: wall seconds,
+examples/s, peak RSS of the process tree, and the copies removed. The target is that near adds at
+most 15 % to the time of the job without dedup. The tiny teacher makes the job almost all
+plumbing, the worst case for dedup's share; `--teacher build/demo/lm/teacher` times it with the
+demo's teacher instead.
 
 Quality: distinct standard-library docstring paragraphs of at least 200 characters, each with a
 planted near copy (upper case, doubled whitespace, punctuation changed, and two words replaced),
@@ -18,29 +19,25 @@ False merges: of the distinct paragraphs — those with no other paragraph at a 
 similarity of the threshold or more, all pairs compared — the share put in one cluster with
 another paragraph (target ≤ 1 %).
 
-Run: python bench/dedup.py [--size 200000] [--workers 2] [--out build/bench-dedup]
-                           [--teacher DIR] [--methods none,exact,near] [--skip-cost|--skip-quality]
+Run: python bench/dedup_quality.py [--size 200000] [--workers 2] [--out build/bench-dedup]
+    [--teacher DIR] [--methods none,exact,near] [--skip-cost|--skip-quality]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import random
 import shutil
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-load = importlib.import_module("load")  # data, teacher, one curate run with RSS polling
-curate_bench = importlib.import_module("curate")
+from common import jaccard, near_duplicates, run_curate
+from common_data import train_tiny_teacher, write_data
 
-from jestflow.demo.corpora import harvest  # noqa: E402
-from jestflow.transforms.dedup.copies import (  # noqa: E402
+from jestflow.demo.corpora import harvest
+from jestflow.transforms.dedup.copies import (
     DedupConfig,
     Member,
     band_keys,
@@ -49,10 +46,12 @@ from jestflow.transforms.dedup.copies import (  # noqa: E402
     content_hash,
     near_members,
 )
-from jestflow.transforms.dedup.minhash import shingles  # noqa: E402
-from jestflow.transforms.dedup.minhash import signatures as sigs  # noqa: E402
-from jestflow.transforms.records import make_example  # noqa: E402
-from jestflow.transforms.reporting.tables import text_table  # noqa: E402
+from jestflow.transforms.dedup.minhash import shingles
+from jestflow.transforms.dedup.minhash import signatures as sigs
+from jestflow.transforms.records import make_example
+from jestflow.transforms.reporting.tables import text_table
+
+BENCH = Path(__file__).resolve().parent
 
 
 def near_copy(text: str, rng: random.Random) -> str:
@@ -60,26 +59,6 @@ def near_copy(text: str, rng: random.Random) -> str:
     for i in rng.sample(range(len(words)), 2):
         words[i] = rng.choice(["altered", "changed", "other", "new"])
     return "  ".join(words).upper().replace(".", " !").replace(",", ";")
-
-
-def jaccard(a: set, b: set) -> float:
-    return len(a & b) / len(a | b) if a or b else 0.0
-
-
-def near_duplicates(shingle_sets: list[set[str]], threshold: float) -> set[int]:
-    """The sets whose true Jaccard similarity with another of them reaches the threshold (every
-    pair whose sizes allow it is compared)."""
-    order = sorted(range(len(shingle_sets)), key=lambda i: len(shingle_sets[i]))
-    similar = set()
-    for n, i in enumerate(order):
-        a = shingle_sets[i]
-        for j in order[n + 1 :]:
-            b = shingle_sets[j]
-            if len(a) < threshold * len(b):
-                break
-            if jaccard(a, b) >= threshold:
-                similar.update((i, j))
-    return similar
 
 
 def quality(args) -> list[list[str]]:
@@ -139,16 +118,16 @@ def cost(args) -> list[list[str]]:
     root = Path(args.out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     args.max_len, args.teacher_steps, args.keep, args.super_batch = 64, 50, 0.2, 1024
-    teacher = args.teacher or load.train_tiny_teacher(root, args)
+    teacher = args.teacher or train_tiny_teacher(root, args)
     data = root / "data"
     shutil.rmtree(data, ignore_errors=True)
-    inputs = curate_bench.write_data(data, args.size, args.files, args.seed)
+    inputs = write_data(data, args.size, args.files, args.seed)
     rows, base = [], None
     for method in args.methods.split(","):
         args.dedup = method
         output = root / "out" / method
         shutil.rmtree(output, ignore_errors=True)
-        result = load.run_curate(inputs, teacher, output, root / "logs" / f"{method}.log", args)
+        result = run_curate(inputs, teacher, output, root / "logs" / f"{method}.log", args)
         stats = json.loads((output / "stats.json").read_text())
         base = base or result["seconds"]
         rows.append(

@@ -1,0 +1,131 @@
+"""The demo corpora as the data-efficiency and memory benches use them (bench/data_efficiency.py,
+bench/memory.py): their files, field maps and tasks, the teacher of each task, and the pool of each
+task curated by `jestflow curate` into shard sets (made on first use, reused under OUT)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from jestflow.demo.config import minilm_model
+from jestflow.demo.corpora import DemoDataConfig, make_corpora
+from jestflow.demo.scenes import SceneConfig, make_scenes
+from jestflow.pipeline.config import CurateConfig
+from jestflow.pipeline.job import run_curation
+from jestflow.trainer.calibrate import CalibrateConfig, calibrate
+from jestflow.trainer.fit import TeacherConfig, train_teacher
+from jestflow.transforms.records import FieldMap
+from jestflow.transforms.selection.offline import SelectionConfig
+
+LM_TEXT = FieldMap(text="text", keep=("kind",))
+PAIRS = FieldMap(query="query", doc="doc", keep=("kind",))
+IMAGE_TEXT = FieldMap(image="png", caption="txt", keep=("kind",))
+FIELDS = {"lm": LM_TEXT, "contrastive": PAIRS, "image-text": IMAGE_TEXT}
+MODEL_TASK = {"lm": "lm", "contrastive": "contrastive", "image-text": "contrastive"}
+# (folder under data/, reference, eval, pool)
+FILES = {
+    "lm": ("lm", "reference.jsonl", "eval.jsonl", "pool.jsonl"),
+    "contrastive": ("contrastive", "reference.jsonl", "eval.jsonl", "pool.jsonl"),
+    "image-text": ("image-text", "reference-*.tar", "eval-*.tar", "pool-*.tar"),
+}
+
+
+def data_file(out: Path, task: str, which: int) -> str:
+    """A corpus's reference (0), eval (1) or pool (2) file (a glob for the tars)."""
+    folder, *files = FILES[task]
+    return str(out / "data" / folder / files[which])
+
+
+# curated shard sets: name → (the fraction of the pool `jestflow curate` keeps, its
+# --score-seq-len: None is the default, the first 64 tokens). Each one is a full teacher pass over
+# the pool; "scored" keeps everything, for the online arms to choose from.
+CURATED = {
+    "scored": (1.0, None),
+    "offline": (0.5, None),
+    "offline 30 %": (0.3, None),
+    "offline 20 %": (0.2, None),
+    "offline 30 % whole-text teacher": (0.3, 0),
+}
+
+
+def prepare(out: Path, args) -> None:
+    """Demo corpora and the teachers every seed shares."""
+    data = out / "data"
+    if not (data / "lm" / "pool.jsonl").exists():
+        make_corpora(DemoDataConfig(output=str(data)))
+    if "image-text" in args.tasks and not (data / "image-text" / "pool-000000.tar").exists():
+        make_scenes(SceneConfig(output=str(data)))
+    for task in args.tasks:
+        teacher = out / f"teacher-{task}"
+        if not (teacher / "config.json").exists():
+            make_teacher(task, teacher, out, args)
+
+
+def curated_dir(out: Path, task: str, source: str) -> Path:
+    return out / f"{task}-{source.replace(' %', '').replace(' ', '-')}"
+
+
+def shard_set(out: Path, task: str, source: str) -> str:
+    """The task's pool curated as `CURATED[source]` says (curated on first use), as a shard
+    pattern."""
+    target = curated_dir(out, task, source)
+    if not (target / "stats.json").exists():
+        stats = run_curation(
+            CurateConfig(
+                inputs=(data_file(out, task, 2),),
+                output=str(target),
+                teacher=str(out / f"teacher-{task}"),
+                task=MODEL_TASK[task],
+                fields=FIELDS[task],
+                selection=SelectionConfig(keep=CURATED[source][0]),
+                super_batch=1000,
+                score_seq_len=CURATED[source][1] if task == "lm" else None,
+                shard_max_count=500,
+                workers=1,
+                overwrite=True,
+            )
+        )
+        print(f"curated {task} {source}: {stats['counts']}", flush=True)
+    return str(target / "shards" / "*.tar")
+
+
+def make_teacher(task: str, teacher: Path, out: Path, args) -> None:
+    """The task's teacher: the calibrated MiniLM for text pairs (where installed and not
+    `--pair-teacher built-in`), else a built-in one (600 steps for the two-tower ones)."""
+    fields = dataclasses.replace(FIELDS[task], keep=())
+    reference, held_out = data_file(out, task, 0), data_file(out, task, 1)
+    minilm = minilm_model() if task == "contrastive" and args.pair_teacher != "built-in" else None
+    if minilm is not None:
+        fit = calibrate(
+            CalibrateConfig(
+                model=minilm,
+                inputs=(reference,),
+                eval_inputs=(held_out,),
+                output=str(teacher),
+                fields=fields,
+                overwrite=True,
+            )
+        )
+        print(
+            f"teacher {task}: MiniLM calibrated, eval loss {fit.after[0]:.3f}, "
+            f"recall@1 {fit.after[1]:.3f}",
+            flush=True,
+        )
+        return
+    steps = args.teacher_steps if task == "lm" else args.pair_teacher_steps
+    result = train_teacher(
+        TeacherConfig(
+            inputs=(reference,),
+            eval_inputs=(held_out,),
+            output=str(teacher),
+            task=MODEL_TASK[task],
+            fields=fields,
+            steps=steps,
+            overwrite=True,
+        )
+    )
+    print(
+        f"teacher {task}: built-in, eval loss {result.eval_loss:.3f}"
+        + ("" if result.eval_recall_at_1 is None else f", recall@1 {result.eval_recall_at_1:.3f}"),
+        flush=True,
+    )
