@@ -61,7 +61,7 @@ class CurateConfig:
             if task is not None and task != self.task:
                 raise JestflowError(f"{role} {path} is a {task} model, not {self.task}")
         if self.selection.mode == "learnability" and self.student is None:
-            raise JestflowError("learnability scores need a student checkpoint (student)")
+            raise JestflowError("learnability scores need a student checkpoint: student is not set")
         if self.selection.mode != "learnability" and self.student is not None:
             raise JestflowError(
                 f"a student is only used by learnability scores, not {self.selection.mode}"
