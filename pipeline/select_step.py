@@ -1,10 +1,8 @@
-"""Selection and shard writing, a shard group at a time, from the spill files.
-
-    select: a group's ranks → read the scored records of the buckets that hold them → its
-            super-batches in (hash, key) order → select each (`select_super_batch`) → the
-            not-selected manifest part of each super-batch, and the group's decisions spilled
-    write:  the group's decisions and the payloads of its buckets (only the selected are kept)
-            → its shards and its selected manifest part (`sinks.write_shard_group`)
+"""The select step, a shard group at a time, from the spill files: the shard groups from the
+pool's bucket counts; a group's ranks → the scored records of the buckets that hold them → its
+super-batches in (hash, key) order → each selected (`select_super_batch`) → the not-selected
+manifest part of each super-batch, and the group's decisions spilled (the write step,
+`write_step.py`, reads them back with the selected payloads); the score counts and tiers.
 
 A group holds `super_batches_per_group` super-batches, so memory follows the group, not the pool.
 """
@@ -20,20 +18,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import apache_beam as beam
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..transforms.memory import releasing
 from ..transforms.paths import child
 from ..transforms.selection.offline import Decision, SelectionConfig, select_super_batch
 from ..transforms.selection.stats import SCORED, grid, tier_thresholds
 from ..transforms.selection.super_batches import GroupRange, group_ranges, ranked
-from ..transforms.spill.files import SpillWriter, read_rows, read_spill
+from ..transforms.spill.files import SpillWriter, read_rows
 from ..transforms.spill.rows import (
     DECISION,
-    decision_of,
     decision_row,
-    example_of,
     output_of,
     stub_example,
 )
@@ -107,22 +101,6 @@ def select_batch(
         time.perf_counter() - start,
     )
     return decisions
-
-
-@releasing
-def selected_decisions(
-    group: SelectedGroup, payloads: Sequence[str], urls: list[str]
-) -> tuple[int, list[Decision]]:
-    """(shard group, its selected decisions with their examples' payloads)."""
-    rows = list(read_rows(group.decisions))
-    if not rows:
-        return group.span.group, []
-    wanted = pa.array(sorted(row["key"] for row in rows))
-    examples = {}
-    for batch in read_spill(payloads, group.span.lo, group.span.hi):
-        for row in batch.filter(pc.is_in(batch.column("key"), value_set=wanted)).to_pylist():
-            examples[row["key"]] = example_of(row, urls)
-    return group.span.group, [decision_of(row, examples[row["key"]]) for row in rows]
 
 
 class Select(beam.PTransform):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..transforms.formats.manifest import example_row
 from ..transforms.formats.shard_samples import encode_selected
@@ -20,14 +22,32 @@ from ..transforms.memory import releasing
 from ..transforms.paths import child
 from ..transforms.selection.offline import Decision
 from ..transforms.selection.stats import grid, tier_of
+from ..transforms.spill.files import read_rows, read_spill
+from ..transforms.spill.rows import decision_of, example_of
 from .counters import count
-from .select_step import selected_decisions
+from .select_step import SelectedGroup
 from .sinks import write_manifest_part
 
 if TYPE_CHECKING:
     from .config import CurateConfig, RunPlan
 
 log = logging.getLogger(__name__)
+
+
+@releasing
+def selected_decisions(
+    group: SelectedGroup, payloads: Sequence[str], urls: list[str]
+) -> tuple[int, list[Decision]]:
+    """(shard group, its selected decisions with their examples' payloads)."""
+    rows = list(read_rows(group.decisions))
+    if not rows:
+        return group.span.group, []
+    wanted = pa.array(sorted(row["key"] for row in rows))
+    examples = {}
+    for batch in read_spill(payloads, group.span.lo, group.span.hi):
+        for row in batch.filter(pc.is_in(batch.column("key"), value_set=wanted)).to_pylist():
+            examples[row["key"]] = example_of(row, urls)
+    return group.span.group, [decision_of(row, examples[row["key"]]) for row in rows]
 
 
 @dataclass(frozen=True, kw_only=True)
