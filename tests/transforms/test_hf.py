@@ -151,6 +151,29 @@ def test_text_longer_than_positions_is_truncated(gpt2_dir, reference):
     torch.testing.assert_close(lm_losses(model, [text]), torch.tensor([reference(text, 127)]))
 
 
+def test_a_long_document_is_scored_window_by_window(gpt2_dir):
+    """Past its 127 positions a causal LM scores a document in windows, each opening with the
+    token before it: the token-weighted mean of the raw model's losses on those windows."""
+    from jestflow.transforms.models.documents import document_losses
+
+    model = load_model(str(gpt2_dir), task="lm")
+    raw = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir, local_files_only=True).eval()
+    text = " ".join(docstring_lines()[:60])
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 2 * 127
+    out = document_losses(model, [text], window=100)
+    total, count = 0.0, 0
+    for start in range(0, len(ids), 100):
+        head = [model.bos] if start == 0 else [ids[start - 1]]
+        window = torch.tensor([*head, *ids[start : start + 100]])
+        with torch.no_grad():
+            logits = raw(input_ids=window[None]).logits[0]
+        total += float(F.cross_entropy(logits[:-1], window[1:], reduction="sum"))
+        count += len(window) - 1
+    assert out.tokens.tolist() == [len(ids)] and len(out.windows[0]) == -(-len(ids) // 100)
+    torch.testing.assert_close(out.loss, torch.tensor([total / count]), atol=1e-5, rtol=1e-5)
+
+
 def test_fingerprint_covers_jestflow_json(gpt2_dir, tmp_path):
     shutil.copytree(gpt2_dir, tmp_path / "m")
     before = fingerprint(str(tmp_path / "m"))

@@ -123,6 +123,18 @@ class HFCausalLM(_Adapter):
         head = [] if self.bos is None else [self.bos]
         return [torch.tensor((head + ids)[: limit + 1], dtype=torch.long) for ids in encoded]
 
+    @property
+    def context(self) -> int:
+        """The tokens one scored sequence predicts at most (after BOS)."""
+        return self.max_len
+
+    def token_ids(self, texts: Sequence[str], limit: int) -> list[list[int]]:
+        """Each text's token ids, at most `limit` of them, without BOS."""
+        encoded = self.tokenizer(
+            list(texts), add_special_tokens=False, truncation=True, max_length=limit
+        )["input_ids"]
+        return [list(ids) for ids in encoded]
+
     def sequence_nll(self, sequences: Sequence[torch.Tensor]) -> torch.Tensor:
         ids, mask = pad(sequences, self.pad_id, limit=self.max_len + 1)
         ids, mask = to_device(ids, self.device), to_device(mask, self.device)

@@ -60,6 +60,17 @@ class CausalLM(nn.Module):
         limit = min(max_len or self.config.max_len, self.config.max_len)
         return [byte_tokens(text, limit + 1, bos=BOS) for text in texts]
 
+    bos = BOS  # a document's first window starts with it (models/documents.py)
+
+    @property
+    def context(self) -> int:
+        """The tokens one scored sequence predicts at most."""
+        return self.config.max_len
+
+    def token_ids(self, texts: Sequence[str], limit: int) -> list[list[int]]:
+        """Each text's UTF-8 bytes, at most `limit` of them, without BOS."""
+        return [list(text.encode("utf-8")[:limit]) for text in texts]
+
     def sequence_nll(self, sequences: Sequence[torch.Tensor]) -> torch.Tensor:
         """Mean next-token NLL of each tokenized text, padding masked: [N]."""
         ids, mask = pad(sequences, limit=self.config.max_len + 1)

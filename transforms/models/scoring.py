@@ -194,7 +194,7 @@ def _too_big(length: int, device: torch.device, error: str) -> JestflowError:
     )
 
 
-def _batched(
+def batched(
     items: list[torch.Tensor],
     run: Callable[[list[torch.Tensor]], torch.Tensor],
     device: torch.device,
@@ -246,7 +246,7 @@ def lm_losses(
     `max_len` scores only the first tokens (a cheaper pass, as Flexi-JEST's low resolution).
     """
     sequences = model.tokenize(texts, max_len)
-    return _batched(
+    return batched(
         sequences, model.sequence_nll, model.device, max_tokens=max_tokens, max_batch=max_batch
     )
 
@@ -270,8 +270,8 @@ def embed_pairs(
 ) -> PairEmbeddings:
     """Both towers' L2-normalised embeddings and the model's (t, β), on the CPU."""
     options = {"max_tokens": max_tokens, "max_batch": max_batch}
-    u = _batched(model.prepare_left(list(left)), model.embed_left, model.device, **options)
-    v = _batched(model.prepare_right(list(right)), model.embed_right, model.device, **options)
+    u = batched(model.prepare_left(list(left)), model.embed_left, model.device, **options)
+    v = batched(model.prepare_right(list(right)), model.embed_right, model.device, **options)
     return PairEmbeddings(u, v, as_float(model.scale), as_float(model.bias))
 
 

@@ -1,0 +1,97 @@
+"""Whole documents under a causal LM, window by window.
+
+A document longer than the model's context is cut into windows of `width` tokens (the model's
+context by default); every window is scored, and the document's loss is the token-weighted mean
+of its windows' mean token NLLs, so each scored token counts once whatever the windows. A window
+starts with the token before it (BOS for the first window), so every token of the document up to
+the cap is predicted exactly once, the first one from BOS. At most `max_tokens` tokens of a
+document are scored (`DEFAULT_SCORE_MAX_TOKENS`); the documents that have more are counted.
+
+The windows of many documents are batched together by padded tokens (`scoring.batched`), so the
+cost is proportional to the tokens scored and a few long documents cannot blow up a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..errors import JestflowError
+from .scoring import batched
+
+# Tokens of a document scored at most: a typical web page or source file whole (8,192 bytes for
+# the built-in byte LM; about 30 KB of text for a BPE tokenizer).
+DEFAULT_SCORE_MAX_TOKENS = 8192
+
+
+class WindowedLanguageModel(Protocol):
+    device: torch.device
+    bos: int | None  # the token a document's first window starts with (None: none)
+
+    @property
+    def context(self) -> int: ...  # the tokens one window predicts at most
+
+    def token_ids(self, texts: Sequence[str], limit: int) -> list[list[int]]: ...
+
+    def sequence_nll(self, sequences: Sequence[torch.Tensor]) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class DocumentLosses:
+    """What scoring whole documents gives, one entry per document."""
+
+    loss: torch.Tensor  # [N] the token-weighted mean NLL over the document's windows
+    windows: list[torch.Tensor]  # each document's windows' mean NLLs, in order (float32)
+    tokens: torch.Tensor  # [N] tokens scored (at most the cap)
+    capped: torch.Tensor  # [N] bool: the document has more tokens than the cap
+
+
+def windows_of(ids: Sequence[int], width: int, bos: int | None) -> list[list[int]]:
+    """A document's scoring windows: each holds the token before it (BOS for the first, when the
+    model has one) and the next `width` tokens, so every token is predicted exactly once."""
+    windows = []
+    for start in range(0, len(ids), width):
+        head = ([] if bos is None else [bos]) if start == 0 else [ids[start - 1]]
+        windows.append([*head, *ids[start : start + width]])
+    return windows or [[] if bos is None else [bos]]
+
+
+def window_width(model: WindowedLanguageModel, window: int | None) -> int:
+    """The tokens a window predicts: `window` (`--score-window`), at most the model's context."""
+    if window is not None and window < 1:
+        raise JestflowError("--score-window is a token count, at least 1")
+    return min(window or model.context, model.context)
+
+
+def document_losses(
+    model: WindowedLanguageModel,
+    texts: Sequence[str],
+    *,
+    window: int | None = None,
+    max_tokens: int = DEFAULT_SCORE_MAX_TOKENS,
+    batch_tokens: int | None = None,
+    max_batch: int = 256,
+) -> DocumentLosses:
+    """Each document's loss over its first `max_tokens` tokens, window by window (module doc)."""
+    if max_tokens < 1:
+        raise JestflowError("--score-max-tokens is a token count, at least 1")
+    width = window_width(model, window)
+    ids = model.token_ids(texts, max_tokens + 1)  # one more than the cap tells a capped document
+    capped = torch.tensor([len(i) > max_tokens for i in ids], dtype=torch.bool)
+    ids = [i[:max_tokens] for i in ids]
+    windows = [windows_of(i, width, model.bos) for i in ids]
+    flat = [torch.tensor(w, dtype=torch.long) for doc in windows for w in doc]
+    losses = batched(
+        flat, model.sequence_nll, model.device, max_tokens=batch_tokens, max_batch=max_batch
+    )
+    weights = torch.tensor([max(len(w) - 1, 0) for w in flat], dtype=torch.float32)
+    per_document = losses.split([len(doc) for doc in windows])
+    per_weights = weights.split([len(doc) for doc in windows])
+    loss = torch.zeros(len(windows))
+    for k, (x, w) in enumerate(zip(per_document, per_weights, strict=True)):
+        loss[k] = (x * w).sum() / w.sum().clamp_min(1.0)
+    tokens = torch.tensor([len(i) for i in ids], dtype=torch.long)
+    return DocumentLosses(loss, [w.clone() for w in per_document], tokens, capped)
