@@ -18,6 +18,7 @@ from .options import (
     exit_on_ctrl_c,
     field_map,
     field_options,
+    score_document_options,
     score_seq_len_option,
     selection_options,
     task_option,
@@ -42,6 +43,7 @@ from .options import (
 )
 @click.option("--student", help="Student checkpoint: select by learnability offline.")
 @score_seq_len_option
+@score_document_options
 @click.option(
     "--tiers",
     type=POSITIVE,

@@ -20,6 +20,7 @@ import click
 
 from ..transforms.dedup.copies import DEDUP_METHODS, DedupConfig
 from ..transforms.errors import JestflowError
+from ..transforms.models.documents import DEFAULT_SCORE_MAX_TOKENS
 from ..transforms.models.towers import ENCODERS
 from ..transforms.records import FieldMap
 from ..transforms.selection.jest import RELATIVE_TEMPERATURE
@@ -107,7 +108,23 @@ score_seq_len_option = click.option(
     type=click.IntRange(min=0),
     help="lm: score only the first N tokens of each text, a cheaper pass; the teacher at "
     "curation and the student in training should score the same [default: 64; 0: the whole "
-    "text].",
+    "document, window by window (curate: up to --score-max-tokens)].",
+)
+score_document_options = options(
+    click.option(
+        "--score-max-tokens",
+        type=click.IntRange(min=1),
+        default=DEFAULT_SCORE_MAX_TOKENS,
+        show_default=True,
+        help="lm, whole documents (--score-seq-len 0): tokens of each document scored at most; "
+        "stats.json counts the longer ones.",
+    ),
+    click.option(
+        "--score-window",
+        type=click.IntRange(min=1),
+        show_default="the model's context",
+        help="lm, whole documents: tokens per scoring window.",
+    ),
 )
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 overwrite_option = click.option(

@@ -11,6 +11,7 @@ from ..transforms.dedup.copies import DedupConfig
 from ..transforms.errors import JestflowError
 from ..transforms.formats.model_files import checkpoint_task
 from ..transforms.formats.run_folder import TEMPORARY
+from ..transforms.models.documents import DEFAULT_SCORE_MAX_TOKENS, LmScoring
 from ..transforms.models.scoring import scoring_length
 from ..transforms.paths import child
 from ..transforms.records import FieldMap
@@ -46,11 +47,16 @@ class CurateConfig:
     overwrite: bool = False  # replace a completed run in the output
     cache: str | None = None  # score cache URL: models' outputs by (example id, fingerprint)
     accelerator: str | None = None  # Beam resource hint for the scoring step, e.g. a GPU
+    # lm, whole documents (score_seq_len 0): tokens per scoring window (None: the model's
+    # context), and tokens scored per document at most
+    score_window: int | None = None
+    score_max_tokens: int = DEFAULT_SCORE_MAX_TOKENS
     beam_args: tuple[str, ...] = ()  # options for Beam: --runner=DataflowRunner, --project=…
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
         scoring_length(self.task, self.score_seq_len)  # checks the option
+        self._check_documents()
         self.dedup.method_for(self.fields.layout)  # near dedup of images is refused here
         if self.super_batch < 2:
             raise JestflowError(f"super_batch must be at least 2, not {self.super_batch}")
@@ -66,6 +72,28 @@ class CurateConfig:
             raise JestflowError(
                 f"a student is only used by learnability scores, not {self.selection.mode}"
             )
+
+    def _check_documents(self) -> None:
+        whole = self.task == "lm" and self.scoring_length is None
+        given = self.score_window is not None or self.score_max_tokens != DEFAULT_SCORE_MAX_TOKENS
+        if given and not whole:
+            raise JestflowError(
+                "score_window and score_max_tokens are for lm models scoring whole documents "
+                "(score_seq_len 0)"
+            )
+        if self.score_window is not None and self.score_window < 1:
+            raise JestflowError(f"score_window must be at least 1, not {self.score_window}")
+        if self.score_max_tokens < 1:
+            raise JestflowError(f"score_max_tokens must be at least 1, not {self.score_max_tokens}")
+
+    @property
+    def lm_scoring(self) -> LmScoring | None:
+        """What an lm model scores of each text (None: not an lm task)."""
+        if self.task != "lm":
+            return None
+        return LmScoring(
+            prefix=self.scoring_length, window=self.score_window, max_tokens=self.score_max_tokens
+        )
 
     @property
     def dedup_method(self) -> str:
@@ -92,7 +120,12 @@ class RunPlan:
     fingerprints: dict[str, str]  # role (teacher, student) → model fingerprint
     record: dict[str, Any]  # run.json's start: created, versions, runner, options, inputs, models
     started: float  # time.time() at preparation, for the run's timing
-    scoring_length: int | None = None  # lm: the tokens of each text the models score
+    lm_scoring: LmScoring | None = None  # lm: what the models score of each text
+
+    @property
+    def scoring_length(self) -> int | None:
+        """lm: the first tokens of each text the models score (None: the whole document)."""
+        return None if self.lm_scoring is None else self.lm_scoring.prefix
 
     @property
     def temporary(self) -> str:
@@ -101,9 +134,9 @@ class RunPlan:
 
     @property
     def cache_keys(self) -> dict[str, str]:
-        """role → the score cache's folder for its outputs: the fingerprint, with the scoring
-        length when the models score a prefix (a loss on 64 tokens is not one on the text)."""
-        suffix = "" if self.scoring_length is None else f"-first{self.scoring_length}"
+        """role → the score cache's folder for its outputs: the fingerprint, with what an lm
+        model scores of each text (`LmScoring.cache_suffix`)."""
+        suffix = "" if self.lm_scoring is None else self.lm_scoring.cache_suffix
         return {role: fp + suffix for role, fp in self.fingerprints.items()}
 
     @property

@@ -69,6 +69,8 @@ def finish(
     stats = summarize(scores, reasons, shards, dedup=dedup, quantum=quantum, thresholds=thresholds)
     stats |= {role: model for role, model in plan.record["models"].items()}
     stats["scoring"] = scoring_summary(config.cache, plan.fingerprints, scoring)
+    if config.lm_scoring is not None:  # what the lm models read of each text
+        stats["lm_scoring"] = config.lm_scoring.describe() | {"capped": scoring.get("capped", 0)}
     stats["options"] = plan.record["options"]
     seconds = time.time() - plan.started
     counts = stats["counts"]
@@ -81,6 +83,7 @@ def finish(
         "finished": now(),
         "counts": counts,
         "scoring": stats["scoring"],
+        **({"lm_scoring": stats["lm_scoring"]} if "lm_scoring" in stats else {}),
         "timing": stats["timing"],
     }
     if not counts["inputs"]:  # no record at all: the manifest is still there to read, empty

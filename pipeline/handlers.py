@@ -26,10 +26,10 @@ from torch import nn
 
 from ..transforms.formats.model_files import load_model
 from ..transforms.formats.score_cache import Candidate, ModelOutput
+from ..transforms.models.documents import LmScoring
 from ..transforms.models.losses import PairEmbeddings
 from ..transforms.models.scoring import (
     embed_pairs,
-    lm_losses,
     pair_inputs,
     pair_loss_shares,
     precision,
@@ -55,6 +55,7 @@ class Scored(NamedTuple):
     outputs: dict[str, list[ModelOutput]]  # role → each example's output
     fresh: dict[str, dict[str, ModelOutput]]  # role → outputs not from the cache, by example id
     seconds: float = 0.0  # scoring time of the chunk
+    capped: int = 0  # lm: examples with more tokens than were scored of them (the teacher's)
 
     def counts(self) -> Counter[str]:
         """`teacher.scored`, `teacher.cached` (and the student's): examples, not distinct ids."""
@@ -64,6 +65,8 @@ class Scored(NamedTuple):
             scored = sum(ex.id in fresh for ex in self.examples)
             counts[f"{role}.scored"] += scored
             counts[f"{role}.cached"] += n - scored
+        if self.capped:
+            counts["capped"] += self.capped
         return counts
 
 
@@ -73,16 +76,16 @@ def model_outputs(
     *,
     task: str,
     max_tokens: int | None = None,
-    max_len: int | None = None,
+    lm_scoring: LmScoring | None = None,
 ) -> list[ModelOutput]:
-    """One model's output for each example: its LM loss (on the first `max_len` tokens), or its
-    pair embeddings with t and β."""
+    """One model's output for each example: its LM loss (on what `lm_scoring` says: the first
+    tokens, or the whole document window by window), or its pair embeddings with t and β."""
     if not examples:
         return []
     computed_in = precision(model.device)
     if task == "lm":
         texts = [ex.text for ex in examples]
-        losses = lm_losses(model, texts, max_len=max_len, max_tokens=max_tokens)
+        losses = (lm_scoring or LmScoring()).losses(model, texts, batch_tokens=max_tokens)
         return [ModelOutput(loss=loss, precision=computed_in) for loss in losses.tolist()]
     emb = embed_pairs(model, *pair_inputs(examples), max_tokens=max_tokens)
     pairs = torch.stack([emb.left, emb.right], dim=1).numpy()
@@ -123,7 +126,7 @@ class Models:
     student: nn.Module | None
     task: str
     max_tokens: int | None
-    max_len: int | None
+    lm_scoring: LmScoring | None
 
     def score(self, chunk: Chunk) -> Scored:
         """Both models' outputs for a chunk, running each model only on the examples it has no
@@ -143,14 +146,19 @@ class Models:
                 [examples[i] for i in missing],
                 task=self.task,
                 max_tokens=self.max_tokens,
-                max_len=self.max_len,
+                lm_scoring=self.lm_scoring,
             )
             for i, out in zip(missing, new, strict=True):
                 outputs[i] = out
             fresh[role] = {examples[i].id: out for i, out in zip(missing, new, strict=True)}
             every[role] = outputs
         seconds = time.perf_counter() - start
-        return Scored(chunk.file, chunk.name, examples, every, fresh, seconds)
+        capped = (
+            0
+            if self.lm_scoring is None
+            else self.lm_scoring.capped(self.teacher, [ex.text for ex in examples])
+        )
+        return Scored(chunk.file, chunk.name, examples, every, fresh, seconds, capped)
 
 
 class ScoringHandler(ModelHandler[Chunk, Scored, Models]):
@@ -162,7 +170,7 @@ class ScoringHandler(ModelHandler[Chunk, Scored, Models]):
         student: str | None = None,
         device: str = "auto",
         max_tokens: int | None = None,  # padded tokens per batch [scoring.batch_tokens]
-        max_len: int | None = None,  # lm: tokens of each text scored (None: all)
+        lm_scoring: LmScoring | None = None,  # lm: what is scored of each text
         large_model: bool = False,
         model_copies: int | None = None,
         torch_threads: int | None = None,
@@ -171,7 +179,7 @@ class ScoringHandler(ModelHandler[Chunk, Scored, Models]):
         super().__init__(max_batch_size=1, large_model=large_model, model_copies=model_copies)
         self.teacher, self.student, self.task = teacher, student, task
         self.device, self.max_tokens, self.torch_threads = device, max_tokens, torch_threads
-        self.max_len = max_len
+        self.lm_scoring = lm_scoring
 
     def load_model(self) -> Models:
         if self.torch_threads:  # local workers share the machine's cores
@@ -183,7 +191,7 @@ class ScoringHandler(ModelHandler[Chunk, Scored, Models]):
             if self.student is None
             else load_model(self.student, task=self.task, device=device)
         )
-        return Models(teacher, student, self.task, self.max_tokens, self.max_len)
+        return Models(teacher, student, self.task, self.max_tokens, self.lm_scoring)
 
     def run_inference(
         self,

@@ -86,7 +86,7 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
         fingerprints=fingerprints,
         record=record,
         started=started,
-        scoring_length=config.scoring_length,
+        lm_scoring=config.lm_scoring,
     )
 
 

@@ -207,7 +207,7 @@ def score_with_models(config: CurateConfig) -> beam.PTransform:
         task=config.task,
         student=config.student,
         device=config.device,
-        max_len=config.scoring_length,
+        lm_scoring=config.lm_scoring,
         large_model=config.large_model,
         model_copies=config.model_copies,
         torch_threads=config.torch_threads,

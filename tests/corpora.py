@@ -99,7 +99,7 @@ def plan_for(config):
         fingerprints=fingerprints,
         record=record,
         started=0.0,
-        scoring_length=config.scoring_length,
+        lm_scoring=config.lm_scoring,
     )
 
 

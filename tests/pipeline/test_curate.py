@@ -5,15 +5,18 @@ the same bytes with any worker count: test_reliability.py)."""
 from __future__ import annotations
 
 import json
+import random
 import tarfile
 
 import pytest
 from corpora import REASONS, config_for, curate, samples
+from helpers import sentences, write_jsonl
 
 from jestflow.pipeline.job import run_curation
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.formats.manifest import read_manifest, status_counts
 from jestflow.transforms.formats.model_files import fingerprint, load_model
+from jestflow.transforms.models.documents import document_losses
 from jestflow.transforms.models.scoring import DEFAULT_SCORE_SEQ_LEN, lm_losses
 from jestflow.transforms.selection.offline import SelectionConfig
 
@@ -128,11 +131,24 @@ def test_the_teacher_scores_the_first_64_tokens_unless_told(noisy, tmp_path):
     lines = (noisy / "pool.jsonl").read_bytes().splitlines()[:240]  # the well-formed ones
     texts = [json.loads(line)["text"] for line in lines]
     cases = {"default": (None, DEFAULT_SCORE_SEQ_LEN), "whole": (0, None), "16": (16, 16)}
+    longer = sum(len(t.encode()) > 64 for t in texts)  # the noisy pool's texts are short
     for name, (option, length) in cases.items():
-        out, _ = curate(noisy, tmp_path / name, score_seq_len=option)
+        out, stats = curate(noisy, tmp_path / name, score_seq_len=option)
         rows = read_manifest(str(out / "manifest")).to_pylist()
         rows = [r for r in rows if r["score"] is not None and r["source"].endswith("pool.jsonl")]
-        losses = lm_losses(teacher, [texts[r["position"]] for r in rows], max_len=length)
+        chosen = [texts[r["position"]] for r in rows]
+        if length is None:  # the whole document, window by window (the teacher reads 64 bytes)
+            losses = document_losses(teacher, chosen).loss
+            assert stats["lm_scoring"] == {
+                "scored": "whole documents",
+                "max_tokens": 8192,
+                "window": None,
+                "capped": 0,
+            }
+        else:
+            losses = lm_losses(teacher, chosen, max_len=length)
+            assert stats["lm_scoring"]["tokens"] == length
+            assert stats["lm_scoring"]["capped"] == (longer if length == 64 else 240)
         assert (
             max(abs(r["teacher_loss"] - x) for r, x in zip(rows, losses.tolist(), strict=True))
             < 1e-3
@@ -244,3 +260,34 @@ def test_curate_command(noisy, tmp_path):
         ],
     )
     assert wrong.exit_code == 1 and "is a lm model, not contrastive" in wrong.output
+
+
+def test_whole_documents_keep_the_clean_ones(noisy, tmp_path, learned):
+    """Documents of ~600 bytes, half with a clean start and a noise body: scored on their start
+    (the default 64 tokens) they look alike; scored whole, window by window, the clean ones are
+    kept."""
+    rng = random.Random(2)
+    records = []
+    for kind in ("clean", "bad body") * 40:
+        text = " ".join(sentences(12, rng.randrange(10**6)))
+        body = text[80:] if kind == "clean" else "".join(rng.choice("qzxj#@!0 ") for _ in text[80:])
+        records.append({"text": text[:80] + body, "kind": kind})
+    pool = write_jsonl(tmp_path / "documents.jsonl", records)
+    shares = {}
+    for name, option in (("start", None), ("whole", 0)):
+        out, stats = curate(
+            noisy,
+            tmp_path / name,
+            inputs=(pool,),
+            score_seq_len=option,
+            super_batch=80,
+            selection=SelectionConfig(keep=0.5, seed=1),
+        )
+        kept = [
+            r for r in read_manifest(str(out / "manifest")).to_pylist() if r["status"] == "selected"
+        ]
+        assert len(kept) == 40
+        shares[name] = sum(records[r["position"]]["kind"] == "clean" for r in kept) / 40
+    learned.expect("clean share kept, whole documents", shares["whole"], ">", 0.8)
+    assert shares["start"] < 0.75  # the start alone cannot tell them apart
+    assert stats["lm_scoring"]["scored"] == "whole documents"

@@ -55,7 +55,7 @@ def test_a_warm_rerun_scores_nothing_and_writes_the_same_bytes(noisy, tmp_path):
     # losses on whole texts are another model output: scored afresh, in a folder of their own
     _, whole = curate(noisy, tmp_path / "whole", cache=str(cache), score_seq_len=0)
     assert whole["scoring"]["teacher"] == {"scored": 240, "cached": 0}
-    assert (cache / fingerprint(str(noisy / "teacher"))).is_dir()
+    assert (cache / f"{fingerprint(str(noisy / 'teacher'))}-doc8192").is_dir()
 
 
 def test_appended_data_a_new_teacher_and_a_student(noisy, tmp_path):

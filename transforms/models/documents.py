@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 
 from ..errors import JestflowError
-from .scoring import batched
+from .scoring import DEFAULT_SCORE_SEQ_LEN, batched, lm_losses
 
 # Tokens of a document scored at most: a typical web page or source file whole (8,192 bytes for
 # the built-in byte LM; about 30 KB of text for a BPE tokenizer).
@@ -95,3 +95,47 @@ def document_losses(
         loss[k] = (x * w).sum() / w.sum().clamp_min(1.0)
     tokens = torch.tensor([len(i) for i in ids], dtype=torch.long)
     return DocumentLosses(loss, [w.clone() for w in per_document], tokens, capped)
+
+
+@dataclass(frozen=True)
+class LmScoring:
+    """What an lm model scores of each text: its first `prefix` tokens (a cheap pass; the default,
+    `DEFAULT_SCORE_SEQ_LEN`), or, with `prefix=None`, the whole document window by window
+    (`window` tokens, default the model's context), at most `max_tokens` of it."""
+
+    prefix: int | None = DEFAULT_SCORE_SEQ_LEN
+    window: int | None = None
+    max_tokens: int = DEFAULT_SCORE_MAX_TOKENS
+
+    @property
+    def whole(self) -> bool:
+        return self.prefix is None
+
+    @property
+    def cache_suffix(self) -> str:
+        """What the score cache adds to a model's fingerprint: a loss on 64 tokens is not one on
+        the whole document, nor one on 8,192 tokens one on 4,096."""
+        if not self.whole:
+            return f"-first{self.prefix}"
+        return f"-doc{self.max_tokens}" + ("" if self.window is None else f"-w{self.window}")
+
+    def losses(
+        self, model, texts: Sequence[str], *, batch_tokens: int | None = None
+    ) -> torch.Tensor:
+        """Each text's loss, [N] on the CPU."""
+        if not self.whole:
+            return lm_losses(model, texts, max_len=self.prefix, max_tokens=batch_tokens)
+        return document_losses(
+            model, texts, window=self.window, max_tokens=self.max_tokens, batch_tokens=batch_tokens
+        ).loss
+
+    def capped(self, model: WindowedLanguageModel, texts: Sequence[str]) -> int:
+        """How many of the texts have more tokens than are scored of them."""
+        limit = self.prefix if not self.whole else self.max_tokens
+        return sum(len(ids) > limit for ids in model.token_ids(texts, limit + 1))
+
+    def describe(self) -> dict[str, int | str | None]:
+        """For stats.json and the report."""
+        if not self.whole:
+            return {"scored": "first tokens", "tokens": self.prefix}
+        return {"scored": "whole documents", "max_tokens": self.max_tokens, "window": self.window}

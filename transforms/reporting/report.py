@@ -116,6 +116,8 @@ def render(stats: Mapping[str, Any]) -> str:
             f"<p>Score cache: {html.escape(str(scoring.get('cache') or 'none'))}</p>",
             table(rows, ["model", "scored", "from the cache"]),
         ]
+    if stats.get("lm_scoring"):
+        sections.append(f"<p>{html.escape(lm_scoring_text(stats['lm_scoring']))}</p>")
     options = json.dumps(stats["options"], indent=2, sort_keys=True)
     sections += ["<h2>Options</h2>", f"<pre>{html.escape(options)}</pre>"]
     style = (
@@ -127,3 +129,16 @@ def render(stats: Mapping[str, Any]) -> str:
         f'<!doctype html><html><head><meta charset="utf-8"><title>jestflow report</title>'
         f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
     )
+
+
+def lm_scoring_text(scoring: Mapping[str, Any]) -> str:
+    """What the lm models read of each text, and how many texts were longer."""
+    if scoring["scored"] == "first tokens":
+        what = f"the first {scoring['tokens']:,} tokens of each text"
+    else:
+        window = "the model's context" if scoring["window"] is None else f"{scoring['window']:,}"
+        what = (
+            f"whole documents, at most {scoring['max_tokens']:,} tokens each, in windows of "
+            f"{window} tokens"
+        )
+    return f"LM scoring: {what}; {scoring['capped']:,} texts were longer (scored in part)."

@@ -191,6 +191,14 @@ def stats_text(stats: dict[str, Any], output: str) -> str:
         for role, n in stats["scoring"].items()
         if role != "cache"
     ]
+    if stats.get("lm_scoring"):
+        scoring = stats["lm_scoring"]
+        scored = (
+            f"first {scoring['tokens']:,} tokens"
+            if scoring["scored"] == "first tokens"
+            else f"≤ {scoring['max_tokens']:,} tokens"
+        )
+        rows.append(("lm scored", scored, f"{scoring['capped']:,} texts longer"))
     rows += [
         ("shards", f"{shards['files']:,} files", f"{shards['bytes'] / 2**20:,.1f} MiB"),
         ("time", f"{timing['seconds']:,.1f} s", f"{timing['inputs_per_s']:,.0f} inputs/s"),
