@@ -85,8 +85,15 @@ def model_outputs(
     computed_in = precision(model.device)
     if task == "lm":
         texts = [ex.text for ex in examples]
-        losses = (lm_scoring or LmScoring()).losses(model, texts, batch_tokens=max_tokens)
-        return [ModelOutput(loss=loss, precision=computed_in) for loss in losses.tolist()]
+        losses, documents = (lm_scoring or LmScoring()).score(model, texts, batch_tokens=max_tokens)
+        if documents is None:
+            return [ModelOutput(loss=loss, precision=computed_in) for loss in losses.tolist()]
+        return [
+            ModelOutput(
+                loss=loss, windows=float16(windows), window=documents.width, precision=computed_in
+            )
+            for loss, windows in zip(losses.tolist(), documents.windows, strict=True)
+        ]
     emb = embed_pairs(model, *pair_inputs(examples), max_tokens=max_tokens)
     pairs = torch.stack([emb.left, emb.right], dim=1).numpy()
     return [
@@ -102,7 +109,14 @@ def scored_batch(
     share of the super-batch's pair loss, rebuilt from the embeddings."""
     if task == "lm":
         loss = np.asarray([out.loss for out in outputs], dtype=np.float32)
-        return ScoredBatch(super_batch=super_batch, examples=examples, loss=loss)
+        windows = [out.windows for out in outputs]
+        return ScoredBatch(
+            super_batch=super_batch,
+            examples=examples,
+            loss=loss,
+            windows=windows if any(w is not None for w in windows) else None,
+            window=next((out.window for out in outputs if out.window is not None), None),
+        )
     pairs = np.stack([out.embeddings for out in outputs])
     scale, bias = outputs[0].scale, outputs[0].bias
     emb = PairEmbeddings(torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1]), scale, bias)
@@ -210,3 +224,8 @@ class ScoringHandler(ModelHandler[Chunk, Scored, Models]):
 
     def get_metrics_namespace(self) -> str:
         return "jestflow_scoring"
+
+
+def float16(values: torch.Tensor) -> tuple[float, ...]:
+    """Per-window losses as the shards keep them: rounded to float16 (3 significant digits)."""
+    return tuple(values.to(torch.float16).float().tolist())

@@ -291,3 +291,13 @@ def test_whole_documents_keep_the_clean_ones(noisy, tmp_path, learned):
     learned.expect("clean share kept, whole documents", shares["whole"], ">", 0.8)
     assert shares["start"] < 0.75  # the start alone cannot tell them apart
     assert stats["lm_scoring"]["scored"] == "whole documents"
+    # Each sample carries its teacher's window losses, whose token-weighted mean is its loss.
+    infos = [s["json"] for shard in sorted((out / "shards").iterdir()) for s in samples(shard)]
+    assert len(infos) == 40
+    for info in infos:
+        size = len(records[info["position"]]["text"].encode())
+        width, windows = info["teacher_window"], info["teacher_windows"]
+        assert width == 64 and len(windows) == -(-size // 64)
+        weights = [min(64, size - 64 * k) for k in range(len(windows))]
+        mean = sum(w * x for w, x in zip(weights, windows, strict=True)) / size
+        assert abs(mean - info["teacher_loss"]) < 0.01  # float16 windows, the loss on 1e-4

@@ -53,3 +53,20 @@ def test_embeddings_come_back_bit_for_bit(tmp_path):
         got = index.get(i, "fp32")
         assert np.array_equal(got.embeddings, out.embeddings) and got.embeddings.dtype == np.float32
         assert (got.scale, got.bias, got.loss) == (10.0, -10.0, None)
+
+
+def test_window_losses_come_back_as_written(tmp_path):
+    """Whole documents: each window's loss (float16 values) and the window's width; a part
+    written before windows existed reads as none."""
+    windows = {
+        i: tuple(float(np.float16(k + w / 8)) for w in range(k % 4 + 1))
+        for k, i in enumerate(ids(10))
+    }
+    outputs = {i: ModelOutput(loss=1.5, windows=w, window=256) for i, w in windows.items()}
+    write_cache_part(str(tmp_path), "fp", outputs)
+    index = CachedOutputs(cache_parts(str(tmp_path), "fp"))
+    for i, out in outputs.items():
+        assert index.get(i, "fp32") == out
+    write_cache_part(str(tmp_path), "old", {i: ModelOutput(loss=2.0) for i in ids(2)})
+    old = CachedOutputs(cache_parts(str(tmp_path), "old")).get(ids(1)[0], "fp32")
+    assert (old.windows, old.window, old.loss) == (None, None, 2.0)

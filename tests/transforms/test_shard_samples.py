@@ -3,6 +3,8 @@ a real shard (the writer and the reader the product uses)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from helpers import png
@@ -70,6 +72,26 @@ def test_what_curation_encodes_decodes_to_the_same_values(tmp_path, layout):
         assert got.right == (example.image if layout == "image_text" else example.pair)
     else:
         assert got.embeddings is None and got.teacher_scale is None
+
+
+def test_a_whole_document_carries_its_teacher_window_losses(tmp_path):
+    windows = (2.5, 3.0, 0.0009765625)  # float16 values: JSON keeps them exactly
+    decision = Decision(
+        example=EXAMPLES["text"],
+        super_batch=0,
+        teacher_loss=2.1,
+        score=-2.1,
+        order=0,
+        windows=windows,
+        window=256,
+    )
+    (raw,) = round_trip(tmp_path, [encode_selected(decision, tier=0, rank=0, models={})])
+    got = decode(raw, "lm")
+    assert (tuple(got.info["teacher_windows"]), got.info["teacher_window"]) == (windows, 256)
+    plain = encode_selected(
+        dataclasses.replace(decision, windows=None, window=None), tier=0, rank=0, models={}
+    )
+    assert b"teacher_window" not in plain["json"]  # a prefix-scored sample is as before
 
 
 def test_decode_refuses_the_other_task_and_flags_unusable_samples(tmp_path):

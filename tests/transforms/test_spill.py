@@ -3,6 +3,8 @@ was written, partition by partition, bit for bit."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 
@@ -113,11 +115,14 @@ def test_scored_rows_keep_every_bit_and_name_their_example(tmp_path):
     outputs = {
         "teacher": ModelOutput(embeddings=pair, scale=10.0, bias=-10.0),
         "student": ModelOutput(loss=float(np.float32(2.718281828)), precision="bf16"),
+        "document": ModelOutput(loss=2.5, windows=(2.0, 3.0, 0.0009765625), window=64),
     }
     writer = SpillWriter(str(tmp_path), "s", SCORED)
     writer.add(scored_row(example, 0, 2**64 - 1, outputs))
     writer.add(scored_row(example, 0, 5, {"teacher": outputs["student"]}))
-    first, second = read_rows(writer.close())
+    writer.add(scored_row(example, 0, 6, {"teacher": outputs["document"]}))
+    first, second, third = read_rows(writer.close())
+    assert output_of(third, "teacher") == outputs["document"]
     assert first["hash"] == 2**64 - 1 and second["hash"] == 5
     teacher = output_of(first, "teacher")
     assert teacher.embeddings.dtype == np.float32 and np.array_equal(teacher.embeddings, pair)
@@ -145,9 +150,12 @@ def test_decisions_and_members_round_trip(tmp_path):
         scale=1.5,
         bias=-2.0,
     )
+    document = dataclasses.replace(d, embeddings=None, windows=(1.0, 2.5), window=128)
     writer = SpillWriter(str(tmp_path), "d", DECISION)
     writer.add(decision_row(d))
-    (row,) = read_rows(writer.close())
+    writer.add(decision_row(document))
+    row, other = read_rows(writer.close())
+    assert decision_of(other, example) == document
     back = decision_of(row, example)
     assert (back.super_batch, back.teacher_loss, back.score, back.order) == (
         3,

@@ -39,19 +39,25 @@ CACHE_SCHEMA = pa.schema(
         ("scale", pa.float64()),  # … and the model's t and β
         ("bias", pa.float64()),
         ("precision", pa.string()),  # bf16 (CUDA autocast) or fp32
+        ("windows", pa.list_(pa.float32())),  # lm, whole documents: each window's loss …
+        ("window", pa.int32()),  # … and the tokens a window predicts
     ]
 )
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelOutput:
-    """One model's output for one example: an LM loss, or pair embeddings [2, d] with t and β."""
+    """One model's output for one example: an LM loss (whole documents: with each window's loss,
+    rounded to float16, and the window's width in tokens), or pair embeddings [2, d] with t and
+    β."""
 
     loss: float | None = None
     embeddings: np.ndarray | None = None
     scale: float | None = None
     bias: float | None = None
     precision: str = "fp32"
+    windows: tuple[float, ...] | None = None
+    window: int | None = None
 
     def row(self, example_id: str) -> dict:
         pair = self.embeddings
@@ -63,6 +69,8 @@ class ModelOutput:
             "scale": self.scale,
             "bias": self.bias,
             "precision": self.precision,
+            "windows": None if self.windows is None else list(self.windows),
+            "window": self.window,
         }
 
 
@@ -128,6 +136,8 @@ def read_cache_part(url: str) -> Iterator[tuple[str, ModelOutput]]:
             scale=row["scale"],
             bias=row["bias"],
             precision=row["precision"],
+            windows=_tuple(row["windows"]),
+            window=row["window"],
         )
         yield row["id"], output
 
@@ -154,7 +164,10 @@ class CachedOutputs:
             self._by_precision[name] = {
                 "ids": ids,
                 "pairs": pairs,
-                **{name: rows.column(name).combine_chunks() for name in ("loss", "scale", "bias")},
+                **{
+                    name: rows.column(name).combine_chunks()
+                    for name in ("loss", "scale", "bias", "windows", "window")
+                },
             }
 
     def __len__(self) -> int:
@@ -175,6 +188,8 @@ class CachedOutputs:
             scale=found["scale"][i].as_py(),
             bias=found["bias"][i].as_py(),
             precision=precision,
+            windows=_tuple(found["windows"][i].as_py()),
+            window=found["window"][i].as_py(),
         )
 
 
@@ -191,3 +206,7 @@ def _table(url: str) -> pa.Table:
 
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(column.to_pylist(), dtype=np.float32)
+
+
+def _tuple(values: list[float] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(values)

@@ -9,7 +9,9 @@ A sample holds
     jpg/png/… an image-text pair's encoded image (the extension from its format)
     json      id, source, position, meta (kept fields), and what curation adds: the teacher's
               loss, the score, tier, rank, super-batch, the models' fingerprints, and for
-              contrastive tasks the teacher's temperature and bias (teacher_scale, teacher_bias)
+              contrastive tasks the teacher's temperature and bias (teacher_scale, teacher_bias);
+              lm documents scored whole, each window's teacher loss (teacher_windows, float16
+              values) and the tokens a window predicts (teacher_window)
     npy       contrastive only: the teacher's [2, d] (left, right) embeddings, float32
 """
 
@@ -100,6 +102,8 @@ def encode_selected(
     }
     if d.scale is not None and d.bias is not None:
         info |= {"teacher_scale": d.scale, "teacher_bias": d.bias}
+    if d.windows is not None:
+        info |= {"teacher_windows": list(d.windows), "teacher_window": d.window}
     return encode(d.example, info, d.embeddings)
 
 

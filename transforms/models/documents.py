@@ -47,6 +47,7 @@ class DocumentLosses:
     windows: list[torch.Tensor]  # each document's windows' mean NLLs, in order (float32)
     tokens: torch.Tensor  # [N] tokens scored (at most the cap)
     capped: torch.Tensor  # [N] bool: the document has more tokens than the cap
+    width: int  # the tokens a window predicts (the last one of a document fewer)
 
 
 def windows_of(ids: Sequence[int], width: int, bos: int | None) -> list[list[int]]:
@@ -94,7 +95,7 @@ def document_losses(
     for k, (x, w) in enumerate(zip(per_document, per_weights, strict=True)):
         loss[k] = (x * w).sum() / w.sum().clamp_min(1.0)
     tokens = torch.tensor([len(i) for i in ids], dtype=torch.long)
-    return DocumentLosses(loss, [w.clone() for w in per_document], tokens, capped)
+    return DocumentLosses(loss, [w.clone() for w in per_document], tokens, capped, width)
 
 
 @dataclass(frozen=True)
@@ -119,15 +120,16 @@ class LmScoring:
             return f"-first{self.prefix}"
         return f"-doc{self.max_tokens}" + ("" if self.window is None else f"-w{self.window}")
 
-    def losses(
+    def score(
         self, model, texts: Sequence[str], *, batch_tokens: int | None = None
-    ) -> torch.Tensor:
-        """Each text's loss, [N] on the CPU."""
+    ) -> tuple[torch.Tensor, DocumentLosses | None]:
+        """Each text's loss, [N] on the CPU, and for whole documents the windows behind it."""
         if not self.whole:
-            return lm_losses(model, texts, max_len=self.prefix, max_tokens=batch_tokens)
-        return document_losses(
+            return lm_losses(model, texts, max_len=self.prefix, max_tokens=batch_tokens), None
+        documents = document_losses(
             model, texts, window=self.window, max_tokens=self.max_tokens, batch_tokens=batch_tokens
-        ).loss
+        )
+        return documents.loss, documents
 
     def capped(self, model: WindowedLanguageModel, texts: Sequence[str]) -> int:
         """How many of the texts have more tokens than are scored of them."""

@@ -37,7 +37,9 @@ class ScoredBatch:
 
     `loss[i]` is example i's mean token NLL (lm) or its share of the super-batch's sigmoid loss
     (contrastive); `embeddings` [n, 2, d] are the (left, right) embeddings with the model's
-    temperature `scale` and `bias` (contrastive only).
+    temperature `scale` and `bias` (contrastive only); `windows[i]` are example i's windows'
+    losses and `window` their width in tokens (lm, whole documents: kept for the shards, not
+    selected on).
     """
 
     super_batch: int
@@ -46,6 +48,8 @@ class ScoredBatch:
     embeddings: np.ndarray | None = None
     scale: float | None = None
     bias: float | None = None
+    windows: list[tuple[float, ...] | None] | None = None
+    window: int | None = None
 
     def quantised(self, quantum: float) -> ScoredBatch:
         """The batch with its losses and embeddings rounded to the selection grid."""
@@ -90,6 +94,8 @@ class Decision:
     embeddings: np.ndarray | None = None  # the teacher's [2, d] for the shard's npy
     scale: float | None = None  # the teacher's t and β: with the embeddings they rebuild
     bias: float | None = None  # the teacher pair losses in the online trainer
+    windows: tuple[float, ...] | None = None  # lm, whole documents: the teacher's window losses
+    window: int | None = None  # … and the tokens a window predicts
 
     @property
     def selected(self) -> bool:
@@ -147,6 +153,8 @@ def select_super_batch(
             embeddings=None if teacher.embeddings is None else teacher.embeddings[i],
             scale=teacher.scale,
             bias=teacher.bias,
+            windows=None if teacher.windows is None else teacher.windows[i],
+            window=teacher.window,
         )
         for i, example in enumerate(teacher.examples)
     ]

@@ -44,6 +44,8 @@ def _output_fields(role: str) -> list[tuple[str, pa.DataType]]:
         (f"{role}_scale", pa.float64()),
         (f"{role}_bias", pa.float64()),
         (f"{role}_precision", pa.string()),
+        (f"{role}_windows", pa.list_(pa.float32())),  # lm, whole documents
+        (f"{role}_window", pa.int32()),
     ]
 
 
@@ -70,6 +72,8 @@ DECISION = pa.schema(
         ("embeddings", pa.list_(pa.float32())),
         ("scale", pa.float64()),
         ("bias", pa.float64()),
+        ("windows", pa.list_(pa.float32())),  # the teacher's, lm whole documents
+        ("window", pa.int32()),
     ]
 )
 
@@ -114,9 +118,17 @@ def scored_row(example: Example, file: int, h: int, outputs: Mapping[str, ModelO
     for role in ("teacher", "student"):
         out = outputs.get(role)
         row += (
-            (None,) * 5
+            (None,) * 7
             if out is None
-            else (out.loss, _flat(out.embeddings), out.scale, out.bias, out.precision)
+            else (
+                out.loss,
+                _flat(out.embeddings),
+                out.scale,
+                out.bias,
+                out.precision,
+                _list(out.windows),
+                out.window,
+            )
         )
     return row
 
@@ -132,6 +144,8 @@ def output_of(row: Mapping[str, Any], role: str) -> ModelOutput | None:
         scale=row[f"{role}_scale"],
         bias=row[f"{role}_bias"],
         precision=row[f"{role}_precision"],
+        windows=_tuple(row[f"{role}_windows"]),
+        window=row[f"{role}_window"],
     )
 
 
@@ -158,6 +172,8 @@ def decision_row(d: Decision) -> tuple:
         _flat(d.embeddings),
         d.scale,
         d.bias,
+        _list(d.windows),
+        d.window,
     )
 
 
@@ -172,6 +188,8 @@ def decision_of(row: Mapping[str, Any], example: Example) -> Decision:
         embeddings=None if flat is None else np.asarray(flat, dtype=np.float32).reshape(2, -1),
         scale=row["scale"],
         bias=row["bias"],
+        windows=_tuple(row["windows"]),
+        window=row["window"],
     )
 
 
@@ -185,3 +203,11 @@ def _meta(example: Example) -> str | None:
 
 def _meta_of(row: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(row["meta"]) if row["meta"] else {}
+
+
+def _list(values: tuple[float, ...] | None) -> list[float] | None:
+    return None if values is None else list(values)
+
+
+def _tuple(values: list[float] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(values)
