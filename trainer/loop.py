@@ -42,13 +42,13 @@ from .core import (
     fresh_model,
     initial_model,
     load_examples,
-    model_inputs,
     right_kind_of,
     start_training,
 )
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
 from .loader import raw_samples, train_samples
 from .online_selection import OnlineSelection, select_online
+from .windows import WIDTH, has_windows, step_windows, training_inputs
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
         batch = _draw(run.stream, config.super_batch)
         if step == run.start and ranks.main:
             _check_scoring_length(config, batch[0])
+        windows = step_windows(run.model, batch, run.stream_seed, step)
         chosen = select_online(
             run.model,
             batch,
@@ -167,12 +168,11 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
             relative_temperature=config.relative_temperature,
             generator=generator_for(run.stream_seed, step),
             score_max_len=config.scoring_length,
+            windows=windows,
         )
         picked = [batch[i] for i in chosen.indices]
         began = time.perf_counter()
-        loss = run.training.step(
-            model_inputs(run.model, [s.text for s in picked], [s.right for s in picked])
-        )
+        loss = run.training.step(training_inputs(run.model, picked, windows, chosen.indices))
         last = _step_record(run, step, loss.item(), chosen, batch, picked, (step_began, began))
         if ranks.main:
             steps.set_postfix(loss=f"{last['loss']:.3f}")
@@ -189,6 +189,9 @@ def _check_scoring_length(config: TrainConfig, sample: TrainSample) -> None:
     """Warn when the shards' teacher losses cover another part of each text than the student
     scores: learnability ℓ(student) − ℓ(teacher) then compares unlike things."""
     if config.mode != "learnability" or config.task != "lm" or not sample.info:
+        return
+    if has_windows([sample]):  # documents scored whole: the student works on the same windows
+        log.info("training on windows of %d tokens of each document", sample.info[WIDTH])
         return
     teacher = sample.info.get("score_seq_len")  # absent: whole texts (or shards from before)
     if teacher != config.scoring_length:

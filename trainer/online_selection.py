@@ -21,7 +21,7 @@ from torch import nn
 from ..transforms.errors import JestflowError
 from ..transforms.formats.shard_samples import TrainSample
 from ..transforms.models.losses import PairEmbeddings
-from ..transforms.models.scoring import embed_pairs, lm_losses
+from ..transforms.models.scoring import batched, embed_pairs, lm_losses
 from ..transforms.selection.jest import (
     RELATIVE_TEMPERATURE,
     ContrastivePairScores,
@@ -31,6 +31,7 @@ from ..transforms.selection.jest import (
 )
 from ..transforms.vocabulary import ONLINE_MODES, check_choice
 from .core import eval_mode
+from .windows import Windows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,11 +51,20 @@ def teacher_embeddings(samples: Sequence[TrainSample]) -> PairEmbeddings:
 
 
 def student_losses(
-    model: nn.Module, samples: Sequence[TrainSample], *, score_max_len: int | None = None
+    model: nn.Module,
+    samples: Sequence[TrainSample],
+    *,
+    score_max_len: int | None = None,
+    windows: Windows | None = None,
 ) -> torch.Tensor | PairEmbeddings:
-    """The student's per-example losses (lm; `score_max_len` scores only the first tokens, a
-    cheaper pass) or its pair embeddings (contrastive), without gradients."""
+    """The student's per-example losses (lm: on each sample's drawn window, or on its first
+    `score_max_len` tokens, a cheaper pass) or its pair embeddings (contrastive), without
+    gradients."""
     with eval_mode(model):
+        if windows is not None:
+            return batched(
+                windows.sequences, model.sequence_nll, model.device, max_tokens=None, max_batch=256
+            )
         if model.task == "lm":
             return lm_losses(model, [s.text for s in samples], max_len=score_max_len)
         return embed_pairs(model, [s.text for s in samples], [s.right for s in samples])
@@ -71,8 +81,10 @@ def select_online(
     relative_temperature: float = RELATIVE_TEMPERATURE,
     generator: torch.Generator | None = None,
     score_max_len: int | None = None,
+    windows: Windows | None = None,
 ) -> OnlineSelection:
-    """Choose b of the super-batch `samples` for one training step."""
+    """Choose b of the super-batch `samples` for one training step (lm documents scored whole:
+    on the drawn `windows`, against the teacher's losses on the same windows)."""
     check_choice("mode", mode, ONLINE_MODES)
     if not 0 < b <= len(samples):
         raise JestflowError(f"cannot choose {b} of a super-batch of {len(samples)}")
@@ -82,7 +94,7 @@ def select_online(
     student = (
         None
         if mode == "easy_reference"
-        else student_losses(model, samples, score_max_len=score_max_len)
+        else student_losses(model, samples, score_max_len=score_max_len, windows=windows)
     )
     options = {
         "temperature": temperature,
@@ -93,7 +105,11 @@ def select_online(
     # is logged only where both models' values exist.
     has_teacher = mode != "hard_learner" or not np.isnan(samples[0].teacher_loss)
     if model.task == "lm":
-        teacher = torch.tensor([s.teacher_loss for s in samples], dtype=torch.float32)
+        teacher = (
+            windows.teacher
+            if windows is not None
+            else torch.tensor([s.teacher_loss for s in samples], dtype=torch.float32)
+        )
         chosen = select_independent(score(mode, student=student, teacher=teacher), b, **options)
         gap = None if student is None or not has_teacher else (student - teacher)[chosen].mean()
     else:

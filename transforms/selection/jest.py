@@ -280,7 +280,7 @@ def check_temperatures(temperature: float | None, relative_temperature: float) -
             raise JestflowError(f"{name} must be positive, got {value}")
 
 
-def generator_for(seed: int, stream: int) -> torch.Generator:
+def generator_for(seed: int, stream: int | str) -> torch.Generator:
     """A random stream that is a function of (seed, stream id) alone, never of which worker,
     bundle or resumed process draws it."""
     return torch.Generator().manual_seed(hash64(f"{seed}:{stream}") >> 1)
