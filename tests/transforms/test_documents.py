@@ -99,3 +99,18 @@ def test_a_bad_body_behind_a_clean_start_is_seen(noisy, learned):
     learned.expect("windowed loss, bad body − clean", float(gap), ">", 1.0)
     start_gap = lm_losses(teacher, bad).mean() - lm_losses(teacher, clean).mean()
     assert abs(float(start_gap)) < 0.5  # the start alone cannot tell them apart
+
+
+def test_documents_are_scored_in_groups_with_the_same_result(model, monkeypatch):
+    """A chunk's documents are tokenized and windowed a group at a time (memory): the losses do
+    not depend on where the groups end."""
+    import jestflow.transforms.models.documents as documents
+
+    texts = [TEXT[: 40 * k] for k in range(1, 11)]
+    whole = document_losses(model, texts)
+    monkeypatch.setattr(documents, "GROUP_TOKENS", 100)
+    assert len(documents._groups(texts, 8192)) > 3
+    grouped = document_losses(model, texts)
+    torch.testing.assert_close(grouped.loss, whole.loss, rtol=1e-5, atol=1e-5)
+    assert grouped.tokens.tolist() == whole.tokens.tolist()
+    assert [len(w) for w in grouped.windows] == [len(w) for w in whole.windows]

@@ -67,6 +67,11 @@ def window_width(model: WindowedLanguageModel, window: int | None) -> int:
     return min(window or model.context, model.context)
 
 
+# Documents scored together at most, in tokens: their token ids and windows are built a group at a
+# time, so a chunk of thousands of long documents never holds all of its token lists at once.
+GROUP_TOKENS = 1 << 20
+
+
 def document_losses(
     model: WindowedLanguageModel,
     texts: Sequence[str],
@@ -80,6 +85,42 @@ def document_losses(
     if max_tokens < 1:
         raise JestflowError("--score-max-tokens is a token count, at least 1")
     width = window_width(model, window)
+    parts = [
+        _group_losses(model, texts[lo:hi], width, max_tokens, batch_tokens, max_batch)
+        for lo, hi in _groups(texts, max_tokens)
+    ]
+    return DocumentLosses(
+        loss=torch.cat([p.loss for p in parts]) if parts else torch.empty(0),
+        windows=[w for p in parts for w in p.windows],
+        tokens=torch.cat([p.tokens for p in parts]) if parts else torch.empty(0, dtype=torch.long),
+        capped=torch.cat([p.capped for p in parts]) if parts else torch.empty(0, dtype=torch.bool),
+        width=width,
+    )
+
+
+def _groups(texts: Sequence[str], max_tokens: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of the texts holding about GROUP_TOKENS tokens each (a text's UTF-8 length
+    bounds its tokens), at least one text each."""
+    ranges, lo, total = [], 0, 0
+    for i, text in enumerate(texts):
+        size = min(len(text), max_tokens)  # characters: a lower bound of bytes, near enough
+        if i > lo and total + size > GROUP_TOKENS:
+            ranges.append((lo, i))
+            lo, total = i, 0
+        total += size
+    if lo < len(texts):
+        ranges.append((lo, len(texts)))
+    return ranges
+
+
+def _group_losses(
+    model: WindowedLanguageModel,
+    texts: Sequence[str],
+    width: int,
+    max_tokens: int,
+    batch_tokens: int | None,
+    max_batch: int,
+) -> DocumentLosses:
     ids = model.token_ids(texts, max_tokens + 1)  # one more than the cap tells a capped document
     capped = torch.tensor([len(i) > max_tokens for i in ids], dtype=torch.bool)
     ids = [i[:max_tokens] for i in ids]
