@@ -52,8 +52,8 @@ from pathlib import Path
 import torch
 from common_demo import CURATED, FIELDS, MODEL_TASK, curated_dir, data_file, prepare, shard_set
 
-from jestflow.trainer.core import load_examples
-from jestflow.trainer.loop import TrainConfig, forward_flops, train
+from jestflow.trainer.core import forward_flops, load_examples
+from jestflow.trainer.loop import TrainConfig, train
 from jestflow.trainer.results import RunLog, compare, read_log
 from jestflow.transforms.formats.model_files import load_model
 from jestflow.transforms.models.scoring import scoring_length

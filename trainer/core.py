@@ -24,7 +24,9 @@ from torch import nn
 
 from ..transforms.errors import JestflowError
 from ..transforms.formats.model_files import checkpoint_task, load_model
+from ..transforms.formats.shard_samples import TrainSample
 from ..transforms.models import SIZE_KEYS, new_model
+from ..transforms.models.documents import document_losses
 from ..transforms.models.losses import PairEmbeddings
 from ..transforms.models.scoring import autocast, embed_pairs, lm_losses, pair_inputs
 from ..transforms.readers import read_examples
@@ -139,10 +141,14 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def evaluate(
-    model: nn.Module, examples: Sequence[Example], batch_size: int
+    model: nn.Module, examples: Sequence[Example], batch_size: int, *, whole_documents: bool = False
 ) -> tuple[float, float | None]:
-    """Held-out loss (and recall@1 within batches of `batch_size`, for contrastive models)."""
+    """Held-out loss (and recall@1 within batches of `batch_size`, for contrastive models); an lm
+    model's on each text's start, or with `whole_documents` on whole documents, window by window
+    (the mean of the documents' losses)."""
     with eval_mode(model):
+        if model.task == "lm" and whole_documents:
+            return document_losses(model, [ex.text for ex in examples]).loss.mean().item(), None
         if model.task == "lm":
             return lm_losses(model, [ex.text for ex in examples]).mean().item(), None
         emb = embed_pairs(model, *pair_inputs(examples))
@@ -160,6 +166,17 @@ def evaluate(
 
 
 BUILT_IN_LR, FINE_TUNE_LR = 1e-3, 3e-5
+
+
+def forward_flops(
+    model: nn.Module, params: int, samples: Sequence[TrainSample], max_len: int | None
+) -> float:
+    """≈ 2 · parameters · tokens for one forward pass (training is ≈ 3× that)."""
+    limit = max_len or getattr(getattr(model, "config", None), "max_len", 256)
+    tokens = sum(min(len(s.text.encode()) + 1, limit + 1) for s in samples)
+    if model.task != "lm":
+        tokens += sum(min(len((s.pair or "").encode()) + 1, limit) for s in samples)
+    return 2.0 * params * tokens
 
 
 def default_lr(model: nn.Module) -> float:

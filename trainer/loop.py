@@ -39,6 +39,7 @@ from .core import (
     Training,
     batch_loss,
     evaluate,
+    forward_flops,
     fresh_model,
     initial_model,
     load_examples,
@@ -132,6 +133,7 @@ class _Run:
     held_out: list[Example]
     log: checkpoints.Log | None  # the main rank's
     params: int  # the model's parameter count, for the FLOPs estimates
+    whole_documents: bool = False  # the shards hold documents curated whole: evaluate whole ones
 
 
 def train(config: TrainConfig) -> dict:
@@ -158,6 +160,7 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
         if step == run.start and ranks.main:
             _check_scoring_length(config, batch[0])
         windows = step_windows(run.model, batch, run.stream_seed, step)
+        run.whole_documents = windows is not None
         chosen = select_online(
             run.model,
             batch,
@@ -336,17 +339,6 @@ def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:
     return batch
 
 
-def forward_flops(
-    model: nn.Module, params: int, samples: Sequence[TrainSample], max_len: int | None
-) -> float:
-    """≈ 2 · parameters · tokens for one forward pass (training is ≈ 3× that)."""
-    limit = max_len or getattr(getattr(model, "config", None), "max_len", 256)
-    tokens = sum(min(len(s.text.encode()) + 1, limit + 1) for s in samples)
-    if model.task != "lm":
-        tokens += sum(min(len((s.pair or "").encode()) + 1, limit) for s in samples)
-    return 2.0 * params * tokens
-
-
 def _step_record(
     run: _Run,
     step: int,
@@ -384,7 +376,9 @@ def _log(run: _Run, step: int, record: dict) -> dict:
     too; returns the last line logged."""
     run.log.write(record)
     if run.held_out and run.config.checkpoint_due(step):
-        eval_loss, recall = evaluate(run.model, run.held_out, run.config.batch_size)
+        eval_loss, recall = evaluate(
+            run.model, run.held_out, run.config.batch_size, whole_documents=run.whole_documents
+        )
         record = {"step": step + 1, "eval_loss": eval_loss, "eval_recall_at_1": recall}
         run.log.write(record)
     run.log.flush()

@@ -16,9 +16,10 @@ from jestflow.trainer.loop import TrainConfig, train
 from jestflow.trainer.online_selection import select_online
 from jestflow.trainer.windows import draw_windows
 from jestflow.transforms.errors import JestflowError
+from jestflow.transforms.formats.model_files import load_model
 from jestflow.transforms.formats.shard_samples import TrainSample
 from jestflow.transforms.models import new_model
-from jestflow.transforms.models.documents import windows_of
+from jestflow.transforms.models.documents import document_losses, windows_of
 from jestflow.transforms.selection.jest import generator_for
 
 
@@ -99,5 +100,12 @@ def test_a_student_trains_on_documents_curated_whole(documents, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "learnability" in r]
     assert len(steps) == 6 and all(r["learnability"] is not None for r in steps)
+    # held out, the run is judged on whole documents too, as its shards were
+    final = load_model(str(tmp_path / "run"), task="lm", device=torch.device("cpu"))
+    texts = [
+        json.loads(line)["text"] for line in (documents / "eval.jsonl").read_text().splitlines()
+    ]
+    evals = [r["eval_loss"] for r in log if "eval_loss" in r]
+    assert evals[-1] == pytest.approx(document_losses(final, texts).loss.mean().item(), abs=1e-4)
     infos = [s["json"] for shard in shards for s in shard_samples(shard)]
     assert infos and all(i["teacher_window"] == 64 and len(i["teacher_windows"]) > 4 for i in infos)
