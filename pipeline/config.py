@@ -121,6 +121,7 @@ class RunPlan:
     record: dict[str, Any]  # run.json's start: created, versions, runner, options, inputs, models
     started: float  # time.time() at preparation, for the run's timing
     lm_scoring: LmScoring | None = None  # lm: what the models score of each text
+    teacher_tokens: str | None = None  # lm, whole documents: how the teacher cuts text (windows)
 
     @property
     def scoring_length(self) -> int | None:
@@ -142,9 +143,11 @@ class RunPlan:
     @property
     def shard_info(self) -> dict[str, Any]:
         """What every selected sample's json says of the models: role → fingerprint, and the
-        tokens they scored (`score_seq_len`, lm only), which the online trainer checks."""
+        tokens they scored (`score_seq_len`, lm only) or, for whole documents, how the teacher cut
+        them into tokens (`teacher_tokens`): the online trainer checks both."""
         length = {} if self.scoring_length is None else {"score_seq_len": self.scoring_length}
-        return {**self.fingerprints, **length}
+        tokens = {} if self.teacher_tokens is None else {"teacher_tokens": self.teacher_tokens}
+        return {**self.fingerprints, **length, **tokens}
 
 
 def options_of(config: CurateConfig) -> dict[str, Any]:

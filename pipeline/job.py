@@ -34,7 +34,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProv
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from ..transforms.errors import JestflowError
-from ..transforms.formats.model_files import fingerprint
+from ..transforms.formats.model_files import fingerprint, tokens_of
 from ..transforms.formats.parquet import first_row
 from ..transforms.formats.run_folder import (
     REJECTED,
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
     """Every side effect before the graph, so bad options fail before any work is done."""
     started = time.time()
+    whole = config.lm_scoring is not None and config.lm_scoring.whole
     urls = input_urls(config.inputs)
     fingerprints = {"teacher": fingerprint(config.teacher)}
     if config.student is not None:
@@ -87,6 +88,7 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
         record=record,
         started=started,
         lm_scoring=config.lm_scoring,
+        teacher_tokens=tokens_of(config.teacher) if whole else None,
     )
 
 

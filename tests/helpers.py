@@ -87,6 +87,19 @@ def sentences(n: int, seed: int) -> list[str]:
     ]
 
 
+def documents(n: int, seed: int) -> list[dict]:
+    """n documents of ~600 bytes of sentences, alternately clean (`kind` clean) and with a noise
+    body behind 80 clean bytes (`kind` bad body): the start alone cannot tell them apart."""
+    rng = random.Random(seed)
+    records = []
+    for k in range(n):
+        kind = "clean" if k % 2 == 0 else "bad body"
+        text = " ".join(sentences(12, rng.randrange(10**6)))
+        body = text[80:] if kind == "clean" else "".join(rng.choice("qzxj#@!0 ") for _ in text[80:])
+        records.append({"text": text[:80] + body, "kind": kind})
+    return records
+
+
 COLORS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "white": (250,) * 3}
 
 

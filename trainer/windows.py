@@ -23,7 +23,7 @@ from ..transforms.models.documents import windows_of
 from ..transforms.selection.jest import generator_for
 from .core import model_inputs
 
-WINDOWS, WIDTH = "teacher_windows", "teacher_window"
+WINDOWS, WIDTH, TOKENS = "teacher_windows", "teacher_window", "teacher_tokens"
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,13 @@ def draw_windows(
 ) -> Windows:
     """A window of each sample, drawn uniformly among the windows its teacher scored."""
     width = int(samples[0].info[WIDTH])
+    tokens = samples[0].info.get(TOKENS)
+    if tokens is not None and tokens != model.token_kind:
+        raise JestflowError(
+            f"the shards' windows are cut in the teacher's tokens ({tokens}), the student's are "
+            f"{model.token_kind}: train a student that tokenizes as the teacher does (a built-in "
+            "student for a built-in teacher, --init with the teacher's tokenizer otherwise)"
+        )
     if width > model.context:
         raise JestflowError(
             f"the shards' windows are {width} tokens, more than the student's context of "

@@ -5,12 +5,11 @@ the same bytes with any worker count: test_reliability.py)."""
 from __future__ import annotations
 
 import json
-import random
 import tarfile
 
 import pytest
 from corpora import REASONS, config_for, curate, samples
-from helpers import sentences, write_jsonl
+from helpers import documents, write_jsonl
 
 from jestflow.pipeline.job import run_curation
 from jestflow.transforms.errors import JestflowError
@@ -266,12 +265,7 @@ def test_whole_documents_keep_the_clean_ones(noisy, tmp_path, learned):
     """Documents of ~600 bytes, half with a clean start and a noise body: scored on their start
     (the default 64 tokens) they look alike; scored whole, window by window, the clean ones are
     kept."""
-    rng = random.Random(2)
-    records = []
-    for kind in ("clean", "bad body") * 40:
-        text = " ".join(sentences(12, rng.randrange(10**6)))
-        body = text[80:] if kind == "clean" else "".join(rng.choice("qzxj#@!0 ") for _ in text[80:])
-        records.append({"text": text[:80] + body, "kind": kind})
+    records = documents(80, seed=2)
     pool = write_jsonl(tmp_path / "documents.jsonl", records)
     shares = {}
     for name, option in (("start", None), ("whole", 0)):

@@ -3,14 +3,14 @@ trains on one window of each drawn document, against the teacher's loss on that 
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import random
 
 import pytest
 import torch
 from corpora import TEXT, TINY, curate
 from corpora import samples as shard_samples
-from helpers import SEED, lr, sentences, write_jsonl
+from helpers import SEED, documents, lr, sentences, write_jsonl
 
 from jestflow.trainer.loop import TrainConfig, train
 from jestflow.trainer.online_selection import select_online
@@ -24,16 +24,10 @@ from jestflow.transforms.selection.jest import generator_for
 
 
 @pytest.fixture(scope="module")
-def documents(noisy, tmp_path_factory):
+def curated_documents(noisy, tmp_path_factory):
     """Shards of ~600-byte documents curated whole by the noisy corpus's 64-byte teacher."""
     root = tmp_path_factory.mktemp("documents")
-    rng = random.Random(3)
-    records = []
-    for kind in ("clean", "bad body") * 40:
-        text = " ".join(sentences(12, rng.randrange(10**6)))
-        body = text[80:] if kind == "clean" else "".join(rng.choice("qzxj#@!0 ") for _ in text[80:])
-        records.append({"text": text[:80] + body, "kind": kind})
-    pool = write_jsonl(root / "pool.jsonl", records)
+    pool = write_jsonl(root / "pool.jsonl", documents(80, seed=3))
     write_jsonl(root / "eval.jsonl", ({"text": " ".join(sentences(12, k))} for k in range(16)))
     curate(noisy, root / "curated", inputs=(pool,), score_seq_len=0, super_batch=80)
     return root
@@ -76,10 +70,17 @@ def test_windows_wider_than_the_student_or_tokenized_otherwise_are_errors():
         draw_windows(student(32), made(2, windows=14), generator_for(SEED, 0))
     with pytest.raises(JestflowError, match="tokenizes text otherwise"):
         draw_windows(student(), made(2, windows=400), generator_for(SEED, 0))
+    other = [
+        dataclasses.replace(s, info={**s.info, "teacher_tokens": "vocab-0123456789abcdef"})
+        for s in made(2, windows=14)
+    ]
+    with pytest.raises(JestflowError, match="tokenizes as the teacher does"):
+        draw_windows(student(), other, generator_for(SEED, 0))
 
 
-def test_a_student_trains_on_documents_curated_whole(documents, tmp_path):
-    shards = sorted(str(p) for p in (documents / "curated" / "shards").iterdir())
+def test_a_student_trains_on_documents_curated_whole(curated_documents, tmp_path):
+    root = curated_documents
+    shards = sorted(str(p) for p in (root / "curated" / "shards").iterdir())
     config = TrainConfig(
         shards=tuple(shards),
         task="lm",
@@ -89,7 +90,7 @@ def test_a_student_trains_on_documents_curated_whole(documents, tmp_path):
         steps=6,
         lr=lr(3e-3),
         warmup_steps=1,
-        eval_inputs=(str(documents / "eval.jsonl"),),
+        eval_inputs=(str(root / "eval.jsonl"),),
         fields=TEXT,
         eval_every=3,
         seed=SEED,
@@ -102,10 +103,9 @@ def test_a_student_trains_on_documents_curated_whole(documents, tmp_path):
     assert len(steps) == 6 and all(r["learnability"] is not None for r in steps)
     # held out, the run is judged on whole documents too, as its shards were
     final = load_model(str(tmp_path / "run"), task="lm", device=torch.device("cpu"))
-    texts = [
-        json.loads(line)["text"] for line in (documents / "eval.jsonl").read_text().splitlines()
-    ]
+    texts = [json.loads(line)["text"] for line in (root / "eval.jsonl").read_text().splitlines()]
     evals = [r["eval_loss"] for r in log if "eval_loss" in r]
     assert evals[-1] == pytest.approx(document_losses(final, texts).loss.mean().item(), abs=1e-4)
     infos = [s["json"] for shard in shards for s in shard_samples(shard)]
+    assert all(i["teacher_tokens"] == "bytes" for i in infos)  # the built-in teacher's
     assert infos and all(i["teacher_window"] == 64 and len(i["teacher_windows"]) > 4 for i in infos)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
-from helpers import SEED, sentences
+from helpers import SEED, documents
 
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.formats.model_files import load_model
@@ -79,22 +77,13 @@ def test_bad_options_are_errors(model):
         document_losses(model, [TEXT], window=0)
 
 
-def _documents(rng: random.Random, clean_body: bool, n: int) -> list[str]:
-    """Documents of ~600 bytes whose first 80 are clean text; the rest clean or noise."""
-    texts = []
-    for _ in range(n):
-        text = " ".join(sentences(12, rng.randrange(10**6)))
-        body = text[80:] if clean_body else "".join(rng.choice("qzxj#@!0 ") for _ in text[80:])
-        texts.append(text[:80] + body)
-    return texts
-
-
 def test_a_bad_body_behind_a_clean_start_is_seen(noisy, learned):
     """The noisy corpus's teacher reads 64 bytes at a time: scored on its start (the model's
     window) a document with a bad body looks clean; scored window by window it does not."""
     teacher = load_model(str(noisy / "teacher"), task="lm", device=torch.device("cpu"))
-    rng = random.Random(1)
-    clean, bad = _documents(rng, True, 20), _documents(rng, False, 20)
+    records = documents(40, seed=1)
+    clean = [r["text"] for r in records if r["kind"] == "clean"]
+    bad = [r["text"] for r in records if r["kind"] == "bad body"]
     gap = document_losses(teacher, bad).loss.mean() - document_losses(teacher, clean).loss.mean()
     learned.expect("windowed loss, bad body − clean", float(gap), ">", 1.0)
     start_gap = lm_losses(teacher, bad).mean() - lm_losses(teacher, clean).mean()

@@ -174,6 +174,18 @@ def test_a_long_document_is_scored_window_by_window(gpt2_dir):
     torch.testing.assert_close(out.loss, torch.tensor([total / count]), atol=1e-5, rtol=1e-5)
 
 
+def test_how_a_model_cuts_text_is_named_without_loading_it(gpt2_dir, tmp_path):
+    """Windows cut by a teacher fit a student only if both tokenize alike: the shards name the
+    teacher's tokens (a digest of its vocabulary; `bytes` for the built-in LM)."""
+    from jestflow.transforms.formats.model_files import save_checkpoint, tokens_of
+    from jestflow.transforms.models import new_model
+
+    model = load_model(str(gpt2_dir), task="lm")
+    assert tokens_of(str(gpt2_dir)) == model.token_kind and model.token_kind.startswith("vocab-")
+    save_checkpoint(new_model("lm", d_model=16, n_layer=1, n_head=2), str(tmp_path / "lm"))
+    assert tokens_of(str(tmp_path / "lm")) == "bytes" == load_model(str(tmp_path / "lm")).token_kind
+
+
 def test_fingerprint_covers_jestflow_json(gpt2_dir, tmp_path):
     shutil.copytree(gpt2_dir, tmp_path / "m")
     before = fingerprint(str(tmp_path / "m"))

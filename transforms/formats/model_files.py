@@ -120,6 +120,16 @@ def is_causal_lm(config: dict[str, Any]) -> bool:
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
 
 
+def tokens_of(directory: str) -> str:
+    """How an lm checkpoint's model cuts text into tokens, without loading its weights: `bytes`
+    for the built-in LM, a digest of a Hugging Face model's vocabulary (`hf.tokenizer_id`)."""
+    if not is_huggingface(read_config(directory)):
+        return "bytes"
+    from ..models.hf import load_tokenizer, tokenizer_id
+
+    return tokenizer_id(load_tokenizer(directory))
+
+
 def checkpoint_task(directory: str) -> str | None:
     """`lm` or `contrastive` for a jestflow checkpoint, `contrastive` for a Hugging Face
     image–text dual encoder; None for other Hugging Face directories."""

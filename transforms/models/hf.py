@@ -8,6 +8,9 @@ Image–text dual encoders (CLIP, SigLIP, VisionTextDualEncoder) have their adap
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -38,10 +41,21 @@ LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 def _load_pretrained(path: str, auto_class: str):
     """(tokenizer, model in eval mode) from a local directory, weights from safetensors only."""
     tf = _transformers()
-    tokenizer = tf.AutoTokenizer.from_pretrained(path, **LOCAL_ONLY)
+    tokenizer = load_tokenizer(path)
     # Never pickled weights.
     model = getattr(tf, auto_class).from_pretrained(path, use_safetensors=True, **LOCAL_ONLY)
     return tokenizer, model.eval()
+
+
+def tokenizer_id(tokenizer) -> str:
+    """A name for how a tokenizer cuts text: a digest of its vocabulary (token → id). Two models
+    with the same one give the same tokens for a text, so windows cut by one fit the other."""
+    vocabulary = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return "vocab-" + hashlib.blake2b(vocabulary.encode(), digest_size=8).hexdigest()
+
+
+def load_tokenizer(path: str):
+    return _transformers().AutoTokenizer.from_pretrained(path, **LOCAL_ONLY)
 
 
 class _Adapter(nn.Module):
@@ -127,6 +141,11 @@ class HFCausalLM(_Adapter):
     def context(self) -> int:
         """The tokens one scored sequence predicts at most (after BOS)."""
         return self.max_len
+
+    @functools.cached_property
+    def token_kind(self) -> str:
+        """How this model cuts text into tokens (`tokenizer_id`)."""
+        return tokenizer_id(self.tokenizer)
 
     def token_ids(self, texts: Sequence[str], limit: int) -> list[list[int]]:
         """Each text's token ids, at most `limit` of them, without BOS."""

@@ -61,6 +61,7 @@ class CausalLM(nn.Module):
         return [byte_tokens(text, limit + 1, bos=BOS) for text in texts]
 
     bos = BOS  # a document's first window starts with it (models/documents.py)
+    token_kind = "bytes"  # how it cuts text into tokens: UTF-8 bytes (hf.tokenizer_id for others)
 
     @property
     def context(self) -> int:
