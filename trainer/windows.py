@@ -43,6 +43,13 @@ def draw_windows(
     model: nn.Module, samples: Sequence[TrainSample], generator: torch.Generator
 ) -> Windows:
     """A window of each sample, drawn uniformly among the windows its teacher scored."""
+    plain = [s.key for s in samples if WINDOWS not in s.info]
+    if plain:
+        raise JestflowError(
+            f"{len(plain)} samples (e.g. {plain[0]!r}) hold one teacher loss each, the others "
+            "their windows' losses: train on shards of one curation run at a time, or curate "
+            "them all with the same --score-seq-len"
+        )
     width = int(samples[0].info[WIDTH])
     tokens = samples[0].info.get(TOKENS)
     if tokens is not None and tokens != model.token_kind:

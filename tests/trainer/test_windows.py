@@ -76,6 +76,9 @@ def test_windows_wider_than_the_student_or_tokenized_otherwise_are_errors():
     ]
     with pytest.raises(JestflowError, match="tokenizes as the teacher does"):
         draw_windows(student(), other, generator_for(SEED, 0))
+    mixed = [*made(2, windows=14), TrainSample(key="old", text="one loss", teacher_loss=2.0)]
+    with pytest.raises(JestflowError, match="hold one teacher loss each"):
+        draw_windows(student(), mixed, generator_for(SEED, 0))
 
 
 def test_a_student_trains_on_documents_curated_whole(curated_documents, tmp_path):
