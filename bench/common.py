@@ -175,12 +175,12 @@ def jestflow_cli() -> str:
 
 def curate_command(inputs, teacher: str, output: Path, args) -> list[str]:
     """`jestflow curate` on an LM pool with the options in `args` (keep, super_batch, workers,
-    seed, dedup)."""
+    seed, dedup, and `extra`: more options as given)."""
     command = [jestflow_cli(), "curate", *inputs, "-o", str(output), "--teacher", teacher]
     command += ["--task", "lm", "--keep", str(args.keep), "--super-batch", str(args.super_batch)]
     command += ["--workers", str(args.workers), "--seed", str(args.seed), "--device", "cpu"]
     command += ["--dedup", args.dedup] if args.dedup else []
-    return command
+    return command + list(getattr(args, "extra", ()))  # more curate options
 
 
 def read_lines(proc: subprocess.Popen, start: float, note) -> tuple[threading.Thread, list]:

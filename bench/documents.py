@@ -1,27 +1,34 @@
 """What scoring whole documents costs: the built-in byte LM (the demo teacher's size) scores
 documents of 1, 8 and 64 KB on their first 64 tokens (the default) and whole, window by window
 (`curate --score-seq-len 0`, up to `--score-max-tokens`), and prints documents/s, tokens/s and
-the process's peak RSS for each, side by side.
+the process's peak RSS for each, side by side. With `--curate`, the same comparison through
+`jestflow curate` itself (2 local workers, default dedup, keep 0.3) on pools of `--pool-mb` MB
+of such documents: seconds, documents/s, tokens/s and the peak RSS of its process tree.
 
 Each case runs in a fresh process, so its peak RSS is its own. The documents are Python's own
-docstrings joined to the size asked for.
+docstrings joined to the size asked for; the model's weights are untrained (cost does not depend
+on them).
 
 Run: python bench/documents.py [--sizes 1,8,64] [--documents 64] [--max-tokens 8192]
-(about 3 minutes on 2 cores)
+     [--curate --pool-mb 4]   (about 1 minute; with --curate about 6 more)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
-from common import cpu_model
+from common import cpu_model, run_curate
 
 from jestflow.demo.corpora import harvest
+from jestflow.transforms.formats.manifest import read_manifest
+from jestflow.transforms.formats.model_files import save_checkpoint
 from jestflow.transforms.memory import memory_mib
 from jestflow.transforms.models import new_model
 from jestflow.transforms.models.documents import LmScoring
@@ -32,16 +39,16 @@ TEACHER = {"d_model": 128, "n_layer": 2, "n_head": 4, "max_len": 256}
 
 
 def documents(size_kb: int, n: int) -> list[str]:
-    """n documents of about size_kb KB, each docstrings joined from its own offset."""
-    paragraphs = harvest().paragraphs
-    texts, start = [], 0
+    """n documents of size_kb KB, each of docstring paragraphs drawn at random (seeded): distinct
+    documents, so dedup keeps them."""
+    paragraphs, rng = harvest().paragraphs, random.Random(size_kb)
+    texts = []
     for _ in range(n):
-        text, k = "", start
-        while len(text.encode()) < size_kb * 1024:
-            text += paragraphs[k % len(paragraphs)] + "\n\n"
-            k += 1
-        texts.append(text.encode()[: size_kb * 1024].decode(errors="ignore"))
-        start = k
+        parts, length = [], 0
+        while length < size_kb * 1024:
+            parts.append(paragraphs[rng.randrange(len(paragraphs))])
+            length += len(parts[-1].encode()) + 2
+        texts.append("\n\n".join(parts).encode()[: size_kb * 1024].decode(errors="ignore"))
     return texts
 
 
@@ -78,6 +85,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,8,64", help="document sizes in KB")
     parser.add_argument("--documents", type=int, default=64, help="documents per case")
     parser.add_argument("--max-tokens", type=int, default=8192)
+    parser.add_argument("--curate", action="store_true", help="also time jestflow curate")
+    parser.add_argument("--pool-mb", type=float, default=4.0, help="each curate pool's size")
+    parser.add_argument("--out", type=Path, default=Path("build/bench-documents"))
     parser.add_argument("--case", help=argparse.SUPPRESS)  # one case, in a fresh process
     args = parser.parse_args()
     if args.case:
@@ -102,6 +112,62 @@ def main() -> None:
     header = ["documents", "scored", "documents/s", "tokens/s", "capped", "peak RSS MiB"]
     print(f"\nbuilt-in byte LM {TEACHER}, CPU: {cpu_model()}, torch {torch.__version__}")
     print(text_table(rows, header=header, align="llrrrr"))
+    if args.curate:
+        curate_table(args)
+
+
+def curate_table(args: argparse.Namespace) -> None:
+    """`jestflow curate` on a pool of each size, scored on the start and whole."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    teacher = args.out / "teacher"
+    if not (teacher / "model.safetensors").exists():
+        torch.manual_seed(0)
+        save_checkpoint(new_model("lm", **TEACHER), str(teacher))
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        n = max(2, int(args.pool_mb * 1024 / size))
+        texts = documents(size, n)
+        pool = args.out / f"pool-{size}kb.jsonl"
+        pool.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        for whole in (False, True):
+            name = f"whole, ≤ {args.max_tokens:,} tokens" if whole else "first 64 tokens"
+            extra = ["--overwrite", "--quiet"]
+            extra += ["--score-seq-len", "0", "--score-max-tokens", str(args.max_tokens)] * whole
+            options = argparse.Namespace(
+                keep=0.3, super_batch=min(1000, n), workers=2, seed=0, dedup=None, extra=extra
+            )
+            output = args.out / f"curated-{size}kb-{'whole' if whole else 'start'}"
+            r = run_curate(
+                [str(pool)], str(teacher), output, args.out / "logs" / output.name, options
+            )
+            limit = args.max_tokens if whole else 64
+            scored = read_manifest(str(output / "manifest")).to_pylist()
+            kept = {r["position"] for r in scored if r["status"] != "duplicate"}
+            # dedup's copies are not scored
+            tokens = sum(min(len(texts[p].encode()), limit) for p in kept)
+            print(f"curate {size} KB, {name}: {r['seconds']:.1f} s", flush=True)
+            rows.append(
+                [
+                    f"{n:,} × {size} KB",
+                    f"{len(kept):,}",
+                    name,
+                    f"{r['seconds']:,.1f}",
+                    f"{n / r['seconds']:,.1f}",
+                    f"{tokens / r['seconds']:,.0f}",
+                    f"{r['peak_mib']:,.0f}",
+                ]
+            )
+    header = [
+        "pool",
+        "kept by dedup",
+        "scored",
+        "seconds",
+        "documents/s",
+        "tokens/s",
+        "peak RSS MiB (tree)",
+    ]
+    print("\njestflow curate, 2 workers, keep 0.3, default dedup")
+    print(text_table(rows, header=header, align="lrlrrrr"))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,16 @@
 docstrings), the image–text scenes (`scenes.py`), the tasks and options (`config.py`), and the
 whole loop on them (`run.py`)."""
 
-from .config import DemoConfig
-from .corpora import DemoDataConfig, make_corpora
-from .run import run_demo
-from .scenes import SceneConfig, make_scenes
+from ..transforms.lazy import exports
 
-__all__ = ["DemoConfig", "DemoDataConfig", "SceneConfig", "make_corpora", "make_scenes", "run_demo"]
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "DemoConfig": "config",
+        "DemoDataConfig": "corpora",
+        "SceneConfig": "scenes",
+        "make_corpora": "corpora",
+        "make_scenes": "scenes",
+        "run_demo": "run",
+    },
+)

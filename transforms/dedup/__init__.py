@@ -2,17 +2,19 @@
 as arrays, near edges checked on the signatures, clusters) and `minhash` (shingles, MinHash
 signatures and LSH bands for a batch at once)."""
 
-from .copies import DEDUP_METHODS, DedupConfig, Member, components, link_buckets, normalise
-from .minhash import lsh_bands, shingles, signatures
+from ..lazy import exports
 
-__all__ = [
-    "DEDUP_METHODS",
-    "DedupConfig",
-    "Member",
-    "components",
-    "link_buckets",
-    "lsh_bands",
-    "normalise",
-    "shingles",
-    "signatures",
-]
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "DEDUP_METHODS": "copies",
+        "DedupConfig": "copies",
+        "Member": "copies",
+        "components": "copies",
+        "link_buckets": "copies",
+        "lsh_bands": "minhash",
+        "normalise": "copies",
+        "shingles": "minhash",
+        "signatures": "minhash",
+    },
+)

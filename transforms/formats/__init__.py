@@ -4,33 +4,31 @@
 `run_folder` (a curation output and its markers), `model_files` (model checkpoints and their
 fingerprints), `parquet` (reading Parquet from an open file)."""
 
-from .manifest import MANIFEST_SCHEMA, REJECTED_SCHEMA, read_manifest, write_parquet
-from .model_files import checkpoint_task, fingerprint, load_model, save_checkpoint
-from .run_folder import close, is_complete, prepare
-from .score_cache import CachedOutputs, ModelOutput, write_cache_part
-from .shard_samples import TrainSample, decode, encode
-from .shards import ShardInfo, ShardWriter, read_shard, write_shards
+from ..lazy import exports
 
-__all__ = [
-    "MANIFEST_SCHEMA",
-    "REJECTED_SCHEMA",
-    "CachedOutputs",
-    "ModelOutput",
-    "ShardInfo",
-    "ShardWriter",
-    "TrainSample",
-    "checkpoint_task",
-    "close",
-    "decode",
-    "encode",
-    "fingerprint",
-    "is_complete",
-    "load_model",
-    "prepare",
-    "read_manifest",
-    "read_shard",
-    "save_checkpoint",
-    "write_cache_part",
-    "write_parquet",
-    "write_shards",
-]
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "CachedOutputs": "score_cache",
+        "MANIFEST_SCHEMA": "manifest",
+        "ModelOutput": "score_cache",
+        "REJECTED_SCHEMA": "manifest",
+        "ShardInfo": "shards",
+        "ShardWriter": "shards",
+        "TrainSample": "shard_samples",
+        "checkpoint_task": "model_files",
+        "close": "run_folder",
+        "decode": "shard_samples",
+        "encode": "shard_samples",
+        "fingerprint": "model_files",
+        "is_complete": "run_folder",
+        "load_model": "model_files",
+        "prepare": "run_folder",
+        "read_manifest": "manifest",
+        "read_shard": "shards",
+        "save_checkpoint": "model_files",
+        "write_cache_part": "score_cache",
+        "write_parquet": "manifest",
+        "write_shards": "shards",
+    },
+)

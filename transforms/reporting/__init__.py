@@ -2,19 +2,19 @@
 `tables` (every table, text or HTML), `logs` (logging set-up, Python warnings as one log line,
 the one progress helper)."""
 
-from .logs import configure, duration, progress
-from .report import render
-from .runs import compare_runs, stats_text, summarize_run
-from .tables import html_table, text_table
+from ..lazy import exports
 
-__all__ = [
-    "compare_runs",
-    "configure",
-    "duration",
-    "html_table",
-    "progress",
-    "render",
-    "stats_text",
-    "summarize_run",
-    "text_table",
-]
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "compare_runs": "runs",
+        "configure": "logs",
+        "duration": "logs",
+        "html_table": "tables",
+        "progress": "logs",
+        "render": "report",
+        "stats_text": "runs",
+        "summarize_run": "runs",
+        "text_table": "tables",
+    },
+)

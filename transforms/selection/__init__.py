@@ -2,36 +2,27 @@
 noise), `offline` (one scored super-batch → decisions), `super_batches` (the hash order that
 makes super-batches, and the shard groups' rank ranges), `stats` (score counts, tiers)."""
 
-from .jest import (
-    RELATIVE_TEMPERATURE,
-    ContrastivePairScores,
-    easy_reference,
-    hard_learner,
-    learnability,
-    score,
-    select_independent,
-    select_joint,
-)
-from .offline import Decision, ScoredBatch, SelectionConfig, kept_count, select_super_batch
-from .stats import summarize, tier_thresholds
-from .super_batches import bucket_of, group_ranges
+from ..lazy import exports
 
-__all__ = [
-    "RELATIVE_TEMPERATURE",
-    "ContrastivePairScores",
-    "Decision",
-    "ScoredBatch",
-    "SelectionConfig",
-    "bucket_of",
-    "easy_reference",
-    "group_ranges",
-    "hard_learner",
-    "kept_count",
-    "learnability",
-    "score",
-    "select_independent",
-    "select_joint",
-    "select_super_batch",
-    "summarize",
-    "tier_thresholds",
-]
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "ContrastivePairScores": "jest",
+        "Decision": "offline",
+        "RELATIVE_TEMPERATURE": "jest",
+        "ScoredBatch": "offline",
+        "SelectionConfig": "offline",
+        "bucket_of": "super_batches",
+        "easy_reference": "jest",
+        "group_ranges": "super_batches",
+        "hard_learner": "jest",
+        "kept_count": "offline",
+        "learnability": "jest",
+        "score": "jest",
+        "select_independent": "jest",
+        "select_joint": "jest",
+        "select_super_batch": "offline",
+        "summarize": "stats",
+        "tier_thresholds": "stats",
+    },
+)

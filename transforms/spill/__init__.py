@@ -3,6 +3,15 @@ Arrow IPC runs, read back by partition range), `rows` (what is spilled: payloads
 decisions; row ↔ value) and `dedup_rows` (dedup's spills: members, needs, signatures, edges,
 removed copies)."""
 
-from .files import BLOCK_ROWS, SpillWriter, read_rows, read_spill, remove_folder
+from ..lazy import exports
 
-__all__ = ["BLOCK_ROWS", "SpillWriter", "read_rows", "read_spill", "remove_folder"]
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "BLOCK_ROWS": "files",
+        "SpillWriter": "files",
+        "read_rows": "files",
+        "read_spill": "files",
+        "remove_folder": "files",
+    },
+)
