@@ -1,4 +1,4 @@
-"""`python -m jestflow.cli …` is the `jestflow` command (torchrun uses it: `-m jestflow.cli train`)."""
+"""`python -m jestflow.cli …` is the `jestflow` command (torchrun runs `-m jestflow.cli train`)."""
 
 from .main import main
 

@@ -1,6 +1,7 @@
-"""The `jestflow` command line. It only fills config dataclasses (one module per command; their shared options: `options.py`) and
-hands them to the code that does the work; bad input ends in a one-line `Error:` and exit
-status 1 (2 for a bad option value), diagnostics go through `logging` (`transforms/reporting/logs.py`)."""
+"""The `jestflow` command line. It only fills config dataclasses (one module per command, their
+shared options in `options.py`) and hands them to the code that does the work; bad input ends in
+a one-line `Error:` and exit status 1 (2 for a bad option value), diagnostics go through
+`logging` (`transforms/reporting/logs.py`)."""
 
 from __future__ import annotations
 
