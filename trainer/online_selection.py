@@ -21,7 +21,7 @@ from torch import nn
 from ..transforms.errors import JestflowError
 from ..transforms.formats.shard_samples import TrainSample
 from ..transforms.models.losses import PairEmbeddings
-from ..transforms.models.scoring import batched, embed_pairs, lm_losses
+from ..transforms.models.scoring import embed_pairs, lm_losses, sequence_losses
 from ..transforms.selection.jest import (
     RELATIVE_TEMPERATURE,
     ContrastivePairScores,
@@ -62,9 +62,7 @@ def student_losses(
     gradients."""
     with eval_mode(model):
         if windows is not None:
-            return batched(
-                windows.sequences, model.sequence_nll, model.device, max_tokens=None, max_batch=256
-            )
+            return sequence_losses(model, windows.sequences)
         if model.task == "lm":
             return lm_losses(model, [s.text for s in samples], max_len=score_max_len)
         return embed_pairs(model, [s.text for s in samples], [s.right for s in samples])

@@ -7,8 +7,9 @@ starts with the token before it (BOS for the first window), so every token of th
 the cap is predicted exactly once, the first one from BOS. At most `max_tokens` tokens of a
 document are scored (`DEFAULT_SCORE_MAX_TOKENS`); the documents that have more are counted.
 
-The windows of many documents are batched together by padded tokens (`scoring.batched`), so the
-cost is proportional to the tokens scored and a few long documents cannot blow up a batch.
+The windows of many documents are batched together by padded tokens
+(`scoring.sequence_losses`), so the cost is proportional to the tokens scored and a few long
+documents cannot blow up a batch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Protocol
 import torch
 
 from ..errors import JestflowError
-from .scoring import DEFAULT_SCORE_SEQ_LEN, batched, lm_losses
+from .scoring import DEFAULT_SCORE_SEQ_LEN, lm_losses, sequence_losses
 
 # Tokens of a document scored at most: a typical web page or source file whole (8,192 bytes for
 # the built-in byte LM; about 30 KB of text for a BPE tokenizer).
@@ -126,9 +127,7 @@ def _group_losses(
     ids = [i[:max_tokens] for i in ids]
     windows = [windows_of(i, width, model.bos) for i in ids]
     flat = [torch.tensor(w, dtype=torch.long) for doc in windows for w in doc]
-    losses = batched(
-        flat, model.sequence_nll, model.device, max_tokens=batch_tokens, max_batch=max_batch
-    )
+    losses = sequence_losses(model, flat, max_tokens=batch_tokens, max_batch=max_batch)
     weights = torch.tensor([max(len(w) - 1, 0) for w in flat], dtype=torch.float32)
     per_document = losses.split([len(doc) for doc in windows])
     per_weights = weights.split([len(doc) for doc in windows])

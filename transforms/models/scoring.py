@@ -245,9 +245,27 @@ def lm_losses(
 
     `max_len` scores only the first tokens (a cheaper pass, as Flexi-JEST's low resolution).
     """
-    sequences = model.tokenize(texts, max_len)
+    return sequence_losses(
+        model, model.tokenize(texts, max_len), max_tokens=max_tokens, max_batch=max_batch
+    )
+
+
+def sequence_losses(
+    model: LanguageModel,
+    sequences: Sequence[torch.Tensor],
+    *,
+    max_tokens: int | None = None,
+    max_batch: int = 256,
+) -> torch.Tensor:
+    """Mean token NLL of each token sequence (its first token given) under a causal LM, [N] on
+    the CPU: what `lm_losses` computes once the texts are tokenized, and what whole documents'
+    windows are scored with."""
     return batched(
-        sequences, model.sequence_nll, model.device, max_tokens=max_tokens, max_batch=max_batch
+        list(sequences),
+        model.sequence_nll,
+        model.device,
+        max_tokens=max_tokens,
+        max_batch=max_batch,
     )
 
 
