@@ -1,11 +1,14 @@
 """The demo corpora as the data-efficiency and memory benches use them (bench/data_efficiency.py,
 bench/memory.py): their files, field maps and tasks, the teacher of each task, and the pool of each
-task curated by `jestflow curate` into shard sets (made on first use, reused under OUT)."""
+task curated by `jestflow curate` into shard sets (made on first use, reused under OUT). The task
+`lm-documents` is not the demo's: long documents of 1–8 KB (bench/common_documents.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+
+from common_documents import write_documents
 
 from jestflow.demo.config import minilm_model
 from jestflow.demo.corpora import DemoDataConfig, make_corpora
@@ -20,11 +23,17 @@ from jestflow.transforms.selection.offline import SelectionConfig
 LM_TEXT = FieldMap(text="text", keep=("kind",))
 PAIRS = FieldMap(query="query", doc="doc", keep=("kind",))
 IMAGE_TEXT = FieldMap(image="png", caption="txt", keep=("kind",))
-FIELDS = {"lm": LM_TEXT, "contrastive": PAIRS, "image-text": IMAGE_TEXT}
-MODEL_TASK = {"lm": "lm", "contrastive": "contrastive", "image-text": "contrastive"}
+FIELDS = {"lm": LM_TEXT, "lm-documents": LM_TEXT, "contrastive": PAIRS, "image-text": IMAGE_TEXT}
+MODEL_TASK = {
+    "lm": "lm",
+    "lm-documents": "lm",
+    "contrastive": "contrastive",
+    "image-text": "contrastive",
+}
 # (folder under data/, reference, eval, pool)
 FILES = {
     "lm": ("lm", "reference.jsonl", "eval.jsonl", "pool.jsonl"),
+    "lm-documents": ("lm-documents", "reference.jsonl", "eval.jsonl", "pool.jsonl"),
     "contrastive": ("contrastive", "reference.jsonl", "eval.jsonl", "pool.jsonl"),
     "image-text": ("image-text", "reference-*.tar", "eval-*.tar", "pool-*.tar"),
 }
@@ -37,14 +46,14 @@ def data_file(out: Path, task: str, which: int) -> str:
 
 
 # curated shard sets: name → (the fraction of the pool `jestflow curate` keeps, its
-# --score-seq-len: None is the default, the first 64 tokens). Each one is a full teacher pass over
-# the pool; "scored" keeps everything, for the online arms to choose from.
+# --score-seq-len: None is the default, whole documents window by window). Each one is a full
+# teacher pass over the pool; "scored" keeps everything, for the online arms to choose from.
 CURATED = {
     "scored": (1.0, None),
     "offline": (0.5, None),
     "offline 30 %": (0.3, None),
     "offline 20 %": (0.2, None),
-    "offline 30 % whole-text teacher": (0.3, 0),
+    "offline 30 % 64-token teacher": (0.3, 64),
 }
 
 
@@ -53,6 +62,10 @@ def prepare(out: Path, args) -> None:
     data = out / "data"
     if not (data / "lm" / "pool.jsonl").exists():
         make_corpora(DemoDataConfig(output=str(data)))
+    if "lm-documents" in args.tasks:
+        write_documents(
+            data / "lm-documents", reference=1000, pool=args.documents, held_out=40, seed=0
+        )
     if "image-text" in args.tasks and not (data / "image-text" / "pool-000000.tar").exists():
         make_scenes(SceneConfig(output=str(data)))
     for task in args.tasks:

@@ -8,8 +8,8 @@ size, keep fraction and seed:
 
 - `plain loop`: one process, no Beam. `read_file` streams the records, which are cut into
   super-batches of B in arrival order (never more than one super-batch held), scored with
-  `lm_losses` exactly as the RunInference teacher handler scores them (the first
-  `scoring.DEFAULT_SCORE_SEQ_LEN` tokens of each text, the job's default), selected with
+  `LmScoring().score` exactly as the RunInference teacher handler scores them (whole documents,
+  window by window, the job's default), selected with
   `select_super_batch`, and written with the job's own sinks (one ranked shard and manifest part
   per super-batch, dead letters per input file).
 - `beam, N workers`: `run_curation` on the local FnApiRunner with N worker processes, with
@@ -81,7 +81,7 @@ def run_plain(args: argparse.Namespace) -> None:
     from jestflow.pipeline.sinks import write_not_selected, write_rejected
     from jestflow.pipeline.write_step import ShardLimits, write_shard_group
     from jestflow.transforms.formats.model_files import fingerprint, load_model
-    from jestflow.transforms.models.scoring import DEFAULT_SCORE_SEQ_LEN, lm_losses
+    from jestflow.transforms.models.documents import LmScoring
     from jestflow.transforms.readers import input_urls, read_file
     from jestflow.transforms.records import FieldMap, Rejected
     from jestflow.transforms.selection.offline import (
@@ -96,7 +96,7 @@ def run_plain(args: argparse.Namespace) -> None:
     limits = ShardLimits(max_count=10_000, max_bytes=1 << 30)
 
     def curate_super_batch(super_batch: int, examples: list) -> None:
-        losses = lm_losses(model, [ex.text for ex in examples], max_len=DEFAULT_SCORE_SEQ_LEN)
+        losses, _ = LmScoring().score(model, [ex.text for ex in examples])
         scored = ScoredBatch(super_batch=super_batch, examples=examples, loss=losses.numpy())
         decisions = select_super_batch(scored, selection)
         kept = [d for d in decisions if d.selected]

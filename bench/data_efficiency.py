@@ -21,8 +21,8 @@ seed). Compute-to-target: the student's training and online scoring FLOPs (the t
 estimate) spent by then, against the uniform run's total. Time-to-target: the wall-clock seconds
 of the steps by then (drawing samples, online scoring, training; not the evaluations), against
 the uniform run's; the arms run one after another, so give the benchmark the machine (or pin it:
-`taskset -c 0`). The teacher at curation and the student online both score the first 64
-bytes of each text (the default `--score-seq-len`). The teacher's one offline pass over the pool
+`taskset -c 0`). The teacher at curation scores whole documents, window by window, and the
+student online scores the window it would train on (the defaults). The teacher's one offline pass over the pool
 (the `jestflow curate` run: its FLOPs estimate and its wall-clock seconds) is reported apart,
 with its break-even: how many student runs on the same shards pay for it (its seconds over the
 seconds one run saves against uniform).
@@ -30,8 +30,12 @@ seconds one run saves against uniform).
 The corpora, teachers and curated shard sets are bench/common_demo.py's (bench/memory.py reads
 the same).
 
+LM on long documents (`--tasks lm-documents`, not in the default tasks; bench/common_documents.py:
+documents of 1–8 KB, a quarter clean, a quarter with a clean start and a noise body, half noise;
+the teacher fit on clean documents; held out: clean documents, judged whole): the LM arms.
+
 Run: python bench/data_efficiency.py [--seeds 0,1,2] [--steps 300]
-     [--tasks lm,contrastive,image-text] [--pair-teacher auto|minilm|built-in]
+     [--tasks lm,contrastive,image-text,lm-documents] [--documents 2000] [--pair-teacher auto|minilm|built-in]
      [--out build/bench-data-efficiency] [--arms "offline + online"] [--warmup-steps N] [--ablations]
      [--ablation-arms "learnability τ=0.1"]
 Data, teachers, curated sets and finished runs under --out are reused: pick a new --out after
@@ -56,7 +60,7 @@ from jestflow.trainer.core import forward_flops, load_examples
 from jestflow.trainer.loop import TrainConfig, train
 from jestflow.trainer.results import RunLog, compare, read_log
 from jestflow.transforms.formats.model_files import load_model
-from jestflow.transforms.models.scoring import scoring_length
+from jestflow.transforms.models.documents import DEFAULT_SCORE_MAX_TOKENS as MAX_TOKENS
 from jestflow.transforms.reporting.tables import text_table
 from jestflow.transforms.vocabulary import PAIR_TEACHERS
 
@@ -78,16 +82,15 @@ ARMS = {
     },
 }
 ARMS["image-text"] = ARMS["contrastive"]
+ARMS["lm-documents"] = ARMS["lm"]
 # Run on the first seed only with --ablations: what the temperature and scoring length do. The
 # arms above use the default, relative temperature; τ=… is an absolute one.
 ABLATIONS = {
     "lm": {
         "learnability τ=1": ("scored", {**ONLINE, "temperature": 1.0}),
         "learnability τ=0.1": ("scored", {**ONLINE, "temperature": 0.1}),
-        "learnability full length": ("scored", {**ONLINE, "score_seq_len": 0}),
         "learnability r=10": ("scored", {**ONLINE, "super_batch_ratio": 10}),
         # the offline + online recipe, one knob at a time
-        "offline + online full length": ("offline", {**ONLINE, "score_seq_len": 0}),
         "offline + online r=2": (
             "offline",
             {**ONLINE, "super_batch_ratio": 2},
@@ -98,21 +101,9 @@ ABLATIONS = {
             "offline 30 %",
             {**ONLINE, "super_batch_ratio": 2},
         ),
-        "offline 30 % + online full length r=2": (
-            "offline 30 %",
-            {**ONLINE, "super_batch_ratio": 2, "score_seq_len": 0},
-        ),
-        "offline 30 % + online 128 bytes": ("offline 30 %", {**ONLINE, "score_seq_len": 128}),
-        # the recipe before the teacher scored the student's 64 bytes
-        "offline 30 % whole-text teacher": ("offline 30 % whole-text teacher", {"mode": "uniform"}),
-        "offline 30 % whole-text teacher + online": (
-            "offline 30 % whole-text teacher",
-            {**ONLINE, "score_seq_len": 0},
-        ),
-        "offline 30 % whole-text teacher + online 64 bytes": (
-            "offline 30 % whole-text teacher",
-            ONLINE,
-        ),
+        # the recipe when the teacher scores the first 64 tokens (and the student the same)
+        "offline 30 % 64-token teacher": ("offline 30 % 64-token teacher", {"mode": "uniform"}),
+        "offline 30 % 64-token teacher + online": ("offline 30 % 64-token teacher", ONLINE),
         "offline 20 %": ("offline 20 %", {"mode": "uniform"}),
         "offline 20 % + online": ("offline 20 %", ONLINE),
         "offline 20 % + online r=2": (
@@ -128,6 +119,7 @@ ABLATIONS = {
     },
 }
 ABLATIONS["image-text"] = ABLATIONS["contrastive"]
+ABLATIONS["lm-documents"] = ABLATIONS["lm"]
 
 
 def run_arm(task: str, name: str, source: str, options: dict, seed: int, out: Path, args):
@@ -167,7 +159,10 @@ def teacher_pass(task: str, out: Path, logs: dict[str, list[RunLog]], rows: list
     teacher = load_model(str(out / f"teacher-{task}"))
     params = sum(p.numel() for p in teacher.parameters())
     pool, _ = load_examples([data_file(out, task, 2)], FIELDS[task])
-    flops = forward_flops(teacher, params, pool, scoring_length(MODEL_TASK[task], None))
+    if MODEL_TASK[task] == "lm":  # whole documents, up to the default cap
+        flops = 2.0 * params * sum(min(len(ex.text.encode()), MAX_TOKENS) + 1 for ex in pool)
+    else:
+        flops = forward_flops(teacher, params, pool, None)
     uniform_flops = statistics.mean(r.final.flops for r in logs["uniform"])
     uniform_seconds = statistics.mean(r.final.seconds for r in logs["uniform"])
     # every curated set is one full pass over the pool: the first one made with the defaults
@@ -305,6 +300,7 @@ def main() -> None:
     parser.add_argument("--tasks", default="lm,contrastive,image-text")
     parser.add_argument("--pair-teacher", choices=PAIR_TEACHERS, default="auto")
     parser.add_argument("--pair-teacher-steps", type=int, default=600)
+    parser.add_argument("--documents", type=int, default=2000, help="lm-documents: pool size.")
     parser.add_argument("--out", default="build/bench-data-efficiency")
     parser.add_argument("--arms", default="", help="Comma-separated arms (default: all).")
     parser.add_argument(

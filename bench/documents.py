@@ -1,6 +1,6 @@
 """What scoring whole documents costs: the built-in byte LM (the demo teacher's size) scores
-documents of 1, 8 and 64 KB on their first 64 tokens (the default) and whole, window by window
-(`curate --score-seq-len 0`, up to `--score-max-tokens`), and prints documents/s, tokens/s and
+documents of 1, 8 and 64 KB on their first 64 tokens (`curate --score-seq-len 64`) and whole,
+window by window (the default, up to `--score-max-tokens`), and prints documents/s, tokens/s and
 the process's peak RSS for each, side by side. With `--curate`, the same comparison through
 `jestflow curate` itself (2 local workers, default dedup, keep 0.3) on pools of `--pool-mb` MB
 of such documents: seconds, documents/s, tokens/s and the peak RSS of its process tree.
@@ -58,7 +58,7 @@ def measure(size_kb: int, n: int, whole: bool, max_tokens: int) -> dict:
     torch.set_num_threads(2)
     model = new_model("lm", **TEACHER).eval()
     texts = documents(size_kb, n)
-    scoring = LmScoring(prefix=None, max_tokens=max_tokens) if whole else LmScoring()
+    scoring = LmScoring(max_tokens=max_tokens) if whole else LmScoring(prefix=64)
     limit = max_tokens if whole else scoring.prefix
     tokens = sum(min(len(t.encode()), limit) for t in texts)
     began = time.perf_counter()

@@ -5,8 +5,8 @@ job's scoring step takes (length buckets under the padded-token budget, pinned h
 copies, bf16 autocast on CUDA, batches halved when out of memory, results back on the CPU):
 
   byte LM        the built-in byte-level LM (`new_model("lm")`), d_model 512, 8 layers, 8 heads,
-                 512 bytes scored per text; and again at the pipeline's default scoring length
-                 (64 bytes, `scoring.DEFAULT_SCORE_SEQ_LEN`)
+                 512 bytes scored per text; and again at 64 bytes
+                 (`--score-seq-len 64`, the cheaper pass)
   GPT-2 small    `transformers.GPT2Config()` (124M parameters, 50,257-token vocabulary) with
                  random weights, saved with a byte-level tokenizer made here (the 256 GPT-2 byte
                  symbols and <|endoftext|>, no merges: one token per UTF-8 byte; nothing is

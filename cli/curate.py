@@ -123,10 +123,9 @@ def curate(**params) -> None:
         return
     click.echo(stats_text(stats, config.output))
     root = config.output.rstrip("/")
-    length = "" if config.score_seq_len is None else f" --score-seq-len {config.score_seq_len}"
     echo_next(
         [
             f"jestflow train --shards '{root}/shards/*.tar' --task {config.task} -o STUDENT "
-            f"--eval HELD_OUT{length}   (a student, with online JEST)"
+            f"--eval HELD_OUT   (a student, with online JEST)"
         ]
     )

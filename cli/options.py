@@ -106,9 +106,9 @@ device_option = click.option(
 score_seq_len_option = click.option(
     "--score-seq-len",
     type=click.IntRange(min=0),
-    help="lm: score only the first N tokens of each text, a cheaper pass; the teacher at "
-    "curation and the student in training should score the same [default: 64; 0: the whole "
-    "document, window by window (curate: up to --score-max-tokens)].",
+    help="lm: score only the first N tokens of each text, a cheaper pass that cannot see the rest "
+    "of a document [default: the whole document, window by window, up to --score-max-tokens; "
+    "train: what the shards' teacher scored].",
 )
 score_document_options = options(
     click.option(
@@ -116,7 +116,7 @@ score_document_options = options(
         type=click.IntRange(min=1),
         default=DEFAULT_SCORE_MAX_TOKENS,
         show_default=True,
-        help="lm, whole documents (--score-seq-len 0): tokens of each document scored at most; "
+        help="lm, whole documents: tokens of each document scored at most; "
         "stats.json counts the longer ones.",
     ),
     click.option(

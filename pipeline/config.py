@@ -32,8 +32,8 @@ class CurateConfig:
     selection: SelectionConfig
     dedup: DedupConfig = field(default_factory=DedupConfig)  # before scoring
     student: str | None = None  # learnability offline: ℓ(student) − ℓ(teacher)
-    # lm: the models score the first N tokens of each text (None: the default, 64, what the
-    # online student scores too; 0: the whole text)
+    # lm: the models score only the first N tokens of each text, a cheaper pass (None or 0: the
+    # whole document, window by window, up to score_max_tokens)
     score_seq_len: int | None = None
     super_batch: int = 1024
     tiers: int = 1
@@ -47,7 +47,7 @@ class CurateConfig:
     overwrite: bool = False  # replace a completed run in the output
     cache: str | None = None  # score cache URL: models' outputs by (example id, fingerprint)
     accelerator: str | None = None  # Beam resource hint for the scoring step, e.g. a GPU
-    # lm, whole documents (score_seq_len 0): tokens per scoring window (None: the model's
+    # lm, whole documents (score_seq_len unset): tokens per scoring window (None: the model's
     # context), and tokens scored per document at most
     score_window: int | None = None
     score_max_tokens: int = DEFAULT_SCORE_MAX_TOKENS
@@ -78,8 +78,8 @@ class CurateConfig:
         given = self.score_window is not None or self.score_max_tokens != DEFAULT_SCORE_MAX_TOKENS
         if given and not whole:
             raise JestflowError(
-                "score_window and score_max_tokens are for lm models scoring whole documents "
-                "(score_seq_len 0)"
+                "score_window and score_max_tokens are for lm models scoring whole documents, "
+                "not with score_seq_len (the first tokens)"
             )
         if self.score_window is not None and self.score_window < 1:
             raise JestflowError(f"score_window must be at least 1, not {self.score_window}")

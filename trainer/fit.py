@@ -3,7 +3,9 @@
 A fresh built-in model, or (`init`) a pretrained one fine-tuned: a jestflow checkpoint, or a
 Hugging Face causal LM, text encoder or image–text dual encoder (at 3e-5 unless `lr` is given).
 Plain uniform training: the reference set is small and already clean, so it is read into memory,
-tokenized once, and sampled in shuffled epochs. The result is a checkpoint directory (a jestflow
+tokenized once, and sampled in shuffled epochs. A language model trains on every window of every
+document (up to `DEFAULT_SCORE_MAX_TOKENS` tokens of each), cut as curation scores them, so it
+learns what whole documents hold and not only how they start. The result is a checkpoint directory (a jestflow
 one, or a Hugging Face one with (t, β) and the training settings in `jestflow.json`) plus
 `metrics.json` with the loss curve and held-out loss. An output directory that holds anything is
 refused unless `overwrite`.
@@ -23,6 +25,7 @@ from torch import nn
 from ..transforms.errors import JestflowError
 from ..transforms.formats.model_files import save_checkpoint
 from ..transforms.memory import peak_rss_mib
+from ..transforms.models.documents import DEFAULT_SCORE_MAX_TOKENS, windows_of
 from ..transforms.models.scoring import resolve_device
 from ..transforms.paths import write_json
 from ..transforms.records import Example, FieldMap
@@ -99,7 +102,11 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
     inputs = [*config.inputs, *config.eval_inputs, config.init]
     held = output_folder.claim(config.output, overwrite=config.overwrite, inputs=inputs)
     model, curve, recent, lr = _fit(config, device, examples)
-    eval_loss, recall = evaluate(model, held_out, config.batch_size) if held_out else (None, None)
+    eval_loss, recall = (
+        evaluate(model, held_out, config.batch_size, whole_documents=True)
+        if held_out
+        else (None, None)
+    )
     output_folder.clear(config.output, held)  # only with `overwrite`
     meta = {
         "trained_by": "jestflow teacher train",
@@ -140,7 +147,7 @@ def _fit(
     else:
         torch.manual_seed(config.seed)
         model = initial_model(config.init, config.task, right_kind, device)
-    items = prepare(model, examples)
+    items = training_items(model, examples)
     training = start_training(model, config, device)
     generator = torch.Generator().manual_seed(config.seed)
     batches = _shuffled_batches(len(items), min(config.batch_size, len(items)), generator)
@@ -158,6 +165,20 @@ def _fit(
             bar.set_postfix(loss=f"{smoothed:.3f}")
             curve.append({"step": step + 1, "loss": value, "peak_rss_mib": peak_rss_mib()})
     return model, curve, recent, training.optimizer.param_groups[0]["initial_lr"]
+
+
+def training_items(model: nn.Module, examples: Sequence[Example]) -> list:
+    """What the teacher trains on, computed once: for a language model, each document's windows of
+    its context (`documents.windows_of`: the first opens with BOS, the others with the token
+    before them), as curation scores documents; for pairs, the model's inputs."""
+    if model.task != "lm":
+        return prepare(model, examples)
+    ids = model.token_ids([ex.text for ex in examples], DEFAULT_SCORE_MAX_TOKENS)
+    return [
+        torch.tensor(window, dtype=torch.long)
+        for document in ids
+        for window in windows_of(document, model.context, model.bos)
+    ]
 
 
 def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:

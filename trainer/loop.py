@@ -49,7 +49,7 @@ from .core import (
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
 from .loader import raw_samples, train_samples
 from .online_selection import OnlineSelection, select_online
-from .windows import WIDTH, has_windows, step_windows, training_inputs
+from .windows import shard_scoring_length, step_windows, training_inputs
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ class TrainConfig(ModelSize, Optimization):
     resume: bool = False  # continue from the checkpoint in `output`
     overwrite: bool = False  # replace what `output` holds (anything but a run to resume)
     seed: int = 0
-    # lm: the student scores only the first N tokens of each candidate (a cheaper pass; the
-    # learnability of a prefix ranks nearly as well, and the teacher scored the same prefix at
-    # curation); None: scoring.DEFAULT_SCORE_SEQ_LEN; 0: all of it
+    # lm: the student scores only the first N tokens of each candidate, a cheaper pass; None:
+    # what the shards' teacher scored (windows of whole documents, or the first N tokens of
+    # shards curated so); 0: whole texts
     score_seq_len: int | None = None
     device: str = "auto"
 
@@ -110,7 +110,8 @@ class TrainConfig(ModelSize, Optimization):
 
     @property
     def scoring_length(self) -> int | None:
-        """How many tokens of each candidate the student scores (None: all of them)."""
+        """The first tokens of each candidate `--score-seq-len` asks the student to score (None:
+        not asked; `_scoring_length` follows the shards then)."""
         return scoring_length(self.task, self.score_seq_len)
 
     def checkpoint_due(self, step: int) -> bool:
@@ -134,6 +135,7 @@ class _Run:
     log: checkpoints.Log | None  # the main rank's
     params: int  # the model's parameter count, for the FLOPs estimates
     whole_documents: bool = False  # the shards hold documents curated whole: evaluate whole ones
+    scoring_length: int | None = None  # lm: the first tokens of a candidate the student scores
 
 
 def train(config: TrainConfig) -> dict:
@@ -157,9 +159,13 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     for step in steps:
         step_began = time.perf_counter()
         batch = _draw(run.stream, config.super_batch)
-        if step == run.start and ranks.main:
-            _check_scoring_length(config, batch[0])
-        windows = step_windows(run.model, batch, run.stream_seed, step)
+        if step == run.start:
+            run.scoring_length = (
+                config.scoring_length  # raw documents are read window by window
+                if config.task != "lm" or config.data
+                else shard_scoring_length(batch[0], config.score_seq_len, config.mode, ranks.main)
+            )
+        windows = step_windows(run.model, batch, run.stream_seed, step, raw=bool(config.data))
         run.whole_documents = windows is not None
         chosen = select_online(
             run.model,
@@ -170,7 +176,7 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
             temperature=config.temperature,
             relative_temperature=config.relative_temperature,
             generator=generator_for(run.stream_seed, step),
-            score_max_len=config.scoring_length,
+            score_max_len=run.scoring_length,
             windows=windows,
         )
         picked = [batch[i] for i in chosen.indices]
@@ -186,26 +192,6 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     if run.log is not None:
         run.log.close()
     return last
-
-
-def _check_scoring_length(config: TrainConfig, sample: TrainSample) -> None:
-    """Warn when the shards' teacher losses cover another part of each text than the student
-    scores: learnability ℓ(student) − ℓ(teacher) then compares unlike things."""
-    if config.mode != "learnability" or config.task != "lm" or not sample.info:
-        return
-    if has_windows([sample]):  # documents scored whole: the student works on the same windows
-        log.info("training on windows of %d tokens of each document", sample.info[WIDTH])
-        return
-    teacher = sample.info.get("score_seq_len")  # absent: whole texts (or shards from before)
-    if teacher != config.scoring_length:
-        said = {None: "whole texts"}
-        log.warning(
-            "the shards' teacher losses cover %s, the student scores %s: pass --score-seq-len "
-            "%s to train (or curate again with the student's length)",
-            said.get(teacher, f"the first {teacher} tokens"),
-            said.get(config.scoring_length, f"the first {config.scoring_length} tokens"),
-            teacher or 0,
-        )
 
 
 def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
@@ -363,7 +349,7 @@ def _step_record(
         "step_seconds": round(time.perf_counter() - began[0], 4),
         "examples_seen": (step + 1) * config.super_batch * world,
         "score_flops": world
-        * forward_flops(run.model, run.params, batch[:scoring], config.scoring_length),
+        * forward_flops(run.model, run.params, batch[:scoring], run.scoring_length),
         "train_flops": world * 3 * forward_flops(run.model, run.params, picked, None),
         "skipped": sum(run.skipped.values()),
         "peak_rss_mib": round(peak, 1),

@@ -16,7 +16,7 @@ from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.formats.manifest import read_manifest, status_counts
 from jestflow.transforms.formats.model_files import fingerprint, load_model
 from jestflow.transforms.models.documents import document_losses
-from jestflow.transforms.models.scoring import DEFAULT_SCORE_SEQ_LEN, lm_losses
+from jestflow.transforms.models.scoring import lm_losses
 from jestflow.transforms.selection.offline import SelectionConfig
 
 
@@ -108,10 +108,10 @@ def test_learnability_scores_come_from_the_student(noisy, tmp_path):
     rows = [r for r in read_manifest(str(out / "manifest")).to_pylist() if r["score"] is not None]
     assert len(rows) == 240
     positions = sorted(r["position"] for r in rows)
-    # Both models score the first 64 tokens of each text by default, as the online student does.
+    # Both models score each whole document by default, window by window.
     chosen = [texts[p] for p in positions]
-    student = lm_losses(load_model(str(noisy / "student")), chosen, max_len=DEFAULT_SCORE_SEQ_LEN)
-    teacher = lm_losses(load_model(str(noisy / "teacher")), chosen, max_len=DEFAULT_SCORE_SEQ_LEN)
+    student = document_losses(load_model(str(noisy / "student")), chosen).loss
+    teacher = document_losses(load_model(str(noisy / "teacher")), chosen).loss
     expected = dict(zip(positions, (student - teacher).tolist(), strict=True))
     assert max(abs(r["score"] - expected[r["position"]]) for r in rows) < 1e-3
     # Top-k on learnability: in every super-batch the kept ones have the highest student −
@@ -124,12 +124,15 @@ def test_learnability_scores_come_from_the_student(noisy, tmp_path):
         assert len(kept) == 10 and min(kept) >= max(dropped) - 2e-3
 
 
-def test_the_teacher_scores_the_first_64_tokens_unless_told(noisy, tmp_path):
-    """The default scoring length is the online student's, and the shards say which it was."""
+def test_the_teacher_scores_whole_documents_unless_told(noisy, tmp_path):
+    """By default the teacher scores each whole document, window by window; --score-seq-len N
+    scores the first N tokens, and the shards say which it was."""
     teacher = load_model(str(noisy / "teacher"))
     lines = (noisy / "pool.jsonl").read_bytes().splitlines()[:240]  # the well-formed ones
     texts = [json.loads(line)["text"] for line in lines]
-    cases = {"default": (None, DEFAULT_SCORE_SEQ_LEN), "whole": (0, None), "16": (16, 16)}
+    cases = {"default": (None, None), "64": (64, 64), "16": (16, 16)}
+    zero = config_for(noisy, tmp_path / "x", score_seq_len=0).lm_scoring
+    assert zero == config_for(noisy, tmp_path / "x").lm_scoring  # 0 says the default
     longer = sum(len(t.encode()) > 64 for t in texts)  # the noisy pool's texts are short
     for name, (option, length) in cases.items():
         out, stats = curate(noisy, tmp_path / name, score_seq_len=option)
@@ -156,7 +159,7 @@ def test_the_teacher_scores_the_first_64_tokens_unless_told(noisy, tmp_path):
         assert infos and all(i.get("score_seq_len") == length for i in infos)
     whole, short = (
         read_manifest(str(tmp_path / name / "manifest")).column("teacher_loss")
-        for name in ("whole", "16")
+        for name in ("default", "16")
     )
     assert whole.to_pylist() != short.to_pylist()
     with pytest.raises(JestflowError, match="lm scoring only"):
@@ -263,12 +266,12 @@ def test_curate_command(noisy, tmp_path):
 
 def test_whole_documents_keep_the_clean_ones(noisy, tmp_path, learned):
     """Documents of ~600 bytes, half with a clean start and a noise body: scored on their start
-    (the default 64 tokens) they look alike; scored whole, window by window, the clean ones are
-    kept."""
+    (--score-seq-len 64) they look alike; scored whole, window by window (the default), the
+    clean ones are kept."""
     records = documents(80, seed=2)
     pool = write_jsonl(tmp_path / "documents.jsonl", records)
     shares = {}
-    for name, option in (("start", None), ("whole", 0)):
+    for name, option in (("start", 64), ("whole", None)):
         out, stats = curate(
             noisy,
             tmp_path / name,

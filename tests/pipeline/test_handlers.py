@@ -16,7 +16,8 @@ from jestflow.pipeline.handlers import Chunk, ScoringHandler, scored_batch
 from jestflow.transforms.formats.model_files import load_model, save_checkpoint
 from jestflow.transforms.formats.score_cache import Candidate
 from jestflow.transforms.models import new_model
-from jestflow.transforms.models.scoring import embed_pairs, lm_losses
+from jestflow.transforms.models.documents import document_losses
+from jestflow.transforms.models.scoring import embed_pairs
 from jestflow.transforms.records import make_example
 
 TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
@@ -50,11 +51,11 @@ def chunks(examples, size):
 
 
 def check_lm_losses(path, handler, examples, size, options):
-    """Scoring through RunInference gives each example the loss direct scoring gives it."""
+    """Scoring through RunInference gives each example the loss direct scoring gives it (whole
+    documents, window by window: the default)."""
     texts = [ex.text for ex in examples]
-    expected = dict(
-        zip([ex.key for ex in examples], lm_losses(load_model(path), texts).tolist(), strict=True)
-    )
+    losses = document_losses(load_model(path), texts).loss.tolist()
+    expected = dict(zip([ex.key for ex in examples], losses, strict=True))
     with TestPipeline(runner=FnApiRunner(), options=options) as p:
         pairs = (
             p
@@ -128,8 +129,9 @@ def test_student_is_scored_beside_the_teacher(tmp_path):
     def check(chunk):
         texts = [ex.text for ex in chunk.examples]
         losses = {role: [out.loss for out in outs] for role, outs in chunk.outputs.items()}
-        assert np.allclose(losses["teacher"], lm_losses(load_model(path), texts).numpy())
-        assert np.allclose(losses["student"], lm_losses(other, texts).numpy(), atol=1e-5)
+        teacher = document_losses(load_model(path), texts).loss.numpy()
+        assert np.allclose(losses["teacher"], teacher, atol=1e-6)
+        assert np.allclose(losses["student"], document_losses(other, texts).loss.numpy(), atol=1e-5)
         assert not np.allclose(losses["student"], losses["teacher"])
         return [len(texts)]
 

@@ -20,15 +20,15 @@ from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.formats.manifest import read_manifest, status_counts
 from jestflow.transforms.formats.model_files import fingerprint
 from jestflow.transforms.formats.shards import read_shard
-from jestflow.transforms.models.scoring import DEFAULT_SCORE_SEQ_LEN
+from jestflow.transforms.models.documents import DEFAULT_SCORE_MAX_TOKENS
 from jestflow.transforms.selection.offline import SelectionConfig
 
 FOLDERS = ("shards", "manifest", "rejected")
 
 
 def lm_cache(cache, teacher: str):
-    """The cache folder of an lm teacher's losses on the first 64 tokens (the default)."""
-    return cache / f"{fingerprint(teacher)}-first{DEFAULT_SCORE_SEQ_LEN}"
+    """The cache folder of an lm teacher's losses on whole documents (the default)."""
+    return cache / f"{fingerprint(teacher)}-doc{DEFAULT_SCORE_MAX_TOKENS}"
 
 
 def selected_kinds(out) -> list[str]:
@@ -52,10 +52,11 @@ def test_a_warm_rerun_scores_nothing_and_writes_the_same_bytes(noisy, tmp_path):
         assert digest(warm / name) == digest(cold / name), name
     assert sorted(p.name for p in folder.iterdir()) == parts  # nothing new to write
     assert "from the cache" in (warm / "report.html").read_text()
-    # losses on whole texts are another model output: scored afresh, in a folder of their own
-    _, whole = curate(noisy, tmp_path / "whole", cache=str(cache), score_seq_len=0)
-    assert whole["scoring"]["teacher"] == {"scored": 240, "cached": 0}
-    assert (cache / f"{fingerprint(str(noisy / 'teacher'))}-doc8192").is_dir()
+    # losses on the first 64 tokens are another model output: scored afresh, in a folder of
+    # their own
+    _, first = curate(noisy, tmp_path / "first", cache=str(cache), score_seq_len=64)
+    assert first["scoring"]["teacher"] == {"scored": 240, "cached": 0}
+    assert (cache / f"{fingerprint(str(noisy / 'teacher'))}-first64").is_dir()
 
 
 def test_appended_data_a_new_teacher_and_a_student(noisy, tmp_path):
@@ -234,7 +235,7 @@ def test_memory_filesystem_end_to_end(noisy):
         samples = [s for shard in shards for s in read_shard(f"memory://{shard}")]
         assert len(samples) == 60
         assert status_counts(read_manifest("memory://e2e/out/manifest"))["inputs"] == 245
-        folder = f"{fingerprint('memory://e2e/teacher')}-first{DEFAULT_SCORE_SEQ_LEN}"
+        folder = f"{fingerprint('memory://e2e/teacher')}-doc{DEFAULT_SCORE_MAX_TOKENS}"
         assert fs.ls(f"/e2e/cache/{folder}", detail=False)
     finally:
         fs.rm("/e2e", recursive=True)

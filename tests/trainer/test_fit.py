@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import COLORS, SEED, lr, png, shade, untrained_eval, write_jsonl
+from helpers import COLORS, SEED, lr, png, sentences, shade, untrained_eval, write_jsonl
 
 from jestflow.trainer.core import evaluate, load_examples
-from jestflow.trainer.fit import TeacherConfig, train_teacher
+from jestflow.trainer.fit import TeacherConfig, train_teacher, training_items
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.formats.model_files import fingerprint, load_model
+from jestflow.transforms.models.documents import document_losses
 from jestflow.transforms.records import FieldMap
 
 TINY = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}
@@ -58,7 +60,37 @@ def test_lm_teacher_learns_and_writes_a_checkpoint(tmp_path, text_corpus, learne
     )
     model = load_model(out, task="lm")
     examples, _ = load_examples([text_corpus[1]], fields)
-    assert evaluate(model, examples, 16)[0] == pytest.approx(result.eval_loss, rel=1e-5)
+    # held out: whole documents, as curation scores them
+    held_out = evaluate(model, examples, 16, whole_documents=True)[0]
+    assert held_out == pytest.approx(result.eval_loss, rel=1e-5)
+
+
+def test_an_lm_teacher_trains_on_every_window_of_its_documents(tmp_path, learned):
+    """Documents of ~460 bytes whose start is English and whose body is digits: a teacher of a
+    64-byte context that trained on starts alone would never see a digit; it trains on every
+    window, as curation scores them, so it learns the bodies too."""
+    rng = random.Random(5)
+
+    def document(k: int) -> str:
+        start = " ".join(sentences(3, k))[:64]
+        return start + "".join(rng.choice("0123456789 ") for _ in range(400))
+
+    fields = FieldMap(text="text")
+    texts = [document(k) for k in range(220)]
+    reference = write_jsonl(tmp_path / "ref.jsonl", ({"text": t} for t in texts[:200]))
+    held = write_jsonl(tmp_path / "eval.jsonl", ({"text": t} for t in texts[200:]))
+    out = str(tmp_path / "teacher")
+    train_teacher(config(reference, held, out, "lm", fields))
+    model = load_model(out, task="lm")
+    items = training_items(model, load_examples([reference], fields)[0])
+    assert len(items) == 200 * 8  # 464 bytes: 7 windows of 64 and one of 16
+    first, second = items[0].tolist(), items[1].tolist()
+    assert first == [model.bos, *texts[0].encode()[:64]]
+    assert second == list(texts[0].encode()[63:128])  # opens with the byte before it
+    bodies = document_losses(model, texts[200:]).windows
+    body_loss = sum(w[1:].mean().item() for w in bodies) / len(bodies)
+    # random digits and spaces: ln 11 ≈ 2.4 nats a byte; an untrained model ≈ 5.5
+    learned.expect("held-out loss on documents' bodies", body_loss, "<", 3.5)
 
 
 def test_same_seed_same_teacher(tmp_path, text_corpus):

@@ -3,6 +3,7 @@ than uniform, resume continues at the same step, and the student can be the next
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
@@ -10,6 +11,7 @@ import os
 import random
 import subprocess
 import sys
+import tarfile
 from collections import Counter
 
 import pytest
@@ -744,37 +746,63 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(noisy_sh
     assert steps == [1, 2, 3, 4]
 
 
-def test_an_lm_student_scores_the_first_64_tokens_unless_told(noisy_shards, tmp_path, caplog):
-    assert config(noisy_shards, tmp_path / "a").scoring_length == 64
+def with_info(root, out, **info):
+    """A copy of the fixture's shards whose samples' json also say `info`."""
+    (out / "shards").mkdir(parents=True)
+    for tar in sorted((root / "shards").glob("*.tar")):
+        with tarfile.open(tar) as source, tarfile.open(out / "shards" / tar.name, "w") as copy:
+            for member in source.getmembers():
+                data = source.extractfile(member).read()
+                if member.name.endswith(".json"):
+                    data = json.dumps({**json.loads(data), **info}).encode()
+                member.size = len(data)
+                copy.addfile(member, io.BytesIO(data))
+    (out / "eval.jsonl").write_bytes((root / "eval.jsonl").read_bytes())
+    return out
+
+
+def test_an_lm_student_scores_what_the_shards_teacher_scored_unless_told(
+    noisy_shards, tmp_path, caplog
+):
+    assert config(noisy_shards, tmp_path / "a").scoring_length is None
     assert config(noisy_shards, tmp_path / "a", score_seq_len=0).scoring_length is None
     assert config(noisy_shards, tmp_path / "a", score_seq_len=16).scoring_length == 16
     with pytest.raises(JestflowError, match="token count"):
         config(noisy_shards, tmp_path / "a", score_seq_len=-1)
+    first40 = with_info(noisy_shards, tmp_path / "first40", score_seq_len=40)
 
     warned = {}
 
-    def score_flops(name, **changes):
+    def score_flops(name, root=noisy_shards, **changes):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="jestflow.trainer.loop"):
-            train(
-                config(
-                    noisy_shards, tmp_path / name, steps=2, eval_inputs=(), max_len=256, **changes
-                )
-            )
+        with caplog.at_level(logging.WARNING, logger="jestflow.trainer.windows"):
+            train(config(root, tmp_path / name, steps=2, eval_inputs=(), max_len=256, **changes))
         warned[name] = [
-            r.getMessage() for r in caplog.records if "teacher losses cover" in r.message
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING and r.name == "jestflow.trainer.windows"
         ]
         return [r["score_flops"] for r in lines(tmp_path / name)]
 
     # the fixture's sentences run to about 60 bytes: 16 or 40 of them cost less to score
     whole, cut = score_flops("all", score_seq_len=0), score_flops("40", score_seq_len=40)
     short = score_flops("16", score_seq_len=16)
-    assert score_flops("default") == whole  # none is longer than 64
     assert all(s < c < w for s, c, w in zip(short, cut, whole, strict=True))
-    # the fixture's teacher losses are on whole texts (no score_seq_len in the samples' json):
-    # only the runs that score a prefix are told they compare unlike lengths
+    # unless told, the student scores what the shards' teacher scored: whole texts in the
+    # fixture's (no score_seq_len in the samples' json), the first 40 tokens in the copy's
+    assert score_flops("default") == whole
+    assert score_flops("follows", root=first40) == cut
+    # shards with one teacher loss per document still train, with a warning; a length other than
+    # the teacher's is told it compares unlike lengths
+    one_loss = (
+        "the shards hold one teacher loss per document, on {}: the student scores and trains on "
+        "the same; curate again (the default scores whole documents) to train on windows of "
+        "whole documents"
+    )
+    assert warned["default"] == [one_loss.format("its start (the model's context)")]
+    assert warned["follows"] == [one_loss.format("its first 40 tokens")]
     assert warned["all"] == []
     assert warned["16"] == [
         "the shards' teacher losses cover whole texts, the student scores the first 16 tokens: "
-        "pass --score-seq-len 0 to train (or curate again with the student's length)"
+        "drop --score-seq-len to follow the shards (or curate again with the student's length)"
     ]

@@ -14,7 +14,7 @@ from helpers import SEED, documents, lr, sentences, write_jsonl
 
 from jestflow.trainer.loop import TrainConfig, train
 from jestflow.trainer.online_selection import select_online
-from jestflow.trainer.windows import draw_windows
+from jestflow.trainer.windows import draw_windows, step_windows
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.formats.model_files import load_model
 from jestflow.transforms.formats.shard_samples import TrainSample
@@ -29,7 +29,7 @@ def curated_documents(noisy, tmp_path_factory):
     root = tmp_path_factory.mktemp("documents")
     pool = write_jsonl(root / "pool.jsonl", documents(80, seed=3))
     write_jsonl(root / "eval.jsonl", ({"text": " ".join(sentences(12, k))} for k in range(16)))
-    curate(noisy, root / "curated", inputs=(pool,), score_seq_len=0, super_batch=80)
+    curate(noisy, root / "curated", inputs=(pool,), super_batch=80)
     return root
 
 
@@ -54,6 +54,19 @@ def test_a_window_is_drawn_per_document_as_curation_cut_it():
     ):
         expected = windows_of(list(sample.text.encode()), 64, model.bos)[pick]
         assert sequence.tolist() == expected and teacher == float(pick)
+
+
+def test_raw_documents_are_read_window_by_window_too():
+    """`train --data` (no teacher values): a window of the student's context of each document,
+    drawn among all of its windows, so a baseline on raw data reads whole documents too."""
+    model = student()
+    batch = [TrainSample(key=f"k{i}", text=s.text) for i, s in enumerate(made(32, windows=1))]
+    drawn = step_windows(model, batch, SEED, 0, raw=True)
+    assert len(set(drawn.picks)) > 5 and max(drawn.picks) <= 14  # 900 bytes: 15 windows of 64
+    for sample, pick, sequence in zip(batch, drawn.picks, drawn.sequences, strict=True):
+        assert sequence.tolist() == windows_of(list(sample.text.encode()), 64, model.bos)[pick]
+    assert drawn.teacher.isnan().all()
+    assert step_windows(model, batch, SEED, 0) is None  # shards without windows: their start
 
 
 def test_the_student_scores_the_windows_the_teacher_scored():

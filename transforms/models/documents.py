@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 
 from ..errors import JestflowError
-from .scoring import DEFAULT_SCORE_SEQ_LEN, lm_losses, sequence_losses
+from .scoring import lm_losses, sequence_losses
 
 # Tokens of a document scored at most: a typical web page or source file whole (8,192 bytes for
 # the built-in byte LM; about 30 KB of text for a BPE tokenizer).
@@ -140,11 +140,11 @@ def _group_losses(
 
 @dataclass(frozen=True)
 class LmScoring:
-    """What an lm model scores of each text: its first `prefix` tokens (a cheap pass; the default,
-    `DEFAULT_SCORE_SEQ_LEN`), or, with `prefix=None`, the whole document window by window
-    (`window` tokens, default the model's context), at most `max_tokens` of it."""
+    """What an lm model scores of each text: the whole document window by window (the default;
+    `window` tokens, default the model's context), at most `max_tokens` of it, or only its first
+    `prefix` tokens (a cheaper pass that cannot see what follows them)."""
 
-    prefix: int | None = DEFAULT_SCORE_SEQ_LEN
+    prefix: int | None = None
     window: int | None = None
     max_tokens: int = DEFAULT_SCORE_MAX_TOKENS
 

@@ -17,7 +17,7 @@ BOS = 256  # token ids 0..255 are bytes
 
 @dataclass(kw_only=True)
 class LMConfig:
-    max_len: int = 256  # bytes scored per example; longer texts are scored on their start
+    max_len: int = 256  # bytes of context: longer documents are scored and trained window by window
     d_model: int = 128
     n_layer: int = 2
     n_head: int = 4

@@ -1,0 +1,132 @@
+"""Whole-document curation as a new user sees it: long documents (1–8 KB of the standard library's
+docstrings, bench/common_documents.py: a quarter clean, a quarter with a clean start and a noise
+body, half noise), a teacher fit with `jestflow teacher train`'s defaults on clean documents, and
+`jestflow curate --keep 0.25` with its defaults. The same commands run twice, side by side: on
+this tree, and on the tree at `--before` (default: the last commit before documents were scored
+whole, where the teacher fit and scored each document's start). Prints, per side: the share of
+each kind in the kept set, the clean documents kept of all clean ones, and the seconds of the
+teacher's training and of the curation.
+
+Run: python bench/document_quality.py [--pool 600] [--before 086a56f] [--out build/bench-documents]
+     (about 10 minutes on 2 cores; each side in fresh processes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from common_documents import KINDS, write_documents
+
+from jestflow.transforms.formats.manifest import read_manifest
+from jestflow.transforms.reporting.tables import text_table
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("transforms", "pipeline", "trainer", "cli", "demo")
+
+
+def before_tree(rev: str, out: Path) -> Path:
+    """A PYTHONPATH folder whose `jestflow` package is the tree at `rev` (a git worktree)."""
+    tree, path = out / f"tree-{rev}", out / f"path-{rev}"
+    if not tree.exists():
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True
+        )
+    (path / "jestflow").mkdir(parents=True, exist_ok=True)
+    for name in PACKAGES:
+        link = path / "jestflow" / name
+        if not link.exists():
+            link.symlink_to((tree / name).resolve(), target_is_directory=True)
+    return path
+
+
+def jestflow(args: list[str], pythonpath: Path | None) -> float:
+    """`jestflow ARGS` in a fresh process (on the tree at `pythonpath` when given); its seconds."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "jestflow.cli", *args], check=True, env=env)
+    return time.perf_counter() - began
+
+
+def side(name: str, data: Path, out: Path, pythonpath: Path | None) -> dict:
+    """Teacher and curation with default options; what the kept set holds."""
+    teacher, curated = out / f"{name}-teacher", out / f"{name}-curated"
+    common = ["--task", "lm", "--overwrite"]
+    fit = jestflow(
+        ["teacher", "train", str(data / "reference.jsonl"), "-o", str(teacher), *common], pythonpath
+    )
+    curate = jestflow(
+        [
+            "curate",
+            str(data / "pool.jsonl"),
+            "-o",
+            str(curated),
+            "--teacher",
+            str(teacher),
+            "--keep",
+            "0.25",
+            "--keep-field",
+            "kind",
+            *common,
+        ],
+        pythonpath,
+    )
+    rows = read_manifest(str(curated / "manifest")).to_pylist()
+    kinds = {(r["source"], r["position"]): json.loads(r["meta"] or "{}").get("kind") for r in rows}
+    kept = Counter(kinds[(r["source"], r["position"])] for r in rows if r["status"] == "selected")
+    pool = Counter(kinds.values())
+    total = sum(kept.values())
+    return {
+        "shares": {k: kept[k] / total for k in KINDS},
+        "clean_recall": kept["clean"] / pool["clean"],
+        "kept": total,
+        "teacher_s": fit,
+        "curate_s": curate,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pool", type=int, default=600)
+    parser.add_argument("--before", default="086a56f")
+    parser.add_argument("--out", default="build/bench-documents")
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    data = out / "data"
+    write_documents(data, reference=1000, pool=args.pool, held_out=50, seed=0)
+    found = {
+        f"before ({args.before})": side("before", data, out, before_tree(args.before, out)),
+        "now": side("now", data, out, None),
+    }
+    head = [
+        "tree",
+        "kept",
+        *[f"{k} share" for k in KINDS],
+        "clean kept / clean",
+        "teacher s",
+        "curate s",
+    ]
+    cells = [
+        [
+            name,
+            str(r["kept"]),
+            *[f"{r['shares'][k]:.2f}" for k in KINDS],
+            f"{r['clean_recall']:.2f}",
+            f"{r['teacher_s']:.0f}",
+            f"{r['curate_s']:.0f}",
+        ]
+        for name, r in found.items()
+    ]
+    print(text_table(cells, header=head))
+
+
+if __name__ == "__main__":
+    main()
