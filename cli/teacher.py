@@ -59,8 +59,14 @@ def teacher_train(**params) -> None:
     fields = field_map(params["task"], params)
     result = train_teacher(config_from(TeacherConfig, params, fields=fields))
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items())) or "none"
+    windows = (
+        ""
+        if result.windows is None
+        else f", drawn as {result.windows} windows of up to {result.context} tokens"
+    )
     click.echo(
-        f"trained on {result.examples} examples (rejected: {rejected}) in {result.seconds:.1f} s"
+        f"trained on {result.examples} examples (rejected: {rejected}){windows} in "
+        f"{result.seconds:.1f} s"
     )
     click.echo(
         f"mean training loss over the last {result.mean_train_loss_steps} steps "

@@ -81,6 +81,8 @@ class TeacherResult:
     output: str
     fingerprint: str
     examples: int
+    windows: int | None  # lm: the windows of the examples it trained on
+    context: int | None  # lm: the tokens a window predicts at most
     rejected: dict[str, int]
     eval_examples: int
     eval_rejected: dict[str, int]
@@ -101,7 +103,7 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
     )
     inputs = [*config.inputs, *config.eval_inputs, config.init]
     held = output_folder.claim(config.output, overwrite=config.overwrite, inputs=inputs)
-    model, curve, recent, lr = _fit(config, device, examples)
+    model, curve, recent, lr, items = _fit(config, device, examples)
     eval_loss, recall = (
         evaluate(model, held_out, config.batch_size, whole_documents=True)
         if held_out
@@ -122,6 +124,8 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
         output=config.output,
         fingerprint=save_checkpoint(model, config.output, meta=meta),
         examples=len(examples),
+        windows=items if config.task == "lm" else None,
+        context=model.context if config.task == "lm" else None,
         rejected=dict(rejected),
         eval_examples=len(held_out),
         eval_rejected=dict(eval_rejected),
@@ -138,9 +142,10 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
 
 def _fit(
     config: TeacherConfig, device: torch.device, examples: Sequence[Example]
-) -> tuple[nn.Module, list[dict], list[float], float]:
+) -> tuple[nn.Module, list[dict], list[float], float, int]:
     """A fresh (or `init`) model trained `config.steps` steps; the loss curve (every tenth step
-    and the last), the losses of the last RECENT steps, and the peak learning rate."""
+    and the last), the losses of the last RECENT steps, the peak learning rate, and how many
+    items (lm: windows) it drew from."""
     right_kind = right_kind_of(config.fields.layout)
     if config.init is None:
         model = fresh_model(config, right_kind, device)
@@ -164,7 +169,7 @@ def _fit(
         if step % 10 == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{smoothed:.3f}")
             curve.append({"step": step + 1, "loss": value, "peak_rss_mib": peak_rss_mib()})
-    return model, curve, recent, training.optimizer.param_groups[0]["initial_lr"]
+    return model, curve, recent, training.optimizer.param_groups[0]["initial_lr"], len(items)
 
 
 def training_items(model: nn.Module, examples: Sequence[Example]) -> list:

@@ -48,7 +48,8 @@ def test_teacher_train_lm(tmp_path, text_corpus):
         *TINY,
     )
     assert result.exit_code == 0, result.output
-    assert "trained on 300 examples (rejected: none)" in result.output
+    assert "trained on 300 examples (rejected: none), drawn as 3" in result.output
+    assert "windows of up to 64 tokens" in result.output
     assert "held-out loss" in result.output and "on 60 examples" in result.output
     assert load_model(str(out), task="lm").config.d_model == 32
     assert json.loads((out / "config.json").read_text())["meta"]["steps"] == 30
