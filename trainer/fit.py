@@ -5,10 +5,10 @@ Hugging Face causal LM, text encoder or image–text dual encoder (at 3e-5 unles
 Plain uniform training: the reference set is small and already clean, so it is read into memory,
 tokenized once, and sampled in shuffled epochs. A language model trains on every window of every
 document (up to `DEFAULT_SCORE_MAX_TOKENS` tokens of each), cut as curation scores them, so it
-learns what whole documents hold and not only how they start. The result is a checkpoint directory (a jestflow
-one, or a Hugging Face one with (t, β) and the training settings in `jestflow.json`) plus
-`metrics.json` with the loss curve and held-out loss. An output directory that holds anything is
-refused unless `overwrite`.
+learns what whole documents hold and not only how they start; it is judged on whole held-out
+documents. The result is a checkpoint directory (a jestflow one, or a Hugging Face one with
+(t, β) and the training settings in `jestflow.json`) plus `metrics.json` with the loss curve and
+held-out loss. An output directory that holds anything is refused unless `overwrite`.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ class TrainConfig(ModelSize, Optimization):
     @property
     def scoring_length(self) -> int | None:
         """The first tokens of each candidate `--score-seq-len` asks the student to score (None:
-        not asked; `_scoring_length` follows the shards then)."""
+        not asked: `windows.shard_scoring_length` follows the shards then)."""
         return scoring_length(self.task, self.score_seq_len)
 
     def checkpoint_due(self, step: int) -> bool:
