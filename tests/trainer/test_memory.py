@@ -1,7 +1,9 @@
 """A long online run must not grow in memory: `jestflow train --mode learnability` on shards of
 texts of every length, in its own process, its peak RSS (as its log records it) late in the run
 against early on. Before batches were padded to a few lengths this run grew about 17 MiB a step.
-The student scores whole texts (`--score-seq-len 0`), the shapes that vary most."""
+On shards with one teacher loss per text the student scores whole texts (`--score-seq-len 0`),
+the shapes that vary most; on shards of documents curated whole (up to 4,000 bytes, windows of
+256) it scores and trains on a window of each."""
 
 from __future__ import annotations
 
@@ -20,15 +22,25 @@ STEPS, EARLY = 240, 60
 
 
 @pytest.mark.slow
-def test_learnability_training_does_not_grow_in_memory(tmp_path):
+@pytest.mark.parametrize("windows", [False, True], ids=["one-loss", "windows"])
+def test_learnability_training_does_not_grow_in_memory(tmp_path, windows):
     rng = random.Random(0)
     letters = "abcdefghijklmnopqrstuvwxyz     .,"
+    longest = 4000 if windows else 400
     with ShardWriter(str(tmp_path / "shards"), prefix="shard", max_count=500) as writer:
         for i in range(2000):
-            text = "".join(rng.choice(letters) for _ in range(rng.randint(1, 400)))
+            text = "".join(rng.choice(letters) for _ in range(rng.randint(1, longest)))
             example = make_example(layout="text", text=text, source="pool", position=i)
             loss = rng.uniform(1.0, 4.0)
-            writer.write(encode(example, {"teacher_loss": loss, "score": -loss}))
+            info = {"teacher_loss": loss, "score": -loss}
+            if windows:
+                count = -(-len(text) // 256)
+                info |= {
+                    "teacher_windows": [rng.uniform(1.0, 4.0) for _ in range(count)],
+                    "teacher_window": 256,
+                    "teacher_tokens": "bytes",
+                }
+            writer.write(encode(example, info))
     out = tmp_path / "run"
     command = [
         sys.executable,
@@ -47,8 +59,7 @@ def test_learnability_training_does_not_grow_in_memory(tmp_path):
         str(STEPS),
         "--eval-every",
         "1000",
-        "--score-seq-len",
-        "0",
+        *([] if windows else ["--score-seq-len", "0"]),
         "--device",
         "cpu",
     ]
