@@ -8,7 +8,8 @@ each kind in the kept set, the clean documents kept of all clean ones, and the s
 teacher's training and of the curation.
 
 Run: python bench/document_quality.py [--pool 600] [--before 086a56f] [--out build/bench-documents]
-     (about 10 minutes on 2 cores; each side in fresh processes)
+     (about 10 minutes on 2 cores; each side in fresh processes; the earlier tree is a git
+     worktree under --out: `git worktree remove` it when done)
 """
 
 from __future__ import annotations
