@@ -159,6 +159,7 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     for step in steps:
         step_began = time.perf_counter()
         batch = _draw(run.stream, config.super_batch)
+        drawn = time.perf_counter()
         if step == run.start:
             run.scoring_length = (
                 config.scoring_length  # raw documents are read window by window
@@ -182,7 +183,8 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
         picked = [batch[i] for i in chosen.indices]
         began = time.perf_counter()
         loss = run.training.step(training_inputs(run.model, picked, windows, chosen.indices))
-        last = _step_record(run, step, loss.item(), chosen, batch, picked, (step_began, began))
+        began_at = (step_began, drawn, began)
+        last = _step_record(run, step, loss.item(), chosen, batch, picked, began_at)
         if ranks.main:
             steps.set_postfix(loss=f"{last['loss']:.3f}")
             last = _log(run, step, last)
@@ -332,9 +334,10 @@ def _step_record(
     chosen: OnlineSelection,
     batch: list[TrainSample],
     picked: list[TrainSample],
-    began: tuple[float, float],
+    began: tuple[float, float, float],
 ) -> dict:
-    """The step's log line (`began`: when the step, and its training pass, began). The step's
+    """The step's log line (`began`: when the step began, when its samples were drawn, and when
+    its training pass began; `draw_seconds` is the time spent waiting for data). The step's
     wall time counts drawing the samples, scoring and training; not evaluations or checkpoints."""
     config, world = run.config, run.ranks.world
     scoring = 0 if config.mode in ("uniform", "easy_reference") else config.super_batch
@@ -345,7 +348,8 @@ def _step_record(
         "learnability": chosen.learnability,
         "tags": dict(Counter(s.tag for s in picked if s.tag is not None)),
         "score_seconds": round(chosen.seconds, 4),
-        "train_seconds": round(time.perf_counter() - began[1], 4),
+        "draw_seconds": round(began[1] - began[0], 4),
+        "train_seconds": round(time.perf_counter() - began[2], 4),
         "step_seconds": round(time.perf_counter() - began[0], 4),
         "examples_seen": (step + 1) * config.super_batch * world,
         "score_flops": world

@@ -31,6 +31,7 @@ class RunLog:
     tags: Counter = field(default_factory=Counter)  # `kind` of every example trained on
     score_flops: float = 0.0
     train_flops: float = 0.0
+    draw_seconds: float = 0.0  # waiting for data: reading and decoding the samples drawn
     score_seconds: float = 0.0
     train_seconds: float = 0.0
     step_seconds: float = 0.0  # wall clock of the steps; evaluations and checkpoints excluded
@@ -67,6 +68,7 @@ def read_log(run: str) -> RunLog:
                 log.tags.update(record.get("tags") or {})
                 log.score_flops += record.get("score_flops", 0.0)
                 log.train_flops += record.get("train_flops", 0.0)
+                log.draw_seconds += record.get("draw_seconds", 0.0)
                 log.score_seconds += record.get("score_seconds", 0.0)
                 log.train_seconds += record.get("train_seconds", 0.0)
                 # logs written before step_seconds existed: scoring + training
@@ -121,10 +123,11 @@ def summary_lines(run: RunLog) -> list[str]:
     """What a finished `jestflow train` run reached, in a few lines for people: time, losses,
     compute and memory."""
     last = run.last_step
+    share = run.draw_seconds / run.step_seconds if run.step_seconds else 0.0
     lines = [
-        f"trained {run.steps} steps in {duration(run.step_seconds)} (online scoring "
-        f"{duration(run.score_seconds)}, training {duration(run.train_seconds)}; evaluations "
-        "and checkpoints not counted)"
+        f"trained {run.steps} steps in {duration(run.step_seconds)} (waiting for data "
+        f"{duration(run.draw_seconds)}, {share:.0%}; online scoring {duration(run.score_seconds)}, "
+        f"training {duration(run.train_seconds)}; evaluations and checkpoints not counted)"
     ]
     if run.evaluations:
         final = run.evaluations[-1]

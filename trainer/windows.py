@@ -24,6 +24,7 @@ from ..transforms.formats.shard_samples import TrainSample
 from ..transforms.models.documents import DEFAULT_SCORE_MAX_TOKENS, windows_of
 from ..transforms.models.scoring import scoring_length
 from ..transforms.selection.jest import generator_for
+from ..transforms.vocabulary import RAW_MODES
 from .core import model_inputs
 
 WINDOWS, WIDTH, TOKENS = "teacher_windows", "teacher_window", "teacher_tokens"
@@ -144,7 +145,7 @@ def shard_scoring_length(
         return None
     teacher = sample.info.get("score_seq_len")  # absent: whole texts, up to the model's context
     if score_seq_len is None:
-        if main and mode != "uniform":
+        if main and mode not in RAW_MODES:  # modes that use the teacher values
             log.warning(
                 "the shards hold one teacher loss per document, on %s: the student scores and "
                 "trains on the same; curate again (the default scores whole documents) to train "

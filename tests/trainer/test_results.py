@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from jestflow.trainer.results import compare, read_log
+from jestflow.trainer.results import compare, read_log, summary_lines
 from jestflow.transforms.errors import JestflowError
 
 
@@ -76,3 +76,16 @@ def test_a_directory_without_a_log_is_an_error(tmp_path):
     (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
     with pytest.raises(JestflowError, match="logged no evaluations"):
         read_log(str(tmp_path)).final  # noqa: B018
+
+
+def test_the_summary_says_how_much_of_the_steps_waited_for_data(tmp_path):
+    steps = [
+        {"step": s, "loss": 3.0, "draw_seconds": 0.25, "score_seconds": 0.25, "train_seconds": 0.5}
+        for s in range(1, 5)
+    ]
+    for record in steps:
+        record["step_seconds"] = 1.0
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+    log = read_log(str(tmp_path))
+    assert log.draw_seconds == 1.0 and log.step_seconds == 4.0
+    assert "(waiting for data 1 s, 25%; online scoring 1 s, training 2 s;" in summary_lines(log)[0]
