@@ -147,9 +147,9 @@ def shard_scoring_length(
     if score_seq_len is None:
         if main and mode not in RAW_MODES:  # modes that use the teacher values
             log.warning(
-                "the shards hold one teacher loss per document, on %s: the student scores and "
-                "trains on the same; curate again (the default scores whole documents) to train "
-                "on windows of whole documents",
+                "the shards hold one teacher loss per document, on %s: the student scores the "
+                "same and trains on each document's start; curate again (the default scores whole "
+                "documents) to train on windows of whole documents",
                 f"its first {teacher} tokens" if teacher else "its start (the model's context)",
             )
         return teacher

@@ -799,9 +799,9 @@ def test_an_lm_student_scores_what_the_shards_teacher_scored_unless_told(
     # shards with one teacher loss per document still train, with a warning; a length other than
     # the teacher's is told it compares unlike lengths
     one_loss = (
-        "the shards hold one teacher loss per document, on {}: the student scores and trains on "
-        "the same; curate again (the default scores whole documents) to train on windows of "
-        "whole documents"
+        "the shards hold one teacher loss per document, on {}: the student scores the same and "
+        "trains on each document's start; curate again (the default scores whole documents) to "
+        "train on windows of whole documents"
     )
     assert warned["default"] == [one_loss.format("its start (the model's context)")]
     assert warned["follows"] == [one_loss.format("its first 40 tokens")]
