@@ -25,7 +25,7 @@ from torch import nn
 from ..transforms.errors import JestflowError
 from ..transforms.formats.model_files import save_checkpoint
 from ..transforms.memory import peak_rss_mib
-from ..transforms.models.documents import DEFAULT_SCORE_MAX_TOKENS, windows_of
+from ..transforms.models.documents import document_windows
 from ..transforms.models.scoring import resolve_device
 from ..transforms.paths import write_json
 from ..transforms.records import Example, FieldMap
@@ -178,12 +178,8 @@ def training_items(model: nn.Module, examples: Sequence[Example]) -> list:
     before them), as curation scores documents; for pairs, the model's inputs."""
     if model.task != "lm":
         return prepare(model, examples)
-    ids = model.token_ids([ex.text for ex in examples], DEFAULT_SCORE_MAX_TOKENS)
-    return [
-        torch.tensor(window, dtype=torch.long)
-        for document in ids
-        for window in windows_of(document, model.context, model.bos)
-    ]
+    documents = document_windows(model, [ex.text for ex in examples])
+    return [torch.tensor(window, dtype=torch.long) for windows in documents for window in windows]
 
 
 def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..transforms.errors import JestflowError
 from ..transforms.formats.shard_samples import TrainSample
-from ..transforms.models.documents import DEFAULT_SCORE_MAX_TOKENS, windows_of
+from ..transforms.models.documents import document_windows, windows_of
 from ..transforms.models.scoring import scoring_length
 from ..transforms.selection.jest import generator_for
 from ..transforms.vocabulary import RAW_MODES
@@ -95,8 +95,7 @@ def draw_raw_windows(
     """A window of the student's context of each raw document (`--data`: no teacher values),
     drawn uniformly among its windows (of its first `DEFAULT_SCORE_MAX_TOKENS` tokens), so a
     baseline on raw data reads whole documents as one on curated shards does."""
-    ids = model.token_ids([s.text for s in samples], DEFAULT_SCORE_MAX_TOKENS)
-    windows = [windows_of(document, model.context, model.bos) for document in ids]
+    windows = document_windows(model, [s.text for s in samples])
     picks = _picks([len(w) for w in windows], generator)
     sequences = [torch.tensor(w[p], dtype=torch.long) for w, p in zip(windows, picks, strict=True)]
     return Windows(sequences, torch.full((len(samples),), float("nan")), picks)

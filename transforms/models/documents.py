@@ -61,6 +61,16 @@ def windows_of(ids: Sequence[int], width: int, bos: int | None) -> list[list[int
     return windows or [[] if bos is None else [bos]]
 
 
+def document_windows(
+    model: WindowedLanguageModel, texts: Sequence[str], max_tokens: int = DEFAULT_SCORE_MAX_TOKENS
+) -> list[list[list[int]]]:
+    """Each document's windows of the model's context over its first `max_tokens` tokens, cut as
+    curation cuts them (`windows_of`): what a teacher trains on, and what a raw document's window
+    is drawn from."""
+    ids = model.token_ids(texts, max_tokens)
+    return [windows_of(document, model.context, model.bos) for document in ids]
+
+
 def window_width(model: WindowedLanguageModel, window: int | None) -> int:
     """The tokens a window predicts: `window` (`--score-window`), at most the model's context."""
     if window is not None and window < 1:
