@@ -71,6 +71,13 @@ from .options import (
 @overwrite_option
 @seed_option
 @score_seq_len_option
+@click.option(
+    "--read-process/--read-in-thread",
+    default=True,
+    show_default=True,
+    help="Read and decode samples in a worker process beside training, or in a thread of the "
+    "trainer's (each step's candidates are drawn ahead either way).",
+)
 @device_option
 @model_size_options
 @field_options

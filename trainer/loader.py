@@ -10,9 +10,10 @@ without teacher values: the baseline a curated run is measured against.
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 import webdataset as wds
@@ -145,3 +146,50 @@ def raw_samples(
 
     stream = forever()
     return iter(wds.shuffle(shuffle, initial=shuffle, rng=rng)(stream)) if shuffle else stream
+
+
+class _Chunks(torch.utils.data.IterableDataset):
+    """A sample stream in chunks of `size`, each with the skip counts so far (for `read_ahead`);
+    a JestflowError ends it as a chunk of its own, so its message reaches the trainer whole."""
+
+    def __init__(self, stream: Iterable[TrainSample], skipped: Counter, size: int) -> None:
+        self.stream, self.skipped, self.size = stream, skipped, size
+
+    def __iter__(self) -> Iterator[tuple[list[TrainSample] | JestflowError, dict]]:
+        stream = iter(self.stream)
+        try:
+            while chunk := list(itertools.islice(stream, self.size)):
+                yield chunk, dict(self.skipped)
+        except JestflowError as error:
+            yield error, dict(self.skipped)
+
+
+def read_ahead(
+    stream: Iterable[TrainSample], skipped: Counter, size: int, depth: int = 2
+) -> Iterator[TrainSample]:
+    """The same stream, read and decoded in a worker process of its own (a DataLoader worker),
+    `depth` chunks of `size` samples ahead, so reading tars and decoding samples runs beside
+    training instead of holding the trainer's interpreter; `skipped` follows the worker's
+    counts. The worker forks now, from the calling thread (call it before other threads start),
+    and stops when the returned iterator is released."""
+    loader = torch.utils.data.DataLoader(
+        _Chunks(stream, skipped, size),
+        batch_size=None,
+        num_workers=1,
+        prefetch_factor=depth,
+        collate_fn=_as_is,
+        multiprocessing_context="fork",  # the stream (open generators) cannot be pickled
+    )
+    return _unchunked(iter(loader), skipped)
+
+
+def _as_is(item):
+    return item
+
+
+def _unchunked(chunks: Iterator, skipped: Counter) -> Iterator[TrainSample]:
+    for chunk, counts in chunks:
+        skipped.update({k: v - skipped[k] for k, v in counts.items()})
+        if isinstance(chunk, JestflowError):
+            raise chunk
+        yield from chunk

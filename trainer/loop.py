@@ -12,6 +12,7 @@ as an uninterrupted run would: the same samples, the same sub-batches, the same 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -47,9 +48,10 @@ from .core import (
     start_training,
 )
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
-from .loader import raw_samples, train_samples
+from .loader import raw_samples, read_ahead, train_samples
 from .online_selection import OnlineSelection, select_online
-from .windows import shard_scoring_length, step_windows, training_inputs
+from .prefetch import Candidates, Prefetcher, step_candidates
+from .windows import has_windows, shard_scoring_length
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class TrainConfig(ModelSize, Optimization):
     # shards curated so); 0: whole texts
     score_seq_len: int | None = None
     device: str = "auto"
+    read_process: bool = True  # read and decode samples in a worker process (`loader.read_ahead`)
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, ONLINE_MODES)
@@ -151,49 +154,56 @@ def train(config: TrainConfig) -> dict:
 
 
 def _train(config: TrainConfig, ranks: Ranks) -> dict:
-    """Each step: draw r·b samples, let the student choose b of them, take one optimizer step on
-    those; the main rank logs the step, and every `eval_every` steps evaluates and checkpoints."""
+    """Each step: take the r·b candidates drawn ahead (`prefetch`), let the student choose b of
+    them, take one optimizer step on those; the main rank logs the step, and every `eval_every`
+    steps evaluates and checkpoints."""
     run = _set_up(config, ranks)
     steps = _steps(config, run.start, main=ranks.main)
     last: dict = {}
-    for step in steps:
-        step_began = time.perf_counter()
-        batch = _draw(run.stream, config.super_batch)
-        drawn = time.perf_counter()
-        if step == run.start:
-            run.scoring_length = (
-                config.scoring_length  # raw documents are read window by window
-                if config.task != "lm" or config.data
-                else shard_scoring_length(batch[0], config.score_seq_len, config.mode, ranks.main)
+    with Prefetcher(functools.partial(_candidates, run), range(run.start, config.steps)) as ahead:
+        for step in steps:
+            step_began = time.perf_counter()
+            drawn, waited = ahead.get()
+            chosen = select_online(
+                run.model,
+                drawn.samples,
+                config.batch_size,
+                mode=config.mode,
+                n_chunks=config.n_chunks,
+                temperature=config.temperature,
+                relative_temperature=config.relative_temperature,
+                generator=generator_for(run.stream_seed, step),
+                windows=drawn.windows,
+                scored=drawn.scored,
             )
-        windows = step_windows(run.model, batch, run.stream_seed, step, raw=bool(config.data))
-        run.whole_documents = windows is not None
-        chosen = select_online(
-            run.model,
-            batch,
-            config.batch_size,
-            mode=config.mode,
-            n_chunks=config.n_chunks,
-            temperature=config.temperature,
-            relative_temperature=config.relative_temperature,
-            generator=generator_for(run.stream_seed, step),
-            score_max_len=run.scoring_length,
-            windows=windows,
-        )
-        picked = [batch[i] for i in chosen.indices]
-        began = time.perf_counter()
-        loss = run.training.step(training_inputs(run.model, picked, windows, chosen.indices))
-        began_at = (step_began, drawn, began)
-        last = _step_record(run, step, loss.item(), chosen, batch, picked, began_at)
-        if ranks.main:
-            steps.set_postfix(loss=f"{last['loss']:.3f}")
-            last = _log(run, step, last)
-        if config.checkpoint_due(step):
-            with deferred_interrupt():  # Ctrl-C waits for the commit: no half-written checkpoint
-                _checkpoint(run, step + 1)
+            began = time.perf_counter()
+            loss = run.training.step([drawn.inputs[i] for i in chosen.indices])
+            timing = (step_began, waited, began)
+            last = _step_record(run, step, loss.item(), chosen, drawn, timing)
+            if ranks.main:
+                steps.set_postfix(loss=f"{last['loss']:.3f}")
+                last = _log(run, step, last)
+            if config.checkpoint_due(step):
+                with deferred_interrupt():  # Ctrl-C waits for the commit: no half-written one
+                    _checkpoint(run, step + 1)
     if run.log is not None:
         run.log.close()
     return last
+
+
+def _candidates(run: _Run, step: int) -> Candidates:
+    """A step's candidates (in the prefetching thread)."""
+    config = run.config
+    return step_candidates(
+        run.model,
+        run.stream,
+        step,
+        size=config.super_batch,
+        seed=run.stream_seed,
+        raw=bool(config.data),
+        scoring=config.mode not in ("uniform", "easy_reference"),
+        score_max_len=run.scoring_length,
+    )
 
 
 def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
@@ -201,8 +211,9 @@ def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
     schedule, this rank's sample stream, the held-out examples and the log."""
     urls = expand_urls(config.shards, what="shard") if config.shards else []
     writable_directory(config.output)
+    first = next(iter(train_samples(urls, task=config.task)), None) if urls else None
     held_out = load_examples(config.eval_inputs, config.fields)[0] if config.eval_inputs else []
-    model, start = _start(config, ranks, _right_kind(config, urls))
+    model, start = _start(config, ranks, _right_kind(config, first))
     # A run killed before its first checkpoint starts over at 0, with a fresh optimizer.
     saved = checkpoints.load_optimizer_state(config.output) if start > 0 else None
     training = start_training(
@@ -227,6 +238,13 @@ def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
         held_out=held_out,
         log=checkpoints.Log(config.output, start) if ranks.main else None,
         params=sum(p.numel() for p in model.parameters()),
+        whole_documents=config.task == "lm"
+        and (bool(config.data) or (first is not None and has_windows([first]))),
+        scoring_length=(
+            config.scoring_length  # raw documents are read window by window
+            if config.task != "lm" or config.data or first is None
+            else shard_scoring_length(first, config.score_seq_len, config.mode, ranks.main)
+        ),
     )
 
 
@@ -261,14 +279,13 @@ def _start(config: TrainConfig, ranks: Ranks, right_kind: str) -> tuple[nn.Modul
     return load_model(folder, task=config.task, device=device).train(), step
 
 
-def _right_kind(config: TrainConfig, urls: Sequence[str]) -> str:
+def _right_kind(config: TrainConfig, first: TrainSample | None) -> str:
     """What a two-tower model's right tower reads: `image` or `text` (documents), as the data
-    holds; the first sample of the first shard tells for shards."""
+    holds; the shards' first sample tells for shards."""
     if config.task != "contrastive":
         return "text"
     if config.data:
         return right_kind_of(config.fields.layout)
-    first = next(iter(train_samples(urls[:1], task=config.task)), None)
     return "image" if first is not None and first.image is not None else "text"
 
 
@@ -302,7 +319,10 @@ def _open_stream(
             rank=ranks.rank,
             world=ranks.world,
         )
-    return itertools.islice(stream, start * config.super_batch, None), skipped
+    stream = itertools.islice(stream, start * config.super_batch, None)
+    if config.read_process:
+        stream = read_ahead(stream, skipped, config.super_batch)
+    return stream, skipped
 
 
 def _steps(config: TrainConfig, start: int, *, main: bool) -> Iterable[int]:
@@ -320,26 +340,21 @@ def _steps(config: TrainConfig, start: int, *, main: bool) -> Iterable[int]:
     )
 
 
-def _draw(stream: Iterator[TrainSample], n: int) -> list[TrainSample]:
-    batch = list(itertools.islice(stream, n))
-    if len(batch) < n:
-        raise JestflowError("the shards ran out of samples")  # resampled streams never do
-    return batch
-
-
 def _step_record(
     run: _Run,
     step: int,
     loss: float,
     chosen: OnlineSelection,
-    batch: list[TrainSample],
-    picked: list[TrainSample],
-    began: tuple[float, float, float],
+    drawn: Candidates,
+    timing: tuple[float, float, float],
 ) -> dict:
-    """The step's log line (`began`: when the step began, when its samples were drawn, and when
-    its training pass began; `draw_seconds` is the time spent waiting for data). The step's
-    wall time counts drawing the samples, scoring and training; not evaluations or checkpoints."""
+    """The step's log line (`timing`: when the step began, the seconds it waited for its
+    candidates, and when its training pass began). `draw_seconds` is that wait, `load_seconds`
+    the prefetching thread's work on them (off the step's path unless it waited). The step's
+    wall time counts the wait, scoring and training; not evaluations or checkpoints."""
     config, world = run.config, run.ranks.world
+    batch = drawn.samples
+    picked = [batch[i] for i in chosen.indices]
     scoring = 0 if config.mode in ("uniform", "easy_reference") else config.super_batch
     peak, now = memory_mib()
     return {
@@ -348,9 +363,10 @@ def _step_record(
         "learnability": chosen.learnability,
         "tags": dict(Counter(s.tag for s in picked if s.tag is not None)),
         "score_seconds": round(chosen.seconds, 4),
-        "draw_seconds": round(began[1] - began[0], 4),
-        "train_seconds": round(time.perf_counter() - began[2], 4),
-        "step_seconds": round(time.perf_counter() - began[0], 4),
+        "draw_seconds": round(timing[1], 4),
+        "load_seconds": round(drawn.seconds, 4),
+        "train_seconds": round(time.perf_counter() - timing[2], 4),
+        "step_seconds": round(time.perf_counter() - timing[0], 4),
         "examples_seen": (step + 1) * config.super_batch * world,
         "score_flops": world
         * forward_flops(run.model, run.params, batch[:scoring], run.scoring_length),

@@ -21,7 +21,7 @@ from torch import nn
 from ..transforms.errors import JestflowError
 from ..transforms.formats.shard_samples import TrainSample
 from ..transforms.models.losses import PairEmbeddings
-from ..transforms.models.scoring import embed_pairs, lm_losses, sequence_losses
+from ..transforms.models.scoring import pair_embeddings, sequence_losses
 from ..transforms.selection.jest import (
     RELATIVE_TEMPERATURE,
     ContrastivePairScores,
@@ -30,7 +30,7 @@ from ..transforms.selection.jest import (
     select_joint,
 )
 from ..transforms.vocabulary import ONLINE_MODES, check_choice
-from .core import eval_mode
+from .core import eval_mode, model_inputs
 from .windows import Windows
 
 
@@ -50,22 +50,32 @@ def teacher_embeddings(samples: Sequence[TrainSample]) -> PairEmbeddings:
     return PairEmbeddings(stacked[:, 0], stacked[:, 1], first.teacher_scale, first.teacher_bias)
 
 
-def student_losses(
+def scoring_inputs(
     model: nn.Module,
     samples: Sequence[TrainSample],
     *,
     score_max_len: int | None = None,
     windows: Windows | None = None,
-) -> torch.Tensor | PairEmbeddings:
-    """The student's per-example losses (lm: on each sample's drawn window, or on its first
-    `score_max_len` tokens, a cheaper pass) or its pair embeddings (contrastive), without
-    gradients."""
+) -> list:
+    """What the student scores of each sample: its drawn window (lm documents), its first
+    `score_max_len` tokens (lm, a cheaper pass; None: all the model reads), or its two towers'
+    inputs (contrastive)."""
+    if windows is not None:
+        return windows.sequences
+    texts = [s.text for s in samples]
+    if model.task == "lm":
+        return model.tokenize(texts, score_max_len)
+    return model_inputs(model, texts, [s.right for s in samples])
+
+
+def student_losses(model: nn.Module, scored: Sequence) -> torch.Tensor | PairEmbeddings:
+    """The student's per-example losses of token sequences (lm) or its pair embeddings of
+    (left, right) inputs (contrastive), without gradients."""
     with eval_mode(model):
-        if windows is not None:
-            return sequence_losses(model, windows.sequences)
         if model.task == "lm":
-            return lm_losses(model, [s.text for s in samples], max_len=score_max_len)
-        return embed_pairs(model, [s.text for s in samples], [s.right for s in samples])
+            return sequence_losses(model, scored)
+        left, right = zip(*scored, strict=True)
+        return pair_embeddings(model, left, right)
 
 
 def select_online(
@@ -80,20 +90,20 @@ def select_online(
     generator: torch.Generator | None = None,
     score_max_len: int | None = None,
     windows: Windows | None = None,
+    scored: Sequence | None = None,
 ) -> OnlineSelection:
     """Choose b of the super-batch `samples` for one training step (lm documents scored whole:
-    on the drawn `windows`, against the teacher's losses on the same windows)."""
+    on the drawn `windows`, against the teacher's losses on the same windows). `scored`: the
+    student's inputs of the samples, made ahead (`prefetch.prepare`); else made here."""
     check_choice("mode", mode, ONLINE_MODES)
     if not 0 < b <= len(samples):
         raise JestflowError(f"cannot choose {b} of a super-batch of {len(samples)}")
     start = time.perf_counter()
     if mode == "uniform":
         return OnlineSelection(indices=list(range(b)), learnability=None, seconds=0.0)
-    student = (
-        None
-        if mode == "easy_reference"
-        else student_losses(model, samples, score_max_len=score_max_len, windows=windows)
-    )
+    if scored is None and mode != "easy_reference":
+        scored = scoring_inputs(model, samples, score_max_len=score_max_len, windows=windows)
+    student = None if mode == "easy_reference" else student_losses(model, scored)
     options = {
         "temperature": temperature,
         "relative_temperature": relative_temperature,

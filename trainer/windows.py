@@ -25,7 +25,6 @@ from ..transforms.models.documents import document_windows, windows_of
 from ..transforms.models.scoring import scoring_length
 from ..transforms.selection.jest import generator_for
 from ..transforms.vocabulary import RAW_MODES
-from .core import model_inputs
 
 WINDOWS, WIDTH, TOKENS = "teacher_windows", "teacher_window", "teacher_tokens"
 
@@ -161,12 +160,3 @@ def shard_scoring_length(
             said.get(asked, f"the first {asked} tokens"),
         )
     return asked
-
-
-def training_inputs(
-    model: nn.Module, picked: Sequence[TrainSample], windows: Windows | None, indices: list[int]
-) -> list:
-    """What the chosen samples train on: their drawn windows, or the model's inputs of them."""
-    if windows is not None:
-        return [windows.sequences[i] for i in indices]
-    return model_inputs(model, [s.text for s in picked], [s.right for s in picked])

@@ -15,7 +15,7 @@ import webdataset as wds
 from helpers import png
 from PIL import Image
 
-from jestflow.trainer.loader import train_samples
+from jestflow.trainer.loader import read_ahead, train_samples
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.formats.shard_samples import encode
 from jestflow.transforms.formats.shards import ShardWriter
@@ -191,3 +191,28 @@ def test_raw_inputs_stream_every_example_each_pass_and_count_rejections_once(tmp
     (tmp_path / "empty" / "none.jsonl").write_text("")
     with pytest.raises(JestflowError, match=r"^no records in .*none.jsonl$"):
         next(raw_samples([str(tmp_path / "empty" / "none.jsonl")], fields))
+
+
+def test_read_ahead_in_a_worker_process_gives_the_same_stream(tmp_path):
+    """The stream read in a worker process: the same samples in the same order, the worker's
+    skip counts in the caller's counter, and an error raised with its own message."""
+    files = write(tmp_path / "s", n_shards=2)
+    bad = tmp_path / "s" / "shard-000000-000009.tar"
+    with open(bad, "wb") as f, wds.TarWriter(f) as tar:
+        tar.write({"__key__": "badjson", "txt": b"text", "json": b"{oops"})
+    urls = [*files, str(bad)]
+
+    def stream(skipped):
+        return train_samples(urls, task="lm", resampled=True, seed=5, shuffle=7, skipped=skipped)
+
+    here, there = Counter(), Counter()
+    expected = [s.key for s in itertools.islice(stream(here), 45)]
+    got = [s.key for s in itertools.islice(read_ahead(stream(there), there, size=4), 45)]
+    assert got == expected and len(set(got)) == 10  # resampled: every sample, again and again
+    # counted in the worker, seen here (the worker reads ahead: it may have skipped more)
+    assert set(there) == {"CorruptSample"} and there["CorruptSample"] >= here["CorruptSample"] > 0
+    with pytest.raises(
+        JestflowError, match=r"^shard-\d+-\d+\.tar holds lm samples, not contrastive$"
+    ):
+        wrong = train_samples(files, task="contrastive", resampled=True)
+        list(read_ahead(wrong, Counter(), size=4))

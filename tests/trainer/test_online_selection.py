@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import sentences
 
-from jestflow.trainer.online_selection import select_online, student_losses
+from jestflow.trainer.online_selection import scoring_inputs, select_online, student_losses
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.formats.shard_samples import TrainSample
 from jestflow.transforms.models import new_model
@@ -75,9 +75,9 @@ def test_learnability_prefers_what_the_teacher_finds_easy():
 def test_a_shorter_scoring_length_scores_only_the_first_tokens():
     samples = lm_samples([1.0] * 8)
     model = student()
-    short = student_losses(model, samples, score_max_len=8)
+    short = student_losses(model, scoring_inputs(model, samples, score_max_len=8))
     assert torch.allclose(short, lm_losses(model, [s.text for s in samples], max_len=8))
-    assert not torch.allclose(short, student_losses(model, samples))
+    assert not torch.allclose(short, student_losses(model, scoring_inputs(model, samples)))
 
 
 def test_contrastive_learnability_uses_the_stored_teacher_embeddings():

@@ -281,8 +281,23 @@ def embed_pairs(
 ) -> PairEmbeddings:
     """Both towers' L2-normalised embeddings and the model's (t, β), on the CPU."""
     options = {"max_tokens": max_tokens, "max_batch": max_batch}
-    u = batched(model.prepare_left(list(left)), model.embed_left, model.device, **options)
-    v = batched(model.prepare_right(list(right)), model.embed_right, model.device, **options)
+    return pair_embeddings(
+        model, model.prepare_left(list(left)), model.prepare_right(list(right)), **options
+    )
+
+
+def pair_embeddings(
+    model: TwoTowerModel,
+    left: Sequence[torch.Tensor],
+    right: Sequence[torch.Tensor],
+    *,
+    max_tokens: int | None = None,
+    max_batch: int = 256,
+) -> PairEmbeddings:
+    """`embed_pairs` of inputs the towers prepared already (`prepare_left`, `prepare_right`)."""
+    options = {"max_tokens": max_tokens, "max_batch": max_batch}
+    u = batched(list(left), model.embed_left, model.device, **options)
+    v = batched(list(right), model.embed_right, model.device, **options)
     return PairEmbeddings(u, v, as_float(model.scale), as_float(model.bias))
 
 
