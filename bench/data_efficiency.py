@@ -8,13 +8,19 @@ LM (pool: 20 % clean docstrings, 80 % noise):
                       the student trains uniformly on those shards
   learnability        online, per example: ℓ(θ) − ℓ(θ*) over the whole teacher-scored pool
   offline + online    the `jestflow demo` recipe: learnability online on the easy-reference shards
+  offline + weighted  the zero-overhead arm: the first b of each draw from the easy-reference
+                      shards, each weighted by its learnability from the training forward itself
 Contrastive (pool: (docstring summary, code) pairs, half mispaired; teacher: the calibrated
 MiniLM where the `minilm` extra is installed, else the built-in n-gram teacher; `--pair-teacher`)
 and image-text (pool: synthetic scenes, 40 % mispaired, 10 % a wrong attribute, 10 % generic
 captions; teacher: the built-in CNN + n-gram towers, 600 steps):
   uniform             raw pool
-  independent         learnability online, diagonal only (one chunk: each pair on its own)
-  joint               learnability online, JEST blocked sampling (16 chunks, pair terms)
+  easy reference      offline only: the half the teacher finds easiest, trained on uniformly
+  offline + online    the recipe: learnability online (joint) on the easy-reference shards
+  offline + weighted  the zero-overhead arm (as for lm, with each pair's share of the batch loss)
+  independent         learnability online on the whole scored pool, diagonal only (one chunk)
+  joint               learnability online on the whole scored pool, JEST blocked sampling
+  offline + online, 32 px   (image-text) the recipe with the student scoring at 32 pixels
 
 Steps-to-target: the first evaluation at or below the uniform run's final held-out loss (same
 seed). Compute-to-target: the student's training and online scoring FLOPs (the trainer's own
@@ -37,7 +43,9 @@ the teacher fit on clean documents; held out: clean documents, judged whole): th
 Run: python bench/data_efficiency.py [--seeds 0,1,2] [--steps 300]
      [--tasks lm,contrastive,image-text,lm-documents] [--documents 2000] [--pair-teacher auto|minilm|built-in]
      [--out build/bench-data-efficiency] [--arms "offline + online"] [--warmup-steps N] [--ablations]
-     [--ablation-arms "learnability τ=0.1"]
+     [--ablation-arms "learnability τ=0.1"] [--sweep]
+--sweep adds the recipe at r = 2, 3, 5 on the 50 % and 30 % curated sets (image-text: scoring at
+64 px, at 32 px, and at 32 px with every other step trained at 32 px), on every seed.
 Data, teachers, curated sets and finished runs under --out are reused: pick a new --out after
 changing the teacher steps or the evaluation interval.
 """
@@ -56,15 +64,19 @@ from pathlib import Path
 import torch
 from common_demo import CURATED, FIELDS, MODEL_TASK, curated_dir, data_file, prepare, shard_set
 
-from jestflow.trainer.core import forward_flops, load_examples
+from jestflow.trainer.core import load_examples
+from jestflow.trainer.core import prepare as prepare_inputs
+from jestflow.trainer.flops import FlopCount
 from jestflow.trainer.loop import TrainConfig, train
 from jestflow.trainer.results import RunLog, compare, read_log
 from jestflow.transforms.formats.model_files import load_model
-from jestflow.transforms.models.documents import DEFAULT_SCORE_MAX_TOKENS as MAX_TOKENS
+from jestflow.transforms.models.documents import document_windows
 from jestflow.transforms.reporting.tables import text_table
 from jestflow.transforms.vocabulary import PAIR_TEACHERS
 
-ONLINE = {"mode": "learnability", "super_batch_ratio": 5}
+ONLINE = {"mode": "learnability"}  # r and the rest: the trainer's defaults
+WEIGHTED = {"mode": "weighted"}
+SMALL = {"score_image_size": 32, "small_share": 0.0}  # image-text: the student scores at 32 px
 
 # name → (training data: "raw" pool or a curated shard set, TrainConfig options)
 ARMS = {
@@ -74,15 +86,37 @@ ARMS = {
         "easy reference": ("offline", {"mode": "uniform"}),
         "learnability": ("scored", ONLINE),
         "offline + online": ("offline", ONLINE),
+        "offline + weighted": ("offline", WEIGHTED),
     },
     "contrastive": {
         "uniform": ("raw", {"mode": "uniform"}),
+        "easy reference": ("offline", {"mode": "uniform"}),
+        "offline + online": ("offline", ONLINE),
+        "offline + weighted": ("offline", WEIGHTED),
         "independent": ("scored", {**ONLINE, "n_chunks": 1}),
         "joint": ("scored", {**ONLINE, "n_chunks": 16}),
     },
 }
-ARMS["image-text"] = ARMS["contrastive"]
+ARMS["image-text"] = {
+    **ARMS["contrastive"],
+    "offline + online, 32 px": ("offline", {**ONLINE, **SMALL}),
+}
 ARMS["lm-documents"] = ARMS["lm"]
+# --sweep: the recipe's knobs, on every seed: r (the student scores r·b per step) and the share
+# the offline pass keeps; image-text also the scoring size and the share of steps trained there.
+SWEEP = {
+    task: {
+        f"{source} + online r={r}{extra}": (source, {**ONLINE, "super_batch_ratio": r, **more})
+        for source in ("offline", "offline 30 %")
+        for r in (2, 3, 5)
+        for extra, more in (
+            [("", {}), (", 32 px", SMALL), (", 32 px ½ trained", {**SMALL, "small_share": 0.5})]
+            if task == "image-text"
+            else [("", {})]
+        )
+    }
+    for task in ("lm", "contrastive", "image-text", "lm-documents")
+}
 # Run on the first seed only with --ablations: what the temperature and scoring length do. The
 # arms above use the default, relative temperature; τ=… is an absolute one.
 ABLATIONS = {
@@ -90,32 +124,19 @@ ABLATIONS = {
         "learnability τ=1": ("scored", {**ONLINE, "temperature": 1.0}),
         "learnability τ=0.1": ("scored", {**ONLINE, "temperature": 0.1}),
         "learnability r=10": ("scored", {**ONLINE, "super_batch_ratio": 10}),
-        # the offline + online recipe, one knob at a time
-        "offline + online r=2": (
-            "offline",
-            {**ONLINE, "super_batch_ratio": 2},
-        ),
         "offline 30 %": ("offline 30 %", {"mode": "uniform"}),
-        "offline 30 % + online": ("offline 30 %", ONLINE),
-        "offline 30 % + online r=2": (
-            "offline 30 %",
-            {**ONLINE, "super_batch_ratio": 2},
-        ),
         # the recipe when the teacher scores the first 64 tokens (and the student the same)
         "offline 30 % 64-token teacher": ("offline 30 % 64-token teacher", {"mode": "uniform"}),
         "offline 30 % 64-token teacher + online": ("offline 30 % 64-token teacher", ONLINE),
         "offline 20 %": ("offline 20 %", {"mode": "uniform"}),
         "offline 20 % + online": ("offline 20 %", ONLINE),
-        "offline 20 % + online r=2": (
-            "offline 20 %",
-            {**ONLINE, "super_batch_ratio": 2},
-        ),
     },
     "contrastive": {
         "independent τ=1": ("scored", {**ONLINE, "n_chunks": 1, "temperature": 1.0}),
         "joint τ=1": ("scored", {**ONLINE, "n_chunks": 16, "temperature": 1.0}),
         "joint τ=0.1": ("scored", {**ONLINE, "n_chunks": 16, "temperature": 0.1}),
         "joint 32 chunks": ("scored", {**ONLINE, "n_chunks": 32}),
+        "offline 30 %": ("offline 30 %", {"mode": "uniform"}),
     },
 }
 ABLATIONS["image-text"] = ABLATIONS["contrastive"]
@@ -154,15 +175,16 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, out: Pa
 
 def teacher_pass(task: str, out: Path, logs: dict[str, list[RunLog]], rows: list[dict]) -> dict:
     """The teacher's one offline pass over the pool (paid once by `curate`, reused by every
-    student): FLOPs (the trainer's estimate), the curate run's wall-clock seconds, and per arm on
+    student): FLOPs (counted as the students' are), the curate run's wall-clock seconds, and per arm on
     curated shards the break-even: student runs on those shards that pay the pass back."""
     teacher = load_model(str(out / f"teacher-{task}"))
-    params = sum(p.numel() for p in teacher.parameters())
     pool, _ = load_examples([data_file(out, task, 2)], FIELDS[task])
-    if MODEL_TASK[task] == "lm":  # whole documents, up to the default cap
-        flops = 2.0 * params * sum(min(len(ex.text.encode()), MAX_TOKENS) + 1 for ex in pool)
+    if MODEL_TASK[task] == "lm":  # whole documents, window by window, up to the default cap
+        windows = document_windows(teacher, [ex.text for ex in pool])
+        inputs = [torch.tensor(w) for document in windows for w in document]
     else:
-        flops = forward_flops(teacher, params, pool, None)
+        inputs = prepare_inputs(teacher, pool)
+    flops = FlopCount(teacher).forward(inputs)  # counted as the students' are
     uniform_flops = statistics.mean(r.final.flops for r in logs["uniform"])
     uniform_seconds = statistics.mean(r.final.seconds for r in logs["uniform"])
     # every curated set is one full pass over the pool: the first one made with the defaults
@@ -175,7 +197,7 @@ def teacher_pass(task: str, out: Path, logs: dict[str, list[RunLog]], rows: list
     break_even, with_training = {}, {}
     for row in rows:
         to_target = row["seconds_to_target"]
-        on_shards = {**ARMS[task], **ABLATIONS[task]}[row["arm"]][0] != "raw"
+        on_shards = {**ARMS[task], **ABLATIONS[task], **SWEEP[task]}[row["arm"]][0] != "raw"
         if on_shards and to_target is not None and to_target < uniform_seconds:
             break_even[row["arm"]] = seconds / (uniform_seconds - to_target)
             if trained is not None:
@@ -282,6 +304,9 @@ def run_task(task: str, seeds: list[int], out: Path, args) -> dict[str, list[Run
         for name, (source, options) in ARMS[task].items()
         if name == "uniform" or name in chosen
     }
+    if args.sweep:
+        for name, (source, options) in SWEEP[task].items():
+            logs[name] = [run_arm(task, name, source, options, seed, out, args) for seed in seeds]
     every_seed = [name for name in args.ablation_arms.split(",") if name]
     for name, (source, options) in ABLATIONS[task].items():
         if name in every_seed:
@@ -307,6 +332,9 @@ def main() -> None:
         "--warmup-steps", type=int, help="Every student's warm-up (default: the trainer's)."
     )
     parser.add_argument("--ablations", action="store_true", help="Extra arms on the first seed.")
+    parser.add_argument(
+        "--sweep", action="store_true", help="r × keep (× image scoring size) on every seed."
+    )
     parser.add_argument(
         "--ablation-arms",
         default="",

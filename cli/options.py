@@ -302,7 +302,9 @@ mode_option = click.option(
     type=click.Choice(ONLINE_MODES),
     default="learnability",
     show_default=True,
-    help="How each step's sub-batch is chosen; uniform takes the first b (the baseline).",
+    help="How each step's sub-batch is chosen; uniform takes the first b (the baseline); "
+    "weighted trains on the first b weighted by learnability (no scoring pass; τ: --temperature, "
+    "else 1 × the spread of the batch's scores).",
 )
 
 

@@ -72,6 +72,22 @@ from .options import (
 @seed_option
 @score_seq_len_option
 @click.option(
+    "--score-image-size",
+    type=click.IntRange(min=16),
+    default=None,
+    help="Image-text: the student scores images at this side in pixels, a cheaper pass "
+    "(Flexi-JEST; e.g. 32 for 64-pixel images: a quarter of the convolutions). Default: its own "
+    "size.",
+)
+@click.option(
+    "--small-share",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="With --score-image-size: the share of steps that train at that size too, so the "
+    "student scores well there.",
+)
+@click.option(
     "--read-process/--read-in-thread",
     default=True,
     show_default=True,

@@ -24,7 +24,6 @@ from torch import nn
 
 from ..transforms.errors import JestflowError
 from ..transforms.formats.model_files import checkpoint_task, load_model
-from ..transforms.formats.shard_samples import TrainSample
 from ..transforms.models import SIZE_KEYS, new_model
 from ..transforms.models.documents import document_losses
 from ..transforms.models.losses import PairEmbeddings
@@ -166,17 +165,6 @@ def evaluate(
 
 
 BUILT_IN_LR, FINE_TUNE_LR = 1e-3, 3e-5
-
-
-def forward_flops(
-    model: nn.Module, params: int, samples: Sequence[TrainSample], max_len: int | None
-) -> float:
-    """≈ 2 · parameters · tokens for one forward pass (training is ≈ 3× that)."""
-    limit = max_len or getattr(getattr(model, "config", None), "max_len", 256)
-    tokens = sum(min(len(s.text.encode()) + 1, limit + 1) for s in samples)
-    if model.task != "lm":
-        tokens += sum(min(len((s.pair or "").encode()) + 1, limit) for s in samples)
-    return 2.0 * params * tokens
 
 
 def default_lr(model: nn.Module) -> float:

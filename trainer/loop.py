@@ -25,22 +25,23 @@ from torch import nn
 from ..transforms.errors import JestflowError
 from ..transforms.formats.model_files import load_model
 from ..transforms.formats.shard_samples import TrainSample
-from ..transforms.memory import memory_mib
 from ..transforms.models.scoring import scoring_length
 from ..transforms.paths import expand_urls, writable_directory
-from ..transforms.records import Example, FieldMap
+from ..transforms.records import FieldMap
 from ..transforms.reporting.logs import progress
 from ..transforms.selection.jest import RELATIVE_TEMPERATURE, check_temperatures, generator_for
-from ..transforms.vocabulary import ONLINE_MODES, RAW_MODES, check_choice
+from ..transforms.vocabulary import (
+    DRAW_B_MODES,
+    ONLINE_MODES,
+    RAW_MODES,
+    UNSCORED_MODES,
+    check_choice,
+)
 from . import checkpoints, output_folder
 from .checkpoints import deferred_interrupt
 from .core import (
     ModelSize,
     Optimization,
-    Training,
-    batch_loss,
-    evaluate,
-    forward_flops,
     fresh_model,
     initial_model,
     load_examples,
@@ -48,9 +49,12 @@ from .core import (
     start_training,
 )
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
+from .flops import FlopCount
 from .loader import raw_samples, read_ahead, train_samples
-from .online_selection import OnlineSelection, select_online
+from .online_selection import select_online
 from .prefetch import Candidates, Prefetcher, step_candidates
+from .steps import Run, log_step, step_record
+from .weighted import Weighted, teacher_values, training_loss
 from .windows import has_windows, shard_scoring_length
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,11 @@ class TrainConfig(ModelSize, Optimization):
     score_seq_len: int | None = None
     device: str = "auto"
     read_process: bool = True  # read and decode samples in a worker process (`loader.read_ahead`)
+    # images: the student scores them at this side in pixels, a cheaper pass (Flexi-JEST); None:
+    # at its own size. `small_share` of the steps then train at that size too, so the student's
+    # scores there stay faithful (multi-resolution training)
+    score_image_size: int | None = None
+    small_share: float = 0.5
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, ONLINE_MODES)
@@ -104,12 +113,18 @@ class TrainConfig(ModelSize, Optimization):
         if self.resume and self.overwrite:
             raise JestflowError("--resume continues the run in --output; drop --overwrite")
         check_temperatures(self.temperature, self.relative_temperature)
+        if self.score_image_size is not None and self.task != "contrastive":
+            raise JestflowError("--score-image-size is for image-text pairs (--task contrastive)")
+        if self.score_image_size is not None and self.score_image_size < 16:
+            raise JestflowError("--score-image-size is an image side of 16 pixels or more")
+        if not 0 <= self.small_share <= 1:
+            raise JestflowError("--small-share is a share of the steps, from 0 to 1")
 
     @property
     def super_batch(self) -> int:
         """r·b: the samples each step draws (per rank); b for uniform, which trains on what it
         draws (drawing r·b would only slow the baseline down)."""
-        return self.batch_size * (1 if self.mode == "uniform" else self.super_batch_ratio)
+        return self.batch_size * (1 if self.mode in DRAW_B_MODES else self.super_batch_ratio)
 
     @property
     def scoring_length(self) -> int | None:
@@ -117,28 +132,16 @@ class TrainConfig(ModelSize, Optimization):
         not asked: `windows.shard_scoring_length` follows the shards then)."""
         return scoring_length(self.task, self.score_seq_len)
 
+    def trains_small(self, step: int) -> bool:
+        """Whether the step (0-based) trains at the scoring size: `small_share` of the steps,
+        spread evenly (every other one at 0.5), when the student scores images smaller."""
+        if self.score_image_size is None or self.mode in UNSCORED_MODES:
+            return False
+        return int((step + 1) * self.small_share) > int(step * self.small_share)
+
     def checkpoint_due(self, step: int) -> bool:
         """Whether the step (0-based) ends with an evaluation and a checkpoint."""
         return (step + 1) % self.eval_every == 0 or step + 1 == self.steps
-
-
-@dataclass(kw_only=True)
-class _Run:
-    """A run, set up to take its steps."""
-
-    config: TrainConfig
-    ranks: Ranks
-    model: nn.Module
-    training: Training
-    start: int  # the first step to take: 0, or the resumed checkpoint's
-    stream_seed: int  # this rank's (`stream_seed`)
-    stream: Iterator[TrainSample]
-    skipped: Counter  # corrupt samples the stream skipped, by reason
-    held_out: list[Example]
-    log: checkpoints.Log | None  # the main rank's
-    params: int  # the model's parameter count, for the FLOPs estimates
-    whole_documents: bool = False  # the shards hold documents curated whole: evaluate whole ones
-    scoring_length: int | None = None  # lm: the first tokens of a candidate the student scores
 
 
 def train(config: TrainConfig) -> dict:
@@ -177,12 +180,13 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
                 scored=drawn.scored,
             )
             began = time.perf_counter()
-            loss = run.training.step([drawn.inputs[i] for i in chosen.indices])
+            trained = drawn.scored if config.trains_small(step) else drawn.inputs
+            loss = run.training.step(_batch(config, drawn, trained, chosen.indices))
             timing = (step_began, waited, began)
-            last = _step_record(run, step, loss.item(), chosen, drawn, timing)
+            last = step_record(run, step, loss.item(), chosen, drawn, timing)
             if ranks.main:
                 steps.set_postfix(loss=f"{last['loss']:.3f}")
-                last = _log(run, step, last)
+                last = log_step(run, step, last, drawn, chosen)
             if config.checkpoint_due(step):
                 with deferred_interrupt():  # Ctrl-C waits for the commit: no half-written one
                     _checkpoint(run, step + 1)
@@ -191,7 +195,18 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     return last
 
 
-def _candidates(run: _Run, step: int) -> Candidates:
+def _batch(
+    config: TrainConfig, drawn: Candidates, trained: list, chosen: list[int]
+) -> list | Weighted:
+    """What the step trains on: the chosen's inputs (weighted: with the teacher's values)."""
+    inputs = [trained[i] for i in chosen]
+    if config.mode != "weighted":
+        return inputs
+    teacher = teacher_values([drawn.samples[i] for i in chosen], drawn.windows, chosen)
+    return Weighted(inputs, teacher, config.temperature)
+
+
+def _candidates(run: Run, step: int) -> Candidates:
     """A step's candidates (in the prefetching thread)."""
     config = run.config
     return step_candidates(
@@ -201,12 +216,13 @@ def _candidates(run: _Run, step: int) -> Candidates:
         size=config.super_batch,
         seed=run.stream_seed,
         raw=bool(config.data),
-        scoring=config.mode not in ("uniform", "easy_reference"),
+        scoring=config.mode not in UNSCORED_MODES,
         score_max_len=run.scoring_length,
+        score_image_size=config.score_image_size,
     )
 
 
-def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
+def _set_up(config: TrainConfig, ranks: Ranks) -> Run:
     """Everything the steps need: the model (fresh, `--init` or resumed), its optimizer and
     schedule, this rank's sample stream, the held-out examples and the log."""
     urls = expand_urls(config.shards, what="shard") if config.shards else []
@@ -222,11 +238,11 @@ def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
         ranks.device,
         start=start,
         optimizer_state=saved,
-        loss=wrap(LossOf(model, batch_loss), ranks),
+        loss=wrap(LossOf(model, training_loss), ranks),
     )
     seed = stream_seed(config.seed, ranks.rank)
     stream, skipped = _open_stream(config, urls, ranks, seed, start)
-    return _Run(
+    return Run(
         config=config,
         ranks=ranks,
         model=model,
@@ -237,7 +253,7 @@ def _set_up(config: TrainConfig, ranks: Ranks) -> _Run:
         skipped=skipped,
         held_out=held_out,
         log=checkpoints.Log(config.output, start) if ranks.main else None,
-        params=sum(p.numel() for p in model.parameters()),
+        flops=FlopCount(model),
         whole_documents=config.task == "lm"
         and (bool(config.data) or (first is not None and has_windows([first]))),
         scoring_length=(
@@ -340,58 +356,7 @@ def _steps(config: TrainConfig, start: int, *, main: bool) -> Iterable[int]:
     )
 
 
-def _step_record(
-    run: _Run,
-    step: int,
-    loss: float,
-    chosen: OnlineSelection,
-    drawn: Candidates,
-    timing: tuple[float, float, float],
-) -> dict:
-    """The step's log line (`timing`: when the step began, the seconds it waited for its
-    candidates, and when its training pass began). `draw_seconds` is that wait, `load_seconds`
-    the prefetching thread's work on them (off the step's path unless it waited). The step's
-    wall time counts the wait, scoring and training; not evaluations or checkpoints."""
-    config, world = run.config, run.ranks.world
-    batch = drawn.samples
-    picked = [batch[i] for i in chosen.indices]
-    scoring = 0 if config.mode in ("uniform", "easy_reference") else config.super_batch
-    peak, now = memory_mib()
-    return {
-        "step": step + 1,
-        "loss": loss,
-        "learnability": chosen.learnability,
-        "tags": dict(Counter(s.tag for s in picked if s.tag is not None)),
-        "score_seconds": round(chosen.seconds, 4),
-        "draw_seconds": round(timing[1], 4),
-        "load_seconds": round(drawn.seconds, 4),
-        "train_seconds": round(time.perf_counter() - timing[2], 4),
-        "step_seconds": round(time.perf_counter() - timing[0], 4),
-        "examples_seen": (step + 1) * config.super_batch * world,
-        "score_flops": world
-        * forward_flops(run.model, run.params, batch[:scoring], run.scoring_length),
-        "train_flops": world * 3 * forward_flops(run.model, run.params, picked, None),
-        "skipped": sum(run.skipped.values()),
-        "peak_rss_mib": round(peak, 1),
-        "rss_mib": None if now is None else round(now, 1),
-    }
-
-
-def _log(run: _Run, step: int, record: dict) -> dict:
-    """Log the step's line and, when one is due, evaluate on the held-out examples and log that
-    too; returns the last line logged."""
-    run.log.write(record)
-    if run.held_out and run.config.checkpoint_due(step):
-        eval_loss, recall = evaluate(
-            run.model, run.held_out, run.config.batch_size, whole_documents=run.whole_documents
-        )
-        record = {"step": step + 1, "eval_loss": eval_loss, "eval_recall_at_1": recall}
-        run.log.write(record)
-    run.log.flush()
-    return record
-
-
-def _checkpoint(run: _Run, step: int) -> None:
+def _checkpoint(run: Run, step: int) -> None:
     """Save and commit the run after `step` steps; every rank hands in its parameter digest."""
     digests = gather(parameter_digest(run.model), run.ranks)
     if run.ranks.main:

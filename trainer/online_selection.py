@@ -29,7 +29,7 @@ from ..transforms.selection.jest import (
     select_independent,
     select_joint,
 )
-from ..transforms.vocabulary import ONLINE_MODES, check_choice
+from ..transforms.vocabulary import DRAW_B_MODES, ONLINE_MODES, check_choice
 from .core import eval_mode, model_inputs
 from .windows import Windows
 
@@ -39,6 +39,16 @@ class OnlineSelection:
     indices: list[int]  # into the super-batch, in selection order
     learnability: float | None  # mean ℓ(student) − ℓ(teacher) of the chosen (per example)
     seconds: float  # the student's scoring pass and the selection
+    # each candidate's own score (contrastive: its pair's diagonal term); None for uniform
+    scores: torch.Tensor | None = None
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's ρ of two score vectors (ties ranked by position): how alike two scorings
+    order the same candidates, e.g. a cheap pass and the full one."""
+    ranks = [torch.argsort(torch.argsort(x, stable=True)).double() for x in (a, b)]
+    centred = [r - r.mean() for r in ranks]
+    return (centred[0] @ centred[1] / (centred[0].norm() * centred[1].norm())).item()
 
 
 def teacher_embeddings(samples: Sequence[TrainSample]) -> PairEmbeddings:
@@ -99,7 +109,7 @@ def select_online(
     if not 0 < b <= len(samples):
         raise JestflowError(f"cannot choose {b} of a super-batch of {len(samples)}")
     start = time.perf_counter()
-    if mode == "uniform":
+    if mode in DRAW_B_MODES:  # trains on what it drew
         return OnlineSelection(indices=list(range(b)), learnability=None, seconds=0.0)
     if scored is None and mode != "easy_reference":
         scored = scoring_inputs(model, samples, score_max_len=score_max_len, windows=windows)
@@ -118,12 +128,14 @@ def select_online(
             if windows is not None
             else torch.tensor([s.teacher_loss for s in samples], dtype=torch.float32)
         )
-        chosen = select_independent(score(mode, student=student, teacher=teacher), b, **options)
+        scores = score(mode, student=student, teacher=teacher)
+        chosen = select_independent(scores, b, **options)
         gap = None if student is None or not has_teacher else (student - teacher)[chosen].mean()
     else:
         teacher = teacher_embeddings(samples) if has_teacher else None
         pairs = ContrastivePairScores(mode, student=student, teacher=teacher)
         chosen = select_joint(pairs, b, n_chunks=n_chunks, **options)
+        scores = pairs.diagonal()
         gap = (
             None
             if student is None or teacher is None
@@ -133,4 +145,5 @@ def select_online(
         indices=chosen.tolist(),
         learnability=None if gap is None else gap.item(),
         seconds=time.perf_counter() - start,
+        scores=scores,
     )

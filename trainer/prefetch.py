@@ -26,6 +26,7 @@ from torch import nn
 
 from ..transforms.errors import JestflowError
 from ..transforms.formats.shard_samples import TrainSample
+from ..transforms.models.images import resize_images
 from .core import model_inputs
 from .online_selection import scoring_inputs
 from .windows import Windows, step_windows
@@ -60,11 +61,12 @@ def prepare(
     *,
     scoring: bool,
     score_max_len: int | None = None,
+    score_image_size: int | None = None,
 ) -> tuple[list | None, list]:
     """(what the student scores, what each candidate trains on; `online_selection.scoring_inputs`
     for the first): a document's drawn window for both; an lm text's first `score_max_len` tokens
-    and its whole tokens; a pair's two towers' inputs for both. Nothing to score unless
-    `scoring`."""
+    and its whole tokens; a pair's two towers' inputs for both, its image resized to
+    `score_image_size` for scoring where that is given. Nothing to score unless `scoring`."""
     scored = (
         scoring_inputs(model, samples, score_max_len=score_max_len, windows=windows)
         if scoring
@@ -75,9 +77,13 @@ def prepare(
     texts = [s.text for s in samples]
     if model.task == "lm":
         return scored, model.tokenize(texts)
-    if scored is not None:
-        return scored, scored
-    return None, model_inputs(model, texts, [s.right for s in samples])
+    inputs = scored or model_inputs(model, texts, [s.right for s in samples])
+    if scored is not None and score_image_size is not None:
+        left, right = zip(*inputs, strict=True)
+        if right[0].dim() != 3:
+            raise JestflowError("--score-image-size is for image-text pairs: these pair texts")
+        scored = list(zip(left, resize_images(right, score_image_size), strict=True))
+    return scored, inputs
 
 
 def step_candidates(
@@ -90,13 +96,21 @@ def step_candidates(
     raw: bool,
     scoring: bool,
     score_max_len: int | None,
+    score_image_size: int | None = None,
 ) -> Candidates:
     """Step `step`'s candidates: the next `size` samples of the stream, their windows (lm
     documents) and their inputs (`prepare`)."""
     began = time.perf_counter()
     samples = draw(stream, size)
     windows = step_windows(model, samples, seed, step, raw=raw)
-    scored, inputs = prepare(model, samples, windows, scoring=scoring, score_max_len=score_max_len)
+    scored, inputs = prepare(
+        model,
+        samples,
+        windows,
+        scoring=scoring,
+        score_max_len=score_max_len,
+        score_image_size=score_image_size,
+    )
     return Candidates(step, samples, windows, scored, inputs, time.perf_counter() - began)
 
 

@@ -20,8 +20,12 @@ LAYOUTS = {"lm": ("text",), "contrastive": ("image_text", "text_pair")}
 SCORE_MODES = ("learnability", "easy_reference", "hard_learner")
 OFFLINE_MODES = ("easy_reference", "learnability")  # `jestflow curate --score`
 # `jestflow train --mode`: the scores, and `uniform` (the first b of each draw: the baseline).
-ONLINE_MODES = ("learnability", "uniform", "easy_reference", "hard_learner")
+ONLINE_MODES = ("learnability", "uniform", "easy_reference", "hard_learner", "weighted")
 RAW_MODES = ("uniform", "hard_learner")  # the online modes that need no teacher values
+# the online modes without a scoring pass: they train on the b they draw (uniform: as drawn;
+# weighted: weighted by the learnability its training forward gives), or choose by teacher alone
+DRAW_B_MODES = ("uniform", "weighted")
+UNSCORED_MODES = (*DRAW_B_MODES, "easy_reference")
 
 # `jestflow demo --task`: language modelling, text-text pairs, image-text pairs.
 DEMO_TASKS = ("lm", "text-pairs", "image-text")

@@ -4,6 +4,10 @@ Four 3×3 convolutions, each halving the image (stride 2), with GELU between the
 final feature map flattened (so where things are in the image still counts) and projected. It
 learns far more from a few thousand pairs than a ViT of the same width (README: the teachers
 side by side).
+
+Any image side that is a multiple of 16 goes through: a map of another size than the trained
+one's is average-pooled (or repeated) to it, so the student can score at a lower resolution, a
+cheaper pass (Flexi-JEST); at the trained size the map is left as it is.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .images import decode_image
@@ -25,7 +30,7 @@ class ConvTower(nn.Module):
         side = config.image_size >> STAGES
         if side < 1 or config.image_size % (1 << STAGES):
             raise ValueError(f"image_size must be a multiple of {1 << STAGES}")
-        self.config = config
+        self.config, self.side = config, side
         widths = [3] + [max(config.d_model >> (STAGES - 1 - i), 8) for i in range(STAGES)]
         layers: list[nn.Module] = []
         for i in range(STAGES):
@@ -38,5 +43,7 @@ class ConvTower(nn.Module):
         return [decode_image(data, self.config.image_size) for data in images]
 
     def forward(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = to_device(torch.stack(list(items)), self.head.weight.device)
-        return self.head(self.ln(self.features(x).flatten(1)))
+        x = self.features(to_device(torch.stack(list(items)), self.head.weight.device))
+        if x.shape[-1] != self.side or x.shape[-2] != self.side:
+            x = F.adaptive_avg_pool2d(x, self.side)
+        return self.head(self.ln(x.flatten(1)))

@@ -140,11 +140,22 @@ class ImageTower(nn.Module):
         return [decode_image(data, self.config.image_size) for data in images]
 
     def forward(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = to_device(torch.stack(list(items)), self.patches.weight.device)
-        x = self.patches(x).flatten(2).transpose(1, 2) + self.positions
+        x = self.patches(to_device(torch.stack(list(items)), self.patches.weight.device))
+        x = x.flatten(2).transpose(1, 2) + self._positions(x.shape[-2], x.shape[-1])
         for block in self.blocks:
             x = block(x, causal=False)
         return self.head(self.ln(x).mean(1))
+
+    def _positions(self, rows: int, cols: int) -> torch.Tensor:
+        """The position embeddings of a grid of rows × cols patches: the trained ones, resized
+        bilinearly for another image size (FlexiViT), so the tower reads any multiple of its
+        patch size, e.g. a lower resolution that is cheaper to score."""
+        side = self.config.image_size // self.config.patch_size
+        if (rows, cols) == (side, side):
+            return self.positions
+        grid = self.positions.T.reshape(1, -1, side, side)
+        resized = F.interpolate(grid, size=(rows, cols), mode="bilinear", align_corners=False)
+        return resized.reshape(-1, rows * cols).T
 
 
 def _tower(config: TowerConfig, embed_dim: int) -> nn.Module:
