@@ -6,7 +6,7 @@
   salad, repeated boilerplate, base64/hex blobs, documents duplicated hundreds of times, truncated
   fragments) and a minority of clean docstring paragraphs; `lm/reference.jsonl` (clean, for the
   teacher) and `lm/eval.jsonl` (clean, held out). Field `text`.
-- `contrastive/pool.jsonl`: (docstring summary, code of the same function) pairs, half of them
+- `contrastive/pool.jsonl`: (docstring summary, code of the same function or class) pairs, half of them
   mispaired like bad alt-text; `contrastive/reference.jsonl` and `contrastive/eval.jsonl` (clean).
   Fields `query` and `doc`.
 
@@ -45,11 +45,11 @@ BOILERPLATE = (
 @dataclass(kw_only=True)
 class DemoDataConfig:
     output: str
-    pool_size: int = 10_000
-    clean_fraction: float = 0.2
+    pool_size: int = 16_000  # each pool large enough that a 300-step run trains on what it keeps
+    clean_fraction: float = 0.2  # about twice at most (README: the demo)
     reference_size: int = 2_000
     eval_size: int = 500
-    pair_pool_size: int = 3_000
+    pair_pool_size: int = 4_000
     pair_reference_size: int = 1_500
     pair_eval_size: int = 400
     seed: int = 0
@@ -95,7 +95,7 @@ def harvest(min_chars: int = 60, max_code_chars: int = 600) -> Harvest:
                 if len(para) >= min_chars:
                     paragraphs.add(para)
             summary = doc.strip().splitlines()[0].strip()
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and len(summary) >= 20:
+            if not isinstance(node, ast.Module) and len(summary) >= 20:  # functions, classes
                 node.body = node.body[1:] or [ast.Pass()]  # drop the docstring from the code
                 code = ast.unparse(node)[:max_code_chars]
                 pairs.setdefault(summary, code)
@@ -135,7 +135,7 @@ def _pair_files(pairs: list, config: DemoDataConfig, rng: random.Random) -> dict
     sizes = (config.pair_reference_size, config.pair_eval_size, config.pair_pool_size)
     if len(pairs) < sum(sizes):
         raise JestflowError(
-            f"the standard library gives {len(pairs)} function pairs, {sum(sizes)} needed"
+            f"the standard library gives {len(pairs)} (summary, code) pairs, {sum(sizes)} needed"
         )
     pair_ref = pairs[: sizes[0]]
     pair_eval = pairs[sizes[0] : sizes[0] + sizes[1]]

@@ -91,7 +91,7 @@ class SceneConfig:
     output: str  # the demo data folder: the tars go under `image-text/` in it
     reference_size: int = 1500
     eval_size: int = 400
-    pool_size: int = 3000
+    pool_size: int = 10_000
     mispaired: float = 0.4  # shares of the pool
     wrong_attribute: float = 0.1
     generic: float = 0.1
