@@ -29,9 +29,9 @@ from .options import (
 @click.option(
     "--pool-size",
     type=click.IntRange(min=1000),
-    default=10_000,
+    default=16_000,
     show_default=True,
-    help="Records in each demo pool.",
+    help="Records in the LM pool.",
 )
 @click.option(
     "--teacher-steps",
@@ -58,15 +58,22 @@ from .options import (
 @click.option(
     "--pair-pool-size",
     type=click.IntRange(min=100),
-    default=3000,
+    default=4000,
     show_default=True,
-    help="Records in the text-pair and the image-text pools.",
+    help="Records in the text-pair pool.",
+)
+@click.option(
+    "--scene-pool-size",
+    type=click.IntRange(min=100),
+    default=10_000,
+    show_default=True,
+    help="Records in the image-text pool.",
 )
 @click.option(
     "--student-steps",
     type=POSITIVE,
-    default=300,
-    show_default=True,
+    default=None,
+    show_default="300; 150 for text pairs",
     help="Each student's training steps.",
 )
 @click.option(
@@ -114,9 +121,9 @@ def demo(ctx, **params) -> None:
 @click.option(
     "--pool-size",
     type=click.IntRange(min=10),
-    default=10_000,
+    default=16_000,
     show_default=True,
-    help="Records in each demo pool.",
+    help="Records in the LM pool (text pairs: 4,000; scenes: 10,000).",
 )
 @seed_option
 def demo_data(output, pool_size, seed) -> None:

@@ -17,15 +17,19 @@ from ..transforms.vocabulary import DEMO_TASKS, PAIR_TEACHERS
 class DemoConfig:
     output: str = "build/demo"
     tasks: tuple[str, ...] = DEMO_TASKS
-    pool_size: int = 10_000  # the LM pool
+    # Pools large enough that a run trains on what the offline pass keeps about twice at most
+    # (300 steps × 32 = 9,600 examples: 30 % of 16,000 LM records, half of 10,000 scenes; text
+    # pairs run 150 steps on half of 4,000, all the standard library gives with room to spare).
+    pool_size: int = 16_000  # the LM pool
     teacher_steps: int = 300  # the LM teacher's
     pair_teacher_steps: int = 600  # a built-in two-tower teacher's (image-text; text pairs
     # without the minilm extra)
     pair_teacher: str = "auto"  # text pairs: minilm, built-in, or auto (MiniLM where installed)
-    pair_pool_size: int = 3000  # the text-pair pool and the image-text pool
-    student_steps: int = 300
+    pair_pool_size: int = 4000  # the text-pair pool
+    scene_pool_size: int = 10_000  # the image-text pool
+    student_steps: int | None = None  # None: each task's own (`Recipe.steps`)
     batch_size: int = 32  # b
-    super_batch_ratio: int = 5  # r: the student scores r·b per step
+    super_batch_ratio: int = 2  # r: the student scores r·b per step (bench/data_efficiency.py)
     # The online sampling temperature: relative to each draw's scores by default (selection.py).
     temperature: float | None = None
     relative_temperature: float = RELATIVE_TEMPERATURE
@@ -66,12 +70,18 @@ class Recipe:
     files: tuple[str, str, str]  # reference, eval, pool (globs)
     fields: FieldMap  # with the `kind` tag kept
     keep: float  # what the offline pass keeps (the pool's clean share, roughly, and a margin)
+    steps: int = 300  # each student's, unless --student-steps
+    # the online student's cheap scoring pass: images scored at this side (None: full size)
+    score_image_size: int | None = None
 
     def file(self, config: DemoConfig, which: int) -> str:
         return config.path("data", self.data, self.files[which])
 
     def keep_for(self, config: DemoConfig) -> float:
         return self.keep if config.keep is None else config.keep
+
+    def steps_for(self, config: DemoConfig) -> int:
+        return self.steps if config.student_steps is None else config.student_steps
 
     @property
     def plain(self) -> FieldMap:  # the fields without the tag
@@ -94,6 +104,7 @@ RECIPES = {
         files=("reference.jsonl", "eval.jsonl", "pool.jsonl"),
         fields=FieldMap(query="query", doc="doc", keep=("kind",)),
         keep=0.5,
+        steps=150,
     ),
     "image-text": Recipe(
         name="image-text",
@@ -102,6 +113,7 @@ RECIPES = {
         files=("reference-*.tar", "eval-*.tar", "pool-*.tar"),
         fields=FieldMap(image="png", caption="txt", keep=("kind",)),
         keep=0.5,
+        score_image_size=32,  # a quarter of the 64-pixel images' convolutions
     ),
 }
 

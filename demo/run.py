@@ -77,7 +77,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
         if "image-text" in config.tasks:
             records |= make_scenes(
                 SceneConfig(
-                    output=config.path("data"), pool_size=config.pair_pool_size, seed=config.seed
+                    output=config.path("data"), pool_size=config.scene_pool_size, seed=config.seed
                 )
             )
     results: dict = {"config": asdict(config), "records": records, "tasks": {}}
@@ -108,9 +108,10 @@ def _run_task(config: DemoConfig, recipe: Recipe, stages: _Stages, echo) -> dict
         curated = _curate(config, recipe, root)
     uniform, jest = _students(config, recipe, root, stages)
     runs = {"student-uniform": read_log(uniform), "student-jest": read_log(jest)}
-    plot_runs([uniform, jest], where(root, "eval.png"))
-    plot_runs([uniform, jest], where(root, "eval-flops.png"), x="flops")
-    plot_runs([uniform, jest], where(root, "eval-time.png"), x="time")
+    target = runs["student-uniform"].final.loss  # what the JEST student must reach
+    plot_runs([uniform, jest], where(root, "eval.png"), target=target)
+    plot_runs([uniform, jest], where(root, "eval-flops.png"), x="flops", target=target)
+    plot_runs([uniform, jest], where(root, "eval-time.png"), x="time", target=target)
     seconds = {k.split("/")[1]: v for k, v in stages.seconds.items() if k.startswith(recipe.name)}
     compared = _compare(runs, seconds)
     return {
@@ -147,7 +148,7 @@ def _students(config: DemoConfig, recipe: Recipe, root: str, stages: _Stages) ->
     where = posixpath.join
     student = {
         "task": recipe.task,
-        "steps": config.student_steps,
+        "steps": recipe.steps_for(config),
         "batch_size": config.batch_size,
         "eval_inputs": (recipe.file(config, 1),),
         "eval_every": config.eval_every,
@@ -178,6 +179,8 @@ def _students(config: DemoConfig, recipe: Recipe, root: str, stages: _Stages) ->
                 fields=recipe.plain,
                 mode="learnability",
                 super_batch_ratio=config.super_batch_ratio,
+                score_image_size=recipe.score_image_size,
+                small_share=0.0,  # scores at 32 px, trains at 64 (bench/data_efficiency.py)
                 temperature=config.temperature,
                 relative_temperature=config.relative_temperature,
                 output=jest,

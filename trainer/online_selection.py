@@ -80,8 +80,9 @@ def scoring_inputs(
 
 def student_losses(model: nn.Module, scored: Sequence) -> torch.Tensor | PairEmbeddings:
     """The student's per-example losses of token sequences (lm) or its pair embeddings of
-    (left, right) inputs (contrastive), without gradients."""
-    with eval_mode(model):
+    (left, right) inputs (contrastive), without gradients (in inference mode: they only
+    choose)."""
+    with eval_mode(model), torch.inference_mode():
         if model.task == "lm":
             return sequence_losses(model, scored)
         left, right = zip(*scored, strict=True)

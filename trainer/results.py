@@ -1,5 +1,5 @@
 """What a `jestflow train` run measured, read back from its log.jsonl: the eval curve against
-steps, estimated FLOPs and wall-clock seconds, what it trained on (the `kind` tags), and when it
+steps, counted FLOPs and wall-clock seconds, what it trained on (the `kind` tags), and when it
 first reached a target held-out loss."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..transforms.reporting.logs import duration
 @dataclass(frozen=True)
 class Evaluation:
     step: int
-    flops: float  # training + scoring FLOPs spent up to this step (estimated)
+    flops: float  # training + scoring FLOPs spent up to this step
     seconds: float  # wall-clock seconds of the steps up to this one (drawing, scoring, training)
     loss: float
     recall_at_1: float | None
@@ -36,6 +36,8 @@ class RunLog:
     train_seconds: float = 0.0
     step_seconds: float = 0.0  # wall clock of the steps; evaluations and checkpoints excluded
     last_step: dict = field(default_factory=dict)  # the last training step's log line
+    # Spearman's ρ of the cheap scoring pass against the full one, at each evaluation
+    score_agreement: list[float] = field(default_factory=list)
 
     @property
     def final(self) -> Evaluation:
@@ -76,6 +78,8 @@ def read_log(run: str) -> RunLog:
                     "step_seconds",
                     record.get("score_seconds", 0.0) + record.get("train_seconds", 0.0),
                 )
+            if record.get("cheap_score_rank_correlation") is not None:
+                log.score_agreement.append(record["cheap_score_rank_correlation"])
             if record.get("eval_loss") is not None:
                 log.evaluations.append(
                     Evaluation(
@@ -142,8 +146,14 @@ def summary_lines(run: RunLog) -> list[str]:
     total = run.score_flops + run.train_flops
     lines.append(
         f"compute {total / 1e12:.2f} TFLOP: training {run.train_flops / 1e12:.2f}, "
-        f"online scoring {run.score_flops / 1e12:.2f} (estimated)"
+        f"online scoring {run.score_flops / 1e12:.2f}"
     )
+    if run.score_agreement:
+        rho = sum(run.score_agreement) / len(run.score_agreement)
+        lines.append(
+            f"the cheap scoring pass ranks candidates as the full one does with Spearman's ρ "
+            f"{rho:.2f} (mean of {len(run.score_agreement)} evaluations)"
+        )
     if last.get("peak_rss_mib") is not None:
         lines.append(f"peak memory {last['peak_rss_mib']:,.0f} MiB")
     return lines

@@ -6,16 +6,17 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from jestflow.cli import main
-from jestflow.trainer.plot import eval_curve
+from jestflow.trainer.plot import eval_curve, plot_runs
 from jestflow.transforms.errors import JestflowError
 
 
 def run(directory, evals):
     directory.mkdir()
     lines = []
-    for step, loss in evals:
+    for step, loss, *recall in evals:  # (step, held-out loss[, recall@1])
         lines.append(
             {
                 "step": step,
@@ -25,7 +26,7 @@ def run(directory, evals):
                 "step_seconds": 0.25 * step,
             }
         )
-        lines.append({"step": step, "eval_loss": loss, "eval_recall_at_1": None})
+        lines.append({"step": step, "eval_loss": loss, "eval_recall_at_1": (recall or [None])[0]})
     (directory / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     return str(directory)
 
@@ -51,3 +52,15 @@ def test_runs_without_evaluations_are_errors(tmp_path):
     bare = run(tmp_path / "bare", [])
     result = CliRunner().invoke(main, ["plot", bare])
     assert result.exit_code == 1 and "logged no evaluations" in result.output
+
+
+def test_contrastive_runs_get_a_recall_panel_and_the_target_a_line(tmp_path):
+    a = run(tmp_path / "a", [(10, 3.0, 0.2), (20, 2.5, 0.4)])
+    b = run(tmp_path / "b", [(10, 2.6, 0.3), (20, 2.0, 0.6)])
+    assert eval_curve(b, metric="recall") == ([10, 20], [0.3, 0.6])
+    plot_runs([a, b], str(tmp_path / "pairs.png"), target=2.5)
+    plot_runs([a, b], str(tmp_path / "loss-only.png"))
+    plot_runs([run(tmp_path / "lm", [(10, 3.0), (20, 2.5)])], str(tmp_path / "lm.png"))
+    widths = {n: Image.open(tmp_path / f"{n}.png").size[0] for n in ("pairs", "loss-only", "lm")}
+    assert widths["pairs"] == widths["loss-only"] == 2 * widths["lm"]  # two panels: recall too
+    assert (tmp_path / "pairs.png").read_bytes() != (tmp_path / "loss-only.png").read_bytes()

@@ -89,3 +89,16 @@ def test_the_summary_says_how_much_of_the_steps_waited_for_data(tmp_path):
     log = read_log(str(tmp_path))
     assert log.draw_seconds == 1.0 and log.step_seconds == 4.0
     assert "(waiting for data 1 s, 25%; online scoring 1 s, training 2 s;" in summary_lines(log)[0]
+
+
+def test_the_cheap_scores_agreement_is_read_back_and_summarised(tmp_path):
+    lines = [
+        {"step": 1, "loss": 3.0, "step_seconds": 1.0},
+        {"step": 1, "eval_loss": 2.9, "cheap_score_rank_correlation": 0.5},
+        {"step": 2, "loss": 2.5, "step_seconds": 1.0},
+        {"step": 2, "eval_loss": 2.4, "cheap_score_rank_correlation": 0.7},
+    ]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    log = read_log(str(tmp_path))
+    assert log.score_agreement == [0.5, 0.7] and len(log.evaluations) == 2
+    assert any("Spearman's ρ 0.60 (mean of 2 evaluations)" in x for x in summary_lines(log))
