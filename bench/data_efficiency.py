@@ -323,11 +323,12 @@ def run_task(task: str, seeds: list[int], out: Path, args) -> dict[str, list[Run
     if args.sweep:
         for name, (source, options) in SWEEP[task].items():
             logs[name] = [run_arm(task, name, source, options, seed, out, args) for seed in seeds]
-    every_seed = [name for name in args.ablation_arms.split(",") if name]
+    extra = {**ABLATIONS[task], **SWEEP[task]}  # --ablation-arms: any of them, every seed
+    for name in (name for name in args.ablation_arms.split(",") if name):
+        source, options = extra[name]
+        logs[name] = [run_arm(task, name, source, options, seed, out, args) for seed in seeds]
     for name, (source, options) in ABLATIONS[task].items():
-        if name in every_seed:
-            logs[name] = [run_arm(task, name, source, options, seed, out, args) for seed in seeds]
-        elif args.ablations:
+        if args.ablations and name not in logs:
             logs[name] = [run_arm(task, name, source, options, seeds[0], out, args)]
     return logs
 
@@ -354,7 +355,7 @@ def main() -> None:
     parser.add_argument(
         "--ablation-arms",
         default="",
-        help="Comma-separated ablation arms to run on every seed instead.",
+        help="Comma-separated ablation or sweep arms to run on every seed.",
     )
     args = parser.parse_args()
     args.tasks = args.tasks.split(",")

@@ -52,7 +52,7 @@ from .options import (
 @click.option(
     "--super-batch-ratio",
     type=POSITIVE,
-    default=5,
+    default=2,
     show_default=True,
     help="r: the student scores r·b examples per step.",
 )
@@ -82,10 +82,11 @@ from .options import (
 @click.option(
     "--small-share",
     type=click.FloatRange(0, 1),
-    default=0.5,
+    default=0.0,
     show_default=True,
     help="With --score-image-size: the share of steps that train at that size too, so the "
-    "student scores well there.",
+    "student's cheap scores rank as its full ones do (0.5 on the demo: rho 0.75 against 0.43, "
+    "but more steps to the target).",
 )
 @click.option(
     "--read-process/--read-in-thread",

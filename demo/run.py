@@ -180,7 +180,6 @@ def _students(config: DemoConfig, recipe: Recipe, root: str, stages: _Stages) ->
                 mode="learnability",
                 super_batch_ratio=config.super_batch_ratio,
                 score_image_size=recipe.score_image_size,
-                small_share=0.0,  # scores at 32 px, trains at 64 (bench/data_efficiency.py)
                 temperature=config.temperature,
                 relative_temperature=config.relative_temperature,
                 output=jest,

@@ -16,6 +16,8 @@ TINY = [
     "1000",
     "--pair-pool-size",
     "200",
+    "--scene-pool-size",
+    "200",
     "--teacher-steps",
     "3",
     "--pair-teacher-steps",
