@@ -101,21 +101,24 @@ def cheap_scores_agreement(
     run: Run, step: int, drawn: Candidates, chosen: OnlineSelection
 ) -> float | None:
     """Spearman's ρ of the student's scores of the step's candidates from its cheap pass (images
-    at `score_image_size`, lm texts' first `score_seq_len` tokens) and from the full inputs; None
-    when it scores the full inputs."""
+    at `score_image_size`, lm texts' first `score_seq_len` tokens) and from the full inputs, both
+    by the model as it is now (after the step); None when it scores the full inputs."""
     config = run.config
     cheap = config.score_image_size is not None or (
         config.task == "lm" and drawn.windows is None and run.scoring_length is not None
     )
     if not cheap or chosen.scores is None:
         return None
-    full = select_online(
-        run.model,
-        drawn.samples,
-        config.batch_size,
-        mode=config.mode,
-        n_chunks=config.n_chunks,
-        generator=generator_for(run.stream_seed, step),
-        scored=drawn.inputs,
-    )
-    return rank_correlation(chosen.scores, full.scores)
+    scores = [
+        select_online(
+            run.model,
+            drawn.samples,
+            config.batch_size,
+            mode=config.mode,
+            n_chunks=config.n_chunks,
+            generator=generator_for(run.stream_seed, step),
+            scored=inputs,
+        ).scores
+        for inputs in (drawn.scored, drawn.inputs)
+    ]
+    return rank_correlation(*scores)

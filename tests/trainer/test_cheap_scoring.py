@@ -146,6 +146,11 @@ def test_the_student_scores_images_small_and_trains_small_on_a_share_of_the_step
     assert [r["step"] for r in evals] == [3, 6]
     assert all(-1 <= r["cheap_score_rank_correlation"] <= 1 for r in evals)
     assert not any("cheap_score_rank_correlation" in r for r in full)  # nothing cheap to rank
+    # scoring at the images' own size: the same scores by the same model, ρ = 1 exactly
+    same = run(image_shards, images, tmp_path / "same", score_image_size=64, steps=3)
+    assert [r["cheap_score_rank_correlation"] for r in same if "eval_loss" in r] == [
+        pytest.approx(1.0, abs=1e-9)
+    ]
 
 
 def test_a_scoring_size_is_for_images():
