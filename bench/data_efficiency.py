@@ -20,7 +20,7 @@ captions; teacher: the built-in CNN + n-gram towers, 600 steps):
   offline + weighted  the zero-overhead arm (as for lm, with each pair's share of the batch loss)
   independent         learnability online on the whole scored pool, diagonal only (one chunk)
   joint               learnability online on the whole scored pool, JEST blocked sampling
-  offline + online, 32 px   (image-text) the recipe with the student scoring at 32 pixels
+  offline + online at 32 px (image-text) the recipe with the student scoring at 32 pixels
 
 ρ cheap: Spearman's ρ of the student's cheap scores (images at 32 px) against its full ones on a
 step's candidates, at each evaluation (the trainer logs it), averaged.
@@ -103,7 +103,7 @@ ARMS = {
 }
 ARMS["image-text"] = {
     **ARMS["contrastive"],
-    "offline + online, 32 px": ("offline", {**ONLINE, **SMALL}),
+    "offline + online at 32 px": ("offline", {**ONLINE, **SMALL}),
 }
 ARMS["lm-documents"] = ARMS["lm"]
 # --sweep: the recipe's knobs, on every seed: r (the student scores r·b per step) and the share
@@ -114,7 +114,7 @@ SWEEP = {
         for source in ("offline", "offline 30 %")
         for r in (2, 3, 5)
         for extra, more in (
-            [("", {}), (", 32 px", SMALL), (", 32 px ½ trained", {**SMALL, "small_share": 0.5})]
+            [("", {}), (" at 32 px", SMALL), (" at 32 px ½ trained", {**SMALL, "small_share": 0.5})]
             if task == "image-text"
             else [("", {})]
         )
