@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+import signal
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -179,12 +180,20 @@ def read_ahead(
         prefetch_factor=depth,
         collate_fn=_as_is,
         multiprocessing_context="fork",  # the stream (open generators) cannot be pickled
+        worker_init_fn=_ignore_ctrl_c,
     )
     return _unchunked(iter(loader), skipped)
 
 
 def _as_is(item):
     return item
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """Ctrl-C reaches every process of the terminal's group; the trainer handles it (it stops
+    the reader when it exits), the reader must not die of it first: a reader that exits while
+    its queue is full never finishes exiting, and the trainer would wait for it forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _unchunked(chunks: Iterator, skipped: Counter) -> Iterator[TrainSample]:

@@ -32,6 +32,7 @@ from .online_selection import scoring_inputs
 from .windows import Windows, step_windows
 
 DEPTH = 2  # steps drawn ahead: one being drawn while one waits
+JOIN_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,11 @@ class Prefetcher:
         return item, time.perf_counter() - began
 
     def close(self) -> None:
-        """Stop the thread (after the sample it is drawing) and let what it drew go."""
+        """Stop the thread (after the step it is drawing) and let what it drew go. A thread still
+        stuck in its reader after JOIN_SECONDS is left behind (a daemon: it ends with the
+        process), so a run that stops on an error or Ctrl-C never hangs on its reader."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(JOIN_SECONDS)
         while not self._queue.empty():
             self._queue.get_nowait()
 
