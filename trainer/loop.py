@@ -12,6 +12,7 @@ as an uninterrupted run would: the same samples, the same sub-batches, the same 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -168,36 +169,52 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
     run = _set_up(config, ranks)
     steps = _steps(config, run.start, main=ranks.main)
     last: dict = {}
-    with Prefetcher(functools.partial(_candidates, run), range(run.start, config.steps)) as ahead:
-        for step in steps:
-            step_began = time.perf_counter()
-            drawn, waited = ahead.get()
-            chosen = select_online(
-                run.model,
-                drawn.samples,
-                config.batch_size,
-                mode=config.mode,
-                n_chunks=config.n_chunks,
-                temperature=config.temperature,
-                relative_temperature=config.relative_temperature,
-                generator=generator_for(run.stream_seed, step),
-                windows=drawn.windows,
-                scored=drawn.scored,
-            )
-            began = time.perf_counter()
-            trained = drawn.scored if config.trains_small(step) else drawn.inputs
-            loss = run.training.step(_batch(config, drawn, trained, chosen.indices))
-            timing = (step_began, waited, began)
-            last = step_record(run, step, loss.item(), chosen, drawn, timing)
-            if ranks.main:
-                steps.set_postfix(loss=f"{last['loss']:.3f}")
-                last = log_step(run, step, last, drawn, chosen)
-            if config.checkpoint_due(step):
-                with deferred_interrupt():  # Ctrl-C waits for the commit: no half-written one
-                    _checkpoint(run, step + 1)
+    try:
+        with Prefetcher(
+            functools.partial(_candidates, run), range(run.start, config.steps)
+        ) as ahead:
+            for step in steps:
+                step_began = time.perf_counter()
+                drawn, waited = ahead.get()
+                chosen = select_online(
+                    run.model,
+                    drawn.samples,
+                    config.batch_size,
+                    mode=config.mode,
+                    n_chunks=config.n_chunks,
+                    temperature=config.temperature,
+                    relative_temperature=config.relative_temperature,
+                    generator=generator_for(run.stream_seed, step),
+                    windows=drawn.windows,
+                    scored=drawn.scored,
+                )
+                began = time.perf_counter()
+                trained = drawn.scored if config.trains_small(step) else drawn.inputs
+                loss = run.training.step(_batch(config, drawn, trained, chosen.indices))
+                timing = (step_began, waited, began)
+                last = step_record(run, step, loss.item(), chosen, drawn, timing)
+                if ranks.main:
+                    steps.set_postfix(loss=f"{last['loss']:.3f}")
+                    last = log_step(run, step, last, drawn, chosen)
+                if config.checkpoint_due(step):
+                    with deferred_interrupt():  # Ctrl-C waits for the commit: no half-written one
+                        _checkpoint(run, step + 1)
+    finally:
+        _stop_reading(run)
     if run.log is not None:
         run.log.close()
     return last
+
+
+def _stop_reading(run: Run) -> None:
+    """Stop the sample stream's reader process now that the steps are over (ended, failed or
+    interrupted), rather than at the interpreter's exit: closing the stream releases its
+    DataLoader, which tells its worker to finish and waits for it."""
+    close = getattr(run.stream, "close", None)
+    if close is not None:
+        # ValueError: still running in a prefetching thread that did not stop; leave it be
+        with contextlib.suppress(ValueError):
+            close()
 
 
 def _batch(
