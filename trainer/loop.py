@@ -191,10 +191,11 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
                     scored=drawn.scored,
                 )
                 began = time.perf_counter()
-                trained = drawn.scored if config.trains_small(step) else drawn.inputs
+                source = drawn.scored if config.trains_small(step) else drawn.inputs
+                trained = [source[i] for i in chosen.indices]
                 loss = run.training.step(_batch(config, drawn, trained, chosen.indices))
                 timing = (step_began, waited, began)
-                last = step_record(run, step, loss.item(), chosen, drawn, timing)
+                last = step_record(run, step, loss.item(), chosen, drawn, trained, timing)
                 if ranks.main:
                     steps.set_postfix(loss=f"{last['loss']:.3f}")
                     last = log_step(run, step, last, drawn, chosen)
@@ -220,10 +221,9 @@ def _stop_reading(run: Run) -> None:
 
 
 def _batch(
-    config: TrainConfig, drawn: Candidates, trained: list, chosen: list[int]
+    config: TrainConfig, drawn: Candidates, inputs: list, chosen: list[int]
 ) -> list | Weighted:
     """What the step trains on: the chosen's inputs (weighted: with the teacher's values)."""
-    inputs = [trained[i] for i in chosen]
     if config.mode != "weighted":
         return inputs
     teacher = teacher_values([drawn.samples[i] for i in chosen], drawn.windows, chosen)

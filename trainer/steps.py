@@ -50,15 +50,16 @@ def step_record(
     loss: float,
     chosen: OnlineSelection,
     drawn: Candidates,
+    trained: list,
     timing: tuple[float, float, float],
 ) -> dict:
-    """The step's log line (`timing`: when the step began, the seconds it waited for its
+    """The step's log line (`trained`: the inputs the step trained on; `timing`: when the step
+    began, the seconds it waited for its
     candidates, and when its training pass began). `draw_seconds` is that wait, `load_seconds`
     the prefetching thread's work on them (off the step's path unless it waited). The step's
     wall time counts the wait, scoring and training; not evaluations or checkpoints."""
     config, world = run.config, run.ranks.world
     picked = [drawn.samples[i] for i in chosen.indices]
-    trained = drawn.scored if config.trains_small(step) else drawn.inputs
     peak, now = memory_mib()
     return {
         "step": step + 1,
@@ -72,7 +73,7 @@ def step_record(
         "step_seconds": round(time.perf_counter() - timing[0], 4),
         "examples_seen": (step + 1) * config.super_batch * world,
         "score_flops": world * run.flops.forward(drawn.scored or []),
-        "train_flops": world * TRAINING * run.flops.forward([trained[i] for i in chosen.indices]),
+        "train_flops": world * TRAINING * run.flops.forward(trained),
         "skipped": sum(run.skipped.values()),
         "peak_rss_mib": round(peak, 1),
         "rss_mib": None if now is None else round(now, 1),
