@@ -90,7 +90,7 @@ from .options import (
 )
 @click.option(
     "--read-process/--read-in-thread",
-    default=False,
+    default=True,
     show_default=True,
     help="Read and decode samples in a worker process beside training, or in a thread of the "
     "trainer's (each step's candidates are drawn ahead either way).",

@@ -88,9 +88,9 @@ class TrainConfig(ModelSize, Optimization):
     # shards curated so); 0: whole texts
     score_seq_len: int | None = None
     device: str = "auto"
-    # read and decode samples in a worker process (`loader.read_ahead`): off by default until a
-    # hang after Ctrl-C seen in fresh-clone CI runs is understood (the benchmarks ran with it on)
-    read_process: bool = False
+    # read and decode samples in a worker process (`loader.read_ahead`), beside training; False:
+    # in the prefetching thread, which shares the trainer's interpreter
+    read_process: bool = True
     # images: the student scores them at this side in pixels, a cheaper pass (Flexi-JEST); None:
     # at its own size. `small_share` of the steps then train at that size too (multi-resolution
     # training): on the demo's scenes half the steps at 32 px make the cheap scores rank as the

@@ -58,8 +58,14 @@ def interrupt_when(args, seen: str, tmp_path, timeout=120):
             [*JESTFLOW, *map(str, args)],
             stdout=subprocess.DEVNULL,
             stderr=err,
-            env={**os.environ, "JESTFLOW_TEST_MARK": mark, "JESTFLOW_PROGRESS_SECONDS": "0"},
+            env={
+                **os.environ,
+                "JESTFLOW_TEST_MARK": mark,
+                "JESTFLOW_PROGRESS_SECONDS": "0",
+                "PYTHONFAULTHANDLER": "1",  # SIGABRT dumps every thread's stack
+            },
             start_new_session=True,
+            preexec_fn=_ctrl_c_as_at_a_terminal,
         )
         deadline = time.monotonic() + timeout
         while seen not in err_path.read_text():
@@ -70,10 +76,24 @@ def interrupt_when(args, seen: str, tmp_path, timeout=120):
         try:
             job.wait(timeout=60)
         except subprocess.TimeoutExpired:
+            for pid in marked(mark):  # where each of its processes hangs, into its stderr
+                os.kill(pid, signal.SIGABRT)
+            time.sleep(2)
             os.killpg(job.pid, signal.SIGKILL)
-            raise AssertionError("still running 60 s after Ctrl-C") from None
+            stacks = err_path.read_text()[-20_000:]
+            raise AssertionError(
+                f"still running 60 s after Ctrl-C; its stacks:\n{stacks}"
+            ) from None
     time.sleep(0.5)
     return job.returncode, err_path.read_text(), marked(mark)
+
+
+def _ctrl_c_as_at_a_terminal() -> None:
+    """SIGINT at its default in the command, as in a terminal's foreground job. A test run that
+    was started in the background of a shell (`make test &`, a CI runner) ignores SIGINT, and its
+    children inherit that: Python then installs no KeyboardInterrupt handler, and Ctrl-C would
+    reach the command only during a checkpoint (which holds SIGINT with a handler of its own)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def marked(mark: str) -> list[int]:
