@@ -13,7 +13,6 @@ as an uninterrupted run would: the same samples, the same sub-batches, the same 
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import logging
 import time
@@ -51,7 +50,7 @@ from .core import (
 )
 from .distributed import LossOf, Ranks, gather, parameter_digest, setup, teardown, wrap
 from .flops import FlopCount
-from .loader import raw_samples, read_ahead, train_samples
+from .loader import cores_beside_reader, raw_samples, read_ahead, train_samples
 from .online_selection import select_online
 from .prefetch import Candidates, Prefetcher, step_candidates
 from .steps import Run, log_step, step_record
@@ -165,16 +164,25 @@ def train(config: TrainConfig) -> dict:
 
 
 def _train(config: TrainConfig, ranks: Ranks) -> dict:
+    """Set the run up and take its steps; where the reader process decodes images, the training
+    threads leave it a core (`loader.cores_beside_reader`; text is cheap to read, and an LM step
+    on 2 cores takes 1.6× as long on one thread)."""
+    run = _set_up(config, ranks)
+    decodes_images = getattr(run.model, "right_kind", None) == "image"
+    with cores_beside_reader(config.read_process and decodes_images):
+        return _take_steps(run)
+
+
+def _take_steps(run: Run) -> dict:
     """Each step: take the r·b candidates drawn ahead (`prefetch`), let the student choose b of
     them, take one optimizer step on those; the main rank logs the step, and every `eval_every`
     steps evaluates and checkpoints."""
-    run = _set_up(config, ranks)
+    config, ranks = run.config, run.ranks
+    candidates = _draw_ahead(run)
     steps = _steps(config, run.start, main=ranks.main)
     last: dict = {}
     try:
-        with Prefetcher(
-            functools.partial(_candidates, run), range(run.start, config.steps)
-        ) as ahead:
+        with Prefetcher(candidates) as ahead:
             for step in steps:
                 step_began = time.perf_counter()
                 drawn, waited = ahead.get()
@@ -203,17 +211,16 @@ def _train(config: TrainConfig, ranks: Ranks) -> dict:
                     with deferred_interrupt():  # Ctrl-C waits for the commit: no half-written one
                         _checkpoint(run, step + 1)
     finally:
-        _stop_reading(run)
+        _stop_reading(candidates)
     if run.log is not None:
         run.log.close()
     return last
 
 
-def _stop_reading(run: Run) -> None:
-    """Stop the sample stream's reader process now that the steps are over (ended, failed or
-    interrupted), rather than at the interpreter's exit: closing the stream releases its
-    DataLoader, which tells its worker to finish and waits for it."""
-    close = getattr(run.stream, "close", None)
+def _stop_reading(drawn: Iterator[Candidates]) -> None:
+    """Stop the reader process when the steps are over (ended, failed or interrupted), not at
+    the interpreter's exit: closing its stream releases its DataLoader, which stops the worker."""
+    close = getattr(drawn, "close", None)
     if close is not None:
         # ValueError: still running in a prefetching thread that did not stop; leave it be
         with contextlib.suppress(ValueError):
@@ -230,8 +237,15 @@ def _batch(
     return Weighted(inputs, teacher, config.temperature)
 
 
+def _draw_ahead(run: Run) -> Iterator[Candidates]:
+    """Each step's candidates, in order: made in a worker process of their own (it forks here,
+    before the prefetching thread starts), or by the prefetching thread (`read_process` off)."""
+    drawn = (_candidates(run, step) for step in range(run.start, run.config.steps))
+    return read_ahead(drawn, run.skipped) if run.config.read_process else drawn
+
+
 def _candidates(run: Run, step: int) -> Candidates:
-    """A step's candidates (in the prefetching thread)."""
+    """A step's candidates: its samples drawn from the stream and made into inputs."""
     config = run.config
     return step_candidates(
         run.model,
@@ -359,10 +373,7 @@ def _open_stream(
             rank=ranks.rank,
             world=ranks.world,
         )
-    stream = itertools.islice(stream, start * config.super_batch, None)
-    if config.read_process:
-        stream = read_ahead(stream, skipped, config.super_batch)
-    return stream, skipped
+    return itertools.islice(stream, start * config.super_batch, None), skipped
 
 
 def _steps(config: TrainConfig, start: int, *, main: bool) -> Iterable[int]:

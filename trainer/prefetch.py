@@ -2,12 +2,13 @@
 
 A step of online JEST reads r·b samples, decodes them (tar members, json, images) and makes the
 student's inputs of them (tokens, image tensors); done inside the step, that is time the step
-spends neither scoring nor training. `Prefetcher` does it in a background thread, `depth` steps
-ahead, so a step only waits when the thread falls behind; the wait is what the log's
-`draw_seconds` counts, and `load_seconds` the thread's own work.
+spends neither scoring nor training. The trainer makes them in a worker process of their own
+(`loader.read_ahead`; or in the thread below), and `Prefetcher` takes them in a background
+thread, `depth` steps ahead, so a step only waits when they fall behind; the wait is what the
+log's `draw_seconds` counts, and `load_seconds` the work of making them.
 
-The thread is the only reader of the sample stream and draws the steps in order, and nothing it
-draws depends on the model's weights (a step's windows come from the step's own random stream), so
+One reader takes the sample stream and draws the steps in order, and nothing it draws depends
+on the model's weights (a step's windows come from the step's own random stream), so
 a run draws the same candidates with or without it, and a resumed run the same as an
 uninterrupted one. Each candidate's inputs are made once: the scoring pass and the training step
 use the same tensors.
@@ -19,7 +20,7 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -121,24 +122,23 @@ class _Failed:
 
 
 class Prefetcher:
-    """`make(step)` for each of `steps`, in order, in a background thread, at most `depth` ahead
-    of the steps that take them (`get`). An error in the thread is raised by the `get` that would
-    have returned its step. `close` stops the thread (also mid-run: at an error or Ctrl-C)."""
+    """The items (each step's candidates) taken from `items` in a background thread, in order, at
+    most `depth` ahead of the steps that take them (`get`). An error in the thread is raised by
+    the `get` that would have returned its item. `close` stops the thread (also mid-run: at an
+    error or Ctrl-C)."""
 
-    def __init__(
-        self, make: Callable[[int], Candidates], steps: Iterable[int], depth: int = DEPTH
-    ) -> None:
+    def __init__(self, items: Iterable[Candidates], depth: int = DEPTH) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, args=(make, list(steps)), name="jestflow-prefetch", daemon=True
+            target=self._run, args=(items,), name="jestflow-prefetch", daemon=True
         )
         self._thread.start()
 
-    def _run(self, make: Callable[[int], Candidates], steps: list[int]) -> None:
+    def _run(self, items: Iterable[Candidates]) -> None:
         try:
-            for step in steps:
-                if not self._put(make(step)):
+            for item in items:
+                if not self._put(item):
                     return
         except BaseException as error:  # handed to the step that waits for it
             self._put(_Failed(error))
@@ -162,7 +162,7 @@ class Prefetcher:
         return item, time.perf_counter() - began
 
     def close(self) -> None:
-        """Stop the thread (after the step it is drawing) and let what it drew go. A thread still
+        """Stop the thread (after the item it is taking) and let what it took go. A thread still
         stuck in its reader after JOIN_SECONDS is left behind (a daemon: it ends with the
         process), so a run that stops on an error or Ctrl-C never hangs on its reader."""
         self._stop.set()

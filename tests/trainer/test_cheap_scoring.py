@@ -153,6 +153,24 @@ def test_the_student_scores_images_small_and_trains_small_on_a_share_of_the_step
     ]
 
 
+def test_a_run_trains_the_same_with_its_inputs_made_in_a_worker_process_or_in_a_thread(
+    image_shards, images, tmp_path, monkeypatch
+):
+    """The worker process hands each step's inputs over packed (`packing`): the same candidates,
+    sub-batches and losses as when the trainer's own thread makes them (on as many threads: the
+    trainer leaves an image reader a core unless OMP_NUM_THREADS says otherwise)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    changes = {"score_image_size": 32, "small_share": 0.5}
+    there = run(image_shards, images, tmp_path / "process", read_process=True, **changes)
+    here = run(image_shards, images, tmp_path / "thread", read_process=False, **changes)
+    same = ("loss", "eval_loss", "score_flops", "train_flops", "cheap_score_rank_correlation")
+
+    def values(log):
+        return [{k: r[k] for k in same if k in r} for r in log if "step" in r]
+
+    assert values(there) == values(here) and len(values(here)) == 8  # 6 steps, 2 evaluations
+
+
 def test_a_scoring_size_is_for_images():
     base = {"task": "lm", "output": "x", "shards": ("s",)}
     with pytest.raises(JestflowError, match="--score-image-size is for image-text pairs"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import random
 from collections import Counter
 
@@ -15,7 +16,7 @@ import webdataset as wds
 from helpers import png
 from PIL import Image
 
-from jestflow.trainer.loader import read_ahead, train_samples
+from jestflow.trainer.loader import cores_beside_reader, read_ahead, train_samples
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.formats.shard_samples import encode
 from jestflow.transforms.formats.shards import ShardWriter
@@ -206,13 +207,36 @@ def test_read_ahead_in_a_worker_process_gives_the_same_stream(tmp_path):
         return train_samples(urls, task="lm", resampled=True, seed=5, shuffle=7, skipped=skipped)
 
     here, there = Counter(), Counter()
-    expected = [s.key for s in itertools.islice(stream(here), 45)]
-    got = [s.key for s in itertools.islice(read_ahead(stream(there), there, size=4), 45)]
-    assert got == expected and len(set(got)) == 10  # resampled: every sample, again and again
+    expected = list(itertools.islice(stream(here), 45))
+    got = list(itertools.islice(read_ahead(stream(there), there), 45))
+    assert [s.key for s in got] == [s.key for s in expected] and len({s.key for s in got}) == 10
+    assert [s.text for s in got] == [s.text for s in expected]
     # counted in the worker, seen here (the worker reads ahead: it may have skipped more)
     assert set(there) == {"CorruptSample"} and there["CorruptSample"] >= here["CorruptSample"] > 0
     with pytest.raises(
         JestflowError, match=r"^shard-\d+-\d+\.tar holds lm samples, not contrastive$"
     ):
         wrong = train_samples(files, task="contrastive", resampled=True)
-        list(read_ahead(wrong, Counter(), size=4))
+        list(read_ahead(wrong, Counter()))
+
+
+def test_training_leaves_the_reader_process_a_core(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        with cores_beside_reader(True):
+            assert torch.get_num_threads() == 3
+        assert torch.get_num_threads() == 4  # as it was
+        with cores_beside_reader(False):
+            assert torch.get_num_threads() == 4  # no reader process: every core trains
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+        with cores_beside_reader(True):
+            assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "4")
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+        with cores_beside_reader(True):
+            assert torch.get_num_threads() == 4  # the user's choice
+    finally:
+        torch.set_num_threads(before)

@@ -1,4 +1,4 @@
-"""Prefetching: a step's candidates are made in a thread, in order, a bounded number of steps
+"""Prefetching: a step's candidates are taken in a thread, in order, a bounded number of steps
 ahead; an error there reaches the step that needed them; closing stops the thread."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Recorder:
 
 def test_steps_come_in_order_made_ahead_in_another_thread():
     make = Recorder()
-    with Prefetcher(make, range(3, 10), depth=2) as ahead:
+    with Prefetcher(map(make, range(3, 10)), depth=2) as ahead:
         first, waited = ahead.get()
         assert first == {"step": 3} and waited >= 0
         make.wait_for(4)  # step 3 taken: 4 and 5 queued, 6 made and waiting for room
@@ -48,7 +48,7 @@ def test_steps_come_in_order_made_ahead_in_another_thread():
 
 
 def test_an_error_in_the_thread_reaches_the_step_that_needed_it():
-    with Prefetcher(Recorder(fail_at=2), range(5)) as ahead:
+    with Prefetcher(map(Recorder(fail_at=2), range(5))) as ahead:
         assert [ahead.get()[0]["step"] for _ in range(2)] == [0, 1]
         with pytest.raises(JestflowError, match="step 2 could not be drawn"):
             ahead.get()
@@ -56,7 +56,7 @@ def test_an_error_in_the_thread_reaches_the_step_that_needed_it():
 
 def test_closing_mid_run_stops_the_thread():
     make = Recorder()
-    ahead = Prefetcher(make, range(1000), depth=2)
+    ahead = Prefetcher(map(make, range(1000)), depth=2)
     ahead.get()
     make.wait_for(3)
     ahead.close()
