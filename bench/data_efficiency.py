@@ -121,8 +121,9 @@ SWEEP = {
     }
     for task in ("lm", "contrastive", "image-text", "lm-documents")
 }
-# Run on the first seed only with --ablations: what the temperature and scoring length do. The
-# arms above use the default, relative temperature; τ=… is an absolute one.
+# Run on the first seed only with --ablations: what the temperature and scoring length do, and
+# the ceiling of filtering (uniform on the pool's clean records alone: an oracle). The arms above
+# use the default, relative temperature; τ=… is an absolute one.
 ABLATIONS = {
     "lm": {
         "learnability τ=1": ("scored", {**ONLINE, "temperature": 1.0}),
@@ -134,6 +135,7 @@ ABLATIONS = {
         "offline 30 % 64-token teacher + online": ("offline 30 % 64-token teacher", ONLINE),
         "offline 20 %": ("offline 20 %", {"mode": "uniform"}),
         "offline 20 % + online": ("offline 20 %", ONLINE),
+        "clean only (oracle)": ("clean", {"mode": "uniform"}),
     },
     "contrastive": {
         "independent τ=1": ("scored", {**ONLINE, "n_chunks": 1, "temperature": 1.0}),
@@ -141,9 +143,14 @@ ABLATIONS = {
         "joint τ=0.1": ("scored", {**ONLINE, "n_chunks": 16, "temperature": 0.1}),
         "joint 32 chunks": ("scored", {**ONLINE, "n_chunks": 32}),
         "offline 30 %": ("offline 30 %", {"mode": "uniform"}),
+        "clean only (oracle)": ("clean", {"mode": "uniform"}),
     },
 }
-ABLATIONS["image-text"] = ABLATIONS["contrastive"]
+ABLATIONS["image-text"] = {
+    k: v
+    for k, v in ABLATIONS["contrastive"].items()
+    if v[0] != "clean"  # tars: no oracle
+}
 ABLATIONS["lm-documents"] = ABLATIONS["lm"]
 
 
@@ -163,6 +170,8 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, out: Pa
         where = (
             {"data": (data_file(out, task, 2),)}
             if source == "raw"
+            else {"data": (clean_file(out, task),)}
+            if source == "clean"
             else {"shards": (shard_set(out, task, source),)}
         )
         began = time.perf_counter()
@@ -183,6 +192,17 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, out: Pa
         )
         print(f"{task} {name} seed {seed}: {time.perf_counter() - began:.0f} s", flush=True)
     return read_log(str(run_dir))
+
+
+def clean_file(out: Path, task: str) -> str:
+    """The pool's clean records alone (kind "clean"), beside it: an oracle filter, the most that
+    removing the noise can give a uniform student."""
+    pool = Path(data_file(out, task, 2))
+    clean = pool.with_name("pool-clean.jsonl")
+    if not clean.exists():
+        lines = pool.read_text().splitlines()
+        clean.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["kind"] == "clean"))
+    return str(clean)
 
 
 def teacher_pass(task: str, out: Path, logs: dict[str, list[RunLog]], rows: list[dict]) -> dict:
@@ -209,7 +229,10 @@ def teacher_pass(task: str, out: Path, logs: dict[str, list[RunLog]], rows: list
     break_even, with_training = {}, {}
     for row in rows:
         to_target = row["seconds_to_target"]
-        on_shards = {**ARMS[task], **ABLATIONS[task], **SWEEP[task]}[row["arm"]][0] != "raw"
+        on_shards = {**ARMS[task], **ABLATIONS[task], **SWEEP[task]}[row["arm"]][0] not in (
+            "raw",
+            "clean",
+        )
         if on_shards and to_target is not None and to_target < uniform_seconds:
             break_even[row["arm"]] = seconds / (uniform_seconds - to_target)
             if trained is not None:
