@@ -240,6 +240,7 @@ def test_curate_command(noisy, tmp_path):
         ["rejected:", "bad_json", "1"],
     ], lines
     assert any(line.startswith("shards ") for line in lines)
+    assert "jestflow: " in result.stderr  # progress lines, where this invocation captures them
     assert {p.name[:8] for p in (tmp_path / "out" / "shards").iterdir()} == {"tier-00-", "tier-01-"}
     again = CliRunner().invoke(main, ["curate", *args, "--tiers", "1", "--overwrite", "--quiet"])
     assert again.exit_code == 0 and "jestflow:" not in again.output

@@ -29,6 +29,21 @@ class _OursAndErrors(logging.Filter):
         return ours or record.levelno >= logging.ERROR
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever `sys.stderr` is when a record is written, not the stream it was made
+    with: one handler serves the whole process, and click's CliRunner, pytest's capture and
+    `contextlib.redirect_stderr` each swap `sys.stderr` (as logging's own last-resort handler
+    does)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it
+        pass
+
+
 def configure(level: str | int = "INFO") -> None:
     """Send jestflow's records at `level` (and everyone's errors) to stderr, once per process."""
     level = logging.getLevelName(level) if isinstance(level, int) else level.upper()
@@ -36,7 +51,7 @@ def configure(level: str | int = "INFO") -> None:
     logging.getLogger(NAME).setLevel(level)
     root = logging.getLogger()
     if not any(isinstance(f, _OursAndErrors) for h in root.handlers for f in h.filters):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _Stderr()
         handler.addFilter(_OursAndErrors())
         handler.setFormatter(logging.Formatter("jestflow: %(message)s"))
         root.addHandler(handler)
