@@ -62,13 +62,16 @@ def test_curate_accounts_ranks_and_cleans(noisy, tmp_path, learned):
 
     rejected = sorted(r["reason"] for r in rows if r["status"] == "rejected")
     assert rejected == REASONS and stats["rejected"] == dict.fromkeys(REASONS, 1)
-    dead = read_manifest(str(out / "manifest"))  # the dead letters keep the raw bytes
     import pyarrow.parquet as pq
 
-    letters = pq.read_table(out / "rejected").to_pylist()
+    letters = pq.read_table(out / "rejected").to_pylist()  # a dead letter per rejected record
     assert sorted(r["reason"] for r in letters) == REASONS
-    assert {r["raw"] for r in letters} >= {b"{broken", b'{"text": "caf\xe9 au lait"}'}
-    assert dead.num_rows == 246
+    rejected_rows = [r for r in rows if r["status"] == "rejected"]
+    assert sorted((r["source"], r["position"]) for r in letters) == sorted(
+        (r["source"], r["position"]) for r in rejected_rows
+    )
+    assert {r["raw"] for r in letters} >= {b"{broken", b'{"text": "caf\xe9 au lait"}'}  # bytes kept
+    assert len(rows) == 246  # and every input a manifest row
 
     hist = stats["scores"]["histogram"]
     assert sum(hist["selected"]) == 60 and sum(hist["not_selected"]) == 180
