@@ -65,3 +65,14 @@ def pairs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def images(tmp_path_factory):
     return make_images(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(autouse=True)
+def _empty_memory_filesystem():
+    """fsspec's memory:// filesystem is one per process: each test leaves it empty, so no test
+    reads what another wrote there."""
+    yield
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    MemoryFileSystem.store.clear()
+    MemoryFileSystem.pseudo_dirs[:] = [""]
