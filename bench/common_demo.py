@@ -6,6 +6,7 @@ task curated by `jestflow curate` into shard sets (made on first use, reused und
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from common_documents import write_documents
@@ -43,6 +44,17 @@ def data_file(out: Path, task: str, which: int) -> str:
     """A corpus's reference (0), eval (1) or pool (2) file (a glob for the tars)."""
     folder, *files = FILES[task]
     return str(out / "data" / folder / files[which])
+
+
+def clean_file(out: Path, task: str) -> str:
+    """The pool's clean records alone (kind "clean"), beside it: an oracle filter, the most that
+    removing the noise can give a uniform student."""
+    pool = Path(data_file(out, task, 2))
+    clean = pool.with_name("pool-clean.jsonl")
+    if not clean.exists():
+        lines = pool.read_text().splitlines()
+        clean.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["kind"] == "clean"))
+    return str(clean)
 
 
 # curated shard sets: name → (the fraction of the pool `jestflow curate` keeps, its

@@ -26,18 +26,13 @@ captions; teacher: the built-in CNN + n-gram towers, 600 steps):
 step's candidates, at each evaluation (the trainer logs it), averaged.
 
 Steps-to-target: the first evaluation at or below the uniform run's final held-out loss (same
-seed). Compute-to-target: the student's training and online scoring FLOPs (the trainer's own
-estimate) spent by then, against the uniform run's total. Time-to-target: the wall-clock seconds
-of the steps by then (drawing samples, online scoring, training; not the evaluations), against
-the uniform run's; the arms run one after another, so give the benchmark the machine (or pin it:
-`taskset -c 0`). The teacher at curation scores whole documents, window by window, and the
-student online scores the window it would train on (the defaults). The teacher's one offline pass over the pool
-(the `jestflow curate` run: its FLOPs estimate and its wall-clock seconds) is reported apart,
-with its break-even: how many student runs on the same shards pay for it (its seconds over the
-seconds one run saves against uniform).
-
-The corpora, teachers and curated shard sets are bench/common_demo.py's (bench/memory.py reads
-the same).
+seed). Compute-to-target: the student's training and online-scoring FLOPs by then (counted per
+input, trainer/flops.py) against the uniform run's total. Time-to-target: the steps' wall-clock
+seconds by then (drawing, scoring, training; no evaluations) against uniform's: the arms run one
+after another, so give the benchmark the machine. The teacher's one offline pass (the `jestflow
+curate` run: FLOPs and seconds) is reported apart, with the student runs on its shards that pay
+it back. Corpora, teachers, curated sets: bench/common_demo.py. "clean only (oracle)" (lm, text
+pairs; --ablation-arms): uniform on the pool's clean records, the ceiling of any filter.
 
 LM on long documents (`--tasks lm-documents`, not in the default tasks; bench/common_documents.py:
 documents of 1–8 KB, a quarter clean, a quarter with a clean start and a noise body, half noise;
@@ -65,7 +60,16 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from common_demo import CURATED, FIELDS, MODEL_TASK, curated_dir, data_file, prepare, shard_set
+from common_demo import (
+    CURATED,
+    FIELDS,
+    MODEL_TASK,
+    clean_file,
+    curated_dir,
+    data_file,
+    prepare,
+    shard_set,
+)
 
 from jestflow.demo.config import RECIPES
 from jestflow.trainer.core import load_examples
@@ -146,11 +150,8 @@ ABLATIONS = {
         "clean only (oracle)": ("clean", {"mode": "uniform"}),
     },
 }
-ABLATIONS["image-text"] = {
-    k: v
-    for k, v in ABLATIONS["contrastive"].items()
-    if v[0] != "clean"  # tars: no oracle
-}
+# image-text pools are tars: no oracle arm
+ABLATIONS["image-text"] = {k: v for k, v in ABLATIONS["contrastive"].items() if v[0] != "clean"}
 ABLATIONS["lm-documents"] = ABLATIONS["lm"]
 
 
@@ -192,17 +193,6 @@ def run_arm(task: str, name: str, source: str, options: dict, seed: int, out: Pa
         )
         print(f"{task} {name} seed {seed}: {time.perf_counter() - began:.0f} s", flush=True)
     return read_log(str(run_dir))
-
-
-def clean_file(out: Path, task: str) -> str:
-    """The pool's clean records alone (kind "clean"), beside it: an oracle filter, the most that
-    removing the noise can give a uniform student."""
-    pool = Path(data_file(out, task, 2))
-    clean = pool.with_name("pool-clean.jsonl")
-    if not clean.exists():
-        lines = pool.read_text().splitlines()
-        clean.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["kind"] == "clean"))
-    return str(clean)
 
 
 def teacher_pass(task: str, out: Path, logs: dict[str, list[RunLog]], rows: list[dict]) -> dict:
