@@ -92,8 +92,9 @@ from .options import (
     "--read-process/--read-in-thread",
     default=True,
     show_default=True,
-    help="Read and decode samples in a worker process beside training, or in a thread of the "
-    "trainer's (each step's candidates are drawn ahead either way).",
+    help="Read, decode and make each step's model inputs in a worker process beside training "
+    "(which has a core of its own where it decodes images), or in a thread of the trainer's "
+    "(each step's candidates are drawn ahead either way).",
 )
 @device_option
 @model_size_options

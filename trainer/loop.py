@@ -87,8 +87,8 @@ class TrainConfig(ModelSize, Optimization):
     # shards curated so); 0: whole texts
     score_seq_len: int | None = None
     device: str = "auto"
-    # read and decode samples in a worker process (`loader.read_ahead`), beside training; False:
-    # in the prefetching thread, which shares the trainer's interpreter
+    # make each step's candidates (read, decode, model inputs) in a worker process beside
+    # training (`loader.read_ahead`); False: in the prefetching thread, in the trainer's process
     read_process: bool = True
     # images: the student scores them at this side in pixels, a cheaper pass (Flexi-JEST); None:
     # at its own size. `small_share` of the steps then train at that size too (multi-resolution
