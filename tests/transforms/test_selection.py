@@ -22,6 +22,7 @@ from jestflow.transforms.selection.jest import (
     score,
     select_independent,
     select_joint,
+    temperature_of,
 )
 
 # --- exact probabilities ----------------------------------------------------------------------
@@ -351,3 +352,26 @@ def test_score_modes():
         score("loss", student=student)
     with pytest.raises(ValueError, match="needs the teacher model"):
         ContrastivePairScores("easy_reference", student=random_embeddings(4, 2, 0))
+
+
+def test_the_relative_temperature_is_the_median_absolute_deviation_of_the_scores():
+    """τ = factor × median |s − median(s)|, computed here with numpy on an odd count (one middle
+    value): a far tail that moves the standard deviation and the quartiles a lot leaves it be,
+    and where most scores tie (a zero median deviation) the mean absolute deviation stands in."""
+    import numpy as np
+
+    def mad(x):
+        return float(np.median(np.abs(x - np.median(x))))
+
+    base = np.arange(101, dtype=np.float64)
+    for tail in (1e3, 1e9):
+        scores = np.concatenate([base, np.full(4, tail), [-np.inf]])  # -inf: a masked candidate
+        finite = scores[np.isfinite(scores)]
+        got = temperature_of(torch.from_numpy(scores), None, 0.1)
+        assert got == pytest.approx(0.1 * mad(finite), rel=1e-12) == pytest.approx(2.6)
+    tied = np.concatenate([np.zeros(61), np.arange(1.0, 41.0)])  # 101 scores, 61 tied
+    assert mad(tied) == 0
+    mean_deviation = float(np.mean(np.abs(tied - np.median(tied))))
+    assert temperature_of(torch.from_numpy(tied), None, 0.1) == pytest.approx(0.1 * mean_deviation)
+    assert temperature_of(torch.zeros(5), None, 0.1) == pytest.approx(0.1)  # all tie: a unit
+    assert temperature_of(torch.tensor([3.0]), 2.0, 0.1) == 2.0  # an absolute τ as given
