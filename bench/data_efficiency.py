@@ -219,10 +219,8 @@ def teacher_pass(task: str, out: Path, logs: dict[str, list[RunLog]], rows: list
     break_even, with_training = {}, {}
     for row in rows:
         to_target = row["seconds_to_target"]
-        on_shards = {**ARMS[task], **ABLATIONS[task], **SWEEP[task]}[row["arm"]][0] not in (
-            "raw",
-            "clean",
-        )
+        source = {**ARMS[task], **ABLATIONS[task], **SWEEP[task]}[row["arm"]][0]
+        on_shards = source not in ("raw", "clean")  # the pool itself, or its clean records
         if on_shards and to_target is not None and to_target < uniform_seconds:
             break_even[row["arm"]] = seconds / (uniform_seconds - to_target)
             if trained is not None:

@@ -54,10 +54,10 @@ def step_record(
     timing: tuple[float, float, float],
 ) -> dict:
     """The step's log line (`trained`: the inputs the step trained on; `timing`: when the step
-    began, the seconds it waited for its
-    candidates, and when its training pass began). `draw_seconds` is that wait, `load_seconds`
-    the prefetching thread's work on them (off the step's path unless it waited). The step's
-    wall time counts the wait, scoring and training; not evaluations or checkpoints."""
+    began, the seconds it waited for its candidates, and when its training pass began).
+    `draw_seconds` is that wait, `load_seconds` the work of making the candidates (in the reader
+    process or the prefetching thread: off the step's path unless it waited). The step's wall
+    time counts the wait, scoring and training; not evaluations or checkpoints."""
     config, world = run.config, run.ranks.world
     picked = [drawn.samples[i] for i in chosen.indices]
     peak, now = memory_mib()

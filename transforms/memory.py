@@ -67,18 +67,25 @@ def memory_mib() -> tuple[float, float | None]:
     """(peak resident memory so far, resident memory now) of this process in MiB, from one read
     of /proc/self/status; now is None without /proc. Beside the peak, now tells memory that stays
     from a rare step that needed more."""
-    found = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                name, _, value = line.partition(":")
-                if name in ("VmHWM", "VmRSS"):
-                    found[name] = int(value.split()[0]) / 2**10  # kB
-    except (OSError, IndexError, ValueError):
-        found = {}
+    found = proc_memory_mib()
     if "VmHWM" in found:
         return found["VmHWM"], found.get("VmRSS")
     import resource  # Unix only: imported where /proc is missing, not on import
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return (peak / 2**20 if sys.platform == "darwin" else peak / 2**10), None  # bytes; KiB
+
+
+def proc_memory_mib(pid: int | str = "self") -> dict[str, float]:
+    """A process's peak (`VmHWM`) and current (`VmRSS`) resident memory in MiB, as its
+    /proc/PID/status gives them; empty without /proc or once the process is gone."""
+    found = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name in ("VmHWM", "VmRSS"):
+                    found[name] = int(value.split()[0]) / 2**10  # kB
+    except (OSError, IndexError, ValueError):
+        return {}
+    return found

@@ -20,6 +20,7 @@ import pytest
 
 from jestflow.transforms.formats.shard_samples import encode
 from jestflow.transforms.formats.shards import ShardWriter
+from jestflow.transforms.memory import proc_memory_mib
 from jestflow.transforms.records import make_example
 
 STEPS, EARLY = 240, 60
@@ -94,7 +95,8 @@ def watch(command: list[str], log: Path) -> tuple[int, str, list[tuple[int, floa
         deadline = time.monotonic() + 1200
         while job.poll() is None and time.monotonic() < deadline:
             steps = log.read_text().count("\n") if log.exists() else 0
-            seen += [(steps, mib) for mib in map(peak_mib, children(job.pid)) if mib]
+            peaks = (proc_memory_mib(child).get("VmHWM") for child in children(job.pid))
+            seen += [(steps, mib) for mib in peaks if mib]
             time.sleep(0.2)
         if job.poll() is None:
             job.kill()
@@ -108,11 +110,3 @@ def children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             found += map(int, (task / "children").read_text().split())
     return found
-
-
-def peak_mib(pid: int) -> float | None:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**10
-    return None
