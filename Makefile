@@ -15,7 +15,7 @@ EXTRAS := hf,minilm,gcs,s3,dev
 DEMO ?= build/demo
 PYTEST ?= $(BIN)/python -m pytest
 
-.PHONY: setup lock demo test test-kernels test-slow test-latest lint bench clean
+.PHONY: setup lock demo test test-kernels test-broken test-slow test-latest lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -71,12 +71,19 @@ lint: setup
 test: lint
 	$(PYTEST) -m "not slow and not minilm"
 
-# The same tests on other CPU kernels than this machine picks: torch's own (ATen) and oneDNN's
-# choose by instruction set, and training results differ between them in the last bits, so a
-# bound tuned on one machine fails on another. bench/margins.py measures the bounds' margins.
+# The tests whose results hang on the CPU kernels (marked `kernels`: training, and scores that
+# must agree across batchings and processes) on other kernels than this machine picks: torch's
+# own (ATen) and oneDNN's choose by instruction set, and training results differ between them in
+# the last bits, so a bound tuned on one machine fails on another. bench/margins.py measures the
+# bounds' margins.
 OTHER_KERNELS ?= ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41
 test-kernels: setup
-	env $(OTHER_KERNELS) $(PYTEST) -m "not slow and not minilm"
+	env $(OTHER_KERNELS) $(PYTEST) -m "kernels and not slow and not minilm"
+
+# Every `learned` test once with models that cannot learn (learning rates ~0): fails unless each
+# bound they record fails, and unless each of them that ran recorded one.
+test-broken: setup
+	$(BIN)/python bench/margins.py --broken-only --settings native --seeds 0
 
 # Slower tests, and the adapter test on the offline MiniLM package (extra `minilm`).
 test-slow: setup

@@ -12,9 +12,15 @@ each value) under every setting and training seed, then once with models that ca
 the best, the margin (worst − bound, in the bound's direction), and the broken models' value,
 which must fail the bound. Exits non-zero if any margin is not positive or a broken model passes.
 
+A learned test that ran (was not skipped) but recorded no bound in the broken run also fails
+the check: a bound never reached cannot be shown to fail.
+
 Run: python bench/margins.py [--seeds 0,1,2] [--settings native,aten-default,...]
 (about 8 minutes on 2 cores for the defaults: 7 settings × 3 seeds, 20–30 s each, and the
 broken run; `aten-avx512` only where the CPU has AVX-512)
+
+`--broken-only` runs just the broken models, every `learned` test slow ones included, and exits
+non-zero unless each recorded bound fails: CI runs it (`make test-broken`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,38 +45,53 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_tests(setting: str, seed: int, log: Path, *, broken: bool = False) -> tuple[int, float]:
-    """The `learned` tests under one setting and seed; their values are appended to `log`."""
+    """The `learned` tests under one setting and seed; their values are appended to `log`, and
+    the ids of the tests that ran (not skipped) written beside it (`<log>.ran`)."""
     env = kernel_env(setting)
     env |= {"JESTFLOW_TEST_SEED": str(seed), "JESTFLOW_LEARNED_LOG": str(log)}
     if broken:
         env["JESTFLOW_TEST_BROKEN"] = "1"
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-m",
-        "learned",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        str(ROOT / "tests"),
-    ]
+    junit = log.with_suffix(".xml")
+    command = [sys.executable, "-m", "pytest", "-m", "learned", "-q", "-p", "no:cacheprovider"]
+    command += [f"--junitxml={junit}", str(ROOT / "tests")]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode not in (0, 1):  # 1: a test failed, which the table shows
         sys.exit(f"pytest failed to run under {setting}, seed {seed}:\n{done.stdout[-3000:]}")
+    Path(f"{log}.ran").write_text("".join(f"{t}\n" for t in tests_that_ran(junit)))
     return done.returncode, time.perf_counter() - start
+
+
+def tests_that_ran(junit: Path) -> list[str]:
+    """The node ids (as the `learned` fixture names them) of the tests in a JUnit report that
+    were not skipped."""
+    ran = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        if case.find("skipped") is None:
+            module = case.get("classname", "").replace(".", "/")
+            ran.append(f"{module}.py::{case.get('name')}")
+    return ran
+
+
+def silent_tests(log: Path) -> list[str]:
+    """Tests that ran in a run but recorded no bound: what they assert was never measured."""
+    recorded = {json.loads(line)["test"] for line in read_lines(log)}
+    return [t for t in read_lines(Path(f"{log}.ran")) if t not in recorded]
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def margin(value: float, op: str, bound: float) -> float:
     return value - bound if op == ">" else bound - value
 
 
-def collect(settings: list[str], seeds: list[int]) -> tuple[dict, dict]:
+def collect(settings: list[str], seeds: list[int]) -> tuple[dict, dict, set]:
     """The `learned` tests under every setting and seed, then once with broken models: the
-    values by (test, name, op, bound), as [(value, setting, seed)], and the broken models'."""
-    values = defaultdict(list)
-    broken = {}
+    values by (test, name, op, bound), as [(value, setting, seed)], the broken models', and
+    the tests that ran somewhere without recording a bound."""
+    values, silent = defaultdict(list), set()
     with tempfile.TemporaryDirectory() as tmp:
         for setting in settings:
             for seed in seeds:
@@ -80,20 +102,33 @@ def collect(settings: list[str], seeds: list[int]) -> tuple[dict, dict]:
                     f"in {seconds:.0f} s",
                     flush=True,
                 )
-                for line in log.read_text().splitlines() if log.exists() else []:
+                silent.update(silent_tests(log))
+                for line in read_lines(log):
                     r = json.loads(line)
                     key = (r["test"], r["name"], r["op"], r["bound"])
                     values[key].append((r["value"], setting, seed))
-        log = Path(tmp) / "broken.jsonl"
-        run_tests(settings[0], seeds[0], log, broken=True)
-        for line in log.read_text().splitlines():
-            r = json.loads(line)
-            broken[(r["test"], r["name"], r["op"], r["bound"])] = r["value"]
-    return values, broken
+        broken, broken_silent = broken_run(Path(tmp), settings[0], seeds[0])
+    return values, broken, silent | broken_silent
 
 
-def bound_row(key: tuple, runs: list[tuple], b: float | None) -> tuple[tuple, bool]:
-    """One bound's table row, and whether it is bad (no positive margin, or broken models pass)."""
+def broken_run(tmp: Path, setting: str, seed: int) -> tuple[dict, set]:
+    """The `learned` tests once with models that cannot learn: each bound's value by key, and
+    the tests that ran without recording one."""
+    log = tmp / "broken.jsonl"
+    _, seconds = run_tests(setting, seed, log, broken=True)
+    print(f"  {setting:13s} seed {seed}, broken models: ran in {seconds:.0f} s", flush=True)
+    broken = {}
+    for line in read_lines(log):
+        r = json.loads(line)
+        broken[(r["test"], r["name"], r["op"], r["bound"])] = r["value"]
+    return broken, set(silent_tests(log))
+
+
+def bound_row(
+    key: tuple, runs: list[tuple], b: float | None, broken_only: bool = False
+) -> tuple[tuple, bool]:
+    """One bound's table row, and whether it is bad: broken models pass it, or (unless only
+    the broken run was made) it has no positive margin."""
     test, name, op, bound = key
     if runs:
         worst = min(runs, key=lambda v: margin(v[0], op, bound))
@@ -114,13 +149,14 @@ def bound_row(key: tuple, runs: list[tuple], b: float | None) -> tuple[tuple, bo
         "—" if b is None else f"{b:.4g}",
         "yes" if fails else "NO",
     )
-    return row, m <= 0 or not fails
+    return row, (m <= 0 and not broken_only) or not fails
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--settings", default=",".join(available()))
+    parser.add_argument("--broken-only", action="store_true", help="only the broken-model run")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = args.settings.split(",")
@@ -132,18 +168,28 @@ def main() -> None:
         f"torch {torch.__version__}, native CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"
     )
-    values, broken = collect(settings, seeds)
+    if args.broken_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            broken, silent = broken_run(Path(tmp), settings[0], seeds[0])
+        values = {}
+    else:
+        values, broken, silent = collect(settings, seeds)
     rows, bad = [], 0
     for key in sorted(set(values) | set(broken)):
-        row, is_bad = bound_row(key, values.get(key, []), broken.get(key))
+        row, is_bad = bound_row(key, values.get(key, []), broken.get(key), args.broken_only)
         rows.append(row)
         bad += is_bad
 
     header = ("test: bound", "bound", "worst (where)", "best", "margin", "broken", "fails broken")
     print(f"\n{len(settings)} settings × seeds {seeds}; broken = learning rates ~0\n")
     print(text_table(rows, header=header, align="l" * len(header)))
-    if bad:
-        sys.exit(f"\n{bad} bound(s) without a positive margin or passing with broken models")
+    for test in sorted(silent):
+        print(f"ran but recorded no bound: {test}")
+    if bad or silent:
+        sys.exit(
+            f"\n{bad} bound(s) without a positive margin or passing with broken models, "
+            f"{len(silent)} learned test(s) that recorded no bound"
+        )
 
 
 if __name__ == "__main__":

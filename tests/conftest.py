@@ -2,16 +2,49 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from corpora import make_images, make_noisy, make_pairs
 from helpers import Learned, sentences, write_jsonl
 
+# Modules whose asserted results hang on the last bits of torch's CPU kernels: they train, or
+# compare a model's scores across batchings, processes, workers or runs. `make test-kernels`
+# reruns them (and every `learned` test) under other kernels than this machine picks.
+KERNEL_MODULES = {
+    "demo/test_demo.py",
+    "pipeline/test_contrastive.py",
+    "pipeline/test_curate.py",
+    "pipeline/test_handlers.py",
+    "pipeline/test_recuration.py",
+    "pipeline/test_reliability.py",
+    "pipeline/test_reliability_copies.py",
+    "trainer/test_calibrate.py",
+    "trainer/test_cheap_scoring.py",
+    "trainer/test_fit.py",
+    "trainer/test_loop.py",
+    "trainer/test_online_selection.py",
+    "trainer/test_weighted.py",
+    "trainer/test_windows.py",
+    "transforms/test_documents.py",
+    "transforms/test_hf.py",
+    "transforms/test_hf_dual.py",
+    "transforms/test_models.py",
+    "transforms/test_scoring_batches.py",
+}
+TESTS = Path(__file__).parent
+
 
 def pytest_collection_modifyitems(items):
-    """Tests asserting what a trained model reaches (they use `learned`) are marked `learned`."""
+    """Tests asserting what a trained model reaches (they use `learned`) are marked `learned`;
+    they and the tests of KERNEL_MODULES are marked `kernels`."""
     for item in items:
-        if "learned" in getattr(item, "fixturenames", ()):
+        learned = "learned" in getattr(item, "fixturenames", ())
+        if learned:
             item.add_marker(pytest.mark.learned)
+        module = Path(item.path).relative_to(TESTS).as_posix()
+        if learned or module in KERNEL_MODULES:
+            item.add_marker(pytest.mark.kernels)
 
 
 @pytest.fixture(scope="module")

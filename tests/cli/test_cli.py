@@ -205,8 +205,13 @@ def test_curate_where_no_record_parses_fails_with_the_reason_and_the_fields(nois
 
 
 def test_curate_on_a_missing_gpu_stops_before_any_work(noisy, tmp_path):
-    if torch.cuda.is_available():
-        return
+    """Without CUDA, `--device cuda`; with it, one GPU past the last: one line, nothing written."""
+    missing = torch.cuda.device_count()
+    device, message = (
+        (f"cuda:{missing}", f"unusable device 'cuda:{missing}'")
+        if torch.cuda.is_available()
+        else ("cuda", "CUDA is not available")
+    )
     args = [
         "curate",
         str(noisy / "pool.jsonl"),
@@ -219,8 +224,8 @@ def test_curate_on_a_missing_gpu_stops_before_any_work(noisy, tmp_path):
         "--keep",
         "0.5",
         "--device",
-        "cuda",
+        device,
     ]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1 and "CUDA is not available" in result.output
+    assert result.exit_code == 1 and message in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -1,6 +1,5 @@
 """The command line as a person meets it, in real processes: exit codes, Ctrl-C, what is printed
-off a terminal, the last lines. (In-process CliRunner tests cannot see the log lines: the root
-handler stays bound to the first runner's stream.)"""
+off a terminal (Beam's worker processes' lines included), the last lines."""
 
 from __future__ import annotations
 
@@ -215,6 +214,37 @@ def test_curate_on_an_empty_input_fails_naming_it(noisy, tmp_path):
     assert run.returncode == 1
     assert run.stderr.splitlines()[-1] == f"Error: no records in {empty}"
     assert "shards:" not in run.stdout and not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_curate_with_two_workers_logs_their_work_and_quiet_silences_them(noisy, tmp_path):
+    """With --workers 2 the scoring, selection and writing run in Beam's worker processes: their
+    lines reach stderr at the job's level, nothing else does, and --quiet silences them too."""
+    args = curate_args(noisy, [noisy / "pool.jsonl"], tmp_path / "out", "--workers", "2")
+    run = jestflow(*args, env={"JESTFLOW_PROGRESS_SECONDS": "0"})
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    for start in ("read ", "scored ", "super-batch 0: ", "wrote shards/"):
+        assert any(line.startswith(f"jestflow: {start}") for line in lines), (start, run.stderr)
+    assert all(line.startswith("jestflow: ") for line in lines), run.stderr
+    quiet = jestflow(*args, "--overwrite", "--quiet", env={"JESTFLOW_PROGRESS_SECONDS": "0"})
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert quiet.stdout.splitlines()[0].split() == ["inputs", "245", "100.0", "%"]
+
+
+def test_a_pool_mostly_rejected_is_curated_with_a_warning(noisy, tmp_path):
+    good = [{"text": t} for t in sentences(8, 5)]
+    pool = write_jsonl(tmp_path / "pool.jsonl", good)
+    with open(pool, "a", encoding="utf-8") as f:
+        f.write("{broken\n" * 12)
+    run = jestflow(*curate_args(noisy, [pool], tmp_path / "out", "--workers", "2"))
+    assert run.returncode == 0, run.stderr
+    warning = [line for line in run.stderr.splitlines() if "records were rejected" in line]
+    assert warning == [
+        "jestflow: 12 of 20 records were rejected (bad_json 12); first: "
+        f"{pool} record 8: JSONDecodeError: Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)"
+    ], run.stderr
+    assert "rejected:" in run.stdout and (tmp_path / "out" / "_SUCCESS").exists()
 
 
 def test_train_off_a_terminal_logs_progress_and_ends_with_a_summary(noisy, tmp_path):

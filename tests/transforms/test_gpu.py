@@ -66,8 +66,8 @@ def test_lazy_joint_selection_on_gpu_embeddings_matches_cpu():
     assert overlap > 0.95  # same noise; only float rounding differs
 
 
-def test_teacher_trains_on_gpu(tmp_path):
-    from helpers import sentences, write_jsonl
+def test_teacher_trains_on_gpu(tmp_path, learned):
+    from helpers import lr, sentences, write_jsonl
 
     data = write_jsonl(tmp_path / "t.jsonl", ({"text": t} for t in sentences(200, 0)))
     config = TeacherConfig(
@@ -78,7 +78,7 @@ def test_teacher_trains_on_gpu(tmp_path):
         fields=FieldMap(text="text"),
         steps=60,
         batch_size=16,
-        lr=3e-3,
+        lr=lr(3e-3),
         device="cuda",
         d_model=32,
         n_layer=1,
@@ -86,7 +86,7 @@ def test_teacher_trains_on_gpu(tmp_path):
         max_len=64,
     )
     result = train_teacher(config)
-    assert result.eval_loss < 4.0
+    learned.expect("held-out loss", result.eval_loss, "<", 4.0)
 
 
 # --- the scoring path on CUDA: bf16 autocast, pinned copies, splitting a batch out of memory ---
