@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from ..errors import JestflowError
 from ..formats.manifest import STATUSES, read_manifest, status_counts
-from ..formats.run_folder import MANIFEST, RUN, is_complete
+from ..formats.run_folder import MANIFEST, RUN, STARTED, is_complete
 from ..paths import filesystem, read_json
 from ..selection.stats import SCORED
 from .tables import text_table
@@ -70,6 +70,11 @@ def load_run(url: str) -> tuple[dict[str, Any], pa.Table]:
     fs, root = filesystem(url)
     manifest_url = posixpath.join(url, MANIFEST)
     if not fs.exists(posixpath.join(root, MANIFEST)):
+        if fs.exists(posixpath.join(root, STARTED)):
+            raise JestflowError(
+                f"{url} holds a curation run interrupted before it wrote any manifest part "
+                "(_STARTED, no manifest/): nothing to summarise; the same curate command redoes it"
+            )
         raise JestflowError(f"{url} holds no curation run (no manifest/)")
     manifest = read_manifest(manifest_url)
     run = read_json(posixpath.join(url, RUN)) if fs.exists(posixpath.join(root, RUN)) else {}
@@ -154,6 +159,16 @@ def summary_text(summary: dict[str, Any]) -> str:
     return "\n".join(_side_by_side({"run": summary}))
 
 
+def _teachers_note(result: dict[str, Any]) -> str:
+    """Whether the two runs' teachers differ, when both are known (an interrupted run's
+    teacher is named only in its run.json, written last)."""
+    if result["same_teacher"]:
+        return ""
+    if result["old"]["teacher"] is None or result["new"]["teacher"] is None:
+        return " (a teacher unknown: an incomplete run)"
+    return " (different teachers)"
+
+
 def comparison_text(result: dict[str, Any]) -> str:
     s, loss, score = result["selected"], result["teacher_loss_shift"], result["score_shift"]
     lines = _side_by_side({"old": result["old"], "new": result["new"]})
@@ -161,8 +176,7 @@ def comparison_text(result: dict[str, Any]) -> str:
         "",
         f"selected: {s['both']:,} in both (Jaccard {_number(s['jaccard'], 3)}), "
         f"{s['only_old']:,} only in old, {s['only_new']:,} only in new",
-        f"scored in both: {result['scored_in_both']:,}"
-        + ("" if result["same_teacher"] else " (different teachers)"),
+        f"scored in both: {result['scored_in_both']:,}" + _teachers_note(result),
         f"teacher loss new − old: mean {_number(loss['mean'])}, median {_number(loss['median'])}, "
         f"rank correlation {_number(loss['rank_correlation'], 3)}",
         f"score new − old: mean {_number(score['mean'])}, median {_number(score['median'])}, "
