@@ -131,6 +131,7 @@ def random_minilm(folder: Path) -> str:
 
 
 @pytest.mark.minilm
+@pytest.mark.timeout(900)  # MiniLM scores the whole pair pool on 2 cores
 def test_the_text_pairs_use_the_calibrated_minilm(tmp_path, learned, monkeypatch):
     if BROKEN:  # the recall below is the pretrained weights' doing: random ones must fail it
         from jestflow.demo import config as demo_config
