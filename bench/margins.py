@@ -16,6 +16,7 @@ A learned test that ran (was not skipped) but recorded no bound in the broken ru
 the check: a bound never reached cannot be shown to fail.
 
 Run: python bench/margins.py [--seeds 0,1,2] [--settings native,aten-default,...]
+[--tests 'learned and not minilm']
 (about 8 minutes on 2 cores for the defaults: 7 settings × 3 seeds, 20–30 s each, and the
 broken run; `aten-avx512` only where the CPU has AVX-512)
 
@@ -44,7 +45,9 @@ from jestflow.transforms.reporting.tables import text_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_tests(setting: str, seed: int, log: Path, *, broken: bool = False) -> tuple[int, float]:
+def run_tests(
+    setting: str, seed: int, log: Path, *, broken: bool = False, marker: str = "learned"
+) -> tuple[int, float]:
     """The `learned` tests under one setting and seed; their values are appended to `log`, and
     the ids of the tests that ran (not skipped) written beside it (`<log>.ran`)."""
     env = kernel_env(setting)
@@ -52,7 +55,7 @@ def run_tests(setting: str, seed: int, log: Path, *, broken: bool = False) -> tu
     if broken:
         env["JESTFLOW_TEST_BROKEN"] = "1"
     junit = log.with_suffix(".xml")
-    command = [sys.executable, "-m", "pytest", "-m", "learned", "-q", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "-m", marker, "-q", "-p", "no:cacheprovider"]
     command += [f"--junitxml={junit}", str(ROOT / "tests")]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -87,7 +90,7 @@ def margin(value: float, op: str, bound: float) -> float:
     return value - bound if op == ">" else bound - value
 
 
-def collect(settings: list[str], seeds: list[int]) -> tuple[dict, dict, set]:
+def collect(settings: list[str], seeds: list[int], marker: str) -> tuple[dict, dict, set]:
     """The `learned` tests under every setting and seed, then once with broken models: the
     values by (test, name, op, bound), as [(value, setting, seed)], the broken models', and
     the tests that ran somewhere without recording a bound."""
@@ -96,7 +99,7 @@ def collect(settings: list[str], seeds: list[int]) -> tuple[dict, dict, set]:
         for setting in settings:
             for seed in seeds:
                 log = Path(tmp) / f"{setting}-{seed}.jsonl"
-                rc, seconds = run_tests(setting, seed, log)
+                rc, seconds = run_tests(setting, seed, log, marker=marker)
                 print(
                     f"  {setting:13s} seed {seed}: {'passed' if rc == 0 else 'FAILED'} "
                     f"in {seconds:.0f} s",
@@ -107,15 +110,15 @@ def collect(settings: list[str], seeds: list[int]) -> tuple[dict, dict, set]:
                     r = json.loads(line)
                     key = (r["test"], r["name"], r["op"], r["bound"])
                     values[key].append((r["value"], setting, seed))
-        broken, broken_silent = broken_run(Path(tmp), settings[0], seeds[0])
+        broken, broken_silent = broken_run(Path(tmp), settings[0], seeds[0], marker)
     return values, broken, silent | broken_silent
 
 
-def broken_run(tmp: Path, setting: str, seed: int) -> tuple[dict, set]:
+def broken_run(tmp: Path, setting: str, seed: int, marker: str) -> tuple[dict, set]:
     """The `learned` tests once with models that cannot learn: each bound's value by key, and
     the tests that ran without recording one."""
     log = tmp / "broken.jsonl"
-    _, seconds = run_tests(setting, seed, log, broken=True)
+    _, seconds = run_tests(setting, seed, log, broken=True, marker=marker)
     print(f"  {setting:13s} seed {seed}, broken models: ran in {seconds:.0f} s", flush=True)
     broken = {}
     for line in read_lines(log):
@@ -157,6 +160,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--settings", default=",".join(available()))
     parser.add_argument("--broken-only", action="store_true", help="only the broken-model run")
+    parser.add_argument("--tests", default="learned", help="the pytest -m expression to run")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = args.settings.split(",")
@@ -170,10 +174,10 @@ def main() -> None:
     )
     if args.broken_only:
         with tempfile.TemporaryDirectory() as tmp:
-            broken, silent = broken_run(Path(tmp), settings[0], seeds[0])
+            broken, silent = broken_run(Path(tmp), settings[0], seeds[0], args.tests)
         values = {}
     else:
-        values, broken, silent = collect(settings, seeds)
+        values, broken, silent = collect(settings, seeds, args.tests)
     rows, bad = [], 0
     for key in sorted(set(values) | set(broken)):
         row, is_bad = bound_row(key, values.get(key, []), broken.get(key), args.broken_only)
