@@ -5,16 +5,18 @@ student as exact joint selection, and the online trainer on the shards."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 from click.testing import CliRunner
 from corpora import digest, fit, images_config, pairs_config
+from helpers import SEED, lr, untrained_eval
 
 from jestflow.cli import main
 from jestflow.pipeline.job import run_curation
@@ -25,9 +27,7 @@ from jestflow.transforms.models.losses import PairEmbeddings
 from jestflow.transforms.models.scoring import embed_pairs, pair_inputs
 from jestflow.transforms.readers import read_examples
 from jestflow.transforms.records import Example, FieldMap
-from jestflow.transforms.selection.jest import ContrastivePairScores, KeyedNoise, select_joint
-from jestflow.transforms.selection.offline import SelectionConfig, kept_count, quantise
-from jestflow.transforms.selection.super_batches import key_hash
+from jestflow.transforms.selection.offline import SelectionConfig
 
 CORPORA = {"pairs": pairs_config, "images": images_config}
 TINY = ["--d-model", "32", "--layers", "1", "--heads", "2", "--max-len", "64"]
@@ -58,12 +58,6 @@ def examples_by_key(config) -> dict[str, Example]:
     return {ex.key: ex for ex in records if isinstance(ex, Example)}
 
 
-def on_grid(emb: PairEmbeddings, quantum: float) -> PairEmbeddings:
-    """Embeddings as selection sees them: rounded to the grid."""
-    left, right = (torch.from_numpy(quantise(x.numpy(), quantum)) for x in (emb.left, emb.right))
-    return PairEmbeddings(left, right, emb.scale, emb.bias)
-
-
 @pytest.mark.parametrize("corpus", CORPORA)
 def test_the_kept_pairs_are_mostly_matching(curated, corpus, learned):
     _, config, stats = curated[corpus]
@@ -87,7 +81,9 @@ def test_the_kept_pairs_are_mostly_matching(curated, corpus, learned):
             extensions = {m.name.split(".", 1)[1] for m in tar.getmembers()}
             assert extensions == {"txt", "json", "npy", *payload}
     matching = sum(s["json"]["meta"]["kind"] == "clean" for s in got) / len(got)
-    learned.expect("matching share of the kept pairs (pool: half)", matching, ">", 0.65)
+    # midway: trained 0.81-0.91 (pairs) and 0.84-1 (images) over kernels and seeds, untrained
+    # teachers 0.44-0.56
+    learned.expect("matching share of the kept pairs (pool: half)", matching, ">", 0.7)
 
 
 @pytest.mark.parametrize("corpus", CORPORA)
@@ -129,9 +125,64 @@ def test_the_cache_holds_each_examples_embeddings_and_a_warm_run_scores_nothing(
         assert digest(tmp_path / "warm" / folder) == digest(Path(config.output) / folder), folder
 
 
+# --- an oracle of offline joint selection, written apart from the code it checks -------------
+
+MASK64 = 2**64 - 1
+
+
+def keyed_gumbel(key: str, seed: int, chunk: int) -> float:
+    """The keyed noise of `key` in `chunk`, as documented (`KeyedNoise`), in Python integers: the
+    BLAKE2b-64 of "seed:key" is a SplitMix64 state, advanced by `chunk` steps; the output's top
+    53 bits are a uniform u in (0, 1); the noise is −log(−log u)."""
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+    z = (int.from_bytes(digest, "big") + (chunk + 1) * 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    u = (((z ^ (z >> 31)) >> 11) + 0.5) / 2**53
+    return -math.log(-math.log(u))
+
+
+def sigmoid_losses(emb: PairEmbeddings, quantum: float) -> np.ndarray:
+    """ℓ_ij = softplus(−z_ij (t⟨u_i, v_j⟩ + β)), z_ii = +1, z_ij = −1, in float64 on embeddings
+    rounded to the selection grid."""
+    u, v = (np.round(x.double().numpy() / quantum) * quantum for x in (emb.left, emb.right))
+    logits = float(emb.scale) * u @ v.T + float(emb.bias)
+    z = 2 * np.eye(len(u)) - 1
+    return np.logaddexp(0, -z * logits)
+
+
+def low_median(x: np.ndarray) -> float:
+    """The lower middle value (torch's median; the even-count super-batches need it)."""
+    return float(np.sort(x)[(len(x) - 1) // 2])
+
+
+def relative_tau(scores: np.ndarray, factor: float) -> float:
+    """factor × the median absolute deviation of the scores (the mean one when most tie)."""
+    deviation = np.abs(scores - low_median(scores))
+    return factor * (low_median(deviation) or float(deviation.mean()) or 1.0)
+
+
+def blocked_selection(A, keys, sizes, selection, got, slack=1e-3) -> set[str]:
+    """JEST blocked sampling by hand: chunk c takes the `sizes[c]` largest keyed Gumbel-perturbed
+    conditional scores A_kk + Σ_{j∈S}(A_kj + A_jk) / τ_c among the unchosen. A candidate the
+    pipeline kept (`got`) gets `slack` (in Gumbel units) on near-ties, so float32 against float64
+    arithmetic does not decide; any real difference still shows."""
+    chosen: list[int] = []
+    tilt = slack * np.array([key in got for key in keys])
+    for c, size in enumerate(sizes):
+        conditional = A.diagonal() + A[:, chosen].sum(1) + A[chosen, :].sum(0)
+        free = np.setdiff1d(np.arange(len(keys)), chosen)
+        tau = relative_tau(conditional[free], selection.relative_temperature)
+        noise = np.array([keyed_gumbel(keys[i], selection.seed, c) for i in free])
+        perturbed = conditional[free] / tau + noise + tilt[free]
+        chosen += free[np.argsort(-perturbed, kind="stable")[:size]].tolist()
+    return {keys[i] for i in chosen}
+
+
 def test_learnability_with_a_student_is_joint_selection_on_both_models(pairs, tmp_path):
-    """`curate --student` on pairs: every super-batch keeps exactly what JEST's blocked sampling
-    chooses on ℓ(student) − ℓ(teacher) pair losses of the two models' quantised embeddings."""
+    """`curate --student` on pairs: every super-batch of 32 keeps the 16 that JEST's blocked
+    sampling chooses on ℓ(student) − ℓ(teacher) pair losses, recomputed here from the two
+    models' embeddings (pair losses, conditional scores, relative τ and keyed noise by hand)."""
     fields = FieldMap(query="query", doc="doc")
     student = fit(str(pairs / "ref.jsonl"), tmp_path / "student", "contrastive", fields, 40)
     selection = SelectionConfig(keep=0.5, seed=4, n_chunks=4, mode="learnability")
@@ -144,36 +195,44 @@ def test_learnability_with_a_student_is_joint_selection_on_both_models(pairs, tm
     batches = sorted({r["super_batch"] for r in rows})
     assert len(batches) == 4
     for batch in batches:
-        members = sorted(
-            (r for r in rows if r["super_batch"] == batch),
-            key=lambda r: (key_hash(r["key"], selection.seed), r["key"]),
-        )
-        inputs = pair_inputs([examples[r["key"]] for r in members])
-        emb = {
-            role: on_grid(embed_pairs(model, *inputs), selection.quantum)
+        keys = sorted(r["key"] for r in rows if r["super_batch"] == batch)
+        got = {r["key"] for r in rows if r["super_batch"] == batch and r["status"] == "selected"}
+        assert (len(keys), len(got)) == (32, 16), f"super-batch {batch}: keep 0.5 of 32 is 16"
+        inputs = pair_inputs([examples[key] for key in keys])
+        L = {
+            role: sigmoid_losses(embed_pairs(model, *inputs), selection.quantum)
             for role, model in models.items()
         }
-        pairs_scores = ContrastivePairScores(
-            "learnability", student=emb["student"], teacher=emb["teacher"]
+        A = L["student"] - L["teacher"]  # learnability
+        expected = blocked_selection(A, keys, [4, 4, 4, 4], selection, got)
+        assert got == expected, f"super-batch {batch}: kept {sorted(got - expected)} " + (
+            f"instead of {sorted(expected - got)}"
         )
-        chosen = select_joint(
-            pairs_scores,
-            kept_count(len(members), selection.keep),
-            n_chunks=selection.n_chunks,
-            noise=KeyedNoise([r["key"] for r in members], selection.seed),
-        )
-        expected = {members[i]["key"] for i in chosen.tolist()}
-        assert {r["key"] for r in members if r["status"] == "selected"} == expected
+
+
+def held_out(root: Path, corpus: str, tmp_path: Path) -> tuple[str, FieldMap, str]:
+    """(clean held-out pairs, their fields, the right tower's kind): the corpus's reference pairs
+    (the teacher's training data; the student never sees them) — 128 of the text pairs' 400."""
+    if corpus == "images":
+        return str(root / "ref.parquet"), FieldMap(image="img", caption="cap"), "image"
+    lines = (root / "ref.jsonl").read_text().splitlines()[:128]
+    (tmp_path / "held_out.jsonl").write_text("\n".join(lines) + "\n")
+    return str(tmp_path / "held_out.jsonl"), FieldMap(query="query", doc="doc"), "text"
 
 
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_the_online_trainer_learns_from_contrastive_shards(curated, corpus, tmp_path):
-    _, config, _ = curated[corpus]
+def test_the_online_trainer_learns_from_contrastive_shards(curated, corpus, tmp_path, learned):
+    """30 steps of online learnability selection on the curated shards: the student matches clean
+    held-out pairs far better than an untrained one. Measured over training seeds 0–2 and the
+    default CPU kernels: recall@1 (within batches of 4, chance 0.25) up 0.29–0.43, the held-out
+    loss down 7.2–8.3 nats (mostly t and β found); a model that cannot learn gains 0 on both."""
+    root, config, _ = curated[corpus]
     fields = (
         ["--image-field", "img", "--caption-field", "cap"]
         if corpus == "images"
         else ["--query-field", "query", "--doc-field", "doc"]
     )
+    eval_inputs, eval_fields, right = held_out(root, corpus, tmp_path)
     out = tmp_path / "student"
     args = [
         "train",
@@ -188,11 +247,17 @@ def test_the_online_trainer_learns_from_contrastive_shards(curated, corpus, tmp_
         "--chunks",
         "2",
         "--steps",
-        "4",
+        "30",
         "--eval-every",
+        "15",
+        "--lr",
+        str(lr(2e-3)),
+        "--warmup-steps",
         "2",
+        "--seed",
+        str(SEED),
         "--eval",
-        config.inputs[0],
+        eval_inputs,
         *fields,
         "--device",
         "cpu",
@@ -202,11 +267,24 @@ def test_the_online_trainer_learns_from_contrastive_shards(curated, corpus, tmp_
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
-    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert [r["step"] for r in steps] == list(range(1, 31))
     assert all(isinstance(r["learnability"], float) and r["score_flops"] > 0 for r in steps)
     evals = [r for r in log if "eval_loss" in r]
-    assert [r["step"] for r in evals] == [2, 4] and 0 <= evals[-1]["eval_recall_at_1"] <= 1
-    right, other = ("image", "pairs") if corpus == "images" else ("text", "images")
+    assert [r["step"] for r in evals] == [15, 30]
+    size = {"d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 64}  # TINY
+    before_loss, before_recall = untrained_eval(
+        "contrastive", eval_inputs, eval_fields, size, batch_size=4, right_kind=right
+    )
+    learned.expect(
+        "held-out recall@1 over the untrained model's (chance 0.25)",
+        evals[-1]["eval_recall_at_1"] - before_recall,
+        ">",
+        0.15,
+    )
+    learned.expect(
+        "held-out loss below the untrained model's", before_loss - evals[-1]["eval_loss"], ">", 3.0
+    )
+    other = "pairs" if corpus == "images" else "images"
     assert load_model(str(out)).right_kind == right  # a fresh student reads what the shards hold
     init = curated[other][1].teacher  # a two-tower model of the other kind
     wrong = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "x"), "--init", init])

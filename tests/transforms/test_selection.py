@@ -6,6 +6,7 @@ import itertools
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.models.losses import PairEmbeddings
 from jestflow.transforms.selection.jest import (
     ContrastivePairScores,
+    KeyedNoise,
     chunk_sizes,
     easy_reference,
     hard_learner,
@@ -103,6 +105,20 @@ def chi_square_critical(df: int, z: float = 3.09) -> float:
     return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
 
 
+def pooled_chi_square(draws: Counter, exact: dict, n: int) -> tuple[float, float]:
+    """(χ², its 0.1 % critical value) with the outcomes expected fewer than five times pooled into
+    one: blocked draws have many outcomes of probability ~1e-9, whose cells would otherwise
+    swing χ² on a single hit and shrink its effective degrees of freedom."""
+    assert set(draws) <= set(exact), "drew an outcome that has probability zero"
+    rare = {o for o, p in exact.items() if n * p < 5}
+    probs = {o: p for o, p in exact.items() if o not in rare}
+    counts = Counter({o: c for o, c in draws.items() if o not in rare})
+    if rare:
+        probs["rare"] = sum(exact[o] for o in rare)
+        counts["rare"] = sum(draws.get(o, 0) for o in rare)
+    return chi_square(counts, probs, n), chi_square_critical(len(probs) - 1)
+
+
 # --- select_independent -----------------------------------------------------------------------
 
 
@@ -118,11 +134,11 @@ def test_independent_sampling_matches_exact_sequential_probabilities():
         order: sequential_probability(scores, order, temperature)
         for order in itertools.permutations(range(6), k)
     }
-    stat = chi_square(draws, exact, n)
-    assert stat < chi_square_critical(len(exact) - 1)
+    stat, critical = pooled_chi_square(draws, exact, n)
+    assert stat < critical
     # The same draws are far from a subtly wrong algorithm (temperature ignored): the test can fail.
     wrong = {order: sequential_probability(scores, order, 1.0) for order in exact}
-    assert chi_square(draws, wrong, n) > 5 * chi_square_critical(len(exact) - 1)
+    assert pooled_chi_square(draws, wrong, n)[0] > 5 * critical
 
 
 def test_topk_is_deterministic_and_sorted_with_ties_by_position():
@@ -184,11 +200,11 @@ def test_joint_sampling_matches_exact_blocked_probabilities():
         picked = select_joint(A, 4, n_chunks=2, temperature=temperature, noise=gen).tolist()
         draws[(tuple(sorted(picked[:2])), tuple(sorted(picked[2:])))] += 1
     exact = exact_joint_distribution(A, 2, temperature)
-    critical = chi_square_critical(len(exact) - 1)
-    assert chi_square(draws, exact, n) < critical
+    stat, critical = pooled_chi_square(draws, exact, n)
+    assert stat < critical
     # Forgetting the A_jk half of the pair terms is detected by the same draws.
     wrong = exact_joint_distribution(A, 2, temperature, transpose=False)
-    assert chi_square(draws, wrong, n) > 5 * critical
+    assert pooled_chi_square(draws, wrong, n)[0] > 5 * critical
 
 
 def test_joint_sampling_accumulates_over_three_chunks_exactly():
@@ -199,7 +215,8 @@ def test_joint_sampling_accumulates_over_three_chunks_exactly():
         tuple(select_joint(A, 3, n_chunks=3, temperature=0.9, noise=gen).tolist()) for _ in range(n)
     )
     exact = exact_chunked_orders(A, [1, 1, 1], 0.9)
-    assert chi_square(draws, exact, n) < chi_square_critical(len(exact) - 1)
+    stat, critical = pooled_chi_square(draws, exact, n)
+    assert stat < critical
 
 
 def test_joint_with_one_chunk_is_independent_on_the_diagonal():
@@ -237,6 +254,127 @@ def test_joint_rejects_non_square_and_bad_chunks():
         select_joint(torch.zeros(3, 4), 2)
     with pytest.raises(ValueError, match="n_chunks"):
         select_joint(torch.zeros(3, 3), 2, n_chunks=0)
+
+
+# --- keyed noise: what every offline selection draws -------------------------------------------
+
+IDS = [f"doc-{i}" for i in range(6)]
+
+
+def keyed(draw: int, vary: str) -> KeyedNoise:
+    """The keyed noise of draw number `draw` over six candidates, varied as curation varies it:
+    the same six examples under a new `--seed`, or (one seed) the six examples of another
+    super-batch."""
+    if vary == "seed":
+        return KeyedNoise(IDS, seed=draw)
+    return KeyedNoise([f"{draw:06d}/{key}" for key in IDS], seed=3)
+
+
+@pytest.mark.parametrize("vary", ["seed", "super_batch"])
+def test_keyed_independent_sampling_matches_exact_sequential_probabilities(vary):
+    """Gumbel-top-k on keyed noise, one draw per seed (or per super-batch), is sampling without
+    replacement ∝ exp(s/τ): noise that ignores the seed (or the key), is not Gumbel, or is
+    scaled (another τ in disguise) fails the χ² against the enumerated probabilities."""
+    scores = torch.tensor([0.3, -1.2, 2.0, 0.9, -0.4, 1.5])
+    temperature, k, n = 0.7, 3, 20_000
+    draws = Counter(
+        tuple(select_independent(scores, k, temperature=temperature, noise=keyed(d, vary)).tolist())
+        for d in range(n)
+    )
+    exact = {
+        order: sequential_probability(scores, order, temperature)
+        for order in itertools.permutations(range(6), k)
+    }
+    stat, critical = pooled_chi_square(draws, exact, n)
+    assert stat < critical, f"keyed draws, one per {vary}: χ² {stat:.0f} ≥ {critical:.0f}"
+
+
+def test_keyed_joint_sampling_matches_exact_blocked_probabilities():
+    """Blocked sampling with keyed noise, each draw a super-batch of other ids: the (first chunk,
+    second chunk) sets follow the exact distribution. The second chunk must draw fresh noise:
+    reusing the first chunk's for the same ids fails."""
+    A = torch.randn(6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    temperature, n = 0.8, 20_000
+    draws = Counter()
+    for d in range(n):
+        noise = keyed(d, "super_batch")
+        picked = select_joint(A, 4, n_chunks=2, temperature=temperature, noise=noise).tolist()
+        draws[(tuple(sorted(picked[:2])), tuple(sorted(picked[2:])))] += 1
+    exact = exact_joint_distribution(A, 2, temperature)
+    stat, critical = pooled_chi_square(draws, exact, n)
+    assert stat < critical, f"keyed blocked draws: χ² {stat:.0f} ≥ {critical:.0f}"
+
+
+def test_keyed_joint_sampling_accumulates_over_three_chunks_exactly():
+    """Three chunks of one, one draw per seed: every ordered selection at its exact probability,
+    which needs each chunk's noise independent of the others' (a third chunk that reuses the
+    second's noise fails)."""
+    A = torch.randn(6, 6, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    n = 20_000
+    draws = Counter(
+        tuple(select_joint(A, 3, n_chunks=3, temperature=0.9, noise=keyed(d, "seed")).tolist())
+        for d in range(n)
+    )
+    exact = exact_chunked_orders(A, [1, 1, 1], 0.9)
+    stat, critical = pooled_chi_square(draws, exact, n)
+    assert stat < critical, f"keyed three-chunk draws: χ² {stat:.0f} ≥ {critical:.0f}"
+
+
+def test_keyed_noise_is_standard_gumbel_independent_across_chunks_seeds_and_neighbours():
+    """Each value is a standard Gumbel (Kolmogorov–Smirnov on its CDF), and streams that must be
+    independent are: the same ids in chunks 0 and 1, 1 and 2, 0 and 15, under seeds 0 and 1,
+    and neighbouring ids (doc-2i, doc-2i+1) in one chunk (χ² of the 10×10 table of their CDF
+    deciles against the uniform 1/100 of independent uniforms)."""
+    n = 40_000
+    ids = [f"doc-{i}" for i in range(n)]
+    noise = KeyedNoise(ids, seed=0)
+    cdf = {f"chunk {c}": np.exp(-np.exp(-noise.gumbel(c).numpy())) for c in (0, 1, 2, 15)}
+    cdf["seed 1"] = np.exp(-np.exp(-KeyedNoise(ids, seed=1).gumbel(0).numpy()))
+    ks_critical = 1.95 / math.sqrt(n)  # the upper 0.1 % point of the KS statistic
+    for name, u in cdf.items():
+        u = np.sort(u)
+        ks = max((np.arange(1, n + 1) / n - u).max(), (u - np.arange(n) / n).max())
+        assert ks < ks_critical, f"{name}: not standard Gumbel (KS {ks:.4f} ≥ {ks_critical:.4f})"
+    streams = {
+        "chunks 0 and 1": (cdf["chunk 0"], cdf["chunk 1"]),
+        "chunks 1 and 2": (cdf["chunk 1"], cdf["chunk 2"]),
+        "chunks 0 and 15": (cdf["chunk 0"], cdf["chunk 15"]),
+        "seeds 0 and 1": (cdf["chunk 0"], cdf["seed 1"]),
+        "neighbouring ids": (cdf["chunk 0"][0::2], cdf["chunk 0"][1::2]),
+    }
+    for name, (a, b) in streams.items():
+        table, _, _ = np.histogram2d(a, b, bins=10, range=[[0, 1], [0, 1]])
+        expected = len(a) / 100
+        stat = float(((table - expected) ** 2 / expected).sum())
+        assert stat < chi_square_critical(99), f"{name} draw dependent noise (χ² {stat:.0f})"
+
+
+def test_a_keyed_draw_depends_on_the_ids_not_on_their_positions_or_neighbours():
+    """An id draws the same noise alone, among other ids, or moved: so a shuffled pool selects the
+    same ids in the same order, independently and jointly."""
+    gen = torch.Generator().manual_seed(8)
+    ids = [f"doc-{i}" for i in range(40)]
+    scores = torch.randn(40, generator=gen, dtype=torch.float64)
+    A = torch.randn(40, 40, generator=gen, dtype=torch.float64)
+    perm = torch.randperm(40, generator=gen)
+    noise, moved = KeyedNoise(ids, seed=5), KeyedNoise([ids[i] for i in perm], seed=5)
+    for chunk in (0, 3):
+        assert torch.equal(moved.gumbel(chunk), noise.gumbel(chunk)[perm]), "noise follows position"
+        alone = torch.cat([KeyedNoise([key], seed=5).gumbel(chunk) for key in ids])
+        assert torch.equal(alone, noise.gumbel(chunk)), "an id's noise depends on its neighbours"
+        others = KeyedNoise(["x", ids[7], "y"], seed=5).gumbel(chunk)[1]
+        assert others == noise.gumbel(chunk)[7], "an id's noise depends on its neighbours"
+
+    def chosen(picked, order):
+        return [ids[order[i]] for i in picked.tolist()]
+
+    same = list(range(40))
+    assert chosen(select_independent(scores, 10, noise=noise), same) == chosen(
+        select_independent(scores[perm], 10, noise=moved), perm.tolist()
+    )
+    assert chosen(select_joint(A, 12, n_chunks=4, noise=noise), same) == chosen(
+        select_joint(A[perm][:, perm], 12, n_chunks=4, noise=moved), perm.tolist()
+    )
 
 
 # --- lazy pair scores -------------------------------------------------------------------------
