@@ -279,9 +279,9 @@ def test_inspect_compares_two_runs(noisy, tmp_path, learned):
         "jaccard": round(len(a & b) / len(a | b), 6),
     }
     assert a & b  # a weaker teacher keeps some and drops others
-    # bounds with room on both sides: trained 42-48, 0.47-0.84 and 0.88-0.92 over seeds 0-2;
-    # teachers that cannot learn are one model twice (60, 0 and 1)
-    learned.expect("kept by both teachers, of 60", len(a & b), "<", 54)
+    # bounds midway: trained 43-51, 0.47-0.84 and 0.88-0.92 over kernels and seeds
+    # (bench/margins.py); teachers that cannot learn are one model twice (60, 0 and 1)
+    learned.expect("kept by both teachers, of 60", len(a & b), "<", 56)
     assert result["scored_in_both"] == 240 and not result["same_teacher"]
     assert result["old"]["counts"] == {
         "selected": 60,
@@ -294,7 +294,7 @@ def test_inspect_compares_two_runs(noisy, tmp_path, learned):
     learned.expect("mean loss shift to the weaker teacher", shift["mean"], ">", 0.2)
     assert shift["rank_correlation"] > 0
     learned.expect(
-        "rank correlation of the two teachers' losses", shift["rank_correlation"], "<", 0.97
+        "rank correlation of the two teachers' losses", shift["rank_correlation"], "<", 0.96
     )
 
     itself = compare_runs(str(old), str(old))
