@@ -17,8 +17,8 @@ the check: a bound never reached cannot be shown to fail.
 
 Run: python bench/margins.py [--seeds 0,1,2] [--settings native,aten-default,...]
 [--tests 'learned and not minilm']
-(about 8 minutes on 2 cores for the defaults: 7 settings × 3 seeds, 20–30 s each, and the
-broken run; `aten-avx512` only where the CPU has AVX-512)
+(about 21 minutes on 2 cores for the defaults without the MiniLM test: 7 settings × 3 seeds,
+35–120 s each, and the broken run; `aten-avx512` only where the CPU has AVX-512)
 
 `--broken-only` runs just the broken models, every `learned` test slow ones included, and exits
 non-zero unless each recorded bound fails: CI runs it (`make test-broken`).
