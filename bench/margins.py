@@ -185,6 +185,8 @@ def main() -> None:
         bad += is_bad
 
     header = ("test: bound", "bound", "worst (where)", "best", "margin", "broken", "fails broken")
+    if args.broken_only:  # no trained runs: their columns would be empty
+        header, rows = header[:2] + header[5:], [row[:2] + row[5:] for row in rows]
     print(f"\n{len(settings)} settings × seeds {seeds}; broken = learning rates ~0\n")
     print(text_table(rows, header=header, align="l" * len(header)))
     for test in sorted(silent):
