@@ -12,7 +12,6 @@ from helpers import Learned, sentences, write_jsonl
 # compare a model's scores across batchings, processes, workers or runs. `make test-kernels`
 # reruns them (and every `learned` test) under other kernels than this machine picks.
 KERNEL_MODULES = {
-    "demo/test_demo.py",
     "pipeline/test_contrastive.py",
     "pipeline/test_curate.py",
     "pipeline/test_handlers.py",
