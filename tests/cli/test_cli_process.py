@@ -137,10 +137,11 @@ def test_a_failing_curate_with_two_workers_exits_1_with_one_error_line(noisy, tm
 
 
 @pytest.mark.slow
-def test_a_failing_curate_never_aborts_in_ten_runs(noisy, tmp_path):
-    """Before the runner was released first, about half of these ended in SIGABRT (134)."""
+def test_a_failing_curate_never_aborts_in_five_runs(noisy, tmp_path):
+    """Before the runner was released first, about half of these ended in SIGABRT (134): five
+    runs (and the default run's one) miss that with a chance of 1 in 64."""
     codes = []
-    for i in range(10):
+    for i in range(5):
         run = jestflow(
             *curate_args(
                 noisy,
@@ -153,7 +154,7 @@ def test_a_failing_curate_never_aborts_in_ten_runs(noisy, tmp_path):
             )
         )
         codes.append(run.returncode)
-    assert codes == [1] * 10
+    assert codes == [1] * 5
 
 
 def test_ctrl_c_stops_curate_with_one_line_and_no_process_left(noisy, big_pool, tmp_path):
