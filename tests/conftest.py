@@ -15,7 +15,6 @@ KERNEL_MODULES = {
     "pipeline/test_contrastive.py",
     "pipeline/test_curate.py",
     "pipeline/test_handlers.py",
-    "pipeline/test_recuration.py",
     "pipeline/test_reliability.py",
     "pipeline/test_reliability_copies.py",
     "trainer/test_calibrate.py",
