@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_tests(
     setting: str, seed: int, log: Path, *, broken: bool = False, marker: str = "learned"
 ) -> tuple[int, float]:
-    """The `learned` tests under one setting and seed; their values are appended to `log`, and
+    """The tests `marker` selects under one setting and seed; their values are appended to `log`, and
     the ids of the tests that ran (not skipped) written beside it (`<log>.ran`)."""
     env = kernel_env(setting)
     env |= {"JESTFLOW_TEST_SEED": str(seed), "JESTFLOW_LEARNED_LOG": str(log)}
@@ -86,6 +86,12 @@ def read_lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def recorded(log: Path) -> list[tuple[tuple, float]]:
+    """The bounds a run recorded: ((test, name, op, bound), value) each."""
+    rows = [json.loads(line) for line in read_lines(log)]
+    return [((r["test"], r["name"], r["op"], r["bound"]), r["value"]) for r in rows]
+
+
 def margin(value: float, op: str, bound: float) -> float:
     return value - bound if op == ">" else bound - value
 
@@ -106,10 +112,8 @@ def collect(settings: list[str], seeds: list[int], marker: str) -> tuple[dict, d
                     flush=True,
                 )
                 silent.update(silent_tests(log))
-                for line in read_lines(log):
-                    r = json.loads(line)
-                    key = (r["test"], r["name"], r["op"], r["bound"])
-                    values[key].append((r["value"], setting, seed))
+                for key, value in recorded(log):
+                    values[key].append((value, setting, seed))
         broken, broken_silent = broken_run(Path(tmp), settings[0], seeds[0], marker)
     return values, broken, silent | broken_silent
 
@@ -120,11 +124,7 @@ def broken_run(tmp: Path, setting: str, seed: int, marker: str) -> tuple[dict, s
     log = tmp / "broken.jsonl"
     _, seconds = run_tests(setting, seed, log, broken=True, marker=marker)
     print(f"  {setting:13s} seed {seed}, broken models: ran in {seconds:.0f} s", flush=True)
-    broken = {}
-    for line in read_lines(log):
-        r = json.loads(line)
-        broken[(r["test"], r["name"], r["op"], r["bound"])] = r["value"]
-    return broken, set(silent_tests(log))
+    return dict(recorded(log)), set(silent_tests(log))
 
 
 def bound_row(
