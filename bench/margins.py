@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_tests(
     setting: str, seed: int, log: Path, *, broken: bool = False, marker: str = "learned"
 ) -> tuple[int, float]:
-    """The tests `marker` selects under one setting and seed; their values are appended to `log`, and
-    the ids of the tests that ran (not skipped) written beside it (`<log>.ran`)."""
+    """The tests `marker` selects under one setting and seed; their values are appended to
+    `log`, and the ids of the tests that ran (not skipped) written beside it (`<log>.ran`)."""
     env = kernel_env(setting)
     env |= {"JESTFLOW_TEST_SEED": str(seed), "JESTFLOW_LEARNED_LOG": str(log)}
     if broken:
