@@ -68,7 +68,8 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
     if local:  # remote workers have their own devices
         resolve_device(config.device)
     warn_if_rounded(config.selection.keep, config.super_batch)
-    if prepare(config.output, overwrite=config.overwrite) == "interrupted":
+    models = (config.teacher, config.student)
+    if prepare(config.output, overwrite=config.overwrite, inputs=(*urls, *models)) == "interrupted":
         log.info("%s holds an interrupted run (no _SUCCESS): redoing it", config.output)
     record = {
         "created": now(),

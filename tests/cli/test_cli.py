@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import torch
 from click.testing import CliRunner
@@ -202,6 +203,29 @@ def test_curate_where_no_record_parses_fails_with_the_reason_and_the_fields(nois
     assert (out / "rejected").exists() and not (out / "_SUCCESS").exists()
     fixed = CliRunner().invoke(main, ["text" if a == "body" else a for a in args])
     assert fixed.exit_code == 0, fixed.output  # the failed run is redone, no --overwrite needed
+
+
+def test_curate_never_clears_an_output_that_holds_its_input(noisy, tmp_path):
+    """An input inside one of the job's own outputs (here `shards/`) is refused, even with
+    --overwrite, before anything is removed; the user's files beside the outputs may be inputs."""
+    out = tmp_path / "out"
+    (out / "shards").mkdir(parents=True)
+    inside = out / "shards" / "pool.jsonl"
+    beside = out / "pool.jsonl"
+    for path in (inside, beside):
+        shutil.copy(noisy / "pool.jsonl", path)
+    args = ["-o", str(out), "--teacher", str(noisy / "teacher"), "--task", "lm", "--keep", "0.5"]
+    args += ["--workers", "1", "--device", "cpu", "-q", "--overwrite"]
+    refused = CliRunner().invoke(main, ["curate", str(inside), *args])
+    assert refused.exit_code == 1
+    (line,) = [line for line in refused.output.splitlines() if line.startswith("Error:")]
+    assert f"the input {inside} lies in {out / 'shards'}" in line
+    assert inside.read_bytes() == (noisy / "pool.jsonl").read_bytes()
+    assert not (out / "_STARTED").exists()
+    done = CliRunner().invoke(main, ["curate", str(beside), *args])
+    assert done.exit_code == 0, done.output
+    assert beside.read_bytes() == (noisy / "pool.jsonl").read_bytes()
+    assert not inside.exists()  # the old shards/ was the job's to replace
 
 
 def test_curate_on_a_missing_gpu_stops_before_any_work(noisy, tmp_path):

@@ -27,7 +27,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from ..errors import JestflowError
-from ..paths import filesystem, read_json, writable_directory, write_json
+from ..paths import filesystem, read_json, within, writable_directory, write_json
 
 SHARDS, MANIFEST, REJECTED = "shards", "manifest", "rejected"
 STATS, REPORT, RUN = "stats.json", "report.html", "run.json"
@@ -36,10 +36,24 @@ TEMPORARY = "_temporary"
 OUTPUTS = (SHARDS, MANIFEST, REJECTED, STATS, REPORT, RUN, TEMPORARY)  # the job's own; nothing else
 
 
-def prepare(url: str, *, overwrite: bool) -> str:
+def prepare(url: str, *, overwrite: bool, inputs: Sequence[str | None] = ()) -> str:
     """Create the output folder, clear the run in it and mark a new one started. Returns what was
     there: `empty`, `interrupted` (`_STARTED`, no `_SUCCESS`: cleared), or with `overwrite`
-    `replaced`; a completed run, or outputs jestflow did not mark, are refused without it."""
+    `replaced`; a completed run, or outputs jestflow did not mark, are refused without it. One of
+    the job's `inputs` (data, models) inside an output it would clear is refused always."""
+    inside = [
+        (given, name)
+        for given in inputs
+        if given
+        for name in OUTPUTS
+        if within(given, posixpath.join(url, name))
+    ]
+    if inside:
+        given, name = inside[0]
+        raise JestflowError(
+            f"the input {given} lies in {posixpath.join(url, name)}, which the run in output "
+            f"{url} replaces; move it, or pick another --output"
+        )
     fs, root = writable_directory(url)
     marked = {name for name in (SUCCESS, STARTED) if fs.exists(posixpath.join(root, name))}
     present = [name for name in OUTPUTS if fs.exists(posixpath.join(root, name))]
