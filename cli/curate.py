@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
+import logging
 import os
 
 import click
@@ -96,6 +98,7 @@ def curate(**params) -> None:
     from ..transforms.selection.offline import SelectionConfig
 
     inputs = params.pop("inputs")
+    check_beam_options([a for a in inputs if a.startswith("-")], click.get_current_context())
     params["mode"] = params["mode"] or ("learnability" if params["student"] else "easy_reference")
     params["workers"] = params["workers"] or os.cpu_count() or 1
     config = config_from(
@@ -126,6 +129,44 @@ def curate(**params) -> None:
     echo_next(
         [
             f"jestflow train --shards '{root}/shards/*.tar' --task {config.task} -o STUDENT "
-            f"--eval HELD_OUT   (a student, with online JEST)"
+            f"--eval HELD_OUT{field_flags(config.fields)}   (a student, with online JEST)"
         ]
     )
+
+
+def check_beam_options(args: list[str], context: click.Context) -> None:
+    """Options curate does not know pass through to Beam; one Beam does not know either (a typo
+    such as `--tier=4`) would be dropped without a word, so it is a usage error."""
+    if not args:
+        return
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = PipelineOptions(args)
+    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_log.level
+    beam_log.setLevel(logging.ERROR)  # its "Discarding unparseable args" warning: said below
+    try:
+        unknown = sorted(
+            set(options.get_all_options(retain_unknown_options=True))
+            - set(options.get_all_options())
+        )
+    finally:
+        beam_log.setLevel(level)
+    if unknown:
+        name = "--" + unknown[0]
+        ours = [opt for param in context.command.params for opt in param.opts]
+        close = difflib.get_close_matches(name.replace("_", "-"), ours, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise click.UsageError(f"no such option: {name} (neither curate's nor Beam's){hint}")
+
+
+def field_flags(fields) -> str:
+    """The field options a command reading the same raw data (train's --eval) needs."""
+    flags = {
+        "--text-field": None if fields.text == "text" else fields.text,
+        "--image-field": fields.image,
+        "--caption-field": fields.caption,
+        "--query-field": fields.query,
+        "--doc-field": fields.doc,
+    }
+    return "".join(f" {flag} {value}" for flag, value in flags.items() if value)

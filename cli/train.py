@@ -84,9 +84,9 @@ from .options import (
     type=click.FloatRange(0, 1),
     default=0.0,
     show_default=True,
-    help="With --score-image-size: the share of steps that train at that size too, so the "
-    "student's cheap scores rank as its full ones do (0.5 on the demo: rho 0.75 against 0.43, "
-    "but more steps to the target).",
+    help="With --score-image-size: the share of steps that train at that size too, so that the "
+    "student's cheap scores rank as its full ones do (the log's cheap_score_rank_correlation), "
+    "at the cost of steps trained at the small size.",
 )
 @click.option(
     "--read-process/--read-in-thread",

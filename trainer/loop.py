@@ -69,8 +69,8 @@ class TrainConfig(ModelSize, Optimization):
     mode: str = "learnability"
     batch_size: int = 32  # b: examples trained on per step
     # r: the student scores r·b per step. 2, measured: as many steps saved as 3 or 5 on every
-    # demo task once curation has taken out the noise, at less scoring (README: Online JEST
-    # that pays for itself)
+    # demo task once curation has taken out the noise, at less scoring (the results page: the
+    # recipe sweep of bench/data_efficiency.py)
     super_batch_ratio: int = 2
     n_chunks: int = 16
     temperature: float | None = None  # absolute τ; None: relative_temperature × the spread

@@ -9,7 +9,9 @@ import torch
 from click.testing import CliRunner
 
 from jestflow.cli import main
+from jestflow.cli.curate import field_flags
 from jestflow.transforms.formats.model_files import load_model
+from jestflow.transforms.records import FieldMap
 
 TINY = [
     "--d-model",
@@ -253,3 +255,27 @@ def test_curate_on_a_missing_gpu_stops_before_any_work(noisy, tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and message in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_curate_refuses_an_option_neither_it_nor_beam_knows(noisy, tmp_path):
+    """Unknown options pass through to Beam, which would drop a typo without a word."""
+    out = tmp_path / "out"
+    args = ["curate", str(noisy / "pool.jsonl"), "-o", str(out), "--teacher"]
+    args += [str(noisy / "teacher"), "--task", "lm", "--keep", "0.5"]
+    typo = CliRunner().invoke(main, [*args, "--tier=4"])
+    assert typo.exit_code == 2
+    assert "no such option: --tier (neither curate's nor Beam's); did you mean --tiers?" in (
+        typo.output
+    )
+    assert not out.exists()
+    beam = CliRunner().invoke(main, [*args, "--flink_master=localhost:8081", "--bogus_option=1"])
+    assert beam.exit_code == 2 and "no such option: --bogus_option" in beam.output
+
+
+def test_the_next_line_after_curate_carries_the_field_options_train_needs():
+    assert field_flags(FieldMap(text="text")) == ""
+    assert field_flags(FieldMap(text="body")) == " --text-field body"
+    assert field_flags(FieldMap(image="jpg", caption="txt")) == (
+        " --image-field jpg --caption-field txt"
+    )
+    assert field_flags(FieldMap(query="q", doc="d")) == " --query-field q --doc-field d"

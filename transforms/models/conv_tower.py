@@ -2,8 +2,8 @@
 
 Four 3×3 convolutions, each halving the image (stride 2), with GELU between them, then the
 final feature map flattened (so where things are in the image still counts) and projected. It
-learns far more from a few thousand pairs than a ViT of the same width (README: the teachers
-side by side).
+learns far more from a few thousand pairs than a ViT of the same width (the results page:
+teachers, from bench/teachers.py).
 
 Any image side that is a multiple of 16 goes through: a map of another size than the trained
 one's is average-pooled (or repeated) to it, so the student can score at a lower resolution, a

@@ -4,7 +4,8 @@ A text (lower case, whitespace collapsed, a space at each end so that n-grams se
 boundaries, its first `max_len` characters) becomes the hashes of its character n-grams
 (n = `ngram_min`…`ngram_max`) into `buckets` embedding rows; the tower averages those rows and
 projects them. It has no attention and no positions, so it learns from a few thousand pairs,
-where a byte transformer trained from scratch cannot (README: the teachers side by side).
+where a byte transformer trained from scratch cannot (the results page: teachers, from
+bench/teachers.py).
 """
 
 from __future__ import annotations
