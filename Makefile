@@ -11,11 +11,11 @@ TORCH ?= torch==2.13.0
 LOCK ?= requirements.lock
 PIP_VERSION ?= 26.3
 PIP_TOOLS ?= pip-tools==7.7.0
-EXTRAS := hf,minilm,gcs,s3,dev
+EXTRAS := hf,minilm,gcs,s3,dev,docs
 DEMO ?= build/demo
 PYTEST ?= $(BIN)/python -m pytest
 
-.PHONY: setup lock demo test test-kernels test-broken test-slow test-latest lint bench clean
+.PHONY: setup lock demo test test-kernels test-broken test-slow test-latest lint docs docs-serve bench clean
 
 setup: $(VENV)/.installed
 
@@ -88,6 +88,16 @@ test-broken: setup
 # Slower tests, and the adapter test on the offline MiniLM package (extra `minilm`).
 test-slow: setup
 	$(PYTEST) -m "slow or minilm"
+
+# The documentation site (mkdocs.yml, docs/) into build/site: --strict fails on a broken link, a
+# missing page or anchor, or a docstring the API reference cannot read. The results page and its
+# plots are generated from bench/results.json as it builds.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+docs: setup
+	$(MKDOCS) build --strict
+
+docs-serve: setup
+	$(MKDOCS) serve
 
 bench: setup
 	$(BIN)/python bench/selection.py

@@ -27,6 +27,8 @@ import shutil
 import time
 from pathlib import Path
 
+from common_results import command_line, record
+
 from jestflow.demo.corpora import DemoDataConfig, make_corpora
 from jestflow.pipeline.config import CurateConfig
 from jestflow.pipeline.job import run_curation
@@ -112,8 +114,9 @@ def table_row(name: str, stats: dict, seconds: float, base: float) -> list[str]:
     return [*cells, f"{teacher['cached']:,}", f"{seconds:.1f}", f"{seconds / base:.2f}"]
 
 
-def compare_warm(out: Path) -> None:
-    """Whether the warm run made the cold run's selection and wrote its bytes."""
+def compare_warm(out: Path) -> dict:
+    """Whether the warm run made the cold run's selection and wrote its bytes (printed, and
+    returned with the stored teacher losses that moved)."""
     cold, warm = (manifest_rows(out / "runs" / name) for name in ("cold-cache", "warm-cache"))
     same = {k: r["selection"] for k, r in cold.items()} == {
         k: r["selection"] for k, r in warm.items()
@@ -137,6 +140,12 @@ def compare_warm(out: Path) -> None:
             f"{max(moved):.1e}: duplicates the cold run scored in different super-batches "
             "(last-bit differences); the cache holds one loss per content id"
         )
+    return {
+        "same_selection": same,
+        "same_bytes": identical,
+        "losses_moved": len(moved),
+        "largest_move": max(moved, default=0.0),
+    }
 
 
 def main() -> None:
@@ -168,7 +177,20 @@ def main() -> None:
     rows = [table_row(name, stats, seconds, base) for name, stats, seconds in runs]
     header = ("run", "inputs", "teacher scored", "from cache", "seconds", "× no cache")
     print(text_table(rows, header=header))
-    compare_warm(out)
+    warm = compare_warm(out)
+    rows = [
+        {
+            "run": name,
+            "inputs": stats["counts"]["inputs"],
+            "teacher_scored": stats["scoring"]["teacher"]["scored"],
+            "cached": stats["scoring"]["teacher"]["cached"],
+            "seconds": seconds,
+            "ratio": seconds / base,
+        }
+        for name, stats, seconds in runs
+    ]
+    data = {"workers": args.workers, "rows": rows, "warm_vs_cold": warm}
+    record("cache", title="Re-curation with the score cache", command=command_line(), data=data)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 from common import available, kernel_env
+from common_results import command_line, record
 
 from jestflow.demo.corpora import DemoDataConfig, make_corpora
 from jestflow.trainer.fit import TeacherConfig, train_teacher
@@ -154,12 +155,13 @@ def main() -> None:
         "Jaccard kept",
         "same shard bytes",
     )
-    rows = []
+    rows, found = [], []
     for task in TASKS:
         native = curate(out, task, "native")
         for setting in settings[1:]:
             run = curate(out, task, setting)
             c = compare(run, native, out / f"teacher-{task}")
+            found.append({"task": task, "setting": setting, **c, "raw": float(c["raw"])})
             rows.append(
                 (
                     task,
@@ -174,6 +176,8 @@ def main() -> None:
             print(f"  {task} {setting}: done", flush=True)
     print()
     print(text_table(rows, header=header, align="l" * len(header)))
+    title = "Across CPU kernels"
+    record("cpu_kernels", title=title, command=command_line(), data={"rows": found})
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+import common_results
 import torch
 from common import MIB, cpu_model, peak_rss_kib, wait_tree_peak
 from common_data import train_small_teacher, write_data
@@ -236,6 +237,16 @@ def run_size(size: int, variants: list, teacher: str, root: Path, args, results:
         cells = [size, name, f"{result['seconds']:.1f}", f"{result['rate']:.0f}"]
         cells += [f"{vs:.2f}×", f"{result['peak_mib']:.0f}", result["procs"]]
         rows.append([*cells, counts["selected"]])
+        result["row"] = {
+            "examples": size,
+            "variant": name,
+            "seconds": result["seconds"],
+            "examples_per_s": result["rate"],
+            "vs_plain": vs,
+            "peak_mib": result["peak_mib"],
+            "processes": result["procs"],
+            "selected": counts["selected"],
+        }
         print(f"{size} {name}: {result['seconds']:.1f} s", flush=True)
         if args.keep_data is None:
             shutil.rmtree(output)
@@ -283,6 +294,10 @@ def bench(args: argparse.Namespace, root: Path) -> None:
         f"torch threads in the plain loop: {results[sizes[0], PLAIN]['threads']}; "
         f"total wall time {time.perf_counter() - started:.0f} s"
     )
+    name = "curate" if args.dedup == "none" else f"curate_dedup_{args.dedup}"
+    data = {"dedup": args.dedup, "rows": [r["row"] for r in results.values()]}
+    title = "The curation job against a plain loop"
+    common_results.record(name, title=title, command=common_results.command_line(), data=data)
 
 
 def main() -> None:

@@ -70,6 +70,7 @@ from common_demo import (
     prepare,
     shard_set,
 )
+from common_results import command_line, record, run_figures
 
 from jestflow.demo.config import RECIPES
 from jestflow.trainer.core import load_examples
@@ -355,6 +356,7 @@ def main() -> None:
     parser.add_argument("--pair-teacher-steps", type=int, default=600)
     parser.add_argument("--documents", type=int, default=2000, help="lm-documents: pool size.")
     parser.add_argument("--out", default="build/bench-data-efficiency")
+    parser.add_argument("--record", default="data_efficiency", help="Its bench/results.json entry.")
     parser.add_argument("--arms", default="", help="Comma-separated arms (default: all).")
     parser.add_argument(
         "--warmup-steps", type=int, help="Every student's warm-up (default: the trainer's)."
@@ -380,16 +382,18 @@ def main() -> None:
     )
     began = time.perf_counter()
     prepare(out, args)
-    results = {}
+    results, figures = {}, {}
     for task in args.tasks:
         logs = run_task(task, seeds, out, args)
         rows = summarize(task, logs)
         found = teacher_pass(task, out, logs, rows)
         results[task] = {"arms": rows, "teacher_pass": found}
+        figures[task] = {**results[task], **run_figures(logs, seeds, steps_for(task, args))}
         print("\n" + table(task, rows, steps_for(task, args)), flush=True)
         print(pass_report(found) + "\n", flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"total {time.perf_counter() - began:.0f} s; results in {out / 'results.json'}")
+    record(args.record, title="Data efficiency", command=command_line(), data={"tasks": figures})
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from common import jaccard, near_duplicates, run_curate
 from common_data import train_tiny_teacher, write_data
+from common_results import command_line, parse_cell, record
 
 from jestflow.demo.corpora import harvest
 from jestflow.transforms.dedup.copies import (
@@ -158,11 +159,13 @@ def main() -> None:
     parser.add_argument("--methods", default="none,exact,near", help="--dedup values to time.")
     parser.add_argument("--teacher", help="A teacher to curate with (default: a tiny one).")
     args = parser.parse_args()
+    data = {}
     if not args.skip_quality:
+        data["quality"] = quality(args)
         print("Planted near copies (case, whitespace, punctuation, two words changed)")
         print(
             text_table(
-                quality(args),
+                data["quality"],
                 header=(
                     "copies are",
                     "paragraphs",
@@ -176,14 +179,16 @@ def main() -> None:
             )
         )
     if args.skip_cost:
+        record_dedup(args, data)
         return
     print(
         f"\n`jestflow curate` on {args.size:,} examples, {args.workers} workers, teacher "
         f"{args.teacher or 'tiny'}"
     )
+    data["cost"] = cost(args)
     print(
         text_table(
-            cost(args),
+            data["cost"],
             header=(
                 "--dedup",
                 "seconds",
@@ -195,6 +200,29 @@ def main() -> None:
             ),
         )
     )
+    record_dedup(args, data)
+
+
+QUALITY = ("copies_are", "paragraphs", "distinct", "bands", "found", "found_within")
+QUALITY += ("false_merges", "seconds")
+COST = ("dedup", "seconds", "vs_none", "examples_per_s", "peak_mib", "duplicates")
+COST += ("teacher_scored",)
+
+
+def record_dedup(args, data: dict) -> None:
+    """The printed tables in bench/results.json (each cell as the number it prints)."""
+
+    def rows(keys: tuple, table: list) -> list[dict]:
+        return [{k: parse_cell(c) for k, c in zip(keys, r, strict=True)} for r in table]
+
+    found = {
+        "quality": rows(QUALITY, data.get("quality", [])),
+        "cost": rows(COST, data.get("cost", [])),
+        "size": args.size,
+        "teacher": args.teacher or "tiny",
+    }
+    name = "dedup_quality_teacher" if args.teacher else "dedup_quality"
+    record(name, title="Dedup", command=command_line(), data=found)
 
 
 if __name__ == "__main__":

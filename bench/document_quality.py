@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from common_documents import KINDS, write_documents
+from common_results import command_line, record
 
 from jestflow.transforms.formats.manifest import read_manifest
 from jestflow.transforms.reporting.tables import text_table
@@ -127,6 +128,16 @@ def main() -> None:
         for name, r in found.items()
     ]
     print(text_table(cells, header=head))
+    rows = [
+        {"tree": name, **{k: v for k, v in r.items() if k != "shares"}, **r["shares"]}
+        for name, r in found.items()
+    ]
+    record(
+        "document_quality",
+        title="Whole documents",
+        command=command_line(),
+        data={"pool": args.pool, "before": args.before, "rows": rows},
+    )
 
 
 if __name__ == "__main__":

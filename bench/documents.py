@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from common import cpu_model, run_curate
+from common_results import command_line, record
 
 from jestflow.demo.corpora import harvest
 from jestflow.transforms.formats.manifest import read_manifest
@@ -93,12 +94,13 @@ def main() -> None:
     if args.case:
         print(json.dumps(measure(*json.loads(args.case))))
         return
-    rows = []
+    rows, found = [], {"documents": args.documents, "scoring": []}
     for size in (int(s) for s in args.sizes.split(",")):
         for whole in (False, True):
             r = run_case(size, args.documents, whole, args.max_tokens)
             name = f"whole, ≤ {args.max_tokens:,} tokens" if whole else "first 64 tokens"
             print(f"{size} KB, {name}: {r['seconds']:.1f} s", flush=True)
+            found["scoring"].append({"size_kb": size, "scored": name, **r})
             rows.append(
                 [
                     f"{size} KB",
@@ -113,17 +115,20 @@ def main() -> None:
     print(f"\nbuilt-in byte LM {TEACHER}, CPU: {cpu_model()}, torch {torch.__version__}")
     print(text_table(rows, header=header, align="llrrrr"))
     if args.curate:
-        curate_table(args)
+        found["curate"] = curate_table(args)
+    title = "What scoring whole documents costs"
+    name = "documents_curate" if args.curate else "documents"
+    record(name, title=title, command=command_line(), data=found)
 
 
-def curate_table(args: argparse.Namespace) -> None:
+def curate_table(args: argparse.Namespace) -> list[dict]:
     """`jestflow curate` on a pool of each size, scored on the start and whole."""
     args.out.mkdir(parents=True, exist_ok=True)
     teacher = args.out / "teacher"
     if not (teacher / "model.safetensors").exists():
         torch.manual_seed(0)
         save_checkpoint(new_model("lm", **TEACHER), str(teacher))
-    rows = []
+    rows, found = [], []
     for size in (int(s) for s in args.sizes.split(",")):
         n = max(2, int(args.pool_mb * 1024 / size))
         texts = documents(size, n)
@@ -146,6 +151,11 @@ def curate_table(args: argparse.Namespace) -> None:
             # dedup's copies are not scored
             tokens = sum(min(len(texts[p].encode()), limit) for p in kept)
             print(f"curate {size} KB, {name}: {r['seconds']:.1f} s", flush=True)
+            found.append(
+                {"documents": n, "size_kb": size, "kept_by_dedup": len(kept), "scored": name}
+                | {"seconds": r["seconds"], "documents_per_s": n / r["seconds"]}
+                | {"tokens_per_s": tokens / r["seconds"], "peak_mib": r["peak_mib"]}
+            )
             rows.append(
                 [
                     f"{n:,} × {size} KB",
@@ -168,6 +178,7 @@ def curate_table(args: argparse.Namespace) -> None:
     ]
     print("\njestflow curate, 2 workers, keep 0.3, default dedup")
     print(text_table(rows, header=header, align="lrlrrrr"))
+    return found
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from common_results import command_line, machine, record
 from gpu_models import Row, byte_lm, conv, gpt2, minilm, vit
 from gpu_timing import peak_flops, run_case, selection_seconds
 
@@ -263,6 +264,10 @@ def main() -> None:
     }
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"results: {out / 'results.json'}; total wall time {wall:.0f} s")
+    if not args.quick:  # --quick only checks that the bench runs
+        title = "Scoring throughput and MFU"
+        command, where = command_line(), machine(f"{device} ({name})")
+        record("gpu", title=title, command=command, data=report, machine_name=where)
     failed = any(n["note"].startswith("FAILED") for n in notes) or status not in (0, 5)
     sys.exit(1 if failed else 0)
 

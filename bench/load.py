@@ -53,6 +53,7 @@ import pyarrow.dataset as ds
 import torch
 from common import MIB, cpu_model, run_curate
 from common_data import BROKEN_EVERY, train_tiny_teacher, write_data
+from common_results import command_line, record
 
 from jestflow.transforms.reporting.tables import text_table
 
@@ -227,6 +228,21 @@ def run_size(size: int, teacher: str, root: Path, args) -> tuple[dict, list, lis
     cells += [shards[0], f"{shards[1] / MIB:,.1f}", f"{result['spill_mib']:,.0f}"]
     cells += ["held" if not problems else "BROKEN"]
     print(f"{size:,}: {result['seconds']:.1f} s, accounting {cells[-1]}", flush=True)
+    result["row"] = {
+        "dedup": args.dedup or "near",
+        "examples": size,
+        "seconds": result["seconds"],
+        "examples_per_s": size / result["seconds"],
+        "peak_mib": result["peak_mib"],
+        "runner_mib": result["runner_mib"],
+        "processes": result["procs"],
+        "cpu_s": result["cpu_s"],
+        **{k: counts[k] for k in ("inputs", *STATUSES)},
+        "shards": shards[0],
+        "shard_mib": shards[1] / MIB,
+        "spill_mib": result["spill_mib"],
+        "accounting": "held" if not problems else "broken",
+    }
     if not args.keep_data:
         shutil.rmtree(data)
         shutil.rmtree(output)
@@ -297,6 +313,23 @@ def main() -> None:
     print_phases(results, sizes)
     print_scaling(results, sizes, root)
     print(f"total wall time {time.perf_counter() - started:.0f} s")
+    record_load(args, results, sizes)
+
+
+def record_load(args, results: dict[int, dict], sizes: list[int]) -> None:
+    """The table and the phases, in bench/results.json (`load`, or `load_dedup_none` …)."""
+    phase_rows = [
+        {"examples": size, "phase": name, "seconds": hi - lo, "peak_mib": peaks and peaks[0]}
+        for size in sizes
+        for name, lo, hi, peaks in phases(results[size])
+    ]
+    data = {
+        "workers": args.workers,
+        "rows": [results[size]["row"] for size in sizes],
+        "phases": phase_rows,
+    }
+    name = "load" if args.dedup in (None, "near") else f"load_dedup_{args.dedup}"
+    record(name, title="Load", command=command_line(), data=data)
 
 
 if __name__ == "__main__":

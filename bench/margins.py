@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 from common import SETTINGS, available, kernel_env
+from common_results import command_line, record
 
 from jestflow.transforms.reporting.tables import text_table
 
@@ -155,6 +156,26 @@ def bound_row(
     return row, (m <= 0 and not broken_only) or not fails
 
 
+def bound_data(key: tuple, runs: list[tuple], broken: float | None) -> dict:
+    """One bound's figures: the worst run (and where), the best, and the broken models'."""
+    test, name, op, bound = key
+    worst = min(runs, key=lambda v: margin(v[0], op, bound))
+    best = max(runs, key=lambda v: margin(v[0], op, bound))
+    return {
+        "test": test,
+        "name": name,
+        "op": op,
+        "bound": bound,
+        "worst": worst[0],
+        "worst_setting": worst[1],
+        "worst_seed": worst[2],
+        "best": best[0],
+        "margin": margin(worst[0], op, bound),
+        "broken": broken,
+        "fails_broken": broken is not None and margin(broken, op, bound) <= 0,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -191,6 +212,10 @@ def main() -> None:
     print(text_table(rows, header=header, align="l" * len(header)))
     for test in sorted(silent):
         print(f"ran but recorded no bound: {test}")
+    if not args.broken_only:  # CI's broken-only run measures no margins
+        rows = [bound_data(key, values.get(key, []), broken.get(key)) for key in sorted(values)]
+        data = {"settings": settings, "seeds": seeds, "tests": args.tests, "rows": rows}
+        record("margins", title="Margins", command=command_line(), data=data)
     if bad or silent:
         sys.exit(
             f"\n{bad} bound(s) without a positive margin or passing with broken models, "

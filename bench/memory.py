@@ -31,6 +31,7 @@ from pathlib import Path
 
 import common_demo
 from common import MIB, wait_tree_peak
+from common_results import command_line, record
 
 from jestflow.trainer.results import read_log
 from jestflow.transforms.reporting.tables import text_table
@@ -203,6 +204,12 @@ def main() -> None:
     header = ("case", f"step {args.early}", "last", "×", "now", "tree", "s/step", "s")
     print(text_table([table_row(r) for r in rows], header=header))
     (out / "results.json").write_text(json.dumps(rows, indent=1))
+    record(
+        "memory_env" if args.env else "memory",
+        title="Memory over long runs",
+        command=command_line(),
+        data={"steps": args.steps, "early": args.early, "rows": rows},
+    )
 
 
 if __name__ == "__main__":

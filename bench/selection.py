@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 from common import MIB, peak_rss_kib, synced_seconds
+from common_results import command_line, machine, record
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from jestflow.demo.corpora import harvest
@@ -32,6 +33,7 @@ from jestflow.transforms.reporting.tables import text_table
 from jestflow.transforms.selection.jest import ContrastivePairScores, select_joint
 
 WIDTH, N_CHUNKS = 256, 16
+ROWS: list[dict] = []  # each measured row, for bench/results.json
 
 
 class LargestTensor(TorchDispatchMode):
@@ -142,6 +144,9 @@ def measure(b: int, keep: float, teacher: float, device: torch.device, args) -> 
     cells = [b, keep, k, f"{select:.3f}", f"{teacher:.2f}", f"{select / teacher:.2%}"]
     cells += [f"{peak:.1f}", f"{full:.0f}", f"{probe.nbytes / MIB:.1f}"]
     cells += [f"{probe.numel / (b * b):.2%}"]
+    keys = ("B", "keep", "k", "select_s", "teacher_s", "ratio", "peak_mib", "full_mib")
+    values = (b, keep, k, select, teacher, select / teacher, peak, full)
+    ROWS.append({**dict(zip(keys, values, strict=True)), "largest_mib": probe.nbytes / MIB})
     print(f"B = {b}, keep {keep}: select_joint {select:.3f} s", flush=True)
     below = probe.numel <= b * max(WIDTH, -(-k // N_CHUNKS)) and peak < full
     return cells, select / teacher, below
@@ -169,6 +174,13 @@ def main() -> None:
     verdict = "met" if ratio is True and no_b_by_b else "NOT met"
     print(f"target {verdict}: ratio ≤ 5 % at B=16384: {ratio}; no B×B allocation: {no_b_by_b}")
     print(f"total wall time {time.perf_counter() - started:.0f} s")
+    record(
+        "selection" if device.type == "cpu" else f"selection_{device.type}",
+        title="JEST selection against a teacher pass",
+        command=command_line(),
+        data={"device": str(device), "chunks": N_CHUNKS, "width": WIDTH, "rows": ROWS},
+        machine_name=machine(str(device)),
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ by their `kind` tag, which selection never reads:
   docs/code  real text only: a quarter standard-library docstrings (the teacher's language), three
              quarters Python code from the same library (keep 0.25)
 
-Candidates: the paper's absolute τ = 1, absolute τ = 0.1 (the README's hand-tuned value), τ
+Candidates: the paper's absolute τ = 1, absolute τ = 0.1 (the hand-tuned value before the relative default), τ
 relative to the spread of each super-batch's scores (ρ × their median absolute deviation), and
 top-k.
 
@@ -30,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 from common import near_duplicates
+from common_results import command_line, record
 
 from jestflow.demo.corpora import DemoDataConfig, harvest, make_corpora
 from jestflow.pipeline.config import CurateConfig
@@ -154,7 +155,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     pool, teacher = demo_inputs(Path(args.demo))
     docs_code = docs_code_pool(out / "docs-code.jsonl", pool.parent / "eval.jsonl")
-    rows = []
+    rows, found = [], []
     for name, options in CANDIDATES.items():
         began = time.perf_counter()
         demo = shares(curate(pool, teacher, out / "demo", 0.2, options, args), "clean", pool)
@@ -174,6 +175,17 @@ def main() -> None:
                 f"{time.perf_counter() - began:.0f}",
             ]
         )
+        found.append(
+            {
+                "candidate": name,
+                "demo_clean": demo[0],
+                "demo_duplicate": demo[1],
+                "demo_near_copy": demo[2],
+                "demo_kept": demo[3],
+                "docs_code_docstring": mixed[0],
+                "seconds": time.perf_counter() - began,
+            }
+        )
     print("curate --keep 0.2 (demo pool, 20 % clean) and --keep 0.25 (docs/code, 25 % docstrings)")
     header = ("candidate", "demo: clean", "demo: planted dup", "demo: near copy kept")
     header += ("demo: kept", "docs/code: docstring", "s")
@@ -181,6 +193,13 @@ def main() -> None:
     print("\nStability: 400 demo records, then the same with 6 edited (keep 0.25)")
     stable = stability(pool, teacher, out, args)
     print(text_table(stable, header=("options", "kept", "Jaccard of the kept sets")))
+    stability_rows = [{"options": o, "kept": int(k), "jaccard": float(j)} for o, k, j in stable]
+    record(
+        "selection_defaults" if args.dedup is None else f"selection_defaults_dedup_{args.dedup}",
+        title="Selection defaults",
+        command=command_line(),
+        data={"dedup": args.dedup, "rows": found, "stability": stability_rows},
+    )
 
 
 if __name__ == "__main__":

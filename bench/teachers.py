@@ -49,6 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import common_results
 import pyarrow.dataset as ds
 import torch
 
@@ -386,6 +387,9 @@ def main() -> None:
         saved[corpus] = {**saved.get(corpus, {}), **rows}
     record.write_text(json.dumps({**saved, "machine": where}, indent=2))
     print(f"\nfigures in {out / 'teachers.json'}")
+    order = {corpus: list(rows) for corpus, rows in results.items()}  # the JSON's keys are sorted
+    data, command = {"corpora": results, "order": order}, common_results.command_line()
+    common_results.record("teachers", title="Teachers", command=command, data=data)
 
 
 if __name__ == "__main__":

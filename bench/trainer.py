@@ -19,6 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from common_results import command_line, record
 
 from jestflow.demo.corpora import harvest
 from jestflow.trainer.loop import TrainConfig, train
@@ -112,6 +113,24 @@ def main() -> None:
     print(text_table(cells, header=HEADER))
     print("overhead: step time over uniform's; by FLOPs: scoring FLOPs / training FLOPs, which")
     print("is the overhead if time were proportional to FLOPs.")
+    data = {
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "rows": [
+            {
+                "mode": mode,
+                "r": r,
+                "scoring_length": length,
+                "step_s": res["step_s"],
+                "score_s": res["score_s"],
+                "train_s": res["train_s"],
+                "overhead": res["step_s"] / base["step_s"] - 1,
+                "flop_ratio": res["flop_ratio"],
+            }
+            for mode, r, length, res in rows
+        ],
+    }
+    record("trainer", title="The online trainer's overhead", command=command_line(), data=data)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The README's plain-WebDataset training loop runs on shards that `jestflow curate --tiers`
-wrote, under the names the README reads."""
+"""The README's plain-WebDataset training loop runs on shards that `jestflow curate` wrote where
+the quick start writes them, and its model learns."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from helpers import lr, sentences, write_jsonl
 from jestflow.cli import main
 from jestflow.transforms.records import FieldMap
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_the_plain_webdataset_loop_in_the_readme_runs(tmp_path, learned):
@@ -25,7 +25,7 @@ def test_the_plain_webdataset_loop_in_the_readme_runs(tmp_path, learned):
     pool = write_jsonl(tmp_path / "pool.jsonl", ({"text": t} for t in sentences(400, 11)))
     reference = write_jsonl(tmp_path / "ref.jsonl", ({"text": t} for t in sentences(200, 12)))
     teacher = fit(reference, tmp_path / "teacher", "lm", FieldMap(text="text"), steps=20)
-    curated = tmp_path / "build" / "demo" / "lm" / "curated"  # where `make demo` writes them
+    curated = tmp_path / "curated"  # where the quick start writes them
     args = [
         "curate",
         pool,
@@ -37,8 +37,6 @@ def test_the_plain_webdataset_loop_in_the_readme_runs(tmp_path, learned):
         "lm",
         "--keep",
         "0.5",
-        "--tiers",
-        "4",
         "--super-batch",
         "100",
         "--workers",

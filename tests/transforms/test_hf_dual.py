@@ -11,10 +11,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import tiny_hf
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from helpers import lr, write_jsonl
+from tiny_hf import EOS, MAX_TEXT, TOWER, VISION, save, text_config, tiny_clip
 
 from jestflow.cli import main
 from jestflow.trainer.calibrate import CalibrateConfig, calibrate
@@ -31,7 +33,6 @@ from jestflow.transforms.records import FieldMap, make_example
 transformers = pytest.importorskip("transformers")
 Image = pytest.importorskip("PIL.Image")
 
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 COLORS = {
     "red": (220, 20, 20),
     "green": (20, 200, 20),
@@ -41,7 +42,6 @@ COLORS = {
     "yellow": (230, 220, 30),
 }
 WORDS = ["a", "an", "the", "small", "big", "square", "on", "photo", "of", *COLORS]
-MAX_TEXT = 16  # the text towers' positions
 CAPTIONS = [
     "red",
     "a small green square",
@@ -71,24 +71,8 @@ IMAGES = [
 
 
 def bpe_tokenizer(template: str):
-    """A byte-level BPE tokenizer trained on the captions' words; `template` adds its specials."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=[BOS, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator([" ".join(WORDS), *CAPTIONS], trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single=template, special_tokens=[(BOS, 0), (EOS, 1)]
-    )
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=EOS, model_max_length=MAX_TEXT
-    )
+    """A byte-level BPE tokenizer trained on the captions' words."""
+    return tiny_hf.bpe_tokenizer(template, [" ".join(WORDS), *CAPTIONS])
 
 
 def bert_tokenizer(directory: Path):
@@ -100,39 +84,9 @@ def bert_tokenizer(directory: Path):
     return tokenizer
 
 
-TOWER = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-}
-VISION = TOWER | {"image_size": 32, "patch_size": 8}
-
-
-def save(directory: Path, model, tokenizer, processor) -> Path:
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
-    tokenizer = bpe_tokenizer(f"{BOS} $A {EOS}")
-    text = TOWER | {
-        "vocab_size": len(tokenizer),
-        "max_position_embeddings": MAX_TEXT,
-        "bos_token_id": 0,
-        "eos_token_id": 1,
-        "pad_token_id": 1,
-    }
-    config = transformers.CLIPConfig(text_config=text, vision_config=VISION, projection_dim=16)
-    torch.manual_seed(0)
-    processor = transformers.CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    )
-    directory = tmp_path_factory.mktemp("clip")
-    return save(directory, transformers.CLIPModel(config), tokenizer, processor)
+    return tiny_clip(tmp_path_factory.mktemp("clip"), [" ".join(WORDS), *CAPTIONS])
 
 
 SIGLIP_SCALE, SIGLIP_BIAS = 7.0, -3.0
@@ -141,14 +95,7 @@ SIGLIP_SCALE, SIGLIP_BIAS = 7.0, -3.0
 @pytest.fixture(scope="module")
 def siglip_dir(tmp_path_factory) -> Path:
     tokenizer = bpe_tokenizer(f"$A {EOS}")  # SigLIP's captions end in EOS, padded after it
-    text = TOWER | {
-        "vocab_size": len(tokenizer),
-        "max_position_embeddings": MAX_TEXT,
-        "bos_token_id": 0,
-        "eos_token_id": 1,
-        "pad_token_id": 1,
-    }
-    config = transformers.SiglipConfig(text_config=text, vision_config=VISION)
+    config = transformers.SiglipConfig(text_config=text_config(tokenizer), vision_config=VISION)
     torch.manual_seed(1)
     model = transformers.SiglipModel(config)
     with torch.no_grad():  # as a trained SigLIP: its own t and β
