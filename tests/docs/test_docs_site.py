@@ -91,7 +91,7 @@ def flat(text: str) -> str:
 
 def minutes(seconds: float) -> str:
     whole = round(seconds)
-    return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
 
 
 def test_the_readmes_figure_is_the_demo_runs_on_the_results_page():

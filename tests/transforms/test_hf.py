@@ -186,6 +186,35 @@ def test_how_a_model_cuts_text_is_named_without_loading_it(gpt2_dir, tmp_path):
     assert tokens_of(str(tmp_path / "lm")) == "bytes" == load_model(str(tmp_path / "lm")).token_kind
 
 
+def test_curate_refuses_a_student_that_tokenizes_otherwise_than_the_teacher(gpt2_dir, tmp_path):
+    """Learnability offline subtracts per-token losses: a byte-level student against a teacher
+    with its own vocabulary would compare different units."""
+    from jestflow.pipeline.config import CurateConfig
+    from jestflow.pipeline.job import run_curation
+    from jestflow.transforms.formats.model_files import save_checkpoint
+    from jestflow.transforms.models import new_model
+    from jestflow.transforms.selection.offline import SelectionConfig
+
+    save_checkpoint(new_model("lm", d_model=16, n_layer=1, n_head=2), str(tmp_path / "student"))
+    pool = write_jsonl(tmp_path / "pool.jsonl", ({"text": f"line {i}"} for i in range(8)))
+    config = CurateConfig(
+        inputs=(pool,),
+        output=str(tmp_path / "out"),
+        teacher=str(gpt2_dir),
+        student=str(tmp_path / "student"),
+        task="lm",
+        fields=FieldMap(text="text"),
+        selection=SelectionConfig(keep=0.5, mode="learnability"),
+        workers=1,
+        device="cpu",
+    )
+    with pytest.raises(
+        JestflowError, match=r"cuts text into other tokens .*\(bytes against vocab-"
+    ):
+        run_curation(config)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
 def test_fingerprint_covers_jestflow_json(gpt2_dir, tmp_path):
     shutil.copytree(gpt2_dir, tmp_path / "m")
     before = fingerprint(str(tmp_path / "m"))

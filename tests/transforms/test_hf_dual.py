@@ -258,6 +258,18 @@ def test_fingerprint_covers_the_image_processor(clip_dir, tmp_path):
     assert fingerprint(str(tmp_path / "m")) != before
 
 
+def test_fingerprint_covers_every_tokenizer_file(vit_bert_dir, tmp_path):
+    """A BERT tokenizer's vocabulary and its config (lower-casing, maximum length) decide the
+    tokens as much as tokenizer.json does: a change of any one is another teacher."""
+    before = fingerprint(str(vit_bert_dir))
+    for name in ("vocab.txt", "tokenizer_config.json", "tokenizer.json"):
+        copy = tmp_path / name
+        shutil.copytree(vit_bert_dir, copy)
+        with (copy / name).open("a") as f:
+            f.write("\n")  # the same content for json.loads, another file
+        assert fingerprint(str(copy)) != before, name
+
+
 def write_pairs_tar(path: Path, n: int, seed: int) -> str:
     """A WebDataset tar of `png` + `txt` members: squares of random colours, captions naming the
     colour."""

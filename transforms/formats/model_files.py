@@ -36,7 +36,22 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     TwoTower.architecture: (TwoTower, TwoTowerConfig),
 }
 # Hugging Face directories: the image processor sets the pixels a dual encoder sees.
-EXTRA_FILES = ("tokenizer.json", "preprocessor_config.json", "jestflow.json")
+# Beside config.json and the weights, what changes a model's outputs: its tokenizer's files (any
+# of them decides how text becomes tokens: vocabularies, merges, sentencepiece models, and the
+# tokenizer config's lower-casing and maximum length), its image processor and (t, β).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+EXTRA_FILES = (*TOKENIZER_FILES, "preprocessor_config.json", "jestflow.json")
 
 
 def build_model(architecture: str, config: dict[str, Any]) -> nn.Module:
@@ -159,7 +174,7 @@ def weight_files(directory: str) -> list[str]:
 
 def model_files(directory: str) -> list[str]:
     """The files that make the model (and its fingerprint): config.json, the safetensors files,
-    and tokenizer.json, preprocessor_config.json and jestflow.json where present."""
+    and the tokenizer's files, preprocessor_config.json and jestflow.json where present."""
     fs, root = filesystem(directory)
     names = [CONFIG, *weight_files(directory)]
     return names + [n for n in EXTRA_FILES if fs.exists(posixpath.join(root, n))]
