@@ -191,7 +191,7 @@ def ordered(names) -> list[str]:
 
 def render(results: dict) -> tuple[str, dict[str, bytes]]:
     """The page's Markdown and its images (file name → PNG bytes), from the results."""
-    parts, images = [INTRO], {}
+    parts, images = [INTRO, headline(results)], {}
     groups: dict[str, list[str]] = {}
     for name in ordered(results):
         groups.setdefault(family(name, results), []).append(name)
@@ -208,6 +208,37 @@ def render(results: dict) -> tuple[str, dict[str, bytes]]:
             parts.append(f"### {entry['title']} {{#{ident}}}\n\n{label(name, entry)}\n{text}")
             images.update(pictures)
     return "\n".join(parts), images
+
+
+def headline(results: dict) -> str:
+    """The demo's three tasks in one table: what a user sees first (`make demo`)."""
+    if "demo" not in results:
+        return ""
+    entry, rows = results["demo"], []
+    for task in entry["data"].get("order", sorted(entry["data"]["tasks"])):
+        found = entry["data"]["tasks"][task]
+        jest, uniform = found["runs"]["student-jest"], found["runs"]["student-uniform"]
+        rows.append(
+            {
+                "task": task,
+                "steps": jest["speed_up"],
+                "compute": jest["compute_saving"],
+                "time": jest["time_saving"],
+                "clean": f"{fmt(jest['clean_fraction'], '.0%')} against "
+                f"{fmt(uniform['clean_fraction'], '.0%')}",
+            }
+        )
+    columns = [("task", "task", "", "l"), ("steps", "steps ×", ".1f×")]
+    columns += [("compute", "compute ×", ".1f×"), ("time", "time ×", ".1f×")]
+    columns += [("clean", "clean share trained on (JEST against uniform)", "", "l")]
+    return (
+        "## At a glance {#at-a-glance}\n\nThe demo (`make demo`), each task's student trained with "
+        "online JEST on the curated shards against the same student trained uniformly on the raw "
+        "pool, to the uniform run's final held-out loss: × is the uniform run's steps, FLOPs or "
+        "seconds over JEST's (above 1: JEST needs less; online scoring counted). Measured at "
+        f"{entry['commit']} on {entry['date']} ({entry['machine']}); "
+        "details, curves and the other tasks' recall: [the demo](#demo).\n\n" + table(rows, columns)
+    )
 
 
 def contents(results: dict, groups: dict[str, list[str]]) -> str:

@@ -178,3 +178,16 @@ def test_record_replaces_one_entry_and_keeps_the_others(tmp_path, monkeypatch):
 )
 def test_a_printed_cell_reads_back_as_data(text, value):
     assert bench_module("common_results").parse_cell(text) == value
+
+
+def test_the_page_opens_with_the_demos_three_tasks_from_its_entry(rendered, committed):
+    markdown, _ = rendered
+    glance = markdown[markdown.index("## At a glance") : markdown.index("## What is here")]
+    demo = committed["demo"]
+    assert demo["commit"] in glance and demo["date"] in glance
+    rows = [line for line in glance.splitlines() if line.startswith("| ") and "×" not in line[:9]]
+    tasks = [row.split("|")[1].strip() for row in rows[1:]]
+    assert tasks == demo["data"]["order"]
+    for row, task in zip(rows[1:], tasks, strict=True):
+        jest = demo["data"]["tasks"][task]["runs"]["student-jest"]
+        assert f"{jest['compute_saving']:.1f}×" in row and f"{jest['time_saving']:.1f}×" in row
