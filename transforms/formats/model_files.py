@@ -35,7 +35,6 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     CausalLM.architecture: (CausalLM, LMConfig),
     TwoTower.architecture: (TwoTower, TwoTowerConfig),
 }
-# Hugging Face directories: the image processor sets the pixels a dual encoder sees.
 # Beside config.json and the weights, what changes a model's outputs: its tokenizer's files (any
 # of them decides how text becomes tokens: vocabularies, merges, sentencepiece models, and the
 # tokenizer config's lower-casing and maximum length), its image processor and (t, β).
