@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import logging
 import os
 
 import click
@@ -18,6 +17,7 @@ from .options import (
     device_option,
     echo_next,
     exit_on_ctrl_c,
+    field_flags,
     field_map,
     field_options,
     score_document_options,
@@ -139,34 +139,12 @@ def check_beam_options(args: list[str], context: click.Context) -> None:
     such as `--tier=4`) would be dropped without a word, so it is a usage error."""
     if not args:
         return
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from ..pipeline.job import unknown_beam_options
 
-    options = PipelineOptions(args)
-    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
-    level = beam_log.level
-    beam_log.setLevel(logging.ERROR)  # its "Discarding unparseable args" warning: said below
-    try:
-        unknown = sorted(
-            set(options.get_all_options(retain_unknown_options=True))
-            - set(options.get_all_options())
-        )
-    finally:
-        beam_log.setLevel(level)
+    unknown = unknown_beam_options(args)
     if unknown:
-        name = "--" + unknown[0]
+        name = unknown[0]
         ours = [opt for param in context.command.params for opt in param.opts]
         close = difflib.get_close_matches(name.replace("_", "-"), ours, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         raise click.UsageError(f"no such option: {name} (neither curate's nor Beam's){hint}")
-
-
-def field_flags(fields) -> str:
-    """The field options a command reading the same raw data (train's --eval) needs."""
-    flags = {
-        "--text-field": None if fields.text == "text" else fields.text,
-        "--image-field": fields.image,
-        "--caption-field": fields.caption,
-        "--query-field": fields.query,
-        "--doc-field": fields.doc,
-    }
-    return "".join(f" {flag} {value}" for flag, value in flags.items() if value)

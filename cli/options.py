@@ -335,3 +335,18 @@ def field_map(task: str, params: dict[str, Any]) -> FieldMap:
         keep=tuple(given["keep_field"]),
         max_chars=given["max_chars"],
     )
+
+
+def field_flags(fields: FieldMap | None) -> str:
+    """The field options that give `fields` back (field_map's inverse): what a `next:` command
+    reading the same kind of raw data needs; none for lm's default `text`."""
+    if fields is None:
+        return ""
+    flags = {
+        "--text-field": None if fields.text == "text" else fields.text,
+        "--image-field": fields.image,
+        "--caption-field": fields.caption,
+        "--query-field": fields.query,
+        "--doc-field": fields.doc,
+    }
+    return "".join(f" {flag} {value}" for flag, value in flags.items() if value)

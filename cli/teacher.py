@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import click
 
+from ..transforms.records import FieldMap
 from .options import (
     Group,
     config_from,
     device_option,
     echo_next,
     eval_option,
+    field_flags,
     field_map,
     field_options,
     model_size_options,
@@ -82,14 +84,15 @@ def teacher_train(**params) -> None:
             f"held-out loss {result.eval_loss:.4f} on {result.eval_examples} examples{recall}"
         )
     click.echo(f"teacher {result.fingerprint} written to {result.output}")
-    echo_next([curate_line(result.output, params["task"])])
+    echo_next([curate_line(result.output, params["task"], fields)])
 
 
-def curate_line(teacher: str, task: str) -> str:
-    """The `curate` command for a new teacher, as a `next:` line."""
+def curate_line(teacher: str, task: str, fields: FieldMap | None) -> str:
+    """The `curate` command for a new teacher, as a `next:` line (with the field options of the
+    data it was trained or checked on)."""
     return (
         f"jestflow curate POOL... -o CURATED --teacher {teacher.rstrip('/')} --task {task} "
-        "--keep 0.3   (score and select a pool)"
+        f"--keep 0.3{field_flags(fields)}   (score and select a pool)"
     )
 
 
@@ -129,9 +132,8 @@ def teacher_calibrate(**params) -> None:
     after."""
     from ..trainer.calibrate import CalibrateConfig, calibrate
 
-    result = calibrate(
-        config_from(CalibrateConfig, params, fields=field_map("contrastive", params))
-    )
+    fields = field_map("contrastive", params)
+    result = calibrate(config_from(CalibrateConfig, params, fields=fields))
     click.echo(f"fitted on {result.fit_examples} pairs: t {result.scale:.3f}, β {result.bias:.3f}")
     for name, (loss, recall) in (("before", result.before), ("after", result.after)):
         click.echo(
@@ -139,7 +141,7 @@ def teacher_calibrate(**params) -> None:
             f"({result.eval_examples} pairs, batches of {params['batch_size']})"
         )
     click.echo(f"teacher {result.fingerprint} written to {result.output}")
-    echo_next([curate_line(result.output, "contrastive")])
+    echo_next([curate_line(result.output, "contrastive", fields)])
 
 
 @teacher.command("promote")
@@ -172,4 +174,4 @@ def teacher_promote(**params) -> None:
         change = result.eval_loss - result.against_loss
         click.echo(f"current teacher {result.against_loss:.4f} ({change:+.4f} with the new one)")
     click.echo(f"teacher {result.fingerprint} written to {result.output}")
-    echo_next([curate_line(result.output, task)])
+    echo_next([curate_line(result.output, task, fields)])

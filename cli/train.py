@@ -13,6 +13,7 @@ from .options import (
     device_option,
     echo_next,
     eval_option,
+    field_flags,
     field_map,
     field_options,
     interrupted,
@@ -123,7 +124,7 @@ def train_command(**params) -> None:
     click.echo(f"student written to {output} (log: {output}/log.jsonl)")
     steps = [
         f"jestflow teacher promote {output} -o NEW_TEACHER --eval HELD_OUT --against "
-        "TEACHER   (the student as the next teacher)"
+        f"TEACHER{field_flags(config.fields)}   (the student as the next teacher)"
     ]
     if config.eval_inputs:
         steps.insert(0, f"jestflow plot {output} -o {output}/eval.png   (its held-out curve)")

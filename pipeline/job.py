@@ -139,6 +139,21 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     return stats
 
 
+def unknown_beam_options(args: Sequence[str]) -> list[str]:
+    """The options among `args` (`--name=value`) that no Beam options class declares, as
+    `--name`, sorted: Beam itself drops them with a warning."""
+    options = PipelineOptions(list(args))
+    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_log.level
+    beam_log.setLevel(logging.ERROR)  # its "Discarding unparseable args": the caller says it
+    try:
+        every = options.get_all_options(retain_unknown_options=True)
+        known = options.get_all_options()
+    finally:
+        beam_log.setLevel(level)
+    return sorted(f"--{name}" for name in set(every) - set(known))
+
+
 def _run_pipeline(config: CurateConfig) -> dict[str, int] | None:
     """Build and run the Beam pipeline, wait for it; its counters (None: staged as a template)."""
     given = {a.split("=", 1)[0].lstrip("-") for a in config.beam_args}

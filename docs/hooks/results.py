@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -42,17 +42,9 @@ def results_page():
     """bench/results_page.py, imported by its path; bench/ is on sys.path only while it and its
     helpers (bench/common_page*.py, bench/common_plots.py) are imported, so that no bench script
     hides a module of the same name from the rest of the build."""
-    if "results_page" in sys.modules:
-        return sys.modules["results_page"]
     bench = str(ROOT / "bench")
     sys.path.insert(0, bench)
     try:
-        spec = importlib.util.spec_from_file_location(
-            "results_page", ROOT / "bench" / "results_page.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["results_page"] = module
-        spec.loader.exec_module(module)
+        return importlib.import_module("results_page")
     finally:
         sys.path.remove(bench)
-    return module

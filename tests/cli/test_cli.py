@@ -9,7 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from jestflow.cli import main
-from jestflow.cli.curate import field_flags
+from jestflow.cli.options import field_flags
+from jestflow.cli.teacher import curate_line
 from jestflow.transforms.formats.model_files import load_model
 from jestflow.transforms.records import FieldMap
 
@@ -279,3 +280,9 @@ def test_the_next_line_after_curate_carries_the_field_options_train_needs():
         " --image-field jpg --caption-field txt"
     )
     assert field_flags(FieldMap(query="q", doc="d")) == " --query-field q --doc-field d"
+    assert field_flags(None) == ""  # a command that read no raw data (train without --eval)
+    line = curate_line("pairs-teacher/", "contrastive", FieldMap(image="jpg", caption="txt"))
+    assert line.startswith(
+        "jestflow curate POOL... -o CURATED --teacher pairs-teacher --task contrastive --keep 0.3"
+        " --image-field jpg --caption-field txt   ("
+    )
