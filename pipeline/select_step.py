@@ -1,6 +1,6 @@
 """The select step, a shard group at a time, from the spill files: the shard groups from the
-pool's bucket counts; a group's ranks → the scored records of the buckets that hold them → its
-super-batches in (hash, key) order → each selected (`select_super_batch`) → the not-selected
+pool's bucket counts; a group's range of the hash space → the scored records of the buckets that
+overlap it → its super-batches in (hash, key) order → each selected (`select_super_batch`) → the not-selected
 manifest part of each super-batch, and the group's decisions spilled (the write step,
 `write_step.py`, reads them back with the selected payloads); the score counts and tiers.
 
@@ -56,7 +56,6 @@ def select_group(
     scored: Sequence[tuple[str, int, int]],
     *,
     task: str,
-    size: int,
     urls: list[str],
     selection: SelectionConfig,
     temporary: str,
@@ -68,7 +67,7 @@ def select_group(
     rows = read_rows(wanted, span.lo, span.hi)
     out = SpillWriter(child(temporary, "decisions"), f"group-{span.group:06d}", DECISION)
     scores = {status: Counter() for status in SCORED}
-    for super_batch, members in sorted(ranked(rows, span, size).items()):
+    for super_batch, members in sorted(ranked(rows, span).items()):
         decisions = select_batch(super_batch, members, task=task, urls=urls, config=selection)
         write_not_selected(decisions, output)
         for d in decisions:
@@ -126,7 +125,6 @@ class Select(beam.PTransform):
         select = functools.partial(
             select_group,
             task=config.task,
-            size=config.super_batch,
             urls=plan.urls,
             selection=config.selection,
             temporary=plan.temporary,

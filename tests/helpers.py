@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import operator
 import os
 import random
 import signal
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 # bench/margins.py reruns the tests marked `learned` (those asserting what a trained model
@@ -70,6 +72,22 @@ WORDS = [
     "with",
     "gzip",
 ]
+
+
+def kept_by_budget(out, keep: float) -> int:
+    """The selected examples a curation output must hold: each super-batch of n (its manifest
+    rows) keeps ⌈keep · n⌉, at least 1; asserts that every super-batch does."""
+    from jestflow.transforms.formats.manifest import read_manifest
+
+    rows = read_manifest(str(Path(out) / "manifest")).to_pylist()
+    sizes, kept = Counter(), Counter()
+    for row in rows:
+        if row["super_batch"] is not None:
+            sizes[row["super_batch"]] += 1
+            kept[row["super_batch"]] += row["status"] == "selected"
+    want = {s: min(n, max(1, math.ceil(keep * n - 1e-9))) for s, n in sizes.items()}
+    assert dict(kept) == want, "a super-batch keeps ⌈keep · its size⌉"
+    return sum(want.values())
 
 
 def write_jsonl(path: Path, records) -> str:

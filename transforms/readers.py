@@ -92,17 +92,19 @@ def input_urls(patterns: Sequence[str]) -> list[str]:
 
 
 def read_file(url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
-    """Every record of one file, parsed."""
+    """Every record of one file, parsed; each example with its `occurrence` (the earlier
+    records of the file with the same id)."""
     reader = {"jsonl": _read_jsonl, "parquet": _read_parquet, "tar": _read_tar}[file_format(url)]
     # A truncated zstd stream just ends: JSONL decompresses it itself (`_zstd_chunks`) to notice;
     # tarfile notices a cut archive on its own.
     strict_zstd = reader is _read_jsonl and url.lower().endswith(".zst")
     compression = None if strict_zstd else "infer"
     position = 0  # of the next record, for the rejection if the file breaks off
+    occurrences = _Occurrences()
     try:
         with fsspec.open(url, "rb", compression=compression) as f:
             for item in reader(f, url, fields):
-                yield item
+                yield occurrences.count(item)
                 position = item.position + 1
     except READ_ERRORS as e:
         yield Rejected(
@@ -112,6 +114,26 @@ def read_file(url: str, fields: FieldMap) -> Iterator[Example | Rejected]:
             detail=f"{type(e).__name__}: {e}",
             raw=b"",
         )
+
+
+class _Occurrences:
+    """Copies within one file: a set of 64-bit id prefixes (about 60 bytes a record), and a count
+    for the ids seen more than once."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.copies: dict[str, int] = {}
+
+    def count(self, item: Example | Rejected) -> Example | Rejected:
+        if isinstance(item, Rejected):
+            return item
+        prefix = int(item.id[:16], 16)
+        if prefix not in self.seen:
+            self.seen.add(prefix)
+            return item
+        # (an id whose prefix another id had counts from 1: its keys stay unique all the same)
+        n = self.copies[item.id] = self.copies.get(item.id, 0) + 1
+        return dataclasses.replace(item, occurrence=n)
 
 
 def read_examples(patterns: Sequence[str], fields: FieldMap) -> Iterator[Example | Rejected]:

@@ -103,7 +103,8 @@ class Example:
     `text` is the text to model (layout `text`), the caption (`image_text`) or the query
     (`text_pair`); `pair` is the document of a text pair; `image` the encoded image bytes.
     `id` hashes the payload only, so the same content gets the same id wherever it comes from.
-    `position` is the 0-based record index in `source` (JSONL line, Parquet row, tar sample).
+    `position` is the 0-based record index in `source` (JSONL line, Parquet row, tar sample);
+    `occurrence` counts the earlier records of `source` with the same id (0 for all but copies).
     """
 
     id: str
@@ -113,12 +114,18 @@ class Example:
     image: bytes | None = None
     source: str
     position: int
+    occurrence: int = 0
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     @functools.cached_property  # sorting and grouping ask for it many times
     def key(self) -> str:
-        """A dot-free key unique to this occurrence (duplicates share `id`, not `key`)."""
-        return _digest(self.id.encode(), self.source.encode(), str(self.position).encode())
+        """A dot-free key unique to this occurrence (duplicates share `id`, not `key`).
+
+        It hashes the id, the source and the occurrence, not the position: a record inserted into
+        or removed from a file leaves every other record's key (its super-batch, its noise) as it
+        was.
+        """
+        return _digest(self.id.encode(), self.source.encode(), str(self.occurrence).encode())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +188,7 @@ def make_example(
     image: bytes | None = None,
     source: str = "",
     position: int = 0,
+    occurrence: int = 0,
     meta: Mapping[str, Any] | None = None,
 ) -> Example:
     """Build an example with its content id (for data made in code: tests, demos)."""
@@ -192,6 +200,7 @@ def make_example(
         image=image,
         source=source,
         position=position,
+        occurrence=occurrence,
         meta=dict(meta or {}),
     )
 

@@ -1,6 +1,6 @@
 """JEST selection: `jest` (scores, joint sampling with relative temperature and keyed Gumbel
 noise), `offline` (one scored super-batch → decisions), `super_batches` (the hash order that
-makes super-batches, and the shard groups' rank ranges), `stats` (score counts, tiers)."""
+makes super-batches, and the shard groups' ranges of the hash space), `stats` (score counts, tiers)."""
 
 from ..lazy import exports
 

@@ -32,6 +32,7 @@ PAYLOAD = pa.schema(
         ("image", pa.large_binary()),
         ("file", pa.int32()),  # the input file's index in the run's sorted inputs
         ("position", pa.int64()),
+        ("occurrence", pa.int32()),  # earlier records of the file with the same id
         ("meta", pa.large_string()),  # kept fields, as JSON (None: none)
     ]
 )
@@ -56,6 +57,7 @@ SCORED = pa.schema(
         ("id", pa.string()),
         ("file", pa.int32()),
         ("position", pa.int64()),
+        ("occurrence", pa.int32()),  # earlier records of the file with the same id
         ("meta", pa.large_string()),  # kept fields, as JSON: the manifest rows carry them
         *_output_fields("teacher"),
         *_output_fields("student"),
@@ -88,6 +90,7 @@ def payload_row(example: Example, file: int) -> tuple:
         example.image,
         file,
         example.position,
+        example.occurrence,
         _meta(example),
     )
 
@@ -108,13 +111,15 @@ def example_of(row: Mapping[str, Any], urls: Sequence[str]) -> Example:
         image=row["image"],
         source=urls[row["file"]],
         position=row["position"],
+        occurrence=row["occurrence"],
         meta=_meta_of(row),
     )
 
 
 def scored_row(example: Example, file: int, h: int, outputs: Mapping[str, ModelOutput]) -> tuple:
     """An example's small record: its order, what names it, and each model's output."""
-    row = (h, example.key, example.id, file, example.position, _meta(example))
+    row = (h, example.key, example.id, file, example.position, example.occurrence)
+    row += (_meta(example),)
     for role in ("teacher", "student"):
         out = outputs.get(role)
         row += (
@@ -158,6 +163,7 @@ def stub_example(row: Mapping[str, Any], urls: Sequence[str]) -> Example:
         text="",
         source=urls[row["file"]],
         position=row["position"],
+        occurrence=row["occurrence"],
         meta=_meta_of(row),
     )
 
