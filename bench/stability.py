@@ -11,7 +11,8 @@ with `jestflow curate --keep 0.25` under three option sets (the defaults: sampli
 Jaccard = |kept ∩ kept'| / |kept ∪ kept'|. The edited records themselves count against it (12
 edits can move at most 24 ids of ~3,000 kept: Jaccard ≥ 0.985 if nothing else moved).
 
-Run: python bench/stability.py [--super-batch 1024] [--before 9c9ca68] [--out build/bench-stability]
+Run: python bench/stability.py [--super-batch 1024] [--before 9c9ca68] [--after REV]
+     [--out build/bench-stability]
      (about 15 minutes a side on 2 cores for --super-batch 1024; in fresh processes; a score
      cache per side, so each record is scored once; the earlier tree is a git worktree under
      --out: `git worktree remove` it when done)
@@ -103,6 +104,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--super-batch", type=int, default=1024)
     parser.add_argument("--before", default="9c9ca68")
+    parser.add_argument(
+        "--after", default=None, help="A commit for the other side (default: this tree)."
+    )
     parser.add_argument("--out", default="build/bench-stability")
     args = parser.parse_args()
     out = Path(args.out).resolve()
@@ -112,7 +116,8 @@ def main() -> None:
         fit = ["teacher", "train", str(paths["reference"]), "-o", str(teacher), "--task", "lm"]
         jestflow([*fit, "--steps", "300", "--overwrite"], None)
     rows = side(f"before ({args.before})", paths, teacher, out, before_tree(args.before, out), args)
-    rows += side("now", paths, teacher, out, None, args)
+    after = None if args.after is None else before_tree(args.after, out)
+    rows += side(f"now ({args.after or 'this tree'})", paths, teacher, out, after, args)
     head = ("tree", "options", "super-batches", "kept", "edited", "removed", "inserted")
     cells = [
         [r["tree"], r["options"], str(r["super_batches"]), str(r["kept"])]
