@@ -10,6 +10,8 @@ LM (pool: 20 % clean docstrings, 80 % noise):
   offline + online    the `jestflow demo` recipe: learnability online on the easy-reference shards
   offline + weighted  the zero-overhead arm: the first b of each draw from the easy-reference
                       shards, each weighted by its learnability from the training forward itself
+  offline + curated weights  the first b of each draw from the easy-reference shards, each
+                      weighted by the soft weight curate wrote into its json (no student values)
 Contrastive (pool: (docstring summary, code) pairs, half mispaired; teacher: the calibrated
 MiniLM where the `minilm` extra is installed, else the built-in n-gram teacher; `--pair-teacher`)
 and image-text (pool: synthetic scenes, 40 % mispaired, 10 % a wrong attribute, 10 % generic
@@ -18,6 +20,7 @@ captions; teacher: the built-in CNN + n-gram towers, 600 steps):
   easy reference      offline only: the half the teacher finds easiest, trained on uniformly
   offline + online    the recipe: learnability online (joint) on the easy-reference shards
   offline + weighted  the zero-overhead arm (as for lm, with each pair's share of the batch loss)
+  offline + curated weights  as for lm
   independent         learnability online on the whole scored pool, diagonal only (one chunk)
   joint               learnability online on the whole scored pool, JEST blocked sampling
   offline + online at 32 px (image-text) the recipe with the student scoring at 32 pixels
@@ -85,6 +88,7 @@ from jestflow.transforms.vocabulary import PAIR_TEACHERS
 
 ONLINE = {"mode": "learnability"}  # r and the rest: the trainer's defaults
 WEIGHTED = {"mode": "weighted"}
+CURATED_WEIGHTS = {"mode": "curated_weights"}
 SMALL = {"score_image_size": 32, "small_share": 0.0}  # image-text: the student scores at 32 px
 
 # name → (training data: "raw" pool or a curated shard set, TrainConfig options)
@@ -96,12 +100,14 @@ ARMS = {
         "learnability": ("scored", ONLINE),
         "offline + online": ("offline", ONLINE),
         "offline + weighted": ("offline", WEIGHTED),
+        "offline + curated weights": ("offline", CURATED_WEIGHTS),
     },
     "contrastive": {
         "uniform": ("raw", {"mode": "uniform"}),
         "easy reference": ("offline", {"mode": "uniform"}),
         "offline + online": ("offline", ONLINE),
         "offline + weighted": ("offline", WEIGHTED),
+        "offline + curated weights": ("offline", CURATED_WEIGHTS),
         "independent": ("scored", {**ONLINE, "n_chunks": 1}),
         "joint": ("scored", {**ONLINE, "n_chunks": 16}),
     },

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 from pathlib import Path
 
 from common_results import command_line, record
@@ -84,8 +85,13 @@ def side(name: str, paths: dict, teacher: Path, out: Path, pythonpath, args) -> 
         kept = {}
         for variant in ("pool", "edited", "removed", "inserted"):
             folder = out / f"{tag}-{variant}"
-            command = ["curate", str(paths[variant]), "-o", str(folder)]
-            command += ["--teacher", str(teacher), "--keep", "0.25", "--overwrite", "-q"]
+            # one path for every variant: a record's key holds its source
+            inputs = out / "data" / "curated" / "pool.jsonl"
+            inputs.parent.mkdir(exist_ok=True)
+            shutil.copyfile(paths[variant], inputs)
+            command = ["curate", str(inputs), "-o", str(folder)]
+            command += ["--teacher", str(teacher), "--task", "lm", "--keep", "0.25"]
+            command += ["--overwrite", "-q"]
             command += ["--cache", str(out / f"{tag}-cache")]
             command += ["--super-batch", str(args.super_batch), *flags]
             jestflow(command, pythonpath)

@@ -304,7 +304,8 @@ mode_option = click.option(
     show_default=True,
     help="How each step's sub-batch is chosen; uniform takes the first b (the baseline); "
     "weighted trains on the first b weighted by learnability (no scoring pass; τ: --temperature, "
-    "else 1 × the spread of the batch's scores).",
+    "else 1 × the spread of the batch's scores); curated_weights trains on the first b weighted "
+    "by the soft weights curate wrote into each sample's json.",
 )
 
 

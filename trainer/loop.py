@@ -54,7 +54,7 @@ from .loader import cores_beside_reader, raw_samples, read_ahead, train_samples
 from .online_selection import select_online
 from .prefetch import Candidates, Prefetcher, step_candidates
 from .steps import Run, log_step, step_record
-from .weighted import Weighted, teacher_values, training_loss
+from .weighted import Curated, Weighted, curated_weights, teacher_values, training_loss
 from .windows import has_windows, shard_scoring_length
 
 log = logging.getLogger(__name__)
@@ -229,11 +229,15 @@ def _stop_reading(drawn: Iterator[Candidates]) -> None:
 
 def _batch(
     config: TrainConfig, drawn: Candidates, inputs: list, chosen: list[int]
-) -> list | Weighted:
-    """What the step trains on: the chosen's inputs (weighted: with the teacher's values)."""
+) -> list | Weighted | Curated:
+    """What the step trains on: the chosen's inputs (weighted: with the teacher's values;
+    curated_weights: with their curated weights)."""
+    samples = [drawn.samples[i] for i in chosen]
+    if config.mode == "curated_weights":
+        return Curated(inputs, curated_weights(samples))
     if config.mode != "weighted":
         return inputs
-    teacher = teacher_values([drawn.samples[i] for i in chosen], drawn.windows, chosen)
+    teacher = teacher_values(samples, drawn.windows, chosen)
     return Weighted(inputs, teacher, config.temperature)
 
 

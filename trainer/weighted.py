@@ -3,9 +3,8 @@
 `--mode weighted` draws b examples, as uniform does, and trains on all of them, each weighted by
 its learnability ℓ(student) − ℓ(teacher) (RHO-LOSS, DRRho-style soft selection): w = b ·
 softmax(s / τ), τ = `--temperature` or WEIGHTING_TEMPERATURE × the scores' spread
-(`jest.temperature_of`; selection's relative τ of 0.1 would put nearly all weight on one or two
-examples: measured in bench/data_efficiency.py, the weighted arm at 0.1 trains worse than
-uniform). The student's
+(`jest.soft_weights`). `--mode curated_weights` draws b as well and weights each by the `weight`
+curation wrote into its json (the same rule on the kept scores of its super-batch). The student's
 losses come from the training forward itself (detached for the weights), so there is no scoring
 pass: per step it costs what a uniform step costs. With equal scores every w is 1 and the loss is
 the plain one. For pairs the per-example loss is each pair's share of the batch's sigmoid loss
@@ -21,15 +20,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..transforms.errors import JestflowError
 from ..transforms.formats.shard_samples import TrainSample
 from ..transforms.models.losses import PairEmbeddings
 from ..transforms.models.scoring import pair_loss_shares
-from ..transforms.selection.jest import temperature_of
+from ..transforms.selection.jest import soft_weights
 from .core import batch_loss
 from .online_selection import teacher_embeddings
 from .windows import Windows
-
-WEIGHTING_TEMPERATURE = 1.0  # relative: τ = 1 × the median absolute deviation of the batch's s
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,27 @@ class Weighted:
     inputs: list
     teacher: torch.Tensor | PairEmbeddings
     temperature: float | None = None  # absolute τ; None: WEIGHTING_TEMPERATURE × the spread
+
+
+@dataclass(frozen=True)
+class Curated:
+    """A training batch whose examples carry the soft weights curation gave them [b]."""
+
+    inputs: list
+    weights: torch.Tensor
+
+
+def curated_weights(samples: Sequence[TrainSample]) -> torch.Tensor:
+    """The `weight` of each sample's json; a JestflowError for shards written without them."""
+    found = [s.weight for s in samples]
+    if None in found:
+        missing = next(s for s in samples if s.weight is None)
+        raise JestflowError(
+            f"sample {missing.key!r} has no soft weight: --mode curated_weights needs shards "
+            "written by a jestflow curate that weights what it keeps (re-curate them), or pass "
+            "another --mode"
+        )
+    return torch.tensor(found, dtype=torch.float32)
 
 
 def teacher_values(
@@ -54,25 +73,31 @@ def teacher_values(
     return teacher_embeddings(samples)
 
 
-def training_loss(model: nn.Module, batch: list | Weighted) -> torch.Tensor:
-    """A batch's training loss: the plain one (`core.batch_loss`), or learnability-weighted."""
-    if not isinstance(batch, Weighted):
+def training_loss(model: nn.Module, batch: list | Weighted | Curated) -> torch.Tensor:
+    """A batch's training loss: the plain one (`core.batch_loss`), learnability-weighted, or
+    weighted by the curated weights."""
+    if not isinstance(batch, Weighted | Curated):
         return batch_loss(model, batch)
     if model.task == "lm":
         losses = model.sequence_nll(batch.inputs).float()
-        teacher = batch.teacher.to(losses.device)
-        return (weights(losses.detach() - teacher, batch) * losses).mean()
+        return (_weights_of(batch, losses, model.task) * losses).mean()
     left, right = zip(*batch.inputs, strict=True)
     embeddings = model.pair_embeddings(model.embed_left(left), model.embed_right(right))
     shares = _shares(embeddings)
-    teacher = pair_loss_shares(batch.teacher).float().to(shares.device)
-    return (weights(shares.detach() - teacher, batch) * shares).sum() / embeddings.size
+    return (_weights_of(batch, shares, model.task) * shares).sum() / embeddings.size
+
+
+def _weights_of(batch: Weighted | Curated, losses: torch.Tensor, task: str) -> torch.Tensor:
+    """Each example's weight: curated, or from its learnability (student losses − teacher's)."""
+    if isinstance(batch, Curated):
+        return batch.weights.to(losses.device)
+    teacher = batch.teacher if task == "lm" else pair_loss_shares(batch.teacher).float()
+    return weights(losses.detach() - teacher.to(losses.device), batch)
 
 
 def weights(scores: torch.Tensor, batch: Weighted) -> torch.Tensor:
     """b · softmax(s / τ): mean 1, more on what the student has yet to learn and can."""
-    tau = temperature_of(scores.cpu(), batch.temperature, WEIGHTING_TEMPERATURE)
-    return torch.softmax(scores.double() / tau, 0).float() * scores.numel()
+    return soft_weights(scores, batch.temperature, torch.float32)
 
 
 def _shares(embeddings: PairEmbeddings) -> torch.Tensor:

@@ -20,11 +20,19 @@ LAYOUTS = {"lm": ("text",), "contrastive": ("image_text", "text_pair")}
 SCORE_MODES = ("learnability", "easy_reference", "hard_learner")
 OFFLINE_MODES = ("easy_reference", "learnability")  # `jestflow curate --score`
 # `jestflow train --mode`: the scores, and `uniform` (the first b of each draw: the baseline).
-ONLINE_MODES = ("learnability", "uniform", "easy_reference", "hard_learner", "weighted")
+ONLINE_MODES = (
+    "learnability",
+    "uniform",
+    "easy_reference",
+    "hard_learner",
+    "weighted",
+    "curated_weights",
+)
 RAW_MODES = ("uniform", "hard_learner")  # the online modes that need no teacher values
 # the online modes without a scoring pass: they train on the b they draw (uniform: as drawn;
-# weighted: weighted by the learnability its training forward gives), or choose by teacher alone
-DRAW_B_MODES = ("uniform", "weighted")
+# weighted: weighted by the learnability its training forward gives; curated_weights: by the
+# soft weights curation wrote), or choose by teacher alone
+DRAW_B_MODES = ("uniform", "weighted", "curated_weights")
 UNSCORED_MODES = (*DRAW_B_MODES, "easy_reference")
 
 # `jestflow demo --task`: language modelling, text-text pairs, image-text pairs.

@@ -114,3 +114,33 @@ def test_contrastive_super_batches_use_joint_selection():
 def test_bad_keep(keep):
     with pytest.raises(JestflowError, match="keep must be in"):
         SelectionConfig(keep=keep)
+
+
+def numpy_weights(scores: np.ndarray, tau: float | None = None) -> np.ndarray:
+    """k · softmax(s / τ) in float64, τ = 1 × the median absolute deviation (the lower middle
+    values, as torch's median) unless given."""
+    if tau is None:
+        low = np.sort(scores)[(len(scores) - 1) // 2]
+        deviation = np.abs(scores - low)
+        tau = float(np.sort(deviation)[(len(deviation) - 1) // 2]) or float(deviation.mean()) or 1
+    z = np.exp((scores - scores.max()) / tau)
+    return len(scores) * z / z.sum()
+
+
+@pytest.mark.parametrize("temperature", [None, 0.05])
+def test_each_kept_example_carries_its_soft_weight(temperature):
+    """A kept example's weight is k · softmax(s / τ) over the k kept of its super-batch (τ = 1 ×
+    their spread, or the absolute one): mean 1, in the order of the scores; the others none."""
+    loss = np.random.default_rng(3).uniform(1, 4, 50)
+    config = SelectionConfig(keep=0.3, temperature=temperature)
+    decisions = select_super_batch(lm_batch(loss), config)
+    kept = [d for d in decisions if d.selected]
+    assert len(kept) == 15 and all(d.weight is None for d in decisions if not d.selected)
+    scores = np.array([d.score for d in kept])
+    got = np.array([d.weight for d in kept])
+    assert got.mean() == pytest.approx(1.0)
+    assert np.allclose(got, numpy_weights(scores, temperature), rtol=1e-9)
+    assert (np.argsort(got, kind="stable") == np.argsort(scores, kind="stable")).all()
+    assert got.max() / got.min() > 1.5  # not flat: the scores spread
+    tied = select_super_batch(lm_batch(np.full(50, 2.0)), SelectionConfig(keep=0.3))
+    assert [d.weight for d in tied if d.selected] == [1.0] * 15

@@ -51,6 +51,7 @@ def test_what_curation_encodes_decodes_to_the_same_values(tmp_path, layout):
         embeddings=embeddings,
         scale=10.0 if contrastive else None,
         bias=-10.0 if contrastive else None,
+        weight=1.375,
     )
     sample = encode_selected(decision, tier=1, rank=4, models={"teacher": "abcd"})
     (raw,) = round_trip(tmp_path, [sample])
@@ -61,7 +62,7 @@ def test_what_curation_encodes_decodes_to_the_same_values(tmp_path, layout):
         example.pair,
         example.image,
     )
-    assert got.teacher_loss == 1.25 and got.info["score"] == -1.25
+    assert got.teacher_loss == 1.25 and got.info["score"] == -1.25 and got.weight == 1.375
     assert (got.info["tier"], got.info["rank"], got.info["super_batch"]) == (1, 4, 2)
     assert got.info["teacher"] == "abcd" and got.info["id"] == example.id
     assert (got.info["source"], got.info["position"]) == (example.source, example.position)

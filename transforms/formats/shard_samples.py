@@ -8,7 +8,9 @@ A sample holds
     doc.txt   a text pair's document
     jpg/png/… an image-text pair's encoded image (the extension from its format)
     json      id, source, position, meta (kept fields), and what curation adds: the teacher's
-              loss, the score, tier, rank, super-batch, the models' fingerprints, and for
+              loss, the score, tier, rank, super-batch, the soft weight (mean 1 over the
+              kept of a super-batch: for a trainer that weights its loss), the models'
+              fingerprints, and for
               contrastive tasks the teacher's temperature and bias (teacher_scale, teacher_bias);
               lm documents scored whole, each window's teacher loss (teacher_windows, float16
               values) and the tokens a window predicts (teacher_window)
@@ -62,6 +64,13 @@ class TrainSample:
         return self.image if self.image is not None else self.pair
 
     @property
+    def weight(self) -> float | None:
+        """The soft weight curation gave the sample (None: raw inputs, or shards curated before
+        jestflow wrote weights)."""
+        value = self.info.get("weight")
+        return None if value is None else float(value)
+
+    @property
     def tag(self) -> str | None:
         """The `kind` kept from the input (`--keep-field kind`), for breaking results down."""
         return self.info.get("meta", {}).get("kind")
@@ -99,6 +108,7 @@ def encode_selected(
         "tier": tier,
         "rank": rank,
         "super_batch": d.super_batch,
+        "weight": d.weight,
     }
     if d.scale is not None and d.bias is not None:
         info |= {"teacher_scale": d.scale, "teacher_bias": d.bias}

@@ -3,8 +3,10 @@
 A model's outputs are quantised before selection (numerics differ in the last bits between CPU
 kernels and devices), and each example's Gumbel noise is keyed by (seed, example key, chunk), so
 the same inputs, options and seed select the same examples whatever the runner's parallelism, and
-a record added to or edited in the pool changes only its own draw. The decisions carry the quantised values, so everything written (shards,
-manifest) follows from them alone.
+a record added to or edited in the pool changes only its own draw. The decisions carry the
+quantised values, so everything written (shards, manifest) follows from them alone. Each selected
+example also gets a soft weight (`jest.soft_weights` of the kept scores of its super-batch: mean
+1), for trainers that weight their loss instead of selecting.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .jest import (
     score,
     select_independent,
     select_joint,
+    soft_weights,
 )
 
 
@@ -96,6 +99,7 @@ class Decision:
     bias: float | None = None  # the teacher pair losses in the online trainer
     windows: tuple[float, ...] | None = None  # lm, whole documents: the teacher's window losses
     window: int | None = None  # … and the tokens a window predicts
+    weight: float | None = None  # a selected example's soft weight among its super-batch's kept
 
     @property
     def selected(self) -> bool:
@@ -143,6 +147,8 @@ def select_super_batch(
         )
         chosen = select_joint(pairs, k, n_chunks=config.n_chunks, **options)
     order = {int(i): rank for rank, i in enumerate(chosen.tolist())}
+    kept_weights = soft_weights(scores[chosen], config.temperature).tolist()
+    weight = dict(zip(chosen.tolist(), kept_weights, strict=True))
     return [
         Decision(
             example=example,
@@ -155,6 +161,7 @@ def select_super_batch(
             bias=teacher.bias,
             windows=None if teacher.windows is None else teacher.windows[i],
             window=teacher.window,
+            weight=weight.get(i),
         )
         for i, example in enumerate(teacher.examples)
     ]

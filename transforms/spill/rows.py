@@ -76,6 +76,7 @@ DECISION = pa.schema(
         ("bias", pa.float64()),
         ("windows", pa.list_(pa.float32())),  # the teacher's, lm whole documents
         ("window", pa.int32()),
+        ("weight", pa.float64()),
     ]
 )
 
@@ -180,6 +181,7 @@ def decision_row(d: Decision) -> tuple:
         d.bias,
         _list(d.windows),
         d.window,
+        d.weight,
     )
 
 
@@ -196,6 +198,7 @@ def decision_of(row: Mapping[str, Any], example: Example) -> Decision:
         bias=row["bias"],
         windows=_tuple(row["windows"]),
         window=row["window"],
+        weight=row["weight"],
     )
 
 
