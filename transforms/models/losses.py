@@ -1,7 +1,12 @@
-"""Loss functions shared by scoring, selection and training: token NLL and sigmoid pair losses.
+"""Loss functions shared by scoring, selection and training: token NLL and the two contrastive
+losses of a batch of pairs, with L2-normalised embeddings u_i, v_j, temperature t and bias β.
 
-Sigmoid (SigLIP) pair loss, with L2-normalised embeddings u_i, v_j, temperature t and bias β:
+Sigmoid (SigLIP) pair loss, a sum of pair terms:
     ℓ_ij = softplus(−z_ij · (t·⟨u_i, v_j⟩ + β)),  z_ii = +1, z_ij = −1 (i ≠ j).
+Softmax (InfoNCE, CLIP) loss, with logits s_ij = t·⟨u_i, v_j⟩ (no bias): each pair's loss is the
+mean of its two cross-entropies against the batch,
+    ℓ_i = −s_ii + ½ (log Σ_j e^{s_ij} + log Σ_j e^{s_ji}),
+and the batch loss is their mean (CLIP's loss).
 """
 
 from __future__ import annotations
@@ -27,14 +32,19 @@ def as_float(value: float | torch.Tensor) -> float:
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
+PAIR_LOSSES = ("sigmoid", "softmax")
+
+
 @dataclass(frozen=True)
 class PairEmbeddings:
-    """One two-tower model's view of a batch: u = left[i], v = right[j], temperature, bias."""
+    """One two-tower model's view of a batch: u = left[i], v = right[j], temperature, bias, and
+    the contrastive loss they are judged by (`sigmoid` or `softmax`; β serves the sigmoid only)."""
 
     left: torch.Tensor
     right: torch.Tensor
     scale: float | torch.Tensor  # t (a tensor while training, so gradients reach it)
     bias: float | torch.Tensor  # β
+    loss: str = "sigmoid"
 
     def __post_init__(self) -> None:
         if self.left.ndim != 2 or self.left.shape != self.right.shape:
@@ -42,13 +52,20 @@ class PairEmbeddings:
                 f"left and right embeddings must both be [B, d], got "
                 f"{tuple(self.left.shape)} and {tuple(self.right.shape)}"
             )
+        if self.loss not in PAIR_LOSSES:
+            raise ValueError(f"unknown pair loss {self.loss!r}; expected one of {PAIR_LOSSES}")
 
     @property
     def size(self) -> int:
         return self.left.shape[0]
 
+    def _sigmoid_only(self, what: str) -> None:
+        if self.loss != "sigmoid":
+            raise ValueError(f"{what} are the sigmoid loss's pair terms; the softmax loss has none")
+
     def diagonal_losses(self) -> torch.Tensor:
-        """ℓ_ii for every i: the loss of each matching pair, [B]."""
+        """ℓ_ii for every i: the loss of each matching pair, [B] (sigmoid)."""
+        self._sigmoid_only("diagonal losses")
         logits = self.scale * (self.left * self.right).sum(1) + self.bias
         return F.softplus(-logits.float())
 
@@ -56,6 +73,7 @@ class PairEmbeddings:
         self, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None
     ) -> torch.Tensor:
         """ℓ_ij for i in `rows`, j in `cols` (index tensors; None = all), as a dense block."""
+        self._sigmoid_only("pair losses")
         u = self.left if rows is None else self.left[rows]
         v = self.right if cols is None else self.right[cols]
         logits = (self.scale * (u @ v.T) + self.bias).float()
@@ -71,6 +89,7 @@ class PairEmbeddings:
         Every pair is first taken as a non-match (softplus(x)); the c matching pairs k = j are then
         corrected with softplus(−x) = softplus(x) − x, so no B×c match mask is built.
         """
+        self._sigmoid_only("pair sums")
         u_c, v_c = self.left[chosen], self.right[chosen]
         scale, bias_value = as_float(self.scale), as_float(self.bias)
         bias = torch.tensor(bias_value, dtype=self.left.dtype, device=self.left.device)
@@ -84,5 +103,28 @@ class PairEmbeddings:
         return (into + out_of).index_add_(0, chosen, -2 * matching)
 
     def batch_loss(self) -> torch.Tensor:
-        """SigLIP training loss: Σ_ij ℓ_ij / B over the whole batch (dense; training-size B)."""
-        return self.losses().sum() / self.size
+        """The training loss (dense; training-size B): SigLIP's Σ_ij ℓ_ij / B, or CLIP's mean of
+        the two cross-entropies."""
+        if self.loss == "sigmoid":
+            return self.losses().sum() / self.size
+        logits = (self.scale * (self.left @ self.right.T)).float()
+        target = torch.arange(self.size, device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+    def logits(self, rows: torch.Tensor) -> torch.Tensor:
+        """t·⟨u_i, v_j⟩ for i in `rows` and every j, float64 (softmax: no bias)."""
+        return as_float(self.scale) * (self.left[rows].double() @ self.right.double().T)
+
+    def softmax_losses(self, *, block_size: int = 1024) -> torch.Tensor:
+        """ℓ_i = −s_ii + ½ (log Σ_j e^{s_ij} + log Σ_j e^{s_ji}) for every i against the whole
+        batch, float64, from row blocks (never B×B)."""
+        n = self.size
+        rows = torch.empty(n, dtype=torch.float64, device=self.left.device)
+        cols = torch.full((n,), float("-inf"), dtype=torch.float64, device=self.left.device)
+        for start in range(0, n, block_size):
+            block = torch.arange(start, min(start + block_size, n), device=self.left.device)
+            s = self.logits(block)
+            rows[block] = torch.logsumexp(s, 1)
+            cols = torch.logaddexp(cols, torch.logsumexp(s, 0))
+        own = as_float(self.scale) * (self.left.double() * self.right.double()).sum(1)
+        return -own + 0.5 * (rows + cols)

@@ -302,10 +302,12 @@ def pair_embeddings(
 
 
 def pair_loss_shares(embeddings: PairEmbeddings, *, block_size: int = 1024) -> torch.Tensor:
-    """Each example's share of the batch's sigmoid loss: ℓ_ii + ½ Σ_{j≠i} (ℓ_ij + ℓ_ji).
-
-    The shares sum to Σ_ij ℓ_ij; computed in row blocks, never as a B×B matrix.
+    """Each example's share of the batch's loss, float32. Sigmoid: ℓ_ii + ½ Σ_{j≠i} (ℓ_ij + ℓ_ji),
+    the shares summing to Σ_ij ℓ_ij; softmax: its loss against the batch (`softmax_losses`),
+    summing to B × the batch loss. Computed in row blocks, never as a B×B matrix.
     """
+    if embeddings.loss == "softmax":
+        return embeddings.softmax_losses(block_size=block_size).float()
     b = embeddings.size
     rows = torch.zeros(b, dtype=torch.float64)
     cols = torch.zeros(b, dtype=torch.float64)

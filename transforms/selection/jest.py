@@ -13,10 +13,13 @@ few tenths of a nat and at the paper's τ = 1 sampling is nearly uniform. An exp
 from `KeyedNoise`, a function of (seed, example key, chunk) alone: a record added to or edited in
 a pool then changes only its own draw, and re-curations stay comparable.
 
-Contrastive losses couple the members of a batch. With A = L(θ) − L(θ*) the B×B pair score matrix,
-adding candidate k to the chosen set S adds A_kk + Σ_{j∈S} (A_kj + A_jk). `select_joint` draws the
-first chunk from the diagonal and each further chunk from these conditional scores (JEST blocked
-sampling), keeping running sums so that a lazy `ContrastivePairScores` never builds B×B.
+Contrastive losses couple the members of a batch. With the sigmoid loss and A = L(θ) − L(θ*) the
+B×B pair score matrix, adding candidate k to the chosen set S adds A_kk + Σ_{j∈S} (A_kj + A_jk).
+`select_joint` draws the first chunk from the diagonal and each further chunk from these
+conditional scores (JEST blocked sampling), keeping running sums so that a lazy
+`ContrastivePairScores` never builds B×B. With the softmax loss the conditional score is the set
+loss's increment L(S ∪ {k}) − L(S), whose log-sum-exp terms change as S grows
+(`SoftmaxPairScores`); its first chunk draws from each candidate's loss against the super-batch.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import JestflowError
 from ..hashing import GOLDEN, hash64, mix64
-from ..models.losses import PairEmbeddings
+from ..models.losses import PairEmbeddings, as_float
 from ..vocabulary import METHODS, SCORE_MODES
 
 Method = Literal["sample", "topk"]
@@ -111,6 +115,37 @@ class PairScores(Protocol):
         ...
 
 
+class ConditionalWalk(Protocol):
+    """The conditional scores a blocked selection walks through: `scores` [B] (float64) given the
+    chosen so far (at first, the first chunk's), updated by `add` with each chosen chunk."""
+
+    scores: torch.Tensor
+
+    def add(self, new: torch.Tensor) -> None: ...
+
+
+class _PairSumWalk:
+    """Sums of pair terms (the sigmoid loss): A_kk, then + Σ_{j∈new} (A_kj + A_jk) per chunk."""
+
+    def __init__(self, pairs: PairScores) -> None:
+        self.pairs = pairs
+        self.diagonal = pairs.diagonal().double()
+        _check_finite(self.diagonal, "pair score diagonal")
+        self.running = torch.zeros_like(self.diagonal)
+        self.scores = self.diagonal + self.running
+
+    def add(self, new: torch.Tensor) -> None:
+        self.running += self.pairs.cross_sums(new).double()
+        self.scores = self.diagonal + self.running
+
+
+def conditional_walk(pairs: PairScores | SoftmaxPairScores) -> ConditionalWalk:
+    """A fresh walk of `pairs`' conditional scores, for one selection."""
+    if isinstance(pairs, SoftmaxPairScores):
+        return _SoftmaxWalk(pairs)
+    return _PairSumWalk(pairs)
+
+
 class DensePairScores:
     """A materialised B×B pair score matrix (small B: tests, tiny batches)."""
 
@@ -166,6 +201,107 @@ class ContrastivePairScores:
         return sum(w * emb.losses() for w, emb in self.terms)  # type: ignore[return-value]
 
 
+def pair_scores(
+    mode: str,
+    *,
+    student: PairEmbeddings | None = None,
+    teacher: PairEmbeddings | None = None,
+) -> ContrastivePairScores | SoftmaxPairScores:
+    """The lazy pair scores of the loss the embeddings are judged by (both models' must agree)."""
+    kinds = {emb.loss for emb in (student, teacher) if emb is not None}
+    if len(kinds) != 1:
+        raise ValueError(f"the student's and teacher's embeddings name other losses: {kinds}")
+    kind = kinds.pop()
+    scores = SoftmaxPairScores if kind == "softmax" else ContrastivePairScores
+    return scores(mode, student=student, teacher=teacher)
+
+
+class SoftmaxPairScores:
+    """Lazy conditional scores under the softmax (InfoNCE, CLIP) loss, from student and/or
+    teacher embeddings: Σ_m w_m (L_m(S ∪ {k}) − L_m(S)) for every candidate k, with the set loss
+    L(S) = Σ_{i∈S} −s_ii + ½ (log Σ_{j∈S} e^{s_ij} + log Σ_{j∈S} e^{s_ji}).
+
+    A candidate alone has no softmax loss (L({k}) = 0), so the first chunk draws from each
+    candidate's loss against the whole super-batch (`softmax_losses`, its stored share).
+    For k ∉ S, with r_k = log Σ_{j∈S} e^{s_kj} and c_k = log Σ_{j∈S} e^{s_jk} kept for every k,
+        L(S ∪ {k}) − L(S) = −s_kk + ½ (logaddexp(s_kk, r_k) + logaddexp(s_kk, c_k))
+                            + ½ Σ_{i∈S} (softplus(s_ik − r_i) + softplus(s_ki − c_i)).
+    Adding a chunk of c updates r and c in O(B·c·d); the last sum changes with every r_i, so it
+    is recomputed per chunk from blocks of `block_size` chosen rows: O(B·|S|·d) work, O(block·B)
+    memory, never B×B.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        *,
+        student: PairEmbeddings | None = None,
+        teacher: PairEmbeddings | None = None,
+        block_size: int = 1024,
+    ) -> None:
+        self.terms: list[tuple[float, PairEmbeddings]] = weighted_terms(mode, student, teacher)
+        if {emb.size for _, emb in self.terms} != {self.terms[0][1].size}:
+            raise ValueError("student and teacher embeddings must cover the same candidates")
+        if any(emb.loss != "softmax" for _, emb in self.terms):
+            raise ValueError("SoftmaxPairScores judges embeddings by the softmax loss")
+        self.block_size = block_size
+
+    @property
+    def size(self) -> int:
+        return self.terms[0][1].size
+
+    def first(self) -> torch.Tensor:
+        """The first chunk's scores: Σ_m w_m ℓ_m(k) against the whole super-batch, [B]."""
+        return sum(  # type: ignore[return-value]
+            w * emb.softmax_losses(block_size=self.block_size) for w, emb in self.terms
+        )
+
+
+class _SoftmaxTerm:
+    """One model's running log-sums over the chosen set S, for every candidate."""
+
+    def __init__(self, emb: PairEmbeddings, block_size: int) -> None:
+        self.emb, self.block_size = emb, block_size
+        self.t = as_float(emb.scale)
+        self.u, self.v = emb.left.double(), emb.right.double()
+        self.own = self.t * (self.u * self.v).sum(1)  # s_kk
+        self.rows = torch.full_like(self.own, float("-inf"))  # r_k = log Σ_{j∈S} e^{s_kj}
+        self.cols = torch.full_like(self.own, float("-inf"))  # c_k = log Σ_{j∈S} e^{s_jk}
+        self.chosen = torch.zeros(0, dtype=torch.long, device=self.own.device)
+
+    def add(self, new: torch.Tensor) -> None:
+        new = new.to(self.own.device)
+        into = self.t * (self.u @ self.v[new].T)  # s_kj, j ∈ new: [B, c]
+        out_of = self.t * (self.v @ self.u[new].T)  # s_jk, j ∈ new: [B, c]
+        self.rows = torch.logaddexp(self.rows, torch.logsumexp(into, 1))
+        self.cols = torch.logaddexp(self.cols, torch.logsumexp(out_of, 1))
+        self.chosen = torch.cat([self.chosen, new])
+
+    def conditional(self) -> torch.Tensor:
+        own = self.own
+        gain = -own + 0.5 * (torch.logaddexp(own, self.rows) + torch.logaddexp(own, self.cols))
+        others = torch.zeros_like(own)
+        for start in range(0, len(self.chosen), self.block_size):
+            block = self.chosen[start : start + self.block_size]
+            s = self.t * (self.u[block] @ self.v.T)  # s_ik, i ∈ block: [block, B]
+            others += F.softplus(s - self.rows[block, None]).sum(0)
+            s = self.t * (self.v[block] @ self.u.T)  # s_ki
+            others += F.softplus(s - self.cols[block, None]).sum(0)
+        return gain + 0.5 * others
+
+
+class _SoftmaxWalk:
+    def __init__(self, pairs: SoftmaxPairScores) -> None:
+        self.terms = [(w, _SoftmaxTerm(emb, pairs.block_size)) for w, emb in pairs.terms]
+        self.scores = pairs.first().double()
+        _check_finite(self.scores, "first-chunk scores")
+
+    def add(self, new: torch.Tensor) -> None:
+        for _, term in self.terms:
+            term.add(new)
+        self.scores = sum(w * term.conditional() for w, term in self.terms)  # type: ignore[assignment]
+
+
 # --- selection --------------------------------------------------------------------------------
 
 
@@ -217,7 +353,7 @@ def select_independent(
 
 
 def select_joint(
-    pairs: torch.Tensor | PairScores,
+    pairs: torch.Tensor | PairScores | SoftmaxPairScores,
     k: int,
     *,
     n_chunks: int = 16,
@@ -232,7 +368,8 @@ def select_joint(
     conditional scores A_kk + Σ_{j∈S} (A_kj + A_jk) given the chosen set S, chosen ones masked.
     Without an explicit `temperature`, each chunk's τ is relative to the spread of the scores it
     draws from (the conditional sums grow with S; their spread, not their size, sets the scale).
-    `pairs` is a dense B×B tensor or a `PairScores` (e.g. lazy `ContrastivePairScores`).
+    `pairs` is a dense B×B tensor, a `PairScores` (e.g. lazy `ContrastivePairScores`), or a
+    `SoftmaxPairScores` (the softmax loss's conditional scores, `conditional_walk`).
     """
     if isinstance(pairs, torch.Tensor):
         pairs = DensePairScores(pairs)
@@ -241,19 +378,17 @@ def select_joint(
     _check_k(k, pairs.size)
     draw = _Draw(temperature, relative_temperature, method, noise, pairs.size)
 
-    diagonal = pairs.diagonal().double()
-    _check_finite(diagonal, "pair score diagonal")
-    running = torch.zeros_like(diagonal)
-    chosen_mask = torch.zeros(pairs.size, dtype=torch.bool, device=diagonal.device)
+    walk = conditional_walk(pairs)
+    chosen_mask = torch.zeros(pairs.size, dtype=torch.bool, device=walk.scores.device)
     chosen: list[torch.Tensor] = []
     sizes = chunk_sizes(k, n_chunks)
     for i, size in enumerate(sizes):
-        conditional = (diagonal + running).masked_fill(chosen_mask, float("-inf"))
+        conditional = walk.scores.masked_fill(chosen_mask, float("-inf"))
         new = draw(conditional, size, chunk=i)
         chosen.append(new)
         chosen_mask[new] = True
         if i + 1 < len(sizes):
-            running += pairs.cross_sums(new).double()
+            walk.add(new)
     return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)
 
 
