@@ -25,12 +25,17 @@ LM_TEXT = FieldMap(text="text", keep=("kind",))
 PAIRS = FieldMap(query="query", doc="doc", keep=("kind",))
 IMAGE_TEXT = FieldMap(image="png", caption="txt", keep=("kind",))
 FIELDS = {"lm": LM_TEXT, "lm-documents": LM_TEXT, "contrastive": PAIRS, "image-text": IMAGE_TEXT}
+FIELDS["image-text-softmax"] = IMAGE_TEXT
 MODEL_TASK = {
     "lm": "lm",
     "lm-documents": "lm",
     "contrastive": "contrastive",
     "image-text": "contrastive",
+    "image-text-softmax": "contrastive",
 }
+# `image-text-softmax`: the image-text scenes with the softmax (CLIP) loss for teacher, curation
+# and students; the other tasks use the sigmoid one
+LOSS = {"image-text-softmax": "softmax"}
 # (folder under data/, reference, eval, pool)
 FILES = {
     "lm": ("lm", "reference.jsonl", "eval.jsonl", "pool.jsonl"),
@@ -38,6 +43,7 @@ FILES = {
     "contrastive": ("contrastive", "reference.jsonl", "eval.jsonl", "pool.jsonl"),
     "image-text": ("image-text", "reference-*.tar", "eval-*.tar", "pool-*.tar"),
 }
+FILES["image-text-softmax"] = FILES["image-text"]
 
 
 def data_file(out: Path, task: str, which: int) -> str:
@@ -78,7 +84,8 @@ def prepare(out: Path, args) -> None:
         write_documents(
             data / "lm-documents", reference=1000, pool=args.documents, held_out=40, seed=0
         )
-    if "image-text" in args.tasks and not (data / "image-text" / "pool-000000.tar").exists():
+    scenes = {"image-text", "image-text-softmax"} & set(args.tasks)
+    if scenes and not (data / "image-text" / "pool-000000.tar").exists():
         make_scenes(SceneConfig(output=str(data)))
     for task in args.tasks:
         teacher = out / f"teacher-{task}"
@@ -146,6 +153,7 @@ def make_teacher(task: str, teacher: Path, out: Path, args) -> None:
             task=MODEL_TASK[task],
             fields=fields,
             steps=steps,
+            loss=LOSS.get(task),
             overwrite=True,
         )
     )

@@ -112,13 +112,20 @@ TRAINER = [("mode", "mode"), ("r", "r", "d"), ("scoring_length", "scoring length
 TRAINER += [("step_s", "step s", ".3f"), ("score_s", "scoring s", ".3f")]
 TRAINER += [("train_s", "training s", ".3f"), ("overhead", "overhead", "+.0%")]
 TRAINER += [("flop_ratio", "by FLOPs", "+.0%")]
-SELECTION = [("B", "B", ",d"), ("keep", "keep", ".0%"), ("k", "k", ",d")]
+SELECTION = [(lambda r: r.get("loss", "sigmoid"), "loss", "", "l")]
+SELECTION += [("B", "B", ",d"), ("keep", "keep", ".0%"), ("k", "k", ",d")]
 SELECTION += [("select_s", "select_joint s", ".3f"), ("teacher_s", "teacher pass s", ".2f")]
 SELECTION += [("ratio", "ratio", ".2%"), ("peak_mib", "peak Δ MiB", ".1f")]
 SELECTION += [
     ("full_mib", "B×B would be MiB", ",.0f"),
     ("largest_mib", "largest tensor MiB", ".1f"),
 ]
+CONTRASTIVE_SCORES = [("task", "pool"), ("score", "score"), ("kept", "kept", ",d")]
+CONTRASTIVE_SCORES += [(lambda r: r["shares"].get("clean", 0), "clean", ".1%")]
+CONTRASTIVE_SCORES += [("seconds", "s", ".0f")]
+STABILITY = [("tree", "tree"), ("options", "options"), ("super_batches", "super-batches", ",d")]
+STABILITY += [("kept", "kept", ",d"), ("edited", "Jaccard: 0.1 % edited", ".3f")]
+STABILITY += [("removed", "0.1 % removed", ".3f"), ("inserted", "0.1 % inserted", ".3f")]
 KERNELS = [("task", "task"), ("setting", "setting"), ("raw", "max |Δ raw output|", ".1e")]
 KERNELS += [("rounded", "rounded values that differ", ".2%")]
 KERNELS += [(lambda r: f"{r['status']:,} of {r['examples']:,}", "selection differs", "", "r")]

@@ -37,12 +37,16 @@ curate` run: FLOPs and seconds) is reported apart, with the student runs on its 
 it back. Corpora, teachers, curated sets: bench/common_demo.py. "clean only (oracle)" (lm, text
 pairs; --ablation-arms): uniform on the pool's clean records, the ceiling of any filter.
 
+Image-text with the softmax (CLIP) loss (`--tasks image-text-softmax`, not in the default tasks):
+the same scenes and arms, with teacher, curation and students on the softmax loss; set beside
+image-text's (sigmoid) for the same gains under the other loss.
+
 LM on long documents (`--tasks lm-documents`, not in the default tasks; bench/common_documents.py:
 documents of 1–8 KB, a quarter clean, a quarter with a clean start and a noise body, half noise;
 the teacher fit on clean documents; held out: clean documents, judged whole): the LM arms.
 
 Run: python bench/data_efficiency.py [--seeds 0,1,2] [--steps N]
-     [--tasks lm,contrastive,image-text,lm-documents] [--documents 2000] [--pair-teacher auto|minilm|built-in]
+     [--tasks lm,contrastive,image-text,lm-documents,image-text-softmax] [--documents 2000] [--pair-teacher auto|minilm|built-in]
      [--out build/bench-data-efficiency] [--arms "offline + online"] [--warmup-steps N] [--ablations]
      [--ablation-arms "learnability τ=0.1"] [--sweep]
 --sweep adds the recipe at r = 2, 3, 5 on the 50 % and 30 % curated sets (image-text: scoring at
@@ -63,6 +67,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from common_arms import ABLATIONS, ARMS, SWEEP
 from common_demo import (
     CURATED,
     FIELDS,
@@ -86,86 +91,12 @@ from jestflow.transforms.models.documents import document_windows
 from jestflow.transforms.reporting.tables import text_table
 from jestflow.transforms.vocabulary import PAIR_TEACHERS
 
-ONLINE = {"mode": "learnability"}  # r and the rest: the trainer's defaults
-WEIGHTED = {"mode": "weighted"}
-CURATED_WEIGHTS = {"mode": "curated_weights"}
-SMALL = {"score_image_size": 32, "small_share": 0.0}  # image-text: the student scores at 32 px
-
-# name → (training data: "raw" pool or a curated shard set, TrainConfig options)
-ARMS = {
-    "lm": {
-        "uniform": ("raw", {"mode": "uniform"}),
-        "hard learner": ("raw", {**ONLINE, "mode": "hard_learner"}),
-        "easy reference": ("offline", {"mode": "uniform"}),
-        "learnability": ("scored", ONLINE),
-        "offline + online": ("offline", ONLINE),
-        "offline + weighted": ("offline", WEIGHTED),
-        "offline + curated weights": ("offline", CURATED_WEIGHTS),
-    },
-    "contrastive": {
-        "uniform": ("raw", {"mode": "uniform"}),
-        "easy reference": ("offline", {"mode": "uniform"}),
-        "offline + online": ("offline", ONLINE),
-        "offline + weighted": ("offline", WEIGHTED),
-        "offline + curated weights": ("offline", CURATED_WEIGHTS),
-        "independent": ("scored", {**ONLINE, "n_chunks": 1}),
-        "joint": ("scored", {**ONLINE, "n_chunks": 16}),
-    },
-}
-ARMS["image-text"] = {
-    **ARMS["contrastive"],
-    "offline + online at 32 px": ("offline", {**ONLINE, **SMALL}),
-}
-ARMS["lm-documents"] = ARMS["lm"]
-# --sweep: the recipe's knobs, on every seed: r (the student scores r·b per step) and the share
-# the offline pass keeps; image-text also the scoring size and the share of steps trained there.
-SWEEP = {
-    task: {
-        f"{source} + online r={r}{extra}": (source, {**ONLINE, "super_batch_ratio": r, **more})
-        for source in ("offline", "offline 30 %")
-        for r in (2, 3, 5)
-        for extra, more in (
-            [("", {}), (" at 32 px", SMALL), (" at 32 px ½ trained", {**SMALL, "small_share": 0.5})]
-            if task == "image-text"
-            else [("", {})]
-        )
-    }
-    for task in ("lm", "contrastive", "image-text", "lm-documents")
-}
-# Run on the first seed only with --ablations: what the temperature and scoring length do, and
-# the ceiling of filtering (uniform on the pool's clean records alone: an oracle). The arms above
-# use the default, relative temperature; τ=… is an absolute one.
-ABLATIONS = {
-    "lm": {
-        "learnability τ=1": ("scored", {**ONLINE, "temperature": 1.0}),
-        "learnability τ=0.1": ("scored", {**ONLINE, "temperature": 0.1}),
-        "learnability r=10": ("scored", {**ONLINE, "super_batch_ratio": 10}),
-        "offline 30 %": ("offline 30 %", {"mode": "uniform"}),
-        # the recipe when the teacher scores the first 64 tokens (and the student the same)
-        "offline 30 % 64-token teacher": ("offline 30 % 64-token teacher", {"mode": "uniform"}),
-        "offline 30 % 64-token teacher + online": ("offline 30 % 64-token teacher", ONLINE),
-        "offline 20 %": ("offline 20 %", {"mode": "uniform"}),
-        "offline 20 % + online": ("offline 20 %", ONLINE),
-        "clean only (oracle)": ("clean", {"mode": "uniform"}),
-    },
-    "contrastive": {
-        "independent τ=1": ("scored", {**ONLINE, "n_chunks": 1, "temperature": 1.0}),
-        "joint τ=1": ("scored", {**ONLINE, "n_chunks": 16, "temperature": 1.0}),
-        "joint τ=0.1": ("scored", {**ONLINE, "n_chunks": 16, "temperature": 0.1}),
-        "joint 32 chunks": ("scored", {**ONLINE, "n_chunks": 32}),
-        "offline 30 %": ("offline 30 %", {"mode": "uniform"}),
-        "clean only (oracle)": ("clean", {"mode": "uniform"}),
-    },
-}
-# image-text pools are tars: no oracle arm
-ABLATIONS["image-text"] = {k: v for k, v in ABLATIONS["contrastive"].items() if v[0] != "clean"}
-ABLATIONS["lm-documents"] = ABLATIONS["lm"]
-
 
 def steps_for(task: str, args) -> int:
     """`--steps`, else the demo's for the task: 300, and 150 for text pairs (its curated half,
     2,000 pairs, is then trained on about twice and not overfit)."""
     demo = {"contrastive": RECIPES["text-pairs"].steps, "image-text": RECIPES["image-text"].steps}
+    demo["image-text-softmax"] = demo["image-text"]
     return args.steps or demo.get(task, RECIPES["lm"].steps)
 
 

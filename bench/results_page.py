@@ -108,6 +108,21 @@ SECTIONS = {
         "The demo's curation step run "
         "without the cache, cold, warm, with new data and with a new teacher.",
     ),
+    "contrastive_scores": (
+        "contrastive-scores",
+        "Contrastive scores",
+        "What `curate --keep 0.5` keeps of the demo's pair pools with each offline score "
+        "(easy reference under the sigmoid and the softmax loss, CLIP-score, negCLIPLoss), "
+        "by the records' `kind` tags.",
+    ),
+    "stability": (
+        "stability",
+        "Re-curation stability",
+        "A pool of 12,024 real records curated, then again with 0.1 % of its "
+        "records edited in place, removed or inserted mid-file (same teacher, options and "
+        "seed): the Jaccard of the kept sets, on this tree and on the commit before "
+        "super-batches became fixed ranges of the hash space.",
+    ),
     "selection_defaults": (
         "selection-defaults",
         "Selection defaults",
@@ -289,6 +304,8 @@ RENDER = {
     "memory": jobs.memory,
     "trainer": rows_table(jobs.TRAINER),
     "selection": rows_table(jobs.SELECTION),
+    "stability": rows_table(jobs.STABILITY),
+    "contrastive_scores": rows_table(jobs.CONTRASTIVE_SCORES),
     "cpu_kernels": rows_table(jobs.KERNELS),
     "margins": jobs.margins,
     "cache": jobs.cache,

@@ -1,8 +1,8 @@
 """JEST joint selection vs one teacher forward pass over the same super-batch.
 
-For each super-batch size B and keep fraction, this times `select_joint` (16 chunks, learnability)
-on lazy contrastive pair scores built from random L2-normalised student and teacher embeddings
-of width 256, and compares it with one pass of the built-in two-tower teacher (`TwoTower`,
+For each pair loss (sigmoid: `ContrastivePairScores`; softmax: `SoftmaxPairScores`), super-batch
+size B and keep fraction, this times `select_joint` (16 chunks, learnability) on lazy pair scores
+built from random L2-normalised student and teacher embeddings of width 256, and compares it with one pass of the built-in two-tower teacher (`TwoTower`,
 text–text, default towers) over B realistic text pairs of the demo corpus: stdlib docstring summaries (left)
 and 120-character code snippets (right). Selection should cost ≤ 5 % of the teacher pass at
 B = 16384 and never build a B×B matrix, so it also reports the selection's peak memory (RSS
@@ -10,11 +10,13 @@ increase in a fresh process on CPU, allocator peak on CUDA) and the largest tens
 operation produces during it, next to the size of a B×B float32 matrix.
 
 Run: python bench/selection.py [--sizes 4096,16384] [--keep 0.1,0.2] [--device cpu|cuda]
+     [--losses sigmoid,softmax]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import statistics
 import time
@@ -30,7 +32,7 @@ from jestflow.transforms.models.losses import PairEmbeddings
 from jestflow.transforms.models.scoring import embed_pairs
 from jestflow.transforms.models.towers import TwoTower, TwoTowerConfig
 from jestflow.transforms.reporting.tables import text_table
-from jestflow.transforms.selection.jest import ContrastivePairScores, select_joint
+from jestflow.transforms.selection.jest import pair_scores, select_joint
 
 WIDTH, N_CHUNKS = 256, 16
 ROWS: list[dict] = []  # each measured row, for bench/results.json
@@ -59,25 +61,26 @@ def stdlib_text_pairs(n: int) -> tuple[list[str], list[str]]:
     return [summary for summary, _ in cycled], [code[:120] for _, code in cycled]
 
 
-def random_embeddings(b: int, seed: int, device: torch.device) -> PairEmbeddings:
+def random_embeddings(b: int, seed: int, device: torch.device, loss: str) -> PairEmbeddings:
     """Random L2-normalised [B, 256] left/right embeddings (normalised in place: no temporaries)."""
     gen = torch.Generator().manual_seed(seed)
     left, right = (torch.randn(b, WIDTH, generator=gen).to(device) for _ in range(2))
     for x in (left, right):
         x.div_(x.norm(dim=1, keepdim=True))
-    return PairEmbeddings(left, right, 10.0, -10.0)
+    return PairEmbeddings(left, right, 10.0, -10.0, loss)
 
 
-def lazy_pair_scores(b: int, device: torch.device) -> ContrastivePairScores:
-    student, teacher = random_embeddings(b, 1, device), random_embeddings(b, 2, device)
-    return ContrastivePairScores("learnability", student=student, teacher=teacher)
+def lazy_pair_scores(b: int, device: torch.device, loss: str = "sigmoid"):
+    student = random_embeddings(b, 1, device, loss)
+    teacher = random_embeddings(b, 2, device, loss)
+    return pair_scores("learnability", student=student, teacher=teacher)
 
 
-def run_selection(pairs: ContrastivePairScores, k: int) -> torch.Tensor:
+def run_selection(pairs, k: int) -> torch.Tensor:
     return select_joint(pairs, k, n_chunks=N_CHUNKS, noise=torch.Generator().manual_seed(0))
 
 
-def selection_seconds(pairs: ContrastivePairScores, k: int, device: torch.device, n: int) -> float:
+def selection_seconds(pairs, k: int, device: torch.device, n: int) -> float:
     """Median of n timed selections, after one warm-up."""
     run_selection(pairs, k)
     return statistics.median(
@@ -94,17 +97,17 @@ def teacher_pass_seconds(b: int, device: torch.device) -> float:
     return synced_seconds(lambda: embed_pairs(model, left, right), device)
 
 
-def selection_peak_rss_mib(b: int, k: int) -> float:
+def selection_peak_rss_mib(b: int, k: int, loss: str) -> float:
     """Peak RSS increase of one CPU selection (Linux), run in a fresh process so that memory
     freed earlier and reused by the selection cannot hide part of its peak."""
-    run_selection(lazy_pair_scores(64, torch.device("cpu")), 8)  # load kernels, thread pool
-    pairs = lazy_pair_scores(b, torch.device("cpu"))
+    run_selection(lazy_pair_scores(64, torch.device("cpu"), loss), 8)  # kernels, thread pool
+    pairs = lazy_pair_scores(b, torch.device("cpu"), loss)
     before = peak_rss_kib(reset=True)
     run_selection(pairs, k)
     return (peak_rss_kib() - before) / 1024
 
 
-def selection_peak_mib(pairs: ContrastivePairScores, k: int, device: torch.device) -> float:
+def selection_peak_mib(pairs, k: int, device: torch.device, loss: str) -> float:
     """Peak memory increase of one selection: CUDA allocator peak, or RSS in a fresh process."""
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -115,10 +118,10 @@ def selection_peak_mib(pairs: ContrastivePairScores, k: int, device: torch.devic
         return (torch.cuda.max_memory_allocated() - before) / MIB
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-        return pool.submit(selection_peak_rss_mib, pairs.size, k).result()
+        return pool.submit(selection_peak_rss_mib, pairs.size, k, loss).result()
 
 
-def largest_tensor(pairs: ContrastivePairScores, k: int) -> LargestTensor:
+def largest_tensor(pairs, k: int) -> LargestTensor:
     with LargestTensor() as probe:
         run_selection(pairs, k)
     return probe
@@ -130,25 +133,27 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", default="0.1,0.2", help="fractions of B to keep")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--repeats", type=int, default=5, help="timed selections (median)")
+    parser.add_argument("--losses", default="sigmoid,softmax", help="pair losses")
     return parser.parse_args()
 
 
-def measure(b: int, keep: float, teacher: float, device: torch.device, args) -> tuple:
-    """One B and keep fraction: the table row, the selection's time over the teacher pass's, and
-    whether it stayed below a B×B matrix (at most the inputs ([B, d]) or one B×chunk block, and a
-    peak below one B×B matrix)."""
+def measure(b: int, keep: float, loss: str, teacher: float, device: torch.device, args) -> tuple:
+    """One loss, B and keep fraction: the table row, the selection's time over the teacher
+    pass's, and whether it stayed below a B×B matrix (at most the inputs ([B, d]), one B×chunk
+    block or, softmax, one block of 1,024 chosen rows × B; and a peak below one B×B matrix)."""
     full = b * b * 4 / MIB
-    k, pairs = round(keep * b), lazy_pair_scores(b, device)
+    k, pairs = round(keep * b), lazy_pair_scores(b, device, loss)
     select = selection_seconds(pairs, k, device, args.repeats)
-    peak, probe = selection_peak_mib(pairs, k, device), largest_tensor(pairs, k)
-    cells = [b, keep, k, f"{select:.3f}", f"{teacher:.2f}", f"{select / teacher:.2%}"]
+    peak, probe = selection_peak_mib(pairs, k, device, loss), largest_tensor(pairs, k)
+    cells = [loss, b, keep, k, f"{select:.3f}", f"{teacher:.2f}", f"{select / teacher:.2%}"]
     cells += [f"{peak:.1f}", f"{full:.0f}", f"{probe.nbytes / MIB:.1f}"]
     cells += [f"{probe.numel / (b * b):.2%}"]
-    keys = ("B", "keep", "k", "select_s", "teacher_s", "ratio", "peak_mib", "full_mib")
-    values = (b, keep, k, select, teacher, select / teacher, peak, full)
+    keys = ("loss", "B", "keep", "k", "select_s", "teacher_s", "ratio", "peak_mib", "full_mib")
+    values = (loss, b, keep, k, select, teacher, select / teacher, peak, full)
     ROWS.append({**dict(zip(keys, values, strict=True)), "largest_mib": probe.nbytes / MIB})
-    print(f"B = {b}, keep {keep}: select_joint {select:.3f} s", flush=True)
-    below = probe.numel <= b * max(WIDTH, -(-k // N_CHUNKS)) and peak < full
+    print(f"{loss}, B = {b}, keep {keep}: select_joint {select:.3f} s", flush=True)
+    block = min(1024, k) if loss == "softmax" else 0
+    below = probe.numel <= b * max(WIDTH, -(-k // N_CHUNKS), block) and peak < full
     return cells, select / teacher, below
 
 
@@ -157,22 +162,24 @@ def main() -> None:
     sizes, keeps = [int(s) for s in args.sizes.split(",")], [float(f) for f in args.keep.split(",")]
     device = torch.device(args.device)
     memory = "CUDA peak Δ MiB" if device.type == "cuda" else "peak RSS Δ MiB"
-    header = ["B", "keep", "k", "select_joint s", "teacher pass s", "ratio", memory]
+    header = ["loss", "B", "keep", "k", "select_joint s", "teacher pass s", "ratio", memory]
     header += ["B×B would be MiB", "largest tensor MiB", "largest / B×B"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print(f"{N_CHUNKS} chunks, width {WIDTH}, select_joint median of {args.repeats}, teacher once")
     rows, ratio_ok, no_b_by_b = [], True, True
     for b in sizes:
         teacher = teacher_pass_seconds(b, device)
-        for keep in keeps:
-            cells, ratio, below = measure(b, keep, teacher, device, args)
+        for loss, keep in itertools.product(args.losses.split(","), keeps):
+            cells, ratio, below = measure(b, keep, loss, teacher, device, args)
             rows.append(cells)
             no_b_by_b &= below
-            ratio_ok &= b != 16384 or ratio <= 0.05
+            ratio_ok &= b != 16384 or loss != "sigmoid" or ratio <= 0.05
     print(text_table(rows, header=header))
     ratio = ratio_ok if 16384 in sizes else "not measured"
     verdict = "met" if ratio is True and no_b_by_b else "NOT met"
-    print(f"target {verdict}: ratio ≤ 5 % at B=16384: {ratio}; no B×B allocation: {no_b_by_b}")
+    print(
+        f"target {verdict}: sigmoid ratio ≤ 5 % at B=16384: {ratio}; no B×B allocation: {no_b_by_b}"
+    )
     print(f"total wall time {time.perf_counter() - started:.0f} s")
     record(
         "selection" if device.type == "cpu" else f"selection_{device.type}",

@@ -21,6 +21,7 @@ import click
 from ..transforms.dedup.copies import DEDUP_METHODS, DedupConfig
 from ..transforms.errors import JestflowError
 from ..transforms.models.documents import DEFAULT_SCORE_MAX_TOKENS
+from ..transforms.models.losses import PAIR_LOSSES
 from ..transforms.models.towers import ENCODERS
 from ..transforms.records import FieldMap
 from ..transforms.selection.jest import RELATIVE_TEMPERATURE
@@ -196,6 +197,19 @@ sampling_options = options(
     temperature_options,
 )
 
+
+def loss_option(default: str):
+    """`--loss`: the contrastive pair loss (curate: what selection judges by; teacher train,
+    train: what the model trains on); `default` says what it is when not given."""
+    return click.option(
+        "--loss",
+        type=click.Choice(PAIR_LOSSES),
+        default=None,
+        show_default=default,
+        help="Contrastive pair loss: sigmoid (SigLIP) or softmax (CLIP's InfoNCE).",
+    )
+
+
 # The optimizer's schedule (teacher train, train).
 schedule_options = options(
     click.option(
@@ -271,6 +285,7 @@ selection_options = options(
     click.option(
         "--seed", type=int, default=0, show_default=True, help="Super-batch grouping and sampling."
     ),
+    loss_option("the teacher's"),
 )
 
 # Dedup before scoring (curate).

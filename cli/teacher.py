@@ -15,6 +15,7 @@ from .options import (
     field_flags,
     field_map,
     field_options,
+    loss_option,
     model_size_options,
     overwrite_option,
     schedule_options,
@@ -37,6 +38,7 @@ def teacher() -> None:
 @field_options
 @eval_option
 @schedule_options
+@loss_option("sigmoid; an --init model's own")
 @click.option(
     "--batch-size",
     type=click.IntRange(min=2),
@@ -122,6 +124,7 @@ def curate_line(teacher: str, task: str, fields: FieldMap | None) -> str:
     help="Pairs per batch: the sigmoid loss's negatives are the batch's other pairs.",
 )
 @field_options
+@loss_option("sigmoid")
 @seed_option
 @device_option
 @overwrite_option

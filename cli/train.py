@@ -17,6 +17,7 @@ from .options import (
     field_map,
     field_options,
     interrupted,
+    loss_option,
     mode_option,
     model_size_options,
     overwrite_option,
@@ -59,6 +60,7 @@ from .options import (
 )
 @sampling_options
 @schedule_options
+@loss_option("the shards' (their pair_loss), else the model's own")
 @eval_option
 @click.option(
     "--eval-every",

@@ -16,7 +16,7 @@ from ..transforms.models.scoring import scoring_length
 from ..transforms.paths import child
 from ..transforms.records import FieldMap
 from ..transforms.selection.offline import SelectionConfig, kept_count
-from ..transforms.vocabulary import TASKS, check_choice
+from ..transforms.vocabulary import PAIR_SCORE_MODES, TASKS, check_choice
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +66,8 @@ class CurateConfig:
             task = None if path is None else checkpoint_task(path)
             if task is not None and task != self.task:
                 raise JestflowError(f"{role} {path} is a {task} model, not {self.task}")
+        if self.selection.mode in PAIR_SCORE_MODES and self.task != "contrastive":
+            raise JestflowError(f"{self.selection.mode} scores pairs: it needs --task contrastive")
         if self.selection.mode == "learnability" and self.student is None:
             raise JestflowError("learnability scores need a student checkpoint: student is not set")
         if self.selection.mode != "learnability" and self.student is not None:
@@ -122,6 +124,7 @@ class RunPlan:
     started: float  # time.time() at preparation, for the run's timing
     lm_scoring: LmScoring | None = None  # lm: what the models score of each text
     teacher_tokens: str | None = None  # lm, whole documents: how the teacher cuts text (windows)
+    pair_loss: str | None = None  # contrastive: the pair loss selection judged by
 
     @property
     def scoring_length(self) -> int | None:
@@ -144,10 +147,12 @@ class RunPlan:
     def shard_info(self) -> dict[str, Any]:
         """What every selected sample's json says of the models: role → fingerprint, and the
         tokens they scored (`score_seq_len`, lm only) or, for whole documents, how the teacher cut
-        them into tokens (`teacher_tokens`): the online trainer checks both."""
+        them into tokens (`teacher_tokens`): the online trainer checks both; for pairs, the pair
+        loss selection judged by (`pair_loss`), the online trainer's default."""
         length = {} if self.scoring_length is None else {"score_seq_len": self.scoring_length}
         tokens = {} if self.teacher_tokens is None else {"teacher_tokens": self.teacher_tokens}
-        return {**self.fingerprints, **length, **tokens}
+        loss = {} if self.pair_loss is None else {"pair_loss": self.pair_loss}
+        return {**self.fingerprints, **length, **tokens, **loss}
 
 
 def options_of(config: CurateConfig) -> dict[str, Any]:

@@ -103,10 +103,16 @@ def model_outputs(
 
 
 def scored_batch(
-    super_batch: int, examples: list[Example], outputs: list[ModelOutput], *, task: str
+    super_batch: int,
+    examples: list[Example],
+    outputs: list[ModelOutput],
+    *,
+    task: str,
+    loss: str = "sigmoid",
 ) -> ScoredBatch:
     """A super-batch's losses from its examples' outputs; for contrastive tasks each example's
-    share of the super-batch's pair loss, rebuilt from the embeddings."""
+    share of the super-batch's pair loss (`loss`: sigmoid or softmax), rebuilt from the
+    embeddings."""
     if task == "lm":
         loss = np.asarray([out.loss for out in outputs], dtype=np.float32)
         windows = [out.windows for out in outputs]
@@ -119,7 +125,8 @@ def scored_batch(
         )
     pairs = np.stack([out.embeddings for out in outputs])
     scale, bias = outputs[0].scale, outputs[0].bias
-    emb = PairEmbeddings(torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1]), scale, bias)
+    left, right = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+    emb = PairEmbeddings(left, right, scale, bias, loss)
     return ScoredBatch(
         super_batch=super_batch,
         examples=examples,

@@ -34,7 +34,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProv
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from ..transforms.errors import JestflowError
-from ..transforms.formats.model_files import fingerprint, tokens_of
+from ..transforms.formats.model_files import fingerprint, pair_loss_of, tokens_of
 from ..transforms.formats.parquet import first_row
 from ..transforms.formats.run_folder import (
     REJECTED,
@@ -91,7 +91,16 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
         started=started,
         lm_scoring=config.lm_scoring,
         teacher_tokens=tokens_of(config.teacher) if whole else None,
+        pair_loss=config.selection.pair_loss if config.task == "contrastive" else None,
     )
+
+
+def with_pair_loss(config: CurateConfig) -> CurateConfig:
+    """A contrastive run selects by the pair loss its teacher trained on, unless told another."""
+    if config.task != "contrastive" or config.selection.loss is not None:
+        return config
+    selection = dataclasses.replace(config.selection, loss=pair_loss_of(config.teacher))
+    return dataclasses.replace(config, selection=selection)
 
 
 def check_student_tokens(config: CurateConfig) -> None:
@@ -171,6 +180,7 @@ def _run_pipeline(config: CurateConfig) -> dict[str, int] | None:
     if runner is not None and config.torch_threads is None:
         threads = max(1, (os.cpu_count() or 1) // config.workers)
         config = dataclasses.replace(config, torch_threads=threads)
+    config = with_pair_loss(config)
     pipeline = beam.Pipeline(runner=runner, options=options)
     plan = prepare_run(config, runner=type(pipeline.runner).__name__, local=runner is not None)
     build(pipeline, config, plan)

@@ -87,7 +87,9 @@ def select_batch(
     for role in ("teacher", "student"):
         outputs = [output_of(row, role) for row in rows]
         if outputs and outputs[0] is not None:
-            batches[role] = scored_batch(super_batch, examples, outputs, task=task)
+            batches[role] = scored_batch(
+                super_batch, examples, outputs, task=task, loss=config.pair_loss
+            )
     decisions = select_super_batch(batches["teacher"], config, batches.get("student"))
     kept = sum(d.selected for d in decisions)
     count("scored", len(decisions))

@@ -33,7 +33,17 @@ BAD_LINES = [
 REASONS = ["bad_json", "bad_utf8", "empty", "missing_field", "too_long", "unreadable_file"]
 
 
-def fit(reference, out, task, fields, steps, learning_rate=3e-3, warmup_steps=5, batch_size=16):
+def fit(
+    reference,
+    out,
+    task,
+    fields,
+    steps,
+    learning_rate=3e-3,
+    warmup_steps=5,
+    batch_size=16,
+    loss=None,
+):
     config = TeacherConfig(
         inputs=(reference,),
         output=str(out),
@@ -45,6 +55,7 @@ def fit(reference, out, task, fields, steps, learning_rate=3e-3, warmup_steps=5,
         warmup_steps=warmup_steps,
         seed=SEED,
         device="cpu",
+        loss=loss,
         **TINY,
     )
     train_teacher(config)

@@ -1,5 +1,5 @@
 """`jestflow teacher calibrate`: fit a pretrained two-tower model's sigmoid-loss temperature t and
-bias β on clean reference pairs.
+bias β on clean reference pairs (or, `--loss softmax`, the softmax (CLIP) loss's t alone).
 
 A pretrained encoder (a Hugging Face sentence encoder, or an image–text dual encoder: CLIP,
 SigLIP, a VisionTextDualEncoder) gives good embeddings but no (t, β) of its own, or ones made for
@@ -10,7 +10,8 @@ L-BFGS on the SigLIP batch loss of fixed random batches of `batch_size` (the los
 batch size: its negatives are the batch's other pairs): a two-parameter fit, seconds on a CPU.
 A held-out part of the pairs (or `--eval` data) gives the loss and recall@1 before and after.
 
-The output is a copy of the model's directory with (t, β) in `jestflow.json`, which the loader
+The output is a copy of the model's directory with (t, β) and the loss in `jestflow.json`, which
+the loader
 reads and the fingerprint covers (a new calibration is a new teacher for the score cache), and the
 figures in `calibration.json`.
 """
@@ -32,9 +33,11 @@ from ..transforms.formats.model_files import (
     load_model,
     read_config,
 )
+from ..transforms.models.losses import PAIR_LOSSES
 from ..transforms.models.scoring import embed_pairs, pair_inputs, resolve_device
 from ..transforms.paths import same_location, write_json
 from ..transforms.records import FieldMap
+from ..transforms.vocabulary import check_choice
 from . import output_folder
 from .core import eval_mode, evaluate, load_examples, right_kind_of
 
@@ -53,8 +56,11 @@ class CalibrateConfig:
     seed: int = 0
     device: str = "auto"
     overwrite: bool = False
+    loss: str | None = None  # the pair loss to calibrate for: sigmoid (t, β; None) or softmax (t)
 
     def __post_init__(self) -> None:
+        self.loss = self.loss or "sigmoid"
+        check_choice("pair loss", self.loss, PAIR_LOSSES)
         if not 0 < self.held_out < 1:
             raise JestflowError(f"--held-out must be in (0, 1), got {self.held_out}")
         if self.batch_size < 2:
@@ -80,6 +86,7 @@ def calibrate(config: CalibrateConfig) -> Calibration:
     inputs = [config.model, *config.inputs, *config.eval_inputs]
     held = output_folder.claim(config.output, overwrite=config.overwrite, inputs=inputs)
     model = load_model(config.model, task="contrastive", device=resolve_device(config.device))
+    model.pair_loss = config.loss
     if model.right_kind != right_kind_of(config.fields.layout):
         raise JestflowError(
             f"{config.model} pairs text with {model.right_kind}, but the reference data pairs "
@@ -95,13 +102,14 @@ def calibrate(config: CalibrateConfig) -> Calibration:
         emb = embed_pairs(model, *pair_inputs(fit))
     # From the model's (t, β), which `embed_pairs` gives as floats.
     scale, bias = fit_scale_bias(
-        emb.left, emb.right, config.batch_size, emb.scale, emb.bias, config.seed
+        emb.left, emb.right, config.batch_size, emb.scale, emb.bias, config.seed, config.loss
     )
     model.scale, model.bias = scale, bias  # a dual encoder's setters fill its (t, β) parameters
     after = evaluate(model, held_out, config.batch_size)
     output_folder.clear(config.output, held)  # only with `overwrite`
     copy_tree(config.model, config.output)
-    write_json({"scale": scale, "bias": bias}, posixpath.join(config.output, "jestflow.json"))
+    extra = {"scale": scale, "bias": bias, "loss": config.loss}
+    write_json(extra, posixpath.join(config.output, "jestflow.json"))
     result = Calibration(
         output=config.output,
         fingerprint=fingerprint(config.output),
@@ -149,10 +157,17 @@ def _split(config: CalibrateConfig) -> tuple[list, list]:
 
 
 def fit_scale_bias(
-    left: torch.Tensor, right: torch.Tensor, batch_size: int, scale: float, bias: float, seed: int
+    left: torch.Tensor,
+    right: torch.Tensor,
+    batch_size: int,
+    scale: float,
+    bias: float,
+    seed: int,
+    loss: str = "sigmoid",
 ) -> tuple[float, float]:
     """(t, β) minimising the mean SigLIP batch loss Σ_ij softplus(−z_ij(t⟨u_i, v_j⟩ + β)) / B over
-    FIT_EPOCHS random partitions of the pairs into batches of `batch_size`, from (scale, bias)."""
+    FIT_EPOCHS random partitions of the pairs into batches of `batch_size`, from (scale, bias);
+    for the softmax loss, t alone minimising the mean CLIP loss (β is kept: it plays no part)."""
     generator = torch.Generator().manual_seed(seed)
     n = len(left) // batch_size * batch_size
     blocks = []
@@ -163,14 +178,22 @@ def fit_scale_bias(
     signs = 2 * torch.eye(batch_size, dtype=torch.float64) - 1  # z = +1 on matching pairs
     log_t = torch.tensor(float(torch.tensor(scale).log()), dtype=torch.float64, requires_grad=True)
     beta = torch.tensor(bias, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t, beta], max_iter=200, line_search_fn="strong_wolfe")
+    fitted = [log_t, beta] if loss == "sigmoid" else [log_t]
+    optimizer = torch.optim.LBFGS(fitted, max_iter=200, line_search_fn="strong_wolfe")
+    target = torch.arange(batch_size).repeat(len(similarities))
 
-    def loss() -> torch.Tensor:
+    def batch_loss() -> torch.Tensor:
         optimizer.zero_grad()
-        value = F.softplus(-signs * (log_t.exp() * similarities + beta)).sum((1, 2)).mean()
-        value = value / batch_size
+        if loss == "sigmoid":
+            value = F.softplus(-signs * (log_t.exp() * similarities + beta)).sum((1, 2)).mean()
+            value = value / batch_size
+        else:
+            logits = log_t.exp() * similarities
+            rows = F.cross_entropy(logits.reshape(-1, batch_size), target)
+            cols = F.cross_entropy(logits.transpose(1, 2).reshape(-1, batch_size), target)
+            value = 0.5 * (rows + cols)
         value.backward()
         return value
 
-    optimizer.step(loss)
+    optimizer.step(batch_loss)
     return float(log_t.detach().exp()), float(beta.detach())

@@ -26,10 +26,11 @@ from ..transforms.errors import JestflowError
 from ..transforms.formats.model_files import checkpoint_task, load_model
 from ..transforms.models import SIZE_KEYS, new_model
 from ..transforms.models.documents import document_losses
-from ..transforms.models.losses import PairEmbeddings
+from ..transforms.models.losses import PAIR_LOSSES, PairEmbeddings
 from ..transforms.models.scoring import autocast, embed_pairs, lm_losses, pair_inputs
 from ..transforms.readers import read_examples
 from ..transforms.records import Example, FieldMap, Rejected, nothing_usable
+from ..transforms.vocabulary import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +60,35 @@ class Optimization:
     lr: float | None = None  # None: `default_lr` of the model
     weight_decay: float = 0.01
     warmup_steps: int = 50
+    # contrastive: the pair loss to train on, sigmoid (SigLIP) or softmax (CLIP); None: the
+    # model's own (sigmoid for a fresh one)
+    loss: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss is not None:
+            check_choice("pair loss", self.loss, PAIR_LOSSES)
 
 
 def fresh_model(config, right_kind: str, device: torch.device) -> nn.Module:
     """A freshly initialised built-in model for a training config (its task, seed and
     `ModelSize`), in train mode."""
     torch.manual_seed(config.seed)
-    return new_model(config.task, right_kind=right_kind, **config.model_size).to(device).train()
+    model = new_model(config.task, right_kind=right_kind, **config.model_size)
+    return with_pair_loss(model.to(device).train(), config.loss)
 
 
-def initial_model(init: str, task: str, right_kind: str, device: torch.device) -> nn.Module:
+def with_pair_loss(model: nn.Module, loss: str | None) -> nn.Module:
+    """The model, set to train on the pair `loss` (None, or an lm model: as it is)."""
+    if loss is not None and model.task == "contrastive":
+        model.pair_loss = loss
+    return model
+
+
+def initial_model(
+    init: str, task: str, right_kind: str, device: torch.device, loss: str | None = None
+) -> nn.Module:
     """The `--init` checkpoint (jestflow or Hugging Face) in train mode, refused if it is another
-    task's or reads another right input."""
+    task's or reads another right input; set to train on the pair `loss` when given."""
     held = checkpoint_task(init)
     if held is not None and held != task:
         raise JestflowError(f"--init {init} is a {held} model, not {task}")
@@ -80,7 +98,7 @@ def initial_model(init: str, task: str, right_kind: str, device: torch.device) -
         raise JestflowError(
             f"--init {init} pairs text with {reads}, but the data pairs it with {right_kind}"
         )
-    return model
+    return with_pair_loss(model, loss)
 
 
 def right_kind_of(layout: str) -> str:
@@ -157,7 +175,7 @@ def evaluate(
         losses, hits = [], 0
         for start in range(0, len(examples) - size + 1, size):
             block = torch.arange(start, start + size)
-            chunk = PairEmbeddings(emb.left[block], emb.right[block], emb.scale, emb.bias)
+            chunk = PairEmbeddings(emb.left[block], emb.right[block], emb.scale, emb.bias, emb.loss)
             losses.append(chunk.batch_loss().item())
             similarity = chunk.left @ chunk.right.T
             hits += (similarity.argmax(1) == torch.arange(size)).sum().item()

@@ -61,6 +61,7 @@ class TeacherConfig(ModelSize, Optimization):
     overwrite: bool = False  # replace what `output` holds
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice("task", self.task, TASKS)
         if self.fields.layout not in LAYOUTS[self.task]:
             raise JestflowError(
@@ -151,7 +152,7 @@ def _fit(
         model = fresh_model(config, right_kind, device)
     else:
         torch.manual_seed(config.seed)
-        model = initial_model(config.init, config.task, right_kind, device)
+        model = initial_model(config.init, config.task, right_kind, device, config.loss)
     items = training_items(model, examples)
     training = start_training(model, config, device)
     generator = torch.Generator().manual_seed(config.seed)

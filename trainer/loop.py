@@ -13,6 +13,7 @@ as an uninterrupted run would: the same samples, the same sub-batches, the same 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -54,7 +55,7 @@ from .loader import cores_beside_reader, raw_samples, read_ahead, train_samples
 from .online_selection import select_online
 from .prefetch import Candidates, Prefetcher, step_candidates
 from .steps import Run, log_step, step_record
-from .weighted import Curated, Weighted, curated_weights, teacher_values, training_loss
+from .weighted import step_batch, training_loss
 from .windows import has_windows, shard_scoring_length
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class TrainConfig(ModelSize, Optimization):
     small_share: float = 0.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice("mode", self.mode, ONLINE_MODES)
         if self.batch_size < 2 or self.super_batch_ratio < 1 or self.steps < 1:
             raise JestflowError("batch size ≥ 2, super-batch ratio ≥ 1 and steps ≥ 1, please")
@@ -201,7 +203,8 @@ def _take_steps(run: Run) -> dict:
                 began = time.perf_counter()
                 source = drawn.scored if config.trains_small(step) else drawn.inputs
                 trained = [source[i] for i in chosen.indices]
-                loss = run.training.step(_batch(config, drawn, trained, chosen.indices))
+                batch = step_batch(config, drawn.samples, drawn.windows, trained, chosen.indices)
+                loss = run.training.step(batch)
                 timing = (step_began, waited, began)
                 last = step_record(run, step, loss.item(), chosen, drawn, trained, timing)
                 if ranks.main:
@@ -225,20 +228,6 @@ def _stop_reading(drawn: Iterator[Candidates]) -> None:
         # ValueError: still running in a prefetching thread that did not stop; leave it be
         with contextlib.suppress(ValueError):
             close()
-
-
-def _batch(
-    config: TrainConfig, drawn: Candidates, inputs: list, chosen: list[int]
-) -> list | Weighted | Curated:
-    """What the step trains on: the chosen's inputs (weighted: with the teacher's values;
-    curated_weights: with their curated weights)."""
-    samples = [drawn.samples[i] for i in chosen]
-    if config.mode == "curated_weights":
-        return Curated(inputs, curated_weights(samples))
-    if config.mode != "weighted":
-        return inputs
-    teacher = teacher_values(samples, drawn.windows, chosen)
-    return Weighted(inputs, teacher, config.temperature)
 
 
 def _draw_ahead(run: Run) -> Iterator[Candidates]:
@@ -271,7 +260,11 @@ def _set_up(config: TrainConfig, ranks: Ranks) -> Run:
     writable_directory(config.output)
     first = next(iter(train_samples(urls, task=config.task)), None) if urls else None
     held_out = load_examples(config.eval_inputs, config.fields)[0] if config.eval_inputs else []
+    if config.task == "contrastive" and config.loss is None and first is not None:
+        config = dataclasses.replace(config, loss=first.info.get("pair_loss"))  # the curation's
     model, start = _start(config, ranks, _right_kind(config, first))
+    if config.task == "contrastive":
+        config = dataclasses.replace(config, loss=model.pair_loss)
     # A run killed before its first checkpoint starts over at 0, with a fresh optimizer.
     saved = checkpoints.load_optimizer_state(config.output) if start > 0 else None
     training = start_training(
@@ -318,7 +311,7 @@ def _start(config: TrainConfig, ranks: Ranks, right_kind: str) -> tuple[nn.Modul
         if ranks.main:
             output_folder.clear(config.output, held)
         if config.init is not None:
-            return initial_model(config.init, config.task, right_kind, device), 0
+            return initial_model(config.init, config.task, right_kind, device, config.loss), 0
         return fresh_model(config, right_kind, device), 0
     step = checkpoints.committed_step(config.output)
     if step is None:

@@ -24,7 +24,7 @@ from ..transforms.models.losses import PairEmbeddings
 from ..transforms.models.scoring import pair_embeddings, sequence_losses
 from ..transforms.selection.jest import (
     RELATIVE_TEMPERATURE,
-    ContrastivePairScores,
+    pair_scores,
     score,
     select_independent,
     select_joint,
@@ -51,13 +51,14 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return (centred[0] @ centred[1] / (centred[0].norm() * centred[1].norm())).item()
 
 
-def teacher_embeddings(samples: Sequence[TrainSample]) -> PairEmbeddings:
-    """The teacher's pair embeddings and (t, β), as stored in the shards."""
+def teacher_embeddings(samples: Sequence[TrainSample], loss: str = "sigmoid") -> PairEmbeddings:
+    """The teacher's pair embeddings and (t, β), as stored in the shards, judged by `loss`."""
     first = samples[0]
     if first.teacher_scale is None or first.teacher_bias is None:
         raise JestflowError("contrastive shards lack teacher_scale/teacher_bias: re-run curate")
     stacked = torch.from_numpy(np.stack([s.embeddings for s in samples]).astype(np.float32))
-    return PairEmbeddings(stacked[:, 0], stacked[:, 1], first.teacher_scale, first.teacher_bias)
+    scale, bias = first.teacher_scale, first.teacher_bias
+    return PairEmbeddings(stacked[:, 0], stacked[:, 1], scale, bias, loss)
 
 
 def scoring_inputs(
@@ -133,14 +134,14 @@ def select_online(
         chosen = select_independent(scores, b, **options)
         gap = None if student is None or not has_teacher else (student - teacher)[chosen].mean()
     else:
-        teacher = teacher_embeddings(samples) if has_teacher else None
-        pairs = ContrastivePairScores(mode, student=student, teacher=teacher)
+        teacher = teacher_embeddings(samples, model.pair_loss) if has_teacher else None
+        pairs = pair_scores(mode, student=student, teacher=teacher)
         chosen = select_joint(pairs, b, n_chunks=n_chunks, **options)
-        scores = pairs.diagonal()
+        scores = pairs.first()
         gap = (
             None
             if student is None or teacher is None
-            else (student.diagonal_losses() - teacher.diagonal_losses())[chosen].mean()
+            else (own_losses(student) - own_losses(teacher))[chosen].mean()
         )
     return OnlineSelection(
         indices=chosen.tolist(),
@@ -148,3 +149,9 @@ def select_online(
         seconds=time.perf_counter() - start,
         scores=scores,
     )
+
+
+def own_losses(emb: PairEmbeddings) -> torch.Tensor:
+    """Each pair's loss by the first chunk's rule: alone (sigmoid), or against the super-batch
+    (softmax: alone it has none)."""
+    return emb.diagonal_losses() if emb.loss == "sigmoid" else emb.softmax_losses().float()

@@ -61,16 +61,34 @@ def curated_weights(samples: Sequence[TrainSample]) -> torch.Tensor:
     return torch.tensor(found, dtype=torch.float32)
 
 
+def step_batch(
+    config, samples: Sequence[TrainSample], windows: Windows | None, inputs: list, chosen: list
+) -> list | Weighted | Curated:
+    """What a step of a `TrainConfig` trains on: the chosen's inputs (weighted: with the
+    teacher's values; curated_weights: with their curated weights)."""
+    picked = [samples[i] for i in chosen]
+    if config.mode == "curated_weights":
+        return Curated(inputs, curated_weights(picked))
+    if config.mode != "weighted":
+        return inputs
+    teacher = teacher_values(picked, windows, chosen, config.loss or "sigmoid")
+    return Weighted(inputs, teacher, config.temperature)
+
+
 def teacher_values(
-    samples: Sequence[TrainSample], windows: Windows | None, indices: Sequence[int]
+    samples: Sequence[TrainSample],
+    windows: Windows | None,
+    indices: Sequence[int],
+    loss: str = "sigmoid",
 ) -> torch.Tensor | PairEmbeddings:
     """The teacher's values of the chosen `samples` (at `indices` of their super-batch): its
-    losses on their windows or texts (lm), or its stored pair embeddings (contrastive)."""
+    losses on their windows or texts (lm), or its stored pair embeddings (contrastive, judged by
+    the pair `loss`)."""
     if windows is not None:
         return windows.teacher[list(indices)]
     if samples[0].embeddings is None:
         return torch.tensor([s.teacher_loss for s in samples], dtype=torch.float32)
-    return teacher_embeddings(samples)
+    return teacher_embeddings(samples, loss)
 
 
 def training_loss(model: nn.Module, batch: list | Weighted | Curated) -> torch.Tensor:
@@ -101,8 +119,6 @@ def weights(scores: torch.Tensor, batch: Weighted) -> torch.Tensor:
 
 
 def _shares(embeddings: PairEmbeddings) -> torch.Tensor:
-    """Each pair's share of the batch's sigmoid loss, with gradients (a training batch is small:
-    the B × B block is fine)."""
-    losses = embeddings.losses()
-    diagonal = losses.diagonal()
-    return diagonal + 0.5 * (losses.sum(1) + losses.sum(0) - 2 * diagonal)
+    """Each pair's share of the batch's loss, with gradients (a training batch is small: the
+    B × B block is fine)."""
+    return embeddings.example_losses()

@@ -18,7 +18,11 @@ LAYOUTS = {"lm": ("text",), "contrastive": ("image_text", "text_pair")}
 # Selection scores: learnability = ℓ(student) − ℓ(teacher), easy_reference = −ℓ(teacher),
 # hard_learner = ℓ(student).
 SCORE_MODES = ("learnability", "easy_reference", "hard_learner")
-OFFLINE_MODES = ("easy_reference", "learnability")  # `jestflow curate --score`
+# `jestflow curate --score`; the last two are contrastive only, from the teacher's embeddings of
+# the super-batch: each pair's cosine similarity (CLIP-score), and minus its softmax loss against
+# the super-batch (negCLIPLoss)
+OFFLINE_MODES = ("easy_reference", "learnability", "clip_score", "neg_clip_loss")
+PAIR_SCORE_MODES = ("clip_score", "neg_clip_loss")
 # `jestflow train --mode`: the scores, and `uniform` (the first b of each draw: the baseline).
 ONLINE_MODES = (
     "learnability",

@@ -3,6 +3,7 @@ encoder built offline from a config (random weights, saved as safetensors)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from jestflow.cli import main
 from jestflow.demo.corpora import harvest
 from jestflow.trainer.calibrate import CalibrateConfig, calibrate, fit_scale_bias
 from jestflow.transforms.errors import JestflowError
-from jestflow.transforms.formats.model_files import fingerprint, load_model
+from jestflow.transforms.formats.model_files import fingerprint, load_model, pair_loss_of
 from jestflow.transforms.records import FieldMap
 
 PAIRS = FieldMap(query="query", doc="doc")
@@ -44,6 +45,29 @@ def test_the_fit_finds_the_minimum_of_the_batch_loss():
     assert fitted < batch_loss(left, right, 32, 20.0, -10.0) - 0.05
     for dt, db in ((0.5, 0), (-0.5, 0), (0, 0.3), (0, -0.3)):  # a minimum, on fresh batches too
         assert fitted <= batch_loss(left, right, 32, t + dt, b + db) + 1e-3
+
+
+def clip_loss(left, right, batch_size: int, t: float) -> float:
+    """The mean CLIP (softmax) loss over consecutive batches, with the two directions' mean."""
+    n = len(left) // batch_size * batch_size
+    losses = []
+    for start in range(0, n, batch_size):
+        logits = t * left[start : start + batch_size] @ right[start : start + batch_size].T
+        target = torch.arange(batch_size)
+        losses.append(0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)))
+    return torch.stack(losses).mean().item()
+
+
+def test_the_softmax_fit_finds_the_temperature_of_the_clip_loss():
+    g = torch.Generator().manual_seed(1)
+    left = F.normalize(torch.randn(512, 16, generator=g), dim=-1)
+    right = F.normalize(left + 0.6 * torch.randn(512, 16, generator=g), dim=-1)
+    t, b = fit_scale_bias(left, right, 32, scale=20.0, bias=-10.0, seed=0, loss="softmax")
+    assert b == -10.0  # no part of the softmax loss
+    fitted = clip_loss(left, right, 32, t)
+    assert fitted < clip_loss(left, right, 32, 20.0) - 0.05
+    for dt in (0.5, -0.5, 2.0, -2.0):  # a minimum, on fresh batches too
+        assert fitted <= clip_loss(left, right, 32, t + dt) + 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +116,7 @@ def test_calibrate_writes_a_teacher_with_its_fitted_scale_and_bias(tiny_encoder,
     assert result.after[0] < result.before[0]  # the held-out loss improves
     assert result.after[1] == result.before[1]  # recall@1 does not depend on (t, β)
     saved = json.loads((tmp_path / "teacher" / "jestflow.json").read_text())
-    assert saved == {"scale": result.scale, "bias": result.bias}
+    assert saved == {"scale": result.scale, "bias": result.bias, "loss": "sigmoid"}
     assert (result.scale, result.bias) != (20.0, -10.0)
     teacher = load_model(str(tmp_path / "teacher"), task="contrastive")
     assert (teacher.scale, teacher.bias) == (result.scale, result.bias)
@@ -103,6 +127,11 @@ def test_calibrate_writes_a_teacher_with_its_fitted_scale_and_bias(tiny_encoder,
 
     with pytest.raises(JestflowError, match="already holds a model checkpoint"):
         calibrate(config)
+    # for the softmax loss: t alone, and a teacher that says so (curate selects by it)
+    clip = calibrate(dataclasses.replace(config, output=str(tmp_path / "clip"), loss="softmax"))
+    assert clip.after[0] <= clip.before[0] + 1e-6 and clip.bias == -10.0  # (t: the unit test)
+    assert pair_loss_of(str(tmp_path / "clip")) == "softmax"
+    assert load_model(str(tmp_path / "clip"), task="contrastive").pair_loss == "softmax"
     with pytest.raises(JestflowError, match="its own --output"):
         calibrate(
             CalibrateConfig(

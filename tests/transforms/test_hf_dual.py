@@ -310,7 +310,7 @@ def test_calibrate_fits_a_dual_encoder_on_image_text_tars(siglip_dir, tmp_path):
     assert result.after[1] == result.before[1]  # recall@1 does not depend on (t, β)
     assert (result.scale, result.bias) != pytest.approx((SIGLIP_SCALE, SIGLIP_BIAS))
     saved = json.loads((tmp_path / "teacher" / "jestflow.json").read_text())
-    assert saved == {"scale": result.scale, "bias": result.bias}
+    assert saved == {"scale": result.scale, "bias": result.bias, "loss": "sigmoid"}
     teacher = load_model(str(tmp_path / "teacher"), task="contrastive")
     assert isinstance(teacher, HFDualEncoder)
     assert (as_float(teacher.scale), as_float(teacher.bias)) == pytest.approx(
@@ -344,6 +344,7 @@ def test_the_calibrate_command_reads_image_fields(clip_dir, tmp_path):
     assert json.loads((tmp_path / "teacher" / "jestflow.json").read_text()).keys() == {
         "scale",
         "bias",
+        "loss",
     }
     text_pairs = write_jsonl(tmp_path / "text.jsonl", [{"q": "a", "d": "b"}] * 20)
     refused = CliRunner().invoke(

@@ -74,7 +74,7 @@ class OomTowers:
         self.model, self.limit, self.calls = model, limit, []
         self.device, self.right_kind = model.device, model.right_kind
         self.prepare_left, self.prepare_right = model.prepare_left, model.prepare_right
-        self.scale, self.bias = model.scale, model.bias
+        self.scale, self.bias, self.pair_loss = model.scale, model.bias, model.pair_loss
 
     def _embed(self, tower, items):
         self.calls.append(len(items))

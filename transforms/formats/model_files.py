@@ -95,6 +95,7 @@ def _save_huggingface(model: nn.Module, directory: str, meta: dict[str, Any]) ->
         extra = {"meta": meta}
         if model.task == "contrastive":
             extra |= {"scale": as_float(model.scale), "bias": as_float(model.bias)}
+            extra |= {"loss": model.pair_loss}
         with open(posixpath.join(local, "jestflow.json"), "w") as f:
             json.dump(extra, f, indent=2, sort_keys=True)
         copy_tree(local, directory)
@@ -276,16 +277,28 @@ def _load_huggingface(directory: str, config: dict[str, Any], task: str | None) 
     if task == "lm":
         return HFCausalLM(local)
     encoder = HFDualEncoder if dual else HFTextEncoder
-    return encoder(local, **_scale_and_bias(directory))
+    extra = _jestflow_json(directory)
+    model = encoder(local, **{k: float(v) for k, v in extra.items() if k in ("scale", "bias")})
+    model.pair_loss = extra.get("loss", "sigmoid")
+    return model
 
 
-def _scale_and_bias(directory: str) -> dict[str, float]:
-    """(t, β) from the `jestflow.json` beside a Hugging Face model ({} without one)."""
+def _jestflow_json(directory: str) -> dict[str, Any]:
+    """The `jestflow.json` beside a Hugging Face model: (t, β), its pair loss ({} without one)."""
     fs, root = filesystem(directory)
     if not fs.exists(posixpath.join(root, "jestflow.json")):
         return {}
     with fs.open(posixpath.join(root, "jestflow.json"), "rb") as f:
-        return {k: float(v) for k, v in json.load(f).items() if k in ("scale", "bias")}
+        return json.load(f)
+
+
+def pair_loss_of(directory: str) -> str:
+    """The pair loss a contrastive checkpoint trained on, without loading its weights:
+    `sigmoid` (also for checkpoints that predate the choice) or `softmax`."""
+    config = read_config(directory)
+    if is_huggingface(config):
+        return _jestflow_json(directory).get("loss", "sigmoid")
+    return config.get("config", {}).get("loss", "sigmoid")
 
 
 def _local_copy(directory: str) -> str:

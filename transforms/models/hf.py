@@ -79,10 +79,12 @@ class _Adapter(nn.Module):
 
 
 class PairAdapter(_Adapter):
-    """A two-tower adapter's sigmoid-loss temperature t and bias β: trainable parameters (log t
-    and β), set from the model or `jestflow.json`, and written back there when saved."""
+    """A two-tower adapter's temperature t and sigmoid-loss bias β: trainable parameters (log t
+    and β), set from the model or `jestflow.json`, and written back there when saved, with the
+    pair loss it trains on (`pair_loss`)."""
 
     task = "contrastive"
+    pair_loss = "sigmoid"
 
     def init_scale_bias(self, scale: float, bias: float) -> None:
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
@@ -107,8 +109,8 @@ class PairAdapter(_Adapter):
             self.logit_bias.fill_(float(value))
 
     def pair_embeddings(self, left: torch.Tensor, right: torch.Tensor) -> PairEmbeddings:
-        """Embeddings plus this model's (t, β), with gradients (training)."""
-        return PairEmbeddings(left, right, self.scale, self.bias)
+        """Embeddings plus this model's (t, β) and loss, with gradients (training)."""
+        return PairEmbeddings(left, right, self.scale, self.bias, self.pair_loss)
 
 
 class HFCausalLM(_Adapter):

@@ -111,9 +111,22 @@ class PairEmbeddings:
         target = torch.arange(self.size, device=logits.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
+    def example_losses(self) -> torch.Tensor:
+        """Each pair's loss in the batch, with gradients (dense: a training-size batch). Sigmoid:
+        its share ℓ_ii + ½ Σ_{j≠i} (ℓ_ij + ℓ_ji); softmax: −s_ii + ½ (LSE_row + LSE_col). Both
+        sum to B × `batch_loss`."""
+        if self.loss == "sigmoid":
+            losses = self.losses()
+            diagonal = losses.diagonal()
+            return diagonal + 0.5 * (losses.sum(1) + losses.sum(0) - 2 * diagonal)
+        logits = (self.scale * (self.left @ self.right.T)).float()
+        rows, cols = torch.logsumexp(logits, 1), torch.logsumexp(logits, 0)
+        return -logits.diagonal() + 0.5 * (rows + cols)
+
     def logits(self, rows: torch.Tensor) -> torch.Tensor:
-        """t·⟨u_i, v_j⟩ for i in `rows` and every j, float64 (softmax: no bias)."""
-        return as_float(self.scale) * (self.left[rows].double() @ self.right.double().T)
+        """t·⟨u_i, v_j⟩ for i in `rows` and every j (softmax: no bias): the product in the
+        embeddings' precision, the result in float64."""
+        return as_float(self.scale) * (self.left[rows] @ self.right.T).double()
 
     def softmax_losses(self, *, block_size: int = 1024) -> torch.Tensor:
         """ℓ_i = −s_ii + ½ (log Σ_j e^{s_ij} + log Σ_j e^{s_ji}) for every i against the whole

@@ -298,7 +298,7 @@ def pair_embeddings(
     options = {"max_tokens": max_tokens, "max_batch": max_batch}
     u = batched(list(left), model.embed_left, model.device, **options)
     v = batched(list(right), model.embed_right, model.device, **options)
-    return PairEmbeddings(u, v, as_float(model.scale), as_float(model.bias))
+    return PairEmbeddings(u, v, as_float(model.scale), as_float(model.bias), model.pair_loss)
 
 
 def pair_loss_shares(embeddings: PairEmbeddings, *, block_size: int = 1024) -> torch.Tensor:

@@ -21,7 +21,7 @@ from torch import nn
 from .conv_tower import ConvTower
 from .images import decode_image
 from .layers import Block, byte_tokens, init_weights, pad, to_device
-from .losses import PairEmbeddings
+from .losses import PAIR_LOSSES, PairEmbeddings
 from .ngram_tower import NgramTower
 
 TOWER_KINDS = ("text", "image")
@@ -79,8 +79,11 @@ class TwoTowerConfig:
     embed_dim: int = 128
     init_scale: float = 10.0  # t = exp(log_scale)
     init_bias: float = -10.0
+    loss: str = "sigmoid"  # the pair loss it trains on: sigmoid (SigLIP) or softmax (CLIP)
 
     def __post_init__(self) -> None:
+        if self.loss not in PAIR_LOSSES:
+            raise ValueError(f"unknown pair loss {self.loss!r}; expected one of {PAIR_LOSSES}")
         if isinstance(self.left, dict):
             self.left = TowerConfig.saved(self.left)
         if isinstance(self.right, dict):
@@ -202,9 +205,18 @@ class TwoTower(nn.Module):
     def bias(self) -> torch.Tensor:
         return self.logit_bias
 
+    @property
+    def pair_loss(self) -> str:
+        """The pair loss the model trains on (`sigmoid` or `softmax`)."""
+        return self.config.loss
+
+    @pair_loss.setter
+    def pair_loss(self, value: str) -> None:
+        self.config.loss = value
+
     def pair_embeddings(self, left: torch.Tensor, right: torch.Tensor) -> PairEmbeddings:
-        """Embeddings plus this model's (t, β), with gradients (training)."""
-        return PairEmbeddings(left, right, self.scale, self.bias)
+        """Embeddings plus this model's (t, β) and loss, with gradients (training)."""
+        return PairEmbeddings(left, right, self.scale, self.bias, self.pair_loss)
 
     @property
     def device(self) -> torch.device:

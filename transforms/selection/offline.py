@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from ..errors import JestflowError
-from ..models.losses import PairEmbeddings
+from ..models.losses import PAIR_LOSSES, PairEmbeddings
 from ..records import Example
-from ..vocabulary import METHODS, OFFLINE_MODES, check_choice
+from ..vocabulary import METHODS, OFFLINE_MODES, PAIR_SCORE_MODES, check_choice
 from .jest import (
     RELATIVE_TEMPERATURE,
-    ContrastivePairScores,
     KeyedNoise,
     check_temperatures,
+    pair_scores,
     score,
     select_independent,
     select_joint,
@@ -59,11 +59,11 @@ class ScoredBatch:
         embeddings = None if self.embeddings is None else quantise(self.embeddings, quantum)
         return dataclasses.replace(self, loss=quantise(self.loss, quantum), embeddings=embeddings)
 
-    def pair_embeddings(self) -> PairEmbeddings:
+    def pair_embeddings(self, loss: str = "sigmoid") -> PairEmbeddings:
         if self.embeddings is None or self.scale is None or self.bias is None:
             raise ValueError("contrastive selection needs embeddings, scale and bias")
         emb = torch.from_numpy(self.embeddings)
-        return PairEmbeddings(emb[:, 0], emb[:, 1], self.scale, self.bias)
+        return PairEmbeddings(emb[:, 0], emb[:, 1], self.scale, self.bias, loss)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +76,13 @@ class SelectionConfig:
     method: str = "sample"
     seed: int = 0
     quantum: float = 1e-4  # losses and embeddings are rounded to this grid before selection
+    # contrastive: the pair loss selection judges by, sigmoid or softmax (None: the teacher's,
+    # which the job fills in; sigmoid where nothing does)
+    loss: str | None = None
+
+    @property
+    def pair_loss(self) -> str:
+        return self.loss or "sigmoid"
 
     def __post_init__(self) -> None:
         if not 0 < self.keep <= 1:
@@ -85,6 +92,8 @@ class SelectionConfig:
         check_temperatures(self.temperature, self.relative_temperature)
         if self.n_chunks < 1:
             raise JestflowError(f"chunks must be at least 1, got {self.n_chunks}")
+        if self.loss is not None:
+            check_choice("pair loss", self.loss, PAIR_LOSSES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,29 +130,36 @@ def select_super_batch(
     """Decide for every example of one super-batch whether it is kept (and in which order).
 
     Per-example tasks (no embeddings) use `select_independent`; contrastive tasks `select_joint`
-    on lazy pair scores. Learnability needs the student's outputs for the same super-batch.
+    on lazy pair scores, or `select_independent` on a per-pair score (CLIP-score, negCLIPLoss).
+    Learnability needs the student's outputs for the same super-batch.
     """
     n = len(teacher.examples)
     if config.mode == "learnability" and student is None:
         raise JestflowError("learnability needs a student checkpoint (--student)")
+    if config.mode in PAIR_SCORE_MODES and teacher.embeddings is None:
+        raise JestflowError(f"{config.mode} scores image–text or text pairs (--task contrastive)")
     k = kept_count(n, config.keep)
     teacher = teacher.quantised(config.quantum)
     student = None if student is None else student.quantised(config.quantum)
     student_loss = None if student is None else torch.from_numpy(student.loss)
-    scores = score(config.mode, student=student_loss, teacher=torch.from_numpy(teacher.loss))
+    if config.mode in PAIR_SCORE_MODES:
+        scores = pair_score(config.mode, teacher.pair_embeddings("softmax"))
+    else:
+        scores = score(config.mode, student=student_loss, teacher=torch.from_numpy(teacher.loss))
     options = {
         "temperature": config.temperature,
         "relative_temperature": config.relative_temperature,
         "method": config.method,
         "noise": KeyedNoise([example.key for example in teacher.examples], config.seed),
     }
-    if teacher.embeddings is None:
+    if teacher.embeddings is None or config.mode in PAIR_SCORE_MODES:
         chosen = select_independent(scores, k, **options)
     else:
-        pairs = ContrastivePairScores(
+        loss = config.pair_loss
+        pairs = pair_scores(
             config.mode,
-            teacher=teacher.pair_embeddings(),
-            student=None if student is None else student.pair_embeddings(),
+            teacher=teacher.pair_embeddings(loss),
+            student=None if student is None else student.pair_embeddings(loss),
         )
         chosen = select_joint(pairs, k, n_chunks=config.n_chunks, **options)
     order = {int(i): rank for rank, i in enumerate(chosen.tolist())}
@@ -165,3 +181,13 @@ def select_super_batch(
         )
         for i, example in enumerate(teacher.examples)
     ]
+
+
+def pair_score(mode: str, emb: PairEmbeddings) -> torch.Tensor:
+    """A per-pair score of a super-batch, float64: `clip_score`, the cosine similarity ⟨u_i, v_i⟩
+    (DataComp's CLIP-score filter); `neg_clip_loss`, t·⟨u_i, v_i⟩ − ½ (log Σ_j e^{t⟨u_i, v_j⟩} +
+    log Σ_j e^{t⟨u_j, v_i⟩}), minus the pair's softmax (CLIP) loss with the super-batch's other
+    pairs as negatives (negCLIPLoss: a pair that matches everything scores lower)."""
+    if mode == "clip_score":
+        return (emb.left.double() * emb.right.double()).sum(1)
+    return -emb.softmax_losses()
