@@ -17,6 +17,7 @@ KERNEL_MODULES = {
     "pipeline/test_handlers.py",
     "pipeline/test_reliability.py",
     "pipeline/test_reliability_copies.py",
+    "pipeline/test_softmax_job.py",
     "trainer/test_calibrate.py",
     "trainer/test_cheap_scoring.py",
     "trainer/test_fit.py",

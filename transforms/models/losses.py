@@ -130,8 +130,9 @@ class PairEmbeddings:
 
     def softmax_losses(self, *, block_size: int = 1024) -> torch.Tensor:
         """ℓ_i = −s_ii + ½ (log Σ_j e^{s_ij} + log Σ_j e^{s_ji}) for every i against the whole
-        batch, float64, from row blocks (never B×B)."""
+        batch, float64, from blocks of at most `block_size` (and B/16) rows (never B×B)."""
         n = self.size
+        block_size = min(block_size, max(64, n // 16))  # a large batch: B/16 rows at a time
         rows = torch.empty(n, dtype=torch.float64, device=self.left.device)
         cols = torch.full((n,), float("-inf"), dtype=torch.float64, device=self.left.device)
         for start in range(0, n, block_size):

@@ -150,8 +150,9 @@ class SoftmaxPairScores:
         L(S ∪ {k}) − L(S) = −s_kk + ½ (logaddexp(s_kk, r_k) + logaddexp(s_kk, c_k))
                             + ½ Σ_{i∈S} (softplus(s_ik − r_i) + softplus(s_ki − c_i)).
     Adding a chunk of c updates r and c in O(B·c·d); the last sum changes with every r_i, so it
-    is recomputed per chunk from blocks of `block_size` chosen rows: O(B·|S|·d) work, O(block·B)
-    memory, never B×B.
+    is recomputed per chunk from blocks of chosen rows (at most `block_size`, and B/16 of a large
+    super-batch): O(B·|S|·d) work, O(block·B) memory, never B×B. Products and softplus run in the
+    embeddings' precision (float32 from the job), sums in float64.
     """
 
     def __init__(
@@ -184,7 +185,8 @@ class _SoftmaxTerm:
     """One model's running log-sums over the chosen set S, for every candidate."""
 
     def __init__(self, emb: PairEmbeddings, block_size: int) -> None:
-        self.emb, self.block_size = emb, block_size
+        self.emb = emb
+        self.block_size = min(block_size, max(64, emb.size // 16))
         self.t = as_float(emb.scale)
         self.u, self.v = emb.left, emb.right  # products in their precision, sums in float64
         self.own = self.t * (self.u.double() * self.v.double()).sum(1)  # s_kk
@@ -204,12 +206,13 @@ class _SoftmaxTerm:
         own = self.own
         gain = -own + 0.5 * (torch.logaddexp(own, self.rows) + torch.logaddexp(own, self.cols))
         others = torch.zeros_like(own)
+        dtype = self.u.dtype
         for start in range(0, len(self.chosen), self.block_size):
             block = self.chosen[start : start + self.block_size]
-            s = self.t * (self.u[block] @ self.v.T).double()  # s_ik, i ∈ block: [block, B]
-            others += F.softplus(s - self.rows[block, None]).sum(0)
-            s = self.t * (self.v[block] @ self.u.T).double()  # s_ki
-            others += F.softplus(s - self.cols[block, None]).sum(0)
+            for a, b, sums in ((self.u, self.v, self.rows), (self.v, self.u, self.cols)):
+                s = (a[block] @ b.T).mul_(self.t)  # s_ik (rows) or s_ki (columns): [block, B]
+                s.sub_(sums[block, None].to(dtype))
+                others += F.softplus(s).sum(0, dtype=torch.float64)
         return gain + 0.5 * others
 
 
