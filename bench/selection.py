@@ -139,8 +139,9 @@ def parse_args() -> argparse.Namespace:
 
 def measure(b: int, keep: float, loss: str, teacher: float, device: torch.device, args) -> tuple:
     """One loss, B and keep fraction: the table row, the selection's time over the teacher
-    pass's, and whether it stayed below a B×B matrix (at most the inputs ([B, d]), one B×chunk
-    block or, softmax, one block of 1,024 chosen rows × B; and a peak below one B×B matrix)."""
+    pass's, and whether it stayed below a B×B matrix: no tensor larger than the inputs ([B, d]),
+    one B×chunk block or, softmax, one block of chosen rows × B; and for sigmoid a peak below one
+    B×B matrix (softmax keeps the chosen rows' logits up to 4 × 64 MiB, `CACHED_LOGITS`)."""
     full = b * b * 4 / MIB
     k, pairs = round(keep * b), lazy_pair_scores(b, device, loss)
     select = selection_seconds(pairs, k, device, args.repeats)
@@ -153,7 +154,8 @@ def measure(b: int, keep: float, loss: str, teacher: float, device: torch.device
     ROWS.append({**dict(zip(keys, values, strict=True)), "largest_mib": probe.nbytes / MIB})
     print(f"{loss}, B = {b}, keep {keep}: select_joint {select:.3f} s", flush=True)
     block = min(1024, k) if loss == "softmax" else 0
-    below = probe.numel <= b * max(WIDTH, -(-k // N_CHUNKS), block) and peak < full
+    below = probe.numel <= b * max(WIDTH, -(-k // N_CHUNKS), block)
+    below &= loss == "softmax" or peak < full
     return cells, select / teacher, below
 
 

@@ -15,6 +15,7 @@ from test_selection import pooled_chi_square, sequential_probability
 
 from jestflow.transforms.models.losses import PairEmbeddings
 from jestflow.transforms.models.scoring import pair_loss_shares
+from jestflow.transforms.selection import pair_scores as pair_scores_module
 from jestflow.transforms.selection.jest import (
     ContrastivePairScores,
     SoftmaxPairScores,
@@ -73,8 +74,12 @@ def test_a_pairs_loss_is_its_share_of_the_clip_loss():
     assert emb.batch_loss().item() == pytest.approx(clip.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("cached", [True, False])
 @pytest.mark.parametrize("mode", ["easy_reference", "learnability"])
-def test_the_lazy_conditional_scores_are_the_set_loss_differences(mode):
+def test_the_lazy_conditional_scores_are_the_set_loss_differences(mode, cached, monkeypatch):
+    """Whether the chosen rows' logits are kept or recomputed in blocks of two."""
+    if not cached:
+        monkeypatch.setattr(pair_scores_module, "CACHED_LOGITS", 0)
     student, teacher = embeddings(9, 4, 1), embeddings(9, 4, 2, scale=8.0)
     pairs = SoftmaxPairScores(mode, student=student, teacher=teacher, block_size=2)
     models = [(-1.0, teacher)] if mode == "easy_reference" else [(1.0, student), (-1.0, teacher)]

@@ -149,10 +149,12 @@ class SoftmaxPairScores:
     For k ∉ S, with r_k = log Σ_{j∈S} e^{s_kj} and c_k = log Σ_{j∈S} e^{s_jk} kept for every k,
         L(S ∪ {k}) − L(S) = −s_kk + ½ (logaddexp(s_kk, r_k) + logaddexp(s_kk, c_k))
                             + ½ Σ_{i∈S} (softplus(s_ik − r_i) + softplus(s_ki − c_i)).
-    Adding a chunk of c updates r and c in O(B·c·d); the last sum changes with every r_i, so it
-    is recomputed per chunk from blocks of chosen rows (at most `block_size`, and B/16 of a large
-    super-batch): O(B·|S|·d) work, O(block·B) memory, never B×B. Products and softplus run in the
-    embeddings' precision (float32 from the job), sums in float64.
+    Adding a chunk of c updates r and c in O(B·c·d). The last sum changes with every r_i, so it
+    is summed afresh per chunk over the chosen rows' logits: kept from their own chunk while they
+    fit in CACHED_LOGITS values (O(B·|S|) work per chunk beyond the chunk's own products), else
+    recomputed in blocks of chosen rows (at most `block_size`, and B/16 of a large super-batch:
+    O(B·|S|·d)). Never B×B; products and softplus in the embeddings' precision (float32 from the
+    job), sums in float64.
     """
 
     def __init__(
@@ -181,11 +183,15 @@ class SoftmaxPairScores:
         )
 
 
+CACHED_LOGITS = 1 << 24  # a term keeps the chosen rows' logits up to this many values a side
+
+
 class _SoftmaxTerm:
-    """One model's running log-sums over the chosen set S, for every candidate."""
+    """One model's running log-sums over the chosen set S, for every candidate, and the chosen
+    rows' logits against every candidate while they fit in CACHED_LOGITS (then each chunk
+    computes only its own: O(B·c·d)); past that they are recomputed per chunk in blocks."""
 
     def __init__(self, emb: PairEmbeddings, block_size: int) -> None:
-        self.emb = emb
         self.block_size = min(block_size, max(64, emb.size // 16))
         self.t = as_float(emb.scale)
         self.u, self.v = emb.left, emb.right  # products in their precision, sums in float64
@@ -193,27 +199,44 @@ class _SoftmaxTerm:
         self.rows = torch.full_like(self.own, float("-inf"))  # r_k = log Σ_{j∈S} e^{s_kj}
         self.cols = torch.full_like(self.own, float("-inf"))  # c_k = log Σ_{j∈S} e^{s_jk}
         self.chosen = torch.zeros(0, dtype=torch.long, device=self.own.device)
+        self.cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []  # (s_jk, s_kj), j ∈ chunk
 
     def add(self, new: torch.Tensor) -> None:
         new = new.to(self.own.device)
-        into = self.t * (self.u @ self.v[new].T).double()  # s_kj, j ∈ new: [B, c]
-        out_of = self.t * (self.v @ self.u[new].T).double()  # s_jk, j ∈ new: [B, c]
-        self.rows = torch.logaddexp(self.rows, torch.logsumexp(into, 1))
-        self.cols = torch.logaddexp(self.cols, torch.logsumexp(out_of, 1))
+        out_of = (self.u[new] @ self.v.T).mul_(self.t)  # s_jk, j ∈ new: [c, B]
+        into = (self.v[new] @ self.u.T).mul_(self.t)  # s_kj, j ∈ new: [c, B]
+        self.rows = torch.logaddexp(self.rows, torch.logsumexp(into.double(), 0))
+        self.cols = torch.logaddexp(self.cols, torch.logsumexp(out_of.double(), 0))
         self.chosen = torch.cat([self.chosen, new])
+        if self.cache is not None and len(self.chosen) * len(self.own) <= CACHED_LOGITS:
+            self.cache.append((out_of, into))
+        else:
+            self.cache = None
 
     def conditional(self) -> torch.Tensor:
         own = self.own
         gain = -own + 0.5 * (torch.logaddexp(own, self.rows) + torch.logaddexp(own, self.cols))
         others = torch.zeros_like(own)
-        dtype = self.u.dtype
+        for block, out_of, into in self._chosen_logits():
+            for s, sums in ((out_of, self.rows), (into, self.cols)):
+                others += F.softplus(s - sums[block, None].to(s.dtype)).sum(0, dtype=torch.float64)
+        return gain + 0.5 * others
+
+    def _chosen_logits(self):
+        """(chosen rows i, s_ik and s_ki for every k) by blocks: cached, or computed afresh."""
+        if self.cache is not None:
+            start = 0
+            for out_of, into in self.cache:
+                yield self.chosen[start : start + len(out_of)], out_of, into
+                start += len(out_of)
+            return
         for start in range(0, len(self.chosen), self.block_size):
             block = self.chosen[start : start + self.block_size]
-            for a, b, sums in ((self.u, self.v, self.rows), (self.v, self.u, self.cols)):
-                s = (a[block] @ b.T).mul_(self.t)  # s_ik (rows) or s_ki (columns): [block, B]
-                s.sub_(sums[block, None].to(dtype))
-                others += F.softplus(s).sum(0, dtype=torch.float64)
-        return gain + 0.5 * others
+            yield (
+                block,
+                (self.u[block] @ self.v.T).mul_(self.t),
+                (self.v[block] @ self.u.T).mul_(self.t),
+            )
 
 
 class _SoftmaxWalk:
