@@ -151,6 +151,7 @@ def test_the_text_pairs_use_the_calibrated_minilm(tmp_path, learned, monkeypatch
     assert json.loads((out / "text-pairs" / "teacher" / "jestflow.json").read_text()).keys() == {
         "scale",
         "bias",
+        "loss",
     }
 
 
