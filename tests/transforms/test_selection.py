@@ -77,15 +77,25 @@ def exact_joint_distribution(
 
 def exact_chunked_orders(A: torch.Tensor, sizes: list[int], temperature: float) -> dict:
     """P(each ordered selection) under JEST blocked sampling with chunks of `sizes`."""
-    n, diag = A.shape[0], A.diagonal()
+    diag = A.diagonal()
+
+    def conditional(prefix: tuple) -> torch.Tensor:
+        idx = list(prefix)
+        return diag + (A[:, idx].sum(1) + A[idx, :].sum(0) if idx else 0)
+
+    return exact_orders(conditional, A.shape[0], sizes, temperature)
+
+
+def exact_orders(conditional, n: int, sizes: list[int], temperature: float) -> dict:
+    """P(each ordered selection of n candidates) under blocked sampling with chunks of `sizes`,
+    each chunk drawn from `conditional(chosen so far)`."""
     dist: dict = {}
 
     def walk(prefix: tuple, p: float, chunk: int) -> None:
         if chunk == len(sizes):
             dist[prefix] = p
             return
-        idx = list(prefix)
-        cond = diag + (A[:, idx].sum(1) + A[idx, :].sum(0) if idx else 0)
+        cond = conditional(prefix)
         rest = [i for i in range(n) if i not in prefix]
         for order in itertools.permutations(rest, sizes[chunk]):
             q = sequential_probability(cond, order, temperature, frozenset(prefix))

@@ -5,13 +5,12 @@ chunk draws from each candidate's loss against the whole super-batch (alone, a p
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 
 import pytest
 import torch
 import torch.nn.functional as F
-from test_selection import pooled_chi_square, sequential_probability
+from test_selection import exact_orders, pooled_chi_square
 
 from jestflow.transforms.models.losses import PairEmbeddings
 from jestflow.transforms.models.scoring import pair_loss_shares
@@ -101,22 +100,13 @@ def exact_softmax_orders(
 ) -> dict:
     """P(each ordered selection) under blocked sampling on the dense conditional scores
     (`first_alone`: the first chunk from L({k}) = 0, a pair's softmax loss by itself)."""
-    dist: dict = {}
 
-    def walk(prefix: tuple, p: float, chunk: int) -> None:
-        if chunk == len(sizes):
-            dist[prefix] = p
-            return
-        scores = conditional(models, set(prefix))
+    def scores(prefix: tuple) -> torch.Tensor:
         if first_alone and not prefix:
-            scores = torch.zeros(n, dtype=torch.float64)
-        rest = [i for i in range(n) if i not in prefix]
-        for order in itertools.permutations(rest, sizes[chunk]):
-            q = sequential_probability(scores, order, temperature, frozenset(prefix))
-            walk(prefix + order, p * q, chunk + 1)
+            return torch.zeros(n, dtype=torch.float64)
+        return conditional(models, set(prefix))
 
-    walk((), 1.0, 0)
-    return dist
+    return exact_orders(scores, n, sizes, temperature)
 
 
 def test_softmax_joint_sampling_matches_exact_blocked_probabilities():

@@ -107,9 +107,7 @@ class PairEmbeddings:
         the two cross-entropies."""
         if self.loss == "sigmoid":
             return self.losses().sum() / self.size
-        logits = (self.scale * (self.left @ self.right.T)).float()
-        target = torch.arange(self.size, device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        return self.example_losses().mean()
 
     def example_losses(self) -> torch.Tensor:
         """Each pair's loss in the batch, with gradients (dense: a training-size batch). Sigmoid:

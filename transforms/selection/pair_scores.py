@@ -203,8 +203,7 @@ class _SoftmaxTerm:
 
     def add(self, new: torch.Tensor) -> None:
         new = new.to(self.own.device)
-        out_of = (self.u[new] @ self.v.T).mul_(self.t)  # s_jk, j ∈ new: [c, B]
-        into = (self.v[new] @ self.u.T).mul_(self.t)  # s_kj, j ∈ new: [c, B]
+        out_of, into = self._logits(new)
         self.rows = torch.logaddexp(self.rows, torch.logsumexp(into.double(), 0))
         self.cols = torch.logaddexp(self.cols, torch.logsumexp(out_of.double(), 0))
         self.chosen = torch.cat([self.chosen, new])
@@ -232,11 +231,11 @@ class _SoftmaxTerm:
             return
         for start in range(0, len(self.chosen), self.block_size):
             block = self.chosen[start : start + self.block_size]
-            yield (
-                block,
-                (self.u[block] @ self.v.T).mul_(self.t),
-                (self.v[block] @ self.u.T).mul_(self.t),
-            )
+            yield block, *self._logits(block)
+
+    def _logits(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s_jk, s_kj) for j in `rows` and every k: [len(rows), B] each."""
+        return (self.u[rows] @ self.v.T).mul_(self.t), (self.v[rows] @ self.u.T).mul_(self.t)
 
 
 class _SoftmaxWalk:
