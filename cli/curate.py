@@ -32,7 +32,24 @@ from .options import (
 @click.option(
     "--output", "-o", required=True, help="Output URL (local path, gs://, s3://, memory://)."
 )
-@click.option("--teacher", required=True, help="Teacher checkpoint directory.")
+@click.option(
+    "--teacher",
+    "teachers",
+    multiple=True,
+    required=True,
+    help="Teacher checkpoint directory: an lm or contrastive model, or (lm pools) a classifier "
+    "(`teacher train --task classifier`: its log-odds is the score). Repeat for an ensemble "
+    "(lm pools): each example's score is the weighted sum of every teacher's score as a z-score "
+    "within its super-batch (the first teacher's by --score, the others' log-odds or −loss).",
+)
+@click.option(
+    "--teacher-weight",
+    "teacher_weights",
+    type=float,
+    multiple=True,
+    help="The weight of each --teacher's z-score in an ensemble, in the same order  [default: 1 "
+    "each]",
+)
 @task_option
 @selection_options
 @dedup_options
@@ -101,6 +118,8 @@ def curate(**params) -> None:
     check_beam_options([a for a in inputs if a.startswith("-")], click.get_current_context())
     params["mode"] = params["mode"] or ("learnability" if params["student"] else "easy_reference")
     params["workers"] = params["workers"] or os.cpu_count() or 1
+    params["teacher"], *others = params.pop("teachers")
+    params["teachers"] = tuple(others)
     config = config_from(
         CurateConfig,
         params,

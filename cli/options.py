@@ -325,7 +325,8 @@ mode_option = click.option(
 
 
 def field_map(task: str, params: dict[str, Any]) -> FieldMap:
-    """The FieldMap the field options give; lm reads `text` when none is given."""
+    """The FieldMap the field options give; lm (and a classifier) reads `text` when none is
+    given."""
     given = {name: params.pop(name) for name in FIELD_PARAMS}
     text = given["text_field"]
     layouts = (
@@ -336,7 +337,7 @@ def field_map(task: str, params: dict[str, Any]) -> FieldMap:
         given["doc_field"],
     )
     if not any(layouts):
-        if task != "lm":
+        if task not in ("lm", "classifier"):
             raise JestflowError(
                 "contrastive tasks need --query-field and --doc-field, "
                 "or --image-field and --caption-field"

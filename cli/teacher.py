@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from ..transforms.records import FieldMap
+from ..transforms.vocabulary import MODEL_TASKS
 from .options import (
     Group,
     config_from,
@@ -20,7 +21,6 @@ from .options import (
     overwrite_option,
     schedule_options,
     seed_option,
-    task_option,
 )
 
 
@@ -34,7 +34,25 @@ def teacher() -> None:
 @click.option(
     "--output", "-o", required=True, help="Checkpoint directory to write (any fsspec URL)."
 )
-@task_option
+@click.option(
+    "--task",
+    type=click.Choice(MODEL_TASKS),
+    required=True,
+    help="lm: a language model (per-example loss); contrastive: a two-tower model (pair loss); "
+    "classifier: INPUT (reference, positive) against a sample of --negatives (the pool): its "
+    "log-odds is a curate score.",
+)
+@click.option(
+    "--negatives",
+    multiple=True,
+    help="classifier: the pool's files (repeat for more); a seeded random sample of them is the "
+    "negative class.",
+)
+@click.option(
+    "--negatives-count",
+    type=click.IntRange(min=1),
+    help="classifier: how many pool examples to sample  [default: as many as INPUT holds]",
+)
 @field_options
 @eval_option
 @schedule_options
@@ -57,7 +75,8 @@ def teacher() -> None:
 @overwrite_option
 def teacher_train(**params) -> None:
     """Fit a teacher on a clean reference set INPUT... (JSONL, Parquet, tars): a fresh built-in
-    model, or a pretrained one fine-tuned (--init)."""
+    model, or a pretrained one fine-tuned (--init). A classifier (--task classifier) learns INPUT
+    against a sample of the pool (--negatives)."""
     from ..trainer.fit import TeacherConfig, train_teacher
 
     fields = field_map(params["task"], params)
@@ -68,8 +87,9 @@ def teacher_train(**params) -> None:
         if result.windows is None
         else f", drawn as {result.windows} windows of up to {result.context} tokens"
     )
+    negatives = "" if result.negatives is None else f" against {result.negatives} pool examples"
     click.echo(
-        f"trained on {result.examples} examples (rejected: {rejected}){windows} in "
+        f"trained on {result.examples} examples{negatives} (rejected: {rejected}){windows} in "
         f"{result.seconds:.1f} s"
     )
     click.echo(
@@ -82,6 +102,8 @@ def teacher_train(**params) -> None:
     if result.eval_loss is not None:
         recall = result.eval_recall_at_1
         recall = "" if recall is None else f", recall@1 {recall:.3f}"
+        accuracy = result.eval_accuracy
+        recall += "" if accuracy is None else f", accuracy {accuracy:.3f}"
         click.echo(
             f"held-out loss {result.eval_loss:.4f} on {result.eval_examples} examples{recall}"
         )
@@ -92,8 +114,9 @@ def teacher_train(**params) -> None:
 def curate_line(teacher: str, task: str, fields: FieldMap | None) -> str:
     """The `curate` command for a new teacher, as a `next:` line (with the field options of the
     data it was trained or checked on)."""
+    pool = "lm" if task == "classifier" else task
     return (
-        f"jestflow curate POOL... -o CURATED --teacher {teacher.rstrip('/')} --task {task} "
+        f"jestflow curate POOL... -o CURATED --teacher {teacher.rstrip('/')} --task {pool} "
         f"--keep 0.3{field_flags(fields)}   (score and select a pool)"
     )
 

@@ -32,6 +32,8 @@ class CurateConfig:
     selection: SelectionConfig
     dedup: DedupConfig = field(default_factory=DedupConfig)  # before scoring
     student: str | None = None  # learnability offline: ℓ(student) − ℓ(teacher)
+    # lm: more teachers beside `teacher` (an ensemble), combined by `selection.teacher_weights`
+    teachers: tuple[str, ...] = ()
     # lm: the models score only the first N tokens of each text, a cheaper pass (None or 0: the
     # whole document, window by window, up to score_max_tokens)
     score_seq_len: int | None = None
@@ -62,10 +64,7 @@ class CurateConfig:
             raise JestflowError(f"super_batch must be at least 2, not {self.super_batch}")
         if self.tiers < 1:
             raise JestflowError(f"tiers must be at least 1, not {self.tiers}")
-        for role, path in (("teacher", self.teacher), ("student", self.student)):
-            task = None if path is None else checkpoint_task(path)
-            if task is not None and task != self.task:
-                raise JestflowError(f"{role} {path} is a {task} model, not {self.task}")
+        self._check_models()
         if self.selection.mode in PAIR_SCORE_MODES and self.task != "contrastive":
             raise JestflowError(f"{self.selection.mode} scores pairs: it needs --task contrastive")
         if self.selection.mode == "learnability" and self.student is None:
@@ -74,6 +73,38 @@ class CurateConfig:
             raise JestflowError(
                 f"a student is only used by learnability scores, not {self.selection.mode}"
             )
+
+    def _check_models(self) -> None:
+        allowed = (self.task, "classifier") if self.task == "lm" else (self.task,)
+        for role, path in self.models.items():
+            task = checkpoint_task(path)
+            if task is not None and task not in allowed:
+                raise JestflowError(f"{role} {path} is a {task} model, not {self.task}")
+            if role == "student" and task == "classifier":
+                raise JestflowError(f"student {path} is a classifier: a student is an lm model")
+        if self.teachers and self.task != "lm":
+            raise JestflowError(
+                "several teachers are combined per example (lm pools); a contrastive pool is "
+                "scored by one teacher"
+            )
+        weights = self.selection.teacher_weights
+        if weights and len(weights) != 1 + len(self.teachers):
+            raise JestflowError(
+                f"teacher_weights gives {len(weights)} weights for {1 + len(self.teachers)} teachers"
+            )
+        if self.student is not None and checkpoint_task(self.teacher) == "classifier":
+            raise JestflowError(
+                f"learnability compares the student's loss with an lm teacher's, and teacher "
+                f"{self.teacher} is a classifier: give the lm teacher first (teacher), the "
+                "classifier among the others (teachers)"
+            )
+
+    @property
+    def models(self) -> dict[str, str]:
+        """role → checkpoint: `teacher`, the others `teacher_2`, `teacher_3` …, and `student`."""
+        roles = {"teacher": self.teacher}
+        roles |= {f"teacher_{i}": path for i, path in enumerate(self.teachers, start=2)}
+        return roles | ({} if self.student is None else {"student": self.student})
 
     def _check_documents(self) -> None:
         whole = self.task == "lm" and self.scoring_length is None
@@ -119,12 +150,13 @@ class RunPlan:
 
     output: str  # the run folder
     urls: list[str]  # the input files, sorted: their index names their dead-letter parts
-    fingerprints: dict[str, str]  # role (teacher, student) → model fingerprint
+    fingerprints: dict[str, str]  # role (teacher, teacher_2 …, student) → model fingerprint
     record: dict[str, Any]  # run.json's start: created, versions, runner, options, inputs, models
     started: float  # time.time() at preparation, for the run's timing
     lm_scoring: LmScoring | None = None  # lm: what the models score of each text
     teacher_tokens: str | None = None  # lm, whole documents: how the teacher cuts text (windows)
     pair_loss: str | None = None  # contrastive: the pair loss selection judged by
+    classifiers: tuple[str, ...] = ()  # the roles whose model is a classifier
 
     @property
     def scoring_length(self) -> int | None:
@@ -139,20 +171,26 @@ class RunPlan:
     @property
     def cache_keys(self) -> dict[str, str]:
         """role → the score cache's folder for its outputs: the fingerprint, with what an lm
-        model scores of each text (`LmScoring.cache_suffix`)."""
+        model scores of each text (`LmScoring.cache_suffix`; a classifier reads its own)."""
         suffix = "" if self.lm_scoring is None else self.lm_scoring.cache_suffix
-        return {role: fp + suffix for role, fp in self.fingerprints.items()}
+        return {
+            role: fp + ("" if role in self.classifiers else suffix)
+            for role, fp in self.fingerprints.items()
+        }
 
     @property
     def shard_info(self) -> dict[str, Any]:
         """What every selected sample's json says of the models: role → fingerprint, and the
         tokens they scored (`score_seq_len`, lm only) or, for whole documents, how the teacher cut
         them into tokens (`teacher_tokens`): the online trainer checks both; for pairs, the pair
-        loss selection judged by (`pair_loss`), the online trainer's default."""
+        loss selection judged by (`pair_loss`), the online trainer's default; `teacher_task:
+        classifier` where the teacher is a classifier (its `teacher_loss` is −log-odds, not an
+        LM loss the student's can be compared with)."""
         length = {} if self.scoring_length is None else {"score_seq_len": self.scoring_length}
         tokens = {} if self.teacher_tokens is None else {"teacher_tokens": self.teacher_tokens}
         loss = {} if self.pair_loss is None else {"pair_loss": self.pair_loss}
-        return {**self.fingerprints, **length, **tokens, **loss}
+        task = {"teacher_task": "classifier"} if "teacher" in self.classifiers else {}
+        return {**self.fingerprints, **length, **tokens, **loss, **task}
 
 
 def options_of(config: CurateConfig) -> dict[str, Any]:

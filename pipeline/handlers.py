@@ -26,6 +26,7 @@ from torch import nn
 
 from ..transforms.formats.model_files import load_model
 from ..transforms.formats.score_cache import Candidate, ModelOutput
+from ..transforms.models.classifier import classifier_loss, log_odds
 from ..transforms.models.documents import LmScoring
 from ..transforms.models.losses import PairEmbeddings
 from ..transforms.models.scoring import (
@@ -79,10 +80,14 @@ def model_outputs(
     lm_scoring: LmScoring | None = None,
 ) -> list[ModelOutput]:
     """One model's output for each example: its LM loss (on what `lm_scoring` says: the first
-    tokens, or the whole document window by window), or its pair embeddings with t and β."""
+    tokens, or the whole document window by window), a classifier's −log-odds, or its pair
+    embeddings with t and β."""
     if not examples:
         return []
     computed_in = precision(model.device)
+    if model.task == "classifier":
+        values = classifier_loss(log_odds(model, [ex.text for ex in examples]))
+        return [ModelOutput(loss=value, precision=computed_in) for value in values.tolist()]
     if task == "lm":
         texts = [ex.text for ex in examples]
         losses, documents = (lm_scoring or LmScoring()).score(model, texts, batch_tokens=max_tokens)
@@ -109,10 +114,11 @@ def scored_batch(
     *,
     task: str,
     loss: str = "sigmoid",
+    ensemble: np.ndarray | None = None,
 ) -> ScoredBatch:
-    """A super-batch's losses from its examples' outputs; for contrastive tasks each example's
-    share of the super-batch's pair loss (`loss`: sigmoid or softmax), rebuilt from the
-    embeddings."""
+    """A super-batch's losses from its examples' outputs (lm: with the other teachers' losses,
+    `ensemble`); for contrastive tasks each example's share of the super-batch's pair loss
+    (`loss`: sigmoid or softmax), rebuilt from the embeddings."""
     if task == "lm":
         loss = np.asarray([out.loss for out in outputs], dtype=np.float32)
         windows = [out.windows for out in outputs]
@@ -122,6 +128,7 @@ def scored_batch(
             loss=loss,
             windows=windows if any(w is not None for w in windows) else None,
             window=next((out.window for out in outputs if out.window is not None), None),
+            ensemble=ensemble,
         )
     pairs = np.stack([out.embeddings for out in outputs])
     scale, bias = outputs[0].scale, outputs[0].bias
@@ -139,27 +146,23 @@ def scored_batch(
 
 @dataclass(frozen=True)
 class Models:
-    """The loaded teacher (and student). Not a tuple: Beam keeps a weak reference to it. With
-    `large_model`/`model_copies` Beam hands out a proxy that forwards method calls only, so
-    scoring is a method."""
+    """The loaded models by role (teacher, the other teachers, student). Not a tuple: Beam keeps
+    a weak reference to it. With `large_model`/`model_copies` Beam hands out a proxy that
+    forwards method calls only, so scoring is a method."""
 
-    teacher: nn.Module
-    student: nn.Module | None
+    models: dict[str, nn.Module]
     task: str
     max_tokens: int | None
     lm_scoring: LmScoring | None
 
     def score(self, chunk: Chunk) -> Scored:
-        """Both models' outputs for a chunk, running each model only on the examples it has no
+        """Every model's outputs for a chunk, running each model only on the examples it has no
         cached output for."""
         start = time.perf_counter()
         candidates = chunk.candidates
         examples = [c.example for c in candidates]
-        roles = {"teacher": self.teacher, "student": self.student}
         every, fresh = {}, {}
-        for role, model in roles.items():
-            if model is None:
-                continue
+        for role, model in self.models.items():
             outputs = [c.output(role, precision(model.device)) for c in candidates]
             missing = [i for i, out in enumerate(outputs) if out is None]
             new = model_outputs(
@@ -174,10 +177,11 @@ class Models:
             fresh[role] = {examples[i].id: out for i, out in zip(missing, new, strict=True)}
             every[role] = outputs
         seconds = time.perf_counter() - start
+        teacher = self.models["teacher"]
         capped = (
             0
-            if self.lm_scoring is None
-            else self.lm_scoring.capped(self.teacher, [ex.text for ex in examples])
+            if self.lm_scoring is None or teacher.task != "lm"
+            else self.lm_scoring.capped(teacher, [ex.text for ex in examples])
         )
         return Scored(chunk.file, chunk.name, examples, every, fresh, seconds, capped)
 
@@ -185,10 +189,9 @@ class Models:
 class ScoringHandler(ModelHandler[Chunk, Scored, Models]):
     def __init__(
         self,
-        teacher: str,
+        models: dict[str, str],  # role → checkpoint (teacher, teacher_2 …, student)
         *,
         task: str,
-        student: str | None = None,
         device: str = "auto",
         max_tokens: int | None = None,  # padded tokens per batch [scoring.batch_tokens]
         lm_scoring: LmScoring | None = None,  # lm: what is scored of each text
@@ -198,7 +201,7 @@ class ScoringHandler(ModelHandler[Chunk, Scored, Models]):
     ) -> None:
         # One chunk per call: it is already a large, deterministic batch.
         super().__init__(max_batch_size=1, large_model=large_model, model_copies=model_copies)
-        self.teacher, self.student, self.task = teacher, student, task
+        self.models, self.task = dict(models), task
         self.device, self.max_tokens, self.torch_threads = device, max_tokens, torch_threads
         self.lm_scoring = lm_scoring
 
@@ -206,13 +209,8 @@ class ScoringHandler(ModelHandler[Chunk, Scored, Models]):
         if self.torch_threads:  # local workers share the machine's cores
             torch.set_num_threads(self.torch_threads)
         device = resolve_device(self.device)
-        teacher = load_model(self.teacher, task=self.task, device=device)
-        student = (
-            None
-            if self.student is None
-            else load_model(self.student, task=self.task, device=device)
-        )
-        return Models(teacher, student, self.task, self.max_tokens, self.lm_scoring)
+        loaded = {role: load_model(path, device=device) for role, path in self.models.items()}
+        return Models(loaded, self.task, self.max_tokens, self.lm_scoring)
 
     def run_inference(
         self,

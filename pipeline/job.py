@@ -34,7 +34,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProv
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from ..transforms.errors import JestflowError
-from ..transforms.formats.model_files import fingerprint, pair_loss_of, tokens_of
+from ..transforms.formats.model_files import checkpoint_task, fingerprint, pair_loss_of, tokens_of
 from ..transforms.formats.parquet import first_row
 from ..transforms.formats.run_folder import (
     REJECTED,
@@ -62,14 +62,15 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
     started = time.time()
     whole = config.lm_scoring is not None and config.lm_scoring.whole
     urls = input_urls(config.inputs)
-    fingerprints = {"teacher": fingerprint(config.teacher)}
-    if config.student is not None:
-        fingerprints["student"] = fingerprint(config.student)
+    fingerprints = {role: fingerprint(path) for role, path in config.models.items()}
+    classifiers = tuple(
+        r for r, path in config.models.items() if checkpoint_task(path) == "classifier"
+    )
     if local:  # remote workers have their own devices
         resolve_device(config.device)
     warn_if_rounded(config.selection.keep, config.super_batch)
     check_student_tokens(config)
-    models = (config.teacher, config.student)
+    models = tuple(config.models.values())
     if prepare(config.output, overwrite=config.overwrite, inputs=(*urls, *models)) == "interrupted":
         log.info("%s holds an interrupted run (no _SUCCESS): redoing it", config.output)
     record = {
@@ -79,7 +80,7 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
         "options": options_of(config),
         "inputs": input_files(urls),
         "models": {
-            role: {"path": getattr(config, role), "fingerprint": fp}
+            role: {"path": config.models[role], "fingerprint": fp}
             for role, fp in fingerprints.items()
         },
     }
@@ -90,7 +91,10 @@ def prepare_run(config: CurateConfig, *, runner: str, local: bool) -> RunPlan:
         record=record,
         started=started,
         lm_scoring=config.lm_scoring,
-        teacher_tokens=tokens_of(config.teacher) if whole else None,
+        teacher_tokens=tokens_of(config.teacher)
+        if whole and "teacher" not in classifiers
+        else None,
+        classifiers=classifiers,
         pair_loss=config.selection.pair_loss if config.task == "contrastive" else None,
     )
 

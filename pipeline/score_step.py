@@ -201,11 +201,10 @@ def chunk_rows(chunks: Sequence[ScoredChunk]) -> Iterator[str]:
 
 
 def score_with_models(config: CurateConfig) -> beam.PTransform:
-    """RunInference with the teacher (and student); only this step asks for an accelerator."""
+    """RunInference with the teachers (and student); only this step asks for an accelerator."""
     handler = ScoringHandler(
-        config.teacher,
+        config.models,
         task=config.task,
-        student=config.student,
         device=config.device,
         lm_scoring=config.lm_scoring,
         large_model=config.large_model,

@@ -28,6 +28,7 @@ from ..transforms.spill.files import SpillWriter, read_rows
 from ..transforms.spill.rows import (
     DECISION,
     decision_row,
+    ensemble_of,
     output_of,
     stub_example,
 )
@@ -87,8 +88,9 @@ def select_batch(
     for role in ("teacher", "student"):
         outputs = [output_of(row, role) for row in rows]
         if outputs and outputs[0] is not None:
+            ensemble = ensemble_of(rows) if role == "teacher" else None
             batches[role] = scored_batch(
-                super_batch, examples, outputs, task=task, loss=config.pair_loss
+                super_batch, examples, outputs, task=task, loss=config.pair_loss, ensemble=ensemble
             )
     decisions = select_super_batch(batches["teacher"], config, batches.get("student"))
     kept = sum(d.selected for d in decisions)

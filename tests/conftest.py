@@ -12,6 +12,7 @@ from helpers import Learned, sentences, write_jsonl
 # compare a model's scores across batchings, processes, workers or runs. `make test-kernels`
 # reruns them (and every `learned` test) under other kernels than this machine picks.
 KERNEL_MODULES = {
+    "pipeline/test_classifier_job.py",
     "pipeline/test_contrastive.py",
     "pipeline/test_curate.py",
     "pipeline/test_handlers.py",
@@ -21,6 +22,7 @@ KERNEL_MODULES = {
     "trainer/test_calibrate.py",
     "trainer/test_cheap_scoring.py",
     "trainer/test_fit.py",
+    "trainer/test_fit_classifier.py",
     "trainer/test_loop.py",
     "trainer/test_online_selection.py",
     "trainer/test_weighted.py",

@@ -62,6 +62,24 @@ def fit(
     return str(out)
 
 
+def fit_classifier(reference, pool, out, steps, learning_rate=1e-2):
+    """A built-in classifier teacher of `reference` against a sample of `pool` (JSONL, `text`)."""
+    config = TeacherConfig(
+        inputs=(reference,),
+        output=str(out),
+        task="classifier",
+        fields=FieldMap(text="text"),
+        negatives=(pool,),
+        steps=steps,
+        batch_size=16,
+        lr=lr(learning_rate),
+        warmup_steps=5,
+        seed=SEED,
+        device="cpu",
+    )
+    return train_teacher(config)
+
+
 def config_for(root, out, **changes):
     config = CurateConfig(
         inputs=(str(root / "pool.jsonl"), str(root / "cut.jsonl.gz")),

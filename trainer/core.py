@@ -182,14 +182,17 @@ def evaluate(
         return sum(losses) / len(losses), hits / (len(losses) * size)
 
 
-BUILT_IN_LR, FINE_TUNE_LR = 1e-3, 3e-5
+BUILT_IN_LR, FINE_TUNE_LR, CLASSIFIER_LR = 1e-3, 3e-5, 1e-2
 
 
 def default_lr(model: nn.Module) -> float:
-    """The peak learning rate where none is given: 1e-3 for the small built-in models, 3e-5 to
-    fine-tune a pretrained Hugging Face model (the usual rate for BERT-size transformers; 1e-3
-    destroys what they learned)."""
-    return FINE_TUNE_LR if hasattr(model, "save_pretrained") else BUILT_IN_LR
+    """The peak learning rate where none is given: 1e-3 for the small built-in models (1e-2 for
+    the n-gram classifier, a linear model on sparse features), 3e-5 to fine-tune a pretrained
+    Hugging Face model (the usual rate for BERT-size transformers; 1e-3 destroys what they
+    learned)."""
+    if hasattr(model, "save_pretrained"):
+        return FINE_TUNE_LR
+    return CLASSIFIER_LR if model.task == "classifier" else BUILT_IN_LR
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:

@@ -13,10 +13,11 @@ held-out loss. An output directory that holds anything is refused unless `overwr
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -25,13 +26,21 @@ from torch import nn
 from ..transforms.errors import JestflowError
 from ..transforms.formats.model_files import save_checkpoint
 from ..transforms.memory import peak_rss_mib
+from ..transforms.models.classifier import classifier_batch_loss
 from ..transforms.models.documents import document_windows
 from ..transforms.models.scoring import resolve_device
 from ..transforms.paths import write_json
 from ..transforms.records import Example, FieldMap
 from ..transforms.reporting.logs import progress
-from ..transforms.vocabulary import LAYOUTS, TASKS, check_choice
+from ..transforms.vocabulary import LAYOUTS, MODEL_TASKS, check_choice
 from . import output_folder
+from .classifier_data import (
+    HELD_OUT,
+    classifier_items,
+    evaluate_classifier,
+    labelled,
+    sample_negatives,
+)
 from .core import (
     ModelSize,
     Optimization,
@@ -59,10 +68,15 @@ class TeacherConfig(ModelSize, Optimization):
     device: str = "auto"
     init: str | None = None  # fine-tune this checkpoint instead of a fresh built-in model
     overwrite: bool = False  # replace what `output` holds
+    # classifier: the pool a seeded random sample of which is the negatives (the inputs are the
+    # positives), and how many (None: as many as the inputs hold)
+    negatives: tuple[str, ...] = ()
+    negatives_count: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("task", self.task, TASKS)
+        check_choice("task", self.task, MODEL_TASKS)
+        self._check_classifier()
         if self.fields.layout not in LAYOUTS[self.task]:
             raise JestflowError(
                 f"task {self.task} needs {' or '.join(LAYOUTS[self.task])} fields, "
@@ -75,6 +89,24 @@ class TeacherConfig(ModelSize, Optimization):
             raise JestflowError(
                 f"--init {self.init} brings its own architecture; drop {', '.join(sized)}"
             )
+
+    def _check_classifier(self) -> None:
+        if self.task != "classifier":
+            if self.negatives or self.negatives_count is not None:
+                raise JestflowError("negatives are for a classifier teacher (task classifier)")
+            return
+        if not self.negatives:
+            raise JestflowError(
+                "a classifier learns the reference inputs against a sample of the pool: "
+                "negatives (the pool's files) is not set"
+            )
+        if self.eval_inputs:
+            raise JestflowError(
+                f"a classifier holds out {HELD_OUT:.0%} of both classes for its figures; "
+                "eval_inputs is for lm and contrastive teachers"
+            )
+        if self.negatives_count is not None and self.negatives_count < 1:
+            raise JestflowError(f"negatives_count must be at least 1, not {self.negatives_count}")
 
 
 @dataclass(kw_only=True)
@@ -93,9 +125,13 @@ class TeacherResult:
     eval_recall_at_1: float | None
     seconds: float
     curve: list[dict] = field(default_factory=list)
+    negatives: int | None = None  # classifier: the pool's examples it learned against
+    eval_accuracy: float | None = None  # classifier: on the held-out share of both classes
 
 
 def train_teacher(config: TeacherConfig) -> TeacherResult:
+    if config.task == "classifier":
+        return train_classifier(config)
     start = time.perf_counter()
     device = resolve_device(config.device)
     examples, rejected = load_examples(config.inputs, config.fields)
@@ -111,19 +147,9 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
         else (None, None)
     )
     output_folder.clear(config.output, held)  # only with `overwrite`
-    meta = {
-        "trained_by": "jestflow teacher train",
-        "steps": config.steps,
-        "batch_size": config.batch_size,
-        "lr": lr,
-        "init": config.init,
-        "seed": config.seed,
-        "examples": len(examples),
-        "fields": asdict(config.fields),
-    }
     result = TeacherResult(
         output=config.output,
-        fingerprint=save_checkpoint(model, config.output, meta=meta),
+        fingerprint=save_checkpoint(model, config.output, meta=_meta(config, lr, len(examples))),
         examples=len(examples),
         windows=items if config.task == "lm" else None,
         context=model.context if config.task == "lm" else None,
@@ -141,20 +167,91 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
     return result
 
 
+def _meta(config: TeacherConfig, lr: float, examples: int) -> dict:
+    """What a teacher's checkpoint records of its training."""
+    return {
+        "trained_by": "jestflow teacher train",
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "lr": lr,
+        "init": config.init,
+        "seed": config.seed,
+        "examples": examples,
+        "fields": asdict(config.fields),
+    }
+
+
+def train_classifier(config: TeacherConfig) -> TeacherResult:
+    """A classifier teacher: the inputs (label 1) against a seeded sample of the negatives' pool
+    (label 0), HELD_OUT of each held out for the held-out loss and accuracy."""
+    start = time.perf_counter()
+    device = resolve_device(config.device)
+    positives, rejected = load_examples(config.inputs, config.fields)
+    count = config.negatives_count or len(positives)
+    negatives, _ = sample_negatives(config.negatives, config.fields, count, config.seed)
+    inputs = [*config.inputs, *config.negatives, config.init]
+    held = output_folder.claim(config.output, overwrite=config.overwrite, inputs=inputs)
+    sets = labelled(positives, negatives, config.seed)
+    model = starting_model(config, device)
+    items = classifier_items(model, sets.train)
+    loss = functools.partial(classifier_batch_loss, model)
+    curve, recent, lr = run_steps(model, items, config, device, loss)
+    eval_loss, accuracy = evaluate_classifier(model, sets.held_out)
+    output_folder.clear(config.output, held)  # only with `overwrite`
+    meta = _meta(config, lr, len(positives)) | {"negatives": len(negatives)}
+    result = TeacherResult(
+        output=config.output,
+        fingerprint=save_checkpoint(model, config.output, meta=meta),
+        examples=len(positives),
+        windows=None,
+        context=None,
+        rejected=dict(rejected),
+        eval_examples=len(sets.held_out),
+        eval_rejected={},
+        mean_train_loss=sum(recent) / len(recent),
+        mean_train_loss_steps=len(recent),
+        eval_loss=eval_loss,
+        eval_recall_at_1=None,
+        seconds=time.perf_counter() - start,
+        curve=curve,
+        negatives=len(negatives),
+        eval_accuracy=accuracy,
+    )
+    write_json(asdict(result), posixpath.join(config.output, "metrics.json"))
+    return result
+
+
 def _fit(
     config: TeacherConfig, device: torch.device, examples: Sequence[Example]
 ) -> tuple[nn.Module, list[dict], list[float], float, int]:
     """A fresh (or `init`) model trained `config.steps` steps; the loss curve (every tenth step
     and the last), the losses of the last RECENT steps, the peak learning rate, and how many
     items (lm: windows) it drew from."""
+    model = starting_model(config, device)
+    items = training_items(model, examples)
+    curve, recent, lr = run_steps(model, items, config, device)
+    return model, curve, recent, lr, len(items)
+
+
+def starting_model(config: TeacherConfig, device: torch.device) -> nn.Module:
+    """The model a teacher's training starts from: fresh, or the `init` checkpoint."""
     right_kind = right_kind_of(config.fields.layout)
     if config.init is None:
-        model = fresh_model(config, right_kind, device)
-    else:
-        torch.manual_seed(config.seed)
-        model = initial_model(config.init, config.task, right_kind, device, config.loss)
-    items = training_items(model, examples)
-    training = start_training(model, config, device)
+        return fresh_model(config, right_kind, device)
+    torch.manual_seed(config.seed)
+    return initial_model(config.init, config.task, right_kind, device, config.loss)
+
+
+def run_steps(
+    model: nn.Module,
+    items: Sequence,
+    config: TeacherConfig,
+    device: torch.device,
+    loss: Callable[[list], torch.Tensor] | None = None,
+) -> tuple[list[dict], list[float], float]:
+    """`config.steps` steps on shuffled batches of `items` (`loss`: of a batch, default the
+    model's task's): the loss curve, the last RECENT losses and the peak learning rate."""
+    training = start_training(model, config, device, loss=loss)
     generator = torch.Generator().manual_seed(config.seed)
     batches = _shuffled_batches(len(items), min(config.batch_size, len(items)), generator)
     curve: list[dict] = []
@@ -170,7 +267,7 @@ def _fit(
         if step % 10 == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{smoothed:.3f}")
             curve.append({"step": step + 1, "loss": value, "peak_rss_mib": peak_rss_mib()})
-    return model, curve, recent, training.optimizer.param_groups[0]["initial_lr"], len(items)
+    return curve, recent, training.optimizer.param_groups[0]["initial_lr"]
 
 
 def training_items(model: nn.Module, examples: Sequence[Example]) -> list:

@@ -122,6 +122,21 @@ def step_windows(
     )
 
 
+# What trains on shards a classifier teacher curated: their teacher values are −log-odds, not LM
+# losses the student's can be compared with.
+CLASSIFIER_SHARD_MODES = (*RAW_MODES, "curated_weights")
+
+
+def check_classifier_shards(mode: str) -> None:
+    if mode not in CLASSIFIER_SHARD_MODES:
+        raise JestflowError(
+            f"--mode {mode} compares the student's loss with the teacher's, but these shards were "
+            "curated by a classifier (their teacher_loss is its −log-odds): train with --mode "
+            f"{', '.join(CLASSIFIER_SHARD_MODES)}, or curate with an lm teacher first (--teacher "
+            "LM --teacher CLASSIFIER)"
+        )
+
+
 def shard_scoring_length(
     sample: TrainSample, score_seq_len: int | None, mode: str, main: bool
 ) -> int | None:
@@ -131,6 +146,9 @@ def shard_scoring_length(
     hold one teacher loss per document (curated on its first tokens, or before documents were
     scored whole): they still train, on each document's start."""
     asked = scoring_length("lm", score_seq_len)
+    if sample.info.get("teacher_task") == "classifier":
+        check_classifier_shards(mode)
+        return asked
     if has_windows([sample]):  # documents scored whole: the student works on the same windows
         if main:
             log.info("training on windows of %d tokens of each document", sample.info[WIDTH])

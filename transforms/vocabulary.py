@@ -12,8 +12,11 @@ from collections.abc import Collection
 from .errors import JestflowError
 
 TASKS = ("lm", "contrastive")  # per-example LM loss, or a two-tower model's sigmoid pair loss
+# What a model can be: a task's, or a classifier teacher of texts (its log-odds of being
+# reference is a score for an lm pool).
+MODEL_TASKS = (*TASKS, "classifier")
 # What a task's inputs look like (records.FieldMap.layout).
-LAYOUTS = {"lm": ("text",), "contrastive": ("image_text", "text_pair")}
+LAYOUTS = {"lm": ("text",), "contrastive": ("image_text", "text_pair"), "classifier": ("text",)}
 
 # Selection scores: learnability = ℓ(student) − ℓ(teacher), easy_reference = −ℓ(teacher),
 # hard_learner = ℓ(student).

@@ -21,11 +21,12 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from ..errors import JestflowError
+from ..models.classifier import ClassifierConfig, NgramClassifier
 from ..models.lm import CausalLM, LMConfig
 from ..models.losses import as_float
 from ..models.towers import TwoTower, TwoTowerConfig
 from ..paths import filesystem, replacing, writable_directory
-from ..vocabulary import TASKS, check_choice
+from ..vocabulary import MODEL_TASKS, check_choice
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -34,6 +35,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     CausalLM.architecture: (CausalLM, LMConfig),
     TwoTower.architecture: (TwoTower, TwoTowerConfig),
+    NgramClassifier.architecture: (NgramClassifier, ClassifierConfig),
 }
 # Beside config.json and the weights, what changes a model's outputs: its tokenizer's files (any
 # of them decides how text becomes tokens: vocabularies, merges, sentencepiece models, and the
@@ -146,12 +148,16 @@ def tokens_of(directory: str) -> str:
 
 
 def checkpoint_task(directory: str) -> str | None:
-    """`lm` or `contrastive` for a jestflow checkpoint, `contrastive` for a Hugging Face
-    image–text dual encoder; None for other Hugging Face directories."""
+    """`lm`, `contrastive` or `classifier` for a jestflow checkpoint; `contrastive` for a Hugging
+    Face image–text dual encoder, `classifier` for a sequence classifier; None for other Hugging
+    Face directories."""
     config = read_config(directory)
     if is_huggingface(config):
+        from ..models.hf_classifier import is_sequence_classifier
         from ..models.hf_dual import is_dual_encoder
 
+        if is_sequence_classifier(config):
+            return "classifier"
         return "contrastive" if is_dual_encoder(config) else None
     return config.get("task")
 
@@ -223,7 +229,7 @@ def load_model(
 ) -> nn.Module:
     """Load a jestflow or Hugging Face checkpoint for `task` (checked), in eval mode."""
     if task is not None:
-        check_choice("task", task, TASKS)
+        check_choice("task", task, MODEL_TASKS)
     config = read_config(directory)
     weight_files(directory)
     if is_huggingface(config):
@@ -255,12 +261,27 @@ def _load_builtin(directory: str, config: dict[str, Any], task: str | None) -> n
 
 def _load_huggingface(directory: str, config: dict[str, Any], task: str | None) -> nn.Module:
     """An image–text dual encoder (CLIP, SigLIP, VisionTextDualEncoder) as `HFDualEncoder`, a
-    causal LM as `HFCausalLM`, any other model as `HFTextEncoder` (a text-pair encoder)."""
+    causal LM as `HFCausalLM`, a sequence classifier (or any encoder, for a `classifier` task:
+    its head is new) as `HFClassifier`, any other model as `HFTextEncoder` (a text-pair
+    encoder)."""
     from ..models.hf import HFCausalLM, HFTextEncoder
+    from ..models.hf_classifier import HFClassifier, is_sequence_classifier
     from ..models.hf_dual import HFDualEncoder, is_dual_encoder
 
     is_lm = is_causal_lm(config)
     dual = is_dual_encoder(config)
+    if is_sequence_classifier(config) and task not in (None, "classifier"):
+        raise JestflowError(
+            f"{directory} holds a Hugging Face sequence classifier, a classifier model, "
+            f"not a {task} model"
+        )
+    if task == "classifier" or is_sequence_classifier(config):
+        if is_lm or dual:
+            raise JestflowError(
+                f"{directory} holds a {'causal LM' if is_lm else 'dual encoder'} "
+                f"({config.get('model_type')}); a classifier starts from a text encoder"
+            )
+        return HFClassifier(_local_copy(directory))
     task = task or ("lm" if is_lm else "contrastive")
     if dual and task != "contrastive":
         raise JestflowError(

@@ -38,12 +38,15 @@ def _transformers():
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 
 
-def _load_pretrained(path: str, auto_class: str):
-    """(tokenizer, model in eval mode) from a local directory, weights from safetensors only."""
+def _load_pretrained(path: str, auto_class: str, **options: Any):
+    """(tokenizer, model in eval mode) from a local directory, weights from safetensors only;
+    `options` go to `from_pretrained` (a classifier's `num_labels`)."""
     tf = _transformers()
     tokenizer = load_tokenizer(path)
     # Never pickled weights.
-    model = getattr(tf, auto_class).from_pretrained(path, use_safetensors=True, **LOCAL_ONLY)
+    model = getattr(tf, auto_class).from_pretrained(
+        path, use_safetensors=True, **LOCAL_ONLY, **options
+    )
     return tokenizer, model.eval()
 
 

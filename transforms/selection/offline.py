@@ -32,14 +32,16 @@ from .jest import (
     select_joint,
     soft_weights,
 )
+from .scores import ensemble_score
 
 
 @dataclass(frozen=True, kw_only=True)
 class ScoredBatch:
     """A super-batch with a model's outputs.
 
-    `loss[i]` is example i's mean token NLL (lm) or its share of the super-batch's sigmoid loss
-    (contrastive); `embeddings` [n, 2, d] are the (left, right) embeddings with the model's
+    `loss[i]` is example i's mean token NLL (lm; a classifier teacher's −log-odds) or its share of
+    the super-batch's sigmoid loss (contrastive); `ensemble[i]` the other teachers' losses of
+    example i (lm, several teachers); `embeddings` [n, 2, d] are the (left, right) embeddings with the model's
     temperature `scale` and `bias` (contrastive only); `windows[i]` are example i's windows'
     losses and `window` their width in tokens (lm, whole documents: kept for the shards, not
     selected on).
@@ -53,11 +55,14 @@ class ScoredBatch:
     bias: float | None = None
     windows: list[tuple[float, ...] | None] | None = None
     window: int | None = None
+    ensemble: np.ndarray | None = None  # [n, m]: the m other teachers' losses
 
     def quantised(self, quantum: float) -> ScoredBatch:
         """The batch with its losses and embeddings rounded to the selection grid."""
         embeddings = None if self.embeddings is None else quantise(self.embeddings, quantum)
-        return dataclasses.replace(self, loss=quantise(self.loss, quantum), embeddings=embeddings)
+        ensemble = None if self.ensemble is None else quantise(self.ensemble, quantum)
+        loss = quantise(self.loss, quantum)
+        return dataclasses.replace(self, loss=loss, embeddings=embeddings, ensemble=ensemble)
 
     def pair_embeddings(self, loss: str = "sigmoid") -> PairEmbeddings:
         if self.embeddings is None or self.scale is None or self.bias is None:
@@ -79,6 +84,9 @@ class SelectionConfig:
     # contrastive: the pair loss selection judges by, sigmoid or softmax (None: the teacher's,
     # which the job fills in; sigmoid where nothing does)
     loss: str | None = None
+    # several teachers: the weight of each one's z-score (`scores.ensemble_score`), in the order
+    # the teachers are given; all 1 when empty
+    teacher_weights: tuple[float, ...] = ()
 
     @property
     def pair_loss(self) -> str:
@@ -94,6 +102,8 @@ class SelectionConfig:
             raise JestflowError(f"chunks must be at least 1, got {self.n_chunks}")
         if self.loss is not None:
             check_choice("pair loss", self.loss, PAIR_LOSSES)
+        if not all(math.isfinite(w) for w in self.teacher_weights):
+            raise JestflowError(f"teacher weights must be finite, not {self.teacher_weights}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,9 +139,11 @@ def select_super_batch(
 ) -> list[Decision]:
     """Decide for every example of one super-batch whether it is kept (and in which order).
 
-    Per-example tasks (no embeddings) use `select_independent`; contrastive tasks `select_joint`
-    on lazy pair scores, or `select_independent` on a per-pair score (CLIP-score, negCLIPLoss).
-    Learnability needs the student's outputs for the same super-batch.
+    Per-example tasks (no embeddings) use `select_independent`, on the ensemble's score where
+    several teachers scored (`scores.ensemble_score`: the teacher's score by the mode, the others'
+    −loss); contrastive tasks `select_joint` on lazy pair scores, or `select_independent` on a
+    per-pair score (CLIP-score, negCLIPLoss). Learnability needs the student's outputs for the
+    same super-batch.
     """
     n = len(teacher.examples)
     if config.mode == "learnability" and student is None:
@@ -141,11 +153,7 @@ def select_super_batch(
     k = kept_count(n, config.keep)
     teacher = teacher.quantised(config.quantum)
     student = None if student is None else student.quantised(config.quantum)
-    student_loss = None if student is None else torch.from_numpy(student.loss)
-    if config.mode in PAIR_SCORE_MODES:
-        scores = pair_score(config.mode, teacher.pair_embeddings("softmax"))
-    else:
-        scores = score(config.mode, student=student_loss, teacher=torch.from_numpy(teacher.loss))
+    scores = example_scores(teacher, config, student)
     options = {
         "temperature": config.temperature,
         "relative_temperature": config.relative_temperature,
@@ -181,6 +189,21 @@ def select_super_batch(
         )
         for i, example in enumerate(teacher.examples)
     ]
+
+
+def example_scores(
+    teacher: ScoredBatch, config: SelectionConfig, student: ScoredBatch | None
+) -> torch.Tensor:
+    """Each example's score of a (quantised) super-batch: a per-pair score, or the mode's score of
+    the losses, combined with the other teachers' where there are (`scores.ensemble_score`)."""
+    if config.mode in PAIR_SCORE_MODES:
+        return pair_score(config.mode, teacher.pair_embeddings("softmax"))
+    student_loss = None if student is None else torch.from_numpy(student.loss)
+    scores = score(config.mode, student=student_loss, teacher=torch.from_numpy(teacher.loss))
+    if teacher.ensemble is None:
+        return scores
+    others = [-torch.from_numpy(column) for column in teacher.ensemble.T]
+    return ensemble_score([scores, *others], config.teacher_weights)
 
 
 def pair_score(mode: str, emb: PairEmbeddings) -> torch.Tensor:

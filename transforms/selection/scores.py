@@ -2,10 +2,12 @@
 
 `learnability` = ℓ(student) − ℓ(teacher), `easy_reference` = −ℓ(teacher), `hard_learner` =
 ℓ(student): `score` of per-example losses, and `weighted_terms` for the pair scores built from
-both models' embeddings (`pair_scores.py`).
+both models' embeddings (`pair_scores.py`). Several teachers' scores combine by `ensemble_score`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -59,3 +61,20 @@ def easy_reference(teacher: torch.Tensor) -> torch.Tensor:
 def hard_learner(student: torch.Tensor) -> torch.Tensor:
     """ℓ(θ): the student's hardest examples (an ablation: it chases noise)."""
     return score("hard_learner", student=student)
+
+
+def ensemble_score(
+    components: Sequence[torch.Tensor], weights: Sequence[float] = ()
+) -> torch.Tensor:
+    """Σ_i w_i z_i over several teachers' scores of one super-batch, float64: z_i is score i as a
+    z-score within the super-batch, (s − mean) / std (0 where all its values are equal), so
+    scores on other scales (an LM's −NLL, a classifier's log-odds) weigh as `weights` say (all 1
+    when empty)."""
+    weights = list(weights) or [1.0] * len(components)
+    total = torch.zeros(len(components[0]), dtype=torch.float64)
+    for weight, values in zip(weights, components, strict=True):
+        values = values.double()
+        spread = values.std(unbiased=False)
+        if spread > 0:
+            total += weight * (values - values.mean()) / spread
+    return total

@@ -12,7 +12,7 @@ written.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,7 @@ SCORED = pa.schema(
         ("meta", pa.large_string()),  # kept fields, as JSON: the manifest rows carry them
         *_output_fields("teacher"),
         *_output_fields("student"),
+        ("ensemble", pa.list_(pa.float64())),  # the other teachers' losses (teacher_2, …)
     ]
 )
 
@@ -118,7 +119,8 @@ def example_of(row: Mapping[str, Any], urls: Sequence[str]) -> Example:
 
 
 def scored_row(example: Example, file: int, h: int, outputs: Mapping[str, ModelOutput]) -> tuple:
-    """An example's small record: its order, what names it, and each model's output."""
+    """An example's small record: its order, what names it, and each model's output (the other
+    teachers' losses alone)."""
     row = (h, example.key, example.id, file, example.position, example.occurrence)
     row += (_meta(example),)
     for role in ("teacher", "student"):
@@ -136,7 +138,20 @@ def scored_row(example: Example, file: int, h: int, outputs: Mapping[str, ModelO
                 out.window,
             )
         )
-    return row
+    others = ensemble_roles(outputs)
+    return (*row, [outputs[role].loss for role in others] if others else None)
+
+
+def ensemble_roles(roles: Iterable[str]) -> list[str]:
+    """The other teachers' roles (`teacher_2`, `teacher_3` …), in order."""
+    return sorted((r for r in roles if r.startswith("teacher_")), key=lambda r: int(r[8:]))
+
+
+def ensemble_of(rows: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """The other teachers' losses of scored rows, [rows, teachers] (None: one teacher)."""
+    if not rows or rows[0]["ensemble"] is None:
+        return None
+    return np.asarray([row["ensemble"] for row in rows], dtype=np.float64)
 
 
 def output_of(row: Mapping[str, Any], role: str) -> ModelOutput | None:
