@@ -115,6 +115,14 @@ SECTIONS = {
         "(easy reference under the sigmoid and the softmax loss, CLIP-score, negCLIPLoss), "
         "by the records' `kind` tags.",
     ),
+    "classifier_teacher": (
+        "classifier-teacher",
+        "Classifier teacher",
+        "What `curate --keep 0.3` keeps of the demo's LM pool with the LM teacher, a classifier "
+        "teacher (the reference against a sample of the pool: its log-odds) and both (the sum "
+        "of their z-scores), by the records' `kind` tags; each teacher's training and scoring "
+        "seconds.",
+    ),
     "stability": (
         "stability",
         "Re-curation stability",
@@ -306,6 +314,7 @@ RENDER = {
     "selection": rows_table(jobs.SELECTION),
     "stability": rows_table(jobs.STABILITY),
     "contrastive_scores": rows_table(jobs.CONTRASTIVE_SCORES),
+    "classifier_teacher": rows_table(jobs.CLASSIFIER),
     "cpu_kernels": rows_table(jobs.KERNELS),
     "margins": jobs.margins,
     "cache": jobs.cache,
