@@ -156,14 +156,8 @@ class Deduplicate(beam.PTransform):
         if self.method != "near":
             return {}
         bands, rows = self.config.bands
-        signature = {"signature": "image"} if self.config.images else {}
-        return {
-            "threshold": self.config.min_similarity,
-            **({} if self.config.images else {"num_perm": self.config.num_perm}),
-            **signature,
-            "bands": bands,
-            "rows": rows,
-        }
+        kind = {"signature": "image"} if self.config.images else {"num_perm": self.config.num_perm}
+        return {"threshold": self.config.min_similarity, **kind, "bands": bands, "rows": rows}
 
 
 @releasing

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import COLORS, image_copy, picture, png
+from helpers import COLORS, encode, image_copy, picture, png
 from PIL import Image
 
 from jestflow.demo.scenes import COLOURS, Scene, draw
@@ -68,6 +68,20 @@ def test_flat_images_of_different_colours_are_not_copies_and_a_brighter_one_is()
     assert similarity(flat(COLOURS["red"]), png(COLORS["red"])) >= THRESHOLD  # red is red
     red = flat(COLOURS["red"])
     assert similarity(red, image_copy(red, scale=1.25, brightness=1.1, quality=80)) >= THRESHOLD
+
+
+def test_a_near_flat_image_is_told_by_its_colour_not_its_noise():
+    """The hashes of a nearly flat image are noise: its copies are found by their colour."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1.5, (64, 64, 1))
+    blur = [np.clip(np.asarray(c, float) + noise, 0, 255).astype(np.uint8) for c in COLORS.values()]
+    images = [encode(Image.fromarray(b)) for b in blur]
+    for image in images:
+        assert (
+            similarity(image, image_copy(image, scale=0.8, brightness=1.1, quality=70)) >= THRESHOLD
+        )
+    for a, b in itertools.combinations(images, 2):
+        assert similarity(a, b) < THRESHOLD
 
 
 def test_the_same_scene_in_other_colours_is_not_a_copy():
