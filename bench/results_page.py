@@ -145,6 +145,13 @@ SECTIONS = {
         "Near-duplicate removal on planted copies (recall and "
         "false merges), and what dedup costs the job.",
     ),
+    "image_dedup": (
+        "image-dedup",
+        "Image near-duplicates",
+        "Near-duplicate removal on image–text pairs: planted copies of photo crops and the "
+        "demo's scenes (resized, brighter or darker, re-encoded) found by `--dedup near` beside "
+        "`exact`, false merges of distinct images, and the seconds per 1,000 examples.",
+    ),
     "documents": (
         "document-cost",
         "What scoring whole documents costs",

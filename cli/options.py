@@ -293,16 +293,19 @@ dedup_options = options(
     click.option(
         "--dedup",
         type=click.Choice(DEDUP_METHODS),
-        show_default="near for text, exact for images",
-        help="Remove copies before scoring: exact (normalised "
-        "content), near (MinHash LSH on character shingles) or none.",
+        show_default="near",
+        help="Remove copies before scoring: exact (normalised content: texts, or image bytes "
+        "and caption), near (texts: MinHash LSH on character shingles; image–text pairs: "
+        "perceptual hashes of the image alone, with its colours) or none.",
     ),
     click.option(
         "--dedup-threshold",
         type=click.FloatRange(0, 1, min_open=True, max_open=True),
-        default=0.8,
-        show_default=True,
-        help="near: the Jaccard similarity of shingle sets that makes two texts copies.",
+        default=None,
+        show_default="0.8 for texts, 0.875 for images",
+        help="near: the similarity that makes two examples copies — texts: the Jaccard "
+        "similarity of their shingle sets; images: the share of equal perceptual-hash bits "
+        "(their colours must agree too).",
     ),
 )
 

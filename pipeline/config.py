@@ -59,7 +59,6 @@ class CurateConfig:
         check_choice("task", self.task, TASKS)
         scoring_length(self.task, self.score_seq_len)  # checks the option
         self._check_documents()
-        self.dedup.method_for(self.fields.layout)  # near dedup of images is refused here
         if self.super_batch < 2:
             raise JestflowError(f"super_batch must be at least 2, not {self.super_batch}")
         if self.tiers < 1:
@@ -131,6 +130,11 @@ class CurateConfig:
     @property
     def dedup_method(self) -> str:
         return self.dedup.method_for(self.fields.layout)
+
+    @property
+    def dedup_settings(self) -> DedupConfig:
+        """The dedup config for the inputs' layout: method and threshold filled in."""
+        return self.dedup.resolved(self.fields.layout)
 
     @property
     def scoring_length(self) -> int | None:

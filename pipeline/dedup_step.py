@@ -6,8 +6,8 @@ file names per coarse group and per input file:
         a bucket of one content: a star of exact edges (from its band 0 only: exact copies share
         every band) → a bucket of several contents (near candidates): its members spilled, and
         the first copy of each content spilled as a need, by input file
-    signatures (near; an input file at a time): the needs of the file → their MinHash signatures,
-        computed again from its payloads, spilled by coarse group
+    signatures (near; an input file at a time): the needs of the file → their signatures (MinHash
+        of texts, perceptual of images), computed again from its payloads, spilled by coarse group
     near edges (near; a coarse group with candidates): `bucket_edges` on its candidates'
         signatures → edges
     clusters (one element): every edge read as arrays, cut down to a forest as they come in →
@@ -38,9 +38,9 @@ from ..transforms.dedup.copies import (
     cluster_sizes,
     components,
     copies_summary,
+    fingerprints,
     link_buckets,
 )
-from ..transforms.dedup.minhash import signatures
 from ..transforms.memory import releasing
 from ..transforms.paths import child
 from ..transforms.spill.dedup_rows import (
@@ -143,9 +143,7 @@ class Deduplicate(beam.PTransform):
                 linked
                 | "With candidates" >> beam.Filter(lambda g: g.candidates)
                 | "Near edges"
-                >> beam.FlatMap(
-                    near_edges, beam.pvalue.AsList(signed), self.config.threshold, self.temporary
-                )
+                >> beam.FlatMap(near_edges, beam.pvalue.AsList(signed), self.config, self.temporary)
             )
             edges = (edges, near) | "All edges" >> beam.Flatten()
         return (
@@ -158,12 +156,8 @@ class Deduplicate(beam.PTransform):
         if self.method != "near":
             return {}
         bands, rows = self.config.bands
-        return {
-            "threshold": self.config.threshold,
-            "num_perm": self.config.num_perm,
-            "bands": bands,
-            "rows": rows,
-        }
+        kind = {"signature": "image"} if self.config.images else {"num_perm": self.config.num_perm}
+        return {"threshold": self.config.min_similarity, **kind, "bands": bands, "rows": rows}
 
 
 @releasing
@@ -212,7 +206,8 @@ def _members(group: int, spills: list[FileSpill]) -> pa.Table:
 def spill_signatures(
     spill: FileSpill, linked: list[Linked], config, urls: list[str], temporary: str
 ) -> list[str]:
-    """The MinHash signatures the coarse groups need of one input file's examples, by group."""
+    """The signatures (MinHash, or an image's) the coarse groups need of one input file's
+    examples, by group."""
     needed: dict[str, set[int]] = defaultdict(set)
     for row in read_rows([u for g in linked for u in g.needs], spill.index, spill.index + 1):
         needed[row["key"]].add(row["group"])
@@ -232,15 +227,15 @@ def spill_signatures(
 
 
 def _sign(batch, needed: dict[str, set[int]], config: DedupConfig, out: SpillWriter) -> None:
-    for example, sig in zip(batch, signatures(batch, config.num_perm, config.seed), strict=True):
+    for example, sig in zip(batch, fingerprints(batch, config), strict=True):
         if sig is not None:
             for group in sorted(needed[example.key]):
-                out.add((example.key, sig.tobytes()), group, size=600)
+                out.add((example.key, sig.tobytes()), group, size=sig.nbytes + 88)
 
 
 @releasing
 def near_edges(
-    linked: Linked, signed: Sequence[list[str]], threshold: float, temporary: str
+    linked: Linked, signed: Sequence[list[str]], config: DedupConfig, temporary: str
 ) -> list[str]:
     """A coarse group's near candidates linked on their signatures (`bucket_edges`)."""
     group = linked.group
@@ -251,7 +246,7 @@ def near_edges(
         by_bucket[row["bucket"]].append(member_of(row))
     out = SpillWriter(child(temporary, "edges"), f"near-{group:04d}", EDGE)
     for members in by_bucket.values():
-        for kept, copy in bucket_edges(members, sigs, threshold):
+        for kept, copy in bucket_edges(members, sigs, config.min_similarity, config.similarities):
             out.add(edge_row(kept, copy))
     return out.close()
 

@@ -50,7 +50,7 @@ def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
     reasons = files | "Reasons" >> beam.FlatMap(lambda f: f.reasons.items())
     reasons = reasons | "Count reasons" >> beam.CombinePerKey(sum)
     copies, dedup = files | "Deduplicate" >> Deduplicate(
-        config.dedup, config.dedup_method, plan.urls, plan.temporary
+        config.dedup_settings, config.dedup_method, plan.urls, plan.temporary
     )
     parts = p | "Cache parts" >> ListCacheParts(config.cache, plan.cache_keys)
     cut = (

@@ -48,7 +48,7 @@ class ReadSettings:
             temporary=plan.temporary,
             fields=config.fields,
             seed=config.selection.seed,
-            dedup=config.dedup,
+            dedup=config.dedup_settings,
             dedup_method=config.dedup_method,
         )
 

@@ -18,6 +18,7 @@ from helpers import COLORS, SEED, lr, png, sentences, shade, write_jsonl
 from jestflow.pipeline.config import CurateConfig, RunPlan
 from jestflow.pipeline.job import run_curation
 from jestflow.trainer.fit import TeacherConfig, train_teacher
+from jestflow.transforms.dedup.copies import DedupConfig
 from jestflow.transforms.records import FieldMap
 from jestflow.transforms.selection.offline import SelectionConfig
 
@@ -113,9 +114,13 @@ def pairs_config(root, out, **changes):
 
 
 def images_config(root, out, **changes):
-    """Curation of the `images` corpus (colour squares and captions, half mispaired), as pairs."""
+    """Curation of the `images` corpus (colour squares and captions, half mispaired), as pairs.
+    Its squares are shades a few levels apart, near copies of each other by design: these runs
+    deduplicate exactly unless a test says otherwise."""
     fields = FieldMap(image="img", caption="cap", keep=("kind",))
-    return pairs_config(root, out, inputs=(str(root / "pool.parquet"),), fields=fields, **changes)
+    inputs = (str(root / "pool.parquet"),)
+    changes = {"inputs": inputs, "fields": fields, "dedup": DedupConfig(method="exact"), **changes}
+    return pairs_config(root, out, **changes)
 
 
 def plan_for(config):

@@ -134,6 +134,50 @@ def png(color=(255, 0, 0), size: int = 8) -> bytes:
     return out.getvalue()
 
 
+def picture(seed: int, size: int = 128) -> bytes:
+    """A natural-looking PNG of `size` pixels, distinct for each seed: smooth random waves of
+    colour with a few rectangles and ellipses over them."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    channels = []
+    for _ in range(3):
+        wave = np.zeros((size, size))
+        for angle in rng.uniform(0, np.pi, 4):
+            fx, fy = rng.uniform(0.5, 3, 2)
+            phase = 2 * np.pi * (fx * x * np.cos(angle) + fy * y * np.sin(angle))
+            wave += rng.uniform(20, 50) * np.sin(phase + rng.uniform(0, 6))
+        channels.append(np.clip(128 + wave, 0, 255))
+    img = Image.fromarray(np.stack(channels, -1).astype(np.uint8))
+    pen = ImageDraw.Draw(img)
+    for _ in range(4):
+        x0, y0 = rng.integers(0, size * 3 // 4, 2)
+        w, h = rng.integers(size // 8, size // 3, 2)
+        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (pen.rectangle if rng.random() < 0.5 else pen.ellipse)((x0, y0, x0 + w, y0 + h), fill=fill)
+    return encode(img)
+
+
+def encode(img, kind: str = "PNG", **options) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format=kind, **options)
+    return out.getvalue()
+
+
+def image_copy(data: bytes, *, scale=1.0, brightness=1.0, quality: int | None = None) -> bytes:
+    """A copy of an encoded image: resized by `scale`, its brightness multiplied, re-encoded as a
+    JPEG of `quality` (PNG when None)."""
+    from PIL import Image, ImageEnhance
+
+    with Image.open(io.BytesIO(data)) as img:
+        img = img.convert("RGB")
+    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
+    img = ImageEnhance.Brightness(img).enhance(brightness)
+    return encode(img, "JPEG", quality=quality) if quality else encode(img)
+
+
 def untrained_eval(task, eval_inputs, fields, size, *, batch_size=16, right_kind="text"):
     """(held-out loss, recall@1 or None) of a fresh built-in model of `size`, seed 0: the
     baseline a learned bound is a gain over."""

@@ -1,13 +1,16 @@
 """Dedup in the curation job: copies are removed before scoring, each one accounted for in the
-manifest with the copy kept, the same whatever the workers, and the score cache still works."""
+manifest with the copy kept, the same whatever the workers, and the score cache still works;
+near copies of images (resized, brighter or darker, re-encoded) too."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 
-from corpora import config_for, digest
-from helpers import kept_by_budget, sentences, write_jsonl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from corpora import config_for, digest, images_config
+from helpers import COLORS, image_copy, kept_by_budget, picture, png, sentences, write_jsonl
 
 from jestflow.pipeline.job import run_curation
 from jestflow.transforms.dedup.copies import DedupConfig
@@ -93,3 +96,52 @@ def test_dedup_none_and_exact(noisy, tmp_path):
     # The 5 exact copies, and 2 of the 3 identical near copies of paragraph 0.
     assert exact["counts"]["duplicate"] == exact["dedup"]["exact"] == 7
     assert exact["counts"]["selected"] + exact["counts"]["not_selected"] == 66
+
+
+def make_image_pool(root):
+    """File a: 12 distinct pictures and the four colour squares. File b: a planted copy of each
+    of pictures 0–5 (resized, brighter or darker, re-encoded as JPEG; picture 5's under another
+    caption) and of the red square (brighter), and two pictures that are new."""
+    squares = list(COLORS.values())
+    a = [row(picture(seed), f"picture {seed}", "original") for seed in range(12)]
+    a += [row(png(c, size=32), f"square {i}", "original") for i, c in enumerate(squares)]
+    changes = [(0.75, 1.1, 60), (1.25, 0.9, 80), (0.8, 1.0, 90), (1.2, 1.05, 70), (1.0, 0.92, 75)]
+    changes.append((0.9, 1.08, 85))
+    b = [
+        row(image_copy(picture(s), scale=f, brightness=k, quality=q), f"picture {s}", "copy")
+        for s, (f, k, q) in enumerate(changes)
+    ]
+    b[5]["cap"] = "the same picture under another caption"
+    b.append(row(image_copy(png(squares[0], size=32), brightness=1.1, quality=90), "red", "copy"))
+    b += [row(picture(seed), f"picture {seed}", "original") for seed in (20, 21)]
+    paths = root / "a.parquet", root / "b.parquet"
+    for path, rows in zip(paths, (a, b), strict=True):
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return tuple(str(p) for p in paths)
+
+
+def row(image: bytes, caption: str, kind: str) -> dict:
+    return {"img": {"bytes": image}, "cap": caption, "kind": kind}
+
+
+def test_near_copies_of_images_are_removed_whatever_the_workers(images, tmp_path):
+    a, b = make_image_pool(tmp_path)
+    config = images_config(images, tmp_path / "one", inputs=(a, b), dedup=DedupConfig())
+    stats = run_curation(config)
+    dedup = stats["dedup"]
+    assert (dedup["method"], dedup["signature"], dedup["threshold"]) == ("near", "image", 0.875)
+    assert (dedup["near"], dedup["exact"], stats["counts"]["duplicate"]) == (7, 0, 7)
+    rows = rows_of(tmp_path / "one")
+    originals = {r["position"]: r["key"] for r in rows if r["source"] == a}
+    removed = [r for r in rows if r["status"] == "duplicate"]
+    assert sorted(r["position"] for r in removed) == list(range(7))  # b's copies, not its new
+    for r in removed:
+        assert r["source"] == b and r["reason"] == "near"
+        assert r["duplicate_of"] == originals[r["position"] if r["position"] < 6 else 12]
+    kept = [r for r in rows if r["status"] != "duplicate"]
+    assert len(kept) == 18 and {json.loads(r["meta"])["kind"] for r in kept} == {"original"}
+
+    two = dataclasses.replace(config, output=str(tmp_path / "two"), workers=2)
+    assert run_curation(two)["counts"] == stats["counts"]
+    for folder in ("manifest", "shards"):
+        assert digest(tmp_path / "one" / folder) == digest(tmp_path / "two" / folder)

@@ -32,7 +32,7 @@ from jestflow.transforms.dedup.minhash import (
 from jestflow.transforms.errors import JestflowError
 from jestflow.transforms.records import make_example
 
-NEAR = DedupConfig()
+NEAR = DedupConfig().resolved("text")
 TEXT = (
     "Return a new list containing all items from the iterable in ascending order. A custom key "
     "function can be supplied to customize the sort order, and the reverse flag can be set to "
@@ -221,12 +221,17 @@ def test_linking_buckets_as_arrays_gives_the_edges_and_candidates_of_bucket_edge
         assert (len(candidates) > 0) == near and len(edges) > 10
 
 
-def test_the_method_follows_the_layout_and_bad_options_are_refused():
+def test_near_is_the_default_with_each_layouts_threshold_and_bad_options_are_refused():
     assert DedupConfig().method_for("text") == "near"
-    assert DedupConfig().method_for("image_text") == "exact"
+    assert DedupConfig().method_for("image_text") == "near"
+    assert DedupConfig(method="exact").method_for("image_text") == "exact"
     assert DedupConfig(method="none").method_for("text_pair") == "none"
-    with pytest.raises(JestflowError, match="near-duplicate detection works on text"):
-        DedupConfig(method="near").method_for("image_text")
+    text, images = DedupConfig().resolved("text"), DedupConfig().resolved("image_text")
+    assert (text.method, text.threshold, text.images) == ("near", 0.8, False)
+    assert (images.method, images.threshold, images.images) == ("near", 0.875, True)
+    assert images.bands != text.bands and text.bands == (13, 8)
+    given = DedupConfig(threshold=0.9).resolved("image_text")
+    assert given.threshold == given.min_similarity == 0.9
     with pytest.raises(JestflowError, match="unknown dedup method"):
         DedupConfig(method="fuzzy")
     with pytest.raises(JestflowError, match="threshold"):

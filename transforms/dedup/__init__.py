@@ -1,6 +1,8 @@
-"""What makes two examples copies: `copies` (normalisation, exact keys, a group's buckets linked
-as arrays, near edges checked on the signatures, clusters) and `minhash` (shingles, MinHash
-signatures and LSH bands for a batch at once)."""
+"""What makes two examples copies: `copies` (normalisation, exact keys, each layout's method and
+threshold, a group's buckets linked as arrays, near edges checked on the signatures, clusters),
+`minhash` (texts: shingles, MinHash signatures and LSH bands for a batch at once) and
+`perceptual` (images: perceptual hashes with a colour layout, their similarity, bit-sampling LSH
+bands)."""
 
 from ..lazy import exports
 
@@ -9,8 +11,11 @@ __all__, __getattr__, __dir__ = exports(
     {
         "DEDUP_METHODS": "copies",
         "DedupConfig": "copies",
+        "THRESHOLDS": "copies",
         "Member": "copies",
         "components": "copies",
+        "fingerprints": "copies",
+        "image_bands": "perceptual",
         "link_buckets": "copies",
         "lsh_bands": "minhash",
         "normalise": "copies",

@@ -4,25 +4,32 @@
   normalised to Unicode NFC with runs of whitespace collapsed to one space and the ends
   stripped (case and punctuation count); a text pair is the pair of its normalised texts; an
   image–text pair is its image's bytes and its normalised caption.
-- **near** (text only): MinHash over character 5-gram shingles of a more aggressive
-  normalisation (NFC, lower case, punctuation removed, whitespace collapsed), with LSH banding
-  tuned to the Jaccard `threshold` (`lsh_bands`): two examples whose signatures agree on every
-  row of some band are candidates, and copies when their signatures also estimate a Jaccard
-  similarity of at least the threshold (`bucket_edges`; a band shared by chance is not
-  enough). A text pair's shingles come from both of its texts, each side hashed apart. A text
-  with nothing left to shingle (only punctuation, say) is deduplicated exactly instead.
+- **near**, texts: MinHash over character 5-gram shingles of a more aggressive normalisation
+  (NFC, lower case, punctuation removed, whitespace collapsed), with LSH banding tuned to the
+  Jaccard `threshold` (`lsh_bands`): two examples whose signatures agree on every row of some
+  band are candidates, and copies when their signatures also estimate a Jaccard similarity of
+  at least the threshold (`bucket_edges`; a band shared by chance is not enough). A text pair's
+  shingles come from both of its texts, each side hashed apart. A text with nothing left to
+  shingle (only punctuation, say) is deduplicated exactly instead.
+- **near**, image–text pairs: the image alone (`perceptual.py`: pHash and dHash bits with a
+  colour layout, bit-sampling LSH bands), so a resized, re-encoded or slightly brighter copy is
+  a copy whatever its caption; the same image under another caption is a near copy too (a
+  contrastive batch holding one picture twice has a false negative either way).
 - Copies form clusters (connected components, not only pairs). The copy kept is the first in
   input order — the lowest (input file index, position) — whatever the bundles and workers were.
 
-The shingles, signatures and bands are in `minhash.py`.
+The shingles, signatures and bands of texts are in `minhash.py`, those of images in
+`perceptual.py`. `threshold` None means the layout's default: a Jaccard similarity of 0.8 for
+texts, a share of equal grey bits of 0.875 for images.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -30,42 +37,73 @@ import numpy as np
 
 from ..errors import JestflowError
 from ..records import Example
-from .minhash import lsh_bands, lsh_keys, signatures, similarities
+from . import minhash, perceptual
+from .minhash import lsh_bands, lsh_keys
 
 DEDUP_METHODS = ("near", "exact", "none")
+THRESHOLDS = {"text": 0.8, "text_pair": 0.8, "image_text": 0.875}  # near: each layout's default
 PAIRED = 16  # the representatives of a bucket a new content is compared with, at most
 
 
 @dataclass(frozen=True, kw_only=True)
 class DedupConfig:
-    method: str | None = None  # None: near for text, exact for image–text pairs
-    threshold: float = 0.8  # near: the Jaccard similarity of shingle sets that makes copies
-    num_perm: int = 128  # near: MinHash permutations
-    seed: int = 1  # near: MinHash seed (not the run's seed: copies do not depend on it)
+    method: str | None = None  # None: near
+    # near: the similarity that makes copies (None: the layout's default, THRESHOLDS) — texts:
+    # the Jaccard similarity of shingle sets; images: the share of equal perceptual-hash bits
+    threshold: float | None = None
+    num_perm: int = 128  # near, texts: MinHash permutations
+    seed: int = (
+        1  # near: MinHash seed, image bands' bits (not the run's seed: copies do not depend on it)
+    )
+    layout: str = "text"  # the examples' layout: `resolved` sets it
 
     def __post_init__(self) -> None:
         if self.method is not None and self.method not in DEDUP_METHODS:
             raise JestflowError(
                 f"unknown dedup method {self.method!r}; expected one of {', '.join(DEDUP_METHODS)}"
             )
-        if not 0 < self.threshold < 1:
+        if self.threshold is not None and not 0 < self.threshold < 1:
             raise JestflowError(f"the dedup threshold must be in (0, 1), got {self.threshold}")
 
     def method_for(self, layout: str) -> str:
-        """The method used for examples of a layout; near is refused for images."""
-        if self.method is None:
-            return "exact" if layout == "image_text" else "near"
-        if self.method == "near" and layout == "image_text":
-            raise JestflowError(
-                "near-duplicate detection works on text; for image–text pairs use "
-                "--dedup exact (image bytes and caption) or --dedup none"
-            )
-        return self.method
+        """The method used for examples of a layout (near unless given)."""
+        return self.method or "near"
+
+    def resolved(self, layout: str) -> DedupConfig:
+        """This config for examples of `layout`: its method and threshold filled in."""
+        return dataclasses.replace(
+            self,
+            method=self.method_for(layout),
+            threshold=self.min_similarity_for(layout),
+            layout=layout,
+        )
+
+    def min_similarity_for(self, layout: str) -> float:
+        return THRESHOLDS[layout] if self.threshold is None else self.threshold
+
+    @property
+    def min_similarity(self) -> float:
+        """The similarity that makes near copies (the threshold, or the layout's default)."""
+        return self.min_similarity_for(self.layout)
+
+    @property
+    def images(self) -> bool:
+        """Whether near dedup compares images (perceptual) rather than texts (MinHash)."""
+        return self.layout == "image_text"
 
     @property
     def bands(self) -> tuple[int, int]:
-        """(bands b, rows per band r) of the LSH banding, b·r ≤ num_perm."""
-        return lsh_bands(self.threshold, self.num_perm)
+        """(bands b, rows per band r) of the LSH banding: b·r ≤ num_perm for texts, bits sampled
+        from the grey bits for images."""
+        if self.images:
+            return perceptual.image_bands(self.min_similarity)
+        return lsh_bands(self.min_similarity, self.num_perm)
+
+    def similarities(self, signature: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """The similarity of a signature with each row of a matrix of them."""
+        if self.images:
+            return perceptual.similarities(signature, others)
+        return minhash.similarities(signature, others)
 
 
 class Member(NamedTuple):
@@ -95,18 +133,31 @@ def content_hash(example: Example) -> int:
     return int.from_bytes(h.digest(), "big", signed=True)
 
 
+def fingerprints(examples: Sequence[Example], config: DedupConfig) -> list[np.ndarray | None]:
+    """Each example's near-duplicate signature: MinHash of its texts, or its image's perceptual
+    signature (None when it has nothing to shingle, or no image that decodes)."""
+    if config.images:
+        return perceptual.signatures(examples)
+    return minhash.signatures(examples, config.num_perm, config.seed)
+
+
 def band_keys(examples: Sequence[Example], config: DedupConfig) -> list[list[int]]:
-    """Each example's LSH buckets, one per band (none when it has nothing to shingle)."""
+    """Each example's LSH buckets, one per band (none when it has no signature)."""
     bands, rows = config.bands
-    sigs = signatures(examples, config.num_perm, config.seed)
+    sigs = fingerprints(examples, config)
     found = [sig for sig in sigs if sig is not None]
-    keys = iter(lsh_keys(np.stack(found), bands, rows).tolist() if found else [])
+    if not found:
+        keys = iter([])
+    elif config.images:
+        keys = iter(perceptual.band_keys(np.stack(found), bands, rows, config.seed).tolist())
+    else:
+        keys = iter(lsh_keys(np.stack(found), bands, rows).tolist())
     return [next(keys) if sig is not None else [] for sig in sigs]
 
 
 def signature(example: Example, config: DedupConfig) -> np.ndarray | None:
-    """One example's MinHash signature (None when it has nothing to shingle)."""
-    return signatures([example], config.num_perm, config.seed)[0]
+    """One example's signature (`fingerprints`)."""
+    return fingerprints([example], config)[0]
 
 
 def near_members(members: Iterable[tuple]) -> list[str]:
@@ -119,13 +170,17 @@ def near_members(members: Iterable[tuple]) -> list[str]:
 
 
 def bucket_edges(
-    members: Iterable[tuple], signatures: Mapping[str, bytes], threshold: float
+    members: Iterable[tuple],
+    signatures: Mapping[str, bytes],
+    threshold: float,
+    similarities: Callable[[np.ndarray, np.ndarray], np.ndarray] = minhash.similarities,
 ) -> list[tuple[Member, Member]]:
     """A bucket's copies as edges, at most one per member after the first, in input order: a
     member is linked to the first member with its content (an exact copy), else to the first of
-    the bucket's representatives (the first `PAIRED` of them) whose signature estimates a Jaccard
-    similarity of at least `threshold` with its own (a near copy: a band shared by chance is not
-    enough), else it becomes a representative. Members may come as plain tuples."""
+    the bucket's representatives (the first `PAIRED` of them) whose signature has a similarity of
+    at least `threshold` with its own (`similarities`: MinHash's estimated Jaccard similarity, or
+    the images' `DedupConfig.similarities`; a band shared by chance is not enough), else it
+    becomes a representative. Members may come as plain tuples."""
     firsts: dict[int, Member] = {}
     representatives: list[Member] = []
     matrix = np.empty((PAIRED, 0), np.uint32)  # their signatures, a row each
