@@ -52,9 +52,9 @@ class DedupConfig:
     # the Jaccard similarity of shingle sets; images: the share of equal perceptual-hash bits
     threshold: float | None = None
     num_perm: int = 128  # near, texts: MinHash permutations
-    seed: int = (
-        1  # near: MinHash seed, image bands' bits (not the run's seed: copies do not depend on it)
-    )
+    # near: the MinHash seed and the image bands' bits (not the run's seed: copies do not
+    # depend on it)
+    seed: int = 1
     layout: str = "text"  # the examples' layout: `resolved` sets it
 
     def __post_init__(self) -> None:
