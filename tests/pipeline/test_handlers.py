@@ -81,7 +81,9 @@ def test_lm_teacher_losses_match_direct_scoring(tmp_path):
         options = PipelineOptions(
             direct_num_workers=workers, direct_running_mode="multi_processing"
         )
-        check_lm_losses(path, ScoringHandler(path, task="lm", device="cpu"), examples, 16, options)
+        check_lm_losses(
+            path, ScoringHandler({"teacher": path}, task="lm", device="cpu"), examples, 16, options
+        )
 
 
 def test_contrastive_teacher_outputs_embeddings_and_loss_shares(tmp_path):
@@ -111,7 +113,7 @@ def test_contrastive_teacher_outputs_embeddings_and_loss_shares(tmp_path):
         sizes = (
             p
             | beam.Create(chunks(examples, 16), reshuffle=False)
-            | RunInference(ScoringHandler(path, task="contrastive", device="cpu"))
+            | RunInference(ScoringHandler({"teacher": path}, task="contrastive", device="cpu"))
             | beam.FlatMap(check)
         )
         assert_that(sizes, equal_to([16, 16, 8]))
@@ -135,7 +137,8 @@ def test_student_is_scored_beside_the_teacher(tmp_path):
         assert not np.allclose(losses["student"], losses["teacher"])
         return [len(texts)]
 
-    handler = ScoringHandler(path, task="lm", student=str(tmp_path / "student"), device="cpu")
+    models = {"teacher": path, "student": str(tmp_path / "student")}
+    handler = ScoringHandler(models, task="lm", device="cpu")
     with TestPipeline(runner=FnApiRunner(), options=PipelineOptions(direct_num_workers=1)) as p:
         sizes = (
             p
@@ -152,5 +155,5 @@ def test_a_model_shared_across_processes_scores_the_same(tmp_path):
     examples = [
         make_example(layout="text", text=t, position=i) for i, t in enumerate(sentences(20, 3))
     ]
-    handler = ScoringHandler(path, task="lm", device="cpu", model_copies=1)
+    handler = ScoringHandler({"teacher": path}, task="lm", device="cpu", model_copies=1)
     check_lm_losses(path, handler, examples, 8, PipelineOptions(direct_num_workers=1))
