@@ -5,13 +5,15 @@ teachers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from corpora import config_for, digest, pairs_config
+from corpora import config_for, digest, images_config, pairs_config
 from helpers import write_jsonl
 
 from jestflow.cli import main
@@ -99,6 +101,7 @@ def test_the_accounting_and_stats_count_them(curated, planted):
     assert dedup["semantic_dedup"]["cluster_sizes"] == {"2": PLANTED}
     reasons = Counter(r["reason"] for r in read_manifest(str(out / "manifest")).to_pylist())
     assert reasons["semantic"] == PLANTED
+    assert f"{PLANTED} copies removed in {PLANTED} groups" in (out / "report.html").read_text()
 
 
 def test_the_same_bytes_with_1_and_2_workers(curated):
@@ -124,3 +127,32 @@ def test_lm_teachers_are_refused(noisy, tmp_path):
     assert not Path(tmp_path / "out").exists()
     with pytest.raises(JestflowError, match="needs a contrastive teacher"):
         config_for(noisy, tmp_path / "x", semantic=SemanticConfig(threshold=0.9))
+
+
+def test_image_text_copies_too(images, tmp_path):
+    """Image–text pairs (both towers' embeddings): copies of 8 rows in a second file are removed,
+    each in favour of an earlier example that is kept."""
+    table = pq.read_table(images / "pool.parquet")
+    pq.write_table(table.slice(0, 8), tmp_path / "copies.parquet")
+    inputs = (str(images / "pool.parquet"), str(tmp_path / "copies.parquet"))
+    config = dataclasses.replace(
+        images_config(images, tmp_path / "out"),
+        inputs=inputs,
+        dedup=DedupConfig(method="none"),
+        semantic=SemanticConfig(threshold=0.999),
+    )
+    stats = run_curation(config)
+    rows = read_manifest(str(tmp_path / "out" / "manifest")).to_pylist()
+    copies = [r for r in rows if r["reason"] == "semantic"]
+    assert stats["dedup"]["semantic"] == len(copies)
+    # every planted copy goes (the tiny towers also merge some near shades of one colour and
+    # caption: semantically the same pair, what semantic dedup is for)
+    assert sum(r["source"].endswith("copies.parquet") for r in copies) == 8
+    kept = {r["key"]: r for r in rows if r["status"] != "duplicate"}
+    order = {source: i for i, source in enumerate(sorted(inputs))}  # the run's file order
+
+    def place(r):
+        return order[r["source"]], r["position"]
+
+    assert all(place(kept[r["duplicate_of"]]) < place(r) for r in copies)
+    assert status_counts(read_manifest(str(tmp_path / "out" / "manifest"))) == stats["counts"]
