@@ -98,18 +98,21 @@ def fit_centroids(sample: np.ndarray, k: int, seed: int, iterations: int = ITERA
         if labels is not None and np.array_equal(new, labels):
             break
         labels = new
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, labels, x)
-        sizes = np.bincount(labels, minlength=k)
-        filled = sizes > 0
-        centroids[filled] = sums[filled] / sizes[filled, None]
+        order = np.argsort(labels, kind="stable")  # members by cluster, each in sample order
+        filled, starts, sizes = np.unique(labels[order], return_index=True, return_counts=True)
+        centroids[filled] = np.add.reduceat(x[order], starts, axis=0) / sizes[:, None]
     return centroids
 
 
 def _seed_centroids(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k-means++: the first centroid at random, each next one drawn ∝ squared distance."""
+    norms = (x**2).sum(axis=1)
+
+    def distances(i: int) -> np.ndarray:  # squared, from x[i] to every row
+        return np.maximum(norms + norms[i] - 2 * (x @ x[i]), 0)
+
     chosen = [int(rng.integers(len(x)))]
-    nearest = ((x - x[chosen[0]]) ** 2).sum(axis=1)
+    nearest = distances(chosen[0])
     for _ in range(1, k):
         total = nearest.sum()
         if total <= 0:  # fewer distinct points than k: repeat the first
@@ -118,7 +121,7 @@ def _seed_centroids(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarr
         pick = int(np.searchsorted(np.cumsum(nearest), rng.random() * total, side="right"))
         pick = min(pick, len(x) - 1)
         chosen.append(pick)
-        nearest = np.minimum(nearest, ((x - x[pick]) ** 2).sum(axis=1))
+        nearest = np.minimum(nearest, distances(pick))
     return x[chosen].copy()
 
 
