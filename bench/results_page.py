@@ -311,6 +311,7 @@ RENDER = {
     "cache": jobs.cache,
     "selection_defaults": jobs.selection_defaults,
     "dedup_quality": jobs.dedup,
+    "semantic_dedup": jobs.semantic_dedup,
     "documents": jobs.documents,
     "gpu": jobs.gpu,
     "fresh_clone": jobs.fresh_clone,
