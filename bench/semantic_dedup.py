@@ -30,6 +30,7 @@ import json
 import keyword
 import random
 import re
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -155,13 +156,8 @@ def make_pool(out: Path, items: int, share: float, seed: int) -> tuple[Path, int
         {"query": q, "doc": d, "kind": "item", "item": i} for i, (q, d) in enumerate(chosen)
     ]
     copies = [
-        {
-            "query": edit(r["query"], rng),
-            "doc": edit(r["doc"], rng),
-            "kind": "copy",
-            "item": r["item"],
-        }
-        for r in rng.sample(record_of, round(share * len(record_of)))
+        copy_of(r, KINDS[i % len(KINDS)], rng)
+        for i, r in enumerate(rng.sample(record_of, round(share * len(record_of))))
     ]
     pool = record_of + copies
     rng.shuffle(pool)
@@ -237,6 +233,7 @@ def judge(rows: list[dict], items: int) -> dict:
 
 def pool_rows(pool: Path, out: Path, items: int, copies: int) -> list[dict]:
     n = items + copies
+    shutil.rmtree(out / "cache", ignore_errors=True)
     first = curate(pool, out, "uncached", "none", None)  # fills the score cache
     found = []
     for name, (method, threshold) in ARMS.items():
