@@ -137,6 +137,12 @@ SECTIONS = {
         "Near-duplicate removal on planted copies (recall and "
         "false merges), and what dedup costs the job.",
     ),
+    "semantic_dedup": (
+        "semantic-dedup",
+        "Semantic dedup",
+        "`--semantic-dedup` (SemDeDup on the teacher's embeddings) against exact and near dedup "
+        "on planted copies: recall by kind of copy, false merges, and its cost.",
+    ),
     "documents": (
         "document-cost",
         "What scoring whole documents costs",
