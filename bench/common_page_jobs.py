@@ -218,6 +218,25 @@ def dedup(name: str, entry: dict) -> tuple[str, dict]:
     return text, {}
 
 
+def semantic_dedup(name: str, entry: dict) -> tuple[str, dict]:
+    """bench/semantic_dedup.py: each arm's recall and false merges, then the functions' cost."""
+    data = entry["data"]
+    columns = [("dedup", "dedup"), ("removed", "removed", ",d"), ("recall", "recall", ".1%")]
+    columns += [(f"recall_{k}", f"… {k}", ".1%") for k in ("light", "reworded", "truncated")]
+    columns += [("false_merges", "false merges", ".2%"), ("s_per_1k", "s / 1k examples", ".2f")]
+    text = (
+        f"{fmt(data['items'], ',d')} distinct (docstring, code) pairs and "
+        f"{fmt(data['copies'], ',d')} planted copies, `jestflow curate` with a calibrated MiniLM "
+        "(scores cached but for the last row):\n\n" + table(data["rows"], columns)
+    )
+    if data.get("scale"):
+        columns = [("phase", "phase"), ("examples", "examples", ",d"), ("k", "k", ",d")]
+        columns += [("s_per_1k", "s / 1k examples", ".3f"), ("largest_cluster", "largest cluster")]
+        text += "\nThe semantic step's functions on random 2 × 384 vectors:\n\n"
+        text += table(data["scale"], columns)
+    return text, {}
+
+
 def documents(name: str, entry: dict) -> tuple[str, dict]:
     data, text = entry["data"], ""
     columns = [(lambda r: f"{r['size_kb']:,} KB", "documents", "", "r"), ("scored", "scored")]

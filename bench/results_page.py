@@ -152,6 +152,12 @@ SECTIONS = {
         "demo's scenes (resized, brighter or darker, re-encoded) found by `--dedup near` beside "
         "`exact`, false merges of distinct images, and the seconds per 1,000 examples.",
     ),
+    "semantic_dedup": (
+        "semantic-dedup",
+        "Semantic dedup",
+        "`--semantic-dedup` (SemDeDup on the teacher's embeddings) against exact and near dedup "
+        "on planted copies: recall by kind of copy, false merges, and its cost.",
+    ),
     "documents": (
         "document-cost",
         "What scoring whole documents costs",
@@ -327,6 +333,7 @@ RENDER = {
     "cache": jobs.cache,
     "selection_defaults": jobs.selection_defaults,
     "dedup_quality": jobs.dedup,
+    "semantic_dedup": jobs.semantic_dedup,
     "documents": jobs.documents,
     "gpu": jobs.gpu,
     "fresh_clone": jobs.fresh_clone,

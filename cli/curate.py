@@ -23,6 +23,7 @@ from .options import (
     score_document_options,
     score_seq_len_option,
     selection_options,
+    semantic_config,
     task_option,
 )
 
@@ -127,6 +128,7 @@ def curate(**params) -> None:
         beam_args=tuple(a for a in inputs if a.startswith("-")),
         fields=field_map(params["task"], params),
         dedup=dedup_config(params),
+        semantic=semantic_config(params),
         selection=config_from(SelectionConfig, params),
     )
     stopped = (

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from ..transforms.dedup.copies import DEDUP_METHODS, DedupConfig
+from ..transforms.dedup.semantic import SemanticConfig
 from ..transforms.errors import JestflowError
 from ..transforms.models.documents import DEFAULT_SCORE_MAX_TOKENS
 from ..transforms.models.losses import PAIR_LOSSES
@@ -307,12 +308,33 @@ dedup_options = options(
         "similarity of their shingle sets; images: the share of equal perceptual-hash bits "
         "(their colours must agree too).",
     ),
+    click.option(
+        "--semantic-dedup",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        metavar="COSINE",
+        help="After scoring, remove semantic copies (SemDeDup): examples whose contrastive "
+        "teacher embeddings have at least this cosine similarity (e.g. 0.95), within k-means "
+        "clusters; the first copy is kept. Off by default.",
+    ),
+    click.option(
+        "--semantic-clusters",
+        type=POSITIVE,
+        show_default="one per 1,000 examples, at most 1,024",
+        help="Semantic dedup: k of k-means.",
+    ),
 )
 
 
 def dedup_config(params: dict[str, Any]) -> DedupConfig:
     """The DedupConfig the dedup options give (removed from `params`)."""
     return DedupConfig(method=params.pop("dedup"), threshold=params.pop("dedup_threshold"))
+
+
+def semantic_config(params: dict[str, Any]) -> SemanticConfig:
+    """The SemanticConfig the semantic dedup options give (removed from `params`)."""
+    return SemanticConfig(
+        threshold=params.pop("semantic_dedup"), clusters=params.pop("semantic_clusters")
+    )
 
 
 mode_option = click.option(

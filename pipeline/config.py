@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..transforms.dedup.copies import DedupConfig
+from ..transforms.dedup.semantic import SemanticConfig
 from ..transforms.errors import JestflowError
 from ..transforms.formats.model_files import checkpoint_task
 from ..transforms.formats.run_folder import TEMPORARY
@@ -31,6 +32,7 @@ class CurateConfig:
     fields: FieldMap
     selection: SelectionConfig
     dedup: DedupConfig = field(default_factory=DedupConfig)  # before scoring
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)  # after scoring (contrastive)
     student: str | None = None  # learnability offline: ℓ(student) − ℓ(teacher)
     # lm: more teachers beside `teacher` (an ensemble), combined by `selection.teacher_weights`
     teachers: tuple[str, ...] = ()
@@ -59,6 +61,12 @@ class CurateConfig:
         check_choice("task", self.task, TASKS)
         scoring_length(self.task, self.score_seq_len)  # checks the option
         self._check_documents()
+        if self.semantic.enabled and self.task != "contrastive":
+            raise JestflowError(
+                "semantic dedup compares the teacher's embeddings: it needs a contrastive "
+                f"teacher (task contrastive, a two-tower model), and a {self.task} teacher gives "
+                "losses; leave semantic.threshold unset"
+            )
         if self.super_batch < 2:
             raise JestflowError(f"super_batch must be at least 2, not {self.super_batch}")
         if self.tiers < 1:

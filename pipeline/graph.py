@@ -1,5 +1,5 @@
-"""The curation job's Beam graph, built from named steps: read → dedup → score → group →
-select → write, then the finish step.
+"""The curation job's Beam graph, built from named steps: read → dedup → score → semantic dedup
+→ group → select → write, then the finish step.
 
 Only small summaries travel through Beam — one per input file, scoring chunk and shard group —
 while the examples themselves go through spill files under the run's `_temporary/` folder
@@ -34,6 +34,7 @@ from .score_step import (
     units_of,
 )
 from .select_step import CountScores, Select, tiers_of
+from .semantic_step import SemanticDedup, with_semantic
 from .write_step import WriteShards
 
 if TYPE_CHECKING:
@@ -78,7 +79,13 @@ def build(p: beam.Pipeline, config: CurateConfig, plan: RunPlan) -> None:
         | "Scoring counts" >> beam.Map(lambda c: c.scoring)
         | "Sum scoring counts" >> beam.CombineGlobally(sum_counters)
     )
-    selected = chunks | "Select" >> Select(config, plan)
+    semantic = chunks | "Semantic dedup" >> SemanticDedup(
+        config.semantic, plan.urls, plan.temporary, config.output
+    )
+    dedup = dedup | "With semantic copies" >> beam.Map(
+        with_semantic, beam.pvalue.AsSingleton(semantic)
+    )
+    selected = chunks | "Select" >> Select(config, plan, semantic)
     scores = selected | "Count scores" >> beam.CombineGlobally(CountScores())
     thresholds = scores | "Tiers" >> beam.Map(tiers_of, config.tiers)
     payloads = files | "Payload files" >> beam.FlatMap(lambda f: f.payloads)

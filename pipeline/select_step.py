@@ -34,6 +34,7 @@ from ..transforms.spill.rows import (
 )
 from .counters import count, sum_counters
 from .handlers import scored_batch
+from .semantic_step import SemanticCopies, removed_keys, without_copies
 from .sinks import write_not_selected
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class SelectedGroup:
 def select_group(
     span: GroupRange,
     scored: Sequence[tuple[str, int, int]],
+    semantic: SemanticCopies,
     *,
     task: str,
     urls: list[str],
@@ -63,9 +65,10 @@ def select_group(
     output: str,
 ) -> SelectedGroup:
     """Select every super-batch of one shard group, from the scored spill files (URL, first and
-    end bucket) that hold rows of its buckets."""
+    end bucket) that hold rows of its buckets, less the semantic copies among them."""
     wanted = sorted(url for url, lo, hi in scored if lo < span.hi and span.lo < hi)
-    rows = read_rows(wanted, span.lo, span.hi)
+    copies = removed_keys(semantic, span.lo, span.hi)
+    rows = (row for row in read_rows(wanted, span.lo, span.hi) if row["key"] not in copies)
     out = SpillWriter(child(temporary, "decisions"), f"group-{span.group:06d}", DECISION)
     scores = {status: Counter() for status in SCORED}
     for super_batch, members in sorted(ranked(rows, span).items()):
@@ -108,11 +111,12 @@ def select_batch(
 
 class Select(beam.PTransform):
     """ScoredChunk → SelectedGroup: the pool's shard groups from the bucket counts, each selected
-    from the scored spill files."""
+    from the scored spill files; `semantic` (a one-element PCollection of `SemanticCopies`) names
+    the copies left out."""
 
-    def __init__(self, config: CurateConfig, plan: RunPlan) -> None:
+    def __init__(self, config: CurateConfig, plan: RunPlan, semantic) -> None:
         super().__init__()
-        self.config, self.plan = config, plan
+        self.config, self.plan, self.semantic = config, plan, semantic
 
     def expand(self, chunks):
         config, plan = self.config, self.plan
@@ -120,6 +124,8 @@ class Select(beam.PTransform):
             chunks
             | "Bucket counts" >> beam.Map(lambda c: c.buckets)
             | "Sum bucket counts" >> beam.CombineGlobally(sum_counters)
+            | "Less semantic copies"
+            >> beam.Map(without_copies, beam.pvalue.AsSingleton(self.semantic))
         )
         scored = (
             chunks
@@ -138,7 +144,12 @@ class Select(beam.PTransform):
             counts
             | "Shard groups" >> beam.FlatMap(spans_of, config)
             | "Spread groups" >> beam.Reshuffle()
-            | "Select groups" >> beam.Map(select, beam.pvalue.AsSingleton(scored))
+            | "Select groups"
+            >> beam.Map(
+                select,
+                beam.pvalue.AsSingleton(scored),
+                beam.pvalue.AsSingleton(self.semantic),
+            )
         )
 
 

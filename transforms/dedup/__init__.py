@@ -1,8 +1,9 @@
 """What makes two examples copies: `copies` (normalisation, exact keys, each layout's method and
 threshold, a group's buckets linked as arrays, near edges checked on the signatures, clusters),
-`minhash` (texts: shingles, MinHash signatures and LSH bands for a batch at once) and
+`minhash` (texts: shingles, MinHash signatures and LSH bands for a batch at once),
 `perceptual` (images: perceptual hashes with a colour layout, their similarity, bit-sampling LSH
-bands)."""
+bands) and `semantic` (SemDeDup on the teacher's embeddings: k-means clusters, copies above a
+cosine threshold inside each)."""
 
 from ..lazy import exports
 
@@ -13,7 +14,9 @@ __all__, __getattr__, __dir__ = exports(
         "DedupConfig": "copies",
         "THRESHOLDS": "copies",
         "Member": "copies",
+        "SemanticConfig": "semantic",
         "components": "copies",
+        "find_copies": "semantic",
         "fingerprints": "copies",
         "image_bands": "perceptual",
         "link_buckets": "copies",

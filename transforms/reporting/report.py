@@ -59,16 +59,22 @@ def tier_rows(tiers: Mapping[str, Sequence[float]]) -> list[list[Any]]:
 
 
 def dedup_section(dedup: Mapping[str, Any]) -> str:
-    """How dedup ran, the copies it removed by kind, and a histogram of the cluster sizes."""
+    """How dedup ran, the copies it removed by kind, and a histogram of the cluster sizes; then
+    semantic dedup's, when it ran."""
+    return _copies_section(dedup) + _semantic_section(dedup.get("semantic_dedup"), dedup)
+
+
+def _copies_section(dedup: Mapping[str, Any]) -> str:
     if dedup.get("method", "none") == "none":
-        return "<p>Not deduplicated (--dedup none).</p>"
+        return "<p>Not deduplicated before scoring (--dedup none).</p>"
     settings = ", ".join(
         f"{k} {dedup[k]}" for k in ("threshold", "num_perm", "bands", "rows") if k in dedup
     )
     lines = [
         f"<p>Method: {dedup['method']}{' (' + settings + ')' if settings else ''}. "
-        f"{dedup['duplicates']} copies removed ({dedup['exact']} exact, {dedup['near']} near) "
-        f"in {dedup['clusters']} clusters; the first copy of each cluster is kept.</p>"
+        f"{dedup['exact'] + dedup['near']} copies removed ({dedup['exact']} exact, "
+        f"{dedup['near']} near) in {dedup['clusters']} clusters; the first copy of each cluster "
+        "is kept.</p>"
     ]
     if dedup.get("not_shingled"):
         lines.append(
@@ -78,6 +84,21 @@ def dedup_section(dedup: Mapping[str, Any]) -> str:
     sizes = [[size, n] for size, n in dedup["cluster_sizes"].items()]
     if sizes:
         lines.append(table(sizes, ["cluster size (copies)", "clusters"]))
+    return "".join(lines)
+
+
+def _semantic_section(semantic: Mapping[str, Any] | None, dedup: Mapping[str, Any]) -> str:
+    if not semantic:
+        return ""
+    lines = [
+        f"<p>Semantic dedup after scoring (cosine ≥ {semantic['threshold']} of the teacher's "
+        f"embeddings, {semantic['clusters']} k-means clusters fit on {semantic['sample']} "
+        f"examples): {dedup['semantic']} copies removed in {semantic['clusters_with_copies']} "
+        "groups; the first copy of each is kept.</p>"
+    ]
+    sizes = [[size, n] for size, n in semantic["cluster_sizes"].items()]
+    if sizes:
+        lines.append(table(sizes, ["group size (copies)", "groups"]))
     return "".join(lines)
 
 

@@ -196,7 +196,7 @@ def stats_text(stats: dict[str, Any], output: str) -> str:
     dedup = stats.get("dedup", {})
     rows += [
         (f"  duplicate: {kind}", f"{dedup[kind]:,}", "")
-        for kind in ("exact", "near")
+        for kind in ("exact", "near", "semantic")
         if dedup.get(kind)
     ]
     rows += [(f"  rejected: {reason}", f"{n:,}", "") for reason, n in stats["rejected"].items()]

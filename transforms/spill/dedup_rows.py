@@ -4,7 +4,9 @@
 - NEED: a near candidate whose MinHash signature a coarse group needs, by input file;
 - SIGNATURE: that signature, computed once from the file's payloads, by coarse group;
 - EDGE: a copy linked to an earlier member (an exact copy, or a near copy whose signature agrees);
-- REMOVED: a removed copy with the copy kept in its place and why, by input file.
+- REMOVED: a removed copy with the copy kept in its place and why, by input file;
+- SEMANTIC_MEMBER: a scored example with its semantic dedup vector, by k-means cluster;
+- SEMANTIC_REMOVED: a semantic copy's key, by super-batch bucket (the select step leaves it out).
 
 Rows are written as tuples in their schema's order and read back as dicts.
 """
@@ -39,6 +41,20 @@ EDGE = pa.schema(
     [(f"{side}_{name}", kind) for side in ("kept", "copy") for name, kind in _MEMBER_FIELDS]
 )
 REMOVED = pa.schema([("key", pa.string()), ("kept", pa.string()), ("kind", pa.string())])
+SEMANTIC_MEMBER = pa.schema(
+    [
+        ("cluster", pa.int32()),  # its nearest k-means centroid (also the partition)
+        ("file", pa.int32()),
+        ("position", pa.int64()),
+        ("key", pa.string()),
+        ("hash", pa.uint64()),  # key_hash: its super-batch bucket
+        ("id", pa.string()),
+        ("occurrence", pa.int32()),
+        ("meta", pa.large_string()),  # kept fields, as JSON: its manifest row carries them
+        ("vector", pa.list_(pa.float32())),  # `semantic.vectors`
+    ]
+)
+SEMANTIC_REMOVED = pa.schema([("key", pa.string())])
 
 
 def member_row(bucket: int, member: Member, band: int = 0) -> tuple:
