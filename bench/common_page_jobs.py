@@ -219,8 +219,11 @@ def dedup(name: str, entry: dict) -> tuple[str, dict]:
 
 
 def semantic_dedup(name: str, entry: dict) -> tuple[str, dict]:
-    """bench/semantic_dedup.py: each arm's recall and false merges, then the functions' cost."""
+    """bench/semantic_dedup.py: each arm's recall and false merges, then the functions' cost
+    (bench/semantic_images.py's entries: `semantic_images`)."""
     data = entry["data"]
+    if "originals" in data:
+        return semantic_images(name, entry)
     columns = [("dedup", "dedup"), ("removed", "removed", ",d"), ("recall", "recall", ".1%")]
     columns += [(f"recall_{k}", f"… {k}", ".1%") for k in ("light", "reworded", "truncated")]
     columns += [("false_merges", "false merges", ".2%"), ("s_per_1k", "s / 1k examples", ".2f")]
@@ -234,6 +237,34 @@ def semantic_dedup(name: str, entry: dict) -> tuple[str, dict]:
         columns += [("s_per_1k", "s / 1k examples", ".3f"), ("largest_cluster", "largest cluster")]
         text += "\nThe semantic step's functions on random 2 × 384 vectors:\n\n"
         text += table(data["scale"], columns)
+    return text, {}
+
+
+def semantic_images(name: str, entry: dict) -> tuple[str, dict]:
+    """bench/semantic_images.py: each arm on demo scenes with planted image copies, the cosines
+    a threshold falls between, and the functions' cost on the pool's vectors."""
+    data = entry["data"]
+    columns = [("dedup", "dedup"), ("removed", "removed", ",d"), ("recall", "recall", ".1%")]
+    columns += [("any_removed", "pair hit", ".1%"), ("false_merges", "false merges", ".2%")]
+    columns += [("same_meaning", "same-meaning merges", ".2%"), ("s_per_1k", "s / 1k", ".2f")]
+    columns += [("differ", "false merges differ in (top 3)", "", "l")]
+    text = (
+        f"{fmt(data['originals'], ',d')} demo scenes and {fmt(data['copies'], ',d')} planted "
+        "copies (resized 0.75–1.25×, brightness ±10 %, JPEG 60–90), `jestflow curate` with the "
+        "built-in image–text teacher (scores cached but for the last row). Recall: copies "
+        "merged with their own original; pair hit: the original or its copy removed at all. A "
+        "false merge keeps a scene whose caption says something else (shape, colour, count, "
+        "size or region); same-meaning merges are not false:\n\n" + table(data["rows"], columns)
+    )
+    if data.get("cosines"):
+        columns = [("pair", "cosine of", "", "l"), ("n", "pairs", ",d")]
+        columns += [(q, q, ".3f") for q in ("p1", "p5", "p50", "p95", "p99")]
+        text += "\nOn the teacher's embeddings:\n\n" + table(data["cosines"], columns)
+    if data.get("functions"):
+        columns = [("phase", "phase"), ("examples", "examples", ",d"), ("k", "k", ",d")]
+        columns += [("s_per_1k", "s / 1k examples", ".3f")]
+        text += "\nThe semantic step's functions on the pool's vectors:\n\n"
+        text += table(data["functions"], columns)
     return text, {}
 
 

@@ -156,7 +156,8 @@ SECTIONS = {
         "semantic-dedup",
         "Semantic dedup",
         "`--semantic-dedup` (SemDeDup on the teacher's embeddings) against exact and near dedup "
-        "on planted copies: recall by kind of copy, false merges, and its cost.",
+        "on planted copies of text pairs (recall by kind of copy) and of the demo's images: "
+        "recall, false merges of distinct items, and its cost.",
     ),
     "documents": (
         "document-cost",
