@@ -73,7 +73,7 @@ def test_a_classifier_teacher_selects_by_its_log_odds(noisy, classifier, tmp_pat
     assert all(kept_are_top(members) for members in super_batches(out).values())
     kept = [r for r in rows if r["status"] == "selected"]
     clean = sum(json.loads(r["meta"])["kind"] == "clean" for r in kept) / len(kept)
-    learned.expect("clean share kept by a classifier teacher", clean, ">", 0.8)
+    learned.expect("clean share kept by a classifier teacher", clean, ">", 0.72)
 
     samples = [s for shard in (out / "shards").glob("*.tar") for s in read_shard(str(shard))]
     assert {s["json"]["teacher_task"] for s in samples} == {"classifier"}
