@@ -31,7 +31,6 @@ Run: python bench/image_dedup.py [--crops 1500] [--scenes 1500] [--threshold 0.8
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -41,8 +40,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+from common_images import encode, planted
 from common_results import command_line, record
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageOps
 
 from jestflow.demo.scenes import SceneConfig, describe, draw, make_scenes, random_scene
 from jestflow.transforms.dedup.copies import (
@@ -62,22 +62,6 @@ from jestflow.transforms.reporting.tables import text_table
 UNIFORM = 8.0  # grey standard deviation (of 255) under which a crop is near-uniform
 SIZES = (96, 128, 160, 192, 256, 320, 400)  # crop sides in the photos' pixels
 OVERLAP = 0.2  # the most two crops of one photo and turn may overlap (intersection over union)
-
-
-def encode(img: Image.Image, kind: str, quality: int = 95) -> bytes:
-    out = io.BytesIO()
-    img.save(out, format=kind, **({"quality": quality} if kind == "JPEG" else {}))
-    return out.getvalue()
-
-
-def planted(data: bytes, rng: random.Random) -> bytes:
-    """A copy: resized by 0.75–1.25×, brightness ×0.9–1.1, a JPEG of quality 60–90."""
-    with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("RGB")
-    f = rng.uniform(0.75, 1.25)
-    img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.BICUBIC)
-    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.9, 1.1))
-    return encode(img, "JPEG", rng.choice((60, 70, 80, 90)))
 
 
 def _iou(a, b) -> float:

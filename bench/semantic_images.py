@@ -53,8 +53,8 @@ from types import SimpleNamespace
 import numpy as np
 import webdataset as wds
 from common_demo import make_teacher
+from common_images import planted
 from common_results import command_line, record
-from PIL import Image, ImageEnhance
 
 from jestflow.demo.scenes import ATTRIBUTES, SceneConfig, make_scenes
 from jestflow.pipeline.config import CurateConfig
@@ -77,18 +77,6 @@ def arms(thresholds: list[float]) -> dict[str, tuple[str, float | None]]:
     found |= {f"semantic {t:.2f}": ("none", t) for t in thresholds}
     both = 0.95 if 0.95 in thresholds else thresholds[0]
     return found | {f"near + semantic {both:.2f}": ("near", both)}
-
-
-def planted(png: bytes, rng: random.Random) -> bytes:
-    """A copy: resized by 0.75–1.25× (not back), brightness ×0.9–1.1, a JPEG of quality 60–90."""
-    with Image.open(io.BytesIO(png)) as img:
-        img = img.convert("RGB")
-    f = rng.uniform(0.75, 1.25)
-    img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.BICUBIC)
-    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.9, 1.1))
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=rng.choice((60, 70, 80, 90)))
-    return out.getvalue()
 
 
 def clean_scenes(folder: Path, n: int) -> list[dict]:

@@ -83,8 +83,9 @@ class CurateConfig:
 
     def _check_models(self) -> None:
         allowed = (self.task, "classifier") if self.task == "lm" else (self.task,)
+        tasks = {role: checkpoint_task(path) for role, path in self.models.items()}
         for role, path in self.models.items():
-            task = checkpoint_task(path)
+            task = tasks[role]
             if task is not None and task not in allowed:
                 raise JestflowError(f"{role} {path} is a {task} model, not {self.task}")
             if role == "student" and task == "classifier":
@@ -99,7 +100,7 @@ class CurateConfig:
             raise JestflowError(
                 f"teacher_weights gives {len(weights)} weights for {1 + len(self.teachers)} teachers"
             )
-        if self.student is not None and checkpoint_task(self.teacher) == "classifier":
+        if self.student is not None and tasks["teacher"] == "classifier":
             raise JestflowError(
                 f"learnability compares the student's loss with an lm teacher's, and teacher "
                 f"{self.teacher} is a classifier: give the lm teacher first (teacher), the "
@@ -137,7 +138,7 @@ class CurateConfig:
 
     @property
     def dedup_method(self) -> str:
-        return self.dedup.method_for(self.fields.layout)
+        return self.dedup_settings.method
 
     @property
     def dedup_settings(self) -> DedupConfig:

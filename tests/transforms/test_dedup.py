@@ -222,10 +222,10 @@ def test_linking_buckets_as_arrays_gives_the_edges_and_candidates_of_bucket_edge
 
 
 def test_near_is_the_default_with_each_layouts_threshold_and_bad_options_are_refused():
-    assert DedupConfig().method_for("text") == "near"
-    assert DedupConfig().method_for("image_text") == "near"
-    assert DedupConfig(method="exact").method_for("image_text") == "exact"
-    assert DedupConfig(method="none").method_for("text_pair") == "none"
+    assert DedupConfig().resolved("text").method == "near"
+    assert DedupConfig().resolved("image_text").method == "near"
+    assert DedupConfig(method="exact").resolved("image_text").method == "exact"
+    assert DedupConfig(method="none").resolved("text_pair").method == "none"
     text, images = DedupConfig().resolved("text"), DedupConfig().resolved("image_text")
     assert (text.method, text.threshold, text.images) == ("near", 0.8, False)
     assert (images.method, images.threshold, images.images) == ("near", 0.875, True)

@@ -65,15 +65,12 @@ class DedupConfig:
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise JestflowError(f"the dedup threshold must be in (0, 1), got {self.threshold}")
 
-    def method_for(self, layout: str) -> str:
-        """The method used for examples of a layout (near unless given)."""
-        return self.method or "near"
-
     def resolved(self, layout: str) -> DedupConfig:
-        """This config for examples of `layout`: its method and threshold filled in."""
+        """This config for examples of `layout`: its method (near unless given) and threshold
+        filled in."""
         return dataclasses.replace(
             self,
-            method=self.method_for(layout),
+            method=self.method or "near",
             threshold=self.min_similarity_for(layout),
             layout=layout,
         )
