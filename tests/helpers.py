@@ -90,6 +90,14 @@ def kept_by_budget(out, keep: float) -> int:
     return sum(want.values())
 
 
+def kept_are_top(members: list[dict]) -> bool:
+    """One super-batch's manifest rows: no example left out scores above one kept (ties at the
+    cut may go either way, so this does not depend on how the job breaks them)."""
+    kept = [r["score"] for r in members if r["status"] == "selected"]
+    left = [r["score"] for r in members if r["status"] != "selected"]
+    return bool(kept) and (not left or min(kept) >= max(left))
+
+
 def write_jsonl(path: Path, records) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")

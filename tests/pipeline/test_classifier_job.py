@@ -12,7 +12,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 from corpora import TEXT, TINY, config_for, fit_classifier, pairs_config
-from helpers import SEED
+from helpers import SEED, kept_are_top
 
 from jestflow.pipeline.job import run_curation
 from jestflow.trainer.loop import TrainConfig, train
@@ -55,25 +55,19 @@ def z_scores(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
 
 
-def kept_are_top(members: list[dict]) -> bool:
-    k = sum(r["status"] == "selected" for r in members)
-    top = sorted(members, key=lambda r: -r["score"])[:k]
-    return {r["key"] for r in top} == {r["key"] for r in members if r["status"] == "selected"}
-
-
 def test_a_classifier_teacher_selects_by_its_log_odds(noisy, classifier, tmp_path, learned):
     assert checkpoint_task(classifier) == "classifier"
     out = tmp_path / "out"
     run_curation(config_for(noisy, out, teacher=classifier, selection=TOP))
     texts, model = texts_by_id(noisy), load_model(classifier)
     rows = [r for members in super_batches(out).values() for r in members]
+    kept = [r for r in rows if r["status"] == "selected"]
+    clean = sum(json.loads(r["meta"])["kind"] == "clean" for r in kept) / len(kept)
+    learned.expect("clean share kept by a classifier teacher", clean, ">", 0.72)
     want = log_odds(model, [texts[r["id"]] for r in rows]).double().numpy()
     assert np.abs(want - [r["score"] for r in rows]).max() < 2e-4  # log-odds on the grid
     assert np.abs(want + [r["teacher_loss"] for r in rows]).max() < 2e-4
     assert all(kept_are_top(members) for members in super_batches(out).values())
-    kept = [r for r in rows if r["status"] == "selected"]
-    clean = sum(json.loads(r["meta"])["kind"] == "clean" for r in kept) / len(kept)
-    learned.expect("clean share kept by a classifier teacher", clean, ">", 0.72)
 
     samples = [s for shard in (out / "shards").glob("*.tar") for s in read_shard(str(shard))]
     assert {s["json"]["teacher_task"] for s in samples} == {"classifier"}

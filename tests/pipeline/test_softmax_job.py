@@ -9,7 +9,7 @@ import json
 import numpy as np
 import torch
 from corpora import TINY, fit, pairs_config
-from helpers import SEED
+from helpers import SEED, kept_are_top
 
 from jestflow.pipeline.job import run_curation
 from jestflow.trainer.loop import TrainConfig, train
@@ -117,6 +117,4 @@ def test_clip_score_and_neg_clip_loss_rank_each_pair_within_its_super_batch(pair
                 (grid.left * grid.right).sum(1) if mode == "clip_score" else -grid.softmax_losses()
             ).numpy()
             assert np.abs(want - [r["score"] for r in members]).max() < 1e-4, mode
-            k = sum(r["status"] == "selected" for r in members)
-            top = {members[i]["key"] for i in np.argsort(-want, kind="stable")[:k]}
-            assert top == {r["key"] for r in members if r["status"] == "selected"}, mode
+            assert kept_are_top(members), mode
