@@ -18,9 +18,13 @@ Two images are copies when their grey bits agree on at least the threshold's sha
 no channel of a cell differs by more than `COLOUR_TOLERANCE` (of the mean brightness, or of
 the larger of the two values where they are brighter than the mean: a bright cell clipped at
 255 in the brighter copy keeps its colour), and their brightness differs by a factor of at most
-`BRIGHTNESS_RATIO`. Otherwise their similarity is 0. A resized, re-encoded or
-±10 % brighter copy keeps its grey bits (brightness scales every grey level alike) and its
-normalised colours; a different image, or the same drawing in other colours, does not.
+`BRIGHTNESS_RATIO`, **and**, where both images have grey bits, the layouts' structure agrees
+(`_changed_structure`: each layout less its mean colour, the energy of their difference is at
+most `STRUCTURE_TOLERANCE` of their own energies; a small shape in another colour moves no cell
+by 15 % but is most of the layout's structure). Otherwise their similarity is 0. A resized,
+re-encoded or ±10 % brighter copy keeps its grey bits (brightness scales every grey level
+alike), its normalised colours and their structure; a different image, or the same drawing in
+other colours, does not.
 
 The LSH bands sample the grey bits (bit-sampling LSH for the Hamming distance): band k is a
 fixed random set of `rows` bit positions, drawn from the dedup seed, and its bucket a hash of
@@ -53,6 +57,9 @@ DARK = 64.0  # the least brightness the colours are divided by (dark images: noi
 SCALE = 1000  # the colour layout and brightness are stored in thousandths
 COLOUR_TOLERANCE = 0.15  # the largest difference of a cell's normalised colour between copies,
 # relative to the larger of the two where it is brighter than the mean (`similarities`)
+STRUCTURE_TOLERANCE = 0.06  # the largest share of a pair's colour-layout structure that may
+# differ between copies (`_changed_structure`)
+STRUCTURE_FLOOR = 0.02 * SCALE  # the least structure per entry: a near-flat image's noise
 BRIGHTNESS_RATIO = 1.25  # the largest ratio of mean brightness between copies
 DIM = 16.0  # brightness below this counts as this in the ratio (black is black)
 DECODE = 256  # JPEGs are decoded at a reduced scale, no smaller than this
@@ -107,10 +114,25 @@ def similarities(signature: np.ndarray, others: np.ndarray) -> np.ndarray:
     )
     scale = np.maximum(np.maximum(mine, theirs), SCALE)  # relative above the mean brightness
     close = (np.abs(theirs - mine) <= COLOUR_TOLERANCE * scale).all(axis=1)
+    flat = ~others[:, :GREY_BITS].any(axis=1) | (not signature[:GREY_BITS].any())
+    close &= flat | (_changed_structure(mine, theirs) <= STRUCTURE_TOLERANCE)
     light = np.maximum(others[:, -1].astype(np.float64), DIM * SCALE)
     own = max(float(signature[-1]), DIM * SCALE)
     ratio = np.maximum(light / own, own / light)
     return np.where(close & (ratio <= BRIGHTNESS_RATIO), grey, 0.0)
+
+
+def _changed_structure(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+    """How much of two colour layouts' structure differs: the energy of the difference of the
+    layouts, each less its mean colour, over the sum of their own energies (at least
+    `STRUCTURE_FLOOR` per entry, so a near-flat pair's noise is not structure)."""
+    a = mine.reshape(-1, 3).astype(np.float64)
+    b = theirs.reshape(len(theirs), CELLS // 3, 3).astype(np.float64)
+    a -= a.mean(axis=0)
+    b -= b.mean(axis=1, keepdims=True)
+    changed = ((b - a) ** 2).sum(axis=(1, 2))
+    own = (a**2).sum() + (b**2).sum(axis=(1, 2))
+    return changed / np.maximum(own, CELLS * STRUCTURE_FLOOR**2)
 
 
 def similarity(a: bytes, b: bytes) -> float:
