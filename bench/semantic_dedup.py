@@ -30,11 +30,11 @@ Run: python bench/semantic_dedup.py [--items 3000] [--copies 0.2] [--scale 10000
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import keyword
 import random
 import re
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -42,20 +42,15 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sparse
 from common_results import command_line, record
+from common_semantic import arm_rows, step_seconds
 
 from jestflow.demo.config import minilm_model
 from jestflow.demo.corpora import harvest
-from jestflow.pipeline.config import CurateConfig
-from jestflow.pipeline.job import run_curation
 from jestflow.trainer.calibrate import CalibrateConfig, calibrate
 from jestflow.transforms.dedup import semantic
-from jestflow.transforms.dedup.copies import DedupConfig
-from jestflow.transforms.dedup.semantic import SemanticConfig
-from jestflow.transforms.formats.manifest import read_manifest
 from jestflow.transforms.records import FieldMap
 from jestflow.transforms.reporting.logs import configure
 from jestflow.transforms.reporting.tables import text_table
-from jestflow.transforms.selection.offline import SelectionConfig
 
 FIELDS = FieldMap(query="query", doc="doc", keep=("kind", "item"))
 KINDS = ("light", "reworded", "truncated")  # planted copies, a third each
@@ -197,30 +192,6 @@ def teacher(out: Path) -> Path:
     return folder
 
 
-def curate(pool: Path, out: Path, name: str, method: str, threshold: float | None) -> dict:
-    """One arm's run: its manifest rows and seconds."""
-    target = out / "runs" / name.replace(" ", "-").replace("(", "").replace(")", "")
-    began = time.perf_counter()
-    run_curation(
-        CurateConfig(
-            inputs=(str(pool),),
-            output=str(target),
-            teacher=str(out / "teacher"),
-            task="contrastive",
-            fields=FIELDS,
-            selection=SelectionConfig(keep=0.5),
-            dedup=DedupConfig(method=method),
-            semantic=SemanticConfig(threshold=threshold),
-            super_batch=1000,
-            cache=str(out / "cache"),
-            workers=2,
-            overwrite=True,
-        )
-    )
-    seconds = time.perf_counter() - began
-    return {"rows": read_manifest(str(target / "manifest")).to_pylist(), "seconds": seconds}
-
-
 def judge(rows: list[dict], items: int) -> dict:
     """Recall on the planted copies (all, and by kind) and false merges of distinct items."""
     meta = {r["key"]: json.loads(r["meta"]) for r in rows}
@@ -241,20 +212,9 @@ def judge(rows: list[dict], items: int) -> dict:
     }
 
 
-def pool_rows(pool: Path, out: Path, items: int, copies: int) -> list[dict]:
-    n = items + copies
-    shutil.rmtree(out / "cache", ignore_errors=True)
-    first = curate(pool, out, "uncached", "none", None)  # fills the score cache
-    found = []
-    for name, (method, threshold) in ARMS.items():
-        run = curate(pool, out, name, method, threshold)
-        found.append(
-            {"dedup": name, **judge(run["rows"], items)} | {"s_per_1k": 1000 * run["seconds"] / n}
-        )
-        print(found[-1], flush=True)
-    found.append(
-        {"dedup": "teacher scoring (uncached run)", "s_per_1k": 1000 * first["seconds"] / n}
-    )
+def pool_rows(pool: Path, out: Path, items: int) -> list[dict]:
+    judged = functools.partial(judge, items=items)
+    found, _ = arm_rows(str(pool), out, str(out / "teacher"), FIELDS, ARMS, judged)
     return found
 
 
@@ -265,22 +225,11 @@ def scale_rows(n: int, d: int = 384, seed: int = 0) -> list[dict]:
     base = rng.normal(size=(n, 2, d)).astype(np.float32)
     planted = rng.choice(n, n // 20, replace=False)
     base[planted] = base[rng.choice(n, n // 20)] + 0.01 * rng.normal(size=(n // 20, 2, d))
-    times = {}
     began = time.perf_counter()
     x = semantic.vectors(base)
-    k = semantic.cluster_count(n)
-    centroids = semantic.fit_centroids(x[: semantic.sample_size(n, k)], k, seed=1)
-    times["fit"] = time.perf_counter() - began
-    began = time.perf_counter()
-    labels = semantic.assign(x, centroids)
-    times["assign"] = time.perf_counter() - began
-    began = time.perf_counter()
-    removed = 0
-    for cluster in np.unique(labels):
-        members = np.flatnonzero(labels == cluster)
-        kept_of = semantic.find_copies(x[members], 0.95)
-        removed += int((kept_of != np.arange(len(members))).sum())
-    times["copies"] = time.perf_counter() - began
+    joined = time.perf_counter() - began
+    times, k, labels, removed = step_seconds(x, 0.95)
+    times["fit"] += joined  # the vectors are part of the fit phase
     sizes = np.bincount(labels)
     return [
         {"phase": phase, "examples": n, "k": k, "s_per_1k": 1000 * s / n}
@@ -314,7 +263,7 @@ def main() -> None:
     out = Path(args.out).resolve()
     pool, items, copies = make_pool(out, args.items, args.copies, seed=0)
     teacher(out)
-    rows = pool_rows(pool, out, items, copies)
+    rows = pool_rows(pool, out, items)
     print(f"\n{items} distinct items and {copies} planted copies (MiniLM teacher)")
     print(pool_table(rows))
     scale = scale_rows(args.scale) if args.scale else []

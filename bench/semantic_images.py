@@ -39,13 +39,13 @@ Run: python bench/semantic_images.py [--originals 2000] [--copies 500]
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
 import random
 import shutil
 import tarfile
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -55,18 +55,13 @@ import webdataset as wds
 from common_demo import make_teacher
 from common_images import planted
 from common_results import command_line, record
+from common_semantic import arm_rows, step_seconds
 
 from jestflow.demo.scenes import ATTRIBUTES, SceneConfig, make_scenes
-from jestflow.pipeline.config import CurateConfig
-from jestflow.pipeline.job import run_curation
 from jestflow.transforms.dedup import semantic
-from jestflow.transforms.dedup.copies import DedupConfig
-from jestflow.transforms.dedup.semantic import SemanticConfig
-from jestflow.transforms.formats.manifest import read_manifest
 from jestflow.transforms.records import FieldMap
 from jestflow.transforms.reporting.logs import configure
 from jestflow.transforms.reporting.tables import text_table
-from jestflow.transforms.selection.offline import SelectionConfig
 
 FIELDS = FieldMap(image="png", caption="txt", keep=("kind", "item", "says"))
 
@@ -137,31 +132,6 @@ def teacher(out: Path, given: str | None) -> str:
         args = SimpleNamespace(pair_teacher="built-in", pair_teacher_steps=600, teacher_steps=300)
         make_teacher("image-text", folder, out, args)
     return str(folder)
-
-
-def curate(pool: str, out: Path, model: str, name: str, method: str, threshold, keep=0.5):
-    """One arm's run: its manifest rows and seconds."""
-    target = out / "runs" / name.replace(" ", "-").replace("(", "").replace(")", "")
-    began = time.perf_counter()
-    run_curation(
-        CurateConfig(
-            inputs=(pool,),
-            output=str(target),
-            teacher=model,
-            task="contrastive",
-            fields=FIELDS,
-            selection=SelectionConfig(keep=keep),
-            dedup=DedupConfig(method=method),
-            semantic=SemanticConfig(threshold=threshold),
-            super_batch=1000,
-            cache=str(out / "cache"),
-            workers=2,
-            overwrite=True,
-        )
-    )
-    seconds = time.perf_counter() - began
-    rows = read_manifest(str(target / "manifest")).to_pylist()
-    return {"rows": rows, "seconds": seconds, "target": target}
 
 
 def judge(rows: list[dict], originals: int, copies: int) -> dict:
@@ -237,18 +207,8 @@ def function_rows(x: np.ndarray, threshold: float, repeat: int) -> list[dict]:
     """The semantic step's functions on the pool's unit vectors (tiled `repeat` times, so that
     there is something to time; k and the sample as the step picks them): s per 1,000."""
     x = np.tile(x, (repeat, 1))
-    n, times = len(x), {}
-    began = time.perf_counter()
-    k = semantic.cluster_count(n)
-    centroids = semantic.fit_centroids(x[: semantic.sample_size(n, k)], k, seed=1)
-    times["fit"] = time.perf_counter() - began
-    began = time.perf_counter()
-    labels = semantic.assign(x, centroids)
-    times["assign"] = time.perf_counter() - began
-    began = time.perf_counter()
-    for cluster in np.unique(labels):
-        semantic.find_copies(x[labels == cluster], threshold)
-    times["copies"] = time.perf_counter() - began
+    n = len(x)
+    times, k, _, _ = step_seconds(x, threshold)
     return [
         {"phase": phase, "examples": n, "k": k, "s_per_1k": 1000 * s / n}
         for phase, s in times.items()
@@ -256,22 +216,8 @@ def function_rows(x: np.ndarray, threshold: float, repeat: int) -> list[dict]:
 
 
 def pool_rows(pool: str, out: Path, model: str, sizes: tuple[int, int], thresholds) -> tuple:
-    originals, copies = sizes
-    n = originals + copies
-    shutil.rmtree(out / "cache", ignore_errors=True)
-    first = curate(pool, out, model, "uncached", "none", None, keep=1.0)  # fills the cache
-    found = []
-    for name, (method, threshold) in arms(thresholds).items():
-        run = curate(pool, out, model, name, method, threshold)
-        found.append(
-            {"dedup": name, **judge(run["rows"], originals, copies)}
-            | {"s_per_1k": 1000 * run["seconds"] / n}
-        )
-        print(found[-1], flush=True)
-    found.append(
-        {"dedup": "teacher scoring (uncached run)", "s_per_1k": 1000 * first["seconds"] / n}
-    )
-    return found, first["target"]
+    judged = functools.partial(judge, originals=sizes[0], copies=sizes[1])
+    return arm_rows(pool, out, model, FIELDS, arms(thresholds), judged, first_keep=1.0)
 
 
 def pool_table(rows: list[dict]) -> str:

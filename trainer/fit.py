@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -147,21 +148,43 @@ def train_teacher(config: TeacherConfig) -> TeacherResult:
         else (None, None)
     )
     output_folder.clear(config.output, held)  # only with `overwrite`
-    result = TeacherResult(
-        output=config.output,
-        fingerprint=save_checkpoint(model, config.output, meta=_meta(config, lr, len(examples))),
+    return _saved(
+        config,
+        model,
+        _meta(config, lr, len(examples)),
+        start,
+        curve,
+        recent,
         examples=len(examples),
         windows=items if config.task == "lm" else None,
         context=model.context if config.task == "lm" else None,
         rejected=dict(rejected),
         eval_examples=len(held_out),
         eval_rejected=dict(eval_rejected),
-        mean_train_loss=sum(recent) / len(recent),
-        mean_train_loss_steps=len(recent),
         eval_loss=eval_loss,
         eval_recall_at_1=recall,
+    )
+
+
+def _saved(
+    config: TeacherConfig,
+    model: nn.Module,
+    meta: dict,
+    start: float,
+    curve: list[dict],
+    recent: Sequence[float],
+    **figures: Any,
+) -> TeacherResult:
+    """Save a trained teacher's checkpoint (with `meta`) and its metrics.json: its result, with
+    the figures every teacher has (the last steps' mean loss, the seconds since `start`)."""
+    result = TeacherResult(
+        output=config.output,
+        fingerprint=save_checkpoint(model, config.output, meta=meta),
+        mean_train_loss=sum(recent) / len(recent),
+        mean_train_loss_steps=len(recent),
         seconds=time.perf_counter() - start,
         curve=curve,
+        **figures,
     )
     write_json(asdict(result), posixpath.join(config.output, "metrics.json"))
     return result
@@ -199,26 +222,24 @@ def train_classifier(config: TeacherConfig) -> TeacherResult:
     eval_loss, accuracy = evaluate_classifier(model, sets.held_out)
     output_folder.clear(config.output, held)  # only with `overwrite`
     meta = _meta(config, lr, len(positives)) | {"negatives": len(negatives)}
-    result = TeacherResult(
-        output=config.output,
-        fingerprint=save_checkpoint(model, config.output, meta=meta),
+    return _saved(
+        config,
+        model,
+        meta,
+        start,
+        curve,
+        recent,
         examples=len(positives),
         windows=None,
         context=None,
         rejected=dict(rejected),
         eval_examples=len(sets.held_out),
         eval_rejected={},
-        mean_train_loss=sum(recent) / len(recent),
-        mean_train_loss_steps=len(recent),
         eval_loss=eval_loss,
         eval_recall_at_1=None,
-        seconds=time.perf_counter() - start,
-        curve=curve,
         negatives=len(negatives),
         eval_accuracy=accuracy,
     )
-    write_json(asdict(result), posixpath.join(config.output, "metrics.json"))
-    return result
 
 
 def _fit(
